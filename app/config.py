@@ -1,0 +1,128 @@
+"""glint's configuration: one msgspec Struct, decoded once from `GLINT_*` environment variables.
+
+Every field below is read from the variable named `GLINT_` + the field name in upper case, e.g.
+`database_url` from `GLINT_DATABASE_URL`. Values not set in the environment come from the
+`stack.env` file that `glint stack up` writes (so `glint serve` finds the local stack), then from
+the defaults here. A bad value stops start-up with a message that names the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
+
+PositiveInt = Annotated[int, Meta(gt=0)]
+PositiveFloat = Annotated[float, Meta(gt=0)]
+
+
+class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """Everything glint reads from its environment."""
+
+    # where the data lives
+    database_url: str = "postgresql://glint@127.0.0.1:54329/glint"
+    database_pool_min: PositiveInt = 2
+    database_pool_max: PositiveInt = 20
+    redis_url: str = "redis://127.0.0.1:63799/0"
+    s3_endpoint: str = "http://127.0.0.1:8333"
+    s3_public_endpoint: str = ""
+    s3_region: str = "us-east-1"
+    s3_access_key: str = "glint"
+    s3_secret_key: str = "glint-secret"
+    s3_bucket: str = "glint"
+    s3_url_ttl: PositiveInt = 3600
+
+    # events: "inline" hands committed outbox rows to the in-process consumers; "kafka" relays them
+    events_transport: Literal["inline", "kafka"] = "inline"
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_topic_prefix: str = "glint."
+    kafka_group_prefix: str = "glint-"
+    outbox_batch: PositiveInt = 500
+    outbox_poll_seconds: PositiveFloat = 1.0
+    consumer_max_attempts: PositiveInt = 5
+    consumer_retry_base_seconds: PositiveFloat = 0.2
+
+    # search
+    search_backend: Literal["postgres", "elasticsearch"] = "postgres"
+    elasticsearch_url: str = "http://127.0.0.1:9200"
+    elasticsearch_index_prefix: str = "glint-"
+
+    # the HTTP server
+    host: str = "127.0.0.1"
+    port: Annotated[int, Meta(ge=0, le=65535)] = 8080
+    consumer_port: Annotated[int, Meta(ge=0, le=65535)] = 8081
+    shutdown_timeout: PositiveFloat = 10.0
+    max_body_bytes: PositiveInt = 1024 * 1024
+    cors_origins: str = ""
+    gzip_min_bytes: PositiveInt = 1024
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    access_log: bool = True
+
+    # auth
+    jwt_secret: str = "change-me-in-production-glint-dev-secret"
+    access_token_ttl: PositiveInt = 900
+    refresh_token_ttl: PositiveInt = 30 * 24 * 3600
+
+    # rate limits: requests per window
+    rate_limit_per_hour: PositiveInt = 1000
+    rate_limit_auth_per_minute: PositiveInt = 20
+    rate_limit_anonymous_per_hour: PositiveInt = 1000
+
+    # periodic jobs
+    jobs_enabled: bool = True
+
+
+def env_name(field: str) -> str:
+    """The environment variable that sets a Config field."""
+    return "GLINT_" + field.upper()
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """Parse KEY=VALUE lines (the stack.env format); a missing file is empty."""
+    values: dict[str, str] = {}
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return values
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, _, value = line.partition("=")
+            values[key.strip()] = value.strip()
+    return values
+
+
+class ConfigError(Exception):
+    """A configuration value is wrong; the message names the variable."""
+
+
+def stack_dir() -> Path:
+    """Where `glint stack up` keeps its data and writes stack.env."""
+    return Path(os.environ.get("GLINT_STACK_DIR", ".glint")).resolve()
+
+
+def load_config(environ: dict[str, str] | None = None, **overrides: object) -> Config:
+    """Decode the Config from the environment (then stack.env), with keyword overrides on top."""
+    if environ is None:
+        merged = read_env_file(stack_dir() / "stack.env")
+        merged.update(os.environ)
+    else:
+        merged = dict(environ)
+    fields = set(Config.__struct_fields__)
+    raw: dict[str, object] = {}
+    for key, value in merged.items():
+        if key.startswith("GLINT_") and key[6:].lower() in fields:
+            raw[key[6:].lower()] = value
+    raw.update(overrides)
+    try:
+        return msgspec.convert(raw, Config, strict=False)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        # msgspec says "... at `$.field_name`": name the variable instead
+        if "`$." in message:
+            field = message.split("`$.", 1)[1].split("`", 1)[0].split(".")[0].split("[")[0]
+            message = message.split(" - at ", 1)[0] + f" (set by {env_name(field)})"
+        raise ConfigError(message) from None

@@ -1,0 +1,59 @@
+"""The application factory."""
+
+from __future__ import annotations
+
+import weakref
+
+from aiohttp import WSCloseCode, web
+
+from app import middlewares
+from app.background import Background, background_ctx, background_key, platform_jobs
+from app.clients import add_client_contexts
+from app.config import Config
+from app.ops import add_openapi_routes, add_ops_routes
+from handlers import accounts, auth
+from handlers.common import Routes
+from handlers.context import config_key
+from jobs.events import Consumer
+
+ROUTE_MODULES: list[Routes] = [auth.routes, accounts.routes]
+
+sockets_key = web.AppKey("sockets", weakref.WeakSet)
+
+
+async def close_sockets(app: web.Application) -> None:
+    """On shutdown, close every websocket with GOING_AWAY so clients reconnect elsewhere."""
+    for ws in list(app[sockets_key]):
+        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
+
+
+def create_app(config: Config, *, consumers: bool = True, extra_consumers: list[Consumer] | None = None,
+               http: bool = True) -> web.Application:
+    """Build the application: clients, middlewares, routes, background work.
+
+    consumers=False serves requests only (N API processes behind a load balancer); http=False is
+    the `glint consume` worker, which serves only the operations routes.
+    """
+    app = web.Application(
+        client_max_size=config.max_body_bytes,
+        middlewares=[
+            middlewares.request_context,
+            middlewares.errors,
+            middlewares.cors(config.cors_origins),
+            middlewares.gzip(config.gzip_min_bytes),
+            middlewares.authenticate,
+        ],
+    )
+    app[config_key] = config
+    app[sockets_key] = weakref.WeakSet()
+    app[background_key] = Background(run_consumers=consumers, consumers=list(extra_consumers or []))
+    add_client_contexts(app, config)
+    app.cleanup_ctx.append(background_ctx(consumer_factories=[], job_factories=[platform_jobs]))
+    app.on_shutdown.append(close_sockets)
+    add_ops_routes(app)
+    if http:
+        docs = [doc for module in ROUTE_MODULES for doc in module.docs]
+        for module in ROUTE_MODULES:
+            module.add_to(app)
+        add_openapi_routes(app, docs)
+    return app

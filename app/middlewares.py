@@ -1,0 +1,214 @@
+"""The request pipeline, outermost first: request id + access log + metrics, errors, CORS,
+authentication + rate limit, gzip."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+
+from aiohttp import web
+from aiohttp.web_exceptions import HTTPException
+
+from handlers.auth import auth_markers, bearer_token, read_access_token
+from handlers.common import (
+    ApiError, MethodNotAllowed, NotAuthenticated, NotFound, PayloadTooLarge, RateLimited, encode,
+)
+from handlers.context import config_key, identity_key, limiter_key, request_id_key
+from storage.metrics import HTTP_IN_FLIGHT, HTTP_LATENCY, HTTP_REQUESTS
+from storage.ratelimit import address_key, user_key
+
+log = logging.getLogger("glint.http")
+access_log = logging.getLogger("glint.access")
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+UNMATCHED = "<unmatched>"
+
+
+def route_template(request: web.Request) -> str:
+    """The matched route's template (`/api/posts/{id}/`), never the raw path, to bound label sets."""
+    info = request.match_info
+    route = getattr(info, "route", None)
+    resource = getattr(route, "resource", None)
+    if resource is None or getattr(info, "http_exception", None) is not None:
+        return UNMATCHED
+    return resource.canonical
+
+
+@web.middleware
+async def request_context(request: web.Request, handler):
+    """Request id (taken from X-Request-ID or made), one JSON log line and metrics per request."""
+    incoming = request.headers.get("X-Request-ID", "")
+    request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    request[request_id_key] = request_id
+    started = time.perf_counter()
+    HTTP_IN_FLIGHT.inc()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        response.headers["X-Request-ID"] = request_id
+        return response
+    finally:
+        HTTP_IN_FLIGHT.dec()
+        elapsed = time.perf_counter() - started
+        route = route_template(request)
+        HTTP_REQUESTS.labels(route, request.method, str(status)).inc()
+        HTTP_LATENCY.labels(route, request.method).observe(elapsed)
+        if request.app[config_key].access_log:
+            identity = request.get(identity_key)
+            access_log.info("request", extra={"fields": {
+                "method": request.method, "route": route, "path": request.path, "status": status,
+                "duration_ms": round(elapsed * 1000, 2),
+                "user": str(identity.user_id) if identity else None, "request_id": request_id,
+            }})
+
+
+def error_response(error: ApiError) -> web.Response:
+    """The JSON envelope of an ApiError."""
+    return web.Response(body=encode(error.body()), status=error.status, headers=error.headers,
+                        content_type="application/json", charset="utf-8")
+
+
+@web.middleware
+async def errors(request: web.Request, handler):
+    """Every error as the JSON envelope of API.md; anything unexpected is a logged 500 with no details."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return error_response(exc)
+    except HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error_response(_from_http_exception(exc))
+    except Exception:
+        log.exception("unhandled error", extra={"fields": {"request_id": request.get(request_id_key)}})
+        return error_response(_internal())
+
+
+def _internal() -> ApiError:
+    error = ApiError("Something went wrong on our side.")
+    error.status, error.code = 500, "internal_error"
+    return error
+
+
+def _from_http_exception(exc: HTTPException) -> ApiError:
+    """aiohttp's own errors (router 404/405, body too large, ...) in the envelope."""
+    if exc.status == 404:
+        return NotFound()
+    if exc.status == 405:
+        allowed = exc.headers.get("Allow", "")
+        return MethodNotAllowed(f"Method not allowed; use {allowed}." if allowed else None,
+                                headers={"Allow": allowed} if allowed else None)
+    if exc.status == 413:
+        return PayloadTooLarge()
+    error = ApiError(exc.reason or "Error.")
+    error.status = exc.status
+    error.code = (exc.reason or "error").lower().replace(" ", "_")
+    return error
+
+
+def cors(origins: str):
+    """CORS for the configured origins ("*" or a comma-separated list); preflights answered here."""
+    allowed = {o.strip() for o in origins.split(",") if o.strip()}
+
+    @web.middleware
+    async def middleware(request: web.Request, handler):
+        origin = request.headers.get("Origin")
+        permitted = origin is not None and ("*" in allowed or origin in allowed)
+        if permitted and request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+            response: web.StreamResponse = web.Response(status=204)
+            response.headers["Access-Control-Allow-Methods"] = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
+            response.headers["Access-Control-Allow-Headers"] = request.headers.get(
+                "Access-Control-Request-Headers", "Authorization, Content-Type")
+            response.headers["Access-Control-Max-Age"] = "600"
+        else:
+            response = await handler(request)
+        if permitted:
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Access-Control-Expose-Headers"] = (
+                "X-Request-ID, X-RateLimit-Limit, X-RateLimit-Remaining, Retry-After")
+            response.headers["Vary"] = "Origin"
+        return response
+
+    return middleware
+
+
+_UNLIMITED = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+@web.middleware
+async def authenticate(request: web.Request, handler):
+    """Read the bearer token, count the request against its limit (per user, or per address when
+    anonymous) and refuse revoked sessions, all in one Redis round trip."""
+    if request.path in _UNLIMITED or request.method == "OPTIONS":
+        return await handler(request)
+    config = request.app[config_key]
+    token = bearer_token(request)
+    if token is None and request.path == "/ws":
+        token = request.query.get("token")
+    identity = read_access_token(config.jwt_secret, token) if token else None
+    if identity is not None:
+        limit, window = config.rate_limit_per_hour, 3600
+        hit = await request.app[limiter_key].hit(user_key(identity.user_id, "h"), window, auth_markers(identity))
+        if hit.refused:
+            raise NotAuthenticated("This session has been revoked.")
+        request[identity_key] = identity
+    else:
+        limit, window = config.rate_limit_anonymous_per_hour, 3600
+        hit = await request.app[limiter_key].hit(address_key("anon", request.remote or "unknown"), window)
+    headers = {"X-RateLimit-Limit": str(limit), "X-RateLimit-Remaining": str(hit.remaining(limit))}
+    if hit.count > limit:
+        headers["Retry-After"] = str(max(hit.reset_ms // 1000, 1))
+        raise RateLimited(headers=headers)
+    try:
+        response = await handler(request)
+    except ApiError as exc:
+        exc.headers = {**headers, **exc.headers}
+        raise
+    if not response.prepared:
+        response.headers.update(headers)
+    return response
+
+
+def gzip(min_bytes: int):
+    """Compress large responses for clients that accept gzip."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler):
+        response = await handler(request)
+        if (isinstance(response, web.Response) and not response.prepared and response.body is not None
+                and len(response.body) >= min_bytes and "gzip" in request.headers.get("Accept-Encoding", "")):
+            response.enable_compression(web.ContentCoding.gzip)
+        return response
+
+    return middleware
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per log line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname, "logger": record.name, "msg": record.getMessage(),
+        }
+        line.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            line["exc"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
+def setup_logging(level: str) -> None:
+    """JSON lines on stderr, UTC timestamps."""
+    handler = logging.StreamHandler()
+    formatter = JsonFormatter()
+    formatter.converter = time.gmtime
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)

@@ -1,0 +1,183 @@
+"""Logins and tokens: argon2id passwords, short-lived JWT access tokens, rotating refresh tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Annotated
+
+import jwt
+from aiohttp import web
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from msgspec import Meta
+
+from handlers.common import (
+    NotAuthenticated, RateLimited, Routes, Struct, TokenExpired, json_response, no_content, read_json,
+)
+from handlers.context import config_key, identity_key, limiter_key, pool_key, redis_key
+from storage import tokens, users
+from storage.ratelimit import address_key
+
+routes = Routes("auth")
+
+_hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
+ALGORITHM = "HS256"
+
+
+# ---------------------------------------------------------------- passwords
+
+async def hash_password(password: str) -> str:
+    """argon2id hash, computed off the event loop."""
+    return await asyncio.to_thread(_hasher.hash, password)
+
+
+async def verify_password(stored: str, password: str) -> bool:
+    """Check a password against its hash, off the event loop."""
+    try:
+        return await asyncio.to_thread(_hasher.verify, stored, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+# ---------------------------------------------------------------- access tokens
+
+@dataclass(frozen=True)
+class Identity:
+    """Who an access token speaks for."""
+
+    user_id: int
+    session_id: int
+
+
+def make_access_token(secret: str, user_id: int, session_id: int, ttl: int) -> str:
+    """A signed access token for a session."""
+    now = int(time.time())
+    claims = {"sub": str(user_id), "sid": str(session_id), "iat": now, "exp": now + ttl, "typ": "access"}
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+
+
+def read_access_token(secret: str, token: str) -> Identity:
+    """Verify an access token's signature and expiry; raise 401 otherwise."""
+    try:
+        claims = jwt.decode(token, secret, algorithms=[ALGORITHM], options={"require": ["exp", "sub", "sid"]})
+    except jwt.ExpiredSignatureError:
+        raise TokenExpired() from None
+    except jwt.PyJWTError:
+        raise NotAuthenticated("The access token is invalid.") from None
+    if claims.get("typ") != "access":
+        raise NotAuthenticated("The access token is invalid.")
+    try:
+        return Identity(int(claims["sub"]), int(claims["sid"]))
+    except (TypeError, ValueError):
+        raise NotAuthenticated("The access token is invalid.") from None
+
+
+def bearer_token(request: web.Request) -> str | None:
+    """The token of an `Authorization: Bearer` header, if any."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def current_user(request: web.Request) -> int:
+    """The authenticated user's id; 401 when the request carries no valid token."""
+    identity: Identity | None = request.get(identity_key)
+    if identity is None:
+        raise NotAuthenticated()
+    return identity.user_id
+
+
+def auth_markers(identity: Identity) -> tuple[str, ...]:
+    """Redis keys whose existence refuses this identity's access tokens."""
+    return (tokens.session_key(identity.user_id, identity.session_id), tokens.inactive_key(identity.user_id))
+
+
+async def check_address_limit(request: web.Request, scope: str) -> None:
+    """The stricter per-address limit of login and registration."""
+    config = request.app[config_key]
+    hit = await request.app[limiter_key].hit(address_key(scope, request.remote or "unknown"), 60)
+    if hit.count > config.rate_limit_auth_per_minute:
+        retry = max(hit.reset_ms // 1000, 1)
+        raise RateLimited(f"Too many {scope} attempts; try again in {retry} s.", headers={"Retry-After": str(retry)})
+
+
+# ---------------------------------------------------------------- routes
+
+
+class TokenRequest(Struct):
+    username: Annotated[str, Meta(min_length=1, max_length=254, description="username or e-mail")]
+    password: Annotated[str, Meta(min_length=1, max_length=1024)]
+
+
+class RefreshRequest(Struct):
+    refresh: Annotated[str, Meta(min_length=1, max_length=512)]
+
+
+class TokenPair(Struct):
+    access: str
+    refresh: str
+
+
+async def start_session(request: web.Request, user_id: int) -> TokenPair:
+    """A new token family for a user who just proved who they are."""
+    config = request.app[config_key]
+    pool = request.app[pool_key]
+    family = await tokens.new_family_id(pool)
+    refresh = tokens.new_token()
+    await tokens.issue(pool, user_id, family, refresh, config.refresh_token_ttl)
+    return TokenPair(access=make_access_token(config.jwt_secret, user_id, family, config.access_token_ttl),
+                     refresh=refresh)
+
+
+@routes.route("POST", "/api/token/", body=TokenRequest, response=TokenPair, auth=False)
+async def obtain_token(request: web.Request) -> web.Response:
+    """Log in with username (or e-mail) and password; returns an access and a refresh token."""
+    body = await read_json(request, TokenRequest)
+    await check_address_limit(request, "login")
+    hit = await request.app[limiter_key].hit(address_key("login-user", body.username.lower()), 60)
+    if hit.count > request.app[config_key].rate_limit_auth_per_minute:
+        retry = max(hit.reset_ms // 1000, 1)
+        raise RateLimited(f"Too many attempts for this account; try again in {retry} s.",
+                          headers={"Retry-After": str(retry)})
+    pool = request.app[pool_key]
+    user = await users.get_login(pool, body.username)
+    if user is None or not await verify_password(user["password_hash"], body.password) or not user["is_active"]:
+        raise NotAuthenticated("No active account found with the given credentials.")
+    if _hasher.check_needs_rehash(user["password_hash"]):
+        await users.set_password_hash(pool, user["id"], await hash_password(body.password))
+    return json_response(await start_session(request, user["id"]))
+
+
+@routes.route("POST", "/api/token/refresh/", body=RefreshRequest, response=TokenPair, auth=False)
+async def refresh_token(request: web.Request) -> web.Response:
+    """Spend a refresh token for a new pair; reusing a spent one revokes its whole family."""
+    body = await read_json(request, RefreshRequest)
+    config = request.app[config_key]
+    next_token = tokens.new_token()
+    async with request.app[pool_key].acquire() as conn, conn.transaction():
+        rotation = await tokens.rotate_txn(conn, body.refresh, next_token, config.refresh_token_ttl)
+    if rotation.status == "reused":
+        await tokens.mark_session_revoked(request.app[redis_key], rotation.user_id, rotation.family_id,
+                                          config.access_token_ttl)
+    if rotation.status != "ok":
+        raise NotAuthenticated(f"The refresh token is {rotation.status if rotation.status != 'unknown' else 'invalid'}.")
+    access = make_access_token(config.jwt_secret, rotation.user_id, rotation.family_id, config.access_token_ttl)
+    return json_response(TokenPair(access=access, refresh=next_token))
+
+
+@routes.route("POST", "/api/token/revoke/", body=RefreshRequest, status=204, auth=False)
+async def revoke_token(request: web.Request) -> web.Response:
+    """Log out: revoke the refresh token's family and the access tokens of that session."""
+    body = await read_json(request, RefreshRequest)
+    pool = request.app[pool_key]
+    found = await tokens.family_of(pool, body.refresh)
+    if found is not None:
+        family_id, user_id = found
+        await tokens.revoke_family_txn(pool, family_id)
+        await tokens.mark_session_revoked(request.app[redis_key], user_id, family_id,
+                                          request.app[config_key].access_token_ttl)
+    return no_content()

@@ -1,0 +1,275 @@
+"""What every handler module shares: the base Struct, the error type, body decoding, responses,
+pagination and the route table that the OpenAPI document is generated from."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Generic, Sequence, TypeVar
+
+import msgspec
+from aiohttp import web
+
+T = TypeVar("T")
+
+
+class Struct(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The base of every request and response body."""
+
+
+# ---------------------------------------------------------------- errors
+
+
+class ApiError(Exception):
+    """An error a client sees as `{"error": {"code", "message", "fields"}}` with this status."""
+
+    status = 400
+    code = "bad_request"
+    message = "Bad request."
+
+    def __init__(self, message: str | None = None, *, fields: dict[str, str] | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        self.message = message or self.message
+        self.fields = fields or {}
+        self.headers = headers or {}
+        super().__init__(self.message)
+
+    def body(self) -> dict[str, Any]:
+        """The JSON error envelope."""
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.fields:
+            error["fields"] = self.fields
+        return {"error": error}
+
+
+class ValidationFailed(ApiError):
+    status, code, message = 400, "validation_error", "Invalid input."
+
+
+class MalformedJson(ApiError):
+    status, code, message = 400, "malformed_json", "The body is not valid JSON."
+
+
+class NotAuthenticated(ApiError):
+    status, code, message = 401, "not_authenticated", "Authentication credentials were not provided or are invalid."
+
+
+class TokenExpired(NotAuthenticated):
+    code, message = "token_expired", "The access token has expired."
+
+
+class Forbidden(ApiError):
+    status, code, message = 403, "forbidden", "You may not do this."
+
+
+class NotFound(ApiError):
+    status, code, message = 404, "not_found", "Not found."
+
+
+class MethodNotAllowed(ApiError):
+    status, code, message = 405, "method_not_allowed", "Method not allowed."
+
+
+class Conflict(ApiError):
+    status, code, message = 409, "conflict", "This conflicts with what exists."
+
+
+class PayloadTooLarge(ApiError):
+    status, code, message = 413, "payload_too_large", "The request body is too large."
+
+
+class UnsupportedMediaType(ApiError):
+    status, code, message = 415, "unsupported_media_type", "Send application/json."
+
+
+class RateLimited(ApiError):
+    status, code, message = 429, "rate_limited", "Too many requests."
+
+
+def validation_error(exc: msgspec.ValidationError) -> ValidationFailed:
+    """Turn msgspec's message ("Expected `str` - at `$.username`") into a field error."""
+    text = str(exc)
+    if " - at `$." in text:
+        message, _, where = text.partition(" - at `$.")
+        name = where.rstrip("`").split("[")[0]
+        return ValidationFailed(f"{name}: {message}", fields={name: message})
+    if text.startswith("Object missing required field `"):
+        name = text.split("`")[1]
+        return ValidationFailed(f"{name}: this field is required.", fields={name: "This field is required."})
+    if text.startswith("Object contains unknown field `"):
+        name = text.split("`")[1]
+        return ValidationFailed(f"{name}: unknown field.", fields={name: "Unknown field."})
+    return ValidationFailed(text)
+
+
+# ---------------------------------------------------------------- bodies
+
+_encoder = msgspec.json.Encoder()
+_decoders: dict[type, msgspec.json.Decoder] = {}
+
+
+def decode(data: bytes, type_: type[T]) -> T:
+    """Decode JSON bytes into `type_`; malformed JSON and wrong shapes become 400s."""
+    decoder = _decoders.get(type_)
+    if decoder is None:
+        decoder = _decoders[type_] = msgspec.json.Decoder(type_)
+    try:
+        return decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        raise validation_error(exc) from None
+    except msgspec.DecodeError:
+        raise MalformedJson() from None
+
+
+async def read_json(request: web.Request, type_: type[T]) -> T:
+    """The request body as `type_`: it must be JSON, within the size limit, of the right shape."""
+    if request.content_type != "application/json":
+        raise UnsupportedMediaType(f"Send application/json, not {request.content_type or 'nothing'}.")
+    return decode(await request.read(), type_)
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    """Encode with msgspec; ids (int fields named as ids) are already strings in the Structs."""
+    return web.Response(
+        body=_encoder.encode(data), status=status, headers=headers,
+        content_type="application/json", charset="utf-8",
+    )
+
+
+def no_content() -> web.Response:
+    """204 with no body."""
+    return web.Response(status=204)
+
+
+def encode(data: Any) -> bytes:
+    """JSON bytes of anything msgspec encodes."""
+    return _encoder.encode(data)
+
+
+# ---------------------------------------------------------------- ids and params
+
+def parse_id(value: str | None, name: str = "id") -> int:
+    """A 64-bit id from a path or query string; anything else is 404 for paths, 400 for queries."""
+    try:
+        number = int(value or "")
+    except ValueError:
+        raise NotFound() if name == "id" else ValidationFailed(f"{name} must be an id.", fields={name: "Must be an id."}) from None
+    if not 0 < number < 2**63:
+        raise NotFound() if name == "id" else ValidationFailed(f"{name} must be an id.", fields={name: "Must be an id."})
+    return number
+
+
+def path_id(request: web.Request, name: str = "id") -> int:
+    """An id from the URL path; one that cannot exist answers 404."""
+    return parse_id(request.match_info.get(name), "id")
+
+
+def query_id(request: web.Request, name: str) -> int | None:
+    """An optional id from the query string; a malformed one is 400."""
+    value = request.query.get(name)
+    return None if value in (None, "") else parse_id(value, name)
+
+
+# ---------------------------------------------------------------- pagination
+
+
+class Page(msgspec.Struct, Generic[T]):
+    """A page of a cursor-paginated list."""
+
+    results: list[T]
+    next: str | None
+
+
+@dataclass(frozen=True)
+class PageRequest:
+    """?limit= and ?cursor= of a list request."""
+
+    limit: int
+    cursor: str | None
+
+
+def page_request(request: web.Request, default: int = 20, maximum: int = 100) -> PageRequest:
+    """Read ?limit= (default 20, at most 100) and ?cursor=."""
+    raw = request.query.get("limit")
+    limit = default
+    if raw not in (None, ""):
+        try:
+            limit = int(raw)
+        except ValueError:
+            raise ValidationFailed("limit must be a number.", fields={"limit": "Must be a number."}) from None
+        if not 1 <= limit <= maximum:
+            raise ValidationFailed(f"limit must be 1..{maximum}.", fields={"limit": f"Must be 1..{maximum}."})
+    return PageRequest(limit, request.query.get("cursor") or None)
+
+
+def encode_cursor(*parts: object) -> str:
+    """An opaque cursor from a few values."""
+    return base64.urlsafe_b64encode(_encoder.encode(list(parts))).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None, arity: int) -> list[Any] | None:
+    """The values of a cursor made by encode_cursor; a bad one is 400."""
+    if cursor is None:
+        return None
+    try:
+        parts = msgspec.json.decode(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except Exception:
+        raise ValidationFailed("cursor is invalid.", fields={"cursor": "Invalid cursor."}) from None
+    if not isinstance(parts, list) or len(parts) != arity:
+        raise ValidationFailed("cursor is invalid.", fields={"cursor": "Invalid cursor."})
+    return parts
+
+
+def make_page(request: web.Request, items: Sequence[T], limit: int, cursor_of: Callable[[T], str]) -> Page[T]:
+    """A Page whose `next` is this path with the cursor after the last item, when there may be more."""
+    items = list(items)
+    if len(items) <= limit:
+        return Page(results=items, next=None)
+    items = items[:limit]
+    query = dict(request.query)
+    query["cursor"] = cursor_of(items[-1])
+    query["limit"] = str(limit)
+    return Page(results=items, next=str(request.rel_url.with_query(query)))
+
+
+# ---------------------------------------------------------------- the route table
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class RouteDoc:
+    """What the OpenAPI document says of one route."""
+
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    body: type | None = None
+    response: type | None = None
+    status: int = 200
+    auth: bool = True
+    tag: str = ""
+    query: dict[str, str] = field(default_factory=dict)
+
+
+class Routes:
+    """A module's routes: a decorator that records each with its request and response types."""
+
+    def __init__(self, tag: str) -> None:
+        self.tag = tag
+        self.docs: list[RouteDoc] = []
+
+    def route(self, method: str, path: str, *, body: type | None = None, response: type | None = None,
+              status: int = 200, auth: bool = True, query: dict[str, str] | None = None) -> Callable[[Handler], Handler]:
+        def register(handler: Handler) -> Handler:
+            summary = (handler.__doc__ or handler.__name__).strip().splitlines()[0]
+            self.docs.append(RouteDoc(method, path, handler, summary, body, response, status, auth,
+                                      self.tag, query or {}))
+            return handler
+        return register
+
+    def add_to(self, app: web.Application) -> None:
+        """Register every route on the application's router."""
+        for doc in self.docs:
+            app.router.add_route(doc.method, doc.path, doc.handler)

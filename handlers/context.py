@@ -1,0 +1,28 @@
+"""Typed keys for what the application holds: the config and every client handlers use.
+
+app/ fills them in its cleanup contexts; handlers read them from `request.app`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+from aiohttp import web
+from redis.asyncio import Redis
+
+from storage.ratelimit import RateLimiter
+
+if TYPE_CHECKING:  # only app/ reads configuration; handlers only see the decoded Struct
+    from app.config import Config
+
+config_key: web.AppKey[Config] = web.AppKey("config")
+pool_key = web.AppKey("pool", asyncpg.Pool)
+redis_key = web.AppKey("redis", Redis)
+limiter_key = web.AppKey("limiter", RateLimiter)
+s3_key: web.AppKey[Any] = web.AppKey("s3")
+kafka_producer_key: web.AppKey[Any] = web.AppKey("kafka_producer")
+
+# per-request storage
+request_id_key = web.RequestKey("request_id", str)
+identity_key: web.RequestKey[Any] = web.RequestKey("identity")

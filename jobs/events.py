@@ -1,0 +1,268 @@
+"""The event backbone at run time: the outbox relay and the consumer runtime.
+
+Committed outbox rows are relayed either to Kafka (transport "kafka": acks=all, keyed by the
+aggregate id so one aggregate's events stay in order, marked sent only once every send in the
+batch is acknowledged) or straight to the in-process consumers (transport "inline"). Either way a
+consumer sees each event at least once; the runtime dedupes by event id, retries a failing handler
+with back-off, and after the last attempt records the event as a dead letter instead of blocking
+its partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable, Protocol
+
+import asyncpg
+import msgspec
+
+from storage import outbox
+from storage.metrics import (
+    CONSUMER_LAG, DEAD_LETTERS, EVENTS_HANDLED, EVENTS_PUBLISHED, HANDLER_FAILURES, OUTBOX_BACKLOG,
+)
+from storage.outbox import Event
+
+log = logging.getLogger("glint.events")
+
+DEAD_LETTER_TOPIC = "dead_letter"
+
+
+class Consumer(Protocol):
+    """One consumer: a name (its Kafka group), the topics it reads and an idempotent handler."""
+
+    name: str
+    topics: tuple[str, ...]
+
+    async def handle(self, event: Event) -> None: ...
+
+
+@dataclass
+class FunctionConsumer:
+    """A consumer made from a plain coroutine function."""
+
+    name: str
+    topics: tuple[str, ...]
+    fn: Callable[[Event], Awaitable[None]]
+
+    async def handle(self, event: Event) -> None:
+        await self.fn(event)
+
+
+@dataclass
+class Dispatcher:
+    """Delivers events to consumers: dedupe by event id, retries with back-off, dead letters."""
+
+    pool: asyncpg.Pool
+    consumers: list[Consumer]
+    max_attempts: int = 5
+    retry_base: float = 0.2
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+
+    def for_topic(self, topic: str) -> list[Consumer]:
+        """The consumers that read a topic."""
+        return [c for c in self.consumers if topic in c.topics]
+
+    async def deliver(self, consumer: Consumer, event: Event) -> bool:
+        """Run the consumer's handler for the event once in effect; False if it was dead-lettered."""
+        if await outbox.was_processed(self.pool, consumer.name, event.event_id):
+            return True
+        for attempt in range(1, self.max_attempts + 1):
+            started = time.perf_counter()
+            try:
+                await consumer.handle(event)
+            except Exception as exc:  # a handler's failure must not stop the stream
+                HANDLER_FAILURES.labels(consumer.name).inc()
+                log.warning(
+                    "consumer %s failed on %s %s (attempt %d/%d): %r",
+                    consumer.name, event.type, event.event_id, attempt, self.max_attempts, exc,
+                )
+                if attempt == self.max_attempts:
+                    await self._dead_letter(consumer, event, exc)
+                    return False
+                await self.sleep(self.retry_base * 2 ** (attempt - 1))
+                continue
+            await outbox.mark_processed(self.pool, consumer.name, event.event_id)
+            EVENTS_HANDLED.labels(consumer.name).inc()
+            log.debug("consumer %s handled %s in %.1f ms", consumer.name, event.type, (time.perf_counter() - started) * 1000)
+            return True
+        return False  # pragma: no cover - the loop always returns
+
+    async def _dead_letter(self, consumer: Consumer, event: Event, exc: BaseException) -> None:
+        DEAD_LETTERS.labels(consumer.name).inc()
+        async with self.pool.acquire() as conn, conn.transaction():
+            await outbox.add_event(conn, DEAD_LETTER_TOPIC, "dead_letter", event.key, {
+                "consumer": consumer.name,
+                "error": repr(exc)[:2000],
+                "event": msgspec.to_builtins(event),
+            })
+            await outbox.mark_processed(conn, consumer.name, event.event_id)
+        log.error("consumer %s gave up on %s %s: dead-lettered", consumer.name, event.type, event.event_id)
+
+    async def dispatch(self, event: Event) -> None:
+        """Deliver one event to every consumer of its topic (the inline transport)."""
+        for consumer in self.for_topic(event.topic):
+            await self.deliver(consumer, event)
+
+
+class Sender(Protocol):
+    """Where the relay puts a batch of events: Kafka, or the in-process consumers."""
+
+    async def send_batch(self, events: list[Event]) -> None: ...
+
+
+@dataclass
+class InlineSender:
+    """Transport "inline": hand events to this process's consumers, in order."""
+
+    dispatcher: Dispatcher
+
+    async def send_batch(self, events: list[Event]) -> None:
+        for event in events:
+            await self.dispatcher.dispatch(event)
+
+
+@dataclass
+class KafkaSender:
+    """Transport "kafka": publish a batch with acks=all and wait for every acknowledgement."""
+
+    producer: object  # aiokafka.AIOKafkaProducer, started by its owner
+    topic_prefix: str
+
+    async def send_batch(self, events: list[Event]) -> None:
+        futures = [
+            await self.producer.send(
+                self.topic_prefix + e.topic, outbox.encode_event(e), key=e.key.encode()
+            )
+            for e in events
+        ]
+        await asyncio.gather(*futures)
+
+
+@dataclass
+class Relay:
+    """Moves committed outbox rows to a Sender and marks them sent; wakes on NOTIFY, polls as a fallback."""
+
+    pool: asyncpg.Pool
+    sender: Sender
+    batch: int = 500
+    poll_seconds: float = 1.0
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def wake(self, *_: object) -> None:
+        """Called on NOTIFY: there is something to relay."""
+        self._wake.set()
+
+    async def relay_once(self) -> int:
+        """Relay one batch; return how many events went (0 if none, or another relay holds the lock)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            claimed = await outbox.claim_unsent_txn(conn, self.batch)
+            if not claimed:
+                return 0
+            events = [event for _, event in claimed]
+            await self.sender.send_batch(events)
+            await outbox.mark_sent_txn(conn, [row_id for row_id, _ in claimed])
+        for event in events:
+            EVENTS_PUBLISHED.labels(event.topic).inc()
+        return len(events)
+
+    async def drain(self) -> int:
+        """Relay until nothing is left; return how many events went."""
+        total = 0
+        while n := await self.relay_once():
+            total += n
+        return total
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Relay forever: after every wake-up or poll interval; on failure back off and retry."""
+        backoff = self.poll_seconds
+        while not stop.is_set():
+            try:
+                async with self.pool.acquire() as listen_conn:
+                    await listen_conn.add_listener(outbox.NOTIFY_CHANNEL, self.wake)
+                    while not stop.is_set() and not listen_conn.is_closed():
+                        self._wake.clear()
+                        await self.drain()
+                        OUTBOX_BACKLOG.set(await outbox.backlog(self.pool))
+                        backoff = self.poll_seconds
+                        await _wait(self._wake, self.poll_seconds, stop)
+                    if not listen_conn.is_closed():
+                        await listen_conn.remove_listener(outbox.NOTIFY_CHANNEL, self.wake)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the broker or the database is away: the rows wait
+                log.warning("outbox relay failed, retrying in %.1fs: %r", backoff, exc)
+                await _wait(stop, backoff)
+                backoff = min(backoff * 2, 30.0)
+
+
+async def _wait(event: asyncio.Event, timeout: float, stop: asyncio.Event | None = None) -> None:
+    """Wait for an event (or stop) at most `timeout` seconds."""
+    waiters = [asyncio.ensure_future(event.wait())]
+    if stop is not None:
+        waiters.append(asyncio.ensure_future(stop.wait()))
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
+
+
+@dataclass
+class KafkaConsumerRunner:
+    """Reads a consumer's topics in its Kafka group; commits each partition's offset after its events are handled."""
+
+    consumer: Consumer
+    dispatcher: Dispatcher
+    bootstrap: str
+    topic_prefix: str
+    group_prefix: str
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until stopped; reconnects with back-off when the broker is away."""
+        from aiokafka import AIOKafkaConsumer
+
+        group = self.group_prefix + self.consumer.name
+        topics = [self.topic_prefix + t for t in self.consumer.topics]
+        backoff = 1.0
+        while not stop.is_set():
+            kafka = AIOKafkaConsumer(
+                *topics, bootstrap_servers=self.bootstrap, group_id=group,
+                enable_auto_commit=False, auto_offset_reset="earliest",
+                session_timeout_ms=30000, heartbeat_interval_ms=3000, max_poll_records=500,
+            )
+            try:
+                await kafka.start()
+                backoff = 1.0
+                while not stop.is_set():
+                    batches = await kafka.getmany(timeout_ms=500)
+                    if kafka.assignment():
+                        self.ready.set()
+                    for tp, records in batches.items():
+                        for record in records:
+                            await self._handle_record(record)
+                        await kafka.commit({tp: records[-1].offset + 1})
+                        highwater = kafka.highwater(tp)
+                        if highwater is not None:
+                            CONSUMER_LAG.labels(tp.topic, str(tp.partition), group).set(
+                                max(highwater - records[-1].offset - 1, 0)
+                            )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("consumer %s: kafka error, reconnecting in %.0fs: %r", group, backoff, exc)
+                await _wait(stop, backoff)
+                backoff = min(backoff * 2, 30.0)
+            finally:
+                await kafka.stop()
+
+    async def _handle_record(self, record: object) -> None:
+        try:
+            event = outbox.decode_event(record.value)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            log.error("consumer %s: skipping undecodable record at %s: %r", self.consumer.name, record.offset, exc)
+            return
+        await self.dispatcher.deliver(self.consumer, event)

@@ -1,0 +1,132 @@
+"""The test session: one real local stack on free ports, a migrated template database, and per
+test a fresh database cloned from it, a flushed Redis and the app built by create_app()."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import AsyncIterator, Awaitable, Callable
+
+import asyncpg
+import pytest
+from redis.asyncio import Redis
+
+from app import stack
+from app.config import Config, load_config
+from storage import db
+
+TEMPLATE = "glint_template"
+_counter = itertools.count(1)
+
+
+def _services() -> list[str]:
+    return [*stack.SERVICES, "osmem"]
+
+
+@pytest.fixture(scope="session")
+def stack_root() -> Path:
+    """A private folder for this session's stack."""
+    root = Path(tempfile.mkdtemp(prefix="glint-test-stack-"))
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def stack_env(stack_root: Path) -> dict[str, str]:
+    """Start PostgreSQL, Valkey, SeaweedFS, Tansu and osmem once per session, on free ports."""
+    services = _services()
+    env = stack.up(stack_root, services=services, fast=True, log=lambda *a: None)
+    try:
+        base = env["GLINT_DATABASE_URL"].rsplit("/", 1)[0]
+
+        async def make_template() -> None:
+            conn = await asyncpg.connect(base + "/postgres")
+            try:
+                await conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE}")
+                await conn.execute(f"CREATE DATABASE {TEMPLATE}")
+            finally:
+                await conn.close()
+            conn = await asyncpg.connect(f"{base}/{TEMPLATE}")
+            try:
+                await db.migrate(conn)
+            finally:
+                await conn.close()
+
+        asyncio.run(make_template())
+        yield env
+    finally:
+        stack.down(stack_root, log=lambda *a: None)
+
+
+def make_config(env: dict[str, str], **overrides: object) -> Config:
+    """A Config for the session's stack, with overrides."""
+    environ = {k: v for k, v in env.items() if k.startswith("GLINT_")}
+    environ["GLINT_EVENTS_TRANSPORT"] = "inline"
+    environ["GLINT_ACCESS_LOG"] = "false"
+    environ["GLINT_JOBS_ENABLED"] = "false"
+    return load_config(environ, **overrides)
+
+
+_finished: list[str] = []
+
+
+@pytest.fixture
+async def database_url(stack_env: dict[str, str]) -> str:
+    """A fresh database cloned from the migrated template (earlier tests' databases are dropped
+    here, once nothing of theirs can still be using them)."""
+    base = stack_env["GLINT_DATABASE_URL"].rsplit("/", 1)[0]
+    name = f"test_{os.getpid()}_{next(_counter)}"
+    conn = await asyncpg.connect(base + "/postgres")
+    try:
+        while _finished:
+            await conn.execute(f"DROP DATABASE IF EXISTS {_finished.pop()} WITH (FORCE)")
+        await conn.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+    finally:
+        await conn.close()
+    yield f"{base}/{name}"
+    _finished.append(name)
+
+
+@pytest.fixture
+async def redis_clean(stack_env: dict[str, str]) -> AsyncIterator[Redis]:
+    """The session's Valkey, emptied for this test."""
+    client = Redis.from_url(stack_env["GLINT_REDIS_URL"])
+    await client.flushall()
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def config(stack_env: dict[str, str], database_url: str, redis_clean: Redis) -> Config:
+    """The test's Config: its own database, a clean Redis, inline events, no periodic jobs."""
+    return make_config(stack_env, database_url=database_url)
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    """A pool on the test's database, for asserting what was stored."""
+    p = await db.create_pool(database_url, min_size=1, max_size=4)
+    yield p
+    await p.close()
+
+
+@pytest.fixture
+async def client(aiohttp_client, config: Config):
+    """A test client of the real app built by create_app(config)."""
+    from app.main import create_app
+
+    return await aiohttp_client(create_app(config))
+
+
+async def wait_for(predicate: Callable[[], Awaitable[bool]], timeout: float = 10.0, interval: float = 0.02) -> None:
+    """Wait until predicate() is true; fail after timeout."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await predicate():
+        if loop.time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(interval)
