@@ -44,11 +44,18 @@ def _require_migrated(config: Config) -> None:
                  f"first {pending[0]}); run `glint migrate` first.")
 
 
-def cmd_serve(args: argparse.Namespace) -> None:
-    """REST + websocket (+ consumers and jobs unless --no-consumers)."""
+def run_server(app, host: str, port: int, shutdown_timeout: float) -> None:
+    """Serve an app on uvloop until SIGTERM/SIGINT: stop accepting, let in-flight requests finish
+    within the deadline, close websockets (GOING_AWAY), run the clean-ups (the producer flushes)."""
     import uvloop
     from aiohttp import web
 
+    web.run_app(app, host=host, port=port, print=None, access_log=None,
+                shutdown_timeout=shutdown_timeout, loop=uvloop.new_event_loop(), handle_signals=True)
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    """REST + websocket (+ consumers and jobs unless --no-consumers)."""
     from app.main import create_app
     from app.middlewares import setup_logging
 
@@ -58,16 +65,11 @@ def cmd_serve(args: argparse.Namespace) -> None:
     _require_migrated(config)
     app = create_app(config, consumers=not args.no_consumers)
     log.info("serving on http://%s:%d", config.host, config.port)
-    web.run_app(app, host=config.host, port=config.port, print=None, access_log=None,
-                shutdown_timeout=config.shutdown_timeout, loop=uvloop.new_event_loop(),
-                handle_signals=True)
+    run_server(app, config.host, config.port, config.shutdown_timeout)
 
 
 def cmd_consume(args: argparse.Namespace) -> None:
     """Consumers and jobs only, with /healthz, /readyz and /metrics on the side port."""
-    import uvloop
-    from aiohttp import web
-
     from app.main import create_app
     from app.middlewares import setup_logging
 
@@ -77,8 +79,7 @@ def cmd_consume(args: argparse.Namespace) -> None:
     _require_migrated(config)
     app = create_app(config, consumers=True, http=False)
     log.info("consuming; operations on http://%s:%d", config.host, config.consumer_port)
-    web.run_app(app, host=config.host, port=config.consumer_port, print=None, access_log=None,
-                shutdown_timeout=config.shutdown_timeout, loop=uvloop.new_event_loop())
+    run_server(app, config.host, config.consumer_port, config.shutdown_timeout)
 
 
 def cmd_migrate(args: argparse.Namespace) -> None:

@@ -902,18 +902,6 @@ def start_service(root: Path, name: str, log: Log = print) -> None:
 
 def read_env(root: Path) -> dict[str, str]:
     """Parse root/stack.env."""
-    env: dict[str, str] = {}
-    p = Path(root) / "stack.env"
-    if not p.is_file():
-        return env
-    for line in p.read_text().splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        k, v = line.split("=", 1)
-        env[k.strip()] = v.strip()
-    return env
+    from app.config import read_env_file
 
-
-__all__ = ["SERVICES", "ALL_SERVICES", "DEFAULT_PORTS", "up", "down", "status", "stop_service",
-           "start_service", "read_env", "free_port"]
+    return read_env_file(Path(root) / "stack.env")

@@ -210,6 +210,26 @@ async def _wait(event: asyncio.Event, timeout: float, stop: asyncio.Event | None
             w.cancel()
 
 
+async def ensure_topics(bootstrap: str, topics: list[str], partitions: int = 4) -> None:
+    """Create the topics that do not exist yet (a consumer of a missing topic would wait minutes
+    for its next metadata refresh)."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import TopicAlreadyExistsError
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [NewTopic(t, partitions, 1) for t in topics if t not in existing]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:  # another process made it first
+                pass
+    finally:
+        await admin.close()
+
+
 @dataclass
 class KafkaConsumerRunner:
     """Reads a consumer's topics in its Kafka group; commits each partition's offset after its events are handled."""
@@ -235,6 +255,7 @@ class KafkaConsumerRunner:
                 session_timeout_ms=30000, heartbeat_interval_ms=3000, max_poll_records=500,
             )
             try:
+                await ensure_topics(self.bootstrap, topics)
                 await kafka.start()
                 backoff = 1.0
                 while not stop.is_set():

@@ -4,6 +4,7 @@ test a fresh database cloned from it, a flushed Redis and the app built by creat
 from __future__ import annotations
 
 import asyncio
+import inspect
 import itertools
 import os
 import shutil
@@ -122,11 +123,17 @@ async def client(aiohttp_client, config: Config):
     return await aiohttp_client(create_app(config))
 
 
-async def wait_for(predicate: Callable[[], Awaitable[bool]], timeout: float = 10.0, interval: float = 0.02) -> None:
-    """Wait until predicate() is true; fail after timeout."""
+async def wait_for(predicate: Callable[[], bool | Awaitable[bool]], timeout: float = 10.0,
+                   interval: float = 0.02) -> None:
+    """Wait until predicate() (plain or async) is true; fail after timeout."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    while not await predicate():
+
+    async def check() -> bool:
+        result = predicate()
+        return bool(await result) if inspect.isawaitable(result) else bool(result)
+
+    while not await check():
         if loop.time() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(interval)

@@ -1,0 +1,39 @@
+"""/readyz names each failing dependency, and recovers when it is back."""
+
+from __future__ import annotations
+
+from app import stack
+from tests.conftest import wait_for
+
+
+async def test_readyz_is_503_naming_redis_while_it_is_down_and_200_once_it_is_back(client, stack_root):
+    assert (await client.get("/readyz")).status == 200
+    stack.stop_service(stack_root, "redis", log=lambda *a: None)
+    try:
+        response = await client.get("/readyz")
+        assert response.status == 503
+        body = await response.json()
+        assert body["checks"]["redis"] == "failing"
+        assert body["checks"]["postgres"] == "ok"
+        assert "redis" in body["error"]["message"]
+        metrics = await (await client.get("/metrics")).text()
+        assert 'glint_dependency_up{dependency="redis"} 0.0' in metrics
+    finally:
+        stack.start_service(stack_root, "redis", log=lambda *a: None)
+
+    async def ready() -> bool:
+        return (await client.get("/readyz")).status == 200
+
+    await wait_for(ready, timeout=15)
+
+
+async def test_readyz_checks_kafka_when_events_go_through_it(aiohttp_client, stack_env, config):
+    from app.main import create_app
+    from tests.conftest import make_config
+
+    app = create_app(make_config(stack_env, database_url=config.database_url, events_transport="kafka"),
+                     consumers=False)
+    client = await aiohttp_client(app)
+    response = await client.get("/readyz")
+    assert response.status == 200, await response.text()
+    assert (await response.json())["checks"]["kafka"] == "ok"
