@@ -31,7 +31,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=Tr
     s3_public_endpoint: str = ""
     s3_region: str = "us-east-1"
     s3_access_key: str = "glint"
-    s3_secret_key: str = "glint-secret"
+    s3_secret_key: str = "glint-dev-secret-key"
     s3_bucket: str = "glint"
     s3_url_ttl: PositiveInt = 3600
 
@@ -73,6 +73,14 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=Tr
 
     # periodic jobs
     jobs_enabled: bool = True
+
+    # media and posts (issue 4): upload byte limits, the decoded-pixel limit checked from the
+    # header, rendition widths (comma-separated), and how long an unattached upload lives
+    media_image_max_bytes: PositiveInt = 20 * 1024 * 1024
+    media_video_max_bytes: PositiveInt = 100 * 1024 * 1024
+    media_max_pixels: PositiveInt = 50_000_000
+    media_rendition_widths: Annotated[str, Meta(pattern=r"^[1-9][0-9]{0,3}(,[1-9][0-9]{0,3})*$")] = "1080,640,320,150"
+    media_unattached_ttl: PositiveInt = 24 * 3600
 
 
 def env_name(field: str) -> str:

@@ -806,7 +806,12 @@ def _stop_pid(name: str, pid: int, timeout: float = 15.0) -> bool:
         os.killpg(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
-    _CHILDREN.pop(pid, None)
+    proc = _CHILDREN.pop(pid, None)
+    if proc is not None:  # reap it, so the Popen object is not collected while "still running"
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
     return True
 
 
