@@ -1,0 +1,134 @@
+"""Media uploads: a multipart stream spooled under a byte limit, checked and rendered by
+storage.media, answered with presigned URLs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import BodyPartReader, web
+
+from handlers.auth import current_user
+from handlers.common import (
+    NotFound, PayloadTooLarge, Routes, Struct, UnsupportedMediaType, ValidationFailed, json_response, path_id,
+)
+from handlers.context import config_key, pool_key, s3_key
+from storage import graph, media
+
+routes = Routes("media")
+
+CHUNK = 64 * 1024
+MULTIPART_SLACK = 64 * 1024  # boundaries and part headers around the file
+
+
+class RenditionOut(Struct):
+    url: str
+    width: int | None
+    height: int | None
+
+
+class MediaOut(Struct):
+    id: str
+    kind: str
+    content_type: str
+    width: int | None
+    height: int | None
+    placeholder: str
+    renditions: dict[str, RenditionOut]
+
+
+def url_signer(request: web.Request) -> media.UrlSigner:
+    """Presigns for the public endpoint when one is set (clients reach S3 through it)."""
+    config = request.app[config_key]
+    return media.UrlSigner(config.s3_public_endpoint or config.s3_endpoint, config.s3_region, config.s3_access_key,
+                           config.s3_secret_key, config.s3_bucket, config.s3_url_ttl)
+
+
+def media_out(signer: media.UrlSigner, row: Any) -> MediaOut:
+    """The public shape of a media row, URLs signed. Images list their renditions; a video its
+    original."""
+    renditions = {name: RenditionOut(url=signer.url(r["key"]), width=r["width"], height=r["height"])
+                  for name, r in row["renditions"].items()}
+    if row["kind"] == "video":
+        renditions["original"] = RenditionOut(url=signer.url(row["original_key"]), width=row["width"],
+                                              height=row["height"])
+    return MediaOut(id=str(row["id"]), kind=row["kind"], content_type=row["content_type"], width=row["width"],
+                    height=row["height"], placeholder=row["placeholder"], renditions=renditions)
+
+
+async def receive_upload(request: web.Request, spool: media.Spool) -> str:
+    """Stream the multipart field `file` into the spool; return its sniffed format.
+
+    The client's file name and content type are ignored; the byte limit (images or video, by the
+    sniffed format) is enforced while reading, so an oversized upload is refused mid-stream."""
+    config = request.app[config_key]
+    if request.content_type != "multipart/form-data":
+        raise UnsupportedMediaType("Send multipart/form-data with the file in the field `file`.")
+    largest = max(config.media_image_max_bytes, config.media_video_max_bytes)
+    if request.content_length is not None and request.content_length > largest + MULTIPART_SLACK:
+        raise PayloadTooLarge(f"Uploads are limited to {largest} bytes.")
+    try:
+        reader = await request.multipart()
+        part = await reader.next()
+        while part is not None and getattr(part, "name", None) != "file":
+            await part.release()
+            part = await reader.next()
+        if part is None or not isinstance(part, BodyPartReader):
+            raise ValidationFailed("The field `file` is required.", fields={"file": "This field is required."})
+        fmt: str | None = None
+        limit = largest
+        while chunk := await part.read_chunk(CHUNK):
+            spool.write(chunk)
+            if fmt is None and len(spool.head) >= 32:
+                fmt = check_format(spool.head)
+                limit = config.media_video_max_bytes if fmt == "mp4" else config.media_image_max_bytes
+            if spool.size > limit:
+                raise PayloadTooLarge(f"This file is larger than {limit} bytes.")
+    except ValueError:  # a malformed multipart body
+        raise ValidationFailed("The multipart body is malformed.") from None
+    if spool.size == 0:
+        raise ValidationFailed("The file is empty.", fields={"file": "The file is empty."})
+    spool.finish()
+    return fmt or check_format(spool.head)
+
+
+def check_format(head: bytes) -> str:
+    """The sniffed format, or 415."""
+    fmt = media.sniff(head)
+    if fmt is None:
+        raise UnsupportedMediaType("Upload a JPEG, PNG, WebP or HEIC image or an MP4 video.")
+    return fmt
+
+
+@routes.route("POST", "/api/media/", response=MediaOut, status=201)
+async def upload_media(request: web.Request) -> web.Response:
+    """Upload a photo (JPEG, PNG, WebP, HEIC) or an MP4 video in the multipart field `file`."""
+    user_id = current_user(request)
+    config = request.app[config_key]
+    widths = [int(w) for w in config.media_rendition_widths.split(",")]
+    with media.Spool() as spool:
+        fmt = await receive_upload(request, spool)
+        try:
+            row = await media.store_upload(request.app[pool_key], request.app[s3_key], config.s3_bucket, user_id,
+                                           spool, fmt, widths, config.media_max_pixels)
+        except media.TooManyPixels as exc:
+            raise PayloadTooLarge(str(exc)) from None
+        except media.UnsupportedFormat as exc:
+            raise UnsupportedMediaType(str(exc)) from None
+        except media.CorruptMedia as exc:
+            raise ValidationFailed(str(exc), fields={"file": str(exc)}) from None
+    return json_response(media_out(url_signer(request), row), status=201)
+
+
+@routes.route("GET", "/api/media/{id}/", response=MediaOut)
+async def get_media(request: web.Request) -> web.Response:
+    """One media item with freshly signed URLs: its owner's, or one shown in a post the viewer may see."""
+    viewer = current_user(request)
+    pool = request.app[pool_key]
+    row = await media.get_media(pool, path_id(request))
+    if row is None:
+        raise NotFound()
+    if row["owner_id"] != viewer:
+        author = await media.is_in_visible_post(pool, row["id"])
+        if author is None or not await graph.can_view(pool, viewer, author):
+            raise NotFound()
+    return json_response(media_out(url_signer(request), row))

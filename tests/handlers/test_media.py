@@ -1,0 +1,215 @@
+"""Media uploads: renditions, orientation and metadata, refusals that leave nothing behind,
+presigned URLs."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import aiohttp
+import pyvips
+import pytest
+
+from app.main import create_app
+from handlers.context import config_key, s3_key
+from tests.conftest import make_config
+from tests.support import user_with_token
+
+
+def jpeg(width: int, height: int, noise: bool = False, **save: object) -> bytes:
+    """A JPEG of the given size; noise makes it incompressible (so truncation cuts pixels)."""
+    if noise:
+        band = pyvips.Image.gaussnoise(width, height).cast("uchar")
+        image = band.bandjoin([band, band])
+    else:
+        image = (pyvips.Image.black(width, height) + [200, 40, 40]).cast("uchar")
+    return image.copy(interpretation="srgb").jpegsave_buffer(**save)
+
+
+def png_bomb(width: int = 20000, height: int = 20000) -> bytes:
+    """A valid 1-bit PNG of width x height pixels that compresses to a few kilobytes."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    row = b"\x00" + b"\x00" * ((width + 7) // 8)
+    packer = zlib.compressobj(9)
+    data = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+
+
+def mp4(moov: bool = True) -> bytes:
+    """A minimal MP4 container: ftyp, moov, mdat."""
+    ftyp = b"ftyp" + b"isom" + struct.pack(">I", 0x200) + b"isommp41"
+    boxes = [ftyp, b"moov" + b"\x00" * 8 if moov else b"free", b"mdat" + b"\x01" * 1000]
+    return b"".join(struct.pack(">I", len(b) + 4) + b for b in boxes)
+
+
+def form(data: bytes, filename: str = "photo.jpg", content_type: str = "image/jpeg") -> aiohttp.FormData:
+    body = aiohttp.FormData()
+    body.add_field("file", io.BytesIO(data), filename=filename, content_type=content_type)
+    return body
+
+
+async def upload(client, headers, data: bytes, **kwargs):
+    return await client.post("/api/media/", data=form(data, **kwargs), headers=headers)
+
+
+async def stored_objects(client, user_id: str) -> list[str]:
+    s3 = client.app[s3_key]
+    bucket = client.app[config_key].s3_bucket
+    listing = await s3.list_objects_v2(Bucket=bucket, Prefix=f"media/{user_id}/")
+    return [o["Key"] for o in listing.get("Contents", [])]
+
+
+async def media_rows(pool) -> int:
+    return await pool.fetchval("SELECT count(*) FROM media")
+
+
+async def fetch(url: str) -> tuple[int, bytes, str]:
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        return response.status, await response.read(), response.headers.get("Content-Type", "")
+
+
+async def test_jpeg_upload_makes_webp_and_jpeg_renditions_never_upscaled(client, pool):
+    user, headers = await user_with_token(client)
+    response = await upload(client, headers, jpeg(800, 600))
+    assert response.status == 201, await response.text()
+    body = await response.json()
+    assert body["kind"] == "image" and (body["width"], body["height"]) == (800, 600)
+    assert body["placeholder"].startswith("#") and len(body["placeholder"]) == 7
+    widths = {name: r["width"] for name, r in body["renditions"].items()}
+    # 1080 would upscale: the largest rendition is the image's own width, under the name "1080"
+    assert widths == {"1080.webp": 800, "1080.jpg": 800, "640.webp": 640, "640.jpg": 640,
+                      "320.webp": 320, "320.jpg": 320, "150.webp": 150, "150.jpg": 150}
+    assert body["renditions"]["320.webp"]["height"] == 240
+    status, data, _ = await fetch(body["renditions"]["320.webp"]["url"])
+    assert status == 200 and data[:4] == b"RIFF" and data[8:12] == b"WEBP"
+    status, data, _ = await fetch(body["renditions"]["150.jpg"]["url"])
+    assert status == 200 and data[:3] == b"\xff\xd8\xff"
+    assert len(await stored_objects(client, user["id"])) == 9  # original + 8 renditions
+    assert await media_rows(pool) == 1
+
+
+async def test_exif_orientation_is_applied_and_metadata_stripped(client):
+    _, headers = await user_with_token(client)
+    source = pyvips.Image.new_from_buffer(jpeg(400, 200), "")
+    source = source.copy()
+    source.set_type(pyvips.GValue.gint_type, "orientation", 6)
+    response = await upload(client, headers, source.jpegsave_buffer())
+    assert response.status == 201, await response.text()
+    body = await response.json()
+    assert (body["width"], body["height"]) == (200, 400)  # rotated a quarter turn
+    for name in ("150.jpg", "150.webp"):
+        status, data, _ = await fetch(body["renditions"][name]["url"])
+        rendition = pyvips.Image.new_from_buffer(data, "")
+        assert (rendition.width, rendition.height) == (150, 300)
+        assert "exif-data" not in rendition.get_fields()
+        assert "orientation" not in rendition.get_fields()
+
+
+async def test_png_with_alpha_and_webp_are_accepted(client):
+    _, headers = await user_with_token(client)
+    rgba = (pyvips.Image.black(300, 300, bands=4) + [0, 0, 255, 128]).cast("uchar").copy(interpretation="srgb")
+    for data, name in ((rgba.pngsave_buffer(), "a.png"), (rgba.webpsave_buffer(), "a.webp")):
+        response = await upload(client, headers, data, filename=name, content_type="application/octet-stream")
+        assert response.status == 201, await response.text()
+        body = await response.json()
+        assert body["renditions"]["320.jpg"]["width"] == 300
+
+
+@pytest.mark.parametrize("data, status", [
+    (png_bomb(), 413),
+    (b"just some text, not a picture at all\n" * 20, 415),
+    (jpeg(1200, 900, noise=True)[:30000], 400),
+], ids=["decompression-bomb-png", "text-named-jpg", "truncated-jpeg"])
+async def test_refused_upload_leaves_nothing_in_s3_or_the_database(client, pool, data, status):
+    user, headers = await user_with_token(client)
+    response = await upload(client, headers, data)
+    assert response.status == status, await response.text()
+    assert "error" in await response.json()
+    assert await stored_objects(client, user["id"]) == []
+    assert await media_rows(pool) == 0
+
+
+async def test_oversized_upload_is_refused_mid_stream(aiohttp_client, stack_env, config, pool):
+    client = await aiohttp_client(create_app(make_config(stack_env, database_url=config.database_url,
+                                                         media_image_max_bytes=200_000)))
+    user, headers = await user_with_token(client)
+    data = jpeg(2000, 2000, noise=True, Q=95)
+    assert len(data) > 200_000
+    response = await upload(client, headers, data)
+    assert response.status == 413
+    assert (await response.json())["error"]["code"] == "payload_too_large"
+    assert await stored_objects(client, user["id"]) == []
+    assert await media_rows(pool) == 0
+
+
+async def test_upload_beyond_the_json_body_limit_streams(client):
+    """client_max_size (1 MB) limits request.read(), not the multipart stream."""
+    _, headers = await user_with_token(client)
+    data = jpeg(2000, 2000, noise=True, Q=95)
+    assert len(data) > 1024 * 1024
+    response = await upload(client, headers, data)
+    assert response.status == 201, await response.text()
+    assert (await response.json())["width"] == 2000
+
+
+async def test_mp4_is_stored_as_is(client):
+    user, headers = await user_with_token(client)
+    data = mp4()
+    response = await upload(client, headers, data, filename="clip.mov", content_type="video/quicktime")
+    assert response.status == 201, await response.text()
+    body = await response.json()
+    assert body["kind"] == "video" and body["content_type"] == "video/mp4"
+    status, fetched, _ = await fetch(body["renditions"]["original"]["url"])
+    assert status == 200 and fetched == data
+
+
+async def test_mp4_without_a_movie_header_is_400(client, pool):
+    user, headers = await user_with_token(client)
+    response = await upload(client, headers, mp4(moov=False))
+    assert response.status == 400
+    assert await stored_objects(client, user["id"]) == [] and await media_rows(pool) == 0
+
+
+async def test_upload_needs_multipart_with_a_file_field(client):
+    _, headers = await user_with_token(client)
+    response = await client.post("/api/media/", json={"file": "x"}, headers=headers)
+    assert response.status == 415
+    other = aiohttp.FormData()
+    other.add_field("picture", b"\xff\xd8\xff", filename="a.jpg")
+    response = await client.post("/api/media/", data=other, headers=headers)
+    assert response.status == 400
+    assert "file" in (await response.json())["error"]["fields"]
+
+
+async def test_upload_needs_authentication(client):
+    response = await client.post("/api/media/", data=form(jpeg(10, 10)))
+    assert response.status == 401
+
+
+async def test_get_media_resigns_for_the_owner_and_hides_unposted_media_from_others(client):
+    _, headers = await user_with_token(client)
+    _, other = await user_with_token(client)
+    created = await (await upload(client, headers, jpeg(200, 100))).json()
+    response = await client.get(f"/api/media/{created['id']}/", headers=headers)
+    assert response.status == 200
+    body = await response.json()
+    assert body["id"] == created["id"] and set(body["renditions"]) == set(created["renditions"])
+    status, _, _ = await fetch(body["renditions"]["150.webp"]["url"])
+    assert status == 200
+    assert (await client.get(f"/api/media/{created['id']}/", headers=other)).status == 404
+    assert (await client.get("/api/media/12345/", headers=headers)).status == 404
+
+
+async def test_urls_are_signed_for_the_public_endpoint(aiohttp_client, stack_env, config):
+    public = stack_env["GLINT_S3_ENDPOINT"].replace("127.0.0.1", "localhost")
+    client = await aiohttp_client(create_app(make_config(stack_env, database_url=config.database_url,
+                                                         s3_public_endpoint=public)))
+    _, headers = await user_with_token(client)
+    body = await (await upload(client, headers, jpeg(200, 100))).json()
+    url = body["renditions"]["150.webp"]["url"]
+    assert url.startswith(public + "/")
+    status, _, _ = await fetch(url)
+    assert status == 200
