@@ -74,6 +74,16 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=Tr
     # periodic jobs
     jobs_enabled: bool = True
 
+    # accounts (issue 3): outgoing e-mail goes through SMTP when smtp_host is set, otherwise into the
+    # sent_emails table; how long an e-mail verification token lives
+    smtp_host: str = ""
+    smtp_port: Annotated[int, Meta(ge=1, le=65535)] = 587
+    smtp_username: str = ""
+    smtp_password: str = ""
+    smtp_starttls: bool = True
+    email_from: str = "glint <no-reply@glint.local>"
+    email_verification_ttl: PositiveInt = 48 * 3600
+
     # media and posts (issue 4): upload byte limits, the decoded-pixel limit checked from the
     # header, rendition widths (comma-separated), and how long an unattached upload lives
     media_image_max_bytes: PositiveInt = 20 * 1024 * 1024
