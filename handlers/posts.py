@@ -1,0 +1,339 @@
+"""Posts: create, read, edit the caption, delete; likes and saves.
+
+render_posts() is how any list of posts (an author's, the saved list, the home feed, explore)
+becomes JSON for a viewer: it loads them in four queries and drops what the viewer may not see.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated
+
+import asyncpg
+from aiohttp import web
+from msgspec import Meta
+
+from handlers.auth import current_user
+from handlers.common import (
+    NotFound, Page, Routes, Struct, ValidationFailed, decode_cursor, encode_cursor, json_response, make_page,
+    no_content, page_request, parse_id, path_id, query_id, read_json,
+)
+from handlers.context import pool_key
+from handlers.media import MediaOut, media_out, url_signer
+from storage import graph, outbox, posts
+
+routes = Routes("posts")
+
+TOPIC = "posts"
+CAPTION_MAX = 2200
+HASHTAG = re.compile(r"(?<![\w#&])#(\w{1,100})")
+MENTION = re.compile(r"(?<![\w@.])@([A-Za-z0-9._]{1,30})")
+Coordinate = Annotated[float, Meta(ge=-180, le=180)]
+
+
+# ---------------------------------------------------------------- bodies
+
+
+class LocationIn(Struct):
+    name: Annotated[str, Meta(min_length=1, max_length=200)]
+    lat: Annotated[float, Meta(ge=-90, le=90)] | None = None
+    lng: Coordinate | None = None
+
+
+class PostCreate(Struct):
+    media_ids: Annotated[list[str | int], Meta(min_length=1, max_length=10, description="1 to 10 media ids")]
+    caption: Annotated[str, Meta(max_length=CAPTION_MAX)] = ""
+    location: LocationIn | None = None
+
+
+class PostPatch(Struct):
+    caption: Annotated[str, Meta(max_length=CAPTION_MAX)]
+
+
+class UserBrief(Struct):
+    id: str
+    username: str
+    full_name: str
+    is_verified: bool
+
+
+class LocationOut(Struct):
+    id: str
+    name: str
+    lat: float | None
+    lng: float | None
+
+
+class PostOut(Struct):
+    id: str
+    author: UserBrief
+    caption: str
+    media: list[MediaOut]
+    hashtags: list[str]
+    location: LocationOut | None
+    like_count: int
+    comment_count: int
+    liked: bool
+    saved: bool
+    created_at: datetime
+    edited_at: datetime | None
+
+
+class LikeState(Struct):
+    liked: bool
+    like_count: int
+
+
+class SaveState(Struct):
+    saved: bool
+
+
+# ---------------------------------------------------------------- rules
+
+
+def parse_caption(caption: str) -> tuple[list[str], list[str]]:
+    """(#hashtags lower-cased, @usernames) named in a caption, each once, in order."""
+    tags = list(dict.fromkeys(t.lower() for t in HASHTAG.findall(caption)))
+    names = list(dict.fromkeys(n.rstrip(".").lower() for n in MENTION.findall(caption) if n.rstrip(".")))
+    return tags, names
+
+
+def post_event(post: asyncpg.Record) -> dict[str, object]:
+    """The payload every post event starts from."""
+    return {"post_id": str(post["id"]), "author_id": str(post["author_id"]), "created_at": post["created_at"].isoformat()}
+
+
+async def create_post(pool: asyncpg.Pool, author_id: int, body: PostCreate) -> int:
+    """Create a post with its media, location, hashtags and mentions; emits post_created and a
+    mention_created per mentioned user in the same transaction."""
+    media_ids = [parse_id(str(m), "media_ids") for m in body.media_ids]
+    if len(set(media_ids)) != len(media_ids):
+        raise ValidationFailed("media_ids repeats an id.", fields={"media_ids": "Repeated id."})
+    tags, names = parse_caption(body.caption)
+    async with pool.acquire() as conn, conn.transaction():
+        location_id = None
+        if body.location is not None:
+            location_id = await posts.get_or_create_location_txn(conn, body.location.name.strip(), body.location.lat,
+                                                                 body.location.lng)
+        try:
+            post = await posts.create_post_txn(conn, author_id, body.caption, media_ids, location_id)
+        except posts.MediaUnavailable as exc:
+            raise ValidationFailed("Some media are not yours, are used already, or do not exist.",
+                                   fields={"media_ids": ", ".join(map(str, exc.ids))}) from None
+        await posts.set_hashtags_txn(conn, post["id"], tags)
+        mentioned = await posts.set_mentions_txn(conn, post["id"], author_id, names)
+        await emit_txn(conn, "post_created", post, hashtags=tags, media_ids=[str(m) for m in media_ids])
+        for user_id in mentioned:
+            await emit_txn(conn, "mention_created", post, user_id=str(user_id))
+    return post["id"]
+
+
+async def edit_caption(pool: asyncpg.Pool, author_id: int, post_id: int, caption: str) -> None:
+    """Replace a post's caption (and so its hashtags and mentions); 404 unless it is the author's."""
+    tags, names = parse_caption(caption)
+    async with pool.acquire() as conn, conn.transaction():
+        post = await posts.update_caption_txn(conn, post_id, author_id, caption)
+        if post is None:
+            raise NotFound()
+        await posts.set_hashtags_txn(conn, post_id, tags)
+        mentioned = await posts.set_mentions_txn(conn, post_id, author_id, names)
+        await emit_txn(conn, "post_updated", post, hashtags=tags)
+        for user_id in mentioned:
+            await emit_txn(conn, "mention_created", post, user_id=str(user_id))
+
+
+async def delete_post(pool: asyncpg.Pool, author_id: int, post_id: int) -> None:
+    """Delete the author's post: gone from every list and count at once; emits post_deleted."""
+    async with pool.acquire() as conn, conn.transaction():
+        post = await posts.delete_post_txn(conn, post_id, author_id)
+        if post is None:
+            raise NotFound()
+        await emit_txn(conn, "post_deleted", post)
+
+
+async def emit_txn(conn: asyncpg.Connection, type_: str, post: asyncpg.Record, **extra: object) -> None:
+    """An event on the "posts" topic, keyed by the post's author so one author's events stay in order."""
+    await outbox.add_event(conn, TOPIC, type_, post["author_id"], {**post_event(post), **extra})
+
+
+async def visible_post(pool: asyncpg.Pool, viewer: int, post_id: int) -> asyncpg.Record:
+    """The post, if the viewer may see it; 404 otherwise."""
+    post = await posts.get_post(pool, post_id)
+    if post is None or not await graph.can_view(pool, viewer, post["author_id"]):
+        raise NotFound()
+    return post
+
+
+async def set_like(pool: asyncpg.Pool, viewer: int, post_id: int, liked: bool) -> LikeState:
+    """Like or unlike, idempotently; an event only when something changed."""
+    post = await visible_post(pool, viewer, post_id)
+    async with pool.acquire() as conn, conn.transaction():
+        try:
+            changed = await (posts.like_txn if liked else posts.unlike_txn)(conn, post_id, viewer)
+        except asyncpg.ForeignKeyViolationError:  # deleted meanwhile
+            raise NotFound() from None
+        if changed:
+            await emit_txn(conn, "post_liked" if liked else "post_unliked", post, user_id=str(viewer))
+        count = await conn.fetchval("SELECT like_count FROM posts WHERE id = $1", post_id)
+    if count is None:
+        raise NotFound()
+    return LikeState(liked=liked, like_count=count)
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def user_brief(row: asyncpg.Record, id_field: str = "id") -> UserBrief:
+    """A user as lists show them."""
+    return UserBrief(id=str(row[id_field]), username=row["username"], full_name=row["full_name"],
+                     is_verified=row["is_verified"])
+
+
+async def render_posts(request: web.Request, viewer: int, post_ids: list[int]) -> list[PostOut]:
+    """The posts the viewer may see, in the order given; deleted and hidden ones are left out."""
+    pool = request.app[pool_key]
+    bundle = await posts.load_posts(pool, post_ids, viewer)
+    visible = await graph.viewable_owners(pool, viewer, {p["author_id"] for p in bundle.posts.values()})
+    signer = url_signer(request)
+    out = []
+    for post_id in post_ids:
+        p = bundle.posts.get(post_id)
+        if p is None or p["author_id"] not in visible:
+            continue
+        location = None
+        if p["location_id"] is not None:
+            location = LocationOut(id=str(p["location_id"]), name=p["location_name"], lat=p["lat"], lng=p["lng"])
+        out.append(PostOut(
+            id=str(p["id"]), author=user_brief(p, "author_id"), caption=p["caption"],
+            media=[media_out(signer, m) for m in bundle.media.get(post_id, [])],
+            hashtags=bundle.hashtags.get(post_id, []), location=location, like_count=p["like_count"],
+            comment_count=p["comment_count"], liked=post_id in bundle.liked, saved=post_id in bundle.saved,
+            created_at=p["created_at"], edited_at=p["edited_at"],
+        ))
+    return out
+
+
+async def render_post(request: web.Request, viewer: int, post_id: int) -> PostOut:
+    """One post for the viewer, or 404."""
+    rendered = await render_posts(request, viewer, [post_id])
+    if not rendered:
+        raise NotFound()
+    return rendered[0]
+
+
+def cursor_id(request: web.Request, cursor: str | None) -> int | None:
+    """The id inside a one-id cursor."""
+    parts = decode_cursor(cursor, 1)
+    if parts is None:
+        return None
+    if not isinstance(parts[0], int):
+        raise ValidationFailed("cursor is invalid.", fields={"cursor": "Invalid cursor."})
+    return parts[0]
+
+
+# ---------------------------------------------------------------- routes
+
+
+@routes.route("POST", "/api/posts/", body=PostCreate, response=PostOut, status=201)
+async def create(request: web.Request) -> web.Response:
+    """Create a post from 1-10 uploaded media, a caption and an optional location."""
+    viewer = current_user(request)
+    body = await read_json(request, PostCreate)
+    post_id = await create_post(request.app[pool_key], viewer, body)
+    return json_response(await render_post(request, viewer, post_id), status=201)
+
+
+@routes.route("GET", "/api/posts/", response=Page[PostOut], query={"author": "user id (default: the viewer)"})
+async def list_by_author(request: web.Request) -> web.Response:
+    """An author's posts, newest first."""
+    viewer = current_user(request)
+    author = query_id(request, "author") or viewer
+    page = page_request(request)
+    pool = request.app[pool_key]
+    if not await graph.can_view(pool, viewer, author):
+        raise NotFound()
+    ids = await posts.author_post_ids(pool, author, cursor_id(request, page.cursor), page.limit + 1)
+    rendered = await render_posts(request, viewer, ids)
+    return json_response(make_page(request, rendered, page.limit, lambda p: encode_cursor(int(p.id))))
+
+
+@routes.route("GET", "/api/posts/saved/", response=Page[PostOut])
+async def list_saved(request: web.Request) -> web.Response:
+    """The viewer's saved posts, most recently saved first."""
+    viewer = current_user(request)
+    page = page_request(request)
+    saved = await posts.saved_post_ids(request.app[pool_key], viewer, cursor_id(request, page.cursor), page.limit + 1)
+    shown = make_page(request, saved, page.limit, lambda s: encode_cursor(s[0]))
+    rendered = await render_posts(request, viewer, [post_id for _, post_id in shown.results])
+    return json_response(Page(results=rendered, next=shown.next))
+
+
+@routes.route("GET", r"/api/posts/{id:\d+}/", response=PostOut)
+async def get(request: web.Request) -> web.Response:
+    """A post with its media, hashtags, location, counts and the viewer's liked/saved flags."""
+    return json_response(await render_post(request, current_user(request), path_id(request)))
+
+
+@routes.route("PATCH", r"/api/posts/{id:\d+}/", body=PostPatch, response=PostOut)
+async def patch(request: web.Request) -> web.Response:
+    """Edit the caption of one's own post."""
+    viewer = current_user(request)
+    body = await read_json(request, PostPatch)
+    await edit_caption(request.app[pool_key], viewer, path_id(request), body.caption)
+    return json_response(await render_post(request, viewer, path_id(request)))
+
+
+@routes.route("DELETE", r"/api/posts/{id:\d+}/", status=204)
+async def delete(request: web.Request) -> web.Response:
+    """Delete one's own post."""
+    await delete_post(request.app[pool_key], current_user(request), path_id(request))
+    return no_content()
+
+
+@routes.route("POST", r"/api/posts/{id:\d+}/like/", response=LikeState)
+async def like(request: web.Request) -> web.Response:
+    """Like a post (idempotent)."""
+    return json_response(await set_like(request.app[pool_key], current_user(request), path_id(request), True))
+
+
+@routes.route("POST", r"/api/posts/{id:\d+}/unlike/", response=LikeState)
+async def unlike(request: web.Request) -> web.Response:
+    """Take back a like (idempotent)."""
+    return json_response(await set_like(request.app[pool_key], current_user(request), path_id(request), False))
+
+
+@routes.route("GET", r"/api/posts/{id:\d+}/likes/", response=Page[UserBrief])
+async def list_likes(request: web.Request) -> web.Response:
+    """Who liked a post, most recent first."""
+    viewer = current_user(request)
+    pool = request.app[pool_key]
+    post = await visible_post(pool, viewer, path_id(request))
+    page = page_request(request)
+    rows = await posts.likers(pool, post["id"], cursor_id(request, page.cursor), page.limit + 1)
+    hidden = await graph.blocked_either_way(pool, viewer, [r["id"] for r in rows])
+    page_rows = make_page(request, rows, page.limit, lambda r: encode_cursor(r["like_id"]))
+    return json_response(Page(results=[user_brief(r) for r in page_rows.results if r["id"] not in hidden],
+                              next=page_rows.next))
+
+
+@routes.route("POST", r"/api/posts/{id:\d+}/save/", response=SaveState)
+async def save(request: web.Request) -> web.Response:
+    """Save a post for later (idempotent)."""
+    viewer = current_user(request)
+    pool = request.app[pool_key]
+    post = await visible_post(pool, viewer, path_id(request))
+    try:
+        await posts.save(pool, post["id"], viewer)
+    except asyncpg.ForeignKeyViolationError:
+        raise NotFound() from None
+    return json_response(SaveState(saved=True))
+
+
+@routes.route("POST", r"/api/posts/{id:\d+}/unsave/", response=SaveState)
+async def unsave(request: web.Request) -> web.Response:
+    """Remove a post from the saved ones (idempotent)."""
+    viewer = current_user(request)
+    post_id = path_id(request)
+    await posts.unsave(request.app[pool_key], post_id, viewer)
+    return json_response(SaveState(saved=False))
