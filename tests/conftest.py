@@ -40,7 +40,8 @@ def stack_root() -> Path:
 def stack_env(stack_root: Path) -> dict[str, str]:
     """Start PostgreSQL, Valkey, SeaweedFS, Tansu and osmem once per session, on free ports."""
     services = _services()
-    env = stack.up(stack_root, services=services, fast=True, log=lambda *a: None)
+    ports = {name: stack.free_port() for name in services}  # never the defaults a `make run` uses
+    env = stack.up(stack_root, ports=ports, services=services, fast=True, log=lambda *a: None)
     try:
         base = env["GLINT_DATABASE_URL"].rsplit("/", 1)[0]
 
