@@ -12,13 +12,14 @@ from app.clients import add_client_contexts
 from app.config import Config
 from app.ops import add_openapi_routes, add_ops_routes
 from handlers import accounts, auth
+from handlers import comments as comments_handlers
 from handlers import media as media_handlers
 from handlers import posts as posts_handlers
 from handlers.common import Routes
 from handlers.context import config_key
 from jobs.events import Consumer
 
-ROUTE_MODULES: list[Routes] = [auth.routes, accounts.routes, media_handlers.routes, posts_handlers.routes]
+ROUTE_MODULES: list[Routes] = [auth.routes, accounts.routes, media_handlers.routes, posts_handlers.routes, comments_handlers.routes]
 
 sockets_key = web.AppKey("sockets", weakref.WeakSet)
 
