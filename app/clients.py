@@ -14,9 +14,10 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from app.config import Config
-from handlers.context import config_key, kafka_producer_key, limiter_key, pool_key, redis_key, s3_key
+from handlers.context import config_key, kafka_producer_key, limiter_key, pool_key, redis_key, s3_key, timelines_key
 from storage import db
 from storage.ratelimit import RateLimiter
+from storage.timelines import Timelines
 
 log = logging.getLogger("glint.clients")
 
@@ -32,12 +33,13 @@ async def postgres_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The Redis client (hiredis parser) and the rate limiter on it."""
+    """The Redis client (hiredis parser), and the rate limiter and timelines on it."""
     config = app[config_key]
     redis = Redis.from_url(config.redis_url, socket_timeout=5, socket_connect_timeout=2,
                            health_check_interval=30, max_connections=200)
     app[redis_key] = redis
     app[limiter_key] = RateLimiter(redis)
+    app[timelines_key] = Timelines(redis, cap=config.feed_cap)
     yield
     await redis.aclose()
 

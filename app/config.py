@@ -92,6 +92,29 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=Tr
     media_rendition_widths: Annotated[str, Meta(pattern=r"^[1-9][0-9]{0,3}(,[1-9][0-9]{0,3})*$")] = "1080,640,320,150"
     media_unattached_ttl: PositiveInt = 24 * 3600
 
+    # realtime and direct messages (issue 5): websocket frame limit, idle timeout (nothing at all
+    # from the client, not even a pong), server ping interval, per-socket send queue (overflow
+    # closes with 4408), frames handled at once per socket, typing cap per conversation, presence
+    # key TTL / refresh throttle / presence.subscribe list cap
+    ws_max_frame_bytes: PositiveInt = 64 * 1024
+    ws_idle_timeout: PositiveFloat = 300.0
+    ws_heartbeat: PositiveFloat = 25.0
+    ws_send_queue: PositiveInt = 256
+    ws_max_inflight: PositiveInt = 32
+    typing_min_interval: PositiveFloat = 2.0
+    presence_ttl: PositiveInt = 60
+    presence_refresh: PositiveFloat = 20.0
+    presence_subscribe_max: PositiveInt = 200
+
+    # home feed and explore: timelines hold the newest `feed_cap` ids; posts fan out to followers
+    # active in the last `feed_active_days`; authors with at least `celebrity_threshold` followers
+    # are merged at read time instead; explore is recomputed every `explore_interval` seconds
+    feed_cap: PositiveInt = 800
+    feed_active_days: PositiveInt = 30
+    celebrity_threshold: PositiveInt = 10_000
+    explore_interval: PositiveFloat = 1800.0
+    explore_window_hours: PositiveInt = 72
+
 
 def env_name(field: str) -> str:
     """The environment variable that sets a Config field."""

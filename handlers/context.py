@@ -26,3 +26,6 @@ kafka_producer_key: web.AppKey[Any] = web.AppKey("kafka_producer")
 # per-request storage
 request_id_key = web.RequestKey("request_id", str)
 identity_key: web.RequestKey[Any] = web.RequestKey("identity")
+
+# home timelines (storage.timelines.Timelines), made once per app
+timelines_key: web.AppKey[Any] = web.AppKey("timelines")

@@ -1,0 +1,66 @@
+"""The home feed and explore."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from handlers.auth import current_user
+from handlers.common import Page, Routes, encode_cursor, json_response, page_request
+from handlers.context import config_key, pool_key, redis_key, timelines_key
+from handlers.posts import PostOut, cursor_id, render_posts
+from storage import explore, timelines as tl
+from storage.timelines import Timelines
+
+routes = Routes("feed")
+
+
+async def home_feed_ids(timelines: Timelines, pool, viewer: int, before: int | None, count: int,
+                        celebrity_threshold: int) -> list[int]:
+    """Up to `count` post ids for the viewer's home feed below `before`: the timeline (rebuilt from
+    PostgreSQL when missing, never shown empty) merged with followed celebrities' recent posts."""
+    ids = await timelines.read_home(viewer, before, count)
+    if ids is None:
+        rebuilt = await tl.rebuild_ids(pool, viewer, celebrity_threshold, timelines.cap)
+        await timelines.store_home(viewer, rebuilt)
+        ids = [i for i in rebuilt if before is None or i < before][:count]
+    celebrities = await tl.celebrity_posts(pool, viewer, celebrity_threshold, before, count)
+    return sorted(set(ids) | set(celebrities), reverse=True)[:count]
+
+
+@routes.route("GET", "/api/posts/feed/", response=Page[PostOut], query={"limit": "page size", "cursor": "from `next`"})
+async def home_feed(request: web.Request) -> web.Response:
+    """The viewer's home feed, newest first."""
+    viewer = current_user(request)
+    page = page_request(request)
+    before = cursor_id(request, page.cursor)
+    config = request.app[config_key]
+    candidates = await home_feed_ids(request.app[timelines_key], request.app[pool_key], viewer, before,
+                                     page.limit + 1, config.celebrity_threshold)
+    shown = candidates[: page.limit]
+    results = await render_posts(request, viewer, shown)
+    next_url = None
+    if len(candidates) > page.limit:
+        # the cursor is the last id considered, shown or hidden, so no post is skipped or repeated
+        query = {**request.query, "cursor": encode_cursor(shown[-1]), "limit": str(page.limit)}
+        next_url = str(request.rel_url.with_query(query))
+    return json_response(Page(results=results, next=next_url))
+
+
+@routes.route("GET", "/api/posts/explore/", response=Page[PostOut], query={"limit": "page size", "cursor": "from `next`"})
+async def explore_feed(request: web.Request) -> web.Response:
+    """Trending posts from public accounts the viewer does not follow."""
+    viewer = current_user(request)
+    page = page_request(request)
+    parts = cursor_id(request, page.cursor)
+    offset = parts or 0
+    pool = request.app[pool_key]
+    ranked = await explore.read_trending(request.app[redis_key], offset, page.limit)
+    authors = await explore.authors_of(pool, ranked)
+    hidden = await explore.hidden_authors(pool, viewer, list(set(authors.values())))
+    keep = [p for p in ranked if p in authors and authors[p] not in hidden]
+    results = await render_posts(request, viewer, keep)
+    next_url = None
+    if len(ranked) == page.limit:
+        query = {**request.query, "cursor": encode_cursor(offset + page.limit), "limit": str(page.limit)}
+        next_url = str(request.rel_url.with_query(query))
+    return json_response(Page(results=results, next=next_url))

@@ -1,0 +1,83 @@
+"""The feed consumer: fan-out on write into home timelines, and keeping them true to the graph.
+
+Idempotent by construction: pushing an id twice or removing it twice leaves the same timeline.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import asyncpg
+
+from storage import timelines as tl
+from storage.outbox import Event
+from storage.timelines import Timelines
+
+log = logging.getLogger("glint.feed")
+
+MERGE_ON_FOLLOW = 50  # a new follow brings this many of the followee's recent posts
+
+
+@dataclass
+class FeedConsumer:
+    """Reads post and graph events; writes timelines."""
+
+    pool: asyncpg.Pool
+    timelines: Timelines
+    celebrity_threshold: int = 10_000
+    active_days: int = 30
+    name: str = "feed"
+    topics: tuple[str, ...] = ("posts", "accounts")
+
+    async def handle(self, event: Event) -> None:
+        """Dispatch by event type; other types are not the feed's business."""
+        handler = getattr(self, f"on_{event.type}", None)
+        if handler is not None:
+            await handler(event.payload)
+
+    async def on_post_created(self, payload: dict) -> None:
+        """Fan out to the author and their recently active followers, unless the author is a
+        celebrity (their posts are merged at read time)."""
+        author_id, post_id = int(payload["author_id"]), int(payload["post_id"])
+        started = time.perf_counter()
+        if await tl.followers_count(self.pool, author_id) >= self.celebrity_threshold:
+            await self.timelines.push_to_home([author_id], [post_id])
+            return
+        targets = await tl.fanout_targets(self.pool, author_id, self.active_days)
+        pushed = await self.timelines.push_to_home(targets, [post_id])
+        log.info("fan-out of post %s to %d/%d timelines in %.1f ms", post_id, pushed, len(targets),
+                 (time.perf_counter() - started) * 1000)
+
+    async def on_follow_created(self, payload: dict) -> None:
+        """A new follow merges the followee's recent posts into the follower's timeline."""
+        follower, followee = int(payload["actor_id"]), int(payload["target_id"])
+        await self._merge(follower, followee)
+
+    async def on_follow_request_approved(self, payload: dict) -> None:
+        """An approved request is a new follow."""
+        follower = int(payload.get("requester_id") or payload["actor_id"])
+        await self._merge(follower, int(payload["target_id"]))
+
+    async def on_follow_removed(self, payload: dict) -> None:
+        """An unfollow takes the author's posts out of the follower's timeline."""
+        follower, followee = int(payload["actor_id"]), int(payload["target_id"])
+        await self._unmerge(follower, followee)
+
+    async def on_user_blocked(self, payload: dict) -> None:
+        """A block takes each one's posts out of the other's timeline."""
+        a, b = int(payload["actor_id"]), int(payload["target_id"])
+        await self._unmerge(a, b)
+        await self._unmerge(b, a)
+
+    async def _merge(self, follower: int, followee: int) -> None:
+        if await tl.followers_count(self.pool, followee) >= self.celebrity_threshold:
+            return  # merged at read time
+        posts = await tl.recent_post_ids(self.pool, followee, MERGE_ON_FOLLOW)
+        if posts:
+            await self.timelines.push_to_home([follower], posts)
+
+    async def _unmerge(self, follower: int, followee: int) -> None:
+        posts = await tl.recent_post_ids(self.pool, followee, self.timelines.cap)
+        await self.timelines.unpush_from_home(follower, posts)

@@ -1,0 +1,70 @@
+"""Explore: trending public posts, scored by recent likes and comments with time decay.
+
+A periodic job computes the ranking in PostgreSQL and stores it in Redis as one sorted set; reads
+take a slice of it and drop what the viewer follows, is blocked from, or wrote.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+from redis.asyncio import Redis
+
+KEY = "explore:trending"
+SIZE = 1000
+
+# engagement / (age in hours + 2)^1.5: recent engagement counts most, old posts sink
+_TRENDING = """
+WITH recent AS (
+    SELECT post_id, count(*) AS n FROM likes WHERE created_at > now() - make_interval(hours => $1) GROUP BY post_id
+    UNION ALL
+    SELECT post_id, 2 * count(*) FROM comments WHERE created_at > now() - make_interval(hours => $1) GROUP BY post_id
+)
+SELECT p.id, sum(r.n) / power(extract(epoch FROM now() - p.created_at) / 3600 + 2, 1.5) AS score
+FROM recent r JOIN posts p ON p.id = r.post_id JOIN users u ON u.id = p.author_id
+WHERE NOT u.is_private AND u.is_active
+GROUP BY p.id
+ORDER BY score DESC
+LIMIT $2
+"""
+
+
+async def compute_trending(pool: asyncpg.Pool, window_hours: int, size: int = SIZE) -> list[tuple[int, float]]:
+    """(post id, score) of the most engaging public posts of the window, best first."""
+    rows = await pool.fetch(_TRENDING, window_hours, size)
+    return [(r["id"], float(r["score"])) for r in rows]
+
+
+async def store_trending(redis: Redis, ranking: list[tuple[int, float]]) -> None:
+    """Replace the stored ranking in one transaction."""
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.delete(KEY)
+        if ranking:
+            pipe.zadd(KEY, {str(post_id): score for post_id, score in ranking})
+        await pipe.execute()
+
+
+async def read_trending(redis: Redis, offset: int, count: int) -> list[int]:
+    """A slice of the ranking, best first."""
+    return [int(m) for m in await redis.zrevrange(KEY, offset, offset + count - 1)]
+
+
+async def hidden_authors(conn: asyncpg.Pool | asyncpg.Connection, viewer: int, authors: list[int]) -> set[int]:
+    """Which of these authors explore must not show the viewer: the viewer, followed accounts,
+    private ones, and anyone blocked either way."""
+    rows = await conn.fetch(
+        """
+        SELECT u.id FROM users u WHERE u.id = ANY($2::bigint[]) AND (
+            u.id = $1 OR u.is_private OR NOT u.is_active
+            OR EXISTS (SELECT 1 FROM follows f WHERE f.follower_id = $1 AND f.followee_id = u.id)
+            OR EXISTS (SELECT 1 FROM blocks b WHERE (b.blocker_id = $1 AND b.blocked_id = u.id)
+                                                 OR (b.blocker_id = u.id AND b.blocked_id = $1)))
+        """,
+        viewer, authors,
+    )
+    return {r["id"] for r in rows}
+
+
+async def authors_of(conn: asyncpg.Pool | asyncpg.Connection, post_ids: list[int]) -> dict[int, int]:
+    """post id → author id."""
+    rows = await conn.fetch("SELECT id, author_id FROM posts WHERE id = ANY($1::bigint[])", post_ids)
+    return {r["id"]: r["author_id"] for r in rows}

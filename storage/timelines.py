@@ -1,0 +1,159 @@
+"""Home timelines in Redis, owned by one object: the key names, the cap, trimming, rebuilding.
+
+A timeline is a sorted set of post ids scored by the id itself (ids are time-ordered). A timeline
+holds a sentinel member "0" (score 0) from the moment it is built, so "exists" means "built":
+fan-out pushes only into timelines that exist, and a missing one is rebuilt from PostgreSQL on
+read, never shown empty. Scores are doubles, exact to 53 bits, and ids are 64-bit: two ids that
+round to the same score are told apart by their member, so pages are read with an inclusive bound
+and filtered exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import asyncpg
+from redis.asyncio import Redis
+
+SENTINEL = "0"
+
+# push only into built timelines (KEYS: the timelines; ARGV: cap, then score/member pairs)
+_PUSH = """
+local cap = tonumber(ARGV[1])
+local pushed = 0
+for i = 1, #KEYS do
+    if redis.call('EXISTS', KEYS[i]) == 1 then
+        for j = 2, #ARGV, 2 do
+            redis.call('ZADD', KEYS[i], ARGV[j], ARGV[j + 1])
+        end
+        redis.call('ZREMRANGEBYRANK', KEYS[i], 1, -(cap + 1))
+        pushed = pushed + 1
+    end
+end
+return pushed
+"""
+
+
+class Timelines:
+    """The FeedManager of glint: verbs in pairs, one place for keys and the cap."""
+
+    def __init__(self, redis: Redis, *, cap: int = 800, ttl_seconds: int = 30 * 24 * 3600) -> None:
+        self.redis = redis
+        self.cap = cap
+        self.ttl = ttl_seconds
+        self._push = redis.register_script(_PUSH)
+
+    @staticmethod
+    def key(user_id: int) -> str:
+        """The home timeline of a user (the id as hash tag keeps it on the user's cluster slot)."""
+        return f"timeline:{{{user_id}}}"
+
+    async def push_to_home(self, user_ids: Sequence[int], post_ids: Sequence[int], chunk: int = 500) -> int:
+        """Add posts to the built timelines among `user_ids`; return how many timelines took them."""
+        args: list[object] = [self.cap]
+        for post_id in post_ids:
+            args += [post_id, post_id]
+        pushed = 0
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for start in range(0, len(user_ids), chunk):
+                keys = [self.key(u) for u in user_ids[start:start + chunk]]
+                await self._push(keys=keys, args=args, client=pipe)
+            for result in await pipe.execute():
+                pushed += int(result)
+        return pushed
+
+    async def unpush_from_home(self, user_id: int, post_ids: Iterable[int]) -> None:
+        """Remove posts (e.g. of an unfollowed or blocked author) from a user's timeline."""
+        ids = [str(p) for p in post_ids]
+        if ids:
+            await self.redis.zrem(self.key(user_id), *ids)
+
+    async def store_home(self, user_id: int, post_ids: Sequence[int]) -> None:
+        """Write a whole timeline (a rebuild): the sentinel and the newest `cap` posts."""
+        key = self.key(user_id)
+        mapping = {SENTINEL: 0, **{str(p): p for p in post_ids[: self.cap]}}
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(key)
+            pipe.zadd(key, mapping)
+            pipe.expire(key, self.ttl)
+            await pipe.execute()
+
+    async def drop_home(self, user_id: int) -> None:
+        """Forget a timeline; the next read rebuilds it."""
+        await self.redis.delete(self.key(user_id))
+
+    async def read_home(self, user_id: int, before: int | None, count: int) -> list[int] | None:
+        """Up to `count` post ids older than `before` (newest first); None if the timeline is not built."""
+        key = self.key(user_id)
+        high = "+inf" if before is None else before
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zrevrangebyscore(key, high, "(0", start=0, num=count + 8)
+            pipe.expire(key, self.ttl, xx=True)
+            members, exists = await pipe.execute()
+        if not members and not exists:
+            return None
+        ids = [int(m) for m in members]
+        if before is not None:
+            ids = [i for i in ids if i < before]
+        return ids[:count]
+
+
+# ------------------------------------------------------------------ PostgreSQL side
+
+async def rebuild_ids(conn: asyncpg.Pool | asyncpg.Connection, user_id: int, celebrity_threshold: int,
+                      limit: int) -> list[int]:
+    """The newest posts a timeline should hold: the user's own and those of followed authors who
+    are fanned out to (celebrities are merged at read time instead)."""
+    rows = await conn.fetch(
+        """
+        SELECT p.id FROM posts p
+        WHERE p.author_id = $1 OR p.author_id IN (
+            SELECT f.followee_id FROM follows f JOIN users u ON u.id = f.followee_id
+            WHERE f.follower_id = $1 AND u.followers_count < $2)
+        ORDER BY p.id DESC LIMIT $3
+        """,
+        user_id, celebrity_threshold, limit,
+    )
+    return [r["id"] for r in rows]
+
+
+async def fanout_targets(conn: asyncpg.Pool | asyncpg.Connection, author_id: int, active_days: int) -> list[int]:
+    """The author and the author's followers active in the last `active_days` days."""
+    rows = await conn.fetch(
+        """
+        SELECT f.follower_id AS id FROM follows f JOIN users u ON u.id = f.follower_id
+        WHERE f.followee_id = $1 AND u.is_active AND u.last_active_at > now() - make_interval(days => $2)
+        """,
+        author_id, active_days,
+    )
+    return [author_id, *(r["id"] for r in rows)]
+
+
+async def celebrity_posts(conn: asyncpg.Pool | asyncpg.Connection, user_id: int, celebrity_threshold: int,
+                          before: int | None, limit: int) -> list[int]:
+    """Recent posts of the celebrities a user follows (not fanned out: merged when the feed is read)."""
+    rows = await conn.fetch(
+        """
+        SELECT p.id FROM follows f
+        JOIN users u ON u.id = f.followee_id AND u.followers_count >= $2
+        JOIN LATERAL (
+            SELECT id FROM posts WHERE author_id = f.followee_id AND ($3::bigint IS NULL OR id < $3)
+            ORDER BY id DESC LIMIT $4
+        ) p ON true
+        WHERE f.follower_id = $1
+        ORDER BY p.id DESC LIMIT $4
+        """,
+        user_id, celebrity_threshold, before, limit,
+    )
+    return [r["id"] for r in rows]
+
+
+async def recent_post_ids(conn: asyncpg.Pool | asyncpg.Connection, author_id: int, limit: int) -> list[int]:
+    """An author's newest post ids (to merge on follow, to remove on unfollow or block)."""
+    rows = await conn.fetch("SELECT id FROM posts WHERE author_id = $1 ORDER BY id DESC LIMIT $2", author_id, limit)
+    return [r["id"] for r in rows]
+
+
+async def followers_count(conn: asyncpg.Pool | asyncpg.Connection, user_id: int) -> int:
+    """How many followers a user has (decides fan-out or merge-at-read)."""
+    return await conn.fetchval("SELECT followers_count FROM users WHERE id = $1", user_id) or 0

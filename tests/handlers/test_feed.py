@@ -1,0 +1,186 @@
+"""The home feed (fan-out on write into Redis timelines) and explore."""
+
+from __future__ import annotations
+
+from app.main import create_app
+from storage.timelines import Timelines
+from tests.conftest import make_config, wait_for
+from tests.handlers.test_posts import new_post
+from tests.support import user_with_token
+
+
+async def feed_ids(client, headers, **query) -> list[str]:
+    response = await client.get("/api/posts/feed/", headers=headers, params=query)
+    assert response.status == 200, await response.text()
+    return [p["id"] for p in (await response.json())["results"]]
+
+
+async def follow(client, headers, user) -> None:
+    response = await client.post(f"/api/accounts/users/{user['id']}/follow/", headers=headers)
+    assert response.status in (200, 201), await response.text()
+
+
+async def timeline(redis, user) -> list[str]:
+    return [m.decode() for m in await redis.zrevrange(Timelines.key(int(user["id"])), 0, -1) if m != b"0"]
+
+
+async def test_a_post_fans_out_to_followers_timelines_and_the_authors_own(client, redis_clean):
+    reader, reader_h = await user_with_token(client)
+    author, author_h = await user_with_token(client)
+    await follow(client, reader_h, author)
+    assert await feed_ids(client, reader_h) == []  # builds the (empty) timeline
+    assert await feed_ids(client, author_h) == []
+    post = await new_post(client, author_h, "hello followers")
+    await wait_for(lambda: _contains(redis_clean, reader, post["id"]))
+    assert await feed_ids(client, reader_h) == [post["id"]]
+    assert await feed_ids(client, author_h) == [post["id"]]
+
+
+async def test_a_missing_timeline_is_rebuilt_from_postgres_never_shown_empty(client, redis_clean):
+    reader, reader_h = await user_with_token(client)
+    author, author_h = await user_with_token(client)
+    await follow(client, reader_h, author)
+    posts = [await new_post(client, author_h, f"post {i}") for i in range(3)]
+    await redis_clean.delete(Timelines.key(int(reader["id"])))
+    assert await feed_ids(client, reader_h) == [p["id"] for p in reversed(posts)]
+    assert await timeline(redis_clean, reader) == [p["id"] for p in reversed(posts)]
+
+
+async def test_a_new_follow_merges_the_followees_recent_posts(client, redis_clean):
+    reader, reader_h = await user_with_token(client)
+    author, author_h = await user_with_token(client)
+    old = await new_post(client, author_h, "before the follow")
+    assert await feed_ids(client, reader_h) == []
+    await follow(client, reader_h, author)
+    await wait_for(lambda: _contains(redis_clean, reader, old["id"]))
+    assert await feed_ids(client, reader_h) == [old["id"]]
+
+
+async def test_unfollow_and_block_remove_the_authors_posts_from_the_timeline(client, redis_clean):
+    reader, reader_h = await user_with_token(client)
+    first, first_h = await user_with_token(client)
+    second, second_h = await user_with_token(client)
+    await follow(client, reader_h, first)
+    await follow(client, reader_h, second)
+    await feed_ids(client, reader_h)
+    p1 = await new_post(client, first_h, "one")
+    p2 = await new_post(client, second_h, "two")
+    await wait_for(lambda: _contains(redis_clean, reader, p2["id"]))
+    assert await feed_ids(client, reader_h) == [p2["id"], p1["id"]]
+
+    assert (await client.post(f"/api/accounts/users/{first['id']}/unfollow/", headers=reader_h)).status == 204
+    await wait_for(lambda: _lacks(redis_clean, reader, p1["id"]))
+    assert await feed_ids(client, reader_h) == [p2["id"]]
+
+    assert (await client.post(f"/api/accounts/users/{reader['id']}/block/", headers=second_h)).status in (200, 204)
+    await wait_for(lambda: _lacks(redis_clean, reader, p2["id"]))
+    assert await feed_ids(client, reader_h) == []
+
+
+async def test_celebrities_are_merged_at_read_time_not_fanned_out(aiohttp_client, stack_env, config, redis_clean):
+    client = await aiohttp_client(create_app(make_config(stack_env, database_url=config.database_url,
+                                                         celebrity_threshold=2)))
+    fan1, fan1_h = await user_with_token(client)
+    fan2, fan2_h = await user_with_token(client)
+    star, star_h = await user_with_token(client)
+    await follow(client, fan1_h, star)
+    await follow(client, fan2_h, star)  # now at the threshold
+    await feed_ids(client, fan1_h)
+    await feed_ids(client, star_h)
+    post = await new_post(client, star_h, "to the masses")
+    await wait_for(lambda: _contains(redis_clean, star, post["id"]))  # the author's own timeline
+    assert await timeline(redis_clean, fan1) == []  # not fanned out...
+    assert await feed_ids(client, fan1_h) == [post["id"]]  # ...but merged when read
+
+
+async def test_only_recently_active_followers_get_the_fan_out(client, redis_clean, pool):
+    active, active_h = await user_with_token(client)
+    away, away_h = await user_with_token(client)
+    author, author_h = await user_with_token(client)
+    for h in (active_h, away_h):
+        await follow(client, h, author)
+        await feed_ids(client, h)
+    await pool.execute("UPDATE users SET last_active_at = now() - interval '40 days' WHERE id = $1", int(away["id"]))
+    post = await new_post(client, author_h, "news")
+    await wait_for(lambda: _contains(redis_clean, active, post["id"]))
+    assert await timeline(redis_clean, away) == []
+
+
+async def test_timelines_are_capped(aiohttp_client, stack_env, config, redis_clean):
+    client = await aiohttp_client(create_app(make_config(stack_env, database_url=config.database_url, feed_cap=3)))
+    author, author_h = await user_with_token(client)
+    await feed_ids(client, author_h)
+    posts = [await new_post(client, author_h, str(i)) for i in range(5)]
+    await wait_for(lambda: _contains(redis_clean, author, posts[-1]["id"]))
+    assert await timeline(redis_clean, author) == [p["id"] for p in reversed(posts)][:3]
+
+
+async def test_pages_have_no_duplicates_and_no_gaps_while_new_posts_arrive(client, redis_clean):
+    reader, reader_h = await user_with_token(client)
+    author, author_h = await user_with_token(client)
+    await follow(client, reader_h, author)
+    await feed_ids(client, reader_h)
+    older = [await new_post(client, author_h, f"old {i}") for i in range(5)]
+    await wait_for(lambda: _contains(redis_clean, reader, older[-1]["id"]))
+    response = await client.get("/api/posts/feed/", headers=reader_h, params={"limit": "2"})
+    page = await response.json()
+    seen = [p["id"] for p in page["results"]]
+    newer = [await new_post(client, author_h, f"new {i}") for i in range(2)]
+    await wait_for(lambda: _contains(redis_clean, reader, newer[-1]["id"]))
+    while page["next"]:
+        page = await (await client.get(page["next"], headers=reader_h)).json()
+        seen += [p["id"] for p in page["results"]]
+    assert seen == [p["id"] for p in reversed(older)]
+
+
+async def test_a_deleted_post_is_gone_from_the_feed_at_once(client, redis_clean):
+    reader, reader_h = await user_with_token(client)
+    author, author_h = await user_with_token(client)
+    await follow(client, reader_h, author)
+    await feed_ids(client, reader_h)
+    post = await new_post(client, author_h, "regret")
+    await wait_for(lambda: _contains(redis_clean, reader, post["id"]))
+    assert (await client.delete(f"/api/posts/{post['id']}/", headers=author_h)).status == 204
+    assert await feed_ids(client, reader_h) == []
+
+
+async def test_explore_shows_trending_public_posts_from_accounts_the_viewer_does_not_follow(client, pool):
+    from app.background import background_key
+
+    viewer, viewer_h = await user_with_token(client)
+    followed, followed_h = await user_with_token(client)
+    stranger, stranger_h = await user_with_token(client)
+    blocker, blocker_h = await user_with_token(client)
+    private, private_h = await user_with_token(client)
+    await follow(client, viewer_h, followed)
+    posts = {name: await new_post(client, h, name) for name, h in
+             [("followed", followed_h), ("stranger", stranger_h), ("blocker", blocker_h), ("private", private_h)]}
+    quiet = await new_post(client, stranger_h, "nobody likes this")
+    for post in posts.values():
+        for _, h in [await user_with_token(client) for _ in range(2)]:
+            assert (await client.post(f"/api/posts/{post['id']}/like/", headers=h)).status == 200
+    await client.post(f"/api/accounts/users/{viewer['id']}/block/", headers=blocker_h)
+    await client.patch("/api/accounts/settings/", json={"is_private": True}, headers=private_h)
+
+    from jobs.periodic import run_job_once
+
+    app = client.server.app
+    job = next(j for j in app[background_key].jobs if j.name == "explore") if app[background_key].jobs else None
+    if job is None:
+        from app.main import feed_jobs
+        job = feed_jobs(app)[0]
+    from handlers.context import redis_key
+    assert await run_job_once(app[redis_key], job, owner="test")
+    response = await client.get("/api/posts/explore/", headers=viewer_h)
+    assert response.status == 200
+    ids = [p["id"] for p in (await response.json())["results"]]
+    assert ids == [posts["stranger"]["id"]]
+    assert quiet["id"] not in ids
+
+
+async def _contains(redis, user, post_id: str) -> bool:
+    return await redis.zscore(Timelines.key(int(user["id"])), post_id) is not None
+
+
+async def _lacks(redis, user, post_id: str) -> bool:
+    return not await _contains(redis, user, post_id)
