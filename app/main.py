@@ -14,12 +14,15 @@ from app.ops import add_openapi_routes, add_ops_routes
 from handlers import accounts, auth
 from handlers import comments as comments_handlers
 from handlers import media as media_handlers
+from handlers import messages as messages_handlers
 from handlers import posts as posts_handlers
 from handlers.common import Routes
 from handlers.context import config_key
 from jobs.events import Consumer
 
 ROUTE_MODULES: list[Routes] = [auth.routes, accounts.routes, media_handlers.routes, posts_handlers.routes, comments_handlers.routes]
+
+ROUTE_MODULES += [messages_handlers.routes]  # direct messages and /ws
 
 sockets_key = web.AppKey("sockets", weakref.WeakSet)
 
@@ -55,6 +58,7 @@ def create_app(config: Config, *, consumers: bool = True, extra_consumers: list[
     app.on_shutdown.append(close_sockets)
     add_ops_routes(app)
     if http:
+        app.cleanup_ctx.append(messages_handlers.realtime_ctx(app[sockets_key]))  # /ws gateway, bus, writers
         docs = [doc for module in ROUTE_MODULES for doc in module.docs]
         for module in ROUTE_MODULES:
             module.add_to(app)

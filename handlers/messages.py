@@ -1,0 +1,699 @@
+"""Direct messages: conversations (1:1 and groups), messages, receipts, typing, presence and sync,
+over REST and the websocket. Each websocket frame is handled beside its REST twin, and both call
+the same function (`send_message`, `read_messages`, `delete_message`).
+
+Messages are written by one writer task per process (group commit): every send queued while the
+previous commit ran is stored by one statement, then acknowledged, then published to each member's
+bus channel in one pipeline. Publishing is lossy by design: clients catch up with `sync`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+from collections import defaultdict
+from datetime import datetime
+from typing import Annotated, AsyncIterator
+
+import asyncpg
+import jwt
+from aiohttp import web
+from msgspec import Meta
+
+from handlers.auth import auth_markers, bearer_token, current_user
+from handlers.common import (
+    ApiError, Forbidden, NotAuthenticated, NotFound, Page, Routes, Struct, ValidationFailed, decode_cursor,
+    encode_cursor, json_response, no_content, page_request, parse_id, path_id, read_json,
+)
+from handlers.context import config_key, identity_key, pool_key, redis_key
+from realtime import frames
+from realtime.frames import IdStr, Message
+from realtime.gateway import Connection, Delivery, Gateway, Settings, gateway_ctx, gateway_key
+from realtime.presence import iso as ms_iso
+from storage import graph, outbox
+from storage import messages as store
+
+log = logging.getLogger("glint.messages")
+
+routes = Routes("messages")
+
+MAX_GROUP = 256
+BATCH_MAX = 500
+
+
+# ---------------------------------------------------------------- wire shapes
+
+
+def iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def message_out(row: asyncpg.Record, prefix: str = "") -> Message:
+    """A stored message as clients see it (a deleted one is a tombstone)."""
+    media_id = row[prefix + "media_id"]
+    return Message(
+        id=str(row[prefix + "id"]), conversation_id=str(row[prefix + "conversation_id"]), seq=row[prefix + "seq"],
+        sender_id=str(row[prefix + "sender_id"]), client_id=row[prefix + "client_id"], text=row[prefix + "text"],
+        media=frames.Media(id=str(media_id)) if media_id is not None else None,
+        reply_to_seq=row[prefix + "reply_to_seq"], deleted=row[prefix + "deleted_at"] is not None,
+        created_at=iso(row[prefix + "created_at"]),
+    )
+
+
+class MemberOut(Struct):
+    user_id: str
+    read_seq: int
+    delivered_seq: int
+
+
+class ConversationOut(Struct):
+    """A conversation with its members' positions (detail)."""
+
+    id: str
+    kind: str
+    title: str
+    created_by: str
+    last_seq: int
+    read_seq: int
+    unread_count: int
+    members: list[MemberOut]
+    created_at: str
+    last_message_at: str
+
+
+class ConversationSummary(Struct):
+    """A conversation in the viewer's list."""
+
+    id: str
+    kind: str
+    title: str
+    member_ids: list[str]
+    last_seq: int
+    read_seq: int
+    unread_count: int
+    last_message: Message | None
+    last_message_at: str
+
+
+class CreateConversation(Struct):
+    member_ids: Annotated[list[IdStr], Meta(min_length=1, max_length=MAX_GROUP - 1)]
+    title: Annotated[str, Meta(max_length=100)] = ""
+
+
+class AddMembers(Struct):
+    user_ids: Annotated[list[IdStr], Meta(min_length=1, max_length=MAX_GROUP - 1)]
+
+
+class SendBody(Struct):
+    client_id: Annotated[str, Meta(min_length=1, max_length=64)]
+    text: Annotated[str, Meta(max_length=frames.MAX_TEXT)] = ""
+    media_id: IdStr | None = None
+    reply_to_seq: Annotated[int, Meta(ge=1)] | None = None
+
+
+class ReadBody(Struct):
+    seq: Annotated[int, Meta(ge=0)]
+
+
+# ---------------------------------------------------------------- the writer (group commit)
+
+
+class Blocked(ApiError):
+    status, code, message = 403, "blocked", "You cannot message this user."
+
+
+class MessageWriter:
+    """One per process: stores queued drafts a batch per statement, acks, publishes after commit,
+    and records `message_sent` events for recipients with no socket anywhere."""
+
+    def __init__(self, pool: asyncpg.Pool, gateway: Gateway) -> None:
+        self.pool = pool
+        self.gateway = gateway
+        self.queue: list[tuple[store.Draft, asyncio.Future, Connection | None]] = []
+        self.wakeup = asyncio.Event()
+        self.task: asyncio.Task | None = None
+        self.stats = {"batches": 0, "messages": 0}
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._run(), name="message-writer")
+
+    async def stop(self) -> None:
+        """Finish what is queued, then stop."""
+        if self.task is not None:
+            self.queue.append(None)  # type: ignore[arg-type]  # the stop marker
+            self.wakeup.set()
+            await self.task
+
+    def submit(self, draft: store.Draft, origin: Connection | None) -> asyncio.Future:
+        """Queue a draft (synchronously, so a socket's sends keep their order); the future gives
+        its store.Written."""
+        future = asyncio.get_running_loop().create_future()
+        self.queue.append((draft, future, origin))
+        self.wakeup.set()
+        return future
+
+    async def _run(self) -> None:
+        while True:
+            await self.wakeup.wait()
+            self.wakeup.clear()
+            while self.queue:
+                batch, self.queue = self.queue[:BATCH_MAX], self.queue[BATCH_MAX:]
+                stop = any(item is None for item in batch)
+                batch = [item for item in batch if item is not None]
+                if batch:
+                    try:
+                        await self._write(batch)
+                    except Exception as exc:
+                        log.exception("message batch failed")
+                        for _, future, _ in batch:
+                            if not future.done():
+                                future.set_exception(exc)
+                if stop:
+                    return
+
+    async def _write(self, batch: list[tuple[store.Draft, asyncio.Future, Connection | None]]) -> None:
+        # the same (sender, client id) twice in one batch: the later ones share the first's result
+        first: dict[tuple[int, str], int] = {}
+        unique: list[tuple[store.Draft, asyncio.Future, Connection | None]] = []
+        followers: list[tuple[int, asyncio.Future]] = []
+        for draft, future, origin in batch:
+            key = (draft.sender_id, draft.client_id)
+            if key in first:
+                followers.append((first[key], future))
+            else:
+                first[key] = len(unique)
+                unique.append((draft, future, origin))
+        drafts = [d for d, _, _ in unique]
+        for attempt in range(5):
+            try:
+                results = await store.write_batch(self.pool, drafts)
+                break
+            except (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError):
+                # another process stored one of these client ids meanwhile (a retry finds the
+                # original), or lock orders crossed; the statement changed nothing
+                if attempt == 4:
+                    raise
+        self.stats["batches"] += 1
+        self.stats["messages"] += len(drafts)
+        for (draft, future, _), written in zip(unique, results):
+            if not future.done():
+                future.set_result(written)
+        for index, future in followers:
+            if not future.done():
+                future.set_result(store.Written("duplicate", results[index].message, []))
+        await self._publish([(w, origin) for (_, _, origin), w in zip(unique, results) if w.status == "ok"])
+
+    async def _publish(self, written: list[tuple[store.Written, Connection | None]]) -> None:
+        items: list[tuple[int, bytes]] = []
+        owners: list[int | None] = []
+        for w, origin in written:
+            row = w.message
+            frame = frames.encode(frames.MessageNew(message=message_out(row)))
+            sender = row["sender_id"]
+            delivery = Delivery(row["conversation_id"], row["seq"], sender)
+            for member in w.member_ids:
+                if member == sender:
+                    items.append((member, Gateway.envelope(frame, exclude=origin)))
+                    owners.append(None)
+                else:
+                    items.append((member, Gateway.envelope(frame, delivery=delivery)))
+                    owners.append(id(w))
+        try:
+            counts = await self.gateway.publish(items)
+        except Exception:
+            log.exception("publishing messages failed; clients will sync")
+            counts = [1] * len(items)
+        offline: dict[int, list[int]] = defaultdict(list)
+        for (member, _), owner, count in zip(items, owners, counts):
+            if owner is not None and count == 0:
+                offline[owner].append(member)
+        if offline:
+            await self._record_offline([(w.message, offline[id(w)]) for w, _ in written if id(w) in offline])
+
+    async def _record_offline(self, rows: list[tuple[asyncpg.Record, list[int]]]) -> None:
+        """`message_sent` for recipients no process holds a socket of, for the notifications work.
+        Written right after the message's commit (who is offline is known only after publishing):
+        a crash in between loses that push, never the message."""
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                for row, recipients in rows:
+                    await outbox.add_event(conn, "messages", "message_sent", row["conversation_id"], {
+                        "message_id": str(row["id"]), "conversation_id": str(row["conversation_id"]),
+                        "seq": row["seq"], "sender_id": str(row["sender_id"]),
+                        "recipient_ids": [str(r) for r in recipients], "preview": row["text"][:100],
+                    })
+        except Exception:
+            log.exception("recording message_sent events failed")
+
+
+class ReceiptWriter:
+    """Delivered receipts, coalesced: each (conversation, recipient) moves to the highest seq its
+    sockets wrote since the last flush, in one statement, and the senders are told."""
+
+    def __init__(self, pool: asyncpg.Pool, gateway: Gateway) -> None:
+        self.pool = pool
+        self.gateway = gateway
+        self.pending: dict[tuple[int, int], tuple[int, set[int]]] = {}
+        self.wakeup = asyncio.Event()
+        self.task: asyncio.Task | None = None
+        self.stopping = False
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._run(), name="receipt-writer")
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.stopping = True
+            self.wakeup.set()
+            await self.task
+
+    def add(self, user_id: int, delivery: Delivery) -> None:
+        """A socket of user_id wrote message delivery.seq out."""
+        if user_id == delivery.sender_id:
+            return
+        key = (delivery.conversation_id, user_id)
+        seq, senders = self.pending.get(key, (0, set()))
+        senders.add(delivery.sender_id)
+        self.pending[key] = (max(seq, delivery.seq), senders)
+        self.wakeup.set()
+
+    async def _run(self) -> None:
+        while True:
+            await self.wakeup.wait()
+            self.wakeup.clear()
+            if self.pending:
+                pending, self.pending = self.pending, {}
+                try:
+                    await self._flush(pending)
+                except Exception:
+                    log.exception("delivered receipts failed")
+            if self.stopping:
+                return
+
+    async def _flush(self, pending: dict[tuple[int, int], tuple[int, set[int]]]) -> None:
+        positions = sorted((conv, user, seq) for (conv, user), (seq, _) in pending.items())
+        for attempt in range(3):
+            try:
+                moved = await store.mark_delivered_batch(self.pool, positions)
+                break
+            except asyncpg.DeadlockDetectedError:
+                if attempt == 2:
+                    raise
+        items = []
+        for conv, user, seq in moved:
+            frame = frames.encode(frames.MessageDelivered(conversation_id=str(conv), seq=seq, user_id=str(user)))
+            for sender in pending[(conv, user)][1]:
+                items.append((sender, Gateway.envelope(frame)))
+        await self.gateway.publish(items)
+
+
+writer_key = web.AppKey("message_writer", MessageWriter)
+receipts_key = web.AppKey("receipt_writer", ReceiptWriter)
+
+
+def on_delivered(conn: Connection, delivery: Delivery) -> None:
+    """The gateway's callback once a socket wrote a message.new out."""
+    conn.app[receipts_key].add(conn.user_id, delivery)
+
+
+# ---------------------------------------------------------------- the rules
+
+
+async def send_message(app: web.Application, sender: int, conversation_id: int, body: SendBody | frames.SendMessage,
+                       origin: Connection | None = None) -> tuple[Message, bool]:
+    """Store a message (or find the original of a resend); (message, created). Members only; not
+    into a 1:1 with a block either way; text or media required."""
+    if not body.text.strip() and body.media_id is None:
+        raise ValidationFailed("A message needs text or media.", fields={"text": "Send text or media."})
+    media_id = int(body.media_id) if body.media_id is not None else None
+    if media_id is not None and not await store.media_owned(app[pool_key], media_id, sender):
+        raise ValidationFailed("media_id: no such media of yours.", fields={"media_id": "Unknown media."})
+    draft = store.Draft(conversation_id, sender, body.client_id, body.text, media_id, body.reply_to_seq)
+    written: store.Written = await app[writer_key].submit(draft, origin)
+    if written.status == "not_member":
+        raise NotFound()
+    if written.status == "blocked":
+        raise Blocked()
+    if written.status == "bad_reply":
+        raise ValidationFailed("reply_to_seq: no such message here.", fields={"reply_to_seq": "No such message."})
+    return message_out(written.message), written.status == "ok"
+
+
+async def read_messages(app: web.Application, reader: int, conversation_id: int, seq: int,
+                        origin: Connection | None = None) -> None:
+    """Move the reader's read position up to seq and tell every member's sockets."""
+    pool = app[pool_key]
+    moved = await store.mark_read(pool, conversation_id, reader, seq)
+    if moved is None:
+        if await store.get_conversation(pool, conversation_id, reader) is None:
+            raise NotFound()
+        return
+    position, members = moved
+    frame = frames.encode(frames.MessageReadReceipt(conversation_id=str(conversation_id), seq=position,
+                                                    user_id=str(reader)))
+    await app[gateway_key].publish([(m, Gateway.envelope(frame, exclude=origin)) for m in members])
+
+
+async def delete_message(app: web.Application, sender: int, conversation_id: int, seq: int) -> None:
+    """Delete for everyone: only the sender; the message becomes a tombstone, members are told."""
+    pool = app[pool_key]
+    if await store.get_conversation(pool, conversation_id, sender) is None:
+        raise NotFound()
+    row = await store.delete_message(pool, conversation_id, seq, sender)
+    if row is None:
+        existing = await store.get_message(pool, conversation_id, seq)
+        raise NotFound() if existing is None else Forbidden("Only the sender can delete a message.")
+    frame = frames.encode(frames.MessageDeleted(conversation_id=str(conversation_id), seq=seq))
+    members = await store.member_ids(pool, conversation_id)
+    await app[gateway_key].publish([(m, Gateway.envelope(frame)) for m in members])
+
+
+async def create_conversation(app: web.Application, creator: int, body: CreateConversation) -> tuple[int, bool]:
+    """One other member: the 1:1 conversation (made on first use); more: a new group."""
+    pool = app[pool_key]
+    others = {int(m) for m in body.member_ids} - {creator}
+    if not others:
+        raise ValidationFailed("member_ids must name someone else.", fields={"member_ids": "Name someone else."})
+    missing = others - await store.existing_active_users(pool, others)
+    blocked = await graph.blocked_either_way(pool, creator, others)
+    if len(body.member_ids) == 1:
+        if missing or blocked:
+            raise NotFound("No such user.")
+        return await store.get_or_create_direct(pool, creator, others.pop())
+    if missing or blocked:
+        raise ValidationFailed("member_ids: unknown users.",
+                               fields={"member_ids": "Unknown: " + ", ".join(str(u) for u in sorted(missing | blocked))})
+    async with pool.acquire() as conn, conn.transaction():
+        return await store.create_group_txn(conn, creator, sorted(others), body.title), True
+
+
+async def conversation_detail(pool: asyncpg.Pool, conversation_id: int, viewer: int) -> ConversationOut:
+    """A conversation the viewer belongs to; 404 otherwise."""
+    row = await store.get_conversation(pool, conversation_id, viewer)
+    if row is None:
+        raise NotFound()
+    members = await store.get_members(pool, conversation_id)
+    return ConversationOut(
+        id=str(row["id"]), kind=row["kind"], title=row["title"], created_by=str(row["created_by"]),
+        last_seq=row["last_seq"], read_seq=row["read_seq"],
+        unread_count=await store.unread_count(pool, conversation_id, viewer),
+        members=[MemberOut(user_id=str(m["user_id"]), read_seq=m["read_seq"], delivered_seq=m["delivered_seq"])
+                 for m in members],
+        created_at=iso(row["created_at"]), last_message_at=iso(row["last_message_at"]),
+    )
+
+
+# ---------------------------------------------------------------- REST routes
+
+
+@routes.route("GET", "/api/conversations/", response=Page[ConversationSummary])
+async def list_conversations(request: web.Request) -> web.Response:
+    """The viewer's conversations, latest activity first, with the last message and unread count."""
+    viewer = current_user(request)
+    page = page_request(request)
+    cursor = decode_cursor(page.cursor, 2)
+    before = None
+    if cursor is not None:
+        try:
+            before = (datetime.fromisoformat(cursor[0]), int(cursor[1]))
+        except (TypeError, ValueError):
+            raise ValidationFailed("cursor is invalid.", fields={"cursor": "Invalid cursor."}) from None
+    rows = await store.list_conversations(request.app[pool_key], viewer, before, page.limit + 1)
+    items = [ConversationSummary(
+        id=str(r["id"]), kind=r["kind"], title=r["title"], member_ids=[str(m) for m in r["member_ids"] or ()],
+        last_seq=r["last_seq"], read_seq=r["read_seq"], unread_count=r["unread"],
+        last_message=message_out(r, "last_") if r["last_id"] is not None else None,
+        last_message_at=iso(r["last_message_at"]),
+    ) for r in rows]
+    return json_response(make_next(request, items, page.limit,
+                                   lambda c: {"cursor": encode_cursor(c.last_message_at, c.id)}))
+
+
+def make_next(request: web.Request, items: list, limit: int, query_of) -> Page:
+    """A page of at most `limit` items whose `next` carries `query_of(last item)`."""
+    if len(items) <= limit:
+        return Page(results=items, next=None)
+    items = items[:limit]
+    query = {**request.query, **query_of(items[-1]), "limit": str(limit)}
+    return Page(results=items, next=str(request.rel_url.with_query(query)))
+
+
+@routes.route("POST", "/api/conversations/", body=CreateConversation, response=ConversationOut, status=201)
+async def start_conversation(request: web.Request) -> web.Response:
+    """Start a conversation: one other member gives the 1:1 (the existing one if any), more a group."""
+    viewer = current_user(request)
+    body = await read_json(request, CreateConversation)
+    conversation_id, created = await create_conversation(request.app, viewer, body)
+    detail = await conversation_detail(request.app[pool_key], conversation_id, viewer)
+    return json_response(detail, status=201 if created else 200)
+
+
+@routes.route("GET", "/api/conversations/{id}/", response=ConversationOut)
+async def get_conversation(request: web.Request) -> web.Response:
+    """A conversation: members, title and each member's read position."""
+    return json_response(await conversation_detail(request.app[pool_key], path_id(request), current_user(request)))
+
+
+@routes.route("POST", "/api/conversations/{id}/members/", body=AddMembers, response=ConversationOut)
+async def add_members(request: web.Request) -> web.Response:
+    """Add members to a group (any member may; at most 256 members)."""
+    viewer = current_user(request)
+    conversation_id = path_id(request)
+    body = await read_json(request, AddMembers)
+    pool = request.app[pool_key]
+    new = {int(u) for u in body.user_ids}
+    unknown = (new - await store.existing_active_users(pool, new)) | await graph.blocked_either_way(pool, viewer, new)
+    if unknown:
+        raise ValidationFailed("user_ids: unknown users.",
+                               fields={"user_ids": "Unknown: " + ", ".join(str(u) for u in sorted(unknown))})
+    async with pool.acquire() as conn, conn.transaction():
+        row = await store.lock_group_txn(conn, conversation_id)
+        if row is None or await store.get_conversation(conn, conversation_id, viewer) is None:
+            raise NotFound()
+        if row["kind"] != "group":
+            raise ValidationFailed("Members can be added to groups only.")
+        if await store.add_members_txn(conn, conversation_id, new) > MAX_GROUP:
+            raise ValidationFailed(f"A group has at most {MAX_GROUP} members.",
+                                   fields={"user_ids": f"At most {MAX_GROUP} members."})
+    return json_response(await conversation_detail(pool, conversation_id, viewer))
+
+
+@routes.route("DELETE", "/api/conversations/{id}/members/{user_id}/", status=204)
+async def remove_member(request: web.Request) -> web.Response:
+    """Leave a group (your own id) or, as its creator, remove a member."""
+    viewer = current_user(request)
+    conversation_id, target = path_id(request), path_id(request, "user_id")
+    pool = request.app[pool_key]
+    row = await store.get_conversation(pool, conversation_id, viewer)
+    if row is None:
+        raise NotFound()
+    if row["kind"] != "group":
+        raise ValidationFailed("A 1:1 conversation has no members to remove.")
+    if target != viewer and row["created_by"] != viewer:
+        raise Forbidden("Only the group's creator can remove others.")
+    if not await store.remove_member(pool, conversation_id, target):
+        raise NotFound()
+    return no_content()
+
+
+@routes.route("GET", "/api/conversations/{id}/messages/", response=Page[Message],
+              query={"before_seq": "messages before this seq, newest first", "after_seq":
+                     "messages after this seq, oldest first", "limit": "page size (default 50, max 100)"})
+async def list_messages(request: web.Request) -> web.Response:
+    """History by sequence number: after_seq ascending, else before_seq (or the newest) descending."""
+    viewer = current_user(request)
+    conversation_id = path_id(request)
+    page = page_request(request, default=50)
+    before, after = seq_param(request, "before_seq"), seq_param(request, "after_seq")
+    if before is not None and after is not None:
+        raise ValidationFailed("Give before_seq or after_seq, not both.", fields={"after_seq": "Not with before_seq."})
+    pool = request.app[pool_key]
+    if await store.get_conversation(pool, conversation_id, viewer) is None:
+        raise NotFound()
+    rows = await store.history(pool, conversation_id, before, after, page.limit)
+    name = "after_seq" if after is not None else "before_seq"
+    items = [message_out(r) for r in rows]
+    return json_response(make_next(request, items, page.limit, lambda m: {name: str(m.seq)}))
+
+
+def seq_param(request: web.Request, name: str) -> int | None:
+    """A non-negative seq from the query string; a bad one is 400."""
+    raw = request.query.get(name)
+    if raw in (None, ""):
+        return None
+    if not raw.isdigit() or len(raw) > 18:
+        raise ValidationFailed(f"{name} must be a number.", fields={name: "Must be a number."})
+    return int(raw)
+
+
+@routes.route("POST", "/api/conversations/{id}/messages/", body=SendBody, response=Message, status=201)
+async def post_message(request: web.Request) -> web.Response:
+    """Send a message (REST twin of message.send); a resend with the same client_id returns the original (200)."""
+    viewer = current_user(request)
+    conversation_id = path_id(request)
+    body = await read_json(request, SendBody)
+    message, created = await send_message(request.app, viewer, conversation_id, body)
+    return json_response(message, status=201 if created else 200)
+
+
+@routes.route("DELETE", "/api/conversations/{id}/messages/{seq}/", status=204)
+async def remove_message(request: web.Request) -> web.Response:
+    """Delete your message for everyone: it becomes a tombstone and members get message.deleted."""
+    viewer = current_user(request)
+    conversation_id = path_id(request)
+    seq = parse_id(request.match_info.get("seq"))
+    await delete_message(request.app, viewer, conversation_id, seq)
+    return no_content()
+
+
+@routes.route("POST", "/api/conversations/{id}/read/", body=ReadBody, status=204)
+async def mark_read(request: web.Request) -> web.Response:
+    """Mark the conversation read up to seq (REST twin of the message.read frame)."""
+    viewer = current_user(request)
+    conversation_id = path_id(request)
+    body = await read_json(request, ReadBody)
+    await read_messages(request.app, viewer, conversation_id, body.seq)
+    return no_content()
+
+
+# ---------------------------------------------------------------- the websocket
+
+
+@routes.route("GET", "/ws", query={"token": "the access token (or send the Authorization header)"})
+async def websocket(request: web.Request) -> web.StreamResponse:
+    """Open the realtime websocket (frames in API.md; close codes in realtime/gateway.py)."""
+    identity = request.get(identity_key)
+    if identity is None:
+        raise NotAuthenticated()
+    token = bearer_token(request) or request.query.get("token", "")
+    expires_at = float(jwt.decode(token, options={"verify_signature": False})["exp"])
+    hidden = await store.presence_hidden(request.app[pool_key], [identity.user_id])
+    return await request.app[gateway_key].serve(
+        request, user_id=identity.user_id, session_id=identity.session_id, expires_at=expires_at,
+        revoke_keys=auth_markers(identity), presence_visible=identity.user_id not in hidden)
+
+
+async def handle_frame(conn: Connection, frame: frames.AnyClientFrame) -> None:
+    """What each client frame does; rule errors become `error` frames echoing the ref."""
+    try:
+        await _handle(conn, frame)
+    except ApiError as exc:
+        await conn.reply(frames.error(exc.code, exc.message, frame.ref))
+
+
+async def _handle(conn: Connection, frame: frames.AnyClientFrame) -> None:
+    app = conn.app
+    if isinstance(frame, frames.SendMessage):
+        message, _ = await send_message(app, conn.user_id, int(frame.conversation_id), frame, origin=conn)
+        await conn.send(frames.MessageAck(ref=frame.ref, message=message))
+    elif isinstance(frame, frames.ReadMessages):
+        await read_messages(app, conn.user_id, int(frame.conversation_id), frame.seq, origin=conn)
+    elif isinstance(frame, frames.DeleteMessage):
+        await delete_message(app, conn.user_id, int(frame.conversation_id), frame.seq)
+    elif isinstance(frame, frames.Typing):
+        await send_typing(conn, int(frame.conversation_id))
+    elif isinstance(frame, frames.SubscribePresence):
+        await subscribe_presence(conn, frame)
+    elif isinstance(frame, frames.Sync):
+        await sync(conn, frame)
+
+
+async def cached_members(conn: Connection, conversation_id: int) -> list[int]:
+    """The members of a conversation this socket's user belongs to (cached on the socket for a
+    few seconds, as typing needs it often); 404 if not a member."""
+    cache: dict[int, tuple[float, list[int]]] = conn.state.setdefault("members", {})
+    now = time.monotonic()
+    hit = cache.get(conversation_id)
+    if hit is None or hit[0] < now:
+        members = await store.member_ids(conn.app[pool_key], conversation_id)
+        if len(cache) > 256:
+            cache.clear()
+        hit = cache[conversation_id] = (now + 10.0, members)
+    if conn.user_id not in hit[1]:
+        raise NotFound()
+    return hit[1]
+
+
+async def send_typing(conn: Connection, conversation_id: int) -> None:
+    """Tell the other members someone is typing; at most one per typing_min_interval per
+    conversation and socket (the rest are dropped)."""
+    last: dict[int, float] = conn.state.setdefault("typing", {})
+    now = time.monotonic()
+    if now - last.get(conversation_id, -1e9) < conn.app[config_key].typing_min_interval:
+        return
+    members = await cached_members(conn, conversation_id)
+    last[conversation_id] = now
+    frame = frames.encode(frames.TypingNotice(conversation_id=str(conversation_id), user_id=str(conn.user_id)))
+    await conn.gateway.publish([(m, Gateway.envelope(frame)) for m in members if m != conn.user_id])
+
+
+async def subscribe_presence(conn: Connection, frame: frames.SubscribePresence) -> None:
+    """Watch these users' presence (replacing the previous list); answer their current state.
+    Users who hide presence or block either way always look offline, with no last_seen."""
+    limit = conn.app[config_key].presence_subscribe_max
+    if len(frame.user_ids) > limit:
+        raise ValidationFailed(f"Subscribe to at most {limit} users.")
+    pool = conn.app[pool_key]
+    wanted = list(dict.fromkeys(int(u) for u in frame.user_ids))
+    hidden = await store.presence_hidden(pool, wanted) | await graph.blocked_either_way(pool, conn.user_id, wanted)
+    allowed = [u for u in wanted if u not in hidden and u != conn.user_id]
+    await conn.gateway.watch(conn, allowed)
+    states = await conn.gateway.presence.lookup(allowed)
+    for uid in wanted:
+        online, seen = states.get(uid, (False, None))
+        await conn.send(frames.Presence(user_id=str(uid), status="online" if online else "offline",
+                                        last_seen=None if online else ms_iso(seen)))
+
+
+async def sync(conn: Connection, frame: frames.Sync) -> None:
+    """Everything after each given seq, oldest first, as message.new frames; then sync.done.
+    Conversations the user is not a member of are skipped."""
+    pool = conn.app[pool_key]
+    wanted = {int(k): v for k, v in frame.conversations.items()}
+    last = await store.member_conversations(pool, conn.user_id, wanted)
+    receipts = conn.app[receipts_key]
+    for conversation_id, last_seq in last.items():
+        after = wanted[conversation_id]
+        while after < last_seq:
+            rows = await store.history(pool, conversation_id, None, after, 200)
+            rows = rows[:200]
+            if not rows:
+                break
+            for row in rows:
+                await conn.send(frames.MessageNew(message=message_out(row)))
+                receipts.add(conn.user_id, Delivery(conversation_id, row["seq"], row["sender_id"]))
+            after = rows[-1]["seq"]
+    await conn.send(frames.SyncDone(ref=frame.ref))
+
+
+# ---------------------------------------------------------------- wiring
+
+
+def realtime_ctx(sockets: weakref.WeakSet):
+    """The cleanup context of the gateway (bus, heartbeats) and the message and receipt writers;
+    `sockets` is the app's set of open websockets that shutdown closes."""
+
+    def build(app: web.Application) -> Gateway:
+        c = app[config_key]
+        settings = Settings(max_frame_bytes=c.ws_max_frame_bytes, idle_timeout=c.ws_idle_timeout,
+                            heartbeat=c.ws_heartbeat, send_queue=c.ws_send_queue, max_inflight=c.ws_max_inflight,
+                            presence_ttl=c.presence_ttl, presence_refresh=c.presence_refresh)
+        return Gateway(app[redis_key], settings, on_frame=handle_frame, on_delivered=on_delivered, sockets=sockets)
+
+    start_gateway = gateway_ctx(build)
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        async for _ in start_gateway(app):
+            writer = app[writer_key] = MessageWriter(app[pool_key], app[gateway_key])
+            receipts = app[receipts_key] = ReceiptWriter(app[pool_key], app[gateway_key])
+            writer.start()
+            receipts.start()
+            try:
+                yield
+            finally:
+                await writer.stop()
+                await receipts.stop()
+
+    return ctx

@@ -1,0 +1,191 @@
+"""The websocket frame codec: every frame is a JSON object tagged by `type`.
+
+Client frames are one msgspec tagged union behind one decoder; server frames are Structs encoded by
+one encoder. A frame that does not decode raises FrameError, which the gateway answers with an
+`error` frame (echoing the frame's `ref` when it can find one) and keeps the socket open.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+import msgspec
+from msgspec import Meta
+
+IdStr = Annotated[str, Meta(pattern=r"^[1-9][0-9]{0,18}$", description="a 64-bit id as a string")]
+Ref = Union[str, int, None]
+MAX_TEXT = 4000
+
+
+class ClientFrame(msgspec.Struct, tag_field="type", kw_only=True, forbid_unknown_fields=True):
+    """A frame a client sends; `ref` is echoed in the reply."""
+
+    ref: Ref = None
+
+
+class SendMessage(ClientFrame, tag="message.send"):
+    conversation_id: IdStr
+    client_id: Annotated[str, Meta(min_length=1, max_length=64)]
+    text: Annotated[str, Meta(max_length=MAX_TEXT)] = ""
+    media_id: IdStr | None = None
+    reply_to_seq: Annotated[int, Meta(ge=1)] | None = None
+
+
+class ReadMessages(ClientFrame, tag="message.read"):
+    conversation_id: IdStr
+    seq: Annotated[int, Meta(ge=0)]
+
+
+class DeleteMessage(ClientFrame, tag="message.delete"):
+    conversation_id: IdStr
+    seq: Annotated[int, Meta(ge=1)]
+
+
+class Typing(ClientFrame, tag="typing"):
+    conversation_id: IdStr
+
+
+class SubscribePresence(ClientFrame, tag="presence.subscribe"):
+    user_ids: Annotated[list[IdStr], Meta(max_length=1000)]
+
+
+class Sync(ClientFrame, tag="sync"):
+    conversations: Annotated[dict[IdStr, Annotated[int, Meta(ge=0)]], Meta(max_length=1000)]
+
+
+class Ping(ClientFrame, tag="ping"):
+    pass
+
+
+AnyClientFrame = Union[SendMessage, ReadMessages, DeleteMessage, Typing, SubscribePresence, Sync, Ping]
+
+
+# ---------------------------------------------------------------- server frames
+
+
+class Media(msgspec.Struct, kw_only=True):
+    id: str
+
+
+class Message(msgspec.Struct, kw_only=True):
+    """A direct message as clients see it, over REST and the socket."""
+
+    id: str
+    conversation_id: str
+    seq: int
+    sender_id: str
+    client_id: str
+    text: str
+    media: Media | None
+    reply_to_seq: int | None
+    deleted: bool
+    created_at: str
+
+
+class ServerFrame(msgspec.Struct, tag_field="type", kw_only=True):
+    """A frame the server sends."""
+
+
+class Hello(ServerFrame, tag="hello"):
+    user_id: str
+    session_id: str
+    heartbeat: float
+
+
+class MessageAck(ServerFrame, tag="message.ack"):
+    ref: Ref
+    message: Message
+
+
+class MessageNew(ServerFrame, tag="message.new"):
+    message: Message
+
+
+class MessageDelivered(ServerFrame, tag="message.delivered"):
+    conversation_id: str
+    seq: int
+    user_id: str
+
+
+class MessageReadReceipt(ServerFrame, tag="message.read"):
+    conversation_id: str
+    seq: int
+    user_id: str
+
+
+class MessageDeleted(ServerFrame, tag="message.deleted"):
+    conversation_id: str
+    seq: int
+
+
+class TypingNotice(ServerFrame, tag="typing"):
+    conversation_id: str
+    user_id: str
+
+
+class Presence(ServerFrame, tag="presence"):
+    user_id: str
+    status: Literal["online", "offline"]
+    last_seen: str | None
+
+
+class SyncDone(ServerFrame, tag="sync.done"):
+    ref: Ref = None
+
+
+class Pong(ServerFrame, tag="pong"):
+    ref: Ref = None
+
+
+class Error(ServerFrame, tag="error"):
+    code: str
+    message: str
+    ref: Ref = None
+
+
+# ---------------------------------------------------------------- the codec
+
+_decoder = msgspec.json.Decoder(AnyClientFrame)
+_encoder = msgspec.json.Encoder()
+
+
+class FrameError(Exception):
+    """A client frame that could not be decoded; becomes an `error` frame."""
+
+    def __init__(self, code: str, message: str, ref: Ref = None) -> None:
+        super().__init__(message)
+        self.code, self.message, self.ref = code, message, ref
+
+
+def _ref_of(data: bytes) -> Ref:
+    try:
+        value: Any = msgspec.json.decode(data)
+    except msgspec.DecodeError:
+        return None
+    ref = value.get("ref") if isinstance(value, dict) else None
+    return ref if isinstance(ref, (str, int)) and not isinstance(ref, bool) else None
+
+
+def decode_client(data: bytes | str) -> AnyClientFrame:
+    """One client frame; raises FrameError naming what is wrong."""
+    try:
+        return _decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        raw = data.encode() if isinstance(data, str) else data
+        text = str(exc)
+        code = "unknown_type" if "Invalid value" in text and "`$.type`" in text or "missing required field `type`" in text \
+            else "invalid_frame"
+        return_ref = _ref_of(raw)
+        raise FrameError(code, text, return_ref) from None
+    except msgspec.DecodeError:
+        raise FrameError("malformed_json", "The frame is not a JSON object.") from None
+
+
+def encode(frame: ServerFrame) -> bytes:
+    """The JSON bytes of a server frame."""
+    return _encoder.encode(frame)
+
+
+def error(code: str, message: str, ref: Ref = None) -> bytes:
+    """An encoded `error` frame."""
+    return _encoder.encode(Error(ref=ref, code=code, message=message))

@@ -1,0 +1,438 @@
+"""The websocket gateway: the /ws socket loop, the local registry (user id -> this process's
+sockets), per-socket bounded send queues with their own writer task, and the cross-process bus.
+
+Transport only: what a client frame does is decided by the `on_frame` callback that handlers/
+provides, and a frame for a user reaches every socket of theirs in every process through Redis
+pub/sub, one channel per connected user (`u:{id}`) and one per watched user's presence (`p:{id}`).
+The bus is lossy by design; clients catch up by sequence number with `sync`.
+
+Close codes (documented for clients):
+  1001 GOING_AWAY  server shutdown: reconnect (elsewhere)
+  1009             a frame larger than the maximum frame size
+  4000             idle: nothing arrived from the client for the idle timeout
+  4401             the access token expired or its session was revoked: refresh, reconnect
+  4408             too slow: the client did not read fast enough and its send queue overflowed;
+                   reconnect and `sync`
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import time
+import uuid
+import weakref
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
+
+from aiohttp import WSMsgType, web
+from redis.asyncio import Redis
+
+from realtime import frames
+from realtime.presence import PresenceStore, iso
+
+log = logging.getLogger("glint.realtime")
+
+CLOSE_IDLE = 4000
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_TOO_SLOW = 4408
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The gateway's knobs (app/ fills them from Config)."""
+
+    max_frame_bytes: int = 64 * 1024
+    idle_timeout: float = 300.0
+    heartbeat: float = 25.0
+    send_queue: int = 256
+    max_inflight: int = 32
+    presence_ttl: int = 60
+    presence_refresh: float = 20.0
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What a message.new frame carries for the delivered receipt once it is written out."""
+
+    conversation_id: int
+    seq: int
+    sender_id: int
+
+
+FrameHandler = Callable[["Connection", frames.AnyClientFrame], Awaitable[None]]
+DeliveryHandler = Callable[["Connection", Delivery], None]
+
+
+class Connection:
+    """One accepted socket: who it speaks for, its send queue and writer task, and a small state
+    dict that handlers use (caches, typing timestamps)."""
+
+    def __init__(self, gateway: Gateway, request: web.Request, ws: web.WebSocketResponse, user_id: int,
+                 session_id: int, expires_at: float, revoke_keys: tuple[str, ...], presence_visible: bool) -> None:
+        self.gateway = gateway
+        self.request = request
+        self.app = request.app
+        self.ws = ws
+        self.user_id = user_id
+        self.session_id = session_id
+        self.expires_at = expires_at
+        self.revoke_keys = revoke_keys
+        self.presence_visible = presence_visible
+        self.id = f"{gateway.process_id}:{next(gateway._ids)}"
+        self.queue: asyncio.Queue[tuple[bytes, Delivery | None]] = asyncio.Queue(gateway.settings.send_queue)
+        self.writer: asyncio.Task | None = None
+        self.tasks: set[asyncio.Task] = set()
+        self.inflight = asyncio.Semaphore(gateway.settings.max_inflight)
+        self.state: dict[str, Any] = {}
+        self.watching: set[int] = set()
+        self.closing = False
+        self.refreshed_at = time.monotonic()
+
+    def push(self, data: bytes, delivery: Delivery | None = None) -> None:
+        """Queue a frame pushed by someone else; a full queue means the client cannot keep up,
+        and it is cut off (4408) rather than allowed to grow memory."""
+        if self.closing:
+            return
+        try:
+            self.queue.put_nowait((data, delivery))
+        except asyncio.QueueFull:
+            self.gateway.stats["cut_slow"] += 1
+            self.gateway.cut(self, CLOSE_TOO_SLOW, b"too slow: send queue overflowed")
+
+    async def reply(self, data: bytes) -> None:
+        """Queue a reply to the client's own frame, waiting for room (the client's reads pace its
+        own requests)."""
+        if not self.closing:
+            await self.queue.put((data, None))
+
+    async def send(self, frame: frames.ServerFrame) -> None:
+        """Encode and queue a reply frame."""
+        await self.reply(frames.encode(frame))
+
+    async def _write_loop(self) -> None:
+        ws, queue, delivered = self.ws, self.queue, self.gateway.on_delivered
+        try:
+            while True:
+                data, delivery = await queue.get()
+                await ws.send_frame(data, WSMsgType.TEXT)
+                if delivery is not None:
+                    delivered(self, delivery)
+        except (ConnectionError, RuntimeError):
+            pass  # the peer went away; the read loop notices and cleans up
+
+
+class Gateway:
+    """The process's sockets and its end of the bus."""
+
+    def __init__(self, redis: Redis, settings: Settings, *, on_frame: FrameHandler,
+                 on_delivered: DeliveryHandler | None = None,
+                 sockets: weakref.WeakSet | None = None) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.on_frame = on_frame
+        self.on_delivered = on_delivered or (lambda conn, delivery: None)
+        self.sockets = sockets if sockets is not None else weakref.WeakSet()
+        self.presence = PresenceStore(redis, settings.presence_ttl)
+        self.process_id = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._ids = itertools.count(1)
+        self.local: dict[int, set[Connection]] = {}
+        self.watchers: dict[int, set[Connection]] = {}
+        self.stats = {"frames_in": 0, "bus_in": 0, "cut_slow": 0}
+        self._pubsub = None
+        self._confirm: dict[bytes, list[asyncio.Future]] = {}
+        self._tasks: list[asyncio.Task] = []
+        self._closers: set[asyncio.Task] = set()
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Open the pub/sub connection and start the listener and the heartbeat sweeper."""
+        self._pubsub = self.redis.pubsub()
+        # subscribed before the listener starts, so redis-py never health-checks on a live reader
+        await self._pubsub.subscribe(f"proc:{self.process_id}")
+        self._tasks = [asyncio.create_task(self._listen(), name="ws-bus-listener"),
+                       asyncio.create_task(self._sweep(), name="ws-heartbeat-sweeper")]
+
+    async def stop(self) -> None:
+        """Cut remaining sockets and stop the bus."""
+        for conns in list(self.local.values()):
+            for conn in list(conns):
+                self.cut(conn, 1001, b"server shutdown")
+        for task in self._tasks:
+            task.cancel()
+        for task in [*self._tasks, *self._closers]:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+        if self._pubsub is not None:
+            await self._pubsub.aclose()
+
+    # ------------------------------------------------------------ the socket loop
+
+    async def serve(self, request: web.Request, *, user_id: int, session_id: int, expires_at: float,
+                    revoke_keys: tuple[str, ...], presence_visible: bool) -> web.WebSocketResponse:
+        """Run one authenticated socket until it closes."""
+        s = self.settings
+        ws = web.WebSocketResponse(compress=False, heartbeat=s.heartbeat, max_msg_size=s.max_frame_bytes,
+                                   timeout=2.0, decode_text=False)
+        await ws.prepare(request)
+        self.sockets.add(ws)
+        conn = Connection(self, request, ws, user_id, session_id, expires_at, revoke_keys, presence_visible)
+        conn.writer = asyncio.create_task(conn._write_loop())
+        try:
+            await self._attach(conn)
+            conn.push(frames.encode(frames.Hello(user_id=str(user_id), session_id=str(session_id),
+                                                 heartbeat=s.heartbeat)))
+            await self._read_loop(conn)
+        finally:
+            conn.closing = True
+            for task in [conn.writer, *conn.tasks]:
+                task.cancel()
+            await self._detach(conn)
+            if not ws.closed:
+                try:
+                    await asyncio.wait_for(ws.close(), 2)
+                except (asyncio.TimeoutError, ConnectionError):
+                    pass
+        return ws
+
+    async def _read_loop(self, conn: Connection) -> None:
+        ws = conn.ws
+        while not conn.closing:
+            try:
+                msg = await ws.receive(timeout=self.settings.idle_timeout)
+            except asyncio.TimeoutError:
+                self.cut(conn, CLOSE_IDLE, b"idle")
+                return
+            if msg.type is WSMsgType.TEXT:
+                self.stats["frames_in"] += 1
+                try:
+                    frame = frames.decode_client(msg.data)
+                except frames.FrameError as exc:
+                    await conn.reply(frames.error(exc.code, exc.message, exc.ref))
+                    continue
+                if isinstance(frame, frames.Ping):
+                    await conn.reply(frames.encode(frames.Pong(ref=frame.ref)))
+                    continue
+                await conn.inflight.acquire()
+                task = asyncio.create_task(self._dispatch(conn, frame))
+                conn.tasks.add(task)
+                task.add_done_callback(lambda t: (conn.tasks.discard(t), conn.inflight.release()))
+            elif msg.type is WSMsgType.BINARY:
+                await conn.reply(frames.error("text_only", "Frames are JSON text, not binary."))
+            else:  # CLOSE, CLOSING, CLOSED, ERROR
+                return
+
+    async def _dispatch(self, conn: Connection, frame: frames.AnyClientFrame) -> None:
+        try:
+            await self.on_frame(conn, frame)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("frame %s failed", type(frame).__name__)
+            await conn.reply(frames.error("internal_error", "Something went wrong on our side.", frame.ref))
+
+    def cut(self, conn: Connection, code: int, reason: bytes) -> None:
+        """Close a socket from the server side without waiting on it: its writer stops at once,
+        and a client that does not read the close frame is dropped."""
+        if conn.closing:
+            return
+        conn.closing = True
+        if conn.writer is not None:
+            conn.writer.cancel()
+        task = asyncio.create_task(self._close(conn, code, reason))
+        self._closers.add(task)
+        task.add_done_callback(self._closers.discard)
+
+    async def _close(self, conn: Connection, code: int, reason: bytes) -> None:
+        try:
+            await asyncio.wait_for(conn.ws.close(code=code, message=reason), 2)
+        except (asyncio.TimeoutError, ConnectionError, RuntimeError):
+            pass
+        finally:
+            transport = conn.request.transport
+            if transport is not None and not transport.is_closing():
+                transport.abort()
+
+    # ------------------------------------------------------------ the registry
+
+    async def _attach(self, conn: Connection) -> None:
+        conns = self.local.setdefault(conn.user_id, set())
+        conns.add(conn)
+        if len(conns) == 1:
+            await self._subscribe(f"u:{conn.user_id}")
+        came_online = await self.presence.connect(conn.user_id, conn.id)
+        if came_online and conn.presence_visible:
+            await self.publish_presence(conn.user_id, online=True, last_seen_ms=None)
+
+    async def _detach(self, conn: Connection) -> None:
+        conns = self.local.get(conn.user_id)
+        if conns is not None:
+            conns.discard(conn)
+            if not conns:
+                del self.local[conn.user_id]
+                await self._unsubscribe(f"u:{conn.user_id}")
+        await self.watch(conn, ())
+        try:
+            went_offline = await self.presence.disconnect(conn.user_id, conn.id)
+            if went_offline is not None and conn.presence_visible:
+                await self.publish_presence(conn.user_id, online=False, last_seen_ms=went_offline)
+        except Exception:
+            log.exception("presence disconnect failed")
+
+    def connections(self, user_id: int) -> Iterable[Connection]:
+        """This process's sockets of a user."""
+        return self.local.get(user_id, ())
+
+    def connection_count(self) -> int:
+        return sum(len(c) for c in self.local.values())
+
+    async def watch(self, conn: Connection, user_ids: Iterable[int]) -> None:
+        """Replace the set of users whose presence changes reach this socket."""
+        wanted = set(user_ids)
+        for uid in conn.watching - wanted:
+            watchers = self.watchers.get(uid)
+            if watchers is not None:
+                watchers.discard(conn)
+                if not watchers:
+                    del self.watchers[uid]
+                    await self._unsubscribe(f"p:{uid}")
+        for uid in wanted - conn.watching:
+            watchers = self.watchers.setdefault(uid, set())
+            watchers.add(conn)
+            if len(watchers) == 1:
+                await self._subscribe(f"p:{uid}")
+        conn.watching = wanted
+
+    # ------------------------------------------------------------ the bus
+
+    async def _subscribe(self, channel: str) -> None:
+        future = asyncio.get_running_loop().create_future()
+        self._confirm.setdefault(channel.encode(), []).append(future)
+        await self._pubsub.subscribe(channel)
+        try:
+            await asyncio.wait_for(future, 5)
+        except asyncio.TimeoutError:
+            log.warning("no confirmation of subscribing %s", channel)
+
+    async def _unsubscribe(self, channel: str) -> None:
+        try:
+            await self._pubsub.unsubscribe(channel)
+        except Exception:
+            log.exception("unsubscribe %s failed", channel)
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                async for message in self._pubsub.listen():
+                    kind = message["type"]
+                    if kind == "message":
+                        self._on_bus(message["channel"], message["data"])
+                    elif kind == "subscribe":
+                        for future in self._confirm.pop(message["channel"], ()):
+                            if not future.done():
+                                future.set_result(None)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("bus listener failed; reconnecting")
+                await asyncio.sleep(0.5)
+
+    def _on_bus(self, channel: bytes, data: bytes) -> None:
+        self.stats["bus_in"] += 1
+        head, _, frame = data.partition(b"\n")
+        parts = head.split(b"|")
+        kind, exclude = parts[0], parts[1].decode()
+        uid = int(channel[2:])
+        if channel.startswith(b"p:"):
+            for conn in list(self.watchers.get(uid, ())):
+                conn.push(frame)
+            return
+        delivery = Delivery(int(parts[2]), int(parts[3]), int(parts[4])) if kind == b"m" else None
+        for conn in list(self.local.get(uid, ())):
+            if conn.id != exclude:
+                conn.push(frame, delivery)
+
+    @staticmethod
+    def envelope(frame: bytes, *, exclude: Connection | None = None, delivery: Delivery | None = None) -> bytes:
+        """A frame as it travels the bus: a one-line header, then the encoded frame once."""
+        skip = exclude.id if exclude is not None else ""
+        if delivery is None:
+            return b"f|%s\n%s" % (skip.encode(), frame)
+        return b"m|%s|%d|%d|%d\n%s" % (skip.encode(), delivery.conversation_id, delivery.seq,
+                                       delivery.sender_id, frame)
+
+    async def publish(self, items: list[tuple[int, bytes]]) -> list[int]:
+        """Publish envelopes to users' channels in one pipeline; per item, how many processes
+        hold a socket of that user (0: the user has no connected socket anywhere)."""
+        if not items:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for user_id, envelope in items:
+                pipe.publish(f"u:{user_id}", envelope)
+            return [int(n) for n in await pipe.execute()]
+
+    async def publish_presence(self, user_id: int, *, online: bool, last_seen_ms: int | None) -> None:
+        """Tell the watchers of a user, in every process, that they came online or went offline."""
+        frame = frames.encode(frames.Presence(user_id=str(user_id), status="online" if online else "offline",
+                                              last_seen=iso(last_seen_ms)))
+        await self.redis.publish(f"p:{user_id}", b"f|\n" + frame)
+
+    # ------------------------------------------------------------ heartbeats
+
+    async def _sweep(self) -> None:
+        """Every heartbeat: close sockets whose token expired or whose session was revoked (4401),
+        and push the presence expiry of the others forward (throttled), in one pipeline per
+        thousand sockets."""
+        while True:
+            await asyncio.sleep(self.settings.heartbeat)
+            try:
+                await self.check_connections()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("heartbeat sweep failed")
+
+    async def check_connections(self) -> None:
+        """One sweep (the sweeper's body; tests call it to avoid waiting)."""
+        now, mono = time.time(), time.monotonic()
+        conns = [c for group in self.local.values() for c in group if not c.closing]
+        for start in range(0, len(conns), 1000):
+            chunk = conns[start:start + 1000]
+            checked: list[Connection] = []
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for conn in chunk:
+                    if conn.expires_at <= now:
+                        self.cut(conn, CLOSE_UNAUTHORIZED, b"token expired")
+                        continue
+                    pipe.exists(*conn.revoke_keys)
+                    checked.append(conn)
+                    if mono - conn.refreshed_at >= self.settings.presence_refresh:
+                        conn.refreshed_at = mono
+                        self.presence.refresh(pipe, conn.user_id, conn.id)
+                replies = await pipe.execute() if checked else []
+            position = 0
+            for conn in checked:
+                if replies[position]:
+                    self.cut(conn, CLOSE_UNAUTHORIZED, b"session revoked")
+                position += 3 if conn.refreshed_at == mono else 1
+
+
+gateway_key = web.AppKey("gateway", Gateway)
+
+
+def gateway_ctx(build: Callable[[web.Application], Gateway]):
+    """A cleanup context that builds the process's gateway, starts its bus and stops it."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        gateway = build(app)
+        app[gateway_key] = gateway
+        await gateway.start()
+        yield
+        await gateway.stop()
+
+    return ctx

@@ -1,0 +1,349 @@
+"""Direct messages in PostgreSQL: conversations, members with their read/delivered positions, and
+messages numbered per conversation with no gaps.
+
+The hot path is `write_batch`: one statement stores every message a process queued while its last
+commit ran (group commit). It locks the touched conversations in id order, judges each message
+(duplicate, member, block, reply), bumps each conversation's `last_seq` by the number it takes and
+inserts the messages with the numbers in between, so seqs stay gapless under any number of
+concurrent senders in any number of processes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Iterable, Sequence
+
+import asyncpg
+
+Conn = asyncpg.Connection | asyncpg.Pool
+
+MESSAGE_COLUMNS = "id, conversation_id, seq, sender_id, client_id, text, media_id, reply_to_seq, deleted_at, created_at"
+
+
+def pair_key(a: int, b: int) -> str:
+    """The unique key of the 1:1 conversation between two users, whatever the order."""
+    low, high = sorted((a, b))
+    return f"{low}:{high}"
+
+
+# ---------------------------------------------------------------- conversations
+
+async def get_or_create_direct(pool: asyncpg.Pool, a: int, b: int) -> tuple[int, bool]:
+    """The 1:1 conversation of a and b, made on first use; (id, created). Two first uses at once
+    make one: the loser's insert waits for the winner's commit, then finds its row."""
+    key = pair_key(a, b)
+    async with pool.acquire() as conn, conn.transaction():
+        conversation_id = await conn.fetchval(
+            "INSERT INTO conversations (kind, pair_key, created_by) VALUES ('direct', $1, $2)"
+            " ON CONFLICT (pair_key) DO NOTHING RETURNING id", key, a)
+        if conversation_id is None:
+            return await conn.fetchval("SELECT id FROM conversations WHERE pair_key = $1", key), False
+        await conn.execute(
+            "INSERT INTO conversation_members (conversation_id, user_id) SELECT $1, unnest($2::bigint[])",
+            conversation_id, sorted({a, b}))
+        return conversation_id, True
+
+
+async def create_group_txn(conn: asyncpg.Connection, creator: int, member_ids: Sequence[int], title: str) -> int:
+    """Inside a transaction: a group with its creator and members."""
+    conversation_id = await conn.fetchval(
+        "INSERT INTO conversations (kind, title, created_by) VALUES ('group', $1, $2) RETURNING id", title, creator)
+    await conn.execute(
+        "INSERT INTO conversation_members (conversation_id, user_id) SELECT $1, unnest($2::bigint[])",
+        conversation_id, sorted({creator, *member_ids}))
+    return conversation_id
+
+
+async def get_conversation(conn: Conn, conversation_id: int, viewer: int) -> asyncpg.Record | None:
+    """A conversation the viewer is a member of, with the viewer's positions; None otherwise."""
+    return await conn.fetchrow(
+        "SELECT c.id, c.kind, c.title, c.created_by, c.last_seq, c.last_message_at, c.created_at,"
+        " m.read_seq, m.delivered_seq"
+        " FROM conversations c JOIN conversation_members m ON m.conversation_id = c.id AND m.user_id = $2"
+        " WHERE c.id = $1", conversation_id, viewer)
+
+
+async def get_members(conn: Conn, conversation_id: int) -> list[asyncpg.Record]:
+    """Members with their read and delivered positions, in joining order."""
+    return await conn.fetch(
+        "SELECT user_id, read_seq, delivered_seq, joined_at FROM conversation_members"
+        " WHERE conversation_id = $1 ORDER BY joined_at, user_id", conversation_id)
+
+
+async def member_ids(conn: Conn, conversation_id: int) -> list[int]:
+    """The ids of a conversation's members."""
+    rows = await conn.fetch("SELECT user_id FROM conversation_members WHERE conversation_id = $1", conversation_id)
+    return [r["user_id"] for r in rows]
+
+
+async def lock_group_txn(conn: asyncpg.Connection, conversation_id: int) -> asyncpg.Record | None:
+    """Inside a transaction: lock a conversation row so member changes serialize; None if missing."""
+    return await conn.fetchrow(
+        "SELECT id, kind, created_by FROM conversations WHERE id = $1 FOR UPDATE", conversation_id)
+
+
+async def add_members_txn(conn: asyncpg.Connection, conversation_id: int, user_ids: Iterable[int]) -> int:
+    """Inside a transaction: add members (existing ones are kept); return the member count after."""
+    await conn.execute(
+        "INSERT INTO conversation_members (conversation_id, user_id) SELECT $1, unnest($2::bigint[])"
+        " ON CONFLICT DO NOTHING", conversation_id, sorted(set(user_ids)))
+    return await conn.fetchval("SELECT count(*) FROM conversation_members WHERE conversation_id = $1", conversation_id)
+
+
+async def count_members_txn(conn: asyncpg.Connection, conversation_id: int) -> int:
+    """How many members a conversation has."""
+    return await conn.fetchval("SELECT count(*) FROM conversation_members WHERE conversation_id = $1", conversation_id)
+
+
+async def remove_member(conn: Conn, conversation_id: int, user_id: int) -> bool:
+    """Take a member out; False if they were not one."""
+    status = await conn.execute(
+        "DELETE FROM conversation_members WHERE conversation_id = $1 AND user_id = $2", conversation_id, user_id)
+    return status.endswith(" 1")
+
+
+async def existing_active_users(conn: Conn, user_ids: Iterable[int]) -> set[int]:
+    """Which of these ids are active users."""
+    rows = await conn.fetch("SELECT id FROM users WHERE id = ANY($1::bigint[]) AND is_active", list(set(user_ids)))
+    return {r["id"] for r in rows}
+
+
+async def list_conversations(conn: Conn, viewer: int, before: tuple[datetime, int] | None,
+                             limit: int) -> list[asyncpg.Record]:
+    """The viewer's conversations, latest activity first, each with its last message, the unread
+    count and its members' ids; `before` is the (last_message_at, id) of the previous page's last."""
+    return await conn.fetch(
+        f"""
+        SELECT c.id, c.kind, c.title, c.created_by, c.last_seq, c.last_message_at, c.created_at,
+               m.read_seq, m.delivered_seq,
+               (SELECT count(*) FROM messages u WHERE u.conversation_id = c.id AND u.seq > m.read_seq
+                   AND u.sender_id <> $1 AND u.deleted_at IS NULL) AS unread,
+               (SELECT array_agg(o.user_id ORDER BY o.joined_at, o.user_id) FROM conversation_members o
+                   WHERE o.conversation_id = c.id) AS member_ids,
+               last.*
+        FROM conversation_members m
+        JOIN conversations c ON c.id = m.conversation_id
+        LEFT JOIN LATERAL (
+            SELECT {', '.join('l.' + col + ' AS last_' + col for col in MESSAGE_COLUMNS.split(', '))}
+            FROM messages l WHERE l.conversation_id = c.id AND l.seq = c.last_seq
+        ) last ON true
+        WHERE m.user_id = $1
+          AND ($2::timestamptz IS NULL OR (c.last_message_at, c.id) < ($2::timestamptz, $3::bigint))
+        ORDER BY c.last_message_at DESC, c.id DESC
+        LIMIT $4
+        """,
+        viewer, before[0] if before else None, before[1] if before else None, limit)
+
+
+async def unread_count(conn: Conn, conversation_id: int, viewer: int) -> int:
+    """Messages after the viewer's read position that others sent and that are not deleted."""
+    return await conn.fetchval(
+        "SELECT count(*) FROM messages u JOIN conversation_members m"
+        " ON m.conversation_id = u.conversation_id AND m.user_id = $2"
+        " WHERE u.conversation_id = $1 AND u.seq > m.read_seq AND u.sender_id <> $2 AND u.deleted_at IS NULL",
+        conversation_id, viewer)
+
+
+# ---------------------------------------------------------------- messages: the group commit
+
+@dataclass(frozen=True)
+class Draft:
+    """A message to store, as a sender asked for it."""
+
+    conversation_id: int
+    sender_id: int
+    client_id: str
+    text: str
+    media_id: int | None
+    reply_to_seq: int | None
+
+
+@dataclass(frozen=True)
+class Written:
+    """What became of a draft: status "ok" (stored now), "duplicate" (stored before: `message` is
+    the original), "not_member", "blocked" or "bad_reply" (nothing stored)."""
+
+    status: str
+    message: asyncpg.Record | None
+    member_ids: list[int]
+
+
+_WRITE_BATCH = f"""
+WITH input AS (
+    SELECT * FROM unnest($1::int[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::bigint[], $7::bigint[])
+        AS t(idx, conversation_id, sender_id, client_id, text, media_id, reply_to_seq)
+),
+-- lock every touched conversation in id order, so concurrent batches never deadlock on them
+locked AS MATERIALIZED (
+    SELECT c.id, c.kind FROM conversations c
+    WHERE c.id IN (SELECT conversation_id FROM input)
+    ORDER BY c.id FOR UPDATE
+),
+judged AS MATERIALIZED (
+    SELECT i.*, old.id AS existing_id,
+        CASE
+            WHEN old.id IS NOT NULL THEN 'duplicate'
+            WHEN l.id IS NULL OR NOT EXISTS (
+                SELECT 1 FROM conversation_members cm
+                WHERE cm.conversation_id = i.conversation_id AND cm.user_id = i.sender_id) THEN 'not_member'
+            -- the same predicate as storage.graph.is_blocked_either_way, batched for the whole statement
+            WHEN l.kind = 'direct' AND EXISTS (
+                SELECT 1 FROM conversation_members o JOIN blocks b
+                    ON (b.blocker_id = i.sender_id AND b.blocked_id = o.user_id)
+                    OR (b.blocker_id = o.user_id AND b.blocked_id = i.sender_id)
+                WHERE o.conversation_id = i.conversation_id AND o.user_id <> i.sender_id) THEN 'blocked'
+            WHEN i.reply_to_seq IS NOT NULL AND NOT EXISTS (
+                SELECT 1 FROM messages r
+                WHERE r.conversation_id = i.conversation_id AND r.seq = i.reply_to_seq) THEN 'bad_reply'
+            ELSE 'ok'
+        END AS status
+    FROM input i
+    LEFT JOIN messages old ON old.sender_id = i.sender_id AND old.client_id = i.client_id
+    LEFT JOIN locked l ON l.id = i.conversation_id
+),
+counts AS (
+    SELECT conversation_id, count(*) AS n FROM judged WHERE status = 'ok' GROUP BY conversation_id
+),
+bumped AS (
+    UPDATE conversations c SET last_seq = c.last_seq + counts.n, last_message_at = now()
+    FROM counts WHERE c.id = counts.conversation_id
+    RETURNING c.id, c.last_seq - counts.n AS base
+),
+inserted AS (
+    INSERT INTO messages (conversation_id, seq, sender_id, client_id, text, media_id, reply_to_seq)
+    SELECT j.conversation_id, b.base + row_number() OVER (PARTITION BY j.conversation_id ORDER BY j.idx),
+           j.sender_id, j.client_id, j.text, j.media_id, j.reply_to_seq
+    FROM judged j JOIN bumped b ON b.id = j.conversation_id
+    WHERE j.status = 'ok'
+    ORDER BY j.idx
+    RETURNING {MESSAGE_COLUMNS}
+),
+-- sending implies having read (and received) everything up to one's own message
+own_read AS (
+    UPDATE conversation_members cm
+    SET read_seq = GREATEST(cm.read_seq, s.seq), delivered_seq = GREATEST(cm.delivered_seq, s.seq)
+    FROM (SELECT conversation_id, sender_id, max(seq) AS seq FROM inserted GROUP BY 1, 2) s
+    WHERE cm.conversation_id = s.conversation_id AND cm.user_id = s.sender_id
+)
+SELECT j.idx, 'ok' AS status, ins.*,
+       (SELECT array_agg(user_id) FROM conversation_members WHERE conversation_id = ins.conversation_id) AS member_ids
+FROM inserted ins JOIN judged j ON j.sender_id = ins.sender_id AND j.client_id = ins.client_id
+UNION ALL
+SELECT j.idx, j.status, {', '.join('old.' + c for c in MESSAGE_COLUMNS.split(', '))}, NULL::bigint[]
+FROM judged j LEFT JOIN messages old ON old.id = j.existing_id
+WHERE j.status <> 'ok'
+"""
+
+
+async def write_batch(conn: Conn, drafts: Sequence[Draft]) -> list[Written]:
+    """Store a batch of drafts in one statement (its own transaction); results in draft order.
+
+    Drafts must have distinct (sender_id, client_id). Raises asyncpg.UniqueViolationError when
+    another process stored one of them while this statement ran: the statement then changed
+    nothing, and a retry finds the original.
+    """
+    rows = await conn.fetch(
+        _WRITE_BATCH,
+        list(range(len(drafts))),
+        [d.conversation_id for d in drafts], [d.sender_id for d in drafts], [d.client_id for d in drafts],
+        [d.text for d in drafts], [d.media_id for d in drafts], [d.reply_to_seq for d in drafts],
+    )
+    results: list[Written | None] = [None] * len(drafts)
+    for row in rows:
+        message = row if row["id"] is not None else None
+        results[row["idx"]] = Written(row["status"], message, list(row["member_ids"] or ()))
+    return [r if r is not None else Written("not_member", None, []) for r in results]
+
+
+async def get_message(conn: Conn, conversation_id: int, seq: int) -> asyncpg.Record | None:
+    """One message by its place in a conversation."""
+    return await conn.fetchrow(
+        f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND seq = $2", conversation_id, seq)
+
+
+async def history(conn: Conn, conversation_id: int, before_seq: int | None, after_seq: int | None,
+                  limit: int) -> list[asyncpg.Record]:
+    """Messages by seq: after `after_seq` ascending, else before `before_seq` (or the newest)
+    descending. Fetches limit + 1 so callers can tell whether there is more."""
+    if after_seq is not None:
+        return await conn.fetch(
+            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND seq > $2"
+            " ORDER BY seq LIMIT $3", conversation_id, after_seq, limit + 1)
+    return await conn.fetch(
+        f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND ($2::bigint IS NULL OR seq < $2)"
+        " ORDER BY seq DESC LIMIT $3", conversation_id, before_seq, limit + 1)
+
+
+async def member_conversations(conn: Conn, viewer: int, conversation_ids: Iterable[int]) -> dict[int, int]:
+    """Of these conversations, the ones the viewer is a member of, with their last seq."""
+    rows = await conn.fetch(
+        "SELECT c.id, c.last_seq FROM conversations c JOIN conversation_members m"
+        " ON m.conversation_id = c.id AND m.user_id = $1 WHERE c.id = ANY($2::bigint[])",
+        viewer, list(set(conversation_ids)))
+    return {r["id"]: r["last_seq"] for r in rows}
+
+
+async def delete_message(conn: Conn, conversation_id: int, seq: int, sender_id: int) -> asyncpg.Record | None:
+    """Delete for everyone: the sender's message becomes a tombstone (text and media gone, seq
+    kept so nobody sees a gap). None when there is no such message of this sender."""
+    return await conn.fetchrow(
+        f"UPDATE messages SET text = '', media_id = NULL, deleted_at = coalesce(deleted_at, now())"
+        f" WHERE conversation_id = $1 AND seq = $2 AND sender_id = $3 RETURNING {MESSAGE_COLUMNS}",
+        conversation_id, seq, sender_id)
+
+
+async def media_owned(conn: Conn, media_id: int, owner: int) -> bool:
+    """Is this media the owner's, and not deleted? True when the media table does not exist yet
+    (the media pipeline's migration is separate)."""
+    return bool(await conn.fetchval(
+        "SELECT CASE WHEN to_regclass('media') IS NULL THEN true ELSE"
+        " (SELECT EXISTS (SELECT 1 FROM media WHERE id = $1 AND owner_id = $2 AND deleted_at IS NULL)) END",
+        media_id, owner))
+
+
+# ---------------------------------------------------------------- receipts
+
+async def mark_read(conn: Conn, conversation_id: int, user_id: int, seq: int) -> tuple[int, list[int]] | None:
+    """Move a member's read position up to seq (capped at the last message); (new position,
+    member ids) when it moved, None when it did not or they are not a member."""
+    row = await conn.fetchrow(
+        "UPDATE conversation_members m SET read_seq = LEAST($3, c.last_seq),"
+        " delivered_seq = GREATEST(m.delivered_seq, LEAST($3, c.last_seq))"
+        " FROM conversations c WHERE c.id = m.conversation_id AND m.conversation_id = $1 AND m.user_id = $2"
+        " AND m.read_seq < LEAST($3, c.last_seq)"
+        " RETURNING m.read_seq,"
+        " (SELECT array_agg(user_id) FROM conversation_members WHERE conversation_id = $1) AS member_ids",
+        conversation_id, user_id, seq)
+    return (row["read_seq"], list(row["member_ids"])) if row else None
+
+
+async def mark_delivered_batch(conn: Conn, positions: Sequence[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+    """Move delivered positions up, for (conversation_id, user_id, seq) triples (one per pair);
+    return the ones that moved. Rows are locked in key order, as every writer of them does."""
+    rows = await conn.fetch(
+        """
+        WITH v AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS v(conversation_id, user_id, seq)),
+        target AS MATERIALIZED (
+            SELECT m.conversation_id, m.user_id, v.seq FROM conversation_members m
+            JOIN v ON v.conversation_id = m.conversation_id AND v.user_id = m.user_id
+            WHERE m.delivered_seq < v.seq
+            ORDER BY m.conversation_id, m.user_id FOR UPDATE OF m
+        )
+        UPDATE conversation_members m SET delivered_seq = GREATEST(m.delivered_seq, t.seq)
+        FROM target t WHERE m.conversation_id = t.conversation_id AND m.user_id = t.user_id
+        RETURNING m.conversation_id, m.user_id, m.delivered_seq
+        """,
+        [p[0] for p in positions], [p[1] for p in positions], [p[2] for p in positions])
+    return [(r["conversation_id"], r["user_id"], r["delivered_seq"]) for r in rows]
+
+
+# ---------------------------------------------------------------- presence settings
+
+async def presence_hidden(conn: Conn, user_ids: Iterable[int]) -> set[int]:
+    """Which of these users hide their presence (or do not exist, or are inactive)."""
+    ids = list(set(user_ids))
+    rows = await conn.fetch(
+        "SELECT id FROM users WHERE id = ANY($1::bigint[]) AND is_active AND show_presence", ids)
+    shown = {r["id"] for r in rows}
+    return set(ids) - shown
