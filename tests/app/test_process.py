@@ -26,11 +26,15 @@ def glint_env(stack_env: dict[str, str], **extra: str) -> dict[str, str]:
     return env
 
 
-async def wait_http(url: str, timeout: float = 20.0) -> None:
+async def wait_http(url: str, proc=None, timeout: float = 60.0) -> None:
+    """Wait until a URL answers; fail at once (with its stderr) if the process serving it exits."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     async with aiohttp.ClientSession() as session:
         while True:
+            if proc is not None and proc.returncode is not None:
+                err = await proc.stderr.read()
+                raise AssertionError(f"the server exited with {proc.returncode}: {err.decode()[-3000:]}")
             try:
                 async with session.get(url) as response:
                     if response.status < 500:
@@ -121,7 +125,7 @@ async def test_sigterm_during_a_slow_request_lets_it_finish_and_exits_0(stack_en
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
     try:
-        await wait_http(f"http://127.0.0.1:{port}/healthz")
+        await wait_http(f"http://127.0.0.1:{port}/healthz", proc)
         async with aiohttp.ClientSession() as session:
             request = asyncio.ensure_future(session.get(f"http://127.0.0.1:{port}/slow"))
             await asyncio.sleep(0.3)  # the request is in flight on the server
@@ -146,7 +150,7 @@ async def test_serve_subprocess_answers_readyz(stack_env, database_url):
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
     try:
-        await wait_http(f"http://127.0.0.1:{port}/healthz")
+        await wait_http(f"http://127.0.0.1:{port}/healthz", proc)
         async with aiohttp.ClientSession() as session:
             async with session.get(f"http://127.0.0.1:{port}/readyz") as response:
                 assert response.status == 200
@@ -169,3 +173,28 @@ def test_the_import_layers_contract_passes():
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Contracts: 1 kept, 0 broken" in result.stdout
+
+
+async def test_consume_serves_only_the_operations_routes_on_its_side_port(stack_env, database_url):
+    port = stack.free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "app.cli", "consume", "--port", str(port), cwd=ROOT,
+        env=glint_env(stack_env, GLINT_DATABASE_URL=database_url),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    try:
+        await wait_http(f"http://127.0.0.1:{port}/healthz", proc)
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://127.0.0.1:{port}/readyz") as response:
+                assert response.status == 200
+            async with session.get(f"http://127.0.0.1:{port}/metrics") as response:
+                assert "glint_events_handled_total" in await response.text() or response.status == 200
+            async with session.post(f"http://127.0.0.1:{port}/api/token/", json={}) as response:
+                assert response.status == 404  # no API routes on a worker
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
