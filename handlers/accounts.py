@@ -1,29 +1,49 @@
-"""Accounts: registration and the viewer's own profile."""
+"""Accounts: registration and e-mail verification, the viewer's own profile and settings,
+deactivation, other users' profiles and the users list."""
 
 from __future__ import annotations
 
+import logging
 import re
 from datetime import datetime
 from typing import Annotated
+from urllib.parse import urlsplit
 
 import asyncpg
 from aiohttp import web
-from msgspec import Meta
+from msgspec import UNSET, Meta, UnsetType
 
-from handlers.auth import check_address_limit, current_user, hash_password
-from handlers.common import Conflict, NotFound, Routes, Struct, ValidationFailed, json_response, read_json
-from handlers.context import pool_key
-from storage import users
+from handlers.auth import check_address_limit, current_user, hash_password, verify_password
+from handlers.common import (
+    Conflict, NotFound, Page, Routes, Struct, ValidationFailed, decode_cursor, encode_cursor, json_response,
+    make_page, no_content, page_request, parse_id, path_id, read_json,
+)
+from handlers.context import config_key, pool_key, redis_key
+from storage import email, graph, outbox, tokens, users
 
+log = logging.getLogger("glint.accounts")
 routes = Routes("accounts")
 
+TOPIC = "accounts"  # the outbox topic of account and graph events
 USERNAME = re.compile(r"^[A-Za-z0-9._]{1,30}$")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 COMMON_PASSWORDS = frozenset("""
-password password1 password12 password123 12345678 123456789 1234567890 qwerty123 qwertyuiop
-iloveyou sunshine1 princess1 football1 baseball1 welcome1 admin123 letmein1 trustno1 monkey123
-abc12345 11111111 00000000 87654321 passw0rd superman1 starwars1 dragon123 master123 changeme
+password password1 password12 password123 password! passw0rd p@ssw0rd p@ssword 12345678 123456789
+1234567890 0123456789 123123123 12341234 11111111 00000000 88888888 87654321 qwerty12 qwerty123
+qwertyui qwertyuiop 1q2w3e4r 1qaz2wsx zaq12wsx asdfghjk asdf1234 abcd1234 abc12345 abcdefgh
+iloveyou iloveyou1 sunshine sunshine1 princess princess1 football football1 baseball baseball1
+welcome1 welcome123 admin123 administrator letmein1 letmein123 trustno1 monkey123 superman
+superman1 starwars starwars1 dragon123 master123 changeme changeme1 whatever computer internet
+michael1 jennifer jordan23 shadow12 freedom1 secret123 qazwsxedc
 """.split())
+
+
+def id_str(value: int | None) -> str | None:
+    """An id as it goes out in JSON."""
+    return None if value is None else str(value)
+
+
+# ---------------------------------------------------------------- shapes
 
 
 class RegisterRequest(Struct):
@@ -39,6 +59,7 @@ class UserOut(Struct):
     full_name: str
     bio: str
     website: str
+    avatar_media_id: str | None
     is_private: bool
     is_verified: bool
     posts_count: int
@@ -47,14 +68,64 @@ class UserOut(Struct):
     created_at: datetime
 
 
-def user_out(row: asyncpg.Record) -> UserOut:
-    """The public shape of a user row."""
-    return UserOut(
+class MeOut(UserOut):
+    email: str
+    show_presence: bool
+
+
+class Relationship(Struct):
+    following: bool
+    followed_by: bool
+    requested: bool
+    blocking: bool
+
+
+class ProfileOut(UserOut):
+    relationship: Relationship
+
+
+class UserSummary(Struct):
+    id: str
+    username: str
+    full_name: str
+    avatar_media_id: str | None
+    is_private: bool
+    is_verified: bool
+
+
+def _user_fields(row: asyncpg.Record) -> dict:
+    return dict(
         id=str(row["id"]), username=row["username"], full_name=row["full_name"], bio=row["bio"],
-        website=row["website"], is_private=row["is_private"], is_verified=row["is_verified"],
-        posts_count=row["posts_count"], followers_count=row["followers_count"],
+        website=row["website"], avatar_media_id=id_str(row["avatar_media_id"]), is_private=row["is_private"],
+        is_verified=row["is_verified"], posts_count=row["posts_count"], followers_count=row["followers_count"],
         following_count=row["following_count"], created_at=row["created_at"],
     )
+
+
+def user_out(row: asyncpg.Record) -> UserOut:
+    """The public shape of a user row."""
+    return UserOut(**_user_fields(row))
+
+
+def me_out(row: asyncpg.Record) -> MeOut:
+    """The viewer's own profile, with the private fields."""
+    return MeOut(**_user_fields(row), email=row["email"], show_presence=row["show_presence"])
+
+
+def user_summary(row: asyncpg.Record) -> UserSummary:
+    """A user as an item of a list."""
+    return UserSummary(id=str(row["id"]), username=row["username"], full_name=row["full_name"],
+                       avatar_media_id=id_str(row["avatar_media_id"]), is_private=row["is_private"],
+                       is_verified=row["is_verified"])
+
+
+def fail(fields: dict[str, str]) -> None:
+    """Raise one 400 naming every failed field, if any failed."""
+    if fields:
+        raise ValidationFailed("; ".join(f"{k}: {v}" for k, v in fields.items()), fields=fields)
+
+
+# ---------------------------------------------------------------- registration
 
 
 def check_registration(body: RegisterRequest) -> None:
@@ -68,31 +139,260 @@ def check_registration(body: RegisterRequest) -> None:
         fields["password"] = "The password may not be the username."
     elif body.password.lower() in COMMON_PASSWORDS:
         fields["password"] = "This password is too common."
-    if fields:
-        raise ValidationFailed("; ".join(f"{k}: {v}" for k, v in fields.items()), fields=fields)
+    fail(fields)
+
+
+def email_sink(app: web.Application) -> email.EmailSink:
+    """SMTP when configured, otherwise the sent_emails table."""
+    config = app[config_key]
+    smtp = None
+    if config.smtp_host:
+        smtp = email.SmtpSettings(config.smtp_host, config.smtp_port, config.smtp_username, config.smtp_password,
+                                  config.smtp_starttls, config.email_from)
+    return email.make_sink(app[pool_key], smtp)
+
+
+async def send_verification(app: web.Application, address: str, token: str) -> None:
+    """Mail the verification token (after commit); a failing sink is logged, the account stays."""
+    message = email.Email(
+        to=address, subject="Verify your e-mail address for glint",
+        body=f"Your verification token: {token}\n\nSend it to POST /api/accounts/verify-email/ as {{\"token\": ...}}.",
+    )
+    try:
+        await email_sink(app).send(message)
+    except Exception:  # SMTP down must not turn a created account into an error
+        log.exception("could not send the verification e-mail")
+
+
+async def create_account(app: web.Application, body: RegisterRequest) -> asyncpg.Record:
+    """Create the user, its verification token and the user_registered event in one transaction,
+    then mail the token; a taken username or e-mail is 409."""
+    password_hash = await hash_password(body.password)
+    token = tokens.new_token()
+    async with app[pool_key].acquire() as conn:
+        try:
+            async with conn.transaction():
+                row = await users.create_user_txn(conn, body.username, body.email, password_hash, body.full_name)
+                await users.add_email_verification_txn(conn, row["id"], row["email"], tokens.hash_token(token),
+                                                       app[config_key].email_verification_ttl)
+                await outbox.add_event(conn, TOPIC, "user_registered", row["id"],
+                                       {"user_id": str(row["id"]), "username": row["username"]})
+        except asyncpg.UniqueViolationError as exc:
+            field = "email" if "email" in (exc.constraint_name or "") else "username"
+            raise Conflict(f"This {field} is taken.", fields={field: "Already taken."}) from None
+    await send_verification(app, row["email"], token)
+    return row
 
 
 @routes.route("POST", "/api/accounts/users/register/", body=RegisterRequest, response=UserOut, status=201, auth=False)
 async def register(request: web.Request) -> web.Response:
-    """Create an account."""
+    """Create an account and mail it an e-mail verification token."""
     body = await read_json(request, RegisterRequest)
     check_registration(body)
     await check_address_limit(request, "registration")
-    password_hash = await hash_password(body.password)
-    async with request.app[pool_key].acquire() as conn:
-        try:
-            async with conn.transaction():
-                row = await users.create_user_txn(conn, body.username, body.email, password_hash, body.full_name)
-        except asyncpg.UniqueViolationError as exc:
-            field = "email" if "email" in (exc.constraint_name or "") else "username"
-            raise Conflict(f"This {field} is taken.", fields={field: "Already taken."}) from None
-    return json_response(user_out(row), status=201)
+    return json_response(user_out(await create_account(request.app, body)), status=201)
 
 
-@routes.route("GET", "/api/accounts/users/me/", response=UserOut)
-async def get_me(request: web.Request) -> web.Response:
-    """The viewer's own profile."""
+class VerifyEmailRequest(Struct):
+    token: Annotated[str, Meta(min_length=1, max_length=512)]
+
+
+@routes.route("POST", "/api/accounts/verify-email/", body=VerifyEmailRequest, response=UserOut, auth=False)
+async def verify_email(request: web.Request) -> web.Response:
+    """Spend an e-mail verification token: the account becomes verified."""
+    body = await read_json(request, VerifyEmailRequest)
+    async with request.app[pool_key].acquire() as conn, conn.transaction():
+        row = await users.verify_email_txn(conn, tokens.hash_token(body.token))
+    if row is None:
+        raise ValidationFailed("token: invalid or expired.", fields={"token": "Invalid or expired."})
+    return json_response(user_out(row))
+
+
+# ---------------------------------------------------------------- the viewer's own account
+
+
+async def viewer_row(request: web.Request) -> asyncpg.Record:
+    """The authenticated viewer's user row."""
     row = await users.get_user(request.app[pool_key], current_user(request))
     if row is None:
         raise NotFound()
-    return json_response(user_out(row))
+    return row
+
+
+@routes.route("GET", "/api/accounts/users/me/", response=MeOut)
+async def get_me(request: web.Request) -> web.Response:
+    """The viewer's own profile."""
+    row = await viewer_row(request)
+    return json_response(me_out(row))
+
+
+class MePatch(Struct):
+    full_name: Annotated[str, Meta(max_length=64)] | UnsetType = UNSET
+    bio: Annotated[str, Meta(max_length=150)] | UnsetType = UNSET
+    website: Annotated[str, Meta(max_length=200, description="http(s) URL, or empty")] | UnsetType = UNSET
+    avatar_media_id: str | None | UnsetType = UNSET
+
+
+def check_website(url: str) -> bool:
+    """An absolute http(s) URL with a host and no whitespace (or empty, which clears it)."""
+    if url == "":
+        return True
+    parts = urlsplit(url)
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and not re.search(r"\s", url)
+
+
+async def update_profile(pool: asyncpg.Pool, user_id: int, body: MePatch) -> asyncpg.Record:
+    """Apply a profile edit; an avatar must be a media row the user owns."""
+    fields: dict[str, str] = {}
+    if body.website is not UNSET and not check_website(body.website):
+        fields["website"] = "Enter an http(s) URL."
+    avatar_id = None
+    if isinstance(body.avatar_media_id, str):
+        try:
+            avatar_id = parse_id(body.avatar_media_id, "avatar_media_id")
+        except ValidationFailed:
+            fields["avatar_media_id"] = "Must be an id."
+    fail(fields)
+    async with pool.acquire() as conn, conn.transaction():
+        if avatar_id is not None and not await users.attach_own_media_txn(conn, user_id, avatar_id):
+            raise ValidationFailed("avatar_media_id: unknown media.", fields={"avatar_media_id": "Unknown media."})
+        return await users.update_profile_txn(
+            conn, user_id,
+            full_name=None if body.full_name is UNSET else body.full_name,
+            bio=None if body.bio is UNSET else body.bio,
+            website=None if body.website is UNSET else body.website,
+            set_avatar=body.avatar_media_id is not UNSET, avatar_media_id=avatar_id,
+        )
+
+
+@routes.route("PATCH", "/api/accounts/users/me/", body=MePatch, response=MeOut)
+async def patch_me(request: web.Request) -> web.Response:
+    """Edit the viewer's profile: full_name, bio, website, avatar_media_id (null removes it)."""
+    user_id = current_user(request)
+    body = await read_json(request, MePatch)
+    return json_response(me_out(await update_profile(request.app[pool_key], user_id, body)))
+
+
+class PasswordRequest(Struct):
+    password: Annotated[str, Meta(min_length=1, max_length=1024)]
+
+
+async def deactivate_account(app: web.Application, user_id: int, password: str) -> None:
+    """Deactivate after the password is confirmed: refresh tokens revoked, and (after commit) every
+    access token refused at once."""
+    pool = app[pool_key]
+    row = await users.get_user(pool, user_id)
+    if row is None or not await verify_password(row["password_hash"], password):
+        raise ValidationFailed("password: incorrect.", fields={"password": "Incorrect password."})
+    async with pool.acquire() as conn, conn.transaction():
+        await users.deactivate_txn(conn, user_id)
+        await tokens.revoke_all_for_user(conn, user_id)
+        await outbox.add_event(conn, TOPIC, "user_deactivated", user_id, {"user_id": str(user_id)})
+    await tokens.mark_user_inactive(app[redis_key], user_id, app[config_key].access_token_ttl)
+
+
+@routes.route("POST", "/api/accounts/users/me/deactivate/", body=PasswordRequest, status=204)
+async def deactivate(request: web.Request) -> web.Response:
+    """Deactivate the viewer's account (confirm with the password); its tokens stop working at once."""
+    user_id = current_user(request)
+    body = await read_json(request, PasswordRequest)
+    await deactivate_account(request.app, user_id, body.password)
+    return no_content()
+
+
+# ---------------------------------------------------------------- settings
+
+class SettingsOut(Struct):
+    is_private: bool
+    show_presence: bool
+    notifications: dict[str, dict[str, bool]]
+
+
+class SettingsPatch(Struct):
+    is_private: bool | UnsetType = UNSET
+    show_presence: bool | UnsetType = UNSET
+    notifications: Annotated[dict[str, dict[str, bool]], Meta(
+        description="{kind: {channel: on}}; kinds: " + ", ".join(users.NOTIFICATION_KINDS)
+        + "; channels: " + ", ".join(users.NOTIFICATION_CHANNELS))] | UnsetType = UNSET
+
+
+def settings_out(row: asyncpg.Record) -> SettingsOut:
+    """Settings with the notification table filled in from the defaults."""
+    return SettingsOut(is_private=row["is_private"], show_presence=row["show_presence"],
+                       notifications=users.merge_notification_prefs(row["notification_prefs"]))
+
+
+async def update_settings(pool: asyncpg.Pool, user_id: int, body: SettingsPatch) -> asyncpg.Record:
+    """Apply a settings change; turning an account public approves its pending follow requests."""
+    if body.notifications is not UNSET:
+        unknown = [kind for kind in body.notifications if kind not in users.NOTIFICATION_KINDS] + [
+            f"{kind}.{channel}" for kind, channels in body.notifications.items() for channel in channels
+            if channel not in users.NOTIFICATION_CHANNELS]
+        if unknown:
+            fail({"notifications": f"Unknown kind or channel: {', '.join(unknown)}."})
+    async with pool.acquire() as conn, conn.transaction():
+        if body.is_private is False:  # the requesters' counters change too: lock them with the owner
+            await graph.lock_users_txn(conn, [user_id, *await graph.pending_requesters(conn, user_id)])
+        current = await users.get_settings_for_update_txn(conn, user_id)
+        prefs = dict(current["notification_prefs"] or {})
+        if body.notifications is not UNSET:
+            for kind, channels in body.notifications.items():
+                prefs[kind] = {**prefs.get(kind, {}), **channels}
+        row = await users.update_settings_txn(
+            conn, user_id, is_private=None if body.is_private is UNSET else body.is_private,
+            show_presence=None if body.show_presence is UNSET else body.show_presence, notification_prefs=prefs,
+        )
+        if current["is_private"] and not row["is_private"]:
+            for requester in await graph.approve_all_requests_txn(conn, user_id):
+                await outbox.add_event(conn, TOPIC, "follow_request_approved", requester,
+                                       {"requester_id": str(requester), "target_id": str(user_id)})
+    return row
+
+
+@routes.route("GET", "/api/accounts/settings/", response=SettingsOut)
+async def get_settings(request: web.Request) -> web.Response:
+    """The viewer's settings: is_private, show_presence, notifications[kind][channel]."""
+    row = await viewer_row(request)
+    return json_response(settings_out(row))
+
+
+@routes.route("PATCH", "/api/accounts/settings/", body=SettingsPatch, response=SettingsOut)
+async def patch_settings(request: web.Request) -> web.Response:
+    """Change settings; going public approves the pending follow requests."""
+    user_id = current_user(request)
+    body = await read_json(request, SettingsPatch)
+    return json_response(settings_out(await update_settings(request.app[pool_key], user_id, body)))
+
+
+# ---------------------------------------------------------------- other users
+
+
+@routes.route("GET", "/api/accounts/users/", response=Page[UserSummary],
+              query={"q": "username or full-name prefix", "limit": "1..100", "cursor": "from `next`"})
+async def list_users(request: web.Request) -> web.Response:
+    """Users by username, optionally those whose username or name starts with ?q=."""
+    viewer = current_user(request)
+    page = page_request(request)
+    after = decode_cursor(page.cursor, 1)
+    if after is not None and not isinstance(after[0], str):
+        raise ValidationFailed("cursor is invalid.", fields={"cursor": "Invalid cursor."})
+    q = request.query.get("q", "").strip()
+    if len(q) > 64:
+        raise ValidationFailed("q: at most 64 characters.", fields={"q": "At most 64 characters."})
+    rows = await users.search_users(request.app[pool_key], viewer, q or None, after[0] if after else None, page.limit)
+    result = make_page(request, rows, page.limit, lambda r: encode_cursor(r["sort_key"]))
+    return json_response(Page(results=[user_summary(r) for r in result.results], next=result.next))
+
+
+@routes.route("GET", "/api/accounts/users/{id}/", response=ProfileOut)
+async def get_profile(request: web.Request) -> web.Response:
+    """A user's profile with counts and the viewer's relationship; 404 if either blocks the other."""
+    viewer = current_user(request)
+    user_id = path_id(request)
+    pool = request.app[pool_key]
+    row = await users.get_profile(pool, user_id, viewer)
+    if row is None or await graph.is_blocked_either_way(pool, viewer, user_id):
+        raise NotFound()
+    relationship = Relationship(following=row["following"], followed_by=row["followed_by"],
+                                requested=row["requested"], blocking=row["blocking"])
+    return json_response(ProfileOut(**_user_fields(row), relationship=relationship))

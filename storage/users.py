@@ -39,3 +39,145 @@ async def touch_active(conn: asyncpg.Pool | asyncpg.Connection, user_id: int) ->
         "UPDATE users SET last_active_at = now() WHERE id = $1 AND last_active_at < now() - interval '1 hour'",
         user_id,
     )
+
+
+# ---------------------------------------------------------------- e-mail verification
+
+async def add_email_verification_txn(conn: asyncpg.Connection, user_id: int, email: str, token_hash: bytes,
+                                      ttl_seconds: int) -> None:
+    """Store a verification token (hashed) for the address the user registered with."""
+    await conn.execute(
+        "INSERT INTO email_verifications (token_hash, user_id, email, expires_at)"
+        " VALUES ($1, $2, $3, now() + make_interval(secs => $4))",
+        token_hash, user_id, email, float(ttl_seconds),
+    )
+
+
+async def verify_email_txn(conn: asyncpg.Connection, token_hash: bytes) -> asyncpg.Record | None:
+    """Spend a live verification token and mark its user verified, if the address is still theirs;
+    the user row, or None for an unknown, spent or expired token."""
+    found = await conn.fetchrow(
+        "UPDATE email_verifications SET used_at = now()"
+        " WHERE token_hash = $1 AND used_at IS NULL AND expires_at > now() RETURNING user_id, email",
+        token_hash,
+    )
+    if found is None:
+        return None
+    return await conn.fetchrow(
+        "UPDATE users SET is_verified = true WHERE id = $1 AND lower(email) = lower($2) AND is_active RETURNING *",
+        found["user_id"], found["email"],
+    )
+
+
+# ---------------------------------------------------------------- profile and settings
+
+async def update_profile_txn(conn: asyncpg.Connection, user_id: int, *, full_name: str | None, bio: str | None,
+                             website: str | None, set_avatar: bool, avatar_media_id: int | None) -> asyncpg.Record:
+    """Change the given profile fields (None leaves one as it is; the avatar changes when set_avatar)."""
+    return await conn.fetchrow(
+        "UPDATE users SET full_name = coalesce($2, full_name), bio = coalesce($3, bio),"
+        " website = coalesce($4, website),"
+        " avatar_media_id = CASE WHEN $5 THEN $6::bigint ELSE avatar_media_id END"
+        " WHERE id = $1 RETURNING *",
+        user_id, full_name, bio, website, set_avatar, avatar_media_id,
+    )
+
+
+async def attach_own_media_txn(conn: asyncpg.Connection, user_id: int, media_id: int) -> bool:
+    """Mark the user's own media row as in use (so it is not swept as an orphan upload); False if
+    there is no such row, or no media table yet."""
+    if await conn.fetchval("SELECT to_regclass('media') IS NULL"):
+        return False
+    return await conn.fetchval(
+        "UPDATE media SET attached_at = coalesce(attached_at, now())"
+        " WHERE id = $1 AND owner_id = $2 AND deleted_at IS NULL RETURNING true",
+        media_id, user_id,
+    ) is not None
+
+
+NOTIFICATION_KINDS = ("like", "comment", "reply", "mention", "follow", "follow_request", "message", "story_reaction")
+NOTIFICATION_CHANNELS = ("in_app", "push", "email")
+# in-app and push on, e-mail off, unless the user said otherwise
+DEFAULT_CHANNELS = {"in_app": True, "push": True, "email": False}
+
+
+def merge_notification_prefs(stored: dict | None) -> dict[str, dict[str, bool]]:
+    """The full kind × channel table: the user's stored choices over the defaults."""
+    stored = stored or {}
+    return {
+        kind: {channel: bool(stored.get(kind, {}).get(channel, default)) for channel, default in DEFAULT_CHANNELS.items()}
+        for kind in NOTIFICATION_KINDS
+    }
+
+
+async def get_notification_prefs(conn: asyncpg.Pool | asyncpg.Connection,
+                                 user_ids: list[int]) -> dict[int, dict[str, dict[str, bool]]]:
+    """Each existing user's notification preferences, {user_id: {kind: {channel: on}}}, defaults filled in."""
+    rows = await conn.fetch(
+        "SELECT id, notification_prefs FROM users WHERE id = ANY($1::bigint[])", list(set(user_ids))
+    )
+    return {r["id"]: merge_notification_prefs(r["notification_prefs"]) for r in rows}
+
+
+async def get_settings_for_update_txn(conn: asyncpg.Connection, user_id: int) -> asyncpg.Record | None:
+    """The user's settings, row-locked for a change."""
+    return await conn.fetchrow(
+        "SELECT id, is_private, show_presence, notification_prefs FROM users WHERE id = $1 FOR UPDATE", user_id
+    )
+
+
+async def update_settings_txn(conn: asyncpg.Connection, user_id: int, *, is_private: bool | None,
+                              show_presence: bool | None, notification_prefs: dict) -> asyncpg.Record:
+    """Store settings (None leaves a flag as it is; the preferences are stored whole)."""
+    return await conn.fetchrow(
+        "UPDATE users SET is_private = coalesce($2, is_private), show_presence = coalesce($3, show_presence),"
+        " notification_prefs = $4 WHERE id = $1 RETURNING id, is_private, show_presence, notification_prefs",
+        user_id, is_private, show_presence, notification_prefs,
+    )
+
+
+async def deactivate_txn(conn: asyncpg.Connection, user_id: int) -> None:
+    """Mark an account inactive: it can no longer log in or be seen."""
+    await conn.execute("UPDATE users SET is_active = false WHERE id = $1", user_id)
+
+
+# ---------------------------------------------------------------- reading other users
+
+SUMMARY_COLUMNS = "u.id, u.username, u.full_name, u.avatar_media_id, u.is_private, u.is_verified"
+
+
+def like_prefix(text: str) -> str:
+    """A LIKE pattern matching what starts with `text` (its own % and _ taken literally)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+async def search_users(conn: asyncpg.Pool | asyncpg.Connection, viewer: int, prefix: str | None,
+                       after_username: str | None, limit: int) -> list[asyncpg.Record]:
+    """Active users whose username, full name or a word of it starts with `prefix` (any case),
+    by username, without those blocking or blocked by the viewer; up to limit + 1 rows."""
+    pattern = like_prefix(prefix.lower()) if prefix else None
+    return await conn.fetch(
+        f"SELECT {SUMMARY_COLUMNS}, lower(u.username) AS sort_key FROM users u"
+        " WHERE u.is_active"
+        "   AND ($2::text IS NULL OR lower(u.username) LIKE $2 OR lower(u.full_name) LIKE $2"
+        "        OR lower(u.full_name) LIKE '% ' || $2)"
+        "   AND ($3::text IS NULL OR lower(u.username) > $3)"
+        "   AND NOT EXISTS (SELECT 1 FROM blocks b WHERE (b.blocker_id = $1 AND b.blocked_id = u.id)"
+        "                                         OR (b.blocker_id = u.id AND b.blocked_id = $1))"
+        " ORDER BY lower(u.username) LIMIT $4",
+        viewer, pattern, after_username, limit + 1,
+    )
+
+
+async def get_profile(conn: asyncpg.Pool | asyncpg.Connection, user_id: int, viewer: int) -> asyncpg.Record | None:
+    """An active user's row with the viewer's relationship flags (following, followed_by, requested,
+    blocking); visibility (blocks) is the caller's check."""
+    return await conn.fetchrow(
+        "SELECT u.*,"
+        " EXISTS (SELECT 1 FROM follows WHERE follower_id = $2 AND followee_id = u.id) AS following,"
+        " EXISTS (SELECT 1 FROM follows WHERE follower_id = u.id AND followee_id = $2) AS followed_by,"
+        " EXISTS (SELECT 1 FROM follow_requests WHERE requester_id = $2 AND target_id = u.id) AS requested,"
+        " EXISTS (SELECT 1 FROM blocks WHERE blocker_id = $2 AND blocked_id = u.id) AS blocking"
+        " FROM users u WHERE u.id = $1 AND u.is_active",
+        user_id, viewer,
+    )

@@ -1,0 +1,207 @@
+"""The follow graph: follow and unfollow, follow requests of private accounts, blocks, and the
+lists of followers, following, requests and blocks. Each change is one transaction that locks the
+two users first (storage.graph.lock_users_txn) and writes its outbox event inside."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from functools import partial
+from typing import Awaitable, Callable, Literal
+
+import asyncpg
+from aiohttp import web
+
+from handlers.accounts import TOPIC, UserSummary, user_summary
+from handlers.auth import current_user
+from handlers.common import (
+    NotFound, Page, PageRequest, Routes, Struct, ValidationFailed, decode_cursor, encode_cursor, json_response,
+    make_page, no_content, page_request, path_id,
+)
+from handlers.context import pool_key
+from storage import graph, outbox
+
+routes = Routes("graph")
+
+PAGE_QUERY = {"limit": "1..100", "cursor": "from `next`"}
+
+
+def _pair(a: int, b: int) -> dict[str, str]:
+    return {"actor_id": str(a), "target_id": str(b)}
+
+
+async def _lock_visible_pair_txn(conn: asyncpg.Connection, viewer: int, target: int) -> asyncpg.Record:
+    """Lock both users; the target's row, or 404 when it is gone, inactive or either blocks the other."""
+    if viewer == target:
+        raise ValidationFailed("You cannot do this to yourself.", fields={"id": "That is you."})
+    locked = await graph.lock_users_txn(conn, [viewer, target])
+    row = locked.get(target)
+    if row is None or not row["is_active"] or await graph.is_blocked_either_way(conn, viewer, target):
+        raise NotFound()
+    return row
+
+
+# ---------------------------------------------------------------- the writes REST and websocket share
+
+FollowStatus = Literal["following", "requested"]
+
+
+async def do_follow(pool: asyncpg.Pool, viewer: int, target: int) -> FollowStatus:
+    """Follow target, or ask to when the account is private (idempotent either way)."""
+    async with pool.acquire() as conn, conn.transaction():
+        row = await _lock_visible_pair_txn(conn, viewer, target)
+        if row["is_private"] and not await graph.follows(conn, viewer, target):
+            if await graph.add_follow_request_txn(conn, viewer, target):
+                await outbox.add_event(conn, TOPIC, "follow_request_created", viewer, _pair(viewer, target))
+            return "requested"
+        if await graph.add_follow_txn(conn, viewer, target):
+            await outbox.add_event(conn, TOPIC, "follow_created", viewer, _pair(viewer, target))
+        return "following"
+
+
+async def do_unfollow(pool: asyncpg.Pool, viewer: int, target: int) -> None:
+    """Stop following target, or withdraw the request (idempotent)."""
+    async with pool.acquire() as conn, conn.transaction():
+        await _lock_visible_pair_txn(conn, viewer, target)
+        if await graph.remove_follows_txn(conn, [(viewer, target)]):
+            await outbox.add_event(conn, TOPIC, "follow_removed", viewer, _pair(viewer, target))
+        await graph.remove_follow_requests_txn(conn, [(viewer, target)])
+
+
+async def do_answer_request(pool: asyncpg.Pool, owner: int, requester: int, approve: bool) -> None:
+    """Approve (the requester now follows) or reject a pending request to follow owner; 404 if none."""
+    async with pool.acquire() as conn, conn.transaction():
+        await graph.lock_users_txn(conn, [owner, requester])
+        if not await graph.remove_follow_requests_txn(conn, [(requester, owner)]):
+            raise NotFound()
+        if approve and await graph.add_follow_txn(conn, requester, owner):
+            await outbox.add_event(conn, TOPIC, "follow_request_approved", requester,
+                                   {"requester_id": str(requester), "target_id": str(owner)})
+
+
+async def do_block(pool: asyncpg.Pool, viewer: int, target: int) -> None:
+    """Block target: follows and requests both ways are removed, and neither sees the other."""
+    if viewer == target:
+        raise ValidationFailed("You cannot block yourself.", fields={"id": "That is you."})
+    async with pool.acquire() as conn, conn.transaction():
+        row = (await graph.lock_users_txn(conn, [viewer, target])).get(target)
+        if row is None or not row["is_active"]:
+            raise NotFound()
+        both_ways = [(viewer, target), (target, viewer)]
+        for follower, followee in await graph.remove_follows_txn(conn, both_ways):
+            await outbox.add_event(conn, TOPIC, "follow_removed", follower, _pair(follower, followee))
+        await graph.remove_follow_requests_txn(conn, both_ways)
+        if await graph.add_block_txn(conn, viewer, target):
+            await outbox.add_event(conn, TOPIC, "user_blocked", viewer, _pair(viewer, target))
+
+
+async def do_unblock(pool: asyncpg.Pool, viewer: int, target: int) -> None:
+    """Lift the viewer's block of target; 404 when there was none."""
+    if not await graph.remove_block(pool, viewer, target):
+        raise NotFound()
+
+
+# ---------------------------------------------------------------- routes
+
+
+class FollowOut(Struct):
+    status: FollowStatus
+
+
+@routes.route("POST", "/api/accounts/users/{id}/follow/", response=FollowOut)
+async def follow(request: web.Request) -> web.Response:
+    """Follow a user; for a private account this makes a follow request (status "requested")."""
+    viewer = current_user(request)
+    status = await do_follow(request.app[pool_key], viewer, path_id(request))
+    return json_response(FollowOut(status=status))
+
+
+async def _on_path_user(request: web.Request, write: Callable[[asyncpg.Pool, int, int], Awaitable[object]]) -> web.Response:
+    """Run a graph write of the viewer on the user named by the path; 204."""
+    viewer = current_user(request)
+    await write(request.app[pool_key], viewer, path_id(request))
+    return no_content()
+
+
+@routes.route("POST", "/api/accounts/users/{id}/unfollow/", status=204)
+async def unfollow(request: web.Request) -> web.Response:
+    """Unfollow a user, or withdraw the follow request."""
+    return await _on_path_user(request, do_unfollow)
+
+
+@routes.route("POST", "/api/accounts/follow-requests/{id}/approve/", status=204)
+async def approve_request(request: web.Request) -> web.Response:
+    """Approve the follow request of user {id}: they now follow the viewer."""
+    return await _on_path_user(request, partial(do_answer_request, approve=True))
+
+
+@routes.route("POST", "/api/accounts/follow-requests/{id}/reject/", status=204)
+async def reject_request(request: web.Request) -> web.Response:
+    """Reject the follow request of user {id}."""
+    return await _on_path_user(request, partial(do_answer_request, approve=False))
+
+
+@routes.route("POST", "/api/accounts/users/{id}/block/", status=204)
+async def block(request: web.Request) -> web.Response:
+    """Block a user: follows and requests both ways go, and each is hidden from the other."""
+    return await _on_path_user(request, do_block)
+
+
+@routes.route("POST", "/api/accounts/users/{id}/unblock/", status=204)
+async def unblock(request: web.Request) -> web.Response:
+    """Lift a block (follows are not restored); 404 when there was none."""
+    return await _on_path_user(request, do_unblock)
+
+
+def _edge_after(page: PageRequest) -> tuple[datetime, int] | None:
+    parts = decode_cursor(page.cursor, 2)
+    if parts is None:
+        return None
+    try:
+        return datetime.fromisoformat(parts[0]), int(parts[1])
+    except (TypeError, ValueError):
+        raise ValidationFailed("cursor is invalid.", fields={"cursor": "Invalid cursor."}) from None
+
+
+async def edge_page(request: web.Request, kind: str, owner: int, hide_blocked_for: int | None) -> web.Response:
+    """One page of an edge list as {results, next}."""
+    page = page_request(request)
+    rows = await graph.list_edges(request.app[pool_key], kind, owner, hide_blocked_for, _edge_after(page), page.limit)
+    result = make_page(request, rows, page.limit,
+                       lambda r: encode_cursor(r["edge_created_at"].isoformat(), str(r["id"])))
+    return json_response(Page(results=[user_summary(r) for r in result.results], next=result.next))
+
+
+async def _visible_owner(request: web.Request) -> tuple[int, int]:
+    """(viewer, owner) when the viewer may see the owner's lists; 404 otherwise."""
+    viewer = current_user(request)
+    owner = path_id(request)
+    if not await graph.can_view(request.app[pool_key], viewer, owner):
+        raise NotFound()
+    return viewer, owner
+
+
+@routes.route("GET", "/api/accounts/users/{id}/followers/", response=Page[UserSummary], query=PAGE_QUERY)
+async def followers(request: web.Request) -> web.Response:
+    """Who follows the user, newest first."""
+    viewer, owner = await _visible_owner(request)
+    return await edge_page(request, "followers", owner, viewer)
+
+
+@routes.route("GET", "/api/accounts/users/{id}/following/", response=Page[UserSummary], query=PAGE_QUERY)
+async def following(request: web.Request) -> web.Response:
+    """Whom the user follows, newest first."""
+    viewer, owner = await _visible_owner(request)
+    return await edge_page(request, "following", owner, viewer)
+
+
+@routes.route("GET", "/api/accounts/follow-requests/", response=Page[UserSummary], query=PAGE_QUERY)
+async def follow_requests(request: web.Request) -> web.Response:
+    """Pending requests to follow the viewer, newest first."""
+    viewer = current_user(request)
+    return await edge_page(request, "follow_requests", viewer, viewer)
+
+
+@routes.route("GET", "/api/accounts/blocks/", response=Page[UserSummary], query=PAGE_QUERY)
+async def blocks(request: web.Request) -> web.Response:
+    """The users the viewer blocks, newest first."""
+    return await edge_page(request, "blocks", current_user(request), None)
