@@ -11,7 +11,7 @@ from app.background import Background, background_ctx, background_key, platform_
 from app.clients import add_client_contexts
 from app.config import Config
 from app.ops import add_openapi_routes, add_ops_routes
-from handlers import accounts, auth
+from handlers import accounts, auth, graph
 from handlers import comments as comments_handlers
 from handlers import media as media_handlers
 from handlers import messages as messages_handlers
@@ -20,7 +20,7 @@ from handlers.common import Routes
 from handlers.context import config_key
 from jobs.events import Consumer
 
-ROUTE_MODULES: list[Routes] = [auth.routes, accounts.routes, media_handlers.routes, posts_handlers.routes, comments_handlers.routes]
+ROUTE_MODULES: list[Routes] = [auth.routes, accounts.routes, graph.routes, media_handlers.routes, posts_handlers.routes, comments_handlers.routes]
 
 ROUTE_MODULES += [messages_handlers.routes]  # direct messages and /ws
 
