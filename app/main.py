@@ -17,8 +17,10 @@ from handlers import media as media_handlers
 from handlers import messages as messages_handlers
 from handlers import posts as posts_handlers
 from handlers.common import Routes
-from handlers.context import config_key
+from handlers.context import config_key, pool_key, s3_key
 from jobs.events import Consumer
+from jobs.media import media_jobs
+from jobs.periodic import Job
 
 ROUTE_MODULES: list[Routes] = [auth.routes, accounts.routes, graph.routes, media_handlers.routes, posts_handlers.routes, comments_handlers.routes]
 
@@ -31,6 +33,12 @@ async def close_sockets(app: web.Application) -> None:
     """On shutdown, close every websocket with GOING_AWAY so clients reconnect elsewhere."""
     for ws in list(app[sockets_key]):
         await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
+
+
+def media_job_factory(app: web.Application) -> list[Job]:
+    """Removal of uploads never attached and of deleted posts' media."""
+    config = app[config_key]
+    return media_jobs(app[pool_key], app[s3_key], config.s3_bucket, config.media_unattached_ttl)
 
 
 def create_app(config: Config, *, consumers: bool = True, extra_consumers: list[Consumer] | None = None,
@@ -54,7 +62,7 @@ def create_app(config: Config, *, consumers: bool = True, extra_consumers: list[
     app[sockets_key] = weakref.WeakSet()
     app[background_key] = Background(run_consumers=consumers, consumers=list(extra_consumers or []))
     add_client_contexts(app, config)
-    app.cleanup_ctx.append(background_ctx(consumer_factories=[], job_factories=[platform_jobs]))
+    app.cleanup_ctx.append(background_ctx(consumer_factories=[], job_factories=[platform_jobs, media_job_factory]))
     app.on_shutdown.append(close_sockets)
     add_ops_routes(app)
     if http:

@@ -398,23 +398,18 @@ async def retire_media_txn(conn: asyncpg.Connection, media_ids: list[int]) -> No
                        media_ids)
 
 
-async def claim_removable(conn: Conn, unattached_ttl: int, limit: int) -> list[asyncpg.Record]:
-    """Media to remove: never attached within `unattached_ttl` seconds, or retired."""
+async def delete_removable(conn: Conn, unattached_ttl: int, limit: int) -> list[asyncpg.Record]:
+    """Delete up to `limit` media rows of each removable kind and return their S3 keys' rows:
+    never attached within `unattached_ttl` seconds, or retired. The row goes first (re-checked
+    under its lock, so an upload being attached right now is kept); its objects are the caller's
+    to delete next, and a failure there leaves an orphan object, never a post without its image."""
     return await conn.fetch(
-        "(SELECT id, original_key, renditions FROM media WHERE attached_at IS NULL AND deleted_at IS NULL"
-        "  AND created_at < now() - make_interval(secs => $1) ORDER BY created_at LIMIT $2)"
-        " UNION ALL"
-        " (SELECT id, original_key, renditions FROM media WHERE deleted_at IS NOT NULL ORDER BY deleted_at LIMIT $2)",
+        "WITH stale AS (SELECT id FROM media WHERE attached_at IS NULL AND deleted_at IS NULL"
+        "   AND created_at < now() - make_interval(secs => $1) ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED),"
+        " retired AS (SELECT id FROM media WHERE deleted_at IS NOT NULL ORDER BY deleted_at LIMIT $2"
+        "   FOR UPDATE SKIP LOCKED)"
+        " DELETE FROM media WHERE (id IN (SELECT id FROM stale) OR id IN (SELECT id FROM retired))"
+        " AND (attached_at IS NULL OR deleted_at IS NOT NULL)"
+        " RETURNING id, original_key, renditions",
         float(unattached_ttl), limit,
     )
-
-
-async def delete_media_rows(conn: Conn, media_ids: list[int]) -> int:
-    """Delete media rows that nothing references any more; returns how many went."""
-    status = await conn.execute(
-        "DELETE FROM media m WHERE m.id = ANY($1::bigint[])"
-        " AND NOT EXISTS (SELECT 1 FROM post_media pm WHERE pm.media_id = m.id)",
-        media_ids,
-    )
-    return int(status.split()[-1])
-

@@ -13,6 +13,7 @@ import pytest
 
 from app.main import create_app
 from handlers.context import config_key, s3_key
+from jobs.media import remove_unused_media
 from tests.conftest import make_config
 from tests.support import user_with_token
 
@@ -213,3 +214,24 @@ async def test_urls_are_signed_for_the_public_endpoint(aiohttp_client, stack_env
     assert url.startswith(public + "/")
     status, _, _ = await fetch(url)
     assert status == 200
+
+
+async def test_media_job_removes_unattached_uploads_after_a_day_and_deleted_posts_media(client, pool):
+    user, headers = await user_with_token(client)
+    old, fresh, posted, deleted = [(await (await upload(client, headers, jpeg(64, 48))).json())["id"] for _ in range(4)]
+    for media_ids in ([posted], [deleted]):
+        response = await client.post("/api/posts/", json={"caption": "", "media_ids": media_ids}, headers=headers)
+        assert response.status == 201
+        post_id = (await response.json())["id"]
+    assert (await client.delete(f"/api/posts/{post_id}/", headers=headers)).status == 204
+    await pool.execute("UPDATE media SET created_at = now() - interval '2 days' WHERE id = ANY($1::bigint[])",
+                       [int(old), int(posted)])
+    before = await stored_objects(client, user["id"])
+    assert len(before) == 4 * 3  # original and the 150 rendition (at 64 px) in WebP and JPEG
+    removed = await remove_unused_media(pool, client.app[s3_key], client.app[config_key].s3_bucket, 24 * 3600)
+    assert removed == 2
+    left = {r["id"] for r in await pool.fetch("SELECT id FROM media")}
+    assert left == {int(fresh), int(posted)}
+    prefixes = {key.split("/")[2] for key in await stored_objects(client, user["id"])}
+    assert prefixes == {fresh, posted}
+    assert await remove_unused_media(pool, client.app[s3_key], client.app[config_key].s3_bucket, 24 * 3600) == 0
