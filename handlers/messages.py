@@ -214,12 +214,9 @@ class MessageWriter:
             sender = row["sender_id"]
             delivery = Delivery(row["conversation_id"], row["seq"], sender)
             for member in w.member_ids:
-                if member == sender:
-                    items.append((member, Gateway.envelope(frame, exclude=origin)))
-                    owners.append(None)
-                else:
-                    items.append((member, Gateway.envelope(frame, delivery=delivery)))
-                    owners.append(id(w))
+                items.append((member, Gateway.envelope(frame, exclude=origin if member == sender else None,
+                                                       delivery=delivery)))
+                owners.append(None if member == sender else id(w))
         try:
             counts = await self.gateway.publish(items)
         except Exception:
@@ -654,17 +651,23 @@ async def sync(conn: Connection, frame: frames.Sync) -> None:
     wanted = {int(k): v for k, v in frame.conversations.items()}
     last = await store.member_conversations(pool, conn.user_id, wanted)
     receipts = conn.app[receipts_key]
-    for conversation_id, last_seq in last.items():
+    for conversation_id in last:
         after = wanted[conversation_id]
-        while after < last_seq:
-            rows = await store.history(pool, conversation_id, None, after, 200)
-            rows = rows[:200]
-            if not rows:
-                break
-            for row in rows:
-                await conn.send(frames.MessageNew(message=message_out(row)))
-                receipts.add(conn.user_id, Delivery(conversation_id, row["seq"], row["sender_id"]))
-            after = rows[-1]["seq"]
+        conn.hold(conversation_id)  # live frames wait until the replay is queued
+        try:
+            while True:
+                rows = (await store.history(pool, conversation_id, None, after, 200))[:200]
+                for row in rows:
+                    if conn.sent_live(conversation_id, row["seq"]):
+                        continue
+                    await conn.send(frames.MessageNew(message=message_out(row)))
+                    receipts.add(conn.user_id, Delivery(conversation_id, row["seq"], row["sender_id"]))
+                if len(rows) < 200:
+                    break
+                after = rows[-1]["seq"]
+            after = rows[-1]["seq"] if rows else after
+        finally:
+            conn.release(conversation_id, after)
     await conn.send(frames.SyncDone(ref=frame.ref))
 
 

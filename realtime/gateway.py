@@ -24,6 +24,7 @@ import os
 import time
 import uuid
 import weakref
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
 
@@ -90,17 +91,54 @@ class Connection:
         self.watching: set[int] = set()
         self.closing = False
         self.refreshed_at = time.monotonic()
+        # while `sync` replays a conversation, live message.new frames of it wait in `holding`;
+        # afterwards, any at or below the replayed seq (`floors`) are dropped: never twice
+        self.holding: dict[int, list[tuple[bytes, Delivery]]] = {}
+        self.floors: dict[int, int] = {}
+        # the last few live seqs queued per conversation, so a replay skips what just went out live
+        self.recent: dict[int, deque[int]] = {}
 
     def push(self, data: bytes, delivery: Delivery | None = None) -> None:
         """Queue a frame pushed by someone else; a full queue means the client cannot keep up,
         and it is cut off (4408) rather than allowed to grow memory."""
         if self.closing:
             return
+        if delivery is not None:
+            held = self.holding.get(delivery.conversation_id)
+            if held is not None:
+                held.append((data, delivery))
+                return
+            if delivery.seq <= self.floors.get(delivery.conversation_id, 0):
+                return
+            recent = self.recent.get(delivery.conversation_id)
+            if recent is None:
+                if len(self.recent) >= 256:
+                    self.recent.clear()
+                recent = self.recent[delivery.conversation_id] = deque(maxlen=64)
+            recent.append(delivery.seq)
         try:
             self.queue.put_nowait((data, delivery))
         except asyncio.QueueFull:
             self.gateway.stats["cut_slow"] += 1
             self.gateway.cut(self, CLOSE_TOO_SLOW, b"too slow: send queue overflowed")
+
+    def hold(self, conversation_id: int) -> None:
+        """Start holding live messages of a conversation (sync is about to replay it)."""
+        self.holding.setdefault(conversation_id, [])
+
+    def sent_live(self, conversation_id: int, seq: int) -> bool:
+        """Did this message just go out live (so a replay must skip it)?"""
+        recent = self.recent.get(conversation_id)
+        return recent is not None and seq in recent
+
+    def release(self, conversation_id: int, replayed_to: int) -> None:
+        """Sync replayed up to `replayed_to`: let the held messages after it through, in order."""
+        held = self.holding.pop(conversation_id, [])
+        if len(self.floors) >= 1000:
+            self.floors.clear()
+        self.floors[conversation_id] = max(self.floors.get(conversation_id, 0), replayed_to)
+        for data, delivery in sorted(held, key=lambda item: item[1].seq):
+            self.push(data, delivery)
 
     async def reply(self, data: bytes) -> None:
         """Queue a reply to the client's own frame, waiting for room (the client's reads pace its
