@@ -119,6 +119,18 @@ async def test_png_with_alpha_and_webp_are_accepted(client):
         assert body["renditions"]["320.jpg"]["width"] == 300
 
 
+async def test_heif_container_is_read_when_libvips_can(client):
+    _, headers = await user_with_token(client)
+    avif = (pyvips.Image.black(300, 200) + [10, 100, 200]).cast("uchar").copy(interpretation="srgb")
+    response = await upload(client, headers, avif.heifsave_buffer(compression="av1"), filename="x.heic")
+    assert response.status == 201, await response.text()
+    body = await response.json()
+    assert body["content_type"] == "image/heif" and body["renditions"]["320.webp"]["width"] == 300
+    garbage = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 500
+    response = await upload(client, headers, garbage, filename="x.heic")
+    assert response.status == 415
+
+
 @pytest.mark.parametrize("data, status", [
     (png_bomb(), 413),
     (b"just some text, not a picture at all\n" * 20, 415),
