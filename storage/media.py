@@ -242,7 +242,7 @@ def render_image(source: str | bytes, fmt: str, widths: list[int], max_pixels: i
             rendered.renditions.append(Rendition(
                 f"{name}.jpg", flat.jpegsave_buffer(Q=jpeg_quality, keep="none", optimize_coding=True),
                 image.width, image.height, "image/jpeg"))
-            rendered.placeholder = _placeholder(image)
+        rendered.placeholder = _placeholder(image)  # of the smallest rendition: the same colour, cheaper
     except pyvips.Error:
         raise CorruptMedia("The image is damaged or truncated.") from None
     return rendered
