@@ -115,6 +115,18 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=Tr
     explore_interval: PositiveFloat = 1800.0
     explore_window_hours: PositiveInt = 72
 
+    # notifications (issue 6): actors of one kind on one target within `notifications_group_window`
+    # seconds of its first become one notification; ones untouched for `notifications_retention_days`
+    # are deleted daily; push goes to `notifications_push_sink` ("table": rows in sent_pushes that
+    # developers and tests read; "http": a Web Push-style POST to each device's endpoint, tried
+    # `push_max_attempts` times backed off from `push_retry_base_seconds`, then dead-lettered)
+    notifications_group_window: PositiveInt = 24 * 3600
+    notifications_retention_days: PositiveInt = 90
+    notifications_push_sink: Literal["table", "http"] = "table"
+    push_timeout_seconds: PositiveFloat = 5.0
+    push_max_attempts: PositiveInt = 4
+    push_retry_base_seconds: PositiveFloat = 0.5
+
 
 def env_name(field: str) -> str:
     """The environment variable that sets a Config field."""

@@ -1,0 +1,267 @@
+"""The notifications consumer: events of the accounts, posts, stories and messages topics become
+notifications, then a `notification.new` frame on every connected socket of the recipient, and the
+push and e-mail the recipient's preferences ask for.
+
+Rules: never to yourself, never between users blocked either way, each channel only as the
+recipient's preferences for that kind allow; undoing or deleting what made a notification
+(unlike, deleted comment or post, unfollow, block) removes it. Idempotent: the items table is
+unique per (event, recipient), so a redelivered event makes nothing twice; side effects (socket,
+push, e-mail) follow a commit that made something new, so a redelivery repeats none of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import msgspec
+from redis.asyncio import Redis
+
+from realtime.gateway import Gateway
+from storage import comments, graph, users
+from storage import notifications as store
+from storage.email import Email, EmailSink
+from storage.notifications import NewItem, NotificationView
+from storage.outbox import Event
+from storage.sinks import PushSink
+
+log = logging.getLogger("glint.notifications")
+
+MENTION = re.compile(r"(?<![\w@.])@([A-Za-z0-9._]{1,30})")  # as posts parse captions
+PREF_KIND = {"follow_request_approved": "follow_request"}  # the preference a kind follows
+
+PHRASES = {
+    "like": "liked your post",
+    "comment": "commented on your post",
+    "reply": "replied to your comment",
+    "mention": "mentioned you",
+    "follow": "started following you",
+    "follow_request": "asked to follow you",
+    "follow_request_approved": "accepted your follow request",
+    "story_reaction": "reacted to your story",
+    "message": "sent you a message",
+}
+
+
+class NotificationNew(msgspec.Struct, tag="notification.new", tag_field="type", kw_only=True):
+    """The websocket frame of a new (or newly grown) notification."""
+
+    notification: NotificationView
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def describe(kind: str, actor: str, others: int = 0, text: str | None = None) -> str:
+    """One line for push and e-mail: "ana and 3 others liked your post"."""
+    who = actor if others <= 0 else f"{actor} and {others} other{'s' if others > 1 else ''}"
+    line = f"{who} {PHRASES.get(kind, kind)}"
+    return f"{line}: {text}" if text else line
+
+
+def _int(payload: dict[str, Any], *names: str) -> int | None:
+    for name in names:
+        value = payload.get(name)
+        if value not in (None, ""):
+            return int(value)
+    return None
+
+
+@dataclass
+class NotificationConsumer:
+    """Reads the topics whose events notify someone; writes notifications and delivers them."""
+
+    pool: asyncpg.Pool
+    redis: Redis
+    push: PushSink
+    email: EmailSink
+    group_window: float = 24 * 3600
+    name: str = "notifications"
+    topics: tuple[str, ...] = ("accounts", "posts", "stories", "messages")
+
+    async def handle(self, event: Event) -> None:
+        """Dispatch by event type; other types notify nobody."""
+        handler = getattr(self, f"on_{event.type}", None)
+        if handler is not None:
+            await handler(event, event.payload)
+
+    # ------------------------------------------------------------ accounts
+
+    async def on_follow_created(self, event: Event, p: dict) -> None:
+        target = int(p["target_id"])
+        await self.notify([self._item(event, target, int(p["actor_id"]), "follow", "user", target)])
+
+    async def on_follow_request_created(self, event: Event, p: dict) -> None:
+        target = int(p["target_id"])
+        await self.notify([self._item(event, target, int(p["actor_id"]), "follow_request", "user", target)])
+
+    async def on_follow_request_approved(self, event: Event, p: dict) -> None:
+        """The request's notification goes; the requester hears it was accepted."""
+        requester, target = int(p["requester_id"]), int(p["target_id"])
+        await store.remove_follow_request(self.pool, requester, target)
+        await self.notify([self._item(event, requester, target, "follow_request_approved", "user", target)])
+
+    async def on_follow_removed(self, event: Event, p: dict) -> None:
+        await store.remove_follow(self.pool, int(p["actor_id"]), int(p["target_id"]))
+
+    async def on_user_blocked(self, event: Event, p: dict) -> None:
+        await store.remove_between(self.pool, int(p["actor_id"]), int(p["target_id"]))
+
+    # ------------------------------------------------------------ posts and comments
+
+    async def on_post_liked(self, event: Event, p: dict) -> None:
+        post = int(p["post_id"])
+        await self.notify([self._item(event, int(p["author_id"]), int(p["user_id"]), "like", "post", post,
+                                      post_id=post)])
+
+    async def on_post_unliked(self, event: Event, p: dict) -> None:
+        await store.remove_like(self.pool, int(p["post_id"]), int(p["user_id"]))
+
+    async def on_post_deleted(self, event: Event, p: dict) -> None:
+        await store.remove_for_post(self.pool, int(p["post_id"]))
+
+    async def on_mention_created(self, event: Event, p: dict) -> None:
+        """Mentioned in a caption: only someone who may see the post hears of it."""
+        post, author, mentioned = int(p["post_id"]), int(p["author_id"]), int(p["user_id"])
+        if await graph.can_view(self.pool, mentioned, author):
+            await self.notify([self._item(event, mentioned, author, "mention", "post", post, post_id=post)])
+
+    async def on_comment_created(self, event: Event, p: dict) -> None:
+        """A reply reaches the parent's author, a comment the post's author, a mention each named
+        user who may see the post; each recipient once, in that order of precedence."""
+        post, post_author, commenter = int(p["post_id"]), int(p["author_id"]), int(p["user_id"])
+        comment, parent = int(p["comment_id"]), _int(p, "parent_id")
+        text = str(p.get("text") or "")[:200]
+        common = dict(post_id=post, comment_id=comment, parent_comment_id=parent, text=text)
+        wanted: dict[int, NewItem] = {}
+        if parent is not None:
+            parent_row = await comments.get_comment(self.pool, parent)
+            if parent_row is not None:
+                wanted[parent_row["author_id"]] = self._item(event, parent_row["author_id"], commenter, "reply",
+                                                             "comment", parent, **common)
+        wanted.setdefault(post_author, self._item(event, post_author, commenter, "comment", "post", post, **common))
+        names = list(dict.fromkeys(n.rstrip(".").lower() for n in MENTION.findall(text) if n.rstrip(".")))
+        for user_id in await store.user_ids_by_names(self.pool, names[:20]):
+            if user_id not in wanted and await graph.can_view(self.pool, user_id, post_author):
+                wanted[user_id] = self._item(event, user_id, commenter, "mention", "comment", comment, **common)
+        await self.notify(list(wanted.values()))
+
+    async def on_comment_deleted(self, event: Event, p: dict) -> None:
+        await store.remove_for_comment(self.pool, int(p["comment_id"]))
+
+    # ------------------------------------------------------------ stories and messages
+
+    async def on_story_reaction(self, event: Event, p: dict) -> None:
+        owner, story = _int(p, "owner_id", "author_id"), _int(p, "story_id")
+        actor = _int(p, "user_id", "actor_id", "reactor_id")
+        if owner is None or story is None or actor is None:
+            log.warning("story_reaction %s without owner, story or actor: skipped", event.event_id)
+            return
+        text = p.get("emoji") or p.get("text")
+        await self.notify([self._item(event, owner, actor, "story_reaction", "story", story,
+                                      text=None if text is None else str(text)[:200])])
+
+    async def on_story_deleted(self, event: Event, p: dict) -> None:
+        story = _int(p, "story_id")
+        if story is not None:
+            await store.remove_for_target(self.pool, "story", story)
+
+    async def on_message_sent(self, event: Event, p: dict) -> None:
+        """Sent to recipients with no connected socket (the messages work decides who)."""
+        sender, conversation = int(p["sender_id"]), int(p["conversation_id"])
+        text = str(p.get("preview") or "")[:200] or None
+        await self.notify([self._item(event, int(r), sender, "message", "conversation", conversation, text=text)
+                           for r in p.get("recipient_ids", ())])
+
+    # ------------------------------------------------------------ making and delivering
+
+    @staticmethod
+    def _item(event: Event, recipient: int, actor: int, kind: str, target_type: str, target_id: int,
+              **extra: Any) -> NewItem:
+        return NewItem(recipient_id=recipient, actor_id=actor, kind=kind, target_type=target_type,
+                       target_id=target_id, event_id=event.event_id, created_at=event.created_at, **extra)
+
+    async def notify(self, items: list[NewItem]) -> list[int]:
+        """Make what the rules allow of these items, then deliver what is new; the ids of the
+        notifications made or grown."""
+        items = [i for i in items if i.recipient_id != i.actor_id]
+        if not items:
+            return []
+        prefs = await users.get_notification_prefs(self.pool, [i.recipient_id for i in items])
+        allowed: list[tuple[NewItem, dict[str, bool]]] = []
+        for item in items:
+            channels = prefs.get(item.recipient_id, {}).get(PREF_KIND.get(item.kind, item.kind))
+            if channels is None or not any(channels.values()):
+                continue
+            if await graph.is_blocked_either_way(self.pool, item.recipient_id, item.actor_id):
+                continue
+            allowed.append((item, channels))
+        made: list[tuple[NewItem, dict[str, bool], int | None]] = []
+        for item, channels in allowed:
+            group_id = None
+            if channels.get("in_app"):
+                async with self.pool.acquire() as conn, conn.transaction():
+                    group_id = await store.add_item_txn(conn, item, self.group_window)
+                if group_id is None:
+                    continue  # a redelivery: made before, delivered before
+            made.append((item, channels, group_id))
+        if made:
+            await self.deliver(made)
+        return [g for _, _, g in made if g is not None]
+
+    async def deliver(self, made: list[tuple[NewItem, dict[str, bool], int | None]]) -> None:
+        """After commit: the socket frame, then push and e-mail; failures are logged, never raised
+        (the notification exists; the bus is lossy and the list is the truth)."""
+        views = {int(v.id): v for v in await store.get_views(self.pool, [g for _, _, g in made if g is not None])}
+        frames = [(item.recipient_id, views[g]) for item, _, g in made if g in views]
+        if frames:
+            try:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for recipient, view in frames:
+                        frame = _encoder.encode(NotificationNew(notification=view))
+                        pipe.publish(f"u:{recipient}", Gateway.envelope(frame))
+                    await pipe.execute()
+            except Exception:
+                log.exception("publishing notification.new failed; clients see it in the list")
+        outside = [(item, channels, views.get(g) if g is not None else None)
+                   for item, channels, g in made if channels.get("push") or channels.get("email")]
+        if outside:
+            await asyncio.gather(*(self._send_outside(*m) for m in outside))
+
+    async def _send_outside(self, item: NewItem, channels: dict[str, bool], view: NotificationView | None) -> None:
+        try:
+            recipient = await users.get_user(self.pool, item.recipient_id)
+            actor = await users.get_user(self.pool, item.actor_id)
+            if recipient is None or actor is None or not recipient["is_active"]:
+                return
+            others = (view.actor_count - 1) if view is not None else 0
+            line = describe(item.kind, actor["username"], others, item.text)
+            if channels.get("push"):
+                payload = push_payload(item, line, view)
+                devices = await store.list_devices(self.pool, item.recipient_id)
+                await asyncio.gather(*(self.push.send(d, payload) for d in devices))
+            if channels.get("email"):
+                await self.email.send(Email(to=recipient["email"], subject=line[:120],
+                                            body=f"{line}\n\nOpen glint to see it.\n"))
+        except Exception:
+            log.exception("push or e-mail of a %s notification to %s failed", item.kind, item.recipient_id)
+
+
+def push_payload(item: NewItem, line: str, view: NotificationView | None) -> dict[str, Any]:
+    """What a device receives: a title line and enough to open the right screen."""
+    return {
+        "title": "glint", "body": line, "kind": item.kind,
+        "notification_id": None if view is None else view.id,
+        "target": {"type": item.target_type, "id": str(item.target_id)},
+        "actor_id": str(item.actor_id), "created_at": item.created_at.isoformat(),
+    }
+
+
+async def delete_old(pool: asyncpg.Pool, days: int) -> int:
+    """The daily retention job's body: notifications untouched for `days` go."""
+    return await store.delete_older_than(pool, days)
+

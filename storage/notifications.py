@@ -1,0 +1,325 @@
+"""Notifications: groups ("ana and 3 others liked your post") made of items, one item per event
+that made or joined a group, and the push device registrations.
+
+An item is unique per (event, recipient), so a redelivered event adds nothing. A group takes the
+items of one kind on one target of one recipient whose times fall within the grouping window of
+its first; a new item bumps it to the top of the list and makes it unread again. Removing items
+(an unlike, a deleted comment, an unfollow, a block) shrinks their groups and deletes the empty
+ones.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+import msgspec
+
+Conn = asyncpg.Pool | asyncpg.Connection
+
+ACTORS_SHOWN = 3  # a group names its newest actors, and counts the rest
+
+
+@dataclass(frozen=True)
+class NewItem:
+    """One notification to make: who gets it, who did what to which target, from which event."""
+
+    recipient_id: int
+    actor_id: int
+    kind: str
+    target_type: str  # post | comment | user | conversation | story
+    target_id: int
+    event_id: uuid.UUID
+    created_at: datetime
+    post_id: int | None = None
+    comment_id: int | None = None
+    parent_comment_id: int | None = None
+    text: str | None = None
+
+
+# ---------------------------------------------------------------- the read shape
+
+
+class ActorView(msgspec.Struct, kw_only=True):
+    id: str
+    username: str
+    full_name: str
+    avatar_media_id: str | None
+    is_verified: bool
+
+
+class TargetView(msgspec.Struct, kw_only=True):
+    type: str
+    id: str
+    post_id: str | None = None
+    comment_id: str | None = None
+
+
+class NotificationView(msgspec.Struct, kw_only=True):
+    """A notification as the list, the websocket and push show it."""
+
+    id: str
+    kind: str
+    actors: list[ActorView]
+    actor_count: int
+    count: int
+    target: TargetView
+    text: str | None
+    created_at: datetime
+    read: bool
+
+
+def _id(value: int | None) -> str | None:
+    return None if value is None else str(value)
+
+
+_VIEW_SQL = (
+    "SELECT n.id, n.kind, n.target_type, n.target_id, n.post_id, n.actor_count, n.item_count, n.updated_at,"
+    " n.read_at IS NOT NULL AS read, latest.comment_id, latest.text,"
+    " ARRAY(SELECT a.actor_id FROM (SELECT actor_id, max(created_at) AS at FROM notification_items"
+    "        WHERE notification_id = n.id GROUP BY actor_id ORDER BY at DESC, actor_id DESC LIMIT $2) a"
+    "      ORDER BY a.at DESC, a.actor_id DESC) AS actor_ids"
+    " FROM notifications n"
+    " LEFT JOIN LATERAL (SELECT comment_id, text FROM notification_items i WHERE i.notification_id = n.id"
+    "                    ORDER BY i.created_at DESC, i.id DESC LIMIT 1) latest ON true"
+)
+
+
+async def _views(conn: Conn, rows: list[asyncpg.Record]) -> list[NotificationView]:
+    actor_ids = sorted({a for r in rows for a in r["actor_ids"]})
+    users = {u["id"]: u for u in await conn.fetch(
+        "SELECT id, username, full_name, avatar_media_id, is_verified FROM users WHERE id = ANY($1::bigint[])",
+        actor_ids,
+    )} if actor_ids else {}
+    out = []
+    for r in rows:
+        actors = [ActorView(id=str(u["id"]), username=u["username"], full_name=u["full_name"],
+                            avatar_media_id=_id(u["avatar_media_id"]), is_verified=u["is_verified"])
+                  for u in (users.get(a) for a in r["actor_ids"]) if u is not None]
+        out.append(NotificationView(
+            id=str(r["id"]), kind=r["kind"], actors=actors, actor_count=r["actor_count"], count=r["item_count"],
+            target=TargetView(type=r["target_type"], id=str(r["target_id"]), post_id=_id(r["post_id"]),
+                              comment_id=_id(r["comment_id"])),
+            text=r["text"], created_at=r["updated_at"], read=r["read"],
+        ))
+    return out
+
+
+async def list_page(conn: Conn, recipient: int, after: tuple[datetime, int] | None,
+                    limit: int) -> list[NotificationView]:
+    """A newest-first page of the recipient's notifications after the cursor (updated_at, id);
+    up to limit + 1."""
+    since, after_id = after if after is not None else (None, None)
+    rows = await conn.fetch(
+        _VIEW_SQL + " WHERE n.recipient_id = $1"
+        " AND ($3::timestamptz IS NULL OR (n.updated_at, n.id) < ($3, $4::bigint))"
+        " ORDER BY n.updated_at DESC, n.id DESC LIMIT $5",
+        recipient, ACTORS_SHOWN, since, after_id, limit + 1,
+    )
+    return await _views(conn, rows)
+
+
+async def get_views(conn: Conn, ids: list[int]) -> list[NotificationView]:
+    """These notifications as views (the consumer pushes them), in no particular order."""
+    rows = await conn.fetch(_VIEW_SQL + " WHERE n.id = ANY($1::bigint[])", ids, ACTORS_SHOWN)
+    return await _views(conn, rows)
+
+
+async def unread_count(conn: Conn, recipient: int) -> int:
+    """How many of the recipient's notifications are unread."""
+    return await conn.fetchval(
+        "SELECT count(*) FROM notifications WHERE recipient_id = $1 AND read_at IS NULL", recipient
+    )
+
+
+async def mark_read(conn: Conn, recipient: int, up_to: int | None) -> int | None:
+    """Mark read all the recipient's notifications, or those at or below notification `up_to` in
+    the list; how many changed, or None when `up_to` is not the recipient's."""
+    if up_to is None:
+        status = await conn.execute(
+            "UPDATE notifications SET read_at = now() WHERE recipient_id = $1 AND read_at IS NULL", recipient
+        )
+        return int(status.split()[-1])
+    status = await conn.execute(
+        "WITH mark AS (SELECT updated_at, id FROM notifications WHERE id = $2 AND recipient_id = $1)"
+        " UPDATE notifications n SET read_at = now() FROM mark"
+        " WHERE n.recipient_id = $1 AND n.read_at IS NULL AND (n.updated_at, n.id) <= (mark.updated_at, mark.id)",
+        recipient, up_to,
+    )
+    changed = int(status.split()[-1])
+    if changed == 0 and not await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM notifications WHERE id = $1 AND recipient_id = $2)", up_to, recipient):
+        return None
+    return changed
+
+
+# ---------------------------------------------------------------- making them
+
+
+async def user_ids_by_names(conn: Conn, usernames: list[str]) -> list[int]:
+    """The active users with these usernames (any case), for @mentions in comments."""
+    if not usernames:
+        return []
+    rows = await conn.fetch("SELECT id FROM users WHERE lower(username) = ANY($1::text[]) AND is_active",
+                            [n.lower() for n in usernames])
+    return [r["id"] for r in rows]
+
+
+async def add_item_txn(conn: asyncpg.Connection, item: NewItem, window_seconds: float) -> int | None:
+    """Inside a transaction: add the item to its open group (or a new one); the group's id, or
+    None when this event already made this recipient's item."""
+    group_key = f"{item.recipient_id}:{item.kind}:{item.target_type}:{item.target_id}"
+    # one writer per group at a time: two likes at once join one group instead of making two
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 6))", group_key)
+    if await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM notification_items WHERE event_id = $1 AND recipient_id = $2)",
+            item.event_id, item.recipient_id):
+        return None
+    group_id = await conn.fetchval(
+        "SELECT id FROM notifications WHERE recipient_id = $1 AND kind = $2 AND target_type = $3 AND target_id = $4"
+        " AND created_at > $5 ORDER BY created_at DESC LIMIT 1",
+        item.recipient_id, item.kind, item.target_type, item.target_id,
+        item.created_at - timedelta(seconds=window_seconds),
+    )
+    if group_id is None:
+        group_id = await conn.fetchval(
+            "INSERT INTO notifications (recipient_id, kind, target_type, target_id, post_id, created_at, updated_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING id",
+            item.recipient_id, item.kind, item.target_type, item.target_id, item.post_id, item.created_at,
+        )
+    await conn.execute(
+        "INSERT INTO notification_items (notification_id, recipient_id, actor_id, kind, event_id, post_id,"
+        " comment_id, parent_comment_id, text, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        group_id, item.recipient_id, item.actor_id, item.kind, item.event_id, item.post_id, item.comment_id,
+        item.parent_comment_id, item.text, item.created_at,
+    )
+    await conn.execute(
+        "UPDATE notifications SET read_at = NULL, updated_at = greatest(updated_at, $2), item_count = item_count + 1,"
+        " actor_count = (SELECT count(DISTINCT actor_id) FROM notification_items WHERE notification_id = $1)"
+        " WHERE id = $1",
+        group_id, item.created_at,
+    )
+    return group_id
+
+
+# ---------------------------------------------------------------- removing them
+
+
+async def _settle_groups_txn(conn: asyncpg.Connection, group_ids: list[int]) -> None:
+    """After items went: delete the groups left empty, recount the others."""
+    if not group_ids:
+        return
+    await conn.execute(
+        "DELETE FROM notifications n WHERE n.id = ANY($1::bigint[])"
+        " AND NOT EXISTS (SELECT 1 FROM notification_items i WHERE i.notification_id = n.id)",
+        group_ids,
+    )
+    await conn.execute(
+        "UPDATE notifications n SET actor_count = c.actors, item_count = c.items, updated_at = c.latest"
+        " FROM (SELECT notification_id, count(DISTINCT actor_id) AS actors, count(*) AS items,"
+        "       max(created_at) AS latest FROM notification_items WHERE notification_id = ANY($1::bigint[])"
+        "       GROUP BY notification_id) c WHERE n.id = c.notification_id",
+        group_ids,
+    )
+
+
+async def _remove_items(pool: asyncpg.Pool, where: str, *args: Any) -> int:
+    async with pool.acquire() as conn, conn.transaction():
+        rows = await conn.fetch(f"DELETE FROM notification_items WHERE {where} RETURNING notification_id", *args)
+        await _settle_groups_txn(conn, sorted({r["notification_id"] for r in rows}))
+    return len(rows)
+
+
+async def remove_like(pool: asyncpg.Pool, post_id: int, actor: int) -> int:
+    """An unlike: the like notification it made goes; how many items went."""
+    return await _remove_items(pool, "kind = 'like' AND post_id = $1 AND actor_id = $2", post_id, actor)
+
+
+async def remove_for_post(pool: asyncpg.Pool, post_id: int) -> int:
+    """A deleted post: every notification about it (likes, comments, mentions) goes."""
+    return await _remove_items(pool, "post_id = $1", post_id)
+
+
+async def remove_for_comment(pool: asyncpg.Pool, comment_id: int) -> int:
+    """A deleted comment (and its replies): the notifications they made go."""
+    return await _remove_items(pool, "comment_id = $1 OR parent_comment_id = $1", comment_id)
+
+
+async def remove_follow(pool: asyncpg.Pool, follower: int, followee: int) -> int:
+    """An ended follow: "started following you" and "approved your request" go."""
+    return await _remove_items(
+        pool,
+        "(kind IN ('follow', 'follow_request') AND actor_id = $1 AND recipient_id = $2)"
+        " OR (kind = 'follow_request_approved' AND actor_id = $2 AND recipient_id = $1)",
+        follower, followee,
+    )
+
+
+async def remove_follow_request(pool: asyncpg.Pool, requester: int, target: int) -> int:
+    """A request answered: its "asked to follow you" goes."""
+    return await _remove_items(pool, "kind = 'follow_request' AND actor_id = $1 AND recipient_id = $2",
+                               requester, target)
+
+
+async def remove_between(pool: asyncpg.Pool, a: int, b: int) -> int:
+    """A block: whatever either made for the other goes."""
+    return await _remove_items(pool, "(actor_id = $1 AND recipient_id = $2) OR (actor_id = $2 AND recipient_id = $1)",
+                               a, b)
+
+
+async def remove_for_target(pool: asyncpg.Pool, target_type: str, target_id: int) -> int:
+    """A deleted target (a story): its notifications go."""
+    status = await pool.execute("DELETE FROM notifications WHERE target_type = $1 AND target_id = $2",
+                                target_type, target_id)
+    return int(status.split()[-1])
+
+
+async def delete_older_than(pool: asyncpg.Pool, days: int, batch: int = 10_000) -> int:
+    """Delete notifications untouched for `days`, in batches (short locks); how many went."""
+    total = 0
+    while True:
+        status = await pool.execute(
+            "DELETE FROM notifications WHERE id IN (SELECT id FROM notifications"
+            " WHERE updated_at < now() - make_interval(days => $1) LIMIT $2)",
+            days, batch,
+        )
+        n = int(status.split()[-1])
+        total += n
+        if n < batch:
+            return total
+
+
+# ---------------------------------------------------------------- push devices
+
+
+async def add_device(conn: Conn, user_id: int, endpoint: str, keys: dict[str, str], platform: str) -> asyncpg.Record:
+    """Register a push device (registering the same endpoint again updates its keys)."""
+    return await conn.fetchrow(
+        "INSERT INTO push_devices (user_id, endpoint, keys, platform) VALUES ($1, $2, $3, $4)"
+        " ON CONFLICT (user_id, endpoint) DO UPDATE SET keys = EXCLUDED.keys, platform = EXCLUDED.platform"
+        " RETURNING id, endpoint, keys, platform, created_at",
+        user_id, endpoint, keys, platform,
+    )
+
+
+async def remove_device(conn: Conn, user_id: int, device_id: int) -> bool:
+    """Unregister one of the user's devices; False if it is not theirs."""
+    return await conn.fetchval(
+        "DELETE FROM push_devices WHERE id = $1 AND user_id = $2 RETURNING true", device_id, user_id
+    ) is not None
+
+
+async def list_devices(conn: Conn, user_id: int) -> list[asyncpg.Record]:
+    """The user's push devices, newest first."""
+    return await conn.fetch(
+        "SELECT id, user_id, endpoint, keys, platform, created_at FROM push_devices WHERE user_id = $1"
+        " ORDER BY id DESC", user_id,
+    )
+
+
+async def forget_device(conn: Conn, device_id: int) -> None:
+    """A push service said the device is gone (404/410): stop pushing to it."""
+    await conn.execute("DELETE FROM push_devices WHERE id = $1", device_id)
