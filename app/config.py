@@ -115,6 +115,12 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=Tr
     explore_interval: PositiveFloat = 1800.0
     explore_window_hours: PositiveInt = 72
 
+    # stories (issue 7): how long a viewer's tray stays cached (writes drop it sooner), how long
+    # after expiry a story's media is removed, and how often the story jobs run
+    stories_tray_ttl: PositiveInt = 60
+    stories_media_grace: PositiveInt = 3600
+    stories_job_interval: PositiveFloat = 60.0
+
     # notifications (issue 6): actors of one kind on one target within `notifications_group_window`
     # seconds of its first become one notification; ones untouched for `notifications_retention_days`
     # are deleted daily; push goes to `notifications_push_sink` ("table": rows in sent_pushes that

@@ -29,3 +29,7 @@ identity_key: web.RequestKey[Any] = web.RequestKey("identity")
 
 # home timelines (storage.timelines.Timelines), made once per app
 timelines_key: web.AppKey[Any] = web.AppKey("timelines")
+
+# stories (issue 7): the clock that decides expiry, `() -> aware datetime`; absent means real time,
+# tests set it before the app starts to move time without sleeping
+clock_key: web.AppKey[Any] = web.AppKey("clock")

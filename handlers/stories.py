@@ -1,0 +1,425 @@
+"""Stories: one photo or video shown for exactly 24 hours; the tray of followed users' stories;
+views once per viewer; reactions and replies that reach the owner as direct messages; close
+friends; the owner's archive.
+
+Expiry is decided by comparing expires_at with the app's clock (`clock_key`) in SQL, on every read
+and on cached trays, so nothing expired is served whether or not a job has run.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from typing import Annotated, Any
+
+import asyncpg
+import msgspec
+from aiohttp import web
+from msgspec import Meta
+
+from handlers.auth import current_user
+from handlers.common import (
+    NotFound, Page, Routes, Struct, ValidationFailed, decode_cursor, encode_cursor, json_response, make_page,
+    no_content, page_request, parse_id, path_id, read_json,
+)
+from handlers.context import clock_key, config_key, pool_key, redis_key
+from handlers.media import MediaOut, media_out, url_signer
+from handlers.messages import SendBody, send_message
+from handlers.posts import UserBrief
+from realtime.frames import IdStr, Message
+from storage import graph, media, outbox, stories
+from storage import messages as message_store
+
+routes = Routes("stories")
+
+TOPIC = "stories"
+CAPTION_MAX = 2200
+CLOSE_FRIENDS_MAX = 10_000
+PAGE_QUERY = {"limit": "page size, 1..100 (default 20)", "cursor": "from the previous page's `next`"}
+
+
+def app_now(app: web.Application) -> datetime:
+    """The app's clock: real UTC time unless a test set `clock_key`."""
+    clock = app.get(clock_key)
+    return clock() if clock is not None else datetime.now(timezone.utc)
+
+
+def tray_cache(app: web.Application) -> stories.TrayCache:
+    """The per-viewer tray cache with the configured lifetime."""
+    return stories.TrayCache(app[redis_key], app[config_key].stories_tray_ttl)
+
+
+# ---------------------------------------------------------------- bodies
+
+
+class StoryCreate(Struct):
+    media_id: IdStr
+    caption: Annotated[str, Meta(max_length=CAPTION_MAX)] = ""
+    close_friends_only: bool = False
+
+
+class StoryOut(Struct):
+    id: str
+    owner_id: str
+    media: MediaOut | None
+    caption: str
+    close_friends_only: bool
+    created_at: datetime
+    expires_at: datetime
+    seen: bool
+    view_count: int | None = None  # the owner's own stories only
+
+
+class TrayEntry(Struct):
+    user: UserBrief
+    has_unseen: bool
+    latest_at: datetime
+    stories: list[StoryOut]
+
+
+class StoryList(Struct):
+    results: list[StoryOut]
+
+
+class ViewerOut(Struct):
+    user: UserBrief
+    viewed_at: datetime
+
+
+class ViewersPage(Struct):
+    count: int
+    results: list[ViewerOut]
+    next: str | None
+
+
+class ReactBody(Struct):
+    emoji: Annotated[str, Meta(min_length=1, max_length=16)] | None = None
+    text: Annotated[str, Meta(min_length=1, max_length=1000)] | None = None
+    client_id: Annotated[str, Meta(min_length=1, max_length=40, description="makes a retry idempotent")] | None = None
+
+
+class ReactionOut(Struct):
+    story_id: str
+    conversation_id: str
+    message: Message
+
+
+class CloseFriendsBody(Struct):
+    user_ids: Annotated[list[IdStr], Meta(max_length=CLOSE_FRIENDS_MAX)]
+
+
+# what the tray cache holds per viewer (media as the row's fields, signed when served)
+class CachedStory(msgspec.Struct, kw_only=True):
+    id: int
+    media: dict[str, Any] | None
+    caption: str
+    close_friends_only: bool
+    created_at: datetime
+    expires_at: datetime
+    seen: bool
+
+
+class CachedOwner(msgspec.Struct, kw_only=True):
+    id: int
+    username: str
+    full_name: str
+    is_verified: bool
+    stories: list[CachedStory]
+
+
+_tray_encoder = msgspec.json.Encoder()
+_tray_decoder = msgspec.json.Decoder(list[CachedOwner])
+MEDIA_FIELDS = ("id", "kind", "content_type", "width", "height", "placeholder", "original_key", "renditions")
+
+
+# ---------------------------------------------------------------- shapes
+
+
+def story_out(request: web.Request, row: Any, media_row: Any, seen: bool, view_count: int | None = None) -> StoryOut:
+    """A story as clients see it, its media URLs freshly signed."""
+    return StoryOut(
+        id=str(row["id"]), owner_id=str(row["owner_id"]),
+        media=media_out(url_signer(request), media_row) if media_row is not None else None,
+        caption=row["caption"], close_friends_only=row["close_friends_only"], created_at=row["created_at"],
+        expires_at=row["expires_at"], seen=seen, view_count=view_count,
+    )
+
+
+def user_brief(row: Any) -> UserBrief:
+    return UserBrief(id=str(row["id"]), username=row["username"], full_name=row["full_name"],
+                     is_verified=row["is_verified"])
+
+
+async def media_rows(pool: asyncpg.Pool, rows: list[Any]) -> dict[int, asyncpg.Record]:
+    """The live media rows of these stories, by id."""
+    return await media.get_media_many(pool, [r["media_id"] for r in rows if r["media_id"] is not None])
+
+
+# ---------------------------------------------------------------- rules
+
+
+async def visible_story(pool: asyncpg.Pool, viewer: int, story_id: int, now: datetime) -> asyncpg.Record:
+    """A live story the viewer may see, or 404: the owner's own; otherwise blocks and private
+    accounts as everywhere (graph.can_view), and close-friends stories only to the owner's list."""
+    story = await stories.get_live_story(pool, story_id, now)
+    if story is None:
+        raise NotFound()
+    owner = story["owner_id"]
+    if owner != viewer:
+        if not await graph.can_view(pool, viewer, owner):
+            raise NotFound()
+        if story["close_friends_only"] and not await stories.is_close_friend(pool, owner, viewer):
+            raise NotFound()
+    return story
+
+
+async def create_story(app: web.Application, owner: int, body: StoryCreate) -> tuple[asyncpg.Record, asyncpg.Record]:
+    """Make a story of one of the owner's unused uploads, live for 24 hours; emits story_created;
+    after commit, drops the trays of the owner and every follower."""
+    pool = app[pool_key]
+    async with pool.acquire() as conn, conn.transaction():
+        story = await stories.create_story_txn(conn, owner, int(body.media_id), body.caption,
+                                               body.close_friends_only, app_now(app))
+        if story is None:
+            raise ValidationFailed("media_id: not your unused upload.", fields={"media_id": "Not your unused upload."})
+        await outbox.add_event(conn, TOPIC, "story_created", owner, {
+            "story_id": str(story["id"]), "owner_id": str(owner), "close_friends_only": story["close_friends_only"],
+            "expires_at": story["expires_at"].isoformat(),
+        })
+    await tray_cache(app).drop([owner, *await stories.follower_ids(pool, owner)])
+    return story, await media.get_media(pool, story["media_id"])
+
+
+async def delete_story(app: web.Application, owner: int, story_id: int) -> None:
+    """The owner deletes a story (live or archived); its media is retired; trays are dropped."""
+    pool = app[pool_key]
+    async with pool.acquire() as conn, conn.transaction():
+        if await stories.delete_story_txn(conn, story_id, owner, app_now(app)) is None:
+            raise NotFound()
+    await tray_cache(app).drop([owner, *await stories.follower_ids(pool, owner)])
+
+
+async def view_story(app: web.Application, viewer: int, story_id: int) -> None:
+    """Record the viewer's view once; the owner's own views are not recorded."""
+    pool = app[pool_key]
+    now = app_now(app)
+    story = await visible_story(pool, viewer, story_id, now)
+    if story["owner_id"] != viewer and await stories.record_view(pool, story_id, viewer, now):
+        await tray_cache(app).drop([viewer])
+
+
+async def react_to_story(app: web.Application, sender: int, story_id: int, body: ReactBody) -> ReactionOut:
+    """An emoji or a text reply to a story the sender may see: a direct message to the owner in
+    their 1:1 conversation, linked to the story, and a story_reaction event. A retry with the same
+    client_id finds the same message and emits nothing more."""
+    if (body.emoji is None) == (body.text is None):
+        raise ValidationFailed("Send either emoji or text.", fields={"emoji": "Send either emoji or text."})
+    kind, content = ("emoji", body.emoji) if body.emoji is not None else ("text", body.text)
+    if not content.strip():
+        raise ValidationFailed(f"{kind} is blank.", fields={kind: "Blank."})
+    pool = app[pool_key]
+    now = app_now(app)
+    story = await visible_story(pool, sender, story_id, now)
+    owner = story["owner_id"]
+    if owner == sender:
+        raise ValidationFailed("You cannot react to your own story.", fields={kind: "Your own story."})
+    conversation_id, _ = await message_store.get_or_create_direct(pool, sender, owner)
+    client_id = f"story:{story_id}:{body.client_id or uuid.uuid4().hex}"
+    message, _ = await send_message(app, sender, conversation_id, SendBody(client_id=client_id, text=content))
+    async with pool.acquire() as conn, conn.transaction():
+        if await stories.record_reply_txn(conn, int(message.id), conversation_id, story_id, sender, kind, now):
+            await outbox.add_event(conn, TOPIC, "story_reaction", owner, {
+                "story_id": str(story_id), "owner_id": str(owner), "actor_id": str(sender), "kind": kind,
+                "emoji": body.emoji, "text": body.text, "conversation_id": str(conversation_id),
+                "message_id": message.id,
+            })
+    return ReactionOut(story_id=str(story_id), conversation_id=str(conversation_id), message=message)
+
+
+async def build_tray(pool: asyncpg.Pool, viewer: int, now: datetime) -> list[CachedOwner]:
+    """The viewer's tray from PostgreSQL: every visible owner with live stories, oldest first."""
+    rows = await stories.tray_rows(pool, viewer, now)
+    media_by_id = await media_rows(pool, rows)
+    owners: dict[int, CachedOwner] = {}
+    for r in rows:
+        owner = owners.get(r["owner_id"])
+        if owner is None:
+            owner = owners[r["owner_id"]] = CachedOwner(id=r["owner_id"], username=r["username"],
+                                                        full_name=r["full_name"], is_verified=r["is_verified"],
+                                                        stories=[])
+        m = media_by_id.get(r["media_id"])
+        owner.stories.append(CachedStory(
+            id=r["id"], media={f: m[f] for f in MEDIA_FIELDS} if m is not None else None, caption=r["caption"],
+            close_friends_only=r["close_friends_only"], created_at=r["created_at"], expires_at=r["expires_at"],
+            seen=r["seen"],
+        ))
+    return list(owners.values())
+
+
+async def get_tray(app: web.Application, viewer: int) -> list[CachedOwner]:
+    """The viewer's tray, cached per viewer: the viewer first, then owners with unseen stories,
+    then by latest story. A cached tray is re-checked against the clock and the graph, so an
+    expired story, an unfollowed or a blocking owner never shows from the cache."""
+    pool = app[pool_key]
+    now = app_now(app)
+    cache = tray_cache(app)
+    cached = await cache.read(viewer)
+    if cached is None:
+        owners = await build_tray(pool, viewer, now)
+        await cache.store(viewer, _tray_encoder.encode(owners))
+    else:
+        owners = _tray_decoder.decode(cached)
+        allowed = await stories.still_in_tray(pool, viewer, [o.id for o in owners])
+        owners = [o for o in owners if o.id in allowed]
+    for owner in owners:
+        owner.stories = [s for s in owner.stories if s.expires_at > now]
+    owners = [o for o in owners if o.stories]
+    owners.sort(key=lambda o: (o.id != viewer, all(s.seen for s in o.stories),
+                               -max(s.created_at for s in o.stories).timestamp(), -max(s.id for s in o.stories)))
+    return owners
+
+
+def tray_entry(request: web.Request, viewer: int, owner: CachedOwner) -> TrayEntry:
+    own = owner.id == viewer
+    return TrayEntry(
+        user=UserBrief(id=str(owner.id), username=owner.username, full_name=owner.full_name,
+                       is_verified=owner.is_verified),
+        has_unseen=not own and not all(s.seen for s in owner.stories),
+        latest_at=max(s.created_at for s in owner.stories),
+        stories=[StoryOut(id=str(s.id), owner_id=str(owner.id),
+                          media=media_out(url_signer(request), s.media) if s.media is not None else None,
+                          caption=s.caption, close_friends_only=s.close_friends_only, created_at=s.created_at,
+                          expires_at=s.expires_at, seen=s.seen or own)
+                 for s in owner.stories],
+    )
+
+
+async def set_close_friends(app: web.Application, owner: int, body: CloseFriendsBody) -> None:
+    """Replace the owner's close-friends list; unknown, blocked or own ids are 400 and change
+    nothing. The trays of everyone added or removed are dropped."""
+    ids = list(dict.fromkeys(int(u) for u in body.user_ids))
+    pool = app[pool_key]
+    unknown = set(ids) - await stories.eligible_friends(pool, owner, ids)
+    if unknown:
+        raise ValidationFailed("user_ids: unknown users.",
+                               fields={"user_ids": "Unknown: " + ", ".join(str(u) for u in sorted(unknown))})
+    async with pool.acquire() as conn, conn.transaction():
+        changed = await stories.replace_close_friends_txn(conn, owner, ids)
+    await tray_cache(app).drop(changed)
+
+
+# ---------------------------------------------------------------- routes (fixed paths before {id})
+
+
+@routes.route("POST", "/api/stories/", body=StoryCreate, response=StoryOut, status=201)
+async def post_story(request: web.Request) -> web.Response:
+    """Share a story: one of your uploads, live for exactly 24 hours."""
+    owner = current_user(request)
+    body = await read_json(request, StoryCreate)
+    story, media_row = await create_story(request.app, owner, body)
+    return json_response(story_out(request, story, media_row, True, 0), status=201)
+
+
+@routes.route("GET", "/api/stories/", response=StoryList)
+async def own_stories(request: web.Request) -> web.Response:
+    """Your live stories, oldest first, with their view counts."""
+    owner = current_user(request)
+    pool = request.app[pool_key]
+    rows = await stories.own_live_stories(pool, owner, app_now(request.app))
+    media_by_id = await media_rows(pool, rows)
+    return json_response(StoryList(results=[story_out(request, r, media_by_id.get(r["media_id"]), True,
+                                                      r["viewer_count"]) for r in rows]))
+
+
+@routes.route("GET", "/api/stories/feed/", response=Page[TrayEntry], query=PAGE_QUERY)
+async def story_tray(request: web.Request) -> web.Response:
+    """The tray: yours first, then followed users with unseen stories, then by their latest story."""
+    viewer = current_user(request)
+    page = page_request(request)
+    cursor = decode_cursor(page.cursor, 1)
+    start = 0
+    if cursor is not None:
+        if type(cursor[0]) is not int or cursor[0] < 0:
+            raise ValidationFailed("cursor is invalid.", fields={"cursor": "Invalid cursor."})
+        start = cursor[0]
+    owners = await get_tray(request.app, viewer)
+    window = owners[start:start + page.limit + 1]
+    entries = [(start + i, tray_entry(request, viewer, o)) for i, o in enumerate(window)]
+    result = make_page(request, entries, page.limit, lambda item: encode_cursor(item[0] + 1))
+    return json_response(Page(results=[e for _, e in result.results], next=result.next))
+
+
+@routes.route("GET", "/api/stories/archive/", response=Page[StoryOut], query=PAGE_QUERY)
+async def story_archive(request: web.Request) -> web.Response:
+    """Your expired stories, newest first (media is removed an hour after expiry)."""
+    owner = current_user(request)
+    page = page_request(request)
+    cursor = decode_cursor(page.cursor, 1)
+    before = parse_id(str(cursor[0]), "cursor") if cursor is not None else None
+    pool = request.app[pool_key]
+    rows = await stories.list_archive(pool, owner, before, page.limit)
+    media_by_id = await media_rows(pool, rows)
+    items = [story_out(request, r, media_by_id.get(r["media_id"]), True, r["view_count"]) for r in rows]
+    return json_response(make_page(request, items, page.limit, lambda s: encode_cursor(s.id)))
+
+
+@routes.route("GET", "/api/accounts/close-friends/", response=Page[UserBrief], query=PAGE_QUERY)
+async def get_close_friends(request: web.Request) -> web.Response:
+    """Your close-friends list: who sees your close-friends stories."""
+    owner = current_user(request)
+    page = page_request(request)
+    cursor = decode_cursor(page.cursor, 1)
+    after = parse_id(str(cursor[0]), "cursor") if cursor is not None else None
+    rows = await stories.list_close_friends(request.app[pool_key], owner, after, page.limit)
+    return json_response(make_page(request, [user_brief(r) for r in rows], page.limit, lambda u: encode_cursor(u.id)))
+
+
+@routes.route("PUT", "/api/accounts/close-friends/", body=CloseFriendsBody, status=204)
+async def put_close_friends(request: web.Request) -> web.Response:
+    """Replace your close-friends list with these users."""
+    owner = current_user(request)
+    body = await read_json(request, CloseFriendsBody)
+    await set_close_friends(request.app, owner, body)
+    return no_content()
+
+
+@routes.route("POST", "/api/stories/{id}/view/", status=204)
+async def post_view(request: web.Request) -> web.Response:
+    """Record that you saw a story (once; repeats change nothing)."""
+    viewer = current_user(request)
+    await view_story(request.app, viewer, path_id(request))
+    return no_content()
+
+
+@routes.route("GET", "/api/stories/{id}/viewers/", response=ViewersPage, query=PAGE_QUERY)
+async def story_viewers(request: web.Request) -> web.Response:
+    """Who saw your story, latest first, and how many (the owner only)."""
+    owner = current_user(request)
+    story_id = path_id(request)
+    page = page_request(request)
+    cursor = decode_cursor(page.cursor, 1)
+    before = parse_id(str(cursor[0]), "cursor") if cursor is not None else None
+    pool = request.app[pool_key]
+    if await stories.get_own_story(pool, story_id, owner) is None:
+        raise NotFound()
+    rows = await stories.list_viewers(pool, story_id, before, page.limit)
+    items = [(r["view_id"], ViewerOut(user=user_brief(r), viewed_at=r["viewed_at"])) for r in rows]
+    result = make_page(request, items, page.limit, lambda item: encode_cursor(str(item[0])))
+    return json_response(ViewersPage(count=await stories.count_viewers(pool, story_id),
+                                     results=[v for _, v in result.results], next=result.next))
+
+
+@routes.route("POST", "/api/stories/{id}/react/", body=ReactBody, response=ReactionOut, status=201)
+async def react(request: web.Request) -> web.Response:
+    """React with an emoji or reply with text: it reaches the owner as a direct message."""
+    sender = current_user(request)
+    body = await read_json(request, ReactBody)
+    return json_response(await react_to_story(request.app, sender, path_id(request), body), status=201)
+
+
+@routes.route("DELETE", "/api/stories/{id}/", status=204)
+async def remove_story(request: web.Request) -> web.Response:
+    """Delete your story."""
+    owner = current_user(request)
+    await delete_story(request.app, owner, path_id(request))
+    return no_content()
