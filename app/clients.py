@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 
 from app.config import Config
 from handlers.context import config_key, kafka_producer_key, limiter_key, pool_key, redis_key, s3_key, timelines_key
+from handlers.context import search_key
 from storage import db
 from storage.ratelimit import RateLimiter
 from storage.timelines import Timelines
@@ -111,6 +112,28 @@ async def kafka_ctx(app: web.Application) -> AsyncIterator[None]:
         await producer.close()
 
 
+def make_search_backend(config: Config, pool):
+    """The configured search backend on this pool (the Elasticsearch client is made here)."""
+    from storage.search.postgres import PostgresSearch
+
+    if config.search_backend == "postgres":
+        return PostgresSearch(pool)
+    from storage.search.elastic import ElasticsearchSearch, make_client
+
+    return ElasticsearchSearch(make_client(config.elasticsearch_url), pool, config.elasticsearch_index_prefix,
+                               refresh=config.elasticsearch_refresh)
+
+
+async def search_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The search backend (issue 6); its indexes are made on first use, so a search server that is
+    down at start-up does not stop the process."""
+    backend = make_search_backend(app[config_key], app[pool_key])
+    app[search_key] = backend
+    yield
+    await backend.close()
+
+
 def add_client_contexts(app: web.Application, config: Config) -> None:
     """Register the clients' cleanup contexts, in start-up order."""
     app.cleanup_ctx.extend([postgres_ctx, redis_ctx, s3_ctx, kafka_ctx])
+    app.cleanup_ctx.append(search_ctx)  # after postgres: the backend reads documents from the pool

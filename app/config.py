@@ -49,6 +49,8 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=Tr
     search_backend: Literal["postgres", "elasticsearch"] = "postgres"
     elasticsearch_url: str = "http://127.0.0.1:9200"
     elasticsearch_index_prefix: str = "glint-"
+    # search (issue 6): make every Elasticsearch write searchable at once (tests; costly in production)
+    elasticsearch_refresh: bool = False
 
     # the HTTP server
     host: str = "127.0.0.1"

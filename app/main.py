@@ -17,13 +17,16 @@ from handlers import media as media_handlers
 from handlers import messages as messages_handlers
 from handlers import notifications as notifications_handlers
 from handlers import posts as posts_handlers
+from handlers import search as search_handlers
 from handlers import stories as stories_handlers
 from handlers.common import Routes
 from handlers.context import config_key, pool_key, redis_key, s3_key
+from handlers.context import search_key
 from jobs.events import Consumer
 from jobs.media import media_jobs
 from jobs.notifications import NotificationConsumer, delete_old
 from jobs.periodic import Job
+from jobs.search import SearchConsumer
 from jobs.stories import story_jobs
 from storage.sinks import HttpPushSink, TablePushSink
 
@@ -32,6 +35,7 @@ ROUTE_MODULES: list[Routes] = [auth.routes, accounts.routes, graph.routes, media
 ROUTE_MODULES += [messages_handlers.routes]  # direct messages and /ws
 ROUTE_MODULES += [stories_handlers.routes]  # stories (its fixed paths come before /api/stories/{id}/)
 ROUTE_MODULES += [notifications_handlers.routes]  # notifications, preferences, push devices
+ROUTE_MODULES += [search_handlers.routes]  # search (issue 6)
 
 sockets_key = web.AppKey("sockets", weakref.WeakSet)
 
@@ -70,6 +74,11 @@ def story_job_factory(app: web.Application) -> list[Job]:
                       config.stories_media_grace, config.stories_job_interval)
 
 
+def search_consumers(app: web.Application) -> list[Consumer]:
+    """Search indexing from account and post events (a no-op sync with the postgres backend)."""
+    return [SearchConsumer(app[search_key])]
+
+
 def create_app(config: Config, *, consumers: bool = True, extra_consumers: list[Consumer] | None = None,
                http: bool = True) -> web.Application:
     """Build the application: clients, middlewares, routes, background work.
@@ -91,7 +100,7 @@ def create_app(config: Config, *, consumers: bool = True, extra_consumers: list[
     app[sockets_key] = weakref.WeakSet()
     app[background_key] = Background(run_consumers=consumers, consumers=list(extra_consumers or []))
     add_client_contexts(app, config)
-    app.cleanup_ctx.append(background_ctx(consumer_factories=[notification_consumers], job_factories=[platform_jobs, media_job_factory, story_job_factory, notification_jobs]))
+    app.cleanup_ctx.append(background_ctx(consumer_factories=[notification_consumers, search_consumers], job_factories=[platform_jobs, media_job_factory, story_job_factory, notification_jobs]))
     app.on_shutdown.append(close_sockets)
     add_ops_routes(app)
     if http:

@@ -33,3 +33,6 @@ timelines_key: web.AppKey[Any] = web.AppKey("timelines")
 # stories (issue 7): the clock that decides expiry, `() -> aware datetime`; absent means real time,
 # tests set it before the app starts to move time without sleeping
 clock_key: web.AppKey[Any] = web.AppKey("clock")
+
+# the search backend (storage.search.SearchBackend: postgres or elasticsearch), made once per app
+search_key: web.AppKey[Any] = web.AppKey("search")

@@ -1,0 +1,59 @@
+"""The search consumer: keeps the search index in step with the "accounts" and "posts" topics.
+
+Every event is answered by re-reading PostgreSQL for what it touched (sync_*), never by applying
+the payload, so a redelivered, repeated or out-of-order event leaves the index as PostgreSQL has
+it. With the postgres backend the sync verbs do nothing: its columns are generated.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from storage.outbox import Event
+from storage.search import SearchBackend
+
+log = logging.getLogger("glint.search")
+
+# account events whose users may have changed (a profile edit emits nothing of its own: any
+# later event about the user refreshes the document, and `glint search reindex` rebuilds all)
+USER_EVENTS = {
+    "user_registered": ("user_id",),
+    "follow_created": ("actor_id", "target_id"),
+    "follow_removed": ("actor_id", "target_id"),
+    "follow_request_created": ("actor_id", "target_id"),
+    "follow_request_approved": ("requester_id", "target_id"),
+    "user_blocked": ("actor_id", "target_id"),
+}
+POST_EVENTS = {"post_created", "post_updated", "post_deleted"}
+
+
+def _ids(payload: dict, names: tuple[str, ...]) -> list[int]:
+    out = []
+    for name in names:
+        try:
+            out.append(int(payload[name]))
+        except (KeyError, TypeError, ValueError):
+            pass
+    return out
+
+
+class SearchConsumer:
+    """Indexes users, posts, hashtags and locations from events."""
+
+    name = "search"
+    topics = ("accounts", "posts")
+
+    def __init__(self, backend: SearchBackend) -> None:
+        self.backend = backend
+
+    async def handle(self, event: Event) -> None:
+        """Sync what the event touched; events search does not care about are skipped."""
+        payload = event.payload
+        if event.type == "user_deactivated":
+            for user_id in _ids(payload, ("user_id",)):
+                await self.backend.sync_users([user_id])
+                await self.backend.sync_author_posts(user_id)
+        elif event.type in USER_EVENTS:
+            await self.backend.sync_users(_ids(payload, USER_EVENTS[event.type]))
+        elif event.type in POST_EVENTS:
+            await self.backend.sync_posts(_ids(payload, ("post_id",)))

@@ -1,0 +1,137 @@
+"""Search over users, posts, hashtags and locations, behind one interface with two backends.
+
+`postgres` (storage.search.postgres) answers from generated tsvector/trigram columns (migration
+0006), so it has nothing to index. `elasticsearch` (storage.search.elastic) keeps one index per
+kind, written from PostgreSQL by the search consumer (`sync_*`) and rebuilt by `reindex`.
+
+Either way a backend only proposes ids in relevance order; what a viewer may see is decided
+afterwards, from PostgreSQL, by the functions at the bottom of this module (and render_posts for
+posts), so a stale index entry never shows hidden content.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Iterable, Literal, Protocol
+
+import asyncpg
+
+Conn = asyncpg.Connection | asyncpg.Pool
+Kind = Literal["users", "posts", "hashtags", "locations"]
+KINDS: tuple[Kind, ...] = ("users", "posts", "hashtags", "locations")
+
+MAX_WORDS = 8
+_WORD = re.compile(r"[^\W_]+")
+
+
+@dataclass(frozen=True)
+class Query:
+    """What was asked: the text (without a leading # or @) and its words."""
+
+    text: str
+    words: tuple[str, ...]
+
+
+def parse_query(raw: str) -> Query:
+    """The query for `raw`; words are runs of letters and digits (at most MAX_WORDS)."""
+    text = raw.strip().lstrip("#@").strip()
+    return Query(text=text, words=tuple(_WORD.findall(text)[:MAX_WORDS]))
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One proposed result: its id and the cursor of the page that starts after it."""
+
+    id: int
+    after: tuple[Any, ...]
+
+
+class SearchBackend(Protocol):
+    """What the handlers and the search consumer need of a backend."""
+
+    name: str
+
+    async def search(self, kind: Kind, viewer: int, query: Query, after: list[Any] | None,
+                     limit: int) -> list[Hit]:
+        """Up to `limit` candidate ids best first, after the cursor `after` (a list from a Hit's
+        `after`; ValueError if malformed). Candidates may include what the viewer may not see."""
+        ...
+
+    async def sync_users(self, user_ids: Iterable[int]) -> None:
+        """Make the index agree with PostgreSQL for these users (gone or inactive: removed)."""
+        ...
+
+    async def sync_posts(self, post_ids: Iterable[int]) -> None:
+        """Make the index agree with PostgreSQL for these posts, their hashtags and locations."""
+        ...
+
+    async def sync_author_posts(self, author_id: int) -> None:
+        """sync_posts for every post of one author (after a deactivation)."""
+        ...
+
+    async def close(self) -> None:
+        """Release the client."""
+        ...
+
+
+# ---------------------------------------------------------------- shared helpers
+
+
+def like_prefix(text: str) -> str:
+    """A LIKE pattern matching what starts with `text` (its own % and _ taken literally)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def tsquery_text(query: Query) -> str:
+    """A to_tsquery() input matching every word as a prefix: 'ana:* & photo:*'."""
+    return " & ".join(f"{word}:*" for word in query.words)
+
+
+async def blocked_ids(conn: Conn, viewer: int) -> list[int]:
+    """Everyone the viewer blocks or is blocked by (small: a backend excludes them up front)."""
+    rows = await conn.fetch(
+        "SELECT blocked_id AS id FROM blocks WHERE blocker_id = $1 UNION SELECT blocker_id FROM blocks WHERE blocked_id = $1",
+        viewer,
+    )
+    return [r["id"] for r in rows]
+
+
+# ---------------------------------------------------------------- what a viewer may see
+
+
+async def visible_users(conn: Conn, viewer: int, user_ids: list[int]) -> dict[int, asyncpg.Record]:
+    """Of these users, the active ones not blocking or blocked by the viewer."""
+    if not user_ids:
+        return {}
+    rows = await conn.fetch(
+        "SELECT u.id, u.username, u.full_name, u.avatar_media_id, u.is_private, u.is_verified FROM users u"
+        " WHERE u.id = ANY($2::bigint[]) AND u.is_active AND NOT EXISTS (SELECT 1 FROM blocks b"
+        "   WHERE (b.blocker_id = $1 AND b.blocked_id = u.id) OR (b.blocker_id = u.id AND b.blocked_id = $1))",
+        viewer, user_ids,
+    )
+    return {r["id"]: r for r in rows}
+
+
+async def hashtags_with_posts(conn: Conn, hashtag_ids: list[int]) -> dict[int, asyncpg.Record]:
+    """Of these hashtags, those still on some post, with id, name and post_count."""
+    if not hashtag_ids:
+        return {}
+    rows = await conn.fetch(
+        "SELECT h.id, h.name, count(*) AS post_count FROM hashtags h JOIN post_hashtags ph ON ph.hashtag_id = h.id"
+        " WHERE h.id = ANY($1::bigint[]) GROUP BY h.id",
+        hashtag_ids,
+    )
+    return {r["id"]: r for r in rows}
+
+
+async def locations_with_posts(conn: Conn, location_ids: list[int]) -> dict[int, asyncpg.Record]:
+    """Of these locations, those some post is at, with id, name, lat, lng and post_count."""
+    if not location_ids:
+        return {}
+    rows = await conn.fetch(
+        "SELECT l.id, l.name, l.lat, l.lng, count(*) AS post_count FROM locations l JOIN posts p ON p.location_id = l.id"
+        " WHERE l.id = ANY($1::bigint[]) GROUP BY l.id",
+        location_ids,
+    )
+    return {r["id"]: r for r in rows}
