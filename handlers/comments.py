@@ -147,20 +147,20 @@ async def create(request: web.Request) -> web.Response:
     return json_response(comment_out(row, False, user_brief(author)), status=201)
 
 
-@routes.route("DELETE", r"/api/comments/{id:\d+}/", status=204)
+@routes.route("DELETE", "/api/comments/{id}/", status=204)
 async def delete(request: web.Request) -> web.Response:
     """Delete a comment: its author or the post's author."""
     await remove_comment(request.app[pool_key], current_user(request), path_id(request))
     return no_content()
 
 
-@routes.route("POST", r"/api/comments/{id:\d+}/like/", response=LikeState)
+@routes.route("POST", "/api/comments/{id}/like/", response=LikeState)
 async def like(request: web.Request) -> web.Response:
     """Like a comment (idempotent)."""
     return json_response(await set_comment_like(request.app[pool_key], current_user(request), path_id(request), True))
 
 
-@routes.route("POST", r"/api/comments/{id:\d+}/unlike/", response=LikeState)
+@routes.route("POST", "/api/comments/{id}/unlike/", response=LikeState)
 async def unlike(request: web.Request) -> web.Response:
     """Take back a comment like (idempotent)."""
     return json_response(await set_comment_like(request.app[pool_key], current_user(request), path_id(request), False))

@@ -1,5 +1,8 @@
 """Posts: create, read, edit the caption, delete; likes and saves.
 
+Routes with fixed paths under /api/posts/ (saved/ here, feed/ and explore/ in handlers/feed.py)
+must be registered before /api/posts/{id}/, which would otherwise take them (and answer 404).
+
 render_posts() is how any list of posts (an author's, the saved list, the home feed, explore)
 becomes JSON for a viewer: it loads them in four queries and drops what the viewer may not see.
 """
@@ -269,13 +272,13 @@ async def list_saved(request: web.Request) -> web.Response:
     return json_response(Page(results=rendered, next=shown.next))
 
 
-@routes.route("GET", r"/api/posts/{id:\d+}/", response=PostOut)
+@routes.route("GET", "/api/posts/{id}/", response=PostOut)
 async def get(request: web.Request) -> web.Response:
     """A post with its media, hashtags, location, counts and the viewer's liked/saved flags."""
     return json_response(await render_post(request, current_user(request), path_id(request)))
 
 
-@routes.route("PATCH", r"/api/posts/{id:\d+}/", body=PostPatch, response=PostOut)
+@routes.route("PATCH", "/api/posts/{id}/", body=PostPatch, response=PostOut)
 async def patch(request: web.Request) -> web.Response:
     """Edit the caption of one's own post."""
     viewer = current_user(request)
@@ -284,26 +287,26 @@ async def patch(request: web.Request) -> web.Response:
     return json_response(await render_post(request, viewer, path_id(request)))
 
 
-@routes.route("DELETE", r"/api/posts/{id:\d+}/", status=204)
+@routes.route("DELETE", "/api/posts/{id}/", status=204)
 async def delete(request: web.Request) -> web.Response:
     """Delete one's own post."""
     await delete_post(request.app[pool_key], current_user(request), path_id(request))
     return no_content()
 
 
-@routes.route("POST", r"/api/posts/{id:\d+}/like/", response=LikeState)
+@routes.route("POST", "/api/posts/{id}/like/", response=LikeState)
 async def like(request: web.Request) -> web.Response:
     """Like a post (idempotent)."""
     return json_response(await set_like(request.app[pool_key], current_user(request), path_id(request), True))
 
 
-@routes.route("POST", r"/api/posts/{id:\d+}/unlike/", response=LikeState)
+@routes.route("POST", "/api/posts/{id}/unlike/", response=LikeState)
 async def unlike(request: web.Request) -> web.Response:
     """Take back a like (idempotent)."""
     return json_response(await set_like(request.app[pool_key], current_user(request), path_id(request), False))
 
 
-@routes.route("GET", r"/api/posts/{id:\d+}/likes/", response=Page[UserBrief])
+@routes.route("GET", "/api/posts/{id}/likes/", response=Page[UserBrief])
 async def list_likes(request: web.Request) -> web.Response:
     """Who liked a post, most recent first."""
     viewer = current_user(request)
@@ -317,7 +320,7 @@ async def list_likes(request: web.Request) -> web.Response:
                               next=page_rows.next))
 
 
-@routes.route("POST", r"/api/posts/{id:\d+}/save/", response=SaveState)
+@routes.route("POST", "/api/posts/{id}/save/", response=SaveState)
 async def save(request: web.Request) -> web.Response:
     """Save a post for later (idempotent)."""
     viewer = current_user(request)
@@ -330,7 +333,7 @@ async def save(request: web.Request) -> web.Response:
     return json_response(SaveState(saved=True))
 
 
-@routes.route("POST", r"/api/posts/{id:\d+}/unsave/", response=SaveState)
+@routes.route("POST", "/api/posts/{id}/unsave/", response=SaveState)
 async def unsave(request: web.Request) -> web.Response:
     """Remove a post from the saved ones (idempotent)."""
     viewer = current_user(request)

@@ -197,3 +197,11 @@ async def test_saved_list_is_most_recently_saved_first(client):
     assert [p["id"] for p in page["results"]] == [first["id"]]
     rest = await (await client.get(page["next"], headers=fan)).json()
     assert [p["id"] for p in rest["results"]] == [second["id"]] and rest["next"] is None
+
+
+async def test_openapi_documents_the_post_routes(client):
+    spec = await (await client.get("/api/openapi.json")).json()
+    for path in ("/api/media/", "/api/posts/", "/api/posts/{id}/", "/api/posts/{id}/like/", "/api/posts/saved/",
+                 "/api/comments/", "/api/comments/{id}/like/"):
+        assert path in spec["paths"], path
+    assert spec["paths"]["/api/posts/{id}/"]["get"]["summary"]
