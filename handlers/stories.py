@@ -191,11 +191,13 @@ async def create_story(app: web.Application, owner: int, body: StoryCreate) -> t
 
 
 async def delete_story(app: web.Application, owner: int, story_id: int) -> None:
-    """The owner deletes a story (live or archived); its media is retired; trays are dropped."""
+    """The owner deletes a story (live or archived); its media is retired; emits story_deleted;
+    trays are dropped."""
     pool = app[pool_key]
     async with pool.acquire() as conn, conn.transaction():
         if await stories.delete_story_txn(conn, story_id, owner, app_now(app)) is None:
             raise NotFound()
+        await outbox.add_event(conn, TOPIC, "story_deleted", owner, {"story_id": str(story_id), "owner_id": str(owner)})
     await tray_cache(app).drop([owner, *await stories.follower_ids(pool, owner)])
 
 

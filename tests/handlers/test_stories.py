@@ -400,3 +400,5 @@ async def test_only_the_owner_deletes_a_story_and_its_media_is_retired(client, p
     assert await view(client, fan_h, story) == 404
     assert await own_ids(client, owner_h) == []
     assert await pool.fetchval("SELECT deleted_at FROM media WHERE id = $1", int(story["media"]["id"])) is not None
+    deleted = await pool.fetch("SELECT key, payload FROM outbox WHERE topic = 'stories' AND type = 'story_deleted'")
+    assert [(e["key"], e["payload"]["story_id"]) for e in deleted] == [(owner["id"], story["id"])]
