@@ -131,6 +131,34 @@ def cmd_stack(args: argparse.Namespace) -> None:
             sys.exit(1)
 
 
+def cmd_search(args: argparse.Namespace) -> None:
+    """`search reindex`: rebuild the Elasticsearch indexes from PostgreSQL, in batches."""
+    config = _config()
+    if config.search_backend != "elasticsearch":
+        sys.exit("glint: the search backend is postgres, whose index is generated columns: nothing to rebuild "
+                 "(set GLINT_SEARCH_BACKEND=elasticsearch)")
+    _require_migrated(config)
+    asyncio.run(_reindex(config, args.kind or ["users", "posts", "hashtags", "locations"], args.batch))
+
+
+async def _reindex(config: Config, kinds: list[str], batch: int) -> None:
+    from tqdm import tqdm
+
+    from app.clients import make_search_backend
+    from storage import db
+
+    pool = await db.create_pool(config.database_url, min_size=1, max_size=2)
+    backend = make_search_backend(config, pool)
+    try:
+        for kind in kinds:
+            with tqdm(total=await backend.count(kind), desc=kind, unit="doc") as bar:
+                async for done in backend.reindex(kind, batch):
+                    bar.update(done)
+    finally:
+        await backend.close()
+        await pool.close()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="glint", description="glint: a social backend for chat-heavy clients")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -153,6 +181,13 @@ def main(argv: list[str] | None = None) -> None:
     stack_p.add_argument("action", choices=["up", "down", "status"])
     stack_p.add_argument("--with-elasticsearch", action="store_true", help="also start osmem-server")
     stack_p.set_defaults(func=cmd_stack)
+
+    search_p = sub.add_parser("search", help="search index maintenance (Elasticsearch backend)")
+    search_p.add_argument("action", choices=["reindex"])
+    search_p.add_argument("--kind", action="append", choices=["users", "posts", "hashtags", "locations"],
+                          help="only this index (repeatable; default all)")
+    search_p.add_argument("--batch", type=int, default=1000, help="rows per bulk request (default 1000)")
+    search_p.set_defaults(func=cmd_search)
 
     args = parser.parse_args(argv)
     os.environ.setdefault("PYTHONUNBUFFERED", "1")

@@ -12,6 +12,7 @@ OpenSearch-compatible servers (osmem-server in the tests) refuse with 406; JsonN
 
 from __future__ import annotations
 
+import re
 from typing import Any, AsyncIterator, Iterable
 
 import asyncpg
@@ -22,6 +23,7 @@ from elasticsearch.helpers import async_bulk
 from storage.search import Hit, Kind, KINDS, Query, blocked_ids
 
 MAX_OFFSET = 10_000  # Elasticsearch's default max_result_window
+_BREAKS = re.compile(r"[_.]+")
 
 _SETTINGS = {
     "analysis": {
@@ -71,13 +73,20 @@ def make_client(url: str) -> AsyncElasticsearch:
     return AsyncElasticsearch(url, node_class=JsonNode, request_timeout=10, retry_on_timeout=True, max_retries=2)
 
 
+def break_words(text: str) -> str:
+    """"_" and "." split words, as in PostgreSQL's parser ("ana_photo" is found by "photo"). Done
+    here, on documents and queries alike, because osmem-server ignores char_filters at index time."""
+    return _BREAKS.sub(" ", text)
+
+
 def _query(kind: str, query: Query, excluded: list[int]) -> dict[str, Any]:
+    text = break_words(query.text)
     should: list[dict[str, Any]] = []
     for name, boost in FIELDS[kind]:
         should += [
-            {"match": {name: {"query": query.text, "operator": "and", "boost": 2 * boost}}},
-            {"match": {f"{name}.prefix": {"query": query.text, "operator": "and", "boost": boost}}},
-            {"match": {name: {"query": query.text, "operator": "and", "fuzziness": "AUTO", "prefix_length": 1,
+            {"match": {name: {"query": text, "operator": "and", "boost": 2 * boost}}},
+            {"match": {f"{name}.prefix": {"query": text, "operator": "and", "boost": boost}}},
+            {"match": {name: {"query": text, "operator": "and", "fuzziness": "AUTO", "prefix_length": 1,
                               "boost": boost / 2}}},
         ]
     bool_: dict[str, Any] = {"should": should, "minimum_should_match": 1}
@@ -96,6 +105,13 @@ _DOCS_SQL = {
     "locations": "SELECT id, name FROM locations WHERE id = ANY($1::bigint[])",
 }
 _ALL_IDS_SQL = {kind: f"SELECT id FROM {kind} WHERE id > $1 ORDER BY id LIMIT $2" for kind in KINDS}
+
+
+def _document(kind: str, row: asyncpg.Record) -> dict[str, Any]:
+    doc = dict(row)
+    for name, _ in FIELDS[kind]:
+        doc[name] = break_words(doc[name])
+    return doc
 
 
 class ElasticsearchSearch:
@@ -136,10 +152,14 @@ class ElasticsearchSearch:
             return []
         await self.ensure_indexes()
         excluded = await blocked_ids(self.pool, viewer) if kind in ("users", "posts") else []
-        response = await self.client.search(
-            index=self.index(kind), query=_query(kind, query, excluded), from_=offset, size=size,
-            sort=[{"_score": "desc"}, {"id": "desc"}], source=False, track_total_hits=False,
-        )
+        try:
+            response = await self.client.search(
+                index=self.index(kind), query=_query(kind, query, excluded), from_=offset, size=size,
+                sort=[{"_score": "desc"}, {"id": "desc"}], source=False, track_total_hits=False,
+            )
+        except NotFoundError:  # dropped by a reindex that is rebuilding it: nothing to propose yet
+            self._ready = False
+            return []
         return [Hit(int(h["_id"]), (offset + i + 1,)) for i, h in enumerate(response["hits"]["hits"])]
 
     # ------------------------------------------------------------ writing
@@ -152,7 +172,7 @@ class ElasticsearchSearch:
         rows = await self.pool.fetch(_DOCS_SQL[kind], ids)
         found = {r["id"] for r in rows}
         actions: list[dict[str, Any]] = [
-            {"_op_type": "index", "_index": self.index(kind), "_id": str(r["id"]), "_source": dict(r)} for r in rows
+            {"_op_type": "index", "_index": self.index(kind), "_id": str(r["id"]), "_source": _document(kind, r)} for r in rows
         ] + [
             {"_op_type": "delete", "_index": self.index(kind), "_id": str(i)} for i in set(ids) - found
         ]
