@@ -6,7 +6,8 @@ from __future__ import annotations
 import logging
 import re
 from datetime import datetime
-from typing import Annotated
+from functools import wraps
+from typing import Annotated, Awaitable, Callable, ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -36,6 +37,11 @@ welcome1 welcome123 admin123 administrator letmein1 letmein123 trustno1 monkey12
 superman1 starwars starwars1 dragon123 master123 changeme changeme1 whatever computer internet
 michael1 jennifer jordan23 shadow12 freedom1 secret123 qazwsxedc
 """.split())
+
+
+DEADLOCK_ATTEMPTS = 3
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def id_str(value: int | None) -> str | None:
@@ -117,6 +123,22 @@ def user_summary(row: asyncpg.Record) -> UserSummary:
     return UserSummary(id=str(row["id"]), username=row["username"], full_name=row["full_name"],
                        avatar_media_id=id_str(row["avatar_media_id"]), is_private=row["is_private"],
                        is_verified=row["is_verified"])
+
+
+def retry_on_deadlock(write: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """Run a write again when PostgreSQL aborts it to break a deadlock with some other feature's
+    transaction (its own rolled back, so nothing is half done); graph writes lock in id order, so
+    among themselves this does not happen."""
+    @wraps(write)
+    async def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        for attempt in range(DEADLOCK_ATTEMPTS):
+            try:
+                return await write(*args, **kwargs)
+            except asyncpg.DeadlockDetectedError:
+                if attempt == DEADLOCK_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+    return run
 
 
 def fail(fields: dict[str, str]) -> None:
@@ -322,6 +344,7 @@ def settings_out(row: asyncpg.Record) -> SettingsOut:
                        notifications=users.merge_notification_prefs(row["notification_prefs"]))
 
 
+@retry_on_deadlock
 async def update_settings(pool: asyncpg.Pool, user_id: int, body: SettingsPatch) -> asyncpg.Record:
     """Apply a settings change; turning an account public approves its pending follow requests."""
     if body.notifications is not UNSET:

@@ -11,7 +11,7 @@ from typing import Awaitable, Callable, Literal
 import asyncpg
 from aiohttp import web
 
-from handlers.accounts import TOPIC, UserSummary, user_summary
+from handlers.accounts import TOPIC, UserSummary, retry_on_deadlock, user_summary
 from handlers.auth import current_user
 from handlers.common import (
     NotFound, Page, PageRequest, Routes, Struct, ValidationFailed, decode_cursor, encode_cursor, json_response,
@@ -45,6 +45,7 @@ async def _lock_visible_pair_txn(conn: asyncpg.Connection, viewer: int, target: 
 FollowStatus = Literal["following", "requested"]
 
 
+@retry_on_deadlock
 async def do_follow(pool: asyncpg.Pool, viewer: int, target: int) -> FollowStatus:
     """Follow target, or ask to when the account is private (idempotent either way)."""
     async with pool.acquire() as conn, conn.transaction():
@@ -58,6 +59,7 @@ async def do_follow(pool: asyncpg.Pool, viewer: int, target: int) -> FollowStatu
         return "following"
 
 
+@retry_on_deadlock
 async def do_unfollow(pool: asyncpg.Pool, viewer: int, target: int) -> None:
     """Stop following target, or withdraw the request (idempotent)."""
     async with pool.acquire() as conn, conn.transaction():
@@ -67,6 +69,7 @@ async def do_unfollow(pool: asyncpg.Pool, viewer: int, target: int) -> None:
         await graph.remove_follow_requests_txn(conn, [(viewer, target)])
 
 
+@retry_on_deadlock
 async def do_answer_request(pool: asyncpg.Pool, owner: int, requester: int, approve: bool) -> None:
     """Approve (the requester now follows) or reject a pending request to follow owner; 404 if none."""
     async with pool.acquire() as conn, conn.transaction():
@@ -78,6 +81,7 @@ async def do_answer_request(pool: asyncpg.Pool, owner: int, requester: int, appr
                                    {"requester_id": str(requester), "target_id": str(owner)})
 
 
+@retry_on_deadlock
 async def do_block(pool: asyncpg.Pool, viewer: int, target: int) -> None:
     """Block target: follows and requests both ways are removed, and neither sees the other."""
     if viewer == target:

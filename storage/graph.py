@@ -72,9 +72,10 @@ async def viewable_owners(conn: Conn, viewer: int | None, owners: Iterable[int])
 
 async def lock_users_txn(conn: asyncpg.Connection, user_ids: Iterable[int]) -> dict[int, asyncpg.Record]:
     """Inside a transaction: lock these users' rows in id order; {id: (id, is_private, is_active)}
-    for those that exist."""
+    for those that exist. NO KEY UPDATE, the lock an UPDATE of the counters takes anyway: it does not
+    conflict with the KEY SHARE locks other features' foreign keys to users take."""
     rows = await conn.fetch(
-        "SELECT id, is_private, is_active FROM users WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE",
+        "SELECT id, is_private, is_active FROM users WHERE id = ANY($1::bigint[]) ORDER BY id FOR NO KEY UPDATE",
         sorted(set(user_ids)),
     )
     return {r["id"]: r for r in rows}

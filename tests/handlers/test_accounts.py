@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import re
 
+import asyncpg
 import pytest
 
 from app.main import create_app
+from handlers.accounts import DEADLOCK_ATTEMPTS, retry_on_deadlock
 from storage import email, users
 from tests.conftest import make_config
 from tests.support import login, register, user_with_token
@@ -325,3 +327,20 @@ async def test_users_list_pages_with_a_cursor(client):
     bad = await client.get("/api/accounts/users/?cursor=%%%", headers=headers)
     assert bad.status == 400 and "cursor" in (await bad.json())["error"]["fields"]
     assert (await client.get("/api/accounts/users/?limit=0", headers=headers)).status == 400
+
+
+async def test_a_write_aborted_by_a_deadlock_runs_again_then_gives_up():
+    calls = []
+
+    @retry_on_deadlock
+    async def write(fail_times: int) -> str:
+        calls.append(1)
+        if len(calls) <= fail_times:
+            raise asyncpg.DeadlockDetectedError("deadlock detected")
+        return "done"
+
+    assert await write(1) == "done" and len(calls) == 2
+    calls.clear()
+    with pytest.raises(asyncpg.DeadlockDetectedError):
+        await write(DEADLOCK_ATTEMPTS)
+    assert len(calls) == DEADLOCK_ATTEMPTS
