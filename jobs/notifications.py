@@ -191,58 +191,64 @@ class NotificationConsumer:
         items = [i for i in items if i.recipient_id != i.actor_id]
         if not items:
             return []
-        prefs = await users.get_notification_prefs(self.pool, [i.recipient_id for i in items])
-        allowed: list[tuple[NewItem, dict[str, bool]]] = []
-        for item in items:
-            channels = prefs.get(item.recipient_id, {}).get(PREF_KIND.get(item.kind, item.kind))
-            if channels is None or not any(channels.values()):
-                continue
-            if await graph.is_blocked_either_way(self.pool, item.recipient_id, item.actor_id):
-                continue
-            allowed.append((item, channels))
         made: list[tuple[NewItem, dict[str, bool], int | None]] = []
-        for item, channels in allowed:
-            group_id = None
-            if channels.get("in_app"):
-                async with self.pool.acquire() as conn, conn.transaction():
-                    group_id = await store.add_item_txn(conn, item, self.group_window)
-                if group_id is None:
-                    continue  # a redelivery: made before, delivered before
-            made.append((item, channels, group_id))
-        if made:
-            await self.deliver(made)
+        async with self.pool.acquire() as conn:  # one connection for the whole event: fewer round trips
+            prefs = await users.get_notification_prefs(conn, [i.recipient_id for i in items])
+            for item in items:
+                channels = prefs.get(item.recipient_id, {}).get(PREF_KIND.get(item.kind, item.kind))
+                if channels is None or not any(channels.values()):
+                    continue
+                if await graph.is_blocked_either_way(conn, item.recipient_id, item.actor_id):
+                    continue
+                group_id = None
+                if channels.get("in_app"):
+                    async with conn.transaction():
+                        group_id = await store.add_item_txn(conn, item, self.group_window)
+                    if group_id is None:
+                        continue  # a redelivery: made before, delivered before
+                made.append((item, channels, group_id))
+            if not made:
+                return []
+            views = {int(v.id): v for v in await store.get_views(conn, [g for _, _, g in made if g is not None])}
+            outside = [(item, channels, views.get(g) if g is not None else None)
+                       for item, channels, g in made if channels.get("push") or channels.get("email")]
+            people = await store.contacts(conn, [u for i, _, _ in outside for u in (i.recipient_id, i.actor_id)]) \
+                if outside else {}
+            devices = {i.recipient_id: await store.list_devices(conn, i.recipient_id)
+                       for i, channels, _ in outside if channels.get("push")}
+        await self.publish([(item.recipient_id, views[g]) for item, _, g in made if g in views])
+        if outside:
+            await asyncio.gather(*(self._send_outside(item, channels, view, people, devices.get(item.recipient_id, []))
+                                   for item, channels, view in outside))
         return [g for _, _, g in made if g is not None]
 
-    async def deliver(self, made: list[tuple[NewItem, dict[str, bool], int | None]]) -> None:
-        """After commit: the socket frame, then push and e-mail; failures are logged, never raised
-        (the notification exists; the bus is lossy and the list is the truth)."""
-        views = {int(v.id): v for v in await store.get_views(self.pool, [g for _, _, g in made if g is not None])}
-        frames = [(item.recipient_id, views[g]) for item, _, g in made if g in views]
-        if frames:
-            try:
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    for recipient, view in frames:
-                        frame = _encoder.encode(NotificationNew(notification=view))
-                        pipe.publish(f"u:{recipient}", Gateway.envelope(frame))
-                    await pipe.execute()
-            except Exception:
-                log.exception("publishing notification.new failed; clients see it in the list")
-        outside = [(item, channels, views.get(g) if g is not None else None)
-                   for item, channels, g in made if channels.get("push") or channels.get("email")]
-        if outside:
-            await asyncio.gather(*(self._send_outside(*m) for m in outside))
-
-    async def _send_outside(self, item: NewItem, channels: dict[str, bool], view: NotificationView | None) -> None:
+    async def publish(self, frames: list[tuple[int, NotificationView]]) -> None:
+        """After commit: `notification.new` on each recipient's channel of the realtime bus, which
+        every process holding one of their sockets writes out. Lossy like the bus: the list is the
+        truth, so a failure is logged, never raised."""
+        if not frames:
+            return
         try:
-            recipient = await users.get_user(self.pool, item.recipient_id)
-            actor = await users.get_user(self.pool, item.actor_id)
-            if recipient is None or actor is None or not recipient["is_active"]:
-                return
-            others = (view.actor_count - 1) if view is not None else 0
-            line = describe(item.kind, actor["username"], others, item.text)
-            if channels.get("push"):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for recipient, view in frames:
+                    frame = _encoder.encode(NotificationNew(notification=view))
+                    pipe.publish(f"u:{recipient}", Gateway.envelope(frame))
+                await pipe.execute()
+        except Exception:
+            log.exception("publishing notification.new failed; clients see it in the list")
+
+    async def _send_outside(self, item: NewItem, channels: dict[str, bool], view: NotificationView | None,
+                            people: dict[int, Any], devices: list[Any]) -> None:
+        """Push and e-mail, as the preferences ask; a failing sink is logged, never raised (the
+        notification is committed, and a redelivery would not repeat it)."""
+        recipient, actor = people.get(item.recipient_id), people.get(item.actor_id)
+        if recipient is None or actor is None or not recipient["is_active"]:
+            return
+        others = (view.actor_count - 1) if view is not None else 0
+        line = describe(item.kind, actor["username"], others, item.text)
+        try:
+            if channels.get("push") and devices:
                 payload = push_payload(item, line, view)
-                devices = await store.list_devices(self.pool, item.recipient_id)
                 await asyncio.gather(*(self.push.send(d, payload) for d in devices))
             if channels.get("email"):
                 await self.email.send(Email(to=recipient["email"], subject=line[:120],
