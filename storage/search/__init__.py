@@ -51,6 +51,7 @@ class SearchBackend(Protocol):
     """What the handlers and the search consumer need of a backend."""
 
     name: str
+    cursor_arity: int  # how many values a Hit's `after` holds
 
     async def search(self, kind: Kind, viewer: int, query: Query, after: list[Any] | None,
                      limit: int) -> list[Hit]:
