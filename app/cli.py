@@ -131,6 +131,13 @@ def cmd_stack(args: argparse.Namespace) -> None:
             sys.exit(1)
 
 
+def cmd_bench(args: argparse.Namespace) -> None:
+    """Seed benchmark data or run a load scenario (bench/README.md)."""
+    from bench.cli import run
+
+    run(args, _config())
+
+
 def cmd_search(args: argparse.Namespace) -> None:
     """`search reindex`: rebuild the Elasticsearch indexes from PostgreSQL, in batches."""
     config = _config()
@@ -188,6 +195,12 @@ def main(argv: list[str] | None = None) -> None:
                           help="only this index (repeatable; default all)")
     search_p.add_argument("--batch", type=int, default=1000, help="rows per bulk request (default 1000)")
     search_p.set_defaults(func=cmd_search)
+
+    from bench.cli import add_arguments as add_bench_arguments
+
+    bench_p = sub.add_parser("bench", help="seed benchmark data and run load scenarios (bench/README.md)")
+    add_bench_arguments(bench_p)
+    bench_p.set_defaults(func=cmd_bench)
 
     args = parser.parse_args(argv)
     os.environ.setdefault("PYTHONUNBUFFERED", "1")

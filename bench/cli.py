@@ -1,0 +1,163 @@
+"""`glint bench`: seed data, run a scenario against one or two servers, write the results.
+
+    glint bench seed [--users 100000] [--reset] [--manifest PATH]
+    glint bench SCENARIO --url URL [--compare URL2] [--duration S] [--concurrency N] [--out DIR]
+    glint bench list
+
+app/cli.py adds the `bench` subcommand with add_arguments() and calls run() with the decoded
+Config; this module imports nothing heavy at import time (the parser is built on every `glint`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+SCENARIOS = {
+    "feed": "home feed pages (GET /api/posts/feed/) by many users",
+    "fanout": "a post, then the time until it is in every active follower's timeline",
+    "messages": "direct messages over /ws (delegates to bench/chat.py)",
+    "capacity": "idle websockets one process holds, and memory per socket (from /metrics)",
+    "media": "image uploads (POST /api/media/)",
+    "search": "user, post and hashtag search",
+    "mixed": "a chat-heavy mix: messages, typing, presence; some feed reads and posts",
+}
+
+
+def default_manifest(config: Any = None) -> Path:
+    """Where the seed writes its manifest and the scenarios read it: .glint/bench/seed.json."""
+    from app.config import stack_dir
+
+    return stack_dir() / "bench" / "seed.json"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `glint bench` arguments (a subcommand per scenario, and `seed`)."""
+    sub = parser.add_subparsers(dest="bench_command", required=True, metavar="{seed,list," + ",".join(SCENARIOS) + "}")
+
+    seed = sub.add_parser("seed", help="seed a realistic graph into PostgreSQL (COPY) and Redis timelines")
+    seed.add_argument("--users", type=int, default=100_000, help="how many users (default 100000)")
+    seed.add_argument("--follows-per-user", type=float, default=30.0, help="mean follows per user")
+    seed.add_argument("--posts-per-user", type=float, default=3.0)
+    seed.add_argument("--likes-per-post", type=float, default=5.0)
+    seed.add_argument("--comments-per-post", type=float, default=1.0)
+    seed.add_argument("--conversations-per-user", type=float, default=0.2)
+    seed.add_argument("--messages-per-conversation", type=float, default=15.0)
+    seed.add_argument("--active-share", type=float, default=0.3, help="share of users active lately (timelines)")
+    seed.add_argument("--images", type=int, default=6, help="distinct JPEGs the media rows point at")
+    seed.add_argument("--seed", type=int, default=1, help="random seed")
+    seed.add_argument("--no-timelines", action="store_true", help="leave Redis alone (timelines rebuild on read)")
+    seed.add_argument("--reset", action="store_true", help="first remove every user (and what hangs off them)")
+    seed.add_argument("--manifest", type=Path, default=None, help="where to write the manifest (default .glint/bench/seed.json)")
+
+    sub.add_parser("list", help="list the scenarios")
+
+    for name, summary in SCENARIOS.items():
+        p = sub.add_parser(name, help=summary, description=summary)
+        p.add_argument("--url", required=True, help="the server under test (loopback only)")
+        p.add_argument("--compare", default=None, metavar="URL2", help="a second server, run alternately with --url")
+        p.add_argument("--label", default="A", help="the name of --url in the results")
+        p.add_argument("--compare-label", default="B", help="the name of --compare in the results")
+        p.add_argument("--rounds", type=int, default=None, help="rounds per target (default 1, or 3 with --compare)")
+        p.add_argument("--duration", type=float, default=30.0, help="measured seconds per round")
+        p.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before each round")
+        p.add_argument("--concurrency", type=int, default=50, help="concurrent clients (all processes together)")
+        p.add_argument("--processes", type=int, default=None, help="load-generator processes (default: cores)")
+        p.add_argument("--timeout", type=float, default=10.0, help="per-request timeout, seconds")
+        p.add_argument("--manifest", type=Path, default=None, help="the seed's manifest (default .glint/bench/seed.json)")
+        p.add_argument("--out", type=Path, default=Path("bench-results"), help="folder for the JSON and PNG")
+        p.add_argument("--no-progress", action="store_true", help="no progress bar")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="a scenario option (see bench/README.md), e.g. --set page_size=20")
+
+
+def _parse_sets(items: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            sys.exit(f"glint bench: --set wants KEY=VALUE, not {item!r}")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+def cmd_seed(args: argparse.Namespace, config: Any) -> None:
+    from bench.seed import Plan, seed
+
+    plan = Plan(users=args.users, follows_per_user=args.follows_per_user, posts_per_user=args.posts_per_user,
+                likes_per_post=args.likes_per_post, comments_per_post=args.comments_per_post,
+                conversations_per_user=args.conversations_per_user,
+                messages_per_conversation=args.messages_per_conversation, active_share=args.active_share,
+                images=args.images, seed=args.seed, timelines=not args.no_timelines)
+    path = args.manifest or default_manifest(config)
+    print(f"seeding {plan.users:,} users into {config.database_url}")
+    try:
+        report = asyncio.run(seed(config, plan, path, do_reset=args.reset))
+    except RuntimeError as exc:
+        sys.exit(f"glint bench seed: {exc}")
+    for table, count in report.counts.items():
+        took = report.seconds.get(f"copy {table}", report.seconds.get(table))
+        print(f"  {table:<22} {count:>12,}" + (f"  ({took:.1f} s)" if took is not None else ""))
+    for note in report.skipped:
+        print(f"  skipped: {note}")
+    print(f"seeded in {report.total_seconds:.1f} s; manifest in {path}")
+
+
+def load_manifest(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        sys.exit(f"glint bench: no seed manifest at {path}: run `glint bench seed` first (or pass --manifest)")
+
+
+def cmd_scenario(args: argparse.Namespace, config: Any) -> dict[str, Any]:
+    from bench import report
+    from bench.runner import Options, ScenarioSkipped, Target, default_processes, run_scenario
+
+    scenario = args.bench_command
+    manifest = load_manifest(args.manifest or default_manifest(config))
+    targets = [Target(args.label, args.url, manifest)]
+    if args.compare:
+        targets.append(Target(args.compare_label, args.compare, manifest))
+    rounds = args.rounds or (3 if args.compare else 1)
+    options = Options(duration=args.duration, concurrency=args.concurrency,
+                      processes=args.processes or default_processes(), warmup=args.warmup, timeout=args.timeout,
+                      jwt_secret=config.jwt_secret, redis_url=config.redis_url, database_url=config.database_url,
+                      extra=_parse_sets(args.set))
+    print(f"glint bench {scenario}: " + " vs ".join(f"{t.label}={t.url}" for t in targets) +
+          f", {rounds} round(s) of {options.duration:g} s, {options.concurrency} clients in {options.processes} processes")
+    try:
+        runs = asyncio.run(run_scenario(scenario, targets, options, rounds, show_progress=not args.no_progress))
+    except ScenarioSkipped as exc:
+        sys.exit(f"glint bench {scenario}: skipped: {exc}")
+    except ValueError as exc:
+        sys.exit(f"glint bench {scenario}: {exc}")
+    settings = {"scenario": scenario, "rounds": rounds, "targets": [{"label": t.label, "url": t.url} for t in targets],
+                "manifest": {"seeded_at": manifest.get("seeded_at"), "plan": manifest.get("plan")}}
+    result = report.build_result(scenario, runs, options, settings)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    json_path = report.write_json(result, args.out / f"{scenario}-{stamp}.json")
+    png_path = report.plot(result, {run.target.label: dict(run.samples.latencies) for run in runs},
+                           args.out / f"{scenario}-{stamp}.png")
+    print(report.summary(result))
+    print(f"results: {json_path}" + (f", {png_path}" if png_path else " (no PNG: install glint[bench])"))
+    return result
+
+
+def run(args: argparse.Namespace, config: Any) -> None:
+    """Carry out a parsed `glint bench` command with the decoded Config."""
+    if args.bench_command == "seed":
+        cmd_seed(args, config)
+    elif args.bench_command == "list":
+        for name, summary in SCENARIOS.items():
+            print(f"  {name:<10} {summary}")
+    else:
+        cmd_scenario(args, config)
