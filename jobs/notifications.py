@@ -202,8 +202,7 @@ class NotificationConsumer:
                     continue
                 group_id = None
                 if channels.get("in_app"):
-                    async with conn.transaction():
-                        group_id = await store.add_item_txn(conn, item, self.group_window)
+                    group_id = await store.add_item(conn, item, self.group_window)
                     if group_id is None:
                         continue  # a redelivery: made before, delivered before
                 made.append((item, channels, group_id))

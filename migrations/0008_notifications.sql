@@ -77,3 +77,42 @@ CREATE TABLE push_dead_letters (
     created_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX push_dead_letters_user ON push_dead_letters (user_id, id DESC);
+
+-- add one item to its recipient's open group of (kind, target) or to a new group, in one round
+-- trip; the group's id, or NULL when this event already made this recipient's item. The advisory
+-- lock (held to the end of the caller's transaction) makes two items of one group at once join
+-- one group instead of making two.
+CREATE FUNCTION add_notification_item(
+    p_recipient bigint, p_actor bigint, p_kind text, p_target_type text, p_target_id bigint,
+    p_event uuid, p_at timestamptz, p_window interval, p_post bigint, p_comment bigint,
+    p_parent_comment bigint, p_text text
+) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_group bigint;
+    v_new_actor boolean;
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtextextended(
+        p_recipient || ':' || p_kind || ':' || p_target_type || ':' || p_target_id, 6));
+    IF EXISTS (SELECT 1 FROM notification_items WHERE event_id = p_event AND recipient_id = p_recipient) THEN
+        RETURN NULL;
+    END IF;
+    SELECT id INTO v_group FROM notifications
+     WHERE recipient_id = p_recipient AND kind = p_kind AND target_type = p_target_type
+       AND target_id = p_target_id AND created_at > p_at - p_window
+     ORDER BY created_at DESC LIMIT 1;
+    IF v_group IS NULL THEN
+        INSERT INTO notifications (recipient_id, kind, target_type, target_id, post_id, created_at, updated_at)
+        VALUES (p_recipient, p_kind, p_target_type, p_target_id, p_post, p_at, p_at)
+        RETURNING id INTO v_group;
+    END IF;
+    v_new_actor := NOT EXISTS (SELECT 1 FROM notification_items WHERE notification_id = v_group AND actor_id = p_actor);
+    INSERT INTO notification_items (notification_id, recipient_id, actor_id, kind, event_id, post_id, comment_id,
+                                    parent_comment_id, text, created_at)
+    VALUES (v_group, p_recipient, p_actor, p_kind, p_event, p_post, p_comment, p_parent_comment, p_text, p_at);
+    UPDATE notifications SET read_at = NULL, updated_at = greatest(updated_at, p_at), item_count = item_count + 1,
+           actor_count = actor_count + v_new_actor::int
+     WHERE id = v_group;
+    RETURN v_group;
+END;
+$$;

@@ -168,42 +168,16 @@ async def user_ids_by_names(conn: Conn, usernames: list[str]) -> list[int]:
     return [r["id"] for r in rows]
 
 
-async def add_item_txn(conn: asyncpg.Connection, item: NewItem, window_seconds: float) -> int | None:
-    """Inside a transaction: add the item to its open group (or a new one); the group's id, or
-    None when this event already made this recipient's item."""
-    group_key = f"{item.recipient_id}:{item.kind}:{item.target_type}:{item.target_id}"
-    # one writer per group at a time: two likes at once join one group instead of making two
-    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 6))", group_key)
-    found = await conn.fetchrow(
-        "SELECT EXISTS (SELECT 1 FROM notification_items WHERE event_id = $1 AND recipient_id = $2) AS made,"
-        " (SELECT id FROM notifications WHERE recipient_id = $2 AND kind = $3 AND target_type = $4 AND target_id = $5"
-        "  AND created_at > $6 ORDER BY created_at DESC LIMIT 1) AS group_id",
-        item.event_id, item.recipient_id, item.kind, item.target_type, item.target_id,
-        item.created_at - timedelta(seconds=window_seconds),
+async def add_item(conn: Conn, item: NewItem, window_seconds: float) -> int | None:
+    """Add the item to its open group (or a new one), in one statement (the SQL function
+    add_notification_item in migration 0008); the group's id, or None when this event already
+    made this recipient's item."""
+    return await conn.fetchval(
+        "SELECT add_notification_item($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        item.recipient_id, item.actor_id, item.kind, item.target_type, item.target_id, item.event_id,
+        item.created_at, timedelta(seconds=window_seconds), item.post_id, item.comment_id, item.parent_comment_id,
+        item.text,
     )
-    if found["made"]:
-        return None
-    group_id = found["group_id"]
-    if group_id is None:
-        group_id = await conn.fetchval(
-            "INSERT INTO notifications (recipient_id, kind, target_type, target_id, post_id, created_at, updated_at)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING id",
-            item.recipient_id, item.kind, item.target_type, item.target_id, item.post_id, item.created_at,
-        )
-    # one statement: the UPDATE's snapshot does not see the item inserted beside it, so "no
-    # earlier item of this actor" is exactly "a new actor"
-    await conn.execute(
-        "WITH item AS (INSERT INTO notification_items (notification_id, recipient_id, actor_id, kind, event_id,"
-        "  post_id, comment_id, parent_comment_id, text, created_at)"
-        "  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING notification_id)"
-        " UPDATE notifications SET read_at = NULL, updated_at = greatest(updated_at, $10), item_count = item_count + 1,"
-        " actor_count = actor_count + (NOT EXISTS (SELECT 1 FROM notification_items"
-        "                                          WHERE notification_id = $1 AND actor_id = $3))::int"
-        " WHERE id = (SELECT notification_id FROM item)",
-        group_id, item.recipient_id, item.actor_id, item.kind, item.event_id, item.post_id, item.comment_id,
-        item.parent_comment_id, item.text, item.created_at,
-    )
-    return group_id
 
 
 # ---------------------------------------------------------------- removing them
