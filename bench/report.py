@@ -33,6 +33,11 @@ def machine() -> dict[str, Any]:
         info["cpu_freq_mhz"] = getattr(psutil.cpu_freq(), "current", None)
     except Exception:  # psutil is optional: the figure is missing rather than the run
         info["memory_bytes"] = None
+    try:
+        # the machine may be shared: a busy one makes every figure worse, so say how busy it was
+        info["load_average"] = list(os.getloadavg())
+    except OSError:
+        info["load_average"] = None
     versions = {}
     for name in PACKAGES:
         try:
@@ -123,6 +128,9 @@ def summary(result: dict[str, Any]) -> str:
     o = result["settings"]["options"]
     head = (f"glint bench {result['scenario']}: {o['concurrency']} clients in {o['processes']} processes, "
             f"{o['duration']:g} s x {result['settings'].get('rounds', 1)} round(s) per target")
+    load = result.get("machine", {}).get("load_average")
+    if load:
+        head += f"; load average {load[0]:.1f} on {result['machine'].get('cores')} cores"
     out = [head, line(cols), line(["-" * w for w in widths])] + [line(r) for r in rows]
     for target in result["targets"]:
         f = target["figures"]
