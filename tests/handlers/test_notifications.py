@@ -127,10 +127,8 @@ async def test_blocks_suppress_notifications_and_remove_earlier_ones(client, poo
     await settled(pool)
     assert await notifications(client, ah) == []
     # a like that was already on its way when the block landed makes nothing either
-    await pool.execute("INSERT INTO outbox (topic, type, key, payload) VALUES ('posts', 'post_liked', $1, $2)",
-                       author["id"], {"post_id": post["id"], "author_id": author["id"], "user_id": fan["id"],
-                                      "created_at": post["created_at"]})
-    await pool.execute("SELECT pg_notify('glint_outbox', '')")
+    await add_event(pool, "posts", "post_liked", author["id"], {
+        "post_id": post["id"], "author_id": author["id"], "user_id": fan["id"], "created_at": post["created_at"]})
     await settled(pool)
     assert await notifications(client, ah) == []
 
@@ -276,12 +274,9 @@ async def test_a_message_to_a_recipient_without_a_socket_notifies_them(client, p
     sender, sh = await user_with_token(client)
     recipient, rh = await user_with_token(client)
     conversation = 987654321
-    await pool.execute(
-        "INSERT INTO outbox (topic, type, key, payload) VALUES ('messages', 'message_sent', $1, $2)",
-        str(conversation), {"message_id": "1", "conversation_id": str(conversation), "seq": 1,
-                            "sender_id": sender["id"], "recipient_ids": [recipient["id"], sender["id"]],
-                            "preview": "hi there"})
-    await pool.execute("SELECT pg_notify('glint_outbox', '')")
+    await add_event(pool, "messages", "message_sent", str(conversation), {
+        "message_id": "1", "conversation_id": str(conversation), "seq": 1, "sender_id": sender["id"],
+        "recipient_ids": [recipient["id"], sender["id"]], "preview": "hi there"})
     [note] = await wait_notifications(client, rh, 1)
     assert note["kind"] == "message" and note["text"] == "hi there"
     assert note["target"]["type"] == "conversation" and note["target"]["id"] == str(conversation)
@@ -344,3 +339,26 @@ async def test_anonymous_requests_are_refused(client):
                          ("POST", "/api/notifications/read/"), ("GET", "/api/notifications/preferences/")):
         response = await client.request(method, path)
         assert response.status == 401
+
+
+async def add_event(pool, topic: str, type_: str, key: str, payload: dict) -> None:
+    """An event as another feature's transaction would commit it (that feature may not be built yet)."""
+    await pool.execute("INSERT INTO outbox (topic, type, key, payload) VALUES ($1, $2, $3, $4)", topic, type_, key,
+                       payload)
+    await pool.execute("SELECT pg_notify('glint_outbox', '')")
+
+
+async def test_a_story_reaction_notifies_the_owner_and_deleting_the_story_removes_it(client, pool):
+    owner, oh = await user_with_token(client)
+    fan, _ = await user_with_token(client)
+    story = "123456789"
+    await add_event(pool, "stories", "story_reaction", owner["id"], {
+        "story_id": story, "owner_id": owner["id"], "actor_id": fan["id"], "kind": "emoji", "emoji": "🔥",
+        "text": None, "conversation_id": "1", "message_id": "2"})
+    [note] = await wait_notifications(client, oh, 1)
+    assert (note["kind"], note["text"], note["target"]["type"], note["target"]["id"]) == (
+        "story_reaction", "🔥", "story", story)
+    assert note["actors"][0]["id"] == fan["id"]
+    await add_event(pool, "stories", "story_deleted", owner["id"], {"story_id": story, "owner_id": owner["id"]})
+    await settled(pool)
+    assert await notifications(client, oh) == []
