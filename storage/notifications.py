@@ -91,7 +91,7 @@ _VIEW_SQL = (
 async def _views(conn: Conn, rows: list[asyncpg.Record]) -> list[NotificationView]:
     actor_ids = sorted({a for r in rows for a in r["actor_ids"]})
     users = {u["id"]: u for u in await conn.fetch(
-        "SELECT id, username, full_name, avatar_media_id, is_verified FROM users WHERE id = ANY($1::bigint[])",
+        "SELECT id, username, full_name, avatar_media_id, is_verified FROM users WHERE id = ANY($1::bigint[]) AND is_active",
         actor_ids,
     )} if actor_ids else {}
     out = []
