@@ -1,4 +1,4 @@
-"""The application factory."""
+"""The application factory: every domain's routes, consumers and jobs are wired here."""
 
 from __future__ import annotations
 
@@ -11,33 +11,45 @@ from app.background import Background, background_ctx, background_key, platform_
 from app.clients import add_client_contexts
 from app.config import Config
 from app.ops import add_openapi_routes, add_ops_routes
-from handlers import accounts, auth, graph
-from handlers import comments as comments_handlers
-from handlers import media as media_handlers
-from handlers import messages as messages_handlers
-from handlers import notifications as notifications_handlers
-from handlers import posts as posts_handlers
-from handlers import search as search_handlers
-from handlers import stories as stories_handlers
+from handlers import accounts, auth, comments, feed, graph, media, messages, notifications, posts, search, stories
 from handlers.common import Routes
-from handlers.context import config_key, pool_key, redis_key, s3_key
-from handlers.context import search_key
+from handlers.context import config_key, pool_key, redis_key, s3_key, search_key, timelines_key
 from jobs.events import Consumer
+from jobs.feed import FeedConsumer
 from jobs.media import media_jobs
 from jobs.notifications import NotificationConsumer, delete_old
 from jobs.periodic import Job
 from jobs.search import SearchConsumer
 from jobs.stories import story_jobs
+from storage import explore
 from storage.sinks import HttpPushSink, TablePushSink
 
-ROUTE_MODULES: list[Routes] = [auth.routes, accounts.routes, graph.routes, media_handlers.routes, posts_handlers.routes, comments_handlers.routes]
-
-ROUTE_MODULES += [messages_handlers.routes]  # direct messages and /ws
-ROUTE_MODULES += [stories_handlers.routes]  # stories (its fixed paths come before /api/stories/{id}/)
-ROUTE_MODULES += [notifications_handlers.routes]  # notifications, preferences, push devices
-ROUTE_MODULES += [search_handlers.routes]  # search (issue 6)
+# Order matters where fixed paths share a prefix with a pattern: feed's /api/posts/feed/ and
+# stories' /api/stories/feed/ are registered before /api/posts/{id}/ and /api/stories/{id}/.
+ROUTE_MODULES: list[Routes] = [
+    auth.routes, accounts.routes, graph.routes, media.routes, feed.routes, posts.routes, comments.routes,
+    messages.routes, notifications.routes, stories.routes, search.routes,
+]
 
 sockets_key = web.AppKey("sockets", weakref.WeakSet)
+
+
+def feed_consumers(app: web.Application) -> list[Consumer]:
+    """Fan-out on write into home timelines."""
+    config = app[config_key]
+    return [FeedConsumer(app[pool_key], app[timelines_key], config.celebrity_threshold, config.feed_active_days)]
+
+
+def feed_jobs(app: web.Application) -> list[Job]:
+    """Explore's ranking, recomputed on an interval."""
+    config = app[config_key]
+
+    async def recompute_explore() -> int:
+        ranking = await explore.compute_trending(app[pool_key], config.explore_window_hours)
+        await explore.store_trending(app[redis_key], ranking)
+        return len(ranking)
+
+    return [Job("explore", config.explore_interval, recompute_explore)]
 
 
 async def close_sockets(app: web.Application) -> None:
@@ -50,6 +62,13 @@ def media_job_factory(app: web.Application) -> list[Job]:
     """Removal of uploads never attached and of deleted posts' media."""
     config = app[config_key]
     return media_jobs(app[pool_key], app[s3_key], config.s3_bucket, config.media_unattached_ttl)
+
+
+def story_job_factory(app: web.Application) -> list[Job]:
+    """Archiving expired stories and removing their media after the grace period."""
+    config = app[config_key]
+    return story_jobs(app[pool_key], app[s3_key], config.s3_bucket, lambda: stories.app_now(app),
+                      config.stories_media_grace, config.stories_job_interval)
 
 
 def notification_consumers(app: web.Application) -> list[Consumer]:
@@ -65,13 +84,6 @@ def notification_jobs(app: web.Application) -> list[Job]:
     """Daily deletion of old notifications."""
     days = app[config_key].notifications_retention_days
     return [Job("notifications_retention", 24 * 3600, lambda: delete_old(app[pool_key], days))]
-
-
-def story_job_factory(app: web.Application) -> list[Job]:
-    """Archiving expired stories and removing their media after the grace period."""
-    config = app[config_key]
-    return story_jobs(app[pool_key], app[s3_key], config.s3_bucket, lambda: stories_handlers.app_now(app),
-                      config.stories_media_grace, config.stories_job_interval)
 
 
 def search_consumers(app: web.Application) -> list[Consumer]:
@@ -100,11 +112,13 @@ def create_app(config: Config, *, consumers: bool = True, extra_consumers: list[
     app[sockets_key] = weakref.WeakSet()
     app[background_key] = Background(run_consumers=consumers, consumers=list(extra_consumers or []))
     add_client_contexts(app, config)
-    app.cleanup_ctx.append(background_ctx(consumer_factories=[notification_consumers, search_consumers], job_factories=[platform_jobs, media_job_factory, story_job_factory, notification_jobs]))
+    app.cleanup_ctx.append(background_ctx(consumer_factories=[feed_consumers, notification_consumers, search_consumers],
+                                          job_factories=[platform_jobs, feed_jobs, media_job_factory, story_job_factory,
+                                                         notification_jobs]))
     app.on_shutdown.append(close_sockets)
     add_ops_routes(app)
     if http:
-        app.cleanup_ctx.append(messages_handlers.realtime_ctx(app[sockets_key]))  # /ws gateway, bus, writers
+        app.cleanup_ctx.append(messages.realtime_ctx(app[sockets_key]))  # /ws gateway, bus, writers
         docs = [doc for module in ROUTE_MODULES for doc in module.docs]
         for module in ROUTE_MODULES:
             module.add_to(app)
