@@ -620,8 +620,10 @@ async def send_typing(conn: Connection, conversation_id: int) -> None:
     now = time.monotonic()
     if now - last.get(conversation_id, -1e9) < conn.app[config_key].typing_min_interval:
         return
+    last[conversation_id] = now  # before any await: frames of one socket are handled concurrently
+    if len(last) > 256:
+        last.clear()
     members = await cached_members(conn, conversation_id)
-    last[conversation_id] = now
     frame = frames.encode(frames.TypingNotice(conversation_id=str(conversation_id), user_id=str(conn.user_id)))
     await conn.gateway.publish([(m, Gateway.envelope(frame)) for m in members if m != conn.user_id])
 

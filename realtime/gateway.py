@@ -83,7 +83,12 @@ class Connection:
         self.revoke_keys = revoke_keys
         self.presence_visible = presence_visible
         self.id = f"{gateway.process_id}:{next(gateway._ids)}"
-        self.queue: asyncio.Queue[tuple[bytes, Delivery | None]] = asyncio.Queue(gateway.settings.send_queue)
+        self.limit = gateway.settings.send_queue
+        self.queue: deque[tuple[bytes, Delivery | None]] = deque()
+        self._ready = asyncio.Event()
+        self._space = asyncio.Event()
+        self.sending = False  # True only while the writer is suspended in a send: the peer is behind
+        self.sending_since = 0.0
         self.writer: asyncio.Task | None = None
         self.tasks: set[asyncio.Task] = set()
         self.inflight = asyncio.Semaphore(gateway.settings.max_inflight)
@@ -116,11 +121,14 @@ class Connection:
                     self.recent.clear()
                 recent = self.recent[delivery.conversation_id] = deque(maxlen=64)
             recent.append(delivery.seq)
-        try:
-            self.queue.put_nowait((data, delivery))
-        except asyncio.QueueFull:
+        waiting = len(self.queue)
+        # a full queue behind a stalled writer, or a burst past four times the bound: too slow
+        if waiting >= self.limit and (self.sending or waiting >= 4 * self.limit):
             self.gateway.stats["cut_slow"] += 1
             self.gateway.cut(self, CLOSE_TOO_SLOW, b"too slow: send queue overflowed")
+            return
+        self.queue.append((data, delivery))
+        self._ready.set()
 
     def hold(self, conversation_id: int) -> None:
         """Start holding live messages of a conversation (sync is about to replay it)."""
@@ -143,23 +151,37 @@ class Connection:
     async def reply(self, data: bytes) -> None:
         """Queue a reply to the client's own frame, waiting for room (the client's reads pace its
         own requests)."""
+        while len(self.queue) >= self.limit and not self.closing:
+            self._space.clear()
+            await self._space.wait()
         if not self.closing:
-            await self.queue.put((data, None))
+            self.queue.append((data, None))
+            self._ready.set()
 
     async def send(self, frame: frames.ServerFrame) -> None:
         """Encode and queue a reply frame."""
         await self.reply(frames.encode(frame))
 
     async def _write_loop(self) -> None:
-        ws, queue, delivered = self.ws, self.queue, self.gateway.on_delivered
+        ws, queue, delivered, limit = self.ws, self.queue, self.gateway.on_delivered, self.limit
         try:
             while True:
-                data, delivery = await queue.get()
+                if not queue:
+                    self._ready.clear()
+                    await self._ready.wait()
+                    continue
+                data, delivery = queue.popleft()
+                if len(queue) < limit:
+                    self._space.set()
+                self.sending, self.sending_since = True, time.monotonic()
                 await ws.send_frame(data, WSMsgType.TEXT)
+                self.sending = False
                 if delivery is not None:
                     delivered(self, delivery)
         except (ConnectionError, RuntimeError):
             pass  # the peer went away; the read loop notices and cleans up
+        finally:
+            self._space.set()  # wake repliers so they see `closing`
 
 
 class Gateway:
@@ -280,6 +302,7 @@ class Gateway:
         if conn.closing:
             return
         conn.closing = True
+        conn._space.set()
         if conn.writer is not None:
             conn.writer.cancel()
         task = asyncio.create_task(self._close(conn, code, reason))
@@ -292,8 +315,9 @@ class Gateway:
         except (asyncio.TimeoutError, ConnectionError, RuntimeError):
             pass
         finally:
+            # a graceful close of a congested transport waits for its buffer to flush: never
             transport = conn.request.transport
-            if transport is not None and not transport.is_closing():
+            if transport is not None:
                 transport.abort()
 
     # ------------------------------------------------------------ the registry
@@ -446,6 +470,10 @@ class Gateway:
                 for conn in chunk:
                     if conn.expires_at <= now:
                         self.cut(conn, CLOSE_UNAUTHORIZED, b"token expired")
+                        continue
+                    if conn.sending and mono - conn.sending_since > self.settings.heartbeat:
+                        self.stats["cut_slow"] += 1  # one frame unwritten for a whole heartbeat
+                        self.cut(conn, CLOSE_TOO_SLOW, b"too slow: a write stalled")
                         continue
                     pipe.exists(*conn.revoke_keys)
                     checked.append(conn)
