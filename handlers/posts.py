@@ -16,13 +16,14 @@ from typing import Annotated
 import asyncpg
 from aiohttp import web
 from msgspec import Meta
+from redis.asyncio import Redis
 
 from handlers.auth import current_user
 from handlers.common import (
     NotFound, Page, Routes, Struct, ValidationFailed, decode_cursor, encode_cursor, json_response, make_page,
     no_content, page_request, parse_id, path_id, query_id, read_json,
 )
-from handlers.context import pool_key
+from handlers.context import pool_key, redis_key
 from handlers.media import MediaOut, media_out, url_signer
 from storage import graph, outbox, posts
 
@@ -132,7 +133,7 @@ async def create_post(pool: asyncpg.Pool, author_id: int, body: PostCreate) -> i
     return post["id"]
 
 
-async def edit_caption(pool: asyncpg.Pool, author_id: int, post_id: int, caption: str) -> None:
+async def edit_caption(pool: asyncpg.Pool, redis: Redis, author_id: int, post_id: int, caption: str) -> None:
     """Replace a post's caption (and so its hashtags and mentions); 404 unless it is the author's."""
     tags, names = parse_caption(caption)
     async with pool.acquire() as conn, conn.transaction():
@@ -144,15 +145,17 @@ async def edit_caption(pool: asyncpg.Pool, author_id: int, post_id: int, caption
         await emit_txn(conn, "post_updated", post, hashtags=tags)
         for user_id in mentioned:
             await emit_txn(conn, "mention_created", post, user_id=str(user_id))
+    await posts.forget_cached(redis, [post_id])
 
 
-async def delete_post(pool: asyncpg.Pool, author_id: int, post_id: int) -> None:
+async def delete_post(pool: asyncpg.Pool, redis: Redis, author_id: int, post_id: int) -> None:
     """Delete the author's post: gone from every list and count at once; emits post_deleted."""
     async with pool.acquire() as conn, conn.transaction():
         post = await posts.delete_post_txn(conn, post_id, author_id)
         if post is None:
             raise NotFound()
         await emit_txn(conn, "post_deleted", post)
+    await posts.forget_cached(redis, [post_id])
 
 
 async def emit_txn(conn: asyncpg.Connection, type_: str, post: asyncpg.Record, **extra: object) -> None:
@@ -194,25 +197,28 @@ def user_brief(row: asyncpg.Record, id_field: str = "id") -> UserBrief:
 
 
 async def render_posts(request: web.Request, viewer: int, post_ids: list[int]) -> list[PostOut]:
-    """The posts the viewer may see, in the order given; deleted and hidden ones are left out."""
+    """The posts the viewer may see, in the order given; deleted and hidden ones are left out.
+
+    One Redis MGET for what every viewer sees (the misses in one query, then cached) and one query
+    for counts, the viewer's flags and visibility."""
     pool = request.app[pool_key]
-    bundle = await posts.load_posts(pool, post_ids, viewer)
-    visible = await graph.viewable_owners(pool, viewer, {p["author_id"] for p in bundle.posts.values()})
+    live = await posts.live_posts(pool, viewer, post_ids)
+    static = await posts.cached_posts(pool, request.app[redis_key], [i for i in post_ids if i in live])
     signer = url_signer(request)
     out = []
     for post_id in post_ids:
-        p = bundle.posts.get(post_id)
-        if p is None or p["author_id"] not in visible:
+        p, now = static.get(post_id), live.get(post_id)
+        if p is None or now is None:
             continue
         location = None
-        if p["location_id"] is not None:
-            location = LocationOut(id=str(p["location_id"]), name=p["location_name"], lat=p["lat"], lng=p["lng"])
+        if p.location_id is not None:
+            location = LocationOut(id=str(p.location_id), name=p.location_name, lat=p.lat, lng=p.lng)
         out.append(PostOut(
-            id=str(p["id"]), author=user_brief(p, "author_id"), caption=p["caption"],
-            media=[media_out(signer, m) for m in bundle.media.get(post_id, [])],
-            hashtags=bundle.hashtags.get(post_id, []), location=location, like_count=p["like_count"],
-            comment_count=p["comment_count"], liked=post_id in bundle.liked, saved=post_id in bundle.saved,
-            created_at=p["created_at"], edited_at=p["edited_at"],
+            id=str(p.id), author=UserBrief(id=str(p.author_id), username=p.username, full_name=p.full_name,
+                                           is_verified=p.is_verified),
+            caption=p.caption, media=[media_out(signer, m) for m in p.media], hashtags=p.hashtags,
+            location=location, like_count=now.like_count, comment_count=now.comment_count,
+            liked=now.liked, saved=now.saved, created_at=p.created_at, edited_at=p.edited_at,
         ))
     return out
 
@@ -283,14 +289,14 @@ async def patch(request: web.Request) -> web.Response:
     """Edit the caption of one's own post."""
     viewer = current_user(request)
     body = await read_json(request, PostPatch)
-    await edit_caption(request.app[pool_key], viewer, path_id(request), body.caption)
+    await edit_caption(request.app[pool_key], request.app[redis_key], viewer, path_id(request), body.caption)
     return json_response(await render_post(request, viewer, path_id(request)))
 
 
 @routes.route("DELETE", "/api/posts/{id}/", status=204)
 async def delete(request: web.Request) -> web.Response:
     """Delete one's own post."""
-    await delete_post(request.app[pool_key], current_user(request), path_id(request))
+    await delete_post(request.app[pool_key], request.app[redis_key], current_user(request), path_id(request))
     return no_content()
 
 

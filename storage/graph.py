@@ -48,16 +48,7 @@ async def viewable_owners(conn: Conn, viewer: int | None, owners: Iterable[int])
     if not ids:
         return set()
     rows = await conn.fetch(
-        """
-        SELECT u.id FROM users u
-        WHERE u.id = ANY($2::bigint[]) AND u.is_active
-          AND ($1::bigint IS NULL OR u.id = $1 OR NOT EXISTS (
-                SELECT 1 FROM blocks b WHERE (b.blocker_id = u.id AND b.blocked_id = $1)
-                                          OR (b.blocker_id = $1 AND b.blocked_id = u.id)))
-          AND (NOT u.is_private OR u.id = $1 OR EXISTS (
-                SELECT 1 FROM follows f WHERE f.follower_id = $1 AND f.followee_id = u.id))
-        """,
-        viewer, ids,
+        "SELECT id FROM unnest($2::bigint[]) AS id WHERE visible_to($1::bigint, id)", viewer, ids,
     )
     return {r["id"] for r in rows}
 

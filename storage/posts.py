@@ -7,9 +7,12 @@ the same transaction, so they stay exact under concurrent, repeated requests.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable
+from datetime import datetime
+from typing import Any, Iterable
 
 import asyncpg
+import msgspec
+from redis.asyncio import Redis
 
 from storage import graph, media
 
@@ -178,45 +181,110 @@ async def likers(conn: Conn, post_id: int, before_like_id: int | None, limit: in
     )
 
 
-@dataclass
-class PostBundle:
-    """Everything needed to render some posts for one viewer, loaded in four queries."""
+# ---------------------------------------------------------------- the post cache
+#
+# What a post looks like to everyone (author, caption, media, hashtags, location) is cached in
+# Redis for ten minutes and dropped when the post is edited or deleted. What changes all the time
+# or differs per viewer (counts, liked, saved) and whether the viewer may see it at all come from
+# one PostgreSQL query per page, which also drops deleted posts: so a feed page costs one MGET and
+# one query, plus one query for the posts not in the cache.
 
-    posts: dict[int, asyncpg.Record] = field(default_factory=dict)
-    media: dict[int, list[asyncpg.Record]] = field(default_factory=dict)
-    hashtags: dict[int, list[str]] = field(default_factory=dict)
-    liked: set[int] = field(default_factory=set)
-    saved: set[int] = field(default_factory=set)
+POST_CACHE_TTL = 600
 
 
-async def load_posts(conn: Conn, post_ids: Iterable[int], viewer_id: int | None) -> PostBundle:
-    """Posts with author, location, media, hashtags and the viewer's liked/saved flags. Missing
-    (deleted) ids are simply absent; visibility is the caller's check."""
-    ids = list(set(post_ids))
-    bundle = PostBundle()
+class CachedPost(msgspec.Struct, kw_only=True):
+    """The viewer-independent part of a post."""
+
+    id: int
+    author_id: int
+    username: str
+    full_name: str
+    is_verified: bool
+    caption: str
+    location_id: int | None
+    location_name: str | None
+    lat: float | None
+    lng: float | None
+    media: list[dict[str, Any]]
+    hashtags: list[str]
+    created_at: datetime
+    edited_at: datetime | None
+
+
+class LivePost(msgspec.Struct, kw_only=True):
+    """The per-viewer, ever-changing part of a post."""
+
+    like_count: int
+    comment_count: int
+    liked: bool
+    saved: bool
+
+
+_cached_encoder = msgspec.json.Encoder()
+_cached_decoder = msgspec.json.Decoder(CachedPost)
+
+
+def post_cache_key(post_id: int) -> str:
+    """The cache entry of a post."""
+    return f"post:{post_id}"
+
+
+_STATIC = """
+SELECT p.id, p.author_id, p.caption, p.location_id, p.created_at, p.edited_at,
+       u.username, u.full_name, u.is_verified, l.name AS location_name, l.lat, l.lng,
+       coalesce((SELECT json_agg(json_build_object(
+                    'id', m.id, 'kind', m.kind, 'content_type', m.content_type, 'width', m.width,
+                    'height', m.height, 'placeholder', m.placeholder, 'renditions', m.renditions,
+                    'original_key', m.original_key) ORDER BY pm.position)
+                 FROM post_media pm JOIN media m ON m.id = pm.media_id WHERE pm.post_id = p.id), '[]') AS media,
+       coalesce((SELECT array_agg(h.name ORDER BY h.name)
+                 FROM post_hashtags ph JOIN hashtags h ON h.id = ph.hashtag_id WHERE ph.post_id = p.id), '{}') AS hashtags
+FROM posts p JOIN users u ON u.id = p.author_id LEFT JOIN locations l ON l.id = p.location_id
+WHERE p.id = ANY($1::bigint[])
+"""
+
+_LIVE = """
+SELECT p.id, p.like_count, p.comment_count,
+       EXISTS (SELECT 1 FROM likes k WHERE k.post_id = p.id AND k.user_id = $1) AS liked,
+       EXISTS (SELECT 1 FROM saves s WHERE s.user_id = $1 AND s.post_id = p.id) AS saved
+FROM posts p
+WHERE p.id = ANY($2::bigint[]) AND visible_to($1::bigint, p.author_id)
+"""
+
+
+async def cached_posts(pool: asyncpg.Pool, redis: Redis, post_ids: list[int]) -> dict[int, CachedPost]:
+    """The viewer-independent part of posts: from the cache, the misses in one query (then cached)."""
+    ids = list(dict.fromkeys(post_ids))
     if not ids:
-        return bundle
-    rows = await conn.fetch(
-        "SELECT p.*, u.username, u.full_name, u.is_verified, l.name AS location_name, l.lat, l.lng"
-        " FROM posts p JOIN users u ON u.id = p.author_id LEFT JOIN locations l ON l.id = p.location_id"
-        " WHERE p.id = ANY($1::bigint[])", ids,
-    )
-    bundle.posts = {r["id"]: r for r in rows}
-    for row in await conn.fetch(
-        "SELECT pm.post_id, m.* FROM post_media pm JOIN media m ON m.id = pm.media_id"
-        " WHERE pm.post_id = ANY($1::bigint[]) ORDER BY pm.post_id, pm.position", ids,
-    ):
-        bundle.media.setdefault(row["post_id"], []).append(row)
-    for row in await conn.fetch(
-        "SELECT ph.post_id, h.name FROM post_hashtags ph JOIN hashtags h ON h.id = ph.hashtag_id"
-        " WHERE ph.post_id = ANY($1::bigint[]) ORDER BY h.name", ids,
-    ):
-        bundle.hashtags.setdefault(row["post_id"], []).append(row["name"])
-    if viewer_id is not None:
-        for row in await conn.fetch(
-            "SELECT 'liked' AS flag, post_id FROM likes WHERE user_id = $1 AND post_id = ANY($2::bigint[])"
-            " UNION ALL SELECT 'saved', post_id FROM saves WHERE user_id = $1 AND post_id = ANY($2::bigint[])",
-            viewer_id, ids,
-        ):
-            (bundle.liked if row["flag"] == "liked" else bundle.saved).add(row["post_id"])
-    return bundle
+        return {}
+    found: dict[int, CachedPost] = {}
+    for post_id, raw in zip(ids, await redis.mget([post_cache_key(i) for i in ids])):
+        if raw is not None:
+            found[post_id] = _cached_decoder.decode(raw)
+    missing = [i for i in ids if i not in found]
+    if missing:
+        rows = await pool.fetch(_STATIC, missing)
+        loaded = {r["id"]: CachedPost(**{k: r[k] for k in CachedPost.__struct_fields__}) for r in rows}
+        if loaded:
+            async with redis.pipeline(transaction=False) as pipe:
+                for post_id, post in loaded.items():
+                    pipe.set(post_cache_key(post_id), _cached_encoder.encode(post), ex=POST_CACHE_TTL)
+                await pipe.execute()
+        found.update(loaded)
+    return found
+
+
+async def live_posts(pool: asyncpg.Pool, viewer: int | None, post_ids: list[int]) -> dict[int, LivePost]:
+    """Counts and the viewer's flags of the posts that exist and that the viewer may see."""
+    if not post_ids:
+        return {}
+    rows = await pool.fetch(_LIVE, viewer, list(set(post_ids)))
+    return {r["id"]: LivePost(like_count=r["like_count"], comment_count=r["comment_count"],
+                              liked=r["liked"], saved=r["saved"]) for r in rows}
+
+
+async def forget_cached(redis: Redis, post_ids: Iterable[int]) -> None:
+    """Drop posts from the cache (after an edit or a delete has committed)."""
+    keys = [post_cache_key(i) for i in post_ids]
+    if keys:
+        await redis.delete(*keys)

@@ -184,3 +184,20 @@ async def _contains(redis, user, post_id: str) -> bool:
 
 async def _lacks(redis, user, post_id: str) -> bool:
     return not await _contains(redis, user, post_id)
+
+
+async def test_feed_hydration_caches_posts_and_an_edit_or_like_shows_at_once(client, redis_clean):
+    reader, reader_h = await user_with_token(client)
+    author, author_h = await user_with_token(client)
+    await follow(client, reader_h, author)
+    await feed_ids(client, reader_h)
+    post = await new_post(client, author_h, "first words #one")
+    await wait_for(lambda: _contains(redis_clean, reader, post["id"]))
+    await feed_ids(client, reader_h)
+    assert await redis_clean.exists(f"post:{post['id']}")  # hydrated once, then cached
+    await client.patch(f"/api/posts/{post['id']}/", json={"caption": "second words #two"}, headers=author_h)
+    await client.post(f"/api/posts/{post['id']}/like/", headers=reader_h)
+    body = await (await client.get("/api/posts/feed/", headers=reader_h)).json()
+    shown = body["results"][0]
+    assert (shown["caption"], shown["hashtags"], shown["like_count"], shown["liked"]) == \
+        ("second words #two", ["two"], 1, True)
