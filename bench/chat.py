@@ -225,6 +225,69 @@ def idle_worker(url: str, tokens: list[str], ready, release, results) -> None:
     uvloop.run(hold())
 
 
+# ---------------------------------------------------------------- `glint bench messages` (the scenario interface)
+
+
+async def prepare(target, options) -> dict:
+    """In the parent: seats (conversation, member, token) from the seed manifest; `--set rate=5`."""
+    from bench.runner import ScenarioSkipped
+    from bench.scenarios import mint_tokens, option, require_routes
+
+    await require_routes(target.url, "GET /ws", "POST /api/conversations/{id}/messages/")
+    conversations = target.manifest.get("conversations") or []
+    if not conversations:
+        raise ScenarioSkipped("the seed manifest has no conversations")
+    seats = [(str(cid), member) for cid, members in conversations for member in members[:2]][: options.concurrency]
+    tokens = mint_tokens(options.jwt_secret, [m for _, m in seats], options.token_ttl)
+    return {"seats": [(cid, str(m), t) for (cid, m), t in zip(seats, tokens)],
+            "rate": float(option(options, "rate", 5.0))}
+
+
+async def work(ctx) -> None:
+    """In each worker: every client holds a socket and sends at the plan's rate; `message` is send
+    -> message.ack, the value `send_to_receive` is send -> message.new at another member."""
+    seats, period = ctx.plan["seats"], 1.0 / ctx.plan["rate"]
+    ws_url = ctx.url.replace("http", "ws", 1) + "/ws"
+
+    async def client(number: int) -> None:
+        cid, uid, token = seats[number % len(seats)]
+        started = time.perf_counter()
+        try:
+            ws = await ctx.session.ws_connect(ws_url, params={"token": token}, heartbeat=None)
+            await ws.receive_json(timeout=ctx.options.timeout)  # hello
+        except Exception as exc:
+            ctx.record("connect", time.perf_counter() - started, type(exc).__name__)
+            await asyncio.sleep(0.5)
+            return
+        sent: dict[str, float] = {}
+
+        async def reader() -> None:
+            async for msg in ws:
+                frame = json.loads(msg.data)
+                if frame["type"] == "message.ack" and frame["ref"] in sent:
+                    ctx.record("message", time.perf_counter() - sent.pop(frame["ref"]))
+                elif frame["type"] == "message.new" and frame["message"]["sender_id"] != uid:
+                    ctx.value("send_to_receive", time.time() - float(frame["message"]["text"]))
+                elif frame["type"] == "error":
+                    ctx.record("message", 0.0, frame["code"])
+
+        task = asyncio.create_task(reader())
+        n = 0
+        try:
+            while ctx.running:
+                n += 1
+                ref = f"{number}-{os.getpid()}-{n}-{random.random()}"
+                sent[ref] = time.perf_counter()
+                await ws.send_str(json.dumps({"type": "message.send", "ref": ref, "conversation_id": cid,
+                                              "client_id": ref[:64], "text": repr(time.time())}))
+                await asyncio.sleep(period)
+        finally:
+            await ws.close()
+            task.cancel()
+
+    await ctx.each_client(client)
+
+
 # ---------------------------------------------------------------- the run
 
 def pct(values: list[float], p: float) -> float:
