@@ -374,6 +374,8 @@ def run(args: argparse.Namespace) -> dict:
         }
         if args.idle:
             report.update(measure_idle(urls[0], servers[0].pid, database_url, args.idle))
+        if args.presence:
+            report.update(asyncio.run(measure_presence(env["GLINT_REDIS_URL"], args.presence)))
         return report
     finally:
         for server in servers:
@@ -420,6 +422,40 @@ def measure_idle(url: str, pid: int, database_url: str, count: int) -> dict:
             "memory_per_socket_kb": round((after - before) / max(sockets, 1) / 1024, 1)}
 
 
+async def measure_presence(redis_url: str, count: int) -> dict:
+    """The cost of presence itself, on the stack's Valkey: connect and disconnect (one script call
+    each) per connection, and one heartbeat sweep's refresh of `count` connections (pipelined, as
+    the gateway does it, with the session check beside it)."""
+    from redis.asyncio import Redis
+
+    from realtime.presence import PresenceStore
+
+    redis = Redis.from_url(redis_url)
+    store = PresenceStore(redis, 60)
+    try:
+        t0 = time.perf_counter()
+        for uid in range(1, count + 1):
+            await store.connect(uid, f"bench:{uid}")
+        t1 = time.perf_counter()
+        async with redis.pipeline(transaction=False) as pipe:
+            for uid in range(1, count + 1):
+                pipe.exists(f"auth:{{{uid}}}:revoked:1", f"auth:{{{uid}}}:inactive")
+                store.refresh(pipe, uid, f"bench:{uid}")
+            await pipe.execute()
+        t2 = time.perf_counter()
+        await store.lookup(range(1, 201))
+        t3 = time.perf_counter()
+        for uid in range(1, count + 1):
+            await store.disconnect(uid, f"bench:{uid}")
+        t4 = time.perf_counter()
+    finally:
+        await redis.aclose()
+    return {"presence_connect_us": round((t1 - t0) / count * 1e6, 1),
+            "presence_sweep_us_per_socket": round((t2 - t1) / count * 1e6, 1),
+            "presence_lookup_200_ms": round((t3 - t2) * 1000, 2),
+            "presence_disconnect_us": round((t4 - t3) / count * 1e6, 1)}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.chat", description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=200, help="connected clients, each sending")
@@ -430,6 +466,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--servers", type=int, default=2, choices=(1, 2), help="glint processes")
     parser.add_argument("--send-queue", type=int, default=256, help="GLINT_WS_SEND_QUEUE of the servers")
     parser.add_argument("--idle", type=int, default=0, help="idle sockets to open afterwards (0: skip)")
+    parser.add_argument("--presence", type=int, default=5000, help="connections for the presence cost (0: skip)")
     parser.add_argument("--out", default="", help="also write the JSON report here")
     args = parser.parse_args(argv)
     report = run(args)
