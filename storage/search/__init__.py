@@ -84,11 +84,6 @@ def like_prefix(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
-def tsquery_text(query: Query) -> str:
-    """A to_tsquery() input matching every word as a prefix: 'ana:* & photo:*'."""
-    return " & ".join(f"{word}:*" for word in query.words)
-
-
 async def blocked_ids(conn: Conn, viewer: int) -> list[int]:
     """Everyone the viewer blocks or is blocked by (small: a backend excludes them up front)."""
     rows = await conn.fetch(

@@ -1,60 +1,77 @@
-"""The `postgres` search backend: full text (the glint_search configuration: unaccent, then
-simple) for prefixes, trigram word similarity for typos, both on columns PostgreSQL generates
-(migration 0006). Nothing to index: the sync_* verbs do nothing.
+"""The `postgres` search backend: full text on tsvector columns PostgreSQL generates (migration
+0006; the glint_search configuration runs words through unaccent, then simple), with every word
+of the query matched as a prefix and, for typos, also as the vocabulary words most like it
+(trigram similarity on search_words, which triggers fill). Nothing to index: sync_* do nothing.
 
-Score: ts_rank of the prefix query, plus the trigram word similarity, plus a bonus when the name
-(username, hashtag, place) is the query or starts with it. Pages are keyset on (score, id); the
-score is recomputed from the same rows, so the comparison is exact.
+Score: the ts_rank of that query, plus a bonus when the name (username, hashtag, place) is the
+query or starts with it. Pages are keyset on (score, id); the score is
+recomputed from the same rows, so the comparison is exact.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any, Iterable
 
 import asyncpg
 
-from storage.search import Hit, Kind, Query, like_prefix, tsquery_text
+from storage.search import Hit, Kind, Query, like_prefix
 
-# $1 tsquery text, $2 the query, $3 its LIKE prefix pattern, $4/$5 the cursor (score, id), $6 the
-# limit, $7 the viewer (only where visibility is decided in SQL).
-WORD_SIMILARITY = 0.5  # how alike a word of the text and the query must be for a typo to match
+CORRECTIONS = 3  # vocabulary words tried per query word
+MIN_SIMILARITY = 0.4  # how alike (trigrams) a vocabulary word must be to stand in for a typo
 
-_TEXT = "to_tsquery('glint_search', $1)"
-_FOLDED = "glint_fold($2)"
+_CORRECTIONS_SQL = (
+    "SELECT q.word AS asked, c.word FROM unnest($1::text[]) AS q(word)"
+    " CROSS JOIN LATERAL (SELECT v.word FROM search_words v"
+    "   WHERE v.word % glint_fold(q.word) AND v.word <> glint_fold(q.word)"
+    "     AND similarity(v.word, glint_fold(q.word)) >= $2"
+    "   ORDER BY similarity(v.word, glint_fold(q.word)) DESC, v.word LIMIT $3) c"
+)
 
-
-def _name_bonus(name: str) -> str:
-    return (f"CASE WHEN glint_fold({name}) = {_FOLDED} THEN 2.0"
-            f" WHEN glint_fold({name}) LIKE glint_fold($3) THEN 1.0 ELSE 0.0 END")
+# Statements name their parameters (:typed and so on); _numbered() turns them into $1.. in order
+# of first use, so each kind passes only the ones it uses.
+_ANY = "to_tsquery('glint_search', :either)"
 
 
 def _sql(table: str, name: str | None, joins: str = "", where: str = "") -> str:
-    bonus = _name_bonus(name) if name else "CASE WHEN t.search_text LIKE glint_fold($3) THEN 0.5 ELSE 0.0 END"
+    # one ts_rank (a second one, or folding every matched caption, costs more than the whole query)
+    bonus = (f"CASE WHEN glint_fold({name}) = glint_fold(:text) THEN 2.0"
+             f" WHEN glint_fold({name}) LIKE glint_fold(:like) THEN 1.0 ELSE 0.0 END") if name else "0.0"
     return (
         "SELECT id, score FROM ("
-        f" SELECT t.id, (ts_rank(t.search_tsv, {_TEXT}) + word_similarity({_FOLDED}, t.search_text) + {bonus})::float8 AS score"
+        f" SELECT t.id, (ts_rank(t.search_tsv, {_ANY}) + {bonus})::float8 AS score"
         f" FROM {table} t {joins}"
-        f" WHERE (t.search_tsv @@ {_TEXT} OR {_FOLDED} <% t.search_text) {where}"
-        ") s WHERE ($4::float8 IS NULL OR (s.score, s.id) < ($4, $5::bigint))"
-        " ORDER BY s.score DESC, s.id DESC LIMIT $6"
+        f" WHERE t.search_tsv @@ {_ANY} {where}"
+        ") s WHERE (:score::float8 IS NULL OR (s.score, s.id) < (:score, :after::bigint))"
+        " ORDER BY s.score DESC, s.id DESC LIMIT :limit"
     )
 
 
-_NOT_BLOCKED = ("NOT EXISTS (SELECT 1 FROM blocks b WHERE (b.blocker_id = $7 AND b.blocked_id = {u})"
-                " OR (b.blocker_id = {u} AND b.blocked_id = $7))")
+def _numbered(sql: str) -> tuple[str, list[str]]:
+    """The statement with :names replaced by $n, and the names in parameter order."""
+    names: list[str] = []
 
-SQL: dict[str, tuple[str, bool]] = {  # kind: (statement, takes the viewer)
-    "users": (_sql("users", "t.username", where="AND t.is_active AND " + _NOT_BLOCKED.format(u="t.id")), True),
-    "posts": (_sql(
+    def number(match: re.Match) -> str:
+        if match.group(1) not in names:
+            names.append(match.group(1))
+        return f"${names.index(match.group(1)) + 1}"
+
+    return re.sub(r"(?<!:):([a-z]+)", number, sql), names
+
+
+_NOT_BLOCKED = ("NOT EXISTS (SELECT 1 FROM blocks b WHERE (b.blocker_id = :viewer AND b.blocked_id = {u})"
+                " OR (b.blocker_id = {u} AND b.blocked_id = :viewer))")
+
+SQL: dict[str, tuple[str, list[str]]] = {kind: _numbered(sql) for kind, sql in {
+    "users": _sql("users", "t.username", where="AND t.is_active AND " + _NOT_BLOCKED.format(u="t.id")),
+    "posts": _sql(
         "posts", None, joins="JOIN users a ON a.id = t.author_id",
         where="AND a.is_active AND " + _NOT_BLOCKED.format(u="a.id")
-              + " AND (NOT a.is_private OR a.id = $7 OR EXISTS (SELECT 1 FROM follows f"
-                " WHERE f.follower_id = $7 AND f.followee_id = a.id))"), True),
-    "hashtags": (_sql("hashtags", "t.name",
-                      where="AND EXISTS (SELECT 1 FROM post_hashtags ph WHERE ph.hashtag_id = t.id)"), False),
-    "locations": (_sql("locations", "t.name",
-                       where="AND EXISTS (SELECT 1 FROM posts p WHERE p.location_id = t.id)"), False),
-}
+              + " AND (NOT a.is_private OR a.id = :viewer OR EXISTS (SELECT 1 FROM follows f"
+                " WHERE f.follower_id = :viewer AND f.followee_id = a.id))"),
+    "hashtags": _sql("hashtags", "t.name", where="AND EXISTS (SELECT 1 FROM post_hashtags ph WHERE ph.hashtag_id = t.id)"),
+    "locations": _sql("locations", "t.name", where="AND EXISTS (SELECT 1 FROM posts p WHERE p.location_id = t.id)"),
+}.items()}
 
 
 def check_after(after: list[Any] | None) -> tuple[float | None, int | None]:
@@ -67,6 +84,17 @@ def check_after(after: list[Any] | None) -> tuple[float | None, int | None]:
     return float(after[0]), after[1]
 
 
+def _lexeme(word: str) -> str:
+    """A word quoted for to_tsquery (vocabulary words may hold '.', '-' and the like)."""
+    return "'" + word.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def tsquery_text(words: tuple[str, ...], corrections: dict[str, list[str]]) -> str:
+    """For to_tsquery: every word, as a prefix or as one of its corrections."""
+    return " & ".join("(" + " | ".join([f"{_lexeme(w)}:*", *map(_lexeme, corrections.get(w, []))]) + ")"
+                      for w in words)
+
+
 class PostgresSearch:
     """Searches PostgreSQL directly; the visibility rules are part of each statement."""
 
@@ -76,19 +104,24 @@ class PostgresSearch:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
+    async def corrections(self, words: tuple[str, ...]) -> dict[str, list[str]]:
+        """For each word, the vocabulary words most like it (best first)."""
+        rows = await self.pool.fetch(_CORRECTIONS_SQL, list(words), MIN_SIMILARITY, CORRECTIONS)
+        out: dict[str, list[str]] = {}
+        for r in rows:
+            out.setdefault(r["asked"], []).append(r["word"])
+        return out
+
     async def search(self, kind: Kind, viewer: int, query: Query, after: list[Any] | None,
                      limit: int) -> list[Hit]:
         score, after_id = check_after(after)
         if not query.words:
             return []
-        sql, takes_viewer = SQL[kind]
-        args: list[Any] = [tsquery_text(query), query.text, like_prefix(query.text), score, after_id, limit]
-        if takes_viewer:
-            args.append(viewer)
-        async with self.pool.acquire() as conn, conn.transaction(readonly=True):
-            # the default (0.6) misses one-letter typos in short words; SET LOCAL ends with the transaction
-            await conn.execute(f"SET LOCAL pg_trgm.word_similarity_threshold = {WORD_SIMILARITY}")
-            rows = await conn.fetch(sql, *args)
+        sql, names = SQL[kind]
+        values = {"either": tsquery_text(query.words, await self.corrections(query.words)), "text": query.text,
+                  "like": like_prefix(query.text), "score": score, "after": after_id, "limit": limit, "viewer": viewer}
+        args = [values[name] for name in names]
+        rows = await self.pool.fetch(sql, *args)
         return [Hit(r["id"], (r["score"], r["id"])) for r in rows]
 
     async def sync_users(self, user_ids: Iterable[int]) -> None:
