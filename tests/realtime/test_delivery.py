@@ -4,10 +4,7 @@ killed client, and the slow reader that is cut off while others keep receiving."
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
-
-from aiohttp import WSMsgType
 
 from app.main import create_app
 from realtime.gateway import gateway_key
