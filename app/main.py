@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import weakref
 
 from aiohttp import WSCloseCode, web
@@ -54,8 +55,10 @@ def feed_jobs(app: web.Application) -> list[Job]:
 
 async def close_sockets(app: web.Application) -> None:
     """On shutdown, close every websocket with GOING_AWAY so clients reconnect elsewhere."""
-    for ws in list(app[sockets_key]):
-        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
+    closing = [ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown") for ws in list(app[sockets_key])]
+    if closing:
+        # a client that stopped reading must not hold up the shutdown
+        await asyncio.wait([asyncio.ensure_future(c) for c in closing], timeout=2.0)
 
 
 def media_job_factory(app: web.Application) -> list[Job]:
