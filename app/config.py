@@ -49,7 +49,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=Tr
     search_backend: Literal["postgres", "elasticsearch"] = "postgres"
     elasticsearch_url: str = "http://127.0.0.1:9200"
     elasticsearch_index_prefix: str = "glint-"
-    # search (issue 6): make every Elasticsearch write searchable at once (tests; costly in production)
+    # search: make every Elasticsearch write searchable at once (tests; costly in production)
     elasticsearch_refresh: bool = False
 
     # the HTTP server
@@ -76,7 +76,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=Tr
     # periodic jobs
     jobs_enabled: bool = True
 
-    # accounts (issue 3): outgoing e-mail goes through SMTP when smtp_host is set, otherwise into the
+    # accounts: outgoing e-mail goes through SMTP when smtp_host is set, otherwise into the
     # sent_emails table; how long an e-mail verification token lives
     smtp_host: str = ""
     smtp_port: Annotated[int, Meta(ge=1, le=65535)] = 587
@@ -86,7 +86,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=Tr
     email_from: str = "glint <no-reply@glint.local>"
     email_verification_ttl: PositiveInt = 48 * 3600
 
-    # media and posts (issue 4): upload byte limits, the decoded-pixel limit checked from the
+    # media and posts: upload byte limits, the decoded-pixel limit checked from the
     # header, rendition widths (comma-separated), and how long an unattached upload lives
     media_image_max_bytes: PositiveInt = 20 * 1024 * 1024
     media_video_max_bytes: PositiveInt = 100 * 1024 * 1024
@@ -94,7 +94,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=Tr
     media_rendition_widths: Annotated[str, Meta(pattern=r"^[1-9][0-9]{0,3}(,[1-9][0-9]{0,3})*$")] = "1080,640,320,150"
     media_unattached_ttl: PositiveInt = 24 * 3600
 
-    # realtime and direct messages (issue 5): websocket frame limit, idle timeout (nothing at all
+    # realtime and direct messages: websocket frame limit, idle timeout (nothing at all
     # from the client, not even a pong), server ping interval, per-socket send queue (overflow
     # closes with 4408), frames handled at once per socket, typing cap per conversation, presence
     # key TTL / refresh throttle / presence.subscribe list cap
@@ -117,13 +117,13 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=Tr
     explore_interval: PositiveFloat = 1800.0
     explore_window_hours: PositiveInt = 72
 
-    # stories (issue 7): how long a viewer's tray stays cached (writes drop it sooner), how long
+    # stories: how long a viewer's tray stays cached (writes drop it sooner), how long
     # after expiry a story's media is removed, and how often the story jobs run
     stories_tray_ttl: PositiveInt = 60
     stories_media_grace: PositiveInt = 3600
     stories_job_interval: PositiveFloat = 60.0
 
-    # notifications (issue 6): actors of one kind on one target within `notifications_group_window`
+    # notifications: actors of one kind on one target within `notifications_group_window`
     # seconds of its first become one notification; ones untouched for `notifications_retention_days`
     # are deleted daily; push goes to `notifications_push_sink` ("table": rows in sent_pushes that
     # developers and tests read; "http": a Web Push-style POST to each device's endpoint, tried
