@@ -59,6 +59,7 @@ async def test_users_are_found_by_prefix_typo_and_without_accents_best_match_fir
     await user_with_token(client, "ana")
     await user_with_token(client, "zoe_n", full_name="Zoë Ñandú")
     await user_with_token(client, "bob", full_name="Bob Stone")
+    await user_with_token(client, "kite_surfer.pt")
     await indexed(pool)
 
     assert await names(client, headers, "users", "ana") == ["ana", "anastasia"]  # the exact username first
@@ -67,6 +68,7 @@ async def test_users_are_found_by_prefix_typo_and_without_accents_best_match_fir
     assert await names(client, headers, "users", "nandu") == ["zoe_n"]  # accents ignored
     assert await names(client, headers, "users", "@Zoë") == ["zoe_n"]
     assert await names(client, headers, "users", "qqqq") == []
+    assert await names(client, headers, "users", "surfer") == ["kite_surfer.pt"]  # "_" and "." split words
     first = (await find(client, headers, "users", "bob"))["results"][0]
     assert set(first) == {"id", "username", "full_name", "avatar_media_id", "is_private", "is_verified"}
 
