@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -46,53 +47,62 @@ async def wait_http(url: str, proc=None, timeout: float = 60.0) -> None:
             await asyncio.sleep(0.05)
 
 
-async def test_migrate_applies_every_file_once_and_records_it(stack_env):
+@contextlib.asynccontextmanager
+async def glint_process(*args: str, env: dict[str, str]):
+    """A glint process (a `python -m app.cli` or `python -c` command line); killed if still running at the end."""
+    proc = await asyncio.create_subprocess_exec(sys.executable, *args, cwd=ROOT, env=env,
+                                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+@contextlib.asynccontextmanager
+async def empty_database(stack_env: dict[str, str], name: str):
+    """The URL of a new, unmigrated database; dropped at the end."""
     base = stack_env["GLINT_DATABASE_URL"].rsplit("/", 1)[0]
     admin = await asyncpg.connect(base + "/postgres")
-    await admin.execute("DROP DATABASE IF EXISTS migrate_check WITH (FORCE)")
-    await admin.execute("CREATE DATABASE migrate_check")
+    await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    await admin.execute(f"CREATE DATABASE {name}")
     try:
-        conn = await asyncpg.connect(base + "/migrate_check")
-        try:
-            assert await db.pending_migrations(conn) == [name for name, _ in db.migration_files()]
-            conns = [conn, await asyncpg.connect(base + "/migrate_check")]
-            applied = await asyncio.gather(*(db.migrate(c) for c in conns))
-            # two migrators at once: the advisory lock makes one apply everything, the other nothing
-            assert sorted(map(len, applied)) == [0, len(db.migration_files())]
-            assert await db.pending_migrations(conn) == []
-            assert await db.migrate(conn) == []
-            first, second = await conn.fetchval("SELECT next_id()"), await conn.fetchval("SELECT next_id()")
-            assert second > first > 0  # time-ordered 64-bit ids
-            await conns[1].close()
-        finally:
-            await conn.close()
+        yield f"{base}/{name}"
     finally:
-        await admin.execute("DROP DATABASE IF EXISTS migrate_check WITH (FORCE)")
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         await admin.close()
 
 
+async def test_migrate_applies_every_file_once_and_records_it(stack_env):
+    async with empty_database(stack_env, "migrate_check") as url:
+        conns = [await asyncpg.connect(url), await asyncpg.connect(url)]
+        try:
+            assert await db.pending_migrations(conns[0]) == [name for name, _ in db.migration_files()]
+            applied = await asyncio.gather(*(db.migrate(c) for c in conns))
+            # two migrators at once: the advisory lock makes one apply everything, the other nothing
+            assert sorted(map(len, applied)) == [0, len(db.migration_files())]
+            assert await db.pending_migrations(conns[0]) == []
+            assert await db.migrate(conns[0]) == []
+            first, second = [await conns[0].fetchval("SELECT next_id()") for _ in range(2)]
+            assert second > first > 0  # time-ordered 64-bit ids
+        finally:
+            for conn in conns:
+                await conn.close()
+
+
 async def test_serve_on_an_unmigrated_database_exits_saying_to_run_migrate(stack_env):
-    base = stack_env["GLINT_DATABASE_URL"].rsplit("/", 1)[0]
-    admin = await asyncpg.connect(base + "/postgres")
-    await admin.execute("DROP DATABASE IF EXISTS unmigrated WITH (FORCE)")
-    await admin.execute("CREATE DATABASE unmigrated")
-    await admin.close()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "app.cli", "serve", "--port", str(stack.free_port()),
-        env=glint_env(stack_env, GLINT_DATABASE_URL=base + "/unmigrated"), cwd=ROOT,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )
-    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    async with empty_database(stack_env, "unmigrated") as url:
+        args = ("-m", "app.cli", "serve", "--port", str(stack.free_port()))
+        async with glint_process(*args, env=glint_env(stack_env, GLINT_DATABASE_URL=url)) as proc:
+            _, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode != 0
     assert b"glint migrate" in err
 
 
 async def test_a_bad_setting_stops_start_up_naming_the_variable(stack_env):
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "app.cli", "serve", env=glint_env(stack_env, GLINT_PORT="eighty"), cwd=ROOT,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )
-    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    async with glint_process("-m", "app.cli", "serve", env=glint_env(stack_env, GLINT_PORT="eighty")) as proc:
+        _, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode != 0
     assert b"GLINT_PORT" in err
 
@@ -119,12 +129,8 @@ SLOW_SERVER = textwrap.dedent("""
 
 async def test_sigterm_during_a_slow_request_lets_it_finish_and_exits_0(stack_env, database_url):
     port = stack.free_port()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", SLOW_SERVER, cwd=ROOT,
-        env=glint_env(stack_env, GLINT_DATABASE_URL=database_url, GLINT_PORT=str(port)),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )
-    try:
+    env = glint_env(stack_env, GLINT_DATABASE_URL=database_url, GLINT_PORT=str(port))
+    async with glint_process("-c", SLOW_SERVER, env=env) as proc:
         await wait_http(f"http://127.0.0.1:{port}/healthz", proc)
         async with aiohttp.ClientSession() as session:
             request = asyncio.ensure_future(session.get(f"http://127.0.0.1:{port}/slow"))
@@ -136,36 +142,34 @@ async def test_sigterm_during_a_slow_request_lets_it_finish_and_exits_0(stack_en
         out, err = await asyncio.wait_for(proc.communicate(), 30)
         assert proc.returncode == 0, err.decode()[-2000:]
         assert b"exited cleanly" in out
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
 
 
-async def test_serve_subprocess_answers_readyz(stack_env, database_url):
+@contextlib.asynccontextmanager
+async def serving(stack_env: dict[str, str], database_url: str, command: str):
+    """`glint serve|consume` on a free port, answering; yields (base URL, session, process).
+    At the end it gets SIGTERM and must exit 0; its stderr is left in `proc.stderr_text`."""
     port = stack.free_port()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "app.cli", "serve", "--port", str(port), cwd=ROOT,
-        env=glint_env(stack_env, GLINT_DATABASE_URL=database_url),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )
-    try:
-        await wait_http(f"http://127.0.0.1:{port}/healthz", proc)
+    args = ("-m", "app.cli", command, "--port", str(port))
+    async with glint_process(*args, env=glint_env(stack_env, GLINT_DATABASE_URL=database_url)) as proc:
+        base = f"http://127.0.0.1:{port}"
+        await wait_http(base + "/healthz", proc)
         async with aiohttp.ClientSession() as session:
-            async with session.get(f"http://127.0.0.1:{port}/readyz") as response:
-                assert response.status == 200
-            async with session.get(f"http://127.0.0.1:{port}/api/nothing/") as response:
-                assert response.status == 404
+            yield base, session, proc
         proc.send_signal(signal.SIGTERM)
         _, err = await asyncio.wait_for(proc.communicate(), 30)
-        assert proc.returncode == 0
-        # one JSON log line per request, with the route template, status and request id
-        lines = [line for line in err.decode().splitlines() if '"msg": "request"' in line]
-        assert any('"status": 404' in line and '"request_id"' in line for line in lines)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        proc.stderr_text = err.decode()
+        assert proc.returncode == 0, proc.stderr_text[-2000:]
+
+
+async def test_serve_subprocess_answers_readyz_and_logs_each_request(stack_env, database_url):
+    async with serving(stack_env, database_url, "serve") as (base, session, proc):
+        async with session.get(base + "/readyz") as response:
+            assert response.status == 200
+        async with session.get(base + "/api/nothing/") as response:
+            assert response.status == 404
+    # one JSON log line per request, with the route template, status and request id
+    lines = [line for line in proc.stderr_text.splitlines() if '"msg": "request"' in line]
+    assert any('"status": 404' in line and '"request_id"' in line for line in lines)
 
 
 def test_the_import_layers_contract_passes():
@@ -176,25 +180,10 @@ def test_the_import_layers_contract_passes():
 
 
 async def test_consume_serves_only_the_operations_routes_on_its_side_port(stack_env, database_url):
-    port = stack.free_port()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "app.cli", "consume", "--port", str(port), cwd=ROOT,
-        env=glint_env(stack_env, GLINT_DATABASE_URL=database_url),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )
-    try:
-        await wait_http(f"http://127.0.0.1:{port}/healthz", proc)
-        async with aiohttp.ClientSession() as session:
-            async with session.get(f"http://127.0.0.1:{port}/readyz") as response:
-                assert response.status == 200
-            async with session.get(f"http://127.0.0.1:{port}/metrics") as response:
-                assert "glint_events_handled_total" in await response.text() or response.status == 200
-            async with session.post(f"http://127.0.0.1:{port}/api/token/", json={}) as response:
-                assert response.status == 404  # no API routes on a worker
-        proc.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(proc.communicate(), 30)
-        assert proc.returncode == 0
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+    async with serving(stack_env, database_url, "consume") as (base, session, proc):
+        async with session.get(base + "/readyz") as response:
+            assert response.status == 200
+        async with session.get(base + "/metrics") as response:
+            assert "glint_outbox_backlog" in await response.text()
+        async with session.post(base + "/api/token/", json={}) as response:
+            assert response.status == 404  # no API routes on a worker

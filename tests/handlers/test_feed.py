@@ -20,6 +20,17 @@ async def follow(client, headers, user) -> None:
     assert response.status in (200, 201), await response.text()
 
 
+async def followed_post(client, redis, caption: str = "a post") -> tuple[dict, dict, dict, dict]:
+    """A reader following an author (timeline built), and a post of the author's already fanned out."""
+    reader, reader_h = await user_with_token(client)
+    author, author_h = await user_with_token(client)
+    await follow(client, reader_h, author)
+    await feed_ids(client, reader_h)
+    post = await new_post(client, author_h, caption)
+    await wait_for(lambda: _contains(redis, reader, post["id"]))
+    return reader_h, author_h, post, reader
+
+
 async def timeline(redis, user) -> list[str]:
     return [m.decode() for m in await redis.zrevrange(Timelines.key(int(user["id"])), 0, -1) if m != b"0"]
 
@@ -134,12 +145,7 @@ async def test_pages_have_no_duplicates_and_no_gaps_while_new_posts_arrive(clien
 
 
 async def test_a_deleted_post_is_gone_from_the_feed_at_once(client, redis_clean):
-    reader, reader_h = await user_with_token(client)
-    author, author_h = await user_with_token(client)
-    await follow(client, reader_h, author)
-    await feed_ids(client, reader_h)
-    post = await new_post(client, author_h, "regret")
-    await wait_for(lambda: _contains(redis_clean, reader, post["id"]))
+    reader_h, author_h, post, _ = await followed_post(client, redis_clean, "regret")
     assert (await client.delete(f"/api/posts/{post['id']}/", headers=author_h)).status == 204
     assert await feed_ids(client, reader_h) == []
 
@@ -187,12 +193,7 @@ async def _lacks(redis, user, post_id: str) -> bool:
 
 
 async def test_feed_hydration_caches_posts_and_an_edit_or_like_shows_at_once(client, redis_clean):
-    reader, reader_h = await user_with_token(client)
-    author, author_h = await user_with_token(client)
-    await follow(client, reader_h, author)
-    await feed_ids(client, reader_h)
-    post = await new_post(client, author_h, "first words #one")
-    await wait_for(lambda: _contains(redis_clean, reader, post["id"]))
+    reader_h, author_h, post, _ = await followed_post(client, redis_clean, "first words #one")
     await feed_ids(client, reader_h)
     assert await redis_clean.exists(f"post:{post['id']}")  # hydrated once, then cached
     await client.patch(f"/api/posts/{post['id']}/", json={"caption": "second words #two"}, headers=author_h)
