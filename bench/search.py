@@ -179,7 +179,7 @@ async def run(args: argparse.Namespace, env: dict[str, str]) -> dict:
     common.update(GLINT_DATABASE_URL=dsn, GLINT_ACCESS_LOG="false", GLINT_JOBS_ENABLED="false",
                   GLINT_RATE_LIMIT_PER_HOUR="100000000", GLINT_ELASTICSEARCH_INDEX_PREFIX="glint-bench-")
     results: dict = {"users": args.users, "posts": args.posts, "requests_per_kind": args.requests}
-    for backend in ("postgres", "elasticsearch"):
+    for backend in args.backend or ["postgres", "elasticsearch"]:
         config = load_config({**common, "GLINT_SEARCH_BACKEND": backend})
         if backend == "elasticsearch":
             results["elasticsearch_reindex_seconds"] = round(await reindex(config), 1)
@@ -194,9 +194,11 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=300, help="timed requests per backend and kind")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--backend", action="append", choices=["postgres", "elasticsearch"],
+                        help="only this backend (repeatable; default both)")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="glint-bench-search-"))
-    services = ["postgres", "redis", "osmem"]
+    services = ["postgres", "redis"] + (["osmem"] if "elasticsearch" in (args.backend or ["elasticsearch"]) else [])
     try:
         env = stack.up(root, ports={s: stack.free_port() for s in services}, services=services, fast=True,
                        log=lambda *a: None)

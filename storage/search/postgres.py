@@ -1,7 +1,7 @@
 """The `postgres` search backend: full text on tsvector columns PostgreSQL generates (migration
 0006; the glint_search configuration runs words through unaccent, then simple), with every word
-of the query matched as a prefix and, for typos, also as the vocabulary words most like it
-(trigram similarity on search_words, which triggers fill). Nothing to index: sync_* do nothing.
+of the query matched as a prefix and, when no word starts with it (a typo), also as the vocabulary
+words most like it (trigram similarity on search_words, which triggers fill). Nothing to index: sync_* do nothing.
 
 Score: the ts_rank of that query, plus a bonus when the name (username, hashtag, place) is the
 query or starts with it. Pages are keyset on (score, id); the score is
@@ -20,15 +20,18 @@ from storage.search import Hit, Kind, Query, like_prefix
 CORRECTIONS = 3  # vocabulary words tried per query word
 MIN_SIMILARITY = 0.4  # how alike (trigrams) a vocabulary word must be to stand in for a typo
 
+# a word that starts some vocabulary word is taken as typed (a prefix): corrections only widen the
+# query (and the rows to rank) where nothing would match otherwise. Words hold no LIKE wildcards.
 _CORRECTIONS_SQL = (
     "SELECT q.word AS asked, c.word FROM unnest($1::text[]) AS q(word)"
     " CROSS JOIN LATERAL (SELECT v.word FROM search_words v"
     "   WHERE v.word % glint_fold(q.word) AND v.word <> glint_fold(q.word)"
     "     AND similarity(v.word, glint_fold(q.word)) >= $2"
     "   ORDER BY similarity(v.word, glint_fold(q.word)) DESC, v.word LIMIT $3) c"
+    " WHERE NOT EXISTS (SELECT 1 FROM search_words e WHERE e.word LIKE glint_fold(q.word) || '%')"
 )
 
-# Statements name their parameters (:typed and so on); _numbered() turns them into $1.. in order
+# Statements name their parameters (:either and so on); _numbered() turns them into $1.. in order
 # of first use, so each kind passes only the ones it uses.
 _ANY = "to_tsquery('glint_search', :either)"
 
