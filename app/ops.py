@@ -11,7 +11,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from handlers.common import RouteDoc, json_response
-from handlers.context import config_key, kafka_producer_key, pool_key, redis_key, s3_key
+from handlers.context import config_key, kafka_producer_key, pool_key, redis_key, s3_key, search_key
 from storage.metrics import DEPENDENCY_UP
 
 CHECK_TIMEOUT = 2.0
@@ -40,11 +40,17 @@ async def _check_kafka(app: web.Application) -> None:
     await started.client.fetch_all_metadata()
 
 
+async def _check_elasticsearch(app: web.Application) -> None:
+    await app[search_key].ping()
+
+
 def dependency_checks(app: web.Application) -> dict[str, Callable[[web.Application], Awaitable[None]]]:
     """The dependencies this process needs, by name."""
     checks = {"postgres": _check_postgres, "redis": _check_redis, "s3": _check_s3}
     if app.get(kafka_producer_key) is not None:
         checks["kafka"] = _check_kafka
+    if app[config_key].search_backend == "elasticsearch":
+        checks["elasticsearch"] = _check_elasticsearch
     return checks
 
 

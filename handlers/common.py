@@ -82,6 +82,10 @@ class UnsupportedMediaType(ApiError):
     status, code, message = 415, "unsupported_media_type", "Send application/json."
 
 
+class ServiceUnavailable(ApiError):
+    status, code, message = 503, "service_unavailable", "A service this needs is unavailable; try again shortly."
+
+
 class RateLimited(ApiError):
     status, code, message = 429, "rate_limited", "Too many requests."
 

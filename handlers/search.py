@@ -15,7 +15,7 @@ from aiohttp import web
 from handlers.accounts import UserSummary, user_summary
 from handlers.auth import current_user
 from handlers.common import (
-    Page, PageRequest, Routes, Struct, ValidationFailed, decode_cursor, encode_cursor, json_response, page_request,
+    Page, PageRequest, Routes, ServiceUnavailable, Struct, ValidationFailed, decode_cursor, encode_cursor, json_response, page_request,
 )
 from handlers.context import pool_key, search_key
 from handlers.posts import PostOut, render_posts
@@ -98,6 +98,8 @@ async def search_page(request: web.Request, kind: Kind, viewer: int, query: sear
             hits = await backend.search(kind, viewer, query, after, want)
         except ValueError:
             raise ValidationFailed("cursor is invalid.", fields={"cursor": "Invalid cursor."}) from None
+        except search.SearchUnavailable:
+            raise ServiceUnavailable("Search is unavailable; try again shortly.") from None
         items = await HYDRATE[kind](request, viewer, [h.id for h in hits])
         for hit in hits:
             last = hit

@@ -25,6 +25,10 @@ MAX_WORDS = 8
 _WORD = re.compile(r"[^\W_]+")
 
 
+class SearchUnavailable(Exception):
+    """The search backend cannot be reached (a 503 for the client, never a 500)."""
+
+
 @dataclass(frozen=True)
 class Query:
     """What was asked: the text (without a leading # or @) and its words."""

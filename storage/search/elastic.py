@@ -16,11 +16,11 @@ import re
 from typing import Any, AsyncIterator, Iterable
 
 import asyncpg
-from elastic_transport import AiohttpHttpNode
+from elastic_transport import AiohttpHttpNode, ConnectionError as TransportConnectionError, ConnectionTimeout
 from elasticsearch import AsyncElasticsearch, NotFoundError
 from elasticsearch.helpers import async_bulk
 
-from storage.search import Hit, Kind, KINDS, Query, blocked_ids
+from storage.search import KINDS, Hit, Kind, Query, SearchUnavailable, blocked_ids
 
 MAX_OFFSET = 10_000  # Elasticsearch's default max_result_window
 _BREAKS = re.compile(r"[_.]+")
@@ -151,9 +151,9 @@ class ElasticsearchSearch:
         size = min(limit, MAX_OFFSET - offset)
         if not query.words or size <= 0:
             return []
-        await self.ensure_indexes()
         excluded = await blocked_ids(self.pool, viewer) if kind in ("users", "posts") else []
         try:
+            await self.ensure_indexes()
             response = await self.client.search(
                 index=self.index(kind), query=_query(kind, query, excluded), from_=offset, size=size,
                 sort=[{"_score": "desc"}, {"id": "desc"}], source=False, track_total_hits=False,
@@ -161,6 +161,8 @@ class ElasticsearchSearch:
         except NotFoundError:  # dropped by a reindex that is rebuilding it: nothing to propose yet
             self._ready = False
             return []
+        except (TransportConnectionError, ConnectionTimeout) as exc:
+            raise SearchUnavailable(str(exc)) from exc
         return [Hit(int(h["_id"]), (offset + i + 1,)) for i, h in enumerate(response["hits"]["hits"])]
 
     # ------------------------------------------------------------ writing
@@ -224,6 +226,10 @@ class ElasticsearchSearch:
             after = ids[-1]
             yield len(ids)
         await self.client.indices.refresh(index=self.index(kind))
+
+    async def ping(self) -> None:
+        """Raise unless the cluster answers (the readiness check)."""
+        await self.client.info()
 
     async def close(self) -> None:
         await self.client.close()

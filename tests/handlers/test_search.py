@@ -8,6 +8,7 @@ import os
 
 import pytest
 
+from app.main import create_app
 from tests.conftest import make_config, wait_for
 from tests.handlers.test_posts import new_post
 from tests.support import user_with_token
@@ -176,3 +177,19 @@ async def test_bad_queries_are_400_and_change_nothing(search_client):
         assert (await response.json())["error"]["code"] == "validation_error"
     assert (await find(client, headers, "users", "%_\\'\"&|!:*()"))["results"] == []  # operators are only text
     assert (await client.get("/api/search/users/", params={"q": "a"})).status == 401
+
+
+async def test_an_unreachable_elasticsearch_is_503_and_named_by_readyz(aiohttp_client, stack_env, config):
+    from app import stack as local_stack
+
+    dead = f"http://127.0.0.1:{local_stack.free_port()}"
+    app = create_app(make_config(stack_env, database_url=config.database_url, search_backend="elasticsearch",
+                                 elasticsearch_url=dead))
+    client = await aiohttp_client(app)
+    _, headers = await user_with_token(client)
+    response = await client.get("/api/search/users/", params={"q": "ana"}, headers=headers)
+    assert response.status == 503
+    assert (await response.json())["error"]["code"] == "service_unavailable"
+    ready = await client.get("/readyz")
+    assert ready.status == 503
+    assert (await ready.json())["checks"]["elasticsearch"] == "failing"
