@@ -278,13 +278,16 @@ async def update_profile(pool: asyncpg.Pool, user_id: int, body: MePatch) -> asy
     async with pool.acquire() as conn, conn.transaction():
         if avatar_id is not None and not await users.attach_own_media_txn(conn, user_id, avatar_id):
             raise ValidationFailed("avatar_media_id: unknown media.", fields={"avatar_media_id": "Unknown media."})
-        return await users.update_profile_txn(
+        row = await users.update_profile_txn(
             conn, user_id,
             full_name=None if body.full_name is UNSET else body.full_name,
             bio=None if body.bio is UNSET else body.bio,
             website=None if body.website is UNSET else body.website,
             set_avatar=body.avatar_media_id is not UNSET, avatar_media_id=avatar_id,
         )
+        # the search index (and any other reader of profiles) follows the edit
+        await outbox.add_event(conn, TOPIC, "user_updated", user_id, {"user_id": str(user_id)})
+        return row
 
 
 @routes.route("PATCH", "/api/accounts/users/me/", body=MePatch, response=MeOut)

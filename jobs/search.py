@@ -18,6 +18,7 @@ log = logging.getLogger("glint.search")
 # later event about the user refreshes the document, and `glint search reindex` rebuilds all)
 USER_EVENTS = {
     "user_registered": ("user_id",),
+    "user_updated": ("user_id",),
     "follow_created": ("actor_id", "target_id"),
     "follow_removed": ("actor_id", "target_id"),
     "follow_request_created": ("actor_id", "target_id"),

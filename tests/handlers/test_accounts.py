@@ -344,3 +344,11 @@ async def test_a_write_aborted_by_a_deadlock_runs_again_then_gives_up():
     with pytest.raises(asyncpg.DeadlockDetectedError):
         await write(DEADLOCK_ATTEMPTS)
     assert len(calls) == DEADLOCK_ATTEMPTS
+
+
+async def test_a_profile_edit_emits_user_updated_for_the_search_index(client, pool):
+    user, headers = await user_with_token(client)
+    response = await client.patch("/api/accounts/users/me/", json={"full_name": "Ana Lima"}, headers=headers)
+    assert response.status == 200
+    rows = await pool.fetch("SELECT payload FROM outbox WHERE type = 'user_updated'")
+    assert [r["payload"] for r in rows] == [{"user_id": user["id"]}]
