@@ -23,9 +23,20 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
+class Connection(asyncpg.Connection):
+    """A pooled connection returned without the reset query (UNLISTEN, RESET ALL, advisory unlock,
+    CLOSE ALL): glint leaves no session state behind (its advisory locks are transaction-scoped or
+    on connections of their own), and that query cost a round trip per acquire. An open
+    transaction is still rolled back and listeners are still removed."""
+
+    def get_reset_query(self) -> str:
+        return ""
+
+
 async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 20) -> asyncpg.Pool:
     """An asyncpg pool whose connections decode json/jsonb."""
-    return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=_init_connection)
+    return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=_init_connection,
+                                     connection_class=Connection)
 
 
 def migration_files() -> list[tuple[str, str]]:

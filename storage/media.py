@@ -305,25 +305,31 @@ class UrlSigner:
     ttl: int
 
     def url(self, key: str, now: datetime | None = None) -> str:
-        """A presigned GET URL of one object."""
-        parts = urlsplit(self.endpoint)
-        host = parts.hostname or ""
-        if parts.port and (parts.scheme, parts.port) not in (("http", 80), ("https", 443)):
-            host = f"{host}:{parts.port}"
+        """A presigned GET URL of one object (memoized for its signing window: a feed page asks for
+        about 180 of them, mostly the same ones as the page before)."""
         window = max(self.ttl // 4, 1)
         stamp = int((now or datetime.now(timezone.utc)).timestamp()) // window * window
-        amz_date = datetime.fromtimestamp(stamp, timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        scope = f"{amz_date[:8]}/{self.region}/s3/aws4_request"
-        path = f"{parts.path.rstrip('/')}/{quote(self.bucket, safe='')}/{quote(key, safe='/-_.~')}"
-        query = (
-            f"X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential={quote(self.access_key + '/' + scope, safe='-_.~')}"
-            f"&X-Amz-Date={amz_date}&X-Amz-Expires={min(self.ttl + window, 604800)}&X-Amz-SignedHeaders=host"
-        )
-        canonical = f"GET\n{path}\n{query}\nhost:{host}\n\nhost\nUNSIGNED-PAYLOAD"
-        to_sign = f"AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
-        signature = hmac.new(_signing_key(self.secret_key, amz_date[:8], self.region), to_sign.encode(),
-                             hashlib.sha256).hexdigest()
-        return f"{parts.scheme}://{host}{path}?{query}&X-Amz-Signature={signature}"
+        return _presign(self, key, stamp, window)
+
+
+@lru_cache(maxsize=65536)
+def _presign(signer: UrlSigner, key: str, stamp: int, window: int) -> str:
+    parts = urlsplit(signer.endpoint)
+    host = parts.hostname or ""
+    if parts.port and (parts.scheme, parts.port) not in (("http", 80), ("https", 443)):
+        host = f"{host}:{parts.port}"
+    amz_date = datetime.fromtimestamp(stamp, timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    scope = f"{amz_date[:8]}/{signer.region}/s3/aws4_request"
+    path = f"{parts.path.rstrip('/')}/{quote(signer.bucket, safe='')}/{quote(key, safe='/-_.~')}"
+    query = (
+        f"X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential={quote(signer.access_key + '/' + scope, safe='-_.~')}"
+        f"&X-Amz-Date={amz_date}&X-Amz-Expires={min(signer.ttl + window, 604800)}&X-Amz-SignedHeaders=host"
+    )
+    canonical = f"GET\n{path}\n{query}\nhost:{host}\n\nhost\nUNSIGNED-PAYLOAD"
+    to_sign = f"AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
+    signature = hmac.new(_signing_key(signer.secret_key, amz_date[:8], signer.region), to_sign.encode(),
+                         hashlib.sha256).hexdigest()
+    return f"{parts.scheme}://{host}{path}?{query}&X-Amz-Signature={signature}"
 
 
 # ---------------------------------------------------------------- storing an upload
