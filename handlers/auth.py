@@ -129,6 +129,7 @@ async def start_session(request: web.Request, user_id: int) -> TokenPair:
     family = await tokens.new_family_id(pool)
     refresh = tokens.new_token()
     await tokens.issue(pool, user_id, family, refresh, config.refresh_token_ttl)
+    await users.touch_active(pool, user_id)
     return TokenPair(access=make_access_token(config.jwt_secret, user_id, family, config.access_token_ttl),
                      refresh=refresh)
 
@@ -165,6 +166,9 @@ async def refresh_token(request: web.Request) -> web.Response:
                                           config.access_token_ttl)
     if rotation.status != "ok":
         raise NotAuthenticated(f"The refresh token is {rotation.status if rotation.status != 'unknown' else 'invalid'}.")
+    # an active client refreshes at least once per access-token lifetime: the cheapest place to
+    # record activity (feeds fan out only to recently active users), off every other request
+    await users.touch_active(request.app[pool_key], rotation.user_id)
     access = make_access_token(config.jwt_secret, rotation.user_id, rotation.family_id, config.access_token_ttl)
     return json_response(TokenPair(access=access, refresh=next_token))
 

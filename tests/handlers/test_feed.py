@@ -6,7 +6,7 @@ from app.main import create_app
 from storage.timelines import Timelines
 from tests.conftest import make_config, wait_for
 from tests.handlers.test_posts import new_post
-from tests.support import user_with_token
+from tests.support import login, user_with_token
 
 
 async def feed_ids(client, headers, **query) -> list[str]:
@@ -202,3 +202,17 @@ async def test_feed_hydration_caches_posts_and_an_edit_or_like_shows_at_once(cli
     shown = body["results"][0]
     assert (shown["caption"], shown["hashtags"], shown["like_count"], shown["liked"]) == \
         ("second words #two", ["two"], 1, True)
+
+
+async def test_a_returning_user_counts_as_active_again_once_they_log_in_or_refresh(client, redis_clean, pool):
+    away, away_h = await user_with_token(client)
+    author, author_h = await user_with_token(client)
+    await follow(client, away_h, author)
+    await feed_ids(client, away_h)
+    await pool.execute("UPDATE users SET last_active_at = now() - interval '40 days' WHERE id = $1", int(away["id"]))
+    tokens = await login(client, away["username"])
+    assert (await client.post("/api/token/refresh/", json={"refresh": tokens["refresh"]})).status == 200
+    assert await pool.fetchval("SELECT last_active_at > now() - interval '1 minute' FROM users WHERE id = $1",
+                               int(away["id"]))
+    post = await new_post(client, author_h, "welcome back")
+    await wait_for(lambda: _contains(redis_clean, away, post["id"]))
