@@ -246,18 +246,15 @@ async def prepare(target, options) -> dict:
 async def work(ctx) -> None:
     """In each worker: every client holds a socket and sends at the plan's rate; `message` is send
     -> message.ack, the value `send_to_receive` is send -> message.new at another member."""
+    from bench.scenarios import open_socket
+
     seats, period = ctx.plan["seats"], 1.0 / ctx.plan["rate"]
     ws_url = ctx.url.replace("http", "ws", 1) + "/ws"
 
     async def client(number: int) -> None:
         cid, uid, token = seats[number % len(seats)]
-        started = time.perf_counter()
-        try:
-            ws = await ctx.session.ws_connect(ws_url, params={"token": token}, heartbeat=None)
-            await ws.receive_json(timeout=ctx.options.timeout)  # hello
-        except Exception as exc:
-            ctx.record("connect", time.perf_counter() - started, type(exc).__name__)
-            await asyncio.sleep(0.5)
+        ws = await open_socket(ctx, ws_url, token)
+        if ws is None:
             return
         sent: dict[str, float] = {}
 

@@ -13,7 +13,9 @@ A scenario module has:
 
 from __future__ import annotations
 
+import asyncio
 import random
+import time
 from typing import Any
 
 from bench.runner import ScenarioSkipped, Target
@@ -63,3 +65,17 @@ async def require_routes(url: str, *routes: str) -> set[str]:
 def option(options: Any, name: str, default: Any) -> Any:
     """A scenario option from --set NAME=VALUE."""
     return options.extra.get(name, default)
+
+
+async def open_socket(ctx: Any, ws_url: str, token: str) -> Any:
+    """A client's /ws after its hello frame; None (recorded as a "connect" error) when refused,
+    so a refused socket is an error of the run, never a crash."""
+    started = time.perf_counter()
+    try:
+        ws = await ctx.session.ws_connect(ws_url, params={"token": token}, heartbeat=None)
+        await ws.receive_json(timeout=ctx.options.timeout)  # hello
+    except Exception as exc:
+        ctx.record("connect", time.perf_counter() - started, type(exc).__name__)
+        await asyncio.sleep(0.5)
+        return None
+    return ws

@@ -16,7 +16,7 @@ import time
 import uuid
 
 from bench.runner import ScenarioSkipped
-from bench.scenarios import mint_tokens, option, require_routes
+from bench.scenarios import mint_tokens, open_socket, option, require_routes
 from bench.scenarios.media import jpeg, upload
 
 WEIGHTS = "message=50,typing=20,ping=10,presence=5,feed=12,post=3"
@@ -46,13 +46,8 @@ async def work(ctx) -> None:
 
     async def client(number: int) -> None:
         cid, token, others = seats[number % len(seats)]
-        started = time.perf_counter()
-        try:
-            ws = await ctx.session.ws_connect(ws_url, params={"token": token}, heartbeat=None)
-            await ws.receive_json(timeout=ctx.options.timeout)  # hello
-        except Exception as exc:  # a refused socket is an error of the run, never a crash
-            ctx.record("connect", time.perf_counter() - started, type(exc).__name__)
-            await asyncio.sleep(0.5)
+        ws = await open_socket(ctx, ws_url, token)
+        if ws is None:
             return
         waiters: dict[str, asyncio.Future] = {}
 
