@@ -4,12 +4,19 @@ from __future__ import annotations
 
 from app import stack
 from tests.conftest import wait_for
+from tests.support import user_with_token
 
 
 async def test_readyz_is_503_naming_redis_while_it_is_down_and_200_once_it_is_back(client, stack_root):
     assert (await client.get("/readyz")).status == 200
+    _, headers = await user_with_token(client)
     stack.stop_service(stack_root, "redis", log=lambda *a: None)
     try:
+        # a request that needs Redis is a 503 the client may retry, never a 500
+        me = await client.get("/api/accounts/users/me/", headers=headers)
+        assert me.status == 503
+        assert (await me.json())["error"]["code"] == "service_unavailable"
+        assert me.headers["Retry-After"] == "1"
         response = await client.get("/readyz")
         assert response.status == 503
         body = await response.json()
