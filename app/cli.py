@@ -8,14 +8,18 @@ import logging
 import os
 import sys
 
-from app.config import Config, ConfigError, load_config, stack_dir
+from app.config import Config, ConfigError, check_secrets, load_config, stack_dir
 
 log = logging.getLogger("glint")
 
 
-def _config(**overrides: object) -> Config:
+def _config(*, secrets: bool = False, **overrides: object) -> Config:
+    """The decoded Config; with secrets=True (a server) also the JWT secret it signs with."""
     try:
-        return load_config(**overrides)
+        config = load_config(**overrides)
+        if secrets:
+            check_secrets(config)
+        return config
     except ConfigError as exc:
         sys.exit(f"glint: bad configuration: {exc}")
 
@@ -60,7 +64,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from app.middlewares import setup_logging
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
-    config = _config(**overrides)
+    config = _config(secrets=True, **overrides)
     setup_logging(config.log_level)
     _require_migrated(config)
     app = create_app(config, consumers=not args.no_consumers)
@@ -74,7 +78,7 @@ def cmd_consume(args: argparse.Namespace) -> None:
     from app.middlewares import setup_logging
 
     overrides = {k: v for k, v in (("host", args.host), ("consumer_port", args.port)) if v is not None}
-    config = _config(**overrides)
+    config = _config(secrets=True, **overrides)
     setup_logging(config.log_level)
     _require_migrated(config)
     app = create_app(config, consumers=True, http=False)

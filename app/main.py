@@ -10,7 +10,7 @@ from aiohttp import WSCloseCode, web
 from app import middlewares
 from app.background import Background, background_ctx, background_key, platform_jobs
 from app.clients import add_client_contexts
-from app.config import Config
+from app.config import Config, check_secrets
 from app.ops import add_openapi_routes, add_ops_routes
 from handlers import accounts, auth, comments, feed, graph, media, messages, notifications, posts, search, stories
 from handlers.common import Routes
@@ -101,6 +101,7 @@ def create_app(config: Config, *, consumers: bool = True, extra_consumers: list[
     consumers=False serves requests only (N API processes behind a load balancer); http=False is
     the `glint consume` worker, which serves only the operations routes.
     """
+    check_secrets(config)  # no built-in secret: a process without its own does not start
     app = web.Application(
         client_max_size=config.max_body_bytes,
         middlewares=[
