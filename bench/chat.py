@@ -74,12 +74,15 @@ def spawn_server(env: dict[str, str], database_url: str, port: int, extra: dict[
                             cwd=ROOT, env=server_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-async def wait_up(url: str, timeout: float = 30) -> None:
+async def wait_up(url: str, timeout: float = 30, interval: float = 0.1, alive=None) -> None:
+    """Until the server at url answers /healthz; `alive()` false (its process exited) stops at once."""
     import aiohttp
 
     deadline = time.monotonic() + timeout
     async with aiohttp.ClientSession() as session:
         while True:
+            if alive is not None and not alive():
+                raise SystemExit(f"the server for {url} exited")
             try:
                 async with session.get(url + "/healthz") as response:
                     if response.status == 200:
@@ -88,7 +91,7 @@ async def wait_up(url: str, timeout: float = 30) -> None:
                 pass
             if time.monotonic() > deadline:
                 raise SystemExit(f"{url} did not start")
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(interval)
 
 
 async def seed(database_url: str, clients: int, conversations: int, prefix: str = "chat") -> list[tuple[int, int]]:
