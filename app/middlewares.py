@@ -14,6 +14,7 @@ import redis.exceptions
 from aiohttp import web
 from aiohttp.web_exceptions import HTTPException
 
+from app.web import is_app_path
 from handlers.auth import auth_markers, bearer_token, read_access_token
 from handlers.common import (
     ApiError, MethodNotAllowed, NotAuthenticated, NotFound, PayloadTooLarge, RateLimited, ServiceUnavailable, encode,
@@ -152,7 +153,7 @@ _UNLIMITED = frozenset({"/healthz", "/readyz", "/metrics"})
 async def authenticate(request: web.Request, handler):
     """Read the bearer token, count the request against its limit (per user, or per address when
     anonymous) and refuse revoked sessions, all in one Redis round trip."""
-    if request.path in _UNLIMITED or request.method == "OPTIONS":
+    if request.path in _UNLIMITED or request.method == "OPTIONS" or is_app_path(request.path):
         return await handler(request)
     config = request.app[config_key]
     token = bearer_token(request)
