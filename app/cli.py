@@ -130,11 +130,8 @@ def cmd_createsuperuser(args: argparse.Namespace) -> None:
     password = superuser_password()
 
     async def run() -> int:
-        pool = await db.create_pool(config.database_url, min_size=1, max_size=2)
-        try:
+        async with await db.create_pool(config.database_url, min_size=1, max_size=2) as pool:  # closed on exit
             return (await create_superuser(pool, args.username, args.email, password))["id"]
-        finally:
-            await pool.close()
 
     try:
         user_id = asyncio.run(run())
