@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup run stop test lint bench clean web chromium
+.PHONY: setup run stop test lint bench clean createsuperuser web chromium
 
 setup: $(VENV)/.installed
 
@@ -21,6 +21,11 @@ run: setup web
 
 stop: setup
 	$(BIN)/glint stack down
+
+# make createsuperuser USERNAME=ana EMAIL=ana@example.com (password asked, or GLINT_SUPERUSER_PASSWORD)
+createsuperuser: setup
+	@test -n "$(USERNAME)" -a -n "$(EMAIL)" || { echo "usage: make createsuperuser USERNAME=... EMAIL=..."; exit 2; }
+	$(BIN)/glint createsuperuser --username "$(USERNAME)" --email "$(EMAIL)"
 
 test: setup web chromium
 	$(BIN)/python -m pytest
