@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from pathlib import Path
 
 from aiohttp import WSCloseCode, web
 
@@ -12,7 +13,10 @@ from app.background import Background, background_ctx, background_key, platform_
 from app.clients import add_client_contexts
 from app.config import Config
 from app.ops import add_openapi_routes, add_ops_routes
-from handlers import accounts, auth, comments, feed, graph, media, messages, notifications, posts, search, stories
+from app.web import DEFAULT_DIST, add_web_routes
+from handlers import (
+    accounts, admin, auth, comments, feed, graph, media, messages, notifications, posts, search, stories,
+)
 from handlers.common import Routes
 from handlers.context import config_key, pool_key, redis_key, s3_key, search_key, timelines_key
 from jobs.events import Consumer
@@ -29,7 +33,7 @@ from storage.sinks import HttpPushSink, TablePushSink
 # stories' /api/stories/feed/ are registered before /api/posts/{id}/ and /api/stories/{id}/.
 ROUTE_MODULES: list[Routes] = [
     auth.routes, accounts.routes, graph.routes, media.routes, feed.routes, posts.routes, comments.routes,
-    messages.routes, notifications.routes, stories.routes, search.routes,
+    messages.routes, notifications.routes, stories.routes, search.routes, admin.routes,
 ]
 
 sockets_key = web.AppKey("sockets", weakref.WeakSet)
@@ -126,4 +130,5 @@ def create_app(config: Config, *, consumers: bool = True, extra_consumers: list[
         for module in ROUTE_MODULES:
             module.add_to(app)
         add_openapi_routes(app, docs)
+        add_web_routes(app, Path(config.web_dist) if config.web_dist else DEFAULT_DIST)
     return app
