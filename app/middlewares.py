@@ -19,7 +19,7 @@ from handlers.common import (
     ApiError, MethodNotAllowed, NotAuthenticated, NotFound, PayloadTooLarge, RateLimited, ServiceUnavailable, encode,
 )
 from handlers.context import config_key, identity_key, limiter_key, request_id_key
-from storage.metrics import HTTP_IN_FLIGHT, HTTP_LATENCY, HTTP_REQUESTS
+from storage.metrics import HTTP_IN_FLIGHT, HTTP_LATENCY, HTTP_REQUESTS, count_store_error
 from storage.ratelimit import address_key, user_key
 
 log = logging.getLogger("glint.http")
@@ -90,9 +90,11 @@ async def errors(request: web.Request, handler):
             raise
         return error_response(_from_http_exception(exc))
     except UNAVAILABLE as exc:  # a store is away or overloaded: the client may retry, it is not a bug
+        count_store_error(exc, default="other")
         log.warning("dependency unavailable: %r", exc, extra={"fields": {"request_id": request.get(request_id_key)}})
         return error_response(ServiceUnavailable(headers={"Retry-After": "1"}))
-    except Exception:
+    except Exception as exc:
+        count_store_error(exc)
         log.exception("unhandled error", extra={"fields": {"request_id": request.get(request_id_key)}})
         return error_response(_internal())
 

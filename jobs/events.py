@@ -21,7 +21,8 @@ import msgspec
 
 from storage import outbox
 from storage.metrics import (
-    CONSUMER_LAG, DEAD_LETTERS, EVENTS_HANDLED, EVENTS_PUBLISHED, HANDLER_FAILURES, OUTBOX_BACKLOG,
+    CONSUMER_LAG, DEAD_LETTERS, EVENT_LAG, EVENTS_HANDLED, EVENTS_PUBLISHED, HANDLER_FAILURES, OUTBOX_BACKLOG,
+    count_store_error,
 )
 from storage.outbox import Event
 
@@ -75,6 +76,7 @@ class Dispatcher:
                 await consumer.handle(event)
             except Exception as exc:  # a handler's failure must not stop the stream
                 HANDLER_FAILURES.labels(consumer.name).inc()
+                count_store_error(exc)
                 log.warning(
                     "consumer %s failed on %s %s (attempt %d/%d): %r",
                     consumer.name, event.type, event.event_id, attempt, self.max_attempts, exc,
@@ -86,6 +88,7 @@ class Dispatcher:
                 continue
             await outbox.mark_processed(self.pool, consumer.name, event.event_id)
             EVENTS_HANDLED.labels(consumer.name).inc()
+            EVENT_LAG.labels(consumer.name).observe(max(time.time() - event.created_at.timestamp(), 0.0))
             log.debug("consumer %s handled %s in %.1f ms", consumer.name, event.type, (time.perf_counter() - started) * 1000)
             return True
         return False  # pragma: no cover - the loop always returns
