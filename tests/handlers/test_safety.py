@@ -4,29 +4,12 @@ from __future__ import annotations
 
 import re
 
-import pytest
-
-from app.main import create_app
 from storage import email
-from tests.conftest import make_config, wait_for
+from tests.conftest import wait_for
+from tests.handlers.test_sessions import bearer, client, me_status  # noqa: F401 (client is a fixture)
 from tests.support import login, register
 
 PASSWORD = "correct horse battery"
-
-
-@pytest.fixture
-async def client(aiohttp_client, stack_env, config):
-    """The real app, with login limits high enough for the many logins a test makes."""
-    return await aiohttp_client(create_app(make_config(stack_env, database_url=config.database_url,
-                                                       rate_limit_auth_per_minute=100_000)))
-
-
-def bearer(pair: dict) -> dict[str, str]:
-    return {"Authorization": f"Bearer {pair['access']}"}
-
-
-async def me_status(client, pair: dict) -> int:
-    return (await client.get("/api/accounts/users/me/", headers=bearer(pair))).status
 
 
 async def outbox_types(pool) -> list[str]:
