@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup run stop test lint bench clean
+.PHONY: setup run stop test lint bench clean createsuperuser
 
 setup: $(VENV)/.installed
 
@@ -21,6 +21,11 @@ run: setup
 
 stop: setup
 	$(BIN)/glint stack down
+
+# make createsuperuser USERNAME=ana EMAIL=ana@example.com (password asked, or GLINT_SUPERUSER_PASSWORD)
+createsuperuser: setup
+	@test -n "$(USERNAME)" -a -n "$(EMAIL)" || { echo "usage: make createsuperuser USERNAME=... EMAIL=..."; exit 2; }
+	$(BIN)/glint createsuperuser --username "$(USERNAME)" --email "$(EMAIL)"
 
 test: setup
 	$(BIN)/python -m pytest

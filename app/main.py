@@ -13,7 +13,7 @@ from app.clients import add_client_contexts
 from app.config import Config
 from app.ops import add_openapi_routes, add_ops_routes
 from handlers import (
-    accounts, auth, comments, feed, graph, media, messages, notifications, posts, safety, search, stories,
+    accounts, admin, auth, comments, feed, graph, media, messages, notifications, posts, safety, search, stories,
 )
 from handlers.common import Routes
 from handlers.context import config_key, pool_key, redis_key, s3_key, search_key, timelines_key
@@ -32,7 +32,7 @@ from storage.sinks import HttpPushSink, TablePushSink
 # stories' /api/stories/feed/ are registered before /api/posts/{id}/ and /api/stories/{id}/.
 ROUTE_MODULES: list[Routes] = [
     auth.routes, accounts.routes, safety.routes, graph.routes, media.routes, feed.routes, posts.routes, comments.routes,
-    messages.routes, notifications.routes, stories.routes, search.routes,
+    messages.routes, notifications.routes, stories.routes, search.routes, admin.routes,
 ]
 
 sockets_key = web.AppKey("sockets", weakref.WeakSet)

@@ -7,7 +7,7 @@ import logging
 import re
 from datetime import datetime
 from functools import wraps
-from typing import Annotated, Awaitable, Callable, ParamSpec, TypeVar
+from typing import Annotated, Awaitable, Callable, Literal, ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -77,6 +77,7 @@ class UserOut(Struct):
 class MeOut(UserOut):
     email: str
     show_presence: bool
+    role: Literal["user", "moderator", "admin"]
 
 
 class Relationship(Struct):
@@ -115,7 +116,7 @@ def user_out(row: asyncpg.Record) -> UserOut:
 
 def me_out(row: asyncpg.Record) -> MeOut:
     """The viewer's own profile, with the private fields."""
-    return MeOut(**_user_fields(row), email=row["email"], show_presence=row["show_presence"])
+    return MeOut(**_user_fields(row), email=row["email"], show_presence=row["show_presence"], role=row["role"])
 
 
 def user_summary(row: asyncpg.Record) -> UserSummary:

@@ -113,6 +113,10 @@ async def check_address_limit(request: web.Request, scope: str) -> None:
         raise RateLimited(f"Too many {scope} attempts; try again in {retry} s.", headers={"Retry-After": str(retry)})
 
 
+class AccountSuspended(NotAuthenticated):
+    code, message = "account_suspended", "This account is suspended."
+
+
 # ---------------------------------------------------------------- routes
 
 
@@ -157,7 +161,11 @@ async def obtain_token(request: web.Request) -> web.Response:
                           headers={"Retry-After": str(retry)})
     pool = request.app[pool_key]
     user = await users.get_login(pool, body.username)
-    if user is None or not await verify_password(user["password_hash"], body.password) or not user["is_active"]:
+    if user is None or not await verify_password(user["password_hash"], body.password):
+        raise NotAuthenticated("No active account found with the given credentials.")
+    if user["suspended_at"] is not None:
+        raise AccountSuspended()
+    if not user["is_active"]:
         raise NotAuthenticated("No active account found with the given credentials.")
     if _hasher.check_needs_rehash(user["password_hash"]):
         await users.set_password_hash(pool, user["id"], await hash_password(body.password))
