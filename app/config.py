@@ -62,6 +62,8 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=Tr
     gzip_min_bytes: PositiveInt = 1024
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     access_log: bool = True
+    # the built web client served at / (empty: web/dist beside the source)
+    web_dist: str = ""
 
     # auth
     jwt_secret: str = "change-me-in-production-glint-dev-secret"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from pathlib import Path
 
 from aiohttp import WSCloseCode, web
 
@@ -12,6 +13,7 @@ from app.background import Background, background_ctx, background_key, platform_
 from app.clients import add_client_contexts
 from app.config import Config
 from app.ops import add_openapi_routes, add_ops_routes
+from app.web import DEFAULT_DIST, add_web_routes
 from handlers import (
     accounts, admin, auth, comments, feed, graph, media, messages, notifications, posts, safety, search, stories,
 )
@@ -136,4 +138,5 @@ def create_app(config: Config, *, consumers: bool = True, extra_consumers: list[
         for module in ROUTE_MODULES:
             module.add_to(app)
         add_openapi_routes(app, docs)
+        add_web_routes(app, Path(config.web_dist) if config.web_dist else DEFAULT_DIST)
     return app

@@ -14,6 +14,7 @@ import redis.exceptions
 from aiohttp import web
 from aiohttp.web_exceptions import HTTPException
 
+from app.web import is_app_path
 from handlers.auth import auth_markers, bearer_token, check_session, read_access_token
 from handlers.common import (
     ApiError, MethodNotAllowed, NotAuthenticated, NotFound, PayloadTooLarge, RateLimited, ServiceUnavailable, encode,
@@ -153,7 +154,7 @@ async def authenticate(request: web.Request, handler):
     """Read the bearer token, count the request against its limit (per user, or per address when
     anonymous) and refuse revoked sessions and inactive users, all in one Redis round trip while
     their states are cached; a state not cached is read from PostgreSQL, never assumed."""
-    if request.path in _UNLIMITED or request.method == "OPTIONS":
+    if request.path in _UNLIMITED or request.method == "OPTIONS" or is_app_path(request.path):
         return await handler(request)
     config = request.app[config_key]
     token = bearer_token(request)
