@@ -105,6 +105,42 @@ def cmd_migrate(args: argparse.Namespace) -> None:
     print(f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else ""))
 
 
+def superuser_password(environ: dict[str, str] | None = None) -> str:
+    """GLINT_SUPERUSER_PASSWORD when set (non-interactive), else asked twice on the terminal."""
+    environ = os.environ if environ is None else environ
+    if environ.get("GLINT_SUPERUSER_PASSWORD"):
+        return environ["GLINT_SUPERUSER_PASSWORD"]
+    import getpass
+
+    if not sys.stdin.isatty():
+        sys.exit("glint: no terminal to read the password from; set GLINT_SUPERUSER_PASSWORD")
+    password = getpass.getpass("Password: ")
+    if password != getpass.getpass("Password (again): "):
+        sys.exit("glint: the passwords differ")
+    return password
+
+
+def cmd_createsuperuser(args: argparse.Namespace) -> None:
+    """Make an admin account."""
+    from handlers.admin import create_superuser
+    from handlers.common import ApiError
+    from storage import db
+
+    config = _config()
+    _require_migrated(config)
+    password = superuser_password()
+
+    async def run() -> int:
+        async with await db.create_pool(config.database_url, min_size=1, max_size=2) as pool:  # closed on exit
+            return (await create_superuser(pool, args.username, args.email, password))["id"]
+
+    try:
+        user_id = asyncio.run(run())
+    except ApiError as exc:
+        sys.exit(f"glint: {exc.message}")
+    print(f"admin {args.username} created (id {user_id})")
+
+
 def cmd_stack(args: argparse.Namespace) -> None:
     """The local stack of real servers from PyPI wheels."""
     from app import stack
@@ -210,6 +246,12 @@ def main(argv: list[str] | None = None) -> None:
 
     migrate = sub.add_parser("migrate", help="apply database migrations")
     migrate.set_defaults(func=cmd_migrate)
+
+    superuser = sub.add_parser("createsuperuser", help="make an admin account (password: terminal or "
+                                                      "GLINT_SUPERUSER_PASSWORD)")
+    superuser.add_argument("--username", required=True)
+    superuser.add_argument("--email", required=True)
+    superuser.set_defaults(func=cmd_createsuperuser)
 
     stack_p = sub.add_parser("stack", help="the local stack (PostgreSQL, Valkey, S3, Kafka) under .glint/")
     stack_p.add_argument("action", choices=["up", "down", "status"])

@@ -14,7 +14,8 @@ import redis.exceptions
 from aiohttp import web
 from aiohttp.web_exceptions import HTTPException
 
-from handlers.auth import auth_markers, bearer_token, read_access_token
+from app.web import is_app_path
+from handlers.auth import auth_markers, bearer_token, check_session, read_access_token
 from handlers.common import (
     ApiError, MethodNotAllowed, NotAuthenticated, NotFound, PayloadTooLarge, RateLimited, ServiceUnavailable, encode,
 )
@@ -153,8 +154,9 @@ _UNLIMITED = frozenset({"/healthz", "/readyz", "/metrics"})
 @web.middleware
 async def authenticate(request: web.Request, handler):
     """Read the bearer token, count the request against its limit (per user, or per address when
-    anonymous) and refuse revoked sessions, all in one Redis round trip."""
-    if request.path in _UNLIMITED or request.method == "OPTIONS":
+    anonymous) and refuse revoked sessions and inactive users, all in one Redis round trip while
+    their states are cached; a state not cached is read from PostgreSQL, never assumed."""
+    if request.path in _UNLIMITED or request.method == "OPTIONS" or is_app_path(request.path):
         return await handler(request)
     config = request.app[config_key]
     token = bearer_token(request)
@@ -164,7 +166,8 @@ async def authenticate(request: web.Request, handler):
     if identity is not None:
         limit, window = config.rate_limit_per_hour, 3600
         hit = await request.app[limiter_key].hit(user_key(identity.user_id, "h"), window, auth_markers(identity))
-        if hit.refused:
+        if hit.refused or (hit.unknown and not await check_session(request.app, identity.user_id,
+                                                                  identity.session_id)):
             raise NotAuthenticated("This session has been revoked.")
         request[identity_key] = identity
     else:

@@ -134,6 +134,10 @@ def openapi_document(docs: list[RouteDoc], title: str = "glint", version: str = 
         operation["responses"][str(doc.status)] = ok
         if doc.auth:
             operation["security"] = [{"bearer": []}]
+        if doc.role:
+            operation["x-role"] = doc.role
+            operation["description"] = (f"Only for accounts with the {doc.role} role (or above); "
+                                        "everyone else gets 404.")
         paths.setdefault(doc.path, {})[doc.method.lower()] = operation
     return {
         "openapi": "3.1.0",

@@ -22,7 +22,7 @@ import jwt
 from aiohttp import web
 from msgspec import Meta
 
-from handlers.auth import auth_markers, bearer_token, current_user
+from handlers.auth import auth_markers, bearer_token, check_session, current_user
 from handlers.common import (
     ApiError, Forbidden, NotAuthenticated, NotFound, Page, Routes, Struct, ValidationFailed, decode_cursor,
     encode_cursor, json_response, no_content, page_request, parse_id, path_id, read_json,
@@ -687,7 +687,8 @@ def realtime_ctx(sockets: weakref.WeakSet):
         settings = Settings(max_frame_bytes=c.ws_max_frame_bytes, idle_timeout=c.ws_idle_timeout,
                             heartbeat=c.ws_heartbeat, send_queue=c.ws_send_queue, max_inflight=c.ws_max_inflight,
                             presence_ttl=c.presence_ttl, presence_refresh=c.presence_refresh)
-        return Gateway(app[redis_key], settings, on_frame=handle_frame, on_delivered=on_delivered, sockets=sockets)
+        return Gateway(app[redis_key], settings, on_frame=handle_frame, on_delivered=on_delivered, sockets=sockets,
+                       verify_session=lambda user_id, session_id: check_session(app, user_id, session_id))
 
     start_gateway = gateway_ctx(build)
 

@@ -192,8 +192,11 @@ class Gateway:
 
     def __init__(self, redis: Redis, settings: Settings, *, on_frame: FrameHandler,
                  on_delivered: DeliveryHandler | None = None,
-                 sockets: weakref.WeakSet | None = None) -> None:
+                 sockets: weakref.WeakSet | None = None,
+                 verify_session: Callable[[int, int], Awaitable[bool]] | None = None) -> None:
         self.redis = redis
+        # asked (user_id, session_id) when the cached auth state is missing; without it, refused
+        self.verify_session = verify_session
         self.settings = settings
         self.on_frame = on_frame
         self.on_delivered = on_delivered or (lambda conn, delivery: None)
@@ -482,17 +485,24 @@ class Gateway:
                         WS_CLOSED_SLOW.inc()
                         self.cut(conn, CLOSE_TOO_SLOW, b"too slow: a write stalled")
                         continue
-                    pipe.exists(*conn.revoke_keys)
+                    pipe.mget(*conn.revoke_keys)
                     checked.append(conn)
                     if mono - conn.refreshed_at >= self.settings.presence_refresh:
                         conn.refreshed_at = mono
                         self.presence.refresh(pipe, conn.user_id, conn.id)
                 replies = await pipe.execute() if checked else []
             position = 0
+            unknown: list[Connection] = []
             for conn in checked:
-                if replies[position]:
+                states = replies[position]
+                if any(state is not None and state != b"1" for state in states):
                     self.cut(conn, CLOSE_UNAUTHORIZED, b"session revoked")
+                elif None in states:
+                    unknown.append(conn)
                 position += 3 if conn.refreshed_at == mono else 1
+            for conn in unknown:  # the cache lost its answer: the truth decides, never "allowed"
+                if self.verify_session is None or not await self.verify_session(conn.user_id, conn.session_id):
+                    self.cut(conn, CLOSE_UNAUTHORIZED, b"session revoked")
 
 
 gateway_key = web.AppKey("gateway", Gateway)
