@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import sys
+from pathlib import Path
 
 from app.config import Config, ConfigError, load_config, stack_dir
 
@@ -187,19 +188,45 @@ def cmd_search(args: argparse.Namespace) -> None:
 async def _reindex(config: Config, kinds: list[str], batch: int) -> None:
     from tqdm import tqdm
 
-    from app.clients import make_search_backend
-    from storage import db
+    from app.clients import reindex_search
 
-    pool = await db.create_pool(config.database_url, min_size=1, max_size=2)
-    backend = make_search_backend(config, pool)
+    bars: dict[str, tqdm] = {}
+
+    def progress(kind: str, total: int, done: int) -> None:
+        if kind not in bars:
+            bars[kind] = tqdm(total=total, desc=kind, unit="doc")
+        bars[kind].update(done)
+
     try:
-        for kind in kinds:
-            with tqdm(total=await backend.count(kind), desc=kind, unit="doc") as bar:
-                async for done in backend.reindex(kind, batch):
-                    bar.update(done)
+        await reindex_search(config, kinds, batch, progress)
     finally:
-        await backend.close()
-        await pool.close()
+        for bar in bars.values():
+            bar.close()
+
+
+def cmd_backup(args: argparse.Namespace) -> None:
+    """One archive: a pg_dump of the database and every S3 object, with a manifest of checksums."""
+    from app import backup
+
+    config = _config()
+    out = Path(args.out) if args.out else backup.default_archive_name()
+    try:
+        asyncio.run(backup.backup(config, out))
+    except backup.BackupError as exc:
+        sys.exit(f"glint: backup failed: {exc}")
+
+
+def cmd_restore(args: argparse.Namespace) -> None:
+    """Load an archive into an empty stack (or, with --force, over one that holds data)."""
+    from app import backup
+
+    config = _config()
+    try:
+        asyncio.run(backup.restore(config, Path(args.file), force=args.force))
+    except backup.BackupError as exc:
+        sys.exit(f"glint: restore refused: {exc}")
+    except (OSError, asyncio.TimeoutError) as exc:
+        sys.exit(f"glint: restore failed: cannot reach a store: {exc}")
 
 
 def cmd_events(args: argparse.Namespace) -> None:
@@ -305,6 +332,7 @@ def main(argv: list[str] | None = None) -> None:
     search_p.add_argument("--batch", type=int, default=1000, help="rows per bulk request (default 1000)")
     search_p.set_defaults(func=cmd_search)
 
+<<<<<<< HEAD
     events_p = sub.add_parser("events", help="the event backbone: dead letters")
     events_sub = events_p.add_subparsers(dest="events_command", required=True)
     letters_p = events_sub.add_parser("dead-letters", help="list or replay the events consumers gave up on")
@@ -317,6 +345,16 @@ def main(argv: list[str] | None = None) -> None:
     letters_p.add_argument("--wait", type=float, default=30.0,
                            help="replay: seconds to wait for the outcome (default 30)")
     letters_p.set_defaults(func=cmd_events)
+=======
+    backup_p = sub.add_parser("backup", help="write one archive of PostgreSQL and the S3 media")
+    backup_p.add_argument("--out", default=None, help="archive path (default glint-backup-<time>.tar here)")
+    backup_p.set_defaults(func=cmd_backup)
+
+    restore_p = sub.add_parser("restore", help="load a backup archive into an empty stack")
+    restore_p.add_argument("file", help="an archive written by `glint backup`")
+    restore_p.add_argument("--force", action="store_true", help="replace the data of a stack that is not empty")
+    restore_p.set_defaults(func=cmd_restore)
+>>>>>>> main
 
     from bench.cli import add_arguments as add_bench_arguments
 

@@ -94,6 +94,8 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=Tr
     smtp_starttls: bool = True
     email_from: str = "glint <no-reply@glint.local>"
     email_verification_ttl: PositiveInt = 48 * 3600
+    # account safety: how long a password-reset token lives
+    password_reset_ttl: PositiveInt = 3600
 
     # media and posts: upload byte limits, the decoded-pixel limit checked from the
     # header, rendition widths (comma-separated), and how long an unattached upload lives

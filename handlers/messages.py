@@ -34,6 +34,7 @@ from realtime.gateway import Connection, Delivery, Gateway, Settings, gateway_ct
 from realtime.presence import iso as ms_iso
 from storage import faults, graph, outbox
 from storage import messages as store
+from storage.metrics import MESSAGES_SENT
 
 log = logging.getLogger("glint.messages")
 outages = faults.OutageLog(log)
@@ -201,6 +202,7 @@ class MessageWriter:
                     raise
         self.stats["batches"] += 1
         self.stats["messages"] += len(drafts)
+        MESSAGES_SENT.inc(sum(1 for written in results if written.status == "ok"))
         for (draft, future, _), written in zip(unique, results):
             if not future.done():
                 future.set_result(written)

@@ -23,7 +23,8 @@ import msgspec
 
 from storage import deadletters, faults, outbox
 from storage.metrics import (
-    CONSUMER_LAG, DEAD_LETTER_REPLAYS, DEAD_LETTERS, EVENTS_HANDLED, EVENTS_PUBLISHED, HANDLER_FAILURES,
+    CONSUMER_LAG, DEAD_LETTER_REPLAYS, DEAD_LETTERS, EVENT_LAG, EVENTS_HANDLED, EVENTS_PUBLISHED, HANDLER_FAILURES,
+    count_store_error,
 )
 from storage.outbox import Event
 
@@ -76,6 +77,7 @@ class Dispatcher:
                 await consumer.handle(event)
             except Exception as exc:  # a handler's failure must not stop the stream
                 HANDLER_FAILURES.labels(consumer.name).inc()
+                count_store_error(exc)
                 log.warning(
                     "consumer %s failed on %s %s (attempt %d/%d): %r",
                     consumer.name, event.type, event.event_id, attempt, self.max_attempts, exc,
@@ -87,6 +89,7 @@ class Dispatcher:
                 continue
             await outbox.mark_processed(self.pool, consumer.name, event.event_id)
             EVENTS_HANDLED.labels(consumer.name).inc()
+            EVENT_LAG.labels(consumer.name).observe(max(time.time() - event.created_at.timestamp(), 0.0))
             log.debug("consumer %s handled %s in %.1f ms", consumer.name, event.type, (time.perf_counter() - started) * 1000)
             return True
         return False  # pragma: no cover - the loop always returns
