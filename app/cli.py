@@ -332,7 +332,6 @@ def main(argv: list[str] | None = None) -> None:
     search_p.add_argument("--batch", type=int, default=1000, help="rows per bulk request (default 1000)")
     search_p.set_defaults(func=cmd_search)
 
-<<<<<<< HEAD
     events_p = sub.add_parser("events", help="the event backbone: dead letters")
     events_sub = events_p.add_subparsers(dest="events_command", required=True)
     letters_p = events_sub.add_parser("dead-letters", help="list or replay the events consumers gave up on")
@@ -345,7 +344,7 @@ def main(argv: list[str] | None = None) -> None:
     letters_p.add_argument("--wait", type=float, default=30.0,
                            help="replay: seconds to wait for the outcome (default 30)")
     letters_p.set_defaults(func=cmd_events)
-=======
+
     backup_p = sub.add_parser("backup", help="write one archive of PostgreSQL and the S3 media")
     backup_p.add_argument("--out", default=None, help="archive path (default glint-backup-<time>.tar here)")
     backup_p.set_defaults(func=cmd_backup)
@@ -354,7 +353,6 @@ def main(argv: list[str] | None = None) -> None:
     restore_p.add_argument("file", help="an archive written by `glint backup`")
     restore_p.add_argument("--force", action="store_true", help="replace the data of a stack that is not empty")
     restore_p.set_defaults(func=cmd_restore)
->>>>>>> main
 
     from bench.cli import add_arguments as add_bench_arguments
 

@@ -18,12 +18,8 @@ from handlers.common import (
     ApiError, MethodNotAllowed, NotAuthenticated, NotFound, PayloadTooLarge, RateLimited, client_error, encode,
 )
 from handlers.context import config_key, identity_key, limiter_key, request_id_key
-<<<<<<< HEAD
 from storage.faults import OutageLog
-from storage.metrics import HTTP_IN_FLIGHT, HTTP_LATENCY, HTTP_REQUESTS
-=======
 from storage.metrics import HTTP_IN_FLIGHT, HTTP_LATENCY, HTTP_REQUESTS, count_store_error
->>>>>>> main
 from storage.ratelimit import address_key, user_key
 
 log = logging.getLogger("glint.http")
@@ -91,25 +87,16 @@ async def errors(request: web.Request, handler):
         if exc.status < 400:
             raise
         return error_response(_from_http_exception(exc))
-<<<<<<< HEAD
     except Exception as exc:
         error = client_error(exc)
         if error is None:
+            count_store_error(exc)
             log.exception("unhandled error", extra={"fields": {"request_id": request.get(request_id_key)}})
             return error_response(_internal())
         # a store is away or overloaded: the client may retry, it is not a bug
+        count_store_error(exc, default="other")
         outages.note(f"{request.method} {route_template(request)}", exc)
         return error_response(error)
-=======
-    except UNAVAILABLE as exc:  # a store is away or overloaded: the client may retry, it is not a bug
-        count_store_error(exc, default="other")
-        log.warning("dependency unavailable: %r", exc, extra={"fields": {"request_id": request.get(request_id_key)}})
-        return error_response(ServiceUnavailable(headers={"Retry-After": "1"}))
-    except Exception as exc:
-        count_store_error(exc)
-        log.exception("unhandled error", extra={"fields": {"request_id": request.get(request_id_key)}})
-        return error_response(_internal())
->>>>>>> main
 
 
 def _internal() -> ApiError:
