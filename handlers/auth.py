@@ -17,7 +17,7 @@ from handlers.common import (
     NotAuthenticated, RateLimited, Routes, Struct, TokenExpired, json_response, no_content, read_json,
 )
 from handlers.context import config_key, identity_key, limiter_key, pool_key, redis_key
-from storage import tokens, users
+from storage import sessions, tokens, users
 from storage.ratelimit import address_key
 
 routes = Routes("auth")
@@ -92,8 +92,16 @@ def current_user(request: web.Request) -> int:
 
 
 def auth_markers(identity: Identity) -> tuple[str, ...]:
-    """Redis keys whose existence refuses this identity's access tokens."""
+    """The Redis keys caching whether this identity's session and user may authenticate ("1" each)."""
     return (tokens.session_key(identity.user_id, identity.session_id), tokens.inactive_key(identity.user_id))
+
+
+async def check_session(app: web.Application, user_id: int, session_id: int) -> bool:
+    """Ask PostgreSQL whether a session may still be used (the cache had no answer), and cache it."""
+    state = await sessions.load_state(app[pool_key], user_id, session_id)
+    await tokens.fill_cache(app[redis_key], user_id, session_id, state.session_ok, state.user_ok,
+                            app[config_key].access_token_ttl)
+    return state.allowed
 
 
 async def check_address_limit(request: web.Request, scope: str) -> None:
@@ -103,6 +111,10 @@ async def check_address_limit(request: web.Request, scope: str) -> None:
     if hit.count > config.rate_limit_auth_per_minute:
         retry = max(hit.reset_ms // 1000, 1)
         raise RateLimited(f"Too many {scope} attempts; try again in {retry} s.", headers={"Retry-After": str(retry)})
+
+
+class AccountSuspended(NotAuthenticated):
+    code, message = "account_suspended", "This account is suspended."
 
 
 # ---------------------------------------------------------------- routes
@@ -128,7 +140,10 @@ async def start_session(request: web.Request, user_id: int) -> TokenPair:
     pool = request.app[pool_key]
     family = await tokens.new_family_id(pool)
     refresh = tokens.new_token()
-    await tokens.issue(pool, user_id, family, refresh, config.refresh_token_ttl)
+    async with pool.acquire() as conn, conn.transaction():
+        await sessions.create(conn, family, user_id, request.headers.get("User-Agent", ""), request.remote or "")
+        await tokens.issue(conn, user_id, family, refresh, config.refresh_token_ttl)
+    await tokens.fill_cache(request.app[redis_key], user_id, family, True, True, config.access_token_ttl)
     await users.touch_active(pool, user_id)
     return TokenPair(access=make_access_token(config.jwt_secret, user_id, family, config.access_token_ttl),
                      refresh=refresh)
@@ -146,7 +161,11 @@ async def obtain_token(request: web.Request) -> web.Response:
                           headers={"Retry-After": str(retry)})
     pool = request.app[pool_key]
     user = await users.get_login(pool, body.username)
-    if user is None or not await verify_password(user["password_hash"], body.password) or not user["is_active"]:
+    if user is None or not await verify_password(user["password_hash"], body.password):
+        raise NotAuthenticated("No active account found with the given credentials.")
+    if user["suspended_at"] is not None:
+        raise AccountSuspended()
+    if not user["is_active"]:
         raise NotAuthenticated("No active account found with the given credentials.")
     if _hasher.check_needs_rehash(user["password_hash"]):
         await users.set_password_hash(pool, user["id"], await hash_password(body.password))

@@ -17,15 +17,20 @@ async def create_user_txn(conn: asyncpg.Connection, username: str, email: str, p
 async def get_login(conn: asyncpg.Pool | asyncpg.Connection, login: str) -> asyncpg.Record | None:
     """The user a login name (username or e-mail, any case) belongs to."""
     if "@" in login:
-        sql = "SELECT id, username, password_hash, is_active FROM users WHERE lower(email) = lower($1)"
+        sql = "SELECT id, username, password_hash, is_active, suspended_at FROM users WHERE lower(email) = lower($1)"
     else:
-        sql = "SELECT id, username, password_hash, is_active FROM users WHERE lower(username) = lower($1)"
+        sql = "SELECT id, username, password_hash, is_active, suspended_at FROM users WHERE lower(username) = lower($1)"
     return await conn.fetchrow(sql, login)
 
 
 async def get_user(conn: asyncpg.Pool | asyncpg.Connection, user_id: int) -> asyncpg.Record | None:
     """A user row by id."""
     return await conn.fetchrow("SELECT * FROM users WHERE id = $1", user_id)
+
+
+async def get_role(conn: asyncpg.Pool | asyncpg.Connection, user_id: int) -> str | None:
+    """A live (active) account's role: user, moderator or admin; None for no such account."""
+    return await conn.fetchval("SELECT role FROM users WHERE id = $1 AND is_active", user_id)
 
 
 async def set_password_hash(conn: asyncpg.Pool | asyncpg.Connection, user_id: int, password_hash: str) -> None:
@@ -95,7 +100,8 @@ async def attach_own_media_txn(conn: asyncpg.Connection, user_id: int, media_id:
     ) is not None
 
 
-NOTIFICATION_KINDS = ("like", "comment", "reply", "mention", "follow", "follow_request", "message", "story_reaction")
+NOTIFICATION_KINDS = ("like", "comment", "reply", "mention", "follow", "follow_request", "message", "story_reaction",
+                      "report_resolved")
 NOTIFICATION_CHANNELS = ("in_app", "push", "email")
 # in-app and push on, e-mail off, unless the user said otherwise
 DEFAULT_CHANNELS = {"in_app": True, "push": True, "email": False}
