@@ -87,8 +87,10 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=Tr
     smtp_starttls: bool = True
     email_from: str = "glint <no-reply@glint.local>"
     email_verification_ttl: PositiveInt = 48 * 3600
-    # account safety: how long a password-reset token lives
+    # account safety: how long a password-reset token lives; the key (32 bytes, base64) TOTP
+    # secrets are encrypted under (empty: one derived from jwt_secret)
     password_reset_ttl: PositiveInt = 3600
+    two_factor_key: Annotated[str, Meta(pattern=r"^$|^[A-Za-z0-9+/]{43}=$")] = ""
 
     # media and posts: upload byte limits, the decoded-pixel limit checked from the
     # header, rendition widths (comma-separated), and how long an unattached upload lives

@@ -1,4 +1,4 @@
-"""Account safety: changing the password, resetting it by e-mail, and the sessions list.
+"""Account safety: changing the password, resetting it by e-mail, the sessions list, two-factor.
 
 Each of these revokes sessions in PostgreSQL (the truth) and then, after commit, marks them
 refused in the Redis cache so their access tokens stop at once.
@@ -14,11 +14,12 @@ from msgspec import Meta
 
 from handlers.accounts import TOPIC, fail, password_problem
 from handlers.auth import Identity, check_address_limit, hash_password, verify_password
+from handlers import two_factor as two_factor_rules
 from handlers.common import (
-    NotAuthenticated, NotFound, Page, Routes, Struct, ValidationFailed, json_response, no_content, path_id, read_json,
+    Conflict, NotAuthenticated, NotFound, Page, Routes, Struct, ValidationFailed, json_response, no_content, path_id, read_json,
 )
 from handlers.context import config_key, identity_key, pool_key, redis_key
-from storage import outbox, safety, sessions, tokens, users
+from storage import outbox, safety, sessions, tokens, two_factor, users
 
 routes = Routes("accounts")
 
@@ -195,4 +196,83 @@ async def delete_session(request: web.Request) -> web.Response:
     """Log out one of the account's sessions (the current one too); 404 if it is not the viewer's."""
     identity = viewer_identity(request)
     await revoke_session(request.app, identity.user_id, path_id(request))
+    return no_content()
+
+
+# ---------------------------------------------------------------- two-factor
+
+
+class TwoFactorSetup(Struct):
+    secret: str
+    otpauth_url: str
+
+
+class CodeRequest(Struct):
+    code: Annotated[str, Meta(min_length=1, max_length=64)]
+
+
+class RecoveryCodes(Struct):
+    recovery_codes: list[str]
+
+
+class DisableTwoFactor(Struct):
+    password: Annotated[str, Meta(min_length=1, max_length=1024)]
+    code: Annotated[str, Meta(min_length=1, max_length=64, description="a TOTP or recovery code")]
+
+
+def bad_code() -> ValidationFailed:
+    return ValidationFailed("code: wrong, expired or already used.", fields={"code": "Wrong, expired or already used."})
+
+
+@routes.route("POST", "/api/accounts/2fa/setup/", response=TwoFactorSetup)
+async def setup_two_factor(request: web.Request) -> web.Response:
+    """Start TOTP set-up: a new secret and its otpauth:// URL (409 once two-factor is on)."""
+    identity = viewer_identity(request)
+    row = await users.get_user(request.app[pool_key], identity.user_id)
+    if row is None:
+        raise NotFound()
+    secret = two_factor_rules.new_secret()
+    if not await two_factor.start_setup(request.app[pool_key], identity.user_id,
+                                        two_factor_rules.secret_box(request.app).seal(secret)):
+        raise Conflict("Two-factor is already on; disable it first.")
+    return json_response(TwoFactorSetup(secret=secret, otpauth_url=two_factor_rules.otpauth_url(secret, row["username"])))
+
+
+@routes.route("POST", "/api/accounts/2fa/confirm/", body=CodeRequest, response=RecoveryCodes)
+async def confirm_two_factor(request: web.Request) -> web.Response:
+    """Turn two-factor on with a code from the new secret; returns the recovery codes, shown once."""
+    identity = viewer_identity(request)
+    body = await read_json(request, CodeRequest)
+    app, user_id = request.app, identity.user_id
+    row = await two_factor.get(app[pool_key], user_id)
+    if row is None:
+        raise ValidationFailed("Start with POST /api/accounts/2fa/setup/.", fields={"code": "No set-up started."})
+    if row["confirmed_at"] is not None:
+        raise Conflict("Two-factor is already on.")
+    if not await two_factor_rules.check_totp(app, user_id, row["secret"], body.code):
+        raise bad_code()
+    codes = two_factor_rules.new_recovery_codes()
+    async with app[pool_key].acquire() as conn, conn.transaction():
+        if not await two_factor.confirm_txn(conn, user_id, [two_factor_rules.hash_recovery_code(c) for c in codes]):
+            raise Conflict("Two-factor is already on.")
+        await outbox.add_event(conn, TOPIC, "two_factor_enabled", user_id, {"user_id": str(user_id)})
+    return json_response(RecoveryCodes(recovery_codes=codes))
+
+
+@routes.route("POST", "/api/accounts/2fa/disable/", body=DisableTwoFactor, status=204)
+async def disable_two_factor(request: web.Request) -> web.Response:
+    """Turn two-factor off, confirmed with the password and a TOTP or recovery code."""
+    identity = viewer_identity(request)
+    body = await read_json(request, DisableTwoFactor)
+    app, user_id = request.app, identity.user_id
+    row = await users.get_user(app[pool_key], user_id)
+    if row is None or not await verify_password(row["password_hash"], body.password):
+        raise ValidationFailed("password: incorrect.", fields={"password": "Incorrect password."})
+    if not await two_factor.is_enabled(app[pool_key], user_id):
+        raise Conflict("Two-factor is not on.")
+    if not await two_factor_rules.check_second_factor(app, user_id, body.code):
+        raise bad_code()
+    async with app[pool_key].acquire() as conn, conn.transaction():
+        await two_factor.disable_txn(conn, user_id)
+        await outbox.add_event(conn, TOPIC, "two_factor_disabled", user_id, {"user_id": str(user_id)})
     return no_content()
