@@ -19,6 +19,7 @@ from handlers import (
 )
 from handlers.common import Routes
 from handlers.context import config_key, pool_key, redis_key, s3_key, search_key, timelines_key
+from jobs.erasure import erasure_jobs
 from jobs.events import Consumer
 from jobs.feed import FeedConsumer
 from jobs.media import media_jobs
@@ -99,6 +100,13 @@ def search_consumers(app: web.Application) -> list[Consumer]:
     return [SearchConsumer(app[search_key])]
 
 
+def erasure_job_factory(app: web.Application) -> list[Job]:
+    """Erasure of accounts whose deletion grace period is over."""
+    config = app[config_key]
+    return erasure_jobs(app[pool_key], app[s3_key], config.s3_bucket, lambda: stories.app_now(app),
+                        config.account_deletion_grace_days, config.account_jobs_interval)
+
+
 def safety_consumers(app: web.Application) -> list[Consumer]:
     """Account safety work done off the request: reset tokens minted and mailed."""
     config = app[config_key]
@@ -129,7 +137,7 @@ def create_app(config: Config, *, consumers: bool = True, extra_consumers: list[
     app.cleanup_ctx.append(background_ctx(consumer_factories=[feed_consumers, notification_consumers, search_consumers,
                                                               safety_consumers],
                                           job_factories=[platform_jobs, feed_jobs, media_job_factory, story_job_factory,
-                                                         notification_jobs]))
+                                                         notification_jobs, erasure_job_factory]))
     app.on_shutdown.append(close_sockets)
     add_ops_routes(app)
     if http:

@@ -6,7 +6,7 @@ import re
 
 from storage import email
 from tests.conftest import wait_for
-from tests.handlers.test_sessions import bearer, client, me_status  # noqa: F401 (client is a fixture)
+from tests.handlers.test_sessions import bearer, client, clock, me_status  # noqa: F401 (fixtures)
 from tests.support import login, register
 
 PASSWORD = "correct horse battery"
