@@ -102,6 +102,8 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=Tr
     # often the erasure job (and the export expiry job) runs
     account_deletion_grace_days: PositiveInt = 30
     account_jobs_interval: PositiveFloat = 3600.0
+    # data export: how long a built archive stays downloadable before the job removes it
+    account_export_ttl: PositiveInt = 48 * 3600
 
     # media and posts: upload byte limits, the decoded-pixel limit checked from the
     # header, rendition widths (comma-separated), and how long an unattached upload lives

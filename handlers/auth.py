@@ -174,7 +174,9 @@ async def cancel_deletion(app: web.Application, user_id: int) -> None:
 
 @routes.route("POST", "/api/token/", body=TokenRequest, response=TokenPair, auth=False)
 async def obtain_token(request: web.Request) -> web.Response:
-    """Log in with username (or e-mail) and password; returns an access and a refresh token."""
+    """Log in with username (or e-mail) and password (and `code` once two-factor is on: 401 2fa_required without it, 2fa_invalid when wrong); returns an access and a refresh token.
+
+    A login within the grace period of a requested account deletion cancels the deletion."""
     body = await read_json(request, TokenRequest)
     await check_address_limit(request, "login")
     hit = await request.app[limiter_key].hit(address_key("login-user", body.username.lower()), 60)
@@ -231,7 +233,10 @@ async def revoke_token(request: web.Request) -> web.Response:
     found = await tokens.family_of(pool, body.refresh)
     if found is not None:
         family_id, user_id = found
-        await tokens.revoke_family_txn(pool, family_id)
+        async with pool.acquire() as conn, conn.transaction():
+            await tokens.revoke_family_txn(conn, family_id)
+            await outbox.add_event(conn, "accounts", "session_revoked", user_id,
+                                   {"user_id": str(user_id), "session_id": str(family_id)})
         await tokens.mark_session_revoked(request.app[redis_key], user_id, family_id,
                                           request.app[config_key].access_token_ttl)
     return no_content()

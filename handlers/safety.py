@@ -3,6 +3,15 @@ and deleting the account.
 
 Each of these revokes sessions in PostgreSQL (the truth) and then, after commit, marks them
 refused in the Redis cache so their access tokens stop at once.
+
+Events (topic "accounts", key the user id), written in the transaction that makes them true:
+`password_changed {user_id, via: change|reset, sessions_revoked}`, `password_reset_requested
+{email}` (keyed by the address; jobs/safety.py mints and mails the token), `session_revoked
+{user_id, session_id}` (also from POST /api/token/revoke/), `two_factor_enabled {user_id}`,
+`two_factor_disabled {user_id}`, `account_deletion_requested {user_id, erase_after}`, then
+`account_deletion_cancelled {user_id}` (a login, handlers/auth.py) or `account_erased {user_id}`
+(jobs/erasure.py); `export_requested {user_id, export_id}` (handlers/export.py, built by
+jobs/export.py).
 """
 
 from __future__ import annotations

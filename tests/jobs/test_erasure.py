@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from handlers.context import config_key, s3_key
-from jobs.erasure import erase_due_accounts
+from app.main import account_job_factory
 from tests.handlers.test_posts import new_post
 from tests.handlers.test_sessions import bearer, client, clock  # noqa: F401 (fixtures)
 from tests.jobs.test_stories_jobs import objects_of
@@ -15,8 +14,10 @@ from tests.support import PASSWORD, login, register
 GRACE = timedelta(days=30)
 
 
-async def run_erasure(client, pool, clock) -> int:
-    return await erase_due_accounts(pool, client.app[s3_key], client.app[config_key].s3_bucket, clock(), GRACE)
+async def run_erasure(client) -> int:
+    """One run of the app's erasure job, as the job runner would make it (on the test's clock)."""
+    (job,) = [j for j in account_job_factory(client.app) if j.name == "erase_deleted_accounts"]
+    return await job.fn()
 
 
 async def delete_account(client, pair: dict, password: str = PASSWORD):
@@ -36,12 +37,12 @@ async def test_a_deleted_account_is_hidden_at_once_and_a_login_within_30_days_ca
     assert (await client.get(f"/api/posts/{post['id']}/", headers=bearer(viewer_pair))).status == 404
 
     clock.advance(days=29)
-    assert await run_erasure(client, pool, clock) == 0
+    assert await run_erasure(client) == 0
     again = await login(client, owner["username"])
     assert (await client.get(f"/api/accounts/users/{owner['id']}/", headers=bearer(viewer_pair))).status == 200
     assert (await client.get("/api/accounts/users/me/", headers=bearer(again))).status == 200
     clock.advance(days=2)
-    assert await run_erasure(client, pool, clock) == 0
+    assert await run_erasure(client) == 0
     types = [r["type"] for r in await pool.fetch("SELECT type FROM outbox ORDER BY id")]
     assert "account_deletion_requested" in types and "account_deletion_cancelled" in types
 
@@ -62,10 +63,10 @@ async def test_after_30_days_the_job_erases_rows_and_objects_and_fixes_others_co
     assert (await delete_account(client, pair)).status == 202
 
     clock.advance(days=30, seconds=-1)
-    assert await run_erasure(client, pool, clock) == 0
+    assert await run_erasure(client) == 0
     clock.advance(seconds=1)
-    assert await run_erasure(client, pool, clock) == 1
-    assert await run_erasure(client, pool, clock) == 0
+    assert await run_erasure(client) == 1
+    assert await run_erasure(client) == 0
     assert await pool.fetchval("SELECT count(*) FROM users WHERE id = $1", int(owner["id"])) == 0
     assert await pool.fetchval("SELECT count(*) FROM posts WHERE id = $1", int(own_post["id"])) == 0
     assert await objects_of(client, owner["id"]) == []
