@@ -42,6 +42,7 @@ Only stdlib is imported at module level; botocore is imported lazily for the S3 
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -273,13 +274,14 @@ def _write_state(root: Path, state: dict) -> None:
 
 
 def _stack_secrets(st: dict) -> dict:
-    """This stack's own secrets, made once with `secrets` and kept in stack.json: the JWT key and
-    the S3 keys (weed and Tansu are started with them, glint reads them from stack.env). No two
-    stacks share one, and none is written in the source."""
+    """This stack's own secrets, made once with `secrets` and kept in stack.json: the JWT key, the
+    key two-factor secrets are sealed under, and the S3 keys (weed and Tansu are started with
+    them, glint reads them from stack.env). No two stacks share one, none is in the source."""
     made = st.setdefault("secrets", {})
     made.setdefault("jwt_secret", secrets.token_urlsafe(48))
     made.setdefault("s3_access_key", "GL" + secrets.token_hex(9).upper())
     made.setdefault("s3_secret_key", secrets.token_urlsafe(30))
+    made.setdefault("two_factor_key", base64.b64encode(secrets.token_bytes(32)).decode())
     return made
 
 
@@ -687,7 +689,8 @@ def _ensure(root: Path, st: dict, name: str, log: Log) -> None:
 def _env_for(st: dict) -> dict[str, str]:
     p = st["ports"]
     svcs = st.get("services", list(SERVICES))
-    env: dict[str, str] = {"GLINT_JWT_SECRET": _stack_secrets(st)["jwt_secret"]}
+    made = _stack_secrets(st)
+    env: dict[str, str] = {"GLINT_JWT_SECRET": made["jwt_secret"], "GLINT_TWO_FACTOR_KEY": made["two_factor_key"]}
     if "postgres" in svcs:
         env["GLINT_DATABASE_URL"] = f"postgresql://{PG_USER}@127.0.0.1:{p['postgres']}/{PG_DB}"
     if "redis" in svcs:

@@ -7,8 +7,13 @@ import base64
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Generic, Sequence, TypeVar
 
+import asyncpg
 import msgspec
 from aiohttp import web
+
+from handlers.context import identity_key, pool_key
+from realtime import frames
+from storage import faults, users
 
 T = TypeVar("T")
 
@@ -84,10 +89,34 @@ class UnsupportedMediaType(ApiError):
 
 class ServiceUnavailable(ApiError):
     status, code, message = 503, "service_unavailable", "A service this needs is unavailable; try again shortly."
+    frame_code = "unavailable"  # the websocket's name for it
+    retry_after = faults.RETRY_AFTER_SECONDS
+
+    def __init__(self, message: str | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.headers.setdefault("Retry-After", str(self.retry_after))
 
 
 class RateLimited(ApiError):
     status, code, message = 429, "rate_limited", "Too many requests."
+
+
+def client_error(exc: BaseException) -> ApiError | None:
+    """What a failure is to the client, for REST and the websocket alike: an ApiError as it is, a
+    store that is away or overloaded as ServiceUnavailable (retry shortly), anything else None
+    (a bug: the caller logs it and answers a plain internal error)."""
+    if isinstance(exc, ApiError):
+        return exc
+    if faults.is_unavailable(exc):
+        return ServiceUnavailable()
+    return None
+
+
+def error_frame(error: ApiError, ref: Any = None) -> bytes:
+    """The websocket twin of an error response: an `error` frame echoing the client's ref;
+    unavailable carries `retry_after` as the response carries Retry-After."""
+    retry_after = getattr(error, "retry_after", None)
+    return frames.error(getattr(error, "frame_code", error.code), error.message, ref, retry_after)
 
 
 def validation_error(exc: msgspec.ValidationError) -> ValidationFailed:
@@ -236,6 +265,34 @@ def make_page(request: web.Request, items: Sequence[T], limit: int, cursor_of: C
     return Page(results=items, next=str(request.rel_url.with_query(query)))
 
 
+# ---------------------------------------------------------------- roles
+
+ROLES = ("user", "moderator", "admin")  # each includes the powers of those before it
+
+
+def has_role(role: str, needed: str) -> bool:
+    """Does `role` carry at least the powers of `needed`?"""
+    return ROLES.index(role) >= ROLES.index(needed)
+
+
+async def check_role(pool: asyncpg.Pool | asyncpg.Connection, user_id: int | None, needed: str) -> str:
+    """The account's role when it is at least `needed`; otherwise 404 (not 403: the admin API and
+    what it acts on do not leak). Read from PostgreSQL on each call, so a demotion acts at once."""
+    role = None if user_id is None else await users.get_role(pool, user_id)
+    if role is None or not has_role(role, needed):
+        raise NotFound()
+    return role
+
+
+def _guarded(handler: "Handler", role: str) -> "Handler":
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        identity = request.get(identity_key)
+        await check_role(request.app[pool_key], identity.user_id if identity is not None else None, role)
+        return await handler(request)
+    guarded.__doc__, guarded.__name__ = handler.__doc__, handler.__name__
+    return guarded
+
+
 # ---------------------------------------------------------------- the route table
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -255,6 +312,7 @@ class RouteDoc:
     auth: bool = True
     tag: str = ""
     query: dict[str, str] = field(default_factory=dict)
+    role: str | None = None
 
 
 class Routes:
@@ -265,11 +323,15 @@ class Routes:
         self.docs: list[RouteDoc] = []
 
     def route(self, method: str, path: str, *, body: type | None = None, response: type | None = None,
-              status: int = 200, auth: bool = True, query: dict[str, str] | None = None) -> Callable[[Handler], Handler]:
+              status: int = 200, auth: bool = True, query: dict[str, str] | None = None,
+              role: str | None = None) -> Callable[[Handler], Handler]:
+        """Record a route; `role` ("moderator" or "admin") admits only accounts with at least that
+        role, and answers 404 to everyone else (anonymous included), so the route does not leak."""
         def register(handler: Handler) -> Handler:
             summary = (handler.__doc__ or handler.__name__).strip().splitlines()[0]
-            self.docs.append(RouteDoc(method, path, handler, summary, body, response, status, auth,
-                                      self.tag, query or {}))
+            served = handler if role is None else _guarded(handler, role)
+            self.docs.append(RouteDoc(method, path, served, summary, body, response, status, auth,
+                                      self.tag, query or {}, role))
             return handler
         return register
 

@@ -33,6 +33,7 @@ from redis.asyncio import Redis
 
 from realtime import frames
 from realtime.presence import PresenceStore, iso
+from storage.metrics import WS_CLOSED_SLOW, WS_CONNECTIONS, WS_FRAMES_IN, WS_FRAMES_OUT
 
 log = logging.getLogger("glint.realtime")
 
@@ -125,6 +126,7 @@ class Connection:
         # a full queue behind a stalled writer, or a burst past four times the bound: too slow
         if waiting >= self.limit and (self.sending or waiting >= 4 * self.limit):
             self.gateway.stats["cut_slow"] += 1
+            WS_CLOSED_SLOW.inc()
             self.gateway.cut(self, CLOSE_TOO_SLOW, b"too slow: send queue overflowed")
             return
         self.queue.append((data, delivery))
@@ -175,6 +177,7 @@ class Connection:
                     self._space.set()
                 self.sending, self.sending_since = True, time.monotonic()
                 await ws.send_frame(data, WSMsgType.TEXT)
+                WS_FRAMES_OUT.inc()
                 self.sending = False
                 if delivery is not None:
                     delivered(self, delivery)
@@ -189,8 +192,11 @@ class Gateway:
 
     def __init__(self, redis: Redis, settings: Settings, *, on_frame: FrameHandler,
                  on_delivered: DeliveryHandler | None = None,
-                 sockets: weakref.WeakSet | None = None) -> None:
+                 sockets: weakref.WeakSet | None = None,
+                 verify_session: Callable[[int, int], Awaitable[bool]] | None = None) -> None:
         self.redis = redis
+        # asked (user_id, session_id) when the cached auth state is missing; without it, refused
+        self.verify_session = verify_session
         self.settings = settings
         self.on_frame = on_frame
         self.on_delivered = on_delivered or (lambda conn, delivery: None)
@@ -270,6 +276,7 @@ class Gateway:
                 return
             if msg.type is WSMsgType.TEXT:
                 self.stats["frames_in"] += 1
+                WS_FRAMES_IN.inc()
                 try:
                     frame = frames.decode_client(msg.data)
                 except frames.FrameError as exc:
@@ -325,6 +332,7 @@ class Gateway:
     async def _attach(self, conn: Connection) -> None:
         conns = self.local.setdefault(conn.user_id, set())
         conns.add(conn)
+        WS_CONNECTIONS.inc()
         if len(conns) == 1:
             await self._subscribe(f"u:{conn.user_id}")
         came_online = await self.presence.connect(conn.user_id, conn.id)
@@ -333,8 +341,9 @@ class Gateway:
 
     async def _detach(self, conn: Connection) -> None:
         conns = self.local.get(conn.user_id)
-        if conns is not None:
+        if conns is not None and conn in conns:
             conns.discard(conn)
+            WS_CONNECTIONS.dec()
             if not conns:
                 del self.local[conn.user_id]
                 await self._unsubscribe(f"u:{conn.user_id}")
@@ -473,19 +482,27 @@ class Gateway:
                         continue
                     if conn.sending and mono - conn.sending_since > self.settings.heartbeat:
                         self.stats["cut_slow"] += 1  # one frame unwritten for a whole heartbeat
+                        WS_CLOSED_SLOW.inc()
                         self.cut(conn, CLOSE_TOO_SLOW, b"too slow: a write stalled")
                         continue
-                    pipe.exists(*conn.revoke_keys)
+                    pipe.mget(*conn.revoke_keys)
                     checked.append(conn)
                     if mono - conn.refreshed_at >= self.settings.presence_refresh:
                         conn.refreshed_at = mono
                         self.presence.refresh(pipe, conn.user_id, conn.id)
                 replies = await pipe.execute() if checked else []
             position = 0
+            unknown: list[Connection] = []
             for conn in checked:
-                if replies[position]:
+                states = replies[position]
+                if any(state is not None and state != b"1" for state in states):
                     self.cut(conn, CLOSE_UNAUTHORIZED, b"session revoked")
+                elif None in states:
+                    unknown.append(conn)
                 position += 3 if conn.refreshed_at == mono else 1
+            for conn in unknown:  # the cache lost its answer: the truth decides, never "allowed"
+                if self.verify_session is None or not await self.verify_session(conn.user_id, conn.session_id):
+                    self.cut(conn, CLOSE_UNAUTHORIZED, b"session revoked")
 
 
 gateway_key = web.AppKey("gateway", Gateway)

@@ -17,15 +17,20 @@ async def create_user_txn(conn: asyncpg.Connection, username: str, email: str, p
 async def get_login(conn: asyncpg.Pool | asyncpg.Connection, login: str) -> asyncpg.Record | None:
     """The user a login name (username or e-mail, any case) belongs to."""
     if "@" in login:
-        sql = "SELECT id, username, password_hash, is_active FROM users WHERE lower(email) = lower($1)"
+        sql = "SELECT id, username, password_hash, is_active, suspended_at FROM users WHERE lower(email) = lower($1)"
     else:
-        sql = "SELECT id, username, password_hash, is_active FROM users WHERE lower(username) = lower($1)"
+        sql = "SELECT id, username, password_hash, is_active, suspended_at FROM users WHERE lower(username) = lower($1)"
     return await conn.fetchrow(sql, login)
 
 
 async def get_user(conn: asyncpg.Pool | asyncpg.Connection, user_id: int) -> asyncpg.Record | None:
     """A user row by id."""
     return await conn.fetchrow("SELECT * FROM users WHERE id = $1", user_id)
+
+
+async def get_role(conn: asyncpg.Pool | asyncpg.Connection, user_id: int) -> str | None:
+    """A live (active) account's role: user, moderator or admin; None for no such account."""
+    return await conn.fetchval("SELECT role FROM users WHERE id = $1 AND is_active", user_id)
 
 
 async def set_password_hash(conn: asyncpg.Pool | asyncpg.Connection, user_id: int, password_hash: str) -> None:
@@ -95,7 +100,8 @@ async def attach_own_media_txn(conn: asyncpg.Connection, user_id: int, media_id:
     ) is not None
 
 
-NOTIFICATION_KINDS = ("like", "comment", "reply", "mention", "follow", "follow_request", "message", "story_reaction")
+NOTIFICATION_KINDS = ("like", "comment", "reply", "mention", "follow", "follow_request", "message", "story_reaction",
+                      "report_resolved")
 NOTIFICATION_CHANNELS = ("in_app", "push", "email")
 # in-app and push on, e-mail off, unless the user said otherwise
 DEFAULT_CHANNELS = {"in_app": True, "push": True, "email": False}
@@ -154,7 +160,7 @@ def like_prefix(text: str) -> str:
 async def search_users(conn: asyncpg.Pool | asyncpg.Connection, viewer: int, prefix: str | None,
                        after_username: str | None, limit: int) -> list[asyncpg.Record]:
     """Active users whose username, full name or a word of it starts with `prefix` (any case),
-    by username, without those blocking or blocked by the viewer; up to limit + 1 rows."""
+    by username, only those the viewer may be shown (storage.visibility); up to limit + 1 rows."""
     pattern = like_prefix(prefix.lower()) if prefix else None
     return await conn.fetch(
         f"SELECT {SUMMARY_COLUMNS}, lower(u.username) AS sort_key FROM users u"
@@ -162,8 +168,7 @@ async def search_users(conn: asyncpg.Pool | asyncpg.Connection, viewer: int, pre
         "   AND ($2::text IS NULL OR lower(u.username) LIKE $2 OR lower(u.full_name) LIKE $2"
         "        OR lower(u.full_name) LIKE '% ' || $2)"
         "   AND ($3::text IS NULL OR lower(u.username) > $3)"
-        "   AND NOT EXISTS (SELECT 1 FROM blocks b WHERE (b.blocker_id = $1 AND b.blocked_id = u.id)"
-        "                                         OR (b.blocker_id = u.id AND b.blocked_id = $1))"
+        "   AND user_shown($1, u.id)"
         " ORDER BY lower(u.username) LIMIT $4",
         viewer, pattern, after_username, limit + 1,
     )
@@ -171,7 +176,7 @@ async def search_users(conn: asyncpg.Pool | asyncpg.Connection, viewer: int, pre
 
 async def get_profile(conn: asyncpg.Pool | asyncpg.Connection, user_id: int, viewer: int) -> asyncpg.Record | None:
     """An active user's row with the viewer's relationship flags (following, followed_by, requested,
-    blocking); visibility (blocks) is the caller's check."""
+    blocking); visibility is the caller's check (storage.visibility)."""
     return await conn.fetchrow(
         "SELECT u.*,"
         " EXISTS (SELECT 1 FROM follows WHERE follower_id = $2 AND followee_id = u.id) AS following,"

@@ -116,7 +116,7 @@ def test_the_stack_writes_its_own_random_secrets_readable_by_its_owner_only(stac
     assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
     assert stat.S_IMODE((stack_root / "stack.json").stat().st_mode) == 0o600
     strings = source_strings()
-    for name in ("GLINT_JWT_SECRET", "GLINT_S3_ACCESS_KEY", "GLINT_S3_SECRET_KEY"):
+    for name in ("GLINT_JWT_SECRET", "GLINT_TWO_FACTOR_KEY", "GLINT_S3_ACCESS_KEY", "GLINT_S3_SECRET_KEY"):
         assert written[name] == stack_env[name] and written[name] not in strings, name
     assert len(written["GLINT_JWT_SECRET"].encode()) >= 32
 
