@@ -103,6 +103,9 @@ async def seed(database_url: str, clients: int, conversations: int, prefix: str 
         users = [r["id"] for r in await conn.fetch(
             "INSERT INTO users (username, email, password_hash) SELECT $2 || g, $2 || g || '@bench.local', 'x'"
             " FROM generate_series(1, $1) g RETURNING id", clients, prefix)]
+        from bench.scenarios import open_seeded_sessions
+
+        await open_seeded_sessions(conn, users)
         plan = []
         per = max(clients // conversations, 2)
         for start in range(0, clients, per):
