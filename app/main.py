@@ -13,7 +13,7 @@ from app.clients import add_client_contexts
 from app.config import Config
 from app.ops import add_openapi_routes, add_ops_routes
 from handlers import (
-    accounts, admin, auth, comments, feed, graph, media, messages, notifications, posts, search, stories,
+    accounts, admin, auth, comments, feed, graph, media, messages, notifications, posts, reports, search, stories,
 )
 from handlers.common import Routes
 from handlers.context import config_key, pool_key, redis_key, s3_key, search_key, timelines_key
@@ -31,7 +31,8 @@ from storage.sinks import HttpPushSink, TablePushSink
 # stories' /api/stories/feed/ are registered before /api/posts/{id}/ and /api/stories/{id}/.
 ROUTE_MODULES: list[Routes] = [
     auth.routes, accounts.routes, graph.routes, media.routes, feed.routes, posts.routes, comments.routes,
-    messages.routes, notifications.routes, stories.routes, search.routes, admin.routes,
+    messages.routes, notifications.routes, stories.routes, search.routes, reports.routes,
+    admin.routes,
 ]
 
 sockets_key = web.AppKey("sockets", weakref.WeakSet)
@@ -85,6 +86,11 @@ def notification_consumers(app: web.Application) -> list[Consumer]:
     return [NotificationConsumer(pool, app[redis_key], push, accounts.email_sink(app), config.notifications_group_window)]
 
 
+def moderation_jobs(app: web.Application) -> list[Job]:
+    """Lifting suspensions whose `until` has passed, every minute."""
+    return [Job("suspensions", 60, lambda: admin.lift_expired_suspensions(app))]
+
+
 def notification_jobs(app: web.Application) -> list[Job]:
     """Daily deletion of old notifications."""
     days = app[config_key].notifications_retention_days
@@ -119,7 +125,7 @@ def create_app(config: Config, *, consumers: bool = True, extra_consumers: list[
     add_client_contexts(app, config)
     app.cleanup_ctx.append(background_ctx(consumer_factories=[feed_consumers, notification_consumers, search_consumers],
                                           job_factories=[platform_jobs, feed_jobs, media_job_factory, story_job_factory,
-                                                         notification_jobs]))
+                                                         notification_jobs, moderation_jobs]))
     app.on_shutdown.append(close_sockets)
     add_ops_routes(app)
     if http:

@@ -58,7 +58,7 @@ def comment_event(row: asyncpg.Record, post_author_id: int) -> dict[str, object]
 async def visible_comment(pool: asyncpg.Pool, viewer: int, comment_id: int) -> asyncpg.Record:
     """A comment on a post the viewer may see, by someone not blocked either way; 404 otherwise."""
     row = await comments.get_comment(pool, comment_id)
-    if row is None or await graph.is_blocked_either_way(pool, viewer, row["author_id"]):
+    if row is None or not row["author_active"] or await graph.is_blocked_either_way(pool, viewer, row["author_id"]):
         raise NotFound()
     await visible_post(pool, viewer, row["post_id"])
     return row

@@ -44,6 +44,7 @@ PHRASES = {
     "follow_request_approved": "accepted your follow request",
     "story_reaction": "reacted to your story",
     "message": "sent you a message",
+    "report_resolved": "reviewed your report",
 }
 
 
@@ -81,7 +82,7 @@ class NotificationConsumer:
     email: EmailSink
     group_window: float = 24 * 3600
     name: str = "notifications"
-    topics: tuple[str, ...] = ("accounts", "posts", "stories", "messages")
+    topics: tuple[str, ...] = ("accounts", "posts", "stories", "messages", "moderation")
 
     async def handle(self, event: Event) -> None:
         """Dispatch by event type; other types notify nobody."""
@@ -176,6 +177,14 @@ class NotificationConsumer:
         text = str(p.get("preview") or "")[:200] or None
         await self.notify([self._item(event, int(r), sender, "message", "conversation", conversation, text=text)
                            for r in p.get("recipient_ids", ())])
+
+    # ------------------------------------------------------------ moderation
+
+    async def on_report_resolved(self, event: Event, p: dict) -> None:
+        """Each reporter hears that their report was dealt with (not how, nor about whom)."""
+        moderator = int(p["moderator_id"])
+        await self.notify([self._item(event, int(r["reporter_id"]), moderator, "report_resolved", "report",
+                                      int(r["report_id"])) for r in p.get("reports", ())])
 
     # ------------------------------------------------------------ making and delivering
 
