@@ -2,11 +2,12 @@
 notifications, then a `notification.new` frame on every connected socket of the recipient, and the
 push and e-mail the recipient's preferences ask for.
 
-Rules: never to yourself, never between users blocked either way, each channel only as the
-recipient's preferences for that kind allow; undoing or deleting what made a notification
-(unlike, deleted comment or post, unfollow, block) removes it. Idempotent: the items table is
-unique per (event, recipient), so a redelivered event makes nothing twice; side effects (socket,
-push, e-mail) follow a commit that made something new, so a redelivery repeats none of them.
+Rules: never to yourself, never between users blocked either way, never from someone the
+recipient mutes, each channel only as the recipient's preferences for that kind allow; undoing
+or deleting what made a notification (unlike, deleted comment or post, unfollow, block) removes
+it. Idempotent: the items table is unique per (event, recipient), so a redelivered event makes
+nothing twice; side effects (socket, push, e-mail) follow a commit that made something new, so a
+redelivery repeats none of them.
 """
 
 from __future__ import annotations
@@ -207,8 +208,8 @@ class NotificationConsumer:
                 channels = prefs.get(item.recipient_id, {}).get(PREF_KIND.get(item.kind, item.kind))
                 if channels is None or not any(channels.values()):
                     continue
-                if await graph.is_blocked_either_way(conn, item.recipient_id, item.actor_id):
-                    continue
+                if await graph.notification_hidden(conn, item.recipient_id, item.actor_id):
+                    continue  # blocked either way, or the recipient mutes the actor
                 group_id = None
                 if channels.get("in_app"):
                     group_id = await store.add_item(conn, item, self.group_window)

@@ -1,6 +1,8 @@
-"""The social graph, and the two questions every feature asks of it: may this viewer see this
-owner's things, and is either of two users blocking the other. Each is answered here, once, with a
-batched variant for lists."""
+"""The social graph, and the questions every feature asks of it: may this viewer see this owner's
+things, is either of two users blocking the other, and does the viewer mute the owner (which a
+home feed, story tray, explore and notifications honour, while the owner's things stay reachable).
+Each is answered here, once, with a batched variant for lists. Deactivated and suspended accounts
+are not live (`users.is_active`), so every one of these hides them."""
 
 from __future__ import annotations
 
@@ -51,6 +53,34 @@ async def viewable_owners(conn: Conn, viewer: int | None, owners: Iterable[int])
         "SELECT id FROM unnest($2::bigint[]) AS id WHERE visible_to($1::bigint, id)", viewer, ids,
     )
     return {r["id"] for r in rows}
+
+
+async def notification_hidden(conn: Conn, recipient: int, actor: int) -> bool:
+    """Must a notification of the actor's doing not reach the recipient: a block either way, or
+    the recipient mutes the actor?"""
+    return bool(await conn.fetchval(
+        "SELECT muted_by($1, $2) OR EXISTS (SELECT 1 FROM blocks WHERE (blocker_id = $1 AND blocked_id = $2)"
+        " OR (blocker_id = $2 AND blocked_id = $1))", recipient, actor,
+    ))
+
+
+# ---------------------------------------------------------------- mutes: silent and one-way
+
+async def add_mute(conn: Conn, muter: int, muted: int, stories: bool) -> bool:
+    """Mute (or change whether the mute covers stories); True if something changed."""
+    return bool(await conn.fetchval(
+        "INSERT INTO mutes (muter_id, muted_id, stories) VALUES ($1, $2, $3)"
+        " ON CONFLICT (muter_id, muted_id) DO UPDATE SET stories = excluded.stories"
+        " WHERE mutes.stories IS DISTINCT FROM excluded.stories RETURNING true",
+        muter, muted, stories,
+    ))
+
+
+async def remove_mute(conn: Conn, muter: int, muted: int) -> bool:
+    """Unmute; True if there was a mute."""
+    return bool(await conn.fetchval(
+        "DELETE FROM mutes WHERE muter_id = $1 AND muted_id = $2 RETURNING true", muter, muted
+    ))
 
 
 # ---------------------------------------------------------------- changing the graph
@@ -182,6 +212,7 @@ _EDGE_LISTS = {
     "following": ("follows", "follower_id", "followee_id"),
     "follow_requests": ("follow_requests", "target_id", "requester_id"),
     "blocks": ("blocks", "blocker_id", "blocked_id"),
+    "mutes": ("mutes", "muter_id", "muted_id"),
 }
 
 
