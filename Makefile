@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup run stop test lint bench clean createsuperuser
+.PHONY: setup run stop test lint bench backup restore clean createsuperuser web chromium
 
 setup: $(VENV)/.installed
 
@@ -14,7 +14,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $@
 
-run: setup
+run: setup web
 	$(BIN)/glint stack up
 	$(BIN)/glint migrate
 	$(BIN)/glint serve
@@ -27,14 +27,40 @@ createsuperuser: setup
 	@test -n "$(USERNAME)" -a -n "$(EMAIL)" || { echo "usage: make createsuperuser USERNAME=... EMAIL=..."; exit 2; }
 	$(BIN)/glint createsuperuser --username "$(USERNAME)" --email "$(EMAIL)"
 
-test: setup
+test: setup web chromium
 	$(BIN)/python -m pytest
 
 lint: setup
 	$(BIN)/lint-imports
+
+# one archive of the local stack's PostgreSQL and S3 media: `make backup [OUT=file.tar]`
+backup: setup
+	$(BIN)/glint backup $(if $(OUT),--out $(OUT))
+
+# into an empty stack: `make restore FILE=glint-backup-....tar [FORCE=1]`
+restore: setup
+	@test -n "$(FILE)" || { echo "usage: make restore FILE=glint-backup-....tar [FORCE=1]"; exit 2; }
+	$(BIN)/glint restore $(FILE) $(if $(FORCE),--force)
 
 bench: setup
 	$(BIN)/glint bench --help
 
 clean: stop
 	rm -rf .glint $(VENV)
+
+# The web client (web/, served at /): built with npm when Node.js 18+ is here and a source is
+# newer than web/dist; without Node.js the API still runs and this says so.
+WEB_SOURCES := $(shell find web/src web/public -type f 2>/dev/null) web/index.html web/package.json web/package-lock.json web/vite.config.ts
+
+web: web/dist/index.html
+
+web/dist/index.html: $(WEB_SOURCES)
+	@if node -e 'process.exit(parseInt(process.versions.node) < 18 ? 1 : 0)' 2>/dev/null; then \
+		cd web && npm ci --no-audit --no-fund --loglevel=error && npm run build --silent && touch dist/index.html; \
+	else echo "glint: Node.js 18 or newer is not installed, so the web client at / is not built (the API still runs)."; fi
+
+# The browser tests (tests/web/) drive Debian's Chromium: installed here when missing, as root.
+chromium:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+		echo "glint: could not install chromium; the browser tests will be skipped"

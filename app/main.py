@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from pathlib import Path
 
 from aiohttp import WSCloseCode, web
 
@@ -12,8 +13,10 @@ from app.background import Background, background_ctx, background_key, platform_
 from app.clients import add_client_contexts
 from app.config import Config
 from app.ops import add_openapi_routes, add_ops_routes
+from app.web import DEFAULT_DIST, add_web_routes
 from handlers import (
-    accounts, admin, auth, comments, feed, graph, media, messages, notifications, posts, reports, search, stories,
+    accounts, admin, auth, comments, feed, graph, media, messages, notifications, posts, reports, safety, search,
+    stories,
 )
 from handlers.common import Routes
 from handlers.context import config_key, pool_key, redis_key, s3_key, search_key, timelines_key
@@ -22,6 +25,7 @@ from jobs.feed import FeedConsumer
 from jobs.media import media_jobs
 from jobs.notifications import NotificationConsumer, delete_old
 from jobs.periodic import Job
+from jobs.safety import PasswordResetConsumer
 from jobs.search import SearchConsumer
 from jobs.stories import story_jobs
 from storage import explore
@@ -30,9 +34,8 @@ from storage.sinks import HttpPushSink, TablePushSink
 # Order matters where fixed paths share a prefix with a pattern: feed's /api/posts/feed/ and
 # stories' /api/stories/feed/ are registered before /api/posts/{id}/ and /api/stories/{id}/.
 ROUTE_MODULES: list[Routes] = [
-    auth.routes, accounts.routes, graph.routes, media.routes, feed.routes, posts.routes, comments.routes,
-    messages.routes, notifications.routes, stories.routes, search.routes, reports.routes,
-    admin.routes,
+    auth.routes, accounts.routes, safety.routes, graph.routes, media.routes, feed.routes, posts.routes, comments.routes,
+    messages.routes, notifications.routes, stories.routes, search.routes, reports.routes, admin.routes,
 ]
 
 sockets_key = web.AppKey("sockets", weakref.WeakSet)
@@ -102,6 +105,12 @@ def search_consumers(app: web.Application) -> list[Consumer]:
     return [SearchConsumer(app[search_key])]
 
 
+def safety_consumers(app: web.Application) -> list[Consumer]:
+    """Account safety work done off the request: reset tokens minted and mailed."""
+    config = app[config_key]
+    return [PasswordResetConsumer(app[pool_key], accounts.email_sink(app), config.password_reset_ttl)]
+
+
 def create_app(config: Config, *, consumers: bool = True, extra_consumers: list[Consumer] | None = None,
                http: bool = True) -> web.Application:
     """Build the application: clients, middlewares, routes, background work.
@@ -123,7 +132,8 @@ def create_app(config: Config, *, consumers: bool = True, extra_consumers: list[
     app[sockets_key] = weakref.WeakSet()
     app[background_key] = Background(run_consumers=consumers, consumers=list(extra_consumers or []))
     add_client_contexts(app, config)
-    app.cleanup_ctx.append(background_ctx(consumer_factories=[feed_consumers, notification_consumers, search_consumers],
+    app.cleanup_ctx.append(background_ctx(consumer_factories=[feed_consumers, notification_consumers, search_consumers,
+                                                              safety_consumers],
                                           job_factories=[platform_jobs, feed_jobs, media_job_factory, story_job_factory,
                                                          notification_jobs, moderation_jobs]))
     app.on_shutdown.append(close_sockets)
@@ -134,4 +144,5 @@ def create_app(config: Config, *, consumers: bool = True, extra_consumers: list[
         for module in ROUTE_MODULES:
             module.add_to(app)
         add_openapi_routes(app, docs)
+        add_web_routes(app, Path(config.web_dist) if config.web_dist else DEFAULT_DIST)
     return app

@@ -159,11 +159,19 @@ def check_registration(body: RegisterRequest) -> None:
         fields["username"] = "Use 1-30 letters, digits, '.' and '_'."
     if not EMAIL.match(body.email):
         fields["email"] = "Enter a valid e-mail address."
-    if body.password.lower() == body.username.lower():
-        fields["password"] = "The password may not be the username."
-    elif body.password.lower() in COMMON_PASSWORDS:
-        fields["password"] = "This password is too common."
+    problem = password_problem(body.username, body.password)
+    if problem:
+        fields["password"] = problem
     fail(fields)
+
+
+def password_problem(username: str, password: str) -> str | None:
+    """Why a new password (of at least 8 characters) may not be used, if it may not."""
+    if password.lower() == username.lower():
+        return "The password may not be the username."
+    if password.lower() in COMMON_PASSWORDS:
+        return "This password is too common."
+    return None
 
 
 def email_sink(app: web.Application) -> email.EmailSink:

@@ -11,13 +11,14 @@ import jwt
 from aiohttp import web
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from msgspec import Meta
+from msgspec import UNSET, Meta, UnsetType
 
 from handlers.common import (
     NotAuthenticated, RateLimited, Routes, Struct, TokenExpired, json_response, no_content, read_json,
 )
 from handlers.context import config_key, identity_key, limiter_key, pool_key, redis_key
-from storage import sessions, tokens, users
+from handlers.two_factor import check_second_factor
+from storage import sessions, tokens, two_factor, users
 from storage.ratelimit import address_key
 
 routes = Routes("auth")
@@ -123,6 +124,16 @@ class AccountSuspended(NotAuthenticated):
 class TokenRequest(Struct):
     username: Annotated[str, Meta(min_length=1, max_length=254, description="username or e-mail")]
     password: Annotated[str, Meta(min_length=1, max_length=1024)]
+    code: Annotated[str, Meta(min_length=1, max_length=64, description=(
+        "a TOTP or recovery code, required once two-factor is on"))] | UnsetType = UNSET
+
+
+class TwoFactorRequired(NotAuthenticated):
+    code, message = "2fa_required", "This account has two-factor on: send a TOTP or recovery code as `code`."
+
+
+class TwoFactorInvalid(NotAuthenticated):
+    code, message = "2fa_invalid", "The two-factor code is wrong, expired or already used."
 
 
 class RefreshRequest(Struct):
@@ -167,6 +178,11 @@ async def obtain_token(request: web.Request) -> web.Response:
         raise AccountSuspended()
     if not user["is_active"]:
         raise NotAuthenticated("No active account found with the given credentials.")
+    if await two_factor.is_enabled(pool, user["id"]):
+        if body.code is UNSET:
+            raise TwoFactorRequired()
+        if not await check_second_factor(request.app, user["id"], body.code):
+            raise TwoFactorInvalid()
     if _hasher.check_needs_rehash(user["password_hash"]):
         await users.set_password_hash(pool, user["id"], await hash_password(body.password))
     return json_response(await start_session(request, user["id"]))

@@ -24,18 +24,20 @@ from msgspec import Meta
 
 from handlers.auth import auth_markers, bearer_token, check_session, current_user
 from handlers.common import (
-    ApiError, Forbidden, NotAuthenticated, NotFound, Page, Routes, Struct, ValidationFailed, decode_cursor,
-    encode_cursor, json_response, no_content, page_request, parse_id, path_id, read_json,
+    ApiError, Forbidden, NotAuthenticated, NotFound, Page, Routes, Struct, ValidationFailed, client_error,
+    decode_cursor, encode_cursor, error_frame, json_response, no_content, page_request, parse_id, path_id, read_json,
 )
 from handlers.context import config_key, identity_key, pool_key, redis_key
 from realtime import frames
 from realtime.frames import IdStr, Message
 from realtime.gateway import Connection, Delivery, Gateway, Settings, gateway_ctx, gateway_key
 from realtime.presence import iso as ms_iso
-from storage import graph, outbox
+from storage import faults, graph, outbox
 from storage import messages as store
+from storage.metrics import MESSAGES_SENT
 
 log = logging.getLogger("glint.messages")
+outages = faults.OutageLog(log)
 
 routes = Routes("messages")
 
@@ -166,7 +168,10 @@ class MessageWriter:
                     try:
                         await self._write(batch)
                     except Exception as exc:
-                        log.exception("message batch failed")
+                        if faults.is_unavailable(exc):
+                            outages.note("storing messages", exc)
+                        else:
+                            log.exception("message batch failed")
                         for _, future, _ in batch:
                             if not future.done():
                                 future.set_exception(exc)
@@ -197,6 +202,7 @@ class MessageWriter:
                     raise
         self.stats["batches"] += 1
         self.stats["messages"] += len(drafts)
+        MESSAGES_SENT.inc(sum(1 for written in results if written.status == "ok"))
         for (draft, future, _), written in zip(unique, results):
             if not future.done():
                 future.set_result(written)
@@ -573,11 +579,17 @@ async def websocket(request: web.Request) -> web.StreamResponse:
 
 
 async def handle_frame(conn: Connection, frame: frames.AnyClientFrame) -> None:
-    """What each client frame does; rule errors become `error` frames echoing the ref."""
+    """What each client frame does; rule errors and stores that are away become `error` frames
+    echoing the ref (the same mapping REST uses); anything else is the gateway's internal_error."""
     try:
         await _handle(conn, frame)
-    except ApiError as exc:
-        await conn.reply(frames.error(exc.code, exc.message, frame.ref))
+    except Exception as exc:
+        error = client_error(exc)
+        if error is None:
+            raise
+        if not isinstance(exc, ApiError):
+            outages.note(f"frame {type(frame).__name__}", exc)
+        await conn.reply(error_frame(error, frame.ref))
 
 
 async def _handle(conn: Connection, frame: frames.AnyClientFrame) -> None:

@@ -9,7 +9,7 @@ and on cached trays, so nothing expired is served whether or not a job has run.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Annotated, Any
 
 import asyncpg
@@ -22,7 +22,7 @@ from handlers.common import (
     NotFound, Page, Routes, Struct, ValidationFailed, decode_cursor, encode_cursor, json_response, make_page,
     no_content, page_request, parse_id, path_id, read_json,
 )
-from handlers.context import clock_key, config_key, pool_key, redis_key
+from handlers.context import app_now, config_key, pool_key, redis_key
 from handlers.media import MediaOut, media_out, url_signer
 from handlers.messages import SendBody, send_message
 from handlers.posts import UserBrief
@@ -36,12 +36,6 @@ TOPIC = "stories"
 CAPTION_MAX = 2200
 CLOSE_FRIENDS_MAX = 10_000
 PAGE_QUERY = {"limit": "page size, 1..100 (default 20)", "cursor": "from the previous page's `next`"}
-
-
-def app_now(app: web.Application) -> datetime:
-    """The app's clock: real UTC time unless a test set `clock_key`."""
-    clock = app.get(clock_key)
-    return clock() if clock is not None else datetime.now(timezone.utc)
 
 
 def tray_cache(app: web.Application) -> stories.TrayCache:

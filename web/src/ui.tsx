@@ -1,0 +1,166 @@
+// Shared pieces: images with placeholders, avatars, error lines, paginated lists.
+import { ReactNode, useCallback, useEffect, useRef, useState } from "react";
+import { ApiError, get, Id, Media, Page, srcset, UserBrief } from "./api";
+import { Link } from "./router";
+
+export function errorText(e: unknown): string {
+  if (e instanceof ApiError) {
+    const fields = Object.entries(e.fields);
+    if (fields.length && !fields.every(([, v]) => e.message.includes(v))) {
+      return `${e.message} ${fields.map(([k, v]) => `${k}: ${v}`).join(" ")}`;
+    }
+    return e.message;
+  }
+  return e instanceof Error ? e.message : String(e);
+}
+
+export function ErrorLine({ error }: { error: unknown }) {
+  if (!error) return null;
+  return <p className="error" role="alert">{errorText(error)}</p>;
+}
+
+/** A photo from its renditions: srcset, and its average colour until it loads. */
+export function Photo({ media, alt, sizes = "(max-width: 640px) 100vw, 600px", className }: {
+  media: Media; alt: string; sizes?: string; className?: string;
+}) {
+  const [loaded, setLoaded] = useState(false);
+  const { src, srcSet } = srcset(media);
+  const ratio = media.width && media.height ? `${media.width} / ${media.height}` : "1 / 1";
+  return (
+    <div className={"photo " + (className ?? "") + (loaded ? " loaded" : "")}
+      style={{ aspectRatio: ratio, background: media.placeholder || "#ddd" }}>
+      {media.kind === "video"
+        ? <video src={src} controls aria-label={alt} />
+        : <img src={src} srcSet={srcSet || undefined} sizes={sizes} alt={alt} loading="lazy" decoding="async"
+            onLoad={() => setLoaded(true)} />}
+    </div>
+  );
+}
+
+const avatarCache = new Map<Id, Promise<Media | null>>();
+
+export function mediaById(id: Id): Promise<Media | null> {
+  let p = avatarCache.get(id);
+  if (!p) {
+    p = get<Media>(`/api/media/${id}/`).catch(() => null);
+    avatarCache.set(id, p);
+  }
+  return p;
+}
+
+export function Avatar({ user, size = 32, online }: { user: Pick<UserBrief, "username"> & { avatar_media_id?: Id | null }; size?: number; online?: boolean }) {
+  const [url, setUrl] = useState<string | null>(null);
+  useEffect(() => {
+    let live = true;
+    if (user.avatar_media_id) {
+      mediaById(user.avatar_media_id).then((m) => {
+        if (!live || !m) return;
+        const small = Object.values(m.renditions).sort((a, b) => (a.width ?? 0) - (b.width ?? 0))[0];
+        setUrl(small?.url ?? null);
+      });
+    }
+    return () => { live = false; };
+  }, [user.avatar_media_id]);
+  const letter = (user.username || "?")[0].toUpperCase();
+  return (
+    <span className="avatar" style={{ width: size, height: size, fontSize: size / 2.4 }} aria-hidden="true">
+      {url ? <img src={url} alt="" /> : letter}
+      {online !== undefined && <span className={"dot " + (online ? "on" : "off")} />}
+    </span>
+  );
+}
+
+export function UserLink({ user }: { user: UserBrief }) {
+  return (
+    <Link to={`/u/${user.id}`} className="user-link">
+      <Avatar user={user} /> <strong>{user.username}</strong>
+      {user.is_verified && <span className="verified" title="verified" aria-label="verified">✓</span>}
+    </Link>
+  );
+}
+
+export function timeAgo(iso: string | undefined): string {
+  if (!iso) return "";
+  const s = Math.max(0, (Date.now() - new Date(iso).getTime()) / 1000);
+  if (s < 60) return "now";
+  if (s < 3600) return `${Math.floor(s / 60)}m`;
+  if (s < 86400) return `${Math.floor(s / 3600)}h`;
+  return `${Math.floor(s / 86400)}d`;
+}
+
+/** A cursor-paginated list that loads the next page when its end scrolls into view. */
+export function usePaged<T>(first: string | null) {
+  const [items, setItems] = useState<T[]>([]);
+  const [next, setNext] = useState<string | null>(first);
+  const [loading, setLoading] = useState(false);
+  const [error, setError] = useState<unknown>(null);
+  const [done, setDone] = useState(false);
+  const busy = useRef(false);
+
+  useEffect(() => { setItems([]); setNext(first); setDone(false); setError(null); }, [first]);
+
+  const more = useCallback(async () => {
+    if (busy.current || !next) return;
+    busy.current = true;
+    setLoading(true);
+    try {
+      const page = await get<Page<T>>(next);
+      setItems((old) => [...old, ...page.results]);
+      setNext(page.next);
+      if (!page.next) setDone(true);
+      setError(null);
+    } catch (e) {
+      setError(e);
+    } finally {
+      busy.current = false;
+      setLoading(false);
+    }
+  }, [next]);
+
+  useEffect(() => { if (next && items.length === 0 && !error) more(); }, [next, items.length, error, more]);
+
+  return { items, setItems, more, loading, error, done: done || !next };
+}
+
+export function Sentinel({ onVisible, active }: { onVisible: () => void; active: boolean }) {
+  const ref = useRef<HTMLDivElement>(null);
+  useEffect(() => {
+    if (!active || !ref.current || typeof IntersectionObserver === "undefined") return;
+    const io = new IntersectionObserver((entries) => { if (entries.some((e) => e.isIntersecting)) onVisible(); },
+      { rootMargin: "600px" });
+    io.observe(ref.current);
+    return () => io.disconnect();
+  }, [onVisible, active]);
+  return <div ref={ref} className="sentinel" aria-hidden="true" />;
+}
+
+export function Paged<T>({ first, render, empty, keyOf }: {
+  first: string; render: (item: T) => ReactNode; empty?: ReactNode; keyOf: (item: T) => string;
+}) {
+  const { items, more, loading, error, done } = usePaged<T>(first);
+  return (
+    <>
+      {items.map((i) => <div key={keyOf(i)}>{render(i)}</div>)}
+      {!loading && done && !items.length && !error && (empty ?? <p className="muted">Nothing here yet.</p>)}
+      <ErrorLine error={error} />
+      {loading && <p className="muted" role="status">Loading…</p>}
+      <Sentinel onVisible={more} active={!done && !loading && !error} />
+    </>
+  );
+}
+
+export function Modal({ title, onClose, children }: { title: string; onClose: () => void; children: ReactNode }) {
+  useEffect(() => {
+    const key = (e: KeyboardEvent) => { if (e.key === "Escape") onClose(); };
+    window.addEventListener("keydown", key);
+    return () => window.removeEventListener("keydown", key);
+  }, [onClose]);
+  return (
+    <div className="modal-back" onClick={onClose}>
+      <div className="modal" role="dialog" aria-modal="true" aria-label={title} onClick={(e) => e.stopPropagation()}>
+        <header><h2>{title}</h2><button className="icon" aria-label="Close" onClick={onClose}>✕</button></header>
+        {children}
+      </div>
+    </div>
+  );
+}
