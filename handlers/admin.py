@@ -243,7 +243,7 @@ async def suspend(request: web.Request) -> web.Response:
 @routes.route("POST", "/api/admin/users/{id}/unsuspend/", body=NoteBody, response=Standing, role="moderator")
 async def unsuspend(request: web.Request) -> web.Response:
     """Lift a suspension: the account and everything it made are back."""
-    body = await read_json(request, NoteBody) if request.can_read_body else NoteBody()
+    body = await read_json(request, NoteBody) if request.body_exists else NoteBody()
     user_id = path_id(request)
     await check_may_act_on(request.app[pool_key], current_user(request), user_id)
     row = await unsuspend_user(request.app, current_user(request), user_id, body.note)
