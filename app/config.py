@@ -98,6 +98,12 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=Tr
     # secrets are encrypted under (empty: one derived from jwt_secret)
     password_reset_ttl: PositiveInt = 3600
     two_factor_key: Annotated[str, Meta(pattern=r"^$|^[A-Za-z0-9+/]{43}=$")] = ""
+    # account deletion: days between the request and the erasure (a login cancels it), and how
+    # often the erasure job (and the export expiry job) runs
+    account_deletion_grace_days: PositiveInt = 30
+    account_jobs_interval: PositiveFloat = 3600.0
+    # data export: how long a built archive stays downloadable before the job removes it
+    account_export_ttl: PositiveInt = 48 * 3600
 
     # media and posts: upload byte limits, the decoded-pixel limit checked from the
     # header, rendition widths (comma-separated), and how long an unattached upload lives

@@ -20,7 +20,7 @@ from handlers.common import (
     make_page, no_content, page_request, parse_id, path_id, read_json,
 )
 from handlers.context import config_key, pool_key, redis_key
-from storage import email, graph, outbox, tokens, users
+from storage import email, graph, outbox, tokens, users, visibility
 
 log = logging.getLogger("glint.accounts")
 routes = Routes("accounts")
@@ -427,7 +427,7 @@ async def get_profile(request: web.Request) -> web.Response:
     user_id = path_id(request)
     pool = request.app[pool_key]
     row = await users.get_profile(pool, user_id, viewer)
-    if row is None or await graph.is_blocked_either_way(pool, viewer, user_id):
+    if row is None or not await visibility.may_be_shown(pool, viewer, user_id):
         raise NotFound()
     relationship = Relationship(following=row["following"], followed_by=row["followed_by"],
                                 requested=row["requested"], blocking=row["blocking"], muting=row["muting"])

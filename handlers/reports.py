@@ -16,7 +16,7 @@ from handlers.common import NotFound, Routes, Struct, ValidationFailed, json_res
 from handlers.context import pool_key
 from handlers.posts import visible_post
 from handlers.stories import app_now, visible_story
-from storage import graph, moderation, outbox, users
+from storage import moderation, outbox, visibility
 
 routes = Routes("reports")
 
@@ -65,8 +65,7 @@ async def visible_target_owner(app: web.Application, viewer: int, kind: str, tar
         if message is None:
             raise NotFound()
         return message["sender_id"]
-    if await users.get_profile(pool, target_id, viewer) is None or await graph.is_blocked_either_way(
-            pool, viewer, target_id):
+    if not await visibility.may_be_shown(pool, viewer, target_id):
         raise NotFound()
     return target_id
 

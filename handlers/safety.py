@@ -1,12 +1,22 @@
-"""Account safety: changing the password, resetting it by e-mail, the sessions list, two-factor.
+"""Account safety: changing the password, resetting it by e-mail, the sessions list, two-factor,
+and deleting the account.
 
 Each of these revokes sessions in PostgreSQL (the truth) and then, after commit, marks them
 refused in the Redis cache so their access tokens stop at once.
+
+Events (topic "accounts", key the user id), written in the transaction that makes them true:
+`password_changed {user_id, via: change|reset, sessions_revoked}`, `password_reset_requested
+{email}` (keyed by the address; jobs/safety.py mints and mails the token), `session_revoked
+{user_id, session_id}` (also from POST /api/token/revoke/), `two_factor_enabled {user_id}`,
+`two_factor_disabled {user_id}`, `account_deletion_requested {user_id, erase_after}`, then
+`account_deletion_cancelled {user_id}` (a login, handlers/auth.py) or `account_erased {user_id}`
+(jobs/erasure.py); `export_requested {user_id, export_id}` (handlers/export.py, built by
+jobs/export.py).
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated
 
 from aiohttp import web
@@ -18,8 +28,8 @@ from handlers import two_factor as two_factor_rules
 from handlers.common import (
     Conflict, NotAuthenticated, NotFound, Page, Routes, Struct, ValidationFailed, json_response, no_content, path_id, read_json,
 )
-from handlers.context import config_key, identity_key, pool_key, redis_key
-from storage import outbox, safety, sessions, tokens, two_factor, users
+from handlers.context import app_now, config_key, identity_key, pool_key, redis_key
+from storage import erasure, outbox, safety, sessions, tokens, two_factor, users
 
 routes = Routes("accounts")
 
@@ -276,3 +286,44 @@ async def disable_two_factor(request: web.Request) -> web.Response:
         await two_factor.disable_txn(conn, user_id)
         await outbox.add_event(conn, TOPIC, "two_factor_disabled", user_id, {"user_id": str(user_id)})
     return no_content()
+
+
+# ---------------------------------------------------------------- account deletion
+
+
+class DeletionRequest(Struct):
+    password: Annotated[str, Meta(min_length=1, max_length=1024)]
+
+
+class DeletionScheduled(Struct):
+    erase_after: datetime
+
+
+async def request_deletion(app: web.Application, user_id: int, password: str) -> datetime:
+    """Hide the account at once and schedule its erasure after the grace period (a login within
+    it cancels); every session is revoked. When it will be erased."""
+    pool = app[pool_key]
+    row = await users.get_user(pool, user_id)
+    if row is None or not await verify_password(row["password_hash"], password):
+        raise ValidationFailed("password: incorrect.", fields={"password": "Incorrect password."})
+    now = app_now(app)
+    erase_after = now + timedelta(days=app[config_key].account_deletion_grace_days)
+    async with pool.acquire() as conn, conn.transaction():
+        if not await erasure.request_txn(conn, user_id, now):
+            raise NotFound()
+        revoked = await tokens.revoke_all_for_user(conn, user_id)
+        await outbox.add_event(conn, TOPIC, "account_deletion_requested", user_id,
+                               {"user_id": str(user_id), "erase_after": erase_after.isoformat()})
+    await tokens.mark_user_inactive(app[redis_key], user_id, app[config_key].access_token_ttl)
+    await revoke_sessions(app, user_id, revoked)
+    return erase_after
+
+
+@routes.route("DELETE", "/api/accounts/users/me/", body=DeletionRequest, response=DeletionScheduled, status=202)
+async def delete_me(request: web.Request) -> web.Response:
+    """Delete the account (confirm with the password): hidden at once, erased after 30 days unless
+    the owner logs in again before then."""
+    identity = viewer_identity(request)
+    body = await read_json(request, DeletionRequest)
+    erase_after = await request_deletion(request.app, identity.user_id, body.password)
+    return json_response(DeletionScheduled(erase_after=erase_after), status=202)

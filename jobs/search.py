@@ -26,8 +26,10 @@ USER_EVENTS = {
     "follow_request_approved": ("requester_id", "target_id"),
     "user_blocked": ("actor_id", "target_id"),
 }
+# the account was hidden, shown again or erased: its document and its posts' follow PostgreSQL
+ACCOUNT_STATE_EVENTS = {"user_deactivated", "account_deletion_requested", "account_deletion_cancelled",
+                        "account_erased", "user_suspended", "user_unsuspended"}
 POST_EVENTS = {"post_created", "post_updated", "post_deleted"}
-ACCOUNT_STATE_EVENTS = {"user_deactivated", "user_suspended", "user_unsuspended"}
 
 
 def _ids(payload: dict, names: tuple[str, ...]) -> list[int]:

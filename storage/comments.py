@@ -15,11 +15,9 @@ COLUMNS = ("c.id, c.post_id, c.author_id, c.parent_id, c.text, c.like_count, c.r
 
 
 async def get_comment(conn: Conn, comment_id: int) -> asyncpg.Record | None:
-    """A comment with its post's author (post_author_id) and whether its own author's account is
-    live (author_active: not deactivated nor suspended)."""
+    """A comment with its post's author (post_author_id)."""
     return await conn.fetchrow(
-        "SELECT c.*, p.author_id AS post_author_id, a.is_active AS author_active"
-        " FROM comments c JOIN posts p ON p.id = c.post_id JOIN users a ON a.id = c.author_id WHERE c.id = $1",
+        "SELECT c.*, p.author_id AS post_author_id FROM comments c JOIN posts p ON p.id = c.post_id WHERE c.id = $1",
         comment_id,
     )
 
@@ -58,8 +56,7 @@ async def delete_comment_txn(conn: asyncpg.Connection, comment_id: int) -> async
 
 async def list_comments(conn: Conn, post_id: int, parent_id: int | None, after_id: int | None,
                         limit: int) -> list[asyncpg.Record]:
-    """Top-level comments of a post (parent_id None) or the replies to one, oldest first; those of
-    deactivated or suspended accounts are left out."""
+    """Top-level comments of a post (parent_id None) or the replies to one, oldest first."""
     if parent_id is None:
         where = "c.post_id = $1 AND c.parent_id IS NULL"
         key = post_id
@@ -68,7 +65,7 @@ async def list_comments(conn: Conn, post_id: int, parent_id: int | None, after_i
         key = parent_id
     return await conn.fetch(
         f"SELECT {COLUMNS} FROM comments c JOIN users u ON u.id = c.author_id"
-        f" WHERE {where} AND u.is_active AND ($2::bigint IS NULL OR c.id > $2) ORDER BY c.id LIMIT $3",
+        f" WHERE {where} AND ($2::bigint IS NULL OR c.id > $2) ORDER BY c.id LIMIT $3",
         key, after_id, limit,
     )
 
