@@ -104,9 +104,10 @@ async def signed_in(browser, server, who: Person, viewport=DESKTOP):
 def photo(width: int = 800, height: int = 800, hue: int = 0) -> bytes:
     """A colourful gradient JPEG (so screenshots and placeholders show something)."""
     x = pyvips.Image.xyz(width, height)
-    r = (x[0] * (255 / width) + hue) % 256
-    g = (x[1] * (255 / height) + hue * 2) % 256
-    b = (r * 0 + 160 + hue) % 256
+    across, down = x[0] / width, x[1] / height
+    r = across * 150 + 60 + (hue % 40)
+    g = down * 120 + 40 + (hue * 3 % 90)
+    b = (1 - across) * 120 + 80 + (hue * 7 % 50)
     return r.bandjoin([g, b]).cast("uchar").copy(interpretation="srgb").jpegsave_buffer(Q=85)
 
 

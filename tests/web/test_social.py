@@ -92,7 +92,7 @@ async def test_a_story_seen_once_is_listed_in_its_owner_viewers(server, api, bro
     viewer = await (await signed_in(browser, server, hana, viewport=PHONE)).new_page()
     for _ in range(2):  # seen twice, counted once
         await viewer.goto("/")
-        await viewer.get_by_role("button", name="gus's story").click()
+        await viewer.get_by_role("navigation", name="Stories").get_by_role("button", name="gus").click()
         dialog = viewer.get_by_role("dialog", name="gus's story")
         await expect(dialog.get_by_text("Up early")).to_be_visible()
         await dialog.get_by_label("Reply to gus").fill("Lovely!")
