@@ -57,7 +57,7 @@ async def scene(api, pool, redis):
 async def test_main_screens_pass_axe_on_phone_and_desktop_and_load_fast(server, api, browser, pool, redis_clean):
     ivy, jon, conversation_id = await scene(api, pool, redis_clean)
     screens = {
-        "login": "/login", "feed": "/", "profile": f"/u/{jon.id}", "post": None, "composer": "/new",
+        "login": "/login", "feed": "/", "profile": f"/u/{ivy.id}", "post": None, "composer": "/new",
         "messages": "/direct", "conversation": f"/direct/{conversation_id}", "explore": "/explore",
         "search": "/search?q=sea", "notifications": "/notifications", "settings": "/settings",
     }

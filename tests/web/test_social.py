@@ -74,7 +74,7 @@ async def test_a_like_lights_the_author_notification_badge_live(server, api, bro
     await expect(article.get_by_role("button", name="Unlike")).to_be_visible()
     await expect(article.get_by_text("1 like")).to_be_visible()
 
-    await expect(author.get_by_test_id("unread-badge")).to_have_text("1")
+    await expect(author.get_by_test_id("unread-badge")).to_contain_text("1 unread")
     await author.get_by_role("link", name="Notifications").click()
     await expect(author.get_by_text("liked your post")).to_be_visible()
     await expect(author.get_by_test_id("unread-badge")).to_have_count(0)
