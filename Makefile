@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup run stop test lint bench clean createsuperuser web chromium
+.PHONY: setup run stop test lint bench backup restore clean createsuperuser web chromium
 
 setup: $(VENV)/.installed
 
@@ -32,6 +32,15 @@ test: setup web chromium
 
 lint: setup
 	$(BIN)/lint-imports
+
+# one archive of the local stack's PostgreSQL and S3 media: `make backup [OUT=file.tar]`
+backup: setup
+	$(BIN)/glint backup $(if $(OUT),--out $(OUT))
+
+# into an empty stack: `make restore FILE=glint-backup-....tar [FORCE=1]`
+restore: setup
+	@test -n "$(FILE)" || { echo "usage: make restore FILE=glint-backup-....tar [FORCE=1]"; exit 2; }
+	$(BIN)/glint restore $(FILE) $(if $(FORCE),--force)
 
 bench: setup
 	$(BIN)/glint bench --help

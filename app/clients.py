@@ -36,7 +36,8 @@ async def postgres_ctx(app: web.Application) -> AsyncIterator[None]:
 async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     """The Redis client (hiredis parser), and the rate limiter and timelines on it."""
     config = app[config_key]
-    redis = Redis.from_url(config.redis_url, socket_timeout=5, socket_connect_timeout=5,
+    redis = Redis.from_url(config.redis_url, socket_timeout=config.redis_timeout_seconds,
+                           socket_connect_timeout=config.redis_timeout_seconds,
                            health_check_interval=30, max_connections=200)
     app[redis_key] = redis
     app[limiter_key] = RateLimiter(redis)
@@ -45,19 +46,22 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     await redis.aclose()
 
 
-async def s3_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The S3 client (aiobotocore)."""
+def open_s3(config: Config):
+    """An S3 client (aiobotocore) for the configured endpoint, as an async context manager."""
     from aiobotocore.config import AioConfig
     from aiobotocore.session import get_session
 
-    config = app[config_key]
-    session = get_session()
-    async with session.create_client(
+    return get_session().create_client(
         "s3", endpoint_url=config.s3_endpoint, region_name=config.s3_region,
         aws_access_key_id=config.s3_access_key, aws_secret_access_key=config.s3_secret_key,
         config=AioConfig(s3={"addressing_style": "path"}, signature_version="s3v4",
                          connect_timeout=3, read_timeout=30, retries={"max_attempts": 2}),
-    ) as client:
+    )
+
+
+async def s3_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The S3 client (aiobotocore)."""
+    async with open_s3(app[config_key]) as client:
         app[s3_key] = client
         yield
 
@@ -122,6 +126,26 @@ def make_search_backend(config: Config, pool):
 
     return ElasticsearchSearch(make_client(config.elasticsearch_url), pool, config.elasticsearch_index_prefix,
                                refresh=config.elasticsearch_refresh)
+
+
+SEARCH_KINDS = ("users", "posts", "hashtags", "locations")
+
+
+async def reindex_search(config: Config, kinds=SEARCH_KINDS, batch: int = 1000, progress=None) -> None:
+    """Rebuild the Elasticsearch indexes from PostgreSQL; progress(kind, total, done) per batch."""
+    pool = await db.create_pool(config.database_url, min_size=1, max_size=2)
+    backend = make_search_backend(config, pool)
+    try:
+        for kind in kinds:
+            total = await backend.count(kind)
+            if progress is not None:
+                progress(kind, total, 0)
+            async for done in backend.reindex(kind, batch):
+                if progress is not None:
+                    progress(kind, total, done)
+    finally:
+        await backend.close()
+        await pool.close()
 
 
 async def search_ctx(app: web.Application) -> AsyncIterator[None]:

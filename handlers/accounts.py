@@ -20,7 +20,7 @@ from handlers.common import (
     make_page, no_content, page_request, parse_id, path_id, read_json,
 )
 from handlers.context import config_key, pool_key, redis_key
-from storage import email, graph, outbox, tokens, users
+from storage import email, graph, outbox, tokens, users, visibility
 
 log = logging.getLogger("glint.accounts")
 routes = Routes("accounts")
@@ -158,11 +158,19 @@ def check_registration(body: RegisterRequest) -> None:
         fields["username"] = "Use 1-30 letters, digits, '.' and '_'."
     if not EMAIL.match(body.email):
         fields["email"] = "Enter a valid e-mail address."
-    if body.password.lower() == body.username.lower():
-        fields["password"] = "The password may not be the username."
-    elif body.password.lower() in COMMON_PASSWORDS:
-        fields["password"] = "This password is too common."
+    problem = password_problem(body.username, body.password)
+    if problem:
+        fields["password"] = problem
     fail(fields)
+
+
+def password_problem(username: str, password: str) -> str | None:
+    """Why a new password (of at least 8 characters) may not be used, if it may not."""
+    if password.lower() == username.lower():
+        return "The password may not be the username."
+    if password.lower() in COMMON_PASSWORDS:
+        return "This password is too common."
+    return None
 
 
 def email_sink(app: web.Application) -> email.EmailSink:
@@ -418,7 +426,7 @@ async def get_profile(request: web.Request) -> web.Response:
     user_id = path_id(request)
     pool = request.app[pool_key]
     row = await users.get_profile(pool, user_id, viewer)
-    if row is None or await graph.is_blocked_either_way(pool, viewer, user_id):
+    if row is None or not await visibility.may_be_shown(pool, viewer, user_id):
         raise NotFound()
     relationship = Relationship(following=row["following"], followed_by=row["followed_by"],
                                 requested=row["requested"], blocking=row["blocking"])

@@ -12,7 +12,7 @@ from handlers.common import (
     NotFound, PayloadTooLarge, Routes, Struct, UnsupportedMediaType, ValidationFailed, json_response, path_id,
 )
 from handlers.context import config_key, pool_key, s3_key
-from storage import graph, media
+from storage import media, visibility
 
 routes = Routes("media")
 
@@ -133,6 +133,6 @@ async def get_media(request: web.Request) -> web.Response:
             raise NotFound()
     elif row["owner_id"] != viewer:
         author = await media.is_in_visible_post(pool, row["id"])
-        if author is None or not await graph.can_view(pool, viewer, author):
+        if author is None or not await visibility.can_see(pool, viewer, author):
             raise NotFound()
     return json_response(media_out(url_signer(request), row))

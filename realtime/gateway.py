@@ -33,6 +33,7 @@ from redis.asyncio import Redis
 
 from realtime import frames
 from realtime.presence import PresenceStore, iso
+from storage.metrics import WS_CLOSED_SLOW, WS_CONNECTIONS, WS_FRAMES_IN, WS_FRAMES_OUT
 
 log = logging.getLogger("glint.realtime")
 
@@ -125,6 +126,7 @@ class Connection:
         # a full queue behind a stalled writer, or a burst past four times the bound: too slow
         if waiting >= self.limit and (self.sending or waiting >= 4 * self.limit):
             self.gateway.stats["cut_slow"] += 1
+            WS_CLOSED_SLOW.inc()
             self.gateway.cut(self, CLOSE_TOO_SLOW, b"too slow: send queue overflowed")
             return
         self.queue.append((data, delivery))
@@ -175,6 +177,7 @@ class Connection:
                     self._space.set()
                 self.sending, self.sending_since = True, time.monotonic()
                 await ws.send_frame(data, WSMsgType.TEXT)
+                WS_FRAMES_OUT.inc()
                 self.sending = False
                 if delivery is not None:
                     delivered(self, delivery)
@@ -273,6 +276,7 @@ class Gateway:
                 return
             if msg.type is WSMsgType.TEXT:
                 self.stats["frames_in"] += 1
+                WS_FRAMES_IN.inc()
                 try:
                     frame = frames.decode_client(msg.data)
                 except frames.FrameError as exc:
@@ -328,6 +332,7 @@ class Gateway:
     async def _attach(self, conn: Connection) -> None:
         conns = self.local.setdefault(conn.user_id, set())
         conns.add(conn)
+        WS_CONNECTIONS.inc()
         if len(conns) == 1:
             await self._subscribe(f"u:{conn.user_id}")
         came_online = await self.presence.connect(conn.user_id, conn.id)
@@ -336,8 +341,9 @@ class Gateway:
 
     async def _detach(self, conn: Connection) -> None:
         conns = self.local.get(conn.user_id)
-        if conns is not None:
+        if conns is not None and conn in conns:
             conns.discard(conn)
+            WS_CONNECTIONS.dec()
             if not conns:
                 del self.local[conn.user_id]
                 await self._unsubscribe(f"u:{conn.user_id}")
@@ -476,6 +482,7 @@ class Gateway:
                         continue
                     if conn.sending and mono - conn.sending_since > self.settings.heartbeat:
                         self.stats["cut_slow"] += 1  # one frame unwritten for a whole heartbeat
+                        WS_CLOSED_SLOW.inc()
                         self.cut(conn, CLOSE_TOO_SLOW, b"too slow: a write stalled")
                         continue
                     pipe.mget(*conn.revoke_keys)

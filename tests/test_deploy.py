@@ -42,8 +42,16 @@ GLINT_METRICS = {
     "glint_event_handler_failures_total",
     "glint_events_handled_total",
     "glint_dependency_up",
+    "glint_dead_letters_total",
+    "glint_ws_frames_total",
+    "glint_ws_slow_closes_total",
+    "glint_messages_sent_total",
+    "glint_event_lag_seconds",
+    "glint_store_errors_total",
+    "glint_job_runs_total",
+    "glint_job_duration_seconds",
 }
-HISTOGRAMS = {"glint_http_request_duration_seconds"}
+HISTOGRAMS = {"glint_http_request_duration_seconds", "glint_event_lag_seconds", "glint_job_duration_seconds"}
 REQUIRED_ALERTS = {
     "GlintHighErrorRate",
     "GlintHighLatencyP95",
