@@ -176,6 +176,8 @@ async def test_history_pages_by_seq_both_ways(client):
 
 async def test_a_recipient_with_no_socket_gets_a_message_sent_event(client, pool):
     (ana, token), (bob, _) = await user_and_token(client), await user_and_token(client)
+    # bob follows ana, so this is no message request for him (requests never push)
+    await pool.execute("INSERT INTO follows (follower_id, followee_id) VALUES ($1, $2)", int(bob["id"]), int(ana["id"]))
     conv = await start_conversation(client, token, bob["id"])
     await send(client, token, conv["id"], "off", "are you there")
 
