@@ -100,6 +100,9 @@ async def seed(database_url: str, clients: int, conversations: int, prefix: str 
         users = [r["id"] for r in await conn.fetch(
             "INSERT INTO users (username, email, password_hash) SELECT $2 || g, $2 || g || '@bench.local', 'x'"
             " FROM generate_series(1, $1) g RETURNING id", clients, prefix)]
+        # the session each client's token carries (tokens_for: the session id is the user id)
+        await conn.execute("INSERT INTO sessions (id, user_id, user_agent) SELECT u, u, 'glint bench'"
+                           " FROM unnest($1::bigint[]) u ON CONFLICT DO NOTHING", users)
         plan = []
         per = max(clients // conversations, 2)
         for start in range(0, clients, per):

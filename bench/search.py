@@ -101,6 +101,9 @@ async def seed(dsn: str, users: int, posts: int, rng: random.Random) -> int:
                                          + [(u, viewer) for u in others[220:240]], columns=["blocker_id", "blocked_id"])
         await conn.execute("ANALYZE")
         print(f"seeded {users} users, {posts} posts, {len(links)} hashtag links in {time.perf_counter() - t0:.1f}s")
+        # the session the viewer's token carries (measure: the session id is the user id)
+        await conn.execute("INSERT INTO sessions (id, user_id, user_agent) VALUES ($1, $1, 'glint bench')"
+                           " ON CONFLICT DO NOTHING", viewer)
         return viewer
     finally:
         await conn.close()
@@ -136,7 +139,7 @@ async def measure(config, viewer: int, requests: int, seed_: int) -> dict[str, d
     await runner.setup()
     port = stack.free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
-    headers = {"Authorization": "Bearer " + make_access_token(config.jwt_secret, viewer, 1, 3600)}
+    headers = {"Authorization": "Bearer " + make_access_token(config.jwt_secret, viewer, viewer, 3600)}
     out: dict[str, dict[str, float]] = {}
     try:
         async with aiohttp.ClientSession(f"http://127.0.0.1:{port}", headers=headers) as http:

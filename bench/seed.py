@@ -395,6 +395,9 @@ def generate(plan: Plan, password_hash: str, images: list[dict[str, Any]], now: 
                          g.followers_count[i], following_list[i],
                          recent[i % 4096] if g.active[i] else long_ago[i % 4096], IdMaker.time(user_ids[i]))
                         for i in range(n)])
+    # one session per user whose id is the user's: the bench's tokens (mint_tokens) carry it, and
+    # a session must exist in PostgreSQL for its tokens to be accepted
+    g.rows["sessions"] = (("id", "user_id", "user_agent"), [(uid, uid, "glint bench") for uid in user_ids])
     return g
 
 
@@ -402,7 +405,7 @@ def generate(plan: Plan, password_hash: str, images: list[dict[str, Any]], now: 
 
 
 SEEDED_TABLES = ("users", "follows", "hashtags", "media", "posts", "post_media", "post_hashtags", "likes",
-                 "comments", "conversations", "conversation_members", "messages")
+                 "comments", "conversations", "conversation_members", "messages", "sessions")
 
 
 async def _columns(conn: asyncpg.Connection) -> dict[str, set[str]]:

@@ -23,7 +23,8 @@ from bench.runner import ScenarioSkipped, Target
 
 def mint_tokens(secret: str, user_ids: list[int], ttl: int) -> list[str]:
     """Access tokens for seeded users, signed with the server's JWT secret (logging in 10,000
-    users through argon2 would take minutes and trip the login rate limit)."""
+    users through argon2 would take minutes and trip the login rate limit). Each carries the
+    session the seeder made for its user, whose id is the user's (bench/seed.py)."""
     from handlers.auth import make_access_token
 
     return [make_access_token(secret, uid, uid, ttl) for uid in user_ids]
