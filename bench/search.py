@@ -27,6 +27,7 @@ import asyncpg
 from aiohttp import web
 
 from app import stack
+from bench.scenarios import open_seeded_sessions
 from app.config import load_config
 from app.main import create_app
 from handlers.auth import make_access_token
@@ -101,9 +102,7 @@ async def seed(dsn: str, users: int, posts: int, rng: random.Random) -> int:
                                          + [(u, viewer) for u in others[220:240]], columns=["blocker_id", "blocked_id"])
         await conn.execute("ANALYZE")
         print(f"seeded {users} users, {posts} posts, {len(links)} hashtag links in {time.perf_counter() - t0:.1f}s")
-        # the session the viewer's token carries (measure: the session id is the user id)
-        await conn.execute("INSERT INTO sessions (id, user_id, user_agent) VALUES ($1, $1, 'glint bench')"
-                           " ON CONFLICT DO NOTHING", viewer)
+        await open_seeded_sessions(conn, [viewer])  # the session the viewer's minted token names
         return viewer
     finally:
         await conn.close()

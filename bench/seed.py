@@ -36,6 +36,8 @@ from typing import Any, Callable, Iterable, Sequence
 
 import asyncpg
 
+from bench.scenarios import open_seeded_sessions
+
 GLINT_EPOCH_MS = 1704067200000
 PASSWORD = "bench-password"  # every seeded user's password (the locustfile logs in with it)
 USERNAME = "bench{}"
@@ -395,9 +397,6 @@ def generate(plan: Plan, password_hash: str, images: list[dict[str, Any]], now: 
                          g.followers_count[i], following_list[i],
                          recent[i % 4096] if g.active[i] else long_ago[i % 4096], IdMaker.time(user_ids[i]))
                         for i in range(n)])
-    # one session per user whose id is the user's: the bench's tokens (mint_tokens) carry it, and
-    # a session must exist in PostgreSQL for its tokens to be accepted
-    g.rows["sessions"] = (("id", "user_id", "user_agent"), [(uid, uid, "glint bench") for uid in user_ids])
     return g
 
 
@@ -405,7 +404,7 @@ def generate(plan: Plan, password_hash: str, images: list[dict[str, Any]], now: 
 
 
 SEEDED_TABLES = ("users", "follows", "hashtags", "media", "posts", "post_media", "post_hashtags", "likes",
-                 "comments", "conversations", "conversation_members", "messages", "sessions")
+                 "comments", "conversations", "conversation_members", "messages")
 
 
 async def _columns(conn: asyncpg.Connection) -> dict[str, set[str]]:
@@ -647,6 +646,8 @@ async def seed(config: Any, plan: Plan, manifest_path: Path, *, do_reset: bool =
     t = step("copy + timelines", t)
     conn = await asyncpg.connect(config.database_url)
     try:
+        if "sessions" in columns:
+            await open_seeded_sessions(conn)
         await conn.execute("ANALYZE " + ", ".join(table for table, _, _ in loads))
     finally:
         await conn.close()

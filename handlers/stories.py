@@ -27,7 +27,7 @@ from handlers.media import MediaOut, media_out, url_signer
 from handlers.messages import SendBody, send_message
 from handlers.posts import UserBrief
 from realtime.frames import IdStr, Message
-from storage import graph, media, outbox, stories
+from storage import media, outbox, stories, visibility
 from storage import messages as message_store
 
 routes = Routes("stories")
@@ -154,13 +154,13 @@ async def media_rows(pool: asyncpg.Pool, rows: list[Any]) -> dict[int, asyncpg.R
 
 async def visible_story(pool: asyncpg.Pool, viewer: int, story_id: int, now: datetime) -> asyncpg.Record:
     """A live story the viewer may see, or 404: the owner's own; otherwise blocks and private
-    accounts as everywhere (graph.can_view), and close-friends stories only to the owner's list."""
+    accounts as everywhere (visibility.can_see), and close-friends stories only to the owner's list."""
     story = await stories.get_live_story(pool, story_id, now)
     if story is None:
         raise NotFound()
     owner = story["owner_id"]
     if owner != viewer:
-        if not await graph.can_view(pool, viewer, owner):
+        if not await visibility.can_see(pool, viewer, owner):
             raise NotFound()
         if story["close_friends_only"] and not await stories.is_close_friend(pool, owner, viewer):
             raise NotFound()
