@@ -678,7 +678,7 @@ async def add_members(request: web.Request) -> web.Response:
             raise ValidationFailed("Members can be added to groups only.")
         if await visibility.conflicts(conn, new | set(await store.member_ids(conn, conversation_id))):
             raise ApartMembers(fields={"user_ids": ApartMembers.message})
-        if await store.add_members_txn(conn, conversation_id, new) > MAX_GROUP:
+        if await store.add_members_txn(conn, conversation_id, viewer, new) > MAX_GROUP:
             raise ValidationFailed(f"A group has at most {MAX_GROUP} members.",
                                    fields={"user_ids": f"At most {MAX_GROUP} members."})
     return json_response(await conversation_detail(pool, conversation_id, viewer))

@@ -44,32 +44,33 @@ class ReadMessages(ClientFrame, tag="message.read"):
     seq: Annotated[int, Meta(ge=0)]
 
 
-class DeleteMessage(ClientFrame, tag="message.delete"):
+class OnMessage(ClientFrame):
+    """A frame about one message of a conversation."""
+
     conversation_id: IdStr
     seq: Annotated[int, Meta(ge=1)]
+
+
+class DeleteMessage(OnMessage, tag="message.delete"):
+    pass
 
 
 Emoji = Annotated[str, Meta(min_length=1, max_length=16, description="one emoji")]
 
 
-class ReactMessage(ClientFrame, tag="message.react"):
+class ReactMessage(OnMessage, tag="message.react"):
     """Set your one reaction to a message (replacing the one you had)."""
 
-    conversation_id: IdStr
-    seq: Annotated[int, Meta(ge=1)]
     emoji: Emoji
 
 
-class UnreactMessage(ClientFrame, tag="message.unreact"):
-    conversation_id: IdStr
-    seq: Annotated[int, Meta(ge=1)]
+class UnreactMessage(OnMessage, tag="message.unreact"):
+    pass
 
 
-class EditMessage(ClientFrame, tag="message.edit"):
+class EditMessage(OnMessage, tag="message.edit"):
     """New text for your own text message, within 15 minutes of sending it."""
 
-    conversation_id: IdStr
-    seq: Annotated[int, Meta(ge=1)]
     text: Annotated[str, Meta(min_length=1, max_length=MAX_TEXT)]
 
 
@@ -229,11 +230,14 @@ class Pong(ServerFrame, tag="pong"):
     ref: Ref = None
 
 
-class Error(ServerFrame, tag="error"):
+class ErrorFrame(ServerFrame, tag="error"):
     code: str
     message: str
     ref: Ref = None
     retry_after: int | None = None  # seconds; set with code "unavailable" (a store is away: resend then)
+
+
+Error = ErrorFrame  # (named apart from the REST error body in the OpenAPI document)
 
 
 class Resync(ServerFrame, tag="resync"):
@@ -241,6 +245,11 @@ class Resync(ServerFrame, tag="resync"):
     the last seq held per conversation) to fetch what was missed."""
 
     reason: str = "bus"
+
+
+AnyServerFrame = Union[Hello, MessageAck, MessageNew, MessageDelivered, MessageReadReceipt, MessageDeleted,
+                       MessageRemoved, MessageReaction, MessageEdited, TypingNotice, Presence, SyncDone, Pong, ErrorFrame,
+                       Resync]
 
 
 # ---------------------------------------------------------------- the codec

@@ -97,12 +97,11 @@ async def lock_group_txn(conn: asyncpg.Connection, conversation_id: int) -> asyn
         "SELECT id, kind, created_by FROM conversations WHERE id = $1 FOR UPDATE", conversation_id)
 
 
-async def add_members_txn(conn: asyncpg.Connection, conversation_id: int, user_ids: Iterable[int]) -> int:
-    """Inside a transaction: add members (existing ones are kept); return the member count after."""
-    await conn.execute(
-        "INSERT INTO conversation_members (conversation_id, user_id) SELECT $1, unnest($2::bigint[])"
-        " ON CONFLICT DO NOTHING", conversation_id, sorted(set(user_ids)))
-    return await conn.fetchval("SELECT count(*) FROM conversation_members WHERE conversation_id = $1", conversation_id)
+async def add_members_txn(conn: asyncpg.Connection, conversation_id: int, inviter: int, user_ids: Iterable[int]) -> int:
+    """Inside a transaction: add members (existing ones are kept; a request for those who do not
+    follow the inviter); return the member count after."""
+    await add_members_as_requests(conn, conversation_id, inviter, user_ids)
+    return await count_members_txn(conn, conversation_id)
 
 
 async def count_members_txn(conn: asyncpg.Connection, conversation_id: int) -> int:
