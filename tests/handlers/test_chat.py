@@ -1,6 +1,7 @@
 """Direct messages beyond sending: reactions (one per member, replaced, taken back) and edits (the
 sender's own text, within the window) over frames and REST, carried in history and caught up by
-`sync`, and the notification for a reaction to your message."""
+`sync`; the notification for a reaction to your message; shares rendered per member; message
+requests, mute and pin; unread counts under concurrent reads; the OpenAPI document."""
 
 from __future__ import annotations
 
@@ -270,3 +271,18 @@ async def test_unread_counts_stay_exact_under_concurrent_reads_from_two_devices(
     assert listed["unread_count"] == 3
     await phone.close()
     await laptop.close()
+
+
+async def test_the_openapi_document_has_the_new_routes_and_frames(client):
+    document = await (await client.get("/api/openapi.json")).json()
+    paths, schemas = document["paths"], document["components"]["schemas"]
+    assert {"post", "delete"} <= set(paths["/api/conversations/{id}/messages/{seq}/reactions/"])
+    assert "patch" in paths["/api/conversations/{id}/messages/{seq}/"]
+    assert {"patch", "delete"} <= set(paths["/api/conversations/{id}/"])
+    assert "post" in paths["/api/conversations/{id}/accept/"]
+    assert paths["/ws"]["get"]["x-websocket-frames"]["client"] == {"$ref": "#/components/schemas/ClientFrame"}
+    client_frames = {ref["$ref"].rsplit("/", 1)[1] for ref in schemas["ClientFrame"]["anyOf"]}
+    server_frames = {ref["$ref"].rsplit("/", 1)[1] for ref in schemas["ServerFrame"]["anyOf"]}
+    assert {"ReactMessage", "UnreactMessage", "EditMessage", "SendMessage"} <= client_frames
+    assert {"MessageReaction", "MessageEdited", "SyncDone"} <= server_frames
+    assert {"reactions", "edited_at", "share", "change_seq"} <= set(schemas["Message"]["properties"])
