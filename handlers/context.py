@@ -34,5 +34,8 @@ timelines_key: web.AppKey[Any] = web.AppKey("timelines")
 # tests set it before the app starts to move time without sleeping
 clock_key: web.AppKey[Any] = web.AppKey("clock")
 
+# read replicas (storage.replicas.Replicas), or None when none is configured
+replicas_key: web.AppKey[Any] = web.AppKey("replicas")
+
 # the search backend (storage.search.SearchBackend: postgres or elasticsearch), made once per app
 search_key: web.AppKey[Any] = web.AppKey("search")
