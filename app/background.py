@@ -11,7 +11,9 @@ from typing import AsyncIterator, Callable
 from aiohttp import web
 
 from handlers.context import config_key, kafka_producer_key, pool_key, redis_key
-from jobs.events import Consumer, Dispatcher, InlineSender, KafkaConsumerRunner, KafkaSender, Relay
+from jobs.events import (
+    Consumer, DeadLetterReplayer, Dispatcher, InlineSender, KafkaConsumerRunner, KafkaSender, Relay,
+)
 from jobs.periodic import Job, run_jobs
 from storage import outbox
 
@@ -27,6 +29,7 @@ class Background:
     jobs: list[Job] = field(default_factory=list)
     relay: Relay | None = None
     dispatcher: Dispatcher | None = None
+    replayer: DeadLetterReplayer | None = None
     runners: list[KafkaConsumerRunner] = field(default_factory=list)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task] = field(default_factory=list)
@@ -60,7 +63,8 @@ def background_ctx(consumer_factories: list[ConsumerFactory], job_factories: lis
             bg.consumers = [c for factory in consumer_factories for c in factory(app)] + bg.consumers
             if config.jobs_enabled:
                 bg.jobs = [j for factory in job_factories for j in factory(app)] + bg.jobs
-        bg.dispatcher = Dispatcher(pool, bg.consumers, config.consumer_max_attempts, config.consumer_retry_base_seconds)
+        bg.dispatcher = Dispatcher(pool, bg.consumers, config.consumer_max_attempts, config.consumer_retry_base_seconds,
+                                   replay_base=config.dead_letter_replay_base_seconds)
         if config.events_transport == "kafka":
             sender = KafkaSender(app[kafka_producer_key], config.kafka_topic_prefix)
             bg.runners = [
@@ -74,6 +78,10 @@ def background_ctx(consumer_factories: list[ConsumerFactory], job_factories: lis
         if config.events_transport == "kafka" or bg.run_consumers:
             bg.relay = Relay(pool, sender, config.outbox_batch, config.outbox_poll_seconds)
             bg.tasks.append(asyncio.create_task(bg.relay.run(bg.stop), name="outbox-relay"))
+        if bg.consumers:
+            bg.replayer = DeadLetterReplayer(bg.dispatcher, config.dead_letter_poll_seconds,
+                                             config.dead_letter_replay_max_seconds)
+            bg.tasks.append(asyncio.create_task(bg.replayer.run(bg.stop), name="dead-letter-replayer"))
         for runner in bg.runners:
             bg.tasks.append(asyncio.create_task(runner.run(bg.stop), name=f"consumer-{runner.consumer.name}"))
         if bg.jobs:

@@ -238,6 +238,73 @@ def cmd_restore(args: argparse.Namespace) -> None:
         sys.exit(f"glint: restore failed: cannot reach a store: {exc}")
 
 
+def cmd_events(args: argparse.Namespace) -> None:
+    """`events dead-letters list | replay`: the events consumers gave up on."""
+    config = _config()
+    _require_migrated(config)
+    if args.action == "replay" and not (args.ids or args.all or args.consumer):
+        sys.exit("glint events dead-letters replay: name letter ids, or --consumer NAME, or --all")
+    try:
+        sys.exit(asyncio.run(_dead_letters(config, args)))
+    except OSError as exc:
+        sys.exit(f"glint: cannot reach PostgreSQL at {config.database_url}: {exc}")
+
+
+def _letter_line(letter) -> str:
+    state = ("replayed " + letter.replayed_at.isoformat(timespec="seconds") if letter.replayed_at
+             else "due " + letter.next_attempt_at.isoformat(timespec="seconds") if letter.next_attempt_at
+             else "waits for replay")
+    return (f"{letter.id:>20}  {letter.consumer:<14} {letter.event.type:<24} {letter.kind:<9} "
+            f"replays {letter.replays:<3} {state}  {letter.error[:100]}")
+
+
+async def _dead_letters(config: Config, args: argparse.Namespace) -> int:
+    import msgspec
+
+    from storage import db, deadletters
+
+    pool = await db.create_pool(config.database_url, min_size=1, max_size=2)
+    try:
+        if args.action == "list":
+            letters = await deadletters.list_letters(pool, include_replayed=args.all, consumer=args.consumer,
+                                                     limit=args.limit)
+            if args.json:
+                print(msgspec.json.encode(letters).decode())
+            else:
+                for letter in letters:
+                    print(_letter_line(letter))
+                print(f"{len(letters)} letter(s)" + ("" if args.all else " pending"))
+            return 0
+        before = {letter.id: letter.replays for letter in await deadletters.get(pool, args.ids)} if args.ids else {}
+        ids = await deadletters.schedule_now(pool, None if args.all or not args.ids else args.ids, args.consumer)
+        if not ids:
+            print("nothing to replay")
+            return 0
+        if not before:
+            before = {letter.id: letter.replays for letter in await deadletters.get(pool, ids)}
+        print(f"{len(ids)} letter(s) scheduled; a process running the consumers (`glint serve` or "
+              "`glint consume`) replays them")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + args.wait
+        while True:
+            letters = await deadletters.get(pool, ids)
+            settled = [x for x in letters if x.replayed_at is not None or x.replays > before.get(x.id, 0)]
+            if len(settled) == len(letters) or loop.time() >= deadline:
+                break
+            await asyncio.sleep(0.2)
+        for letter in letters:
+            print(_letter_line(letter))
+        failed = [x for x in letters if x.replayed_at is None]
+        if failed:
+            print(f"{len(failed)} letter(s) not replayed" + ("" if len(settled) == len(letters)
+                                                             else " yet (is a consuming process running?)"))
+            return 1
+        print(f"{len(letters)} letter(s) replayed")
+        return 0
+    finally:
+        await pool.close()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="glint", description="glint: a social backend for chat-heavy clients")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -273,6 +340,19 @@ def main(argv: list[str] | None = None) -> None:
                           help="only this index (repeatable; default all)")
     search_p.add_argument("--batch", type=int, default=1000, help="rows per bulk request (default 1000)")
     search_p.set_defaults(func=cmd_search)
+
+    events_p = sub.add_parser("events", help="the event backbone: dead letters")
+    events_sub = events_p.add_subparsers(dest="events_command", required=True)
+    letters_p = events_sub.add_parser("dead-letters", help="list or replay the events consumers gave up on")
+    letters_p.add_argument("action", choices=["list", "replay"])
+    letters_p.add_argument("ids", nargs="*", type=int, help="replay: these letters")
+    letters_p.add_argument("--all", action="store_true", help="list: replayed ones too; replay: every pending letter")
+    letters_p.add_argument("--consumer", default=None, help="only this consumer's letters (feed, notifications, ...)")
+    letters_p.add_argument("--limit", type=int, default=100, help="list: at most this many (default 100)")
+    letters_p.add_argument("--json", action="store_true", help="list: as JSON")
+    letters_p.add_argument("--wait", type=float, default=30.0,
+                           help="replay: seconds to wait for the outcome (default 30)")
+    letters_p.set_defaults(func=cmd_events)
 
     backup_p = sub.add_parser("backup", help="write one archive of PostgreSQL and the S3 media")
     backup_p.add_argument("--out", default=None, help="archive path (default glint-backup-<time>.tar here)")

@@ -37,7 +37,8 @@ async def postgres_ctx(app: web.Application) -> AsyncIterator[None]:
 async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     """The Redis client (hiredis parser), and the rate limiter and timelines on it."""
     config = app[config_key]
-    redis = Redis.from_url(config.redis_url, socket_timeout=5, socket_connect_timeout=5,
+    redis = Redis.from_url(config.redis_url, socket_timeout=config.redis_timeout_seconds,
+                           socket_connect_timeout=config.redis_timeout_seconds,
                            health_check_interval=30, max_connections=200)
     app[redis_key] = redis
     app[limiter_key] = RateLimiter(redis)

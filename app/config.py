@@ -35,6 +35,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=Tr
     replica_check_seconds: PositiveFloat = 1.0
     read_your_writes_seconds: PositiveFloat = 5.0
     redis_url: str = "redis://127.0.0.1:63799/0"
+    redis_timeout_seconds: PositiveFloat = 5.0  # connect and per-command socket timeout
     s3_endpoint: str = "http://127.0.0.1:8333"
     s3_public_endpoint: str = ""
     s3_region: str = "us-east-1"
@@ -52,6 +53,12 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=Tr
     outbox_poll_seconds: PositiveFloat = 1.0
     consumer_max_attempts: PositiveInt = 5
     consumer_retry_base_seconds: PositiveFloat = 0.2
+    # dead letters an outage caused are replayed automatically: first after `dead_letter_replay_base_seconds`,
+    # doubling per failed replay up to `dead_letter_replay_max_seconds`; due ones are looked for every
+    # `dead_letter_poll_seconds`
+    dead_letter_replay_base_seconds: PositiveFloat = 5.0
+    dead_letter_replay_max_seconds: PositiveFloat = 300.0
+    dead_letter_poll_seconds: PositiveFloat = 5.0
 
     # search
     search_backend: Literal["postgres", "elasticsearch"] = "postgres"
@@ -72,8 +79,10 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=Tr
     access_log: bool = True
     # tracing: OTLP over HTTP to this collector (e.g. http://jaeger:4318); empty turns tracing off
     otlp_endpoint: str = ""
-    # the built web client served at / (empty: web/dist beside the source)
+    # the built web client served at / (empty: web/dist beside the source), and the address people
+    # open it at (the links in e-mails: /verify?token=..., /reset?token=...)
     web_dist: str = ""
+    public_url: str = "http://127.0.0.1:8080"
 
     # auth
     jwt_secret: str = "change-me-in-production-glint-dev-secret"
@@ -97,8 +106,16 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=Tr
     smtp_starttls: bool = True
     email_from: str = "glint <no-reply@glint.local>"
     email_verification_ttl: PositiveInt = 48 * 3600
-    # account safety: how long a password-reset token lives
+    # account safety: how long a password-reset token lives; the key (32 bytes, base64) TOTP
+    # secrets are encrypted under (empty: one derived from jwt_secret)
     password_reset_ttl: PositiveInt = 3600
+    two_factor_key: Annotated[str, Meta(pattern=r"^$|^[A-Za-z0-9+/]{43}=$")] = ""
+    # account deletion: days between the request and the erasure (a login cancels it), and how
+    # often the erasure job (and the export expiry job) runs
+    account_deletion_grace_days: PositiveInt = 30
+    account_jobs_interval: PositiveFloat = 3600.0
+    # data export: how long a built archive stays downloadable before the job removes it
+    account_export_ttl: PositiveInt = 48 * 3600
 
     # media and posts: upload byte limits, the decoded-pixel limit checked from the
     # header, rendition widths (comma-separated), and how long an unattached upload lives

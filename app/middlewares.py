@@ -9,8 +9,6 @@ import re
 import time
 import uuid
 
-import asyncpg
-import redis.exceptions
 from aiohttp import web
 from aiohttp.web_exceptions import HTTPException
 from opentelemetry import trace
@@ -18,9 +16,10 @@ from opentelemetry import trace
 from app.web import is_app_path
 from handlers.auth import auth_markers, bearer_token, check_session, read_access_token
 from handlers.common import (
-    ApiError, MethodNotAllowed, NotAuthenticated, NotFound, PayloadTooLarge, RateLimited, ServiceUnavailable, encode,
+    ApiError, MethodNotAllowed, NotAuthenticated, NotFound, PayloadTooLarge, RateLimited, client_error, encode,
 )
 from handlers.context import config_key, identity_key, limiter_key, redis_key, request_id_key
+from storage.faults import OutageLog
 from storage.metrics import HTTP_IN_FLIGHT, HTTP_LATENCY, HTTP_REQUESTS, count_store_error
 from storage.ratelimit import address_key, user_key
 from storage.replicas import wrote_key
@@ -28,9 +27,7 @@ from storage.replicas import wrote_key
 log = logging.getLogger("glint.http")
 access_log = logging.getLogger("glint.access")
 
-# failures of a dependency rather than of glint: answered 503 with Retry-After
-UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError,
-               asyncpg.exceptions.CannotConnectNowError, asyncpg.exceptions.TooManyConnectionsError)
+outages = OutageLog(log)
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 UNMATCHED = "<unmatched>"
@@ -92,14 +89,16 @@ async def errors(request: web.Request, handler):
         if exc.status < 400:
             raise
         return error_response(_from_http_exception(exc))
-    except UNAVAILABLE as exc:  # a store is away or overloaded: the client may retry, it is not a bug
-        count_store_error(exc, default="other")
-        log.warning("dependency unavailable: %r", exc, extra={"fields": {"request_id": request.get(request_id_key)}})
-        return error_response(ServiceUnavailable(headers={"Retry-After": "1"}))
     except Exception as exc:
-        count_store_error(exc)
-        log.exception("unhandled error", extra={"fields": {"request_id": request.get(request_id_key)}})
-        return error_response(_internal())
+        error = client_error(exc)
+        if error is None:
+            count_store_error(exc)
+            log.exception("unhandled error", extra={"fields": {"request_id": request.get(request_id_key)}})
+            return error_response(_internal())
+        # a store is away or overloaded: the client may retry, it is not a bug
+        count_store_error(exc, default="other")
+        outages.note(f"{request.method} {route_template(request)}", exc)
+        return error_response(error)
 
 
 def _internal() -> ApiError:

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import html
+import math
 from typing import Any, Awaitable, Callable
 
 import msgspec
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from app.background import background_key
 from handlers.common import RouteDoc, json_response
 from handlers.context import config_key, kafka_producer_key, pool_key, redis_key, s3_key, search_key
-from storage.metrics import DEPENDENCY_UP
+from realtime.gateway import gateway_key
+from storage import deadletters, outbox
+from storage.metrics import DEAD_LETTERS_PENDING, DEPENDENCY_UP, OUTBOX_BACKLOG, WS_CONNECTIONS
 
 CHECK_TIMEOUT = 2.0
 
@@ -79,8 +83,29 @@ async def readyz(request: web.Request) -> web.Response:
     return json_response(body)
 
 
+async def refresh_gauges(app: web.Application) -> None:
+    """Set the gauges read from the truth at scrape time: sockets from the registry, the outbox
+    backlog and pending dead letters from their tables (NaN while PostgreSQL cannot answer), the
+    lag of each partition this process's consumers hold."""
+    gateway = app.get(gateway_key)
+    WS_CONNECTIONS.set(gateway.connection_count() if gateway is not None else 0)
+    try:
+        async with asyncio.timeout(CHECK_TIMEOUT):
+            async with app[pool_key].acquire() as conn:
+                backlog = await outbox.backlog(conn)
+                pending = await deadletters.pending_counts(conn)
+    except Exception:  # the figures are unknown, not zero
+        backlog, pending = math.nan, {"outage": math.nan, "bad_event": math.nan}
+    OUTBOX_BACKLOG.set(backlog)
+    for kind, count in pending.items():
+        DEAD_LETTERS_PENDING.labels(kind).set(count)
+    for runner in app[background_key].runners:
+        await runner.report_lag()
+
+
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text format."""
+    await refresh_gauges(request.app)
     response = web.Response(body=generate_latest(REGISTRY))
     response.headers["Content-Type"] = CONTENT_TYPE_LATEST
     return response

@@ -20,7 +20,7 @@ from handlers.common import (
     make_page, no_content, page_request, parse_id, path_id, read_json, read_pool,
 )
 from handlers.context import config_key, pool_key, redis_key
-from storage import email, graph, outbox, tokens, users
+from storage import email, graph, outbox, tokens, users, visibility
 
 log = logging.getLogger("glint.accounts")
 routes = Routes("accounts")
@@ -187,7 +187,8 @@ async def send_verification(app: web.Application, address: str, token: str) -> N
     """Mail the verification token (after commit); a failing sink is logged, the account stays."""
     message = email.Email(
         to=address, subject="Verify your e-mail address for glint",
-        body=f"Your verification token: {token}\n\nSend it to POST /api/accounts/verify-email/ as {{\"token\": ...}}.",
+        body=(f"Your verification token: {token}\n\nOpen {app[config_key].public_url.rstrip('/')}/verify?token={token}"
+              f" or send it to POST /api/accounts/verify-email/ as {{\"token\": ...}}."),
     )
     try:
         await email_sink(app).send(message)
@@ -426,7 +427,7 @@ async def get_profile(request: web.Request) -> web.Response:
     user_id = path_id(request)
     pool = await read_pool(request)
     row = await users.get_profile(pool, user_id, viewer)
-    if row is None or await graph.is_blocked_either_way(pool, viewer, user_id):
+    if row is None or not await visibility.may_be_shown(pool, viewer, user_id):
         raise NotFound()
     relationship = Relationship(following=row["following"], followed_by=row["followed_by"],
                                 requested=row["requested"], blocking=row["blocking"])

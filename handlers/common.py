@@ -12,7 +12,8 @@ import msgspec
 from aiohttp import web
 
 from handlers.context import identity_key, pool_key, redis_key, replicas_key
-from storage import users
+from realtime import frames
+from storage import faults, users
 
 T = TypeVar("T")
 
@@ -88,10 +89,34 @@ class UnsupportedMediaType(ApiError):
 
 class ServiceUnavailable(ApiError):
     status, code, message = 503, "service_unavailable", "A service this needs is unavailable; try again shortly."
+    frame_code = "unavailable"  # the websocket's name for it
+    retry_after = faults.RETRY_AFTER_SECONDS
+
+    def __init__(self, message: str | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.headers.setdefault("Retry-After", str(self.retry_after))
 
 
 class RateLimited(ApiError):
     status, code, message = 429, "rate_limited", "Too many requests."
+
+
+def client_error(exc: BaseException) -> ApiError | None:
+    """What a failure is to the client, for REST and the websocket alike: an ApiError as it is, a
+    store that is away or overloaded as ServiceUnavailable (retry shortly), anything else None
+    (a bug: the caller logs it and answers a plain internal error)."""
+    if isinstance(exc, ApiError):
+        return exc
+    if faults.is_unavailable(exc):
+        return ServiceUnavailable()
+    return None
+
+
+def error_frame(error: ApiError, ref: Any = None) -> bytes:
+    """The websocket twin of an error response: an `error` frame echoing the client's ref;
+    unavailable carries `retry_after` as the response carries Retry-After."""
+    retry_after = getattr(error, "retry_after", None)
+    return frames.error(getattr(error, "frame_code", error.code), error.message, ref, retry_after)
 
 
 def validation_error(exc: msgspec.ValidationError) -> ValidationFailed:

@@ -18,7 +18,7 @@ from handlers.common import (
     make_page, no_content, page_request, path_id,
 )
 from handlers.context import pool_key
-from storage import graph, outbox
+from storage import graph, outbox, visibility
 
 routes = Routes("graph")
 
@@ -35,7 +35,7 @@ async def _lock_visible_pair_txn(conn: asyncpg.Connection, viewer: int, target: 
         raise ValidationFailed("You cannot do this to yourself.", fields={"id": "That is you."})
     locked = await graph.lock_users_txn(conn, [viewer, target])
     row = locked.get(target)
-    if row is None or not row["is_active"] or await graph.is_blocked_either_way(conn, viewer, target):
+    if row is None or not row["is_active"] or not await visibility.may_be_shown(conn, viewer, target):
         raise NotFound()
     return row
 
@@ -179,7 +179,7 @@ async def _visible_owner(request: web.Request) -> tuple[int, int]:
     """(viewer, owner) when the viewer may see the owner's lists; 404 otherwise."""
     viewer = current_user(request)
     owner = path_id(request)
-    if not await graph.can_view(request.app[pool_key], viewer, owner):
+    if not await visibility.can_see(request.app[pool_key], viewer, owner):
         raise NotFound()
     return viewer, owner
 

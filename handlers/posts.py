@@ -25,7 +25,7 @@ from handlers.common import (
 )
 from handlers.context import pool_key, redis_key
 from handlers.media import MediaOut, media_out, url_signer
-from storage import graph, outbox, posts
+from storage import outbox, posts, visibility
 
 routes = Routes("posts")
 
@@ -166,7 +166,7 @@ async def emit_txn(conn: asyncpg.Connection, type_: str, post: asyncpg.Record, *
 async def visible_post(pool: asyncpg.Pool, viewer: int, post_id: int) -> asyncpg.Record:
     """The post, if the viewer may see it; 404 otherwise."""
     post = await posts.get_post(pool, post_id)
-    if post is None or not await graph.can_view(pool, viewer, post["author_id"]):
+    if post is None or not await visibility.can_see(pool, viewer, post["author_id"]):
         raise NotFound()
     return post
 
@@ -261,7 +261,7 @@ async def list_by_author(request: web.Request) -> web.Response:
     author = query_id(request, "author") or viewer
     page = page_request(request)
     pool = request.app[pool_key]
-    if not await graph.can_view(pool, viewer, author):
+    if not await visibility.can_see(pool, viewer, author):
         raise NotFound()
     ids = await posts.author_post_ids(pool, author, cursor_id(request, page.cursor), page.limit + 1)
     rendered = await render_posts(request, viewer, ids)
@@ -321,9 +321,9 @@ async def list_likes(request: web.Request) -> web.Response:
     post = await visible_post(pool, viewer, path_id(request))
     page = page_request(request)
     rows = await posts.likers(pool, post["id"], cursor_id(request, page.cursor), page.limit + 1)
-    hidden = await graph.blocked_either_way(pool, viewer, [r["id"] for r in rows])
+    shown = await visibility.shown_users(pool, viewer, [r["id"] for r in rows])
     page_rows = make_page(request, rows, page.limit, lambda r: encode_cursor(r["like_id"]))
-    return json_response(Page(results=[user_brief(r) for r in page_rows.results if r["id"] not in hidden],
+    return json_response(Page(results=[user_brief(r) for r in page_rows.results if r["id"] in shown],
                               next=page_rows.next))
 
 

@@ -5,7 +5,9 @@ aggregate id so one aggregate's events stay in order, marked sent only once ever
 batch is acknowledged) or straight to the in-process consumers (transport "inline"). Either way a
 consumer sees each event at least once; the runtime dedupes by event id, retries a failing handler
 with back-off, and after the last attempt records the event as a dead letter instead of blocking
-its partition.
+its partition. A dead letter is kept in PostgreSQL (storage/deadletters.py): when a store being
+away caused it, the replayer here hands it to the consumer again once the store is back, backed
+off between tries; a bad event waits for `glint events dead-letters replay`.
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ import msgspec
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
-from storage import outbox
+from storage import deadletters, faults, outbox
 from storage.metrics import (
-    CONSUMER_LAG, DEAD_LETTERS, EVENT_LAG, EVENTS_HANDLED, EVENTS_PUBLISHED, HANDLER_FAILURES, OUTBOX_BACKLOG,
+    CONSUMER_LAG, DEAD_LETTER_REPLAYS, DEAD_LETTERS, EVENT_LAG, EVENTS_HANDLED, EVENTS_PUBLISHED, HANDLER_FAILURES,
     count_store_error,
 )
 from storage.outbox import Event
@@ -31,8 +33,6 @@ from storage.tracecontext import context_of
 
 log = logging.getLogger("glint.events")
 tracer = trace.get_tracer("glint.events")
-
-DEAD_LETTER_TOPIC = "dead_letter"
 
 
 class Consumer(Protocol):
@@ -65,6 +65,7 @@ class Dispatcher:
     max_attempts: int = 5
     retry_base: float = 0.2
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    replay_base: float = 5.0  # a dead letter an outage caused is first replayed this long after
 
     def for_topic(self, topic: str) -> list[Consumer]:
         """The consumers that read a topic."""
@@ -106,20 +107,71 @@ class Dispatcher:
         return False  # pragma: no cover - the loop always returns
 
     async def _dead_letter(self, consumer: Consumer, event: Event, exc: BaseException) -> None:
-        DEAD_LETTERS.labels(consumer.name).inc()
+        outage = faults.is_unavailable(exc)
         async with self.pool.acquire() as conn, conn.transaction():
-            await outbox.add_event(conn, DEAD_LETTER_TOPIC, "dead_letter", event.key, {
-                "consumer": consumer.name,
-                "error": repr(exc)[:2000],
-                "event": msgspec.to_builtins(event),
-            })
+            await deadletters.add(conn, consumer.name, event, repr(exc), outage, self.replay_base)
             await outbox.mark_processed(conn, consumer.name, event.event_id)
-        log.error("consumer %s gave up on %s %s: dead-lettered", consumer.name, event.type, event.event_id)
+        DEAD_LETTERS.labels(consumer.name).inc()
+        log.error("consumer %s gave up on %s %s: dead-lettered (%s)", consumer.name, event.type, event.event_id,
+                  "a store was away: replayed once it is back" if outage else "a bad event: replay it by hand")
 
     async def dispatch(self, event: Event) -> None:
         """Deliver one event to every consumer of its topic (the inline transport)."""
         for consumer in self.for_topic(event.topic):
             await self.deliver(consumer, event)
+
+
+@dataclass
+class DeadLetterReplayer:
+    """Hands due dead letters of this process's consumers to them again: the ones an outage
+    caused, on a back-off that doubles per failed replay up to `max_backoff`, and the ones an
+    operator scheduled. Several processes may run it: each letter is leased to one."""
+
+    dispatcher: Dispatcher
+    poll_seconds: float = 5.0
+    max_backoff: float = 300.0
+    batch: int = 100
+
+    async def replay_due(self) -> int:
+        """Replay what is due now; how many letters were tried."""
+        by_name = {c.name: c for c in self.dispatcher.consumers}
+        if not by_name:
+            return 0
+        pool = self.dispatcher.pool
+        letters = await deadletters.claim_due(pool, list(by_name), self.batch)
+        for letter in letters:
+            consumer = by_name[letter.consumer]
+            try:
+                await consumer.handle(letter.event)
+            except Exception as exc:  # still failing: back off (or wait for an operator)
+                outage = faults.is_unavailable(exc)
+                retry_in = min(self.dispatcher.replay_base * 2 ** (letter.replays + 1), self.max_backoff)
+                await deadletters.mark_failed(pool, letter.id, repr(exc), outage, retry_in)
+                DEAD_LETTER_REPLAYS.labels(consumer.name, "failed").inc()
+                log.warning("replaying dead letter %d (%s %s) failed again: %r", letter.id, consumer.name,
+                            letter.event.type, exc)
+                continue
+            await deadletters.mark_replayed(pool, letter.id)
+            EVENTS_HANDLED.labels(consumer.name).inc()
+            DEAD_LETTER_REPLAYS.labels(consumer.name, "replayed").inc()
+            log.info("replayed dead letter %d: %s %s", letter.id, consumer.name, letter.event.type)
+        return len(letters)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Replay due letters every poll interval until stopped; a store that is away only delays it."""
+        outages = faults.OutageLog(log, 30.0)
+        while not stop.is_set():
+            try:
+                while await self.replay_due() and not stop.is_set():
+                    pass
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if faults.is_unavailable(exc):
+                    outages.note("dead-letter replay", exc)
+                else:
+                    log.exception("dead-letter replay failed")
+            await _wait(stop, self.poll_seconds)
 
 
 class Sender(Protocol):
@@ -200,7 +252,6 @@ class Relay:
                     while not stop.is_set() and not listen_conn.is_closed():
                         self._wake.clear()
                         await self.drain()
-                        OUTBOX_BACKLOG.set(await outbox.backlog(self.pool))
                         backoff = self.poll_seconds
                         await _wait(self._wake, self.poll_seconds, stop)
                     if not listen_conn.is_closed():
@@ -255,6 +306,8 @@ class KafkaConsumerRunner:
     topic_prefix: str
     group_prefix: str
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+    kafka: object | None = None  # the running AIOKafkaConsumer
+    handled_to: dict = field(default_factory=dict)  # TopicPartition -> offset after the last event handled
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until stopped; reconnects with back-off when the broker is away."""
@@ -264,7 +317,7 @@ class KafkaConsumerRunner:
         topics = [self.topic_prefix + t for t in self.consumer.topics]
         backoff = 1.0
         while not stop.is_set():
-            kafka = AIOKafkaConsumer(
+            kafka = self.kafka = AIOKafkaConsumer(
                 *topics, bootstrap_servers=self.bootstrap, group_id=group,
                 enable_auto_commit=False, auto_offset_reset="earliest",
                 session_timeout_ms=30000, heartbeat_interval_ms=3000, max_poll_records=500,
@@ -280,12 +333,8 @@ class KafkaConsumerRunner:
                     for tp, records in batches.items():
                         for record in records:
                             await self._handle_record(record)
+                            self.handled_to[tp] = record.offset + 1
                         await kafka.commit({tp: records[-1].offset + 1})
-                        highwater = kafka.highwater(tp)
-                        if highwater is not None:
-                            CONSUMER_LAG.labels(tp.topic, str(tp.partition), group).set(
-                                max(highwater - records[-1].offset - 1, 0)
-                            )
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -293,7 +342,27 @@ class KafkaConsumerRunner:
                 await _wait(stop, backoff)
                 backoff = min(backoff * 2, 30.0)
             finally:
+                self.kafka = None
+                self.handled_to.clear()
                 await kafka.stop()
+
+    async def report_lag(self) -> None:
+        """Set the lag of each partition assigned now: the partition's end as last fetched, less
+        the offset after the last event handled (or the position the group resumes from)."""
+        kafka = self.kafka
+        if kafka is None:
+            return
+        group = self.group_prefix + self.consumer.name
+        for tp in kafka.assignment():
+            highwater = kafka.highwater(tp)
+            done = self.handled_to.get(tp)
+            if done is None:
+                try:
+                    done = await asyncio.wait_for(kafka.position(tp), 1.0)
+                except Exception:  # not fetched yet or the broker is away: no figure for now
+                    continue
+            if highwater is not None:
+                CONSUMER_LAG.labels(tp.topic, str(tp.partition), group).set(max(highwater - done, 0))
 
     async def _handle_record(self, record: object) -> None:
         try:

@@ -22,7 +22,7 @@ import msgspec
 from redis.asyncio import Redis
 
 from realtime.gateway import Gateway
-from storage import comments, graph, users
+from storage import comments, users, visibility
 from storage import notifications as store
 from storage.email import Email, EmailSink
 from storage.notifications import NewItem, NotificationView
@@ -127,7 +127,7 @@ class NotificationConsumer:
     async def on_mention_created(self, event: Event, p: dict) -> None:
         """Mentioned in a caption: only someone who may see the post hears of it."""
         post, author, mentioned = int(p["post_id"]), int(p["author_id"]), int(p["user_id"])
-        if await graph.can_view(self.pool, mentioned, author):
+        if await visibility.can_see(self.pool, mentioned, author):
             await self.notify([self._item(event, mentioned, author, "mention", "post", post, post_id=post)])
 
     async def on_comment_created(self, event: Event, p: dict) -> None:
@@ -146,7 +146,7 @@ class NotificationConsumer:
         wanted.setdefault(post_author, self._item(event, post_author, commenter, "comment", "post", post, **common))
         names = list(dict.fromkeys(n.rstrip(".").lower() for n in MENTION.findall(text) if n.rstrip(".")))
         for user_id in await store.user_ids_by_names(self.pool, names[:20]):
-            if user_id not in wanted and await graph.can_view(self.pool, user_id, post_author):
+            if user_id not in wanted and await visibility.can_see(self.pool, user_id, post_author):
                 wanted[user_id] = self._item(event, user_id, commenter, "mention", "comment", comment, **common)
         await self.notify(list(wanted.values()))
 
@@ -198,7 +198,7 @@ class NotificationConsumer:
                 channels = prefs.get(item.recipient_id, {}).get(PREF_KIND.get(item.kind, item.kind))
                 if channels is None or not any(channels.values()):
                     continue
-                if await graph.is_blocked_either_way(conn, item.recipient_id, item.actor_id):
+                if item.actor_id not in await visibility.notifiable(conn, item.recipient_id, [item.actor_id]):
                     continue
                 group_id = None
                 if channels.get("in_app"):

@@ -25,6 +25,9 @@ USER_EVENTS = {
     "follow_request_approved": ("requester_id", "target_id"),
     "user_blocked": ("actor_id", "target_id"),
 }
+# the account was hidden, shown again or erased: its document and its posts' follow PostgreSQL
+ACCOUNT_STATE_EVENTS = {"user_deactivated", "account_deletion_requested", "account_deletion_cancelled",
+                        "account_erased"}
 POST_EVENTS = {"post_created", "post_updated", "post_deleted"}
 
 
@@ -50,7 +53,7 @@ class SearchConsumer:
     async def handle(self, event: Event) -> None:
         """Sync what the event touched; events search does not care about are skipped."""
         payload = event.payload
-        if event.type == "user_deactivated":
+        if event.type in ACCOUNT_STATE_EVENTS:
             for user_id in _ids(payload, ("user_id",)):
                 await self.backend.sync_users([user_id])
                 await self.backend.sync_author_posts(user_id)

@@ -141,6 +141,14 @@ class Error(ServerFrame, tag="error"):
     code: str
     message: str
     ref: Ref = None
+    retry_after: int | None = None  # seconds; set with code "unavailable" (a store is away: resend then)
+
+
+class Resync(ServerFrame, tag="resync"):
+    """Frames meant for this socket may have been lost while the bus was away: run `sync` (with
+    the last seq held per conversation) to fetch what was missed."""
+
+    reason: str = "bus"
 
 
 # ---------------------------------------------------------------- the codec
@@ -186,6 +194,6 @@ def encode(frame: ServerFrame) -> bytes:
     return _encoder.encode(frame)
 
 
-def error(code: str, message: str, ref: Ref = None) -> bytes:
+def error(code: str, message: str, ref: Ref = None, retry_after: int | None = None) -> bytes:
     """An encoded `error` frame."""
-    return _encoder.encode(Error(ref=ref, code=code, message=message))
+    return _encoder.encode(Error(ref=ref, code=code, message=message, retry_after=retry_after))

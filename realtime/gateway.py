@@ -35,7 +35,7 @@ from redis.asyncio import Redis
 
 from realtime import frames
 from realtime.presence import PresenceStore, iso
-from storage.metrics import WS_CLOSED_SLOW, WS_CONNECTIONS, WS_FRAMES_IN, WS_FRAMES_OUT
+from storage.metrics import WS_CLOSED_SLOW, WS_FRAMES_IN, WS_FRAMES_OUT
 from storage.tracecontext import context_of, current_traceparent
 
 log = logging.getLogger("glint.realtime")
@@ -339,7 +339,6 @@ class Gateway:
     async def _attach(self, conn: Connection) -> None:
         conns = self.local.setdefault(conn.user_id, set())
         conns.add(conn)
-        WS_CONNECTIONS.inc()
         if len(conns) == 1:
             await self._subscribe(f"u:{conn.user_id}")
         came_online = await self.presence.connect(conn.user_id, conn.id)
@@ -348,9 +347,8 @@ class Gateway:
 
     async def _detach(self, conn: Connection) -> None:
         conns = self.local.get(conn.user_id)
-        if conns is not None and conn in conns:
+        if conns is not None:
             conns.discard(conn)
-            WS_CONNECTIONS.dec()
             if not conns:
                 del self.local[conn.user_id]
                 await self._unsubscribe(f"u:{conn.user_id}")

@@ -14,13 +14,17 @@ HTTP_LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 HTTP_IN_FLIGHT = Gauge("glint_http_requests_in_flight", "HTTP requests being served")
+# the gauges below without a counterpart in the code are set when /metrics is scraped, from the
+# truth (the socket registry, the outbox and dead-letter tables), so they never go stale
 WS_CONNECTIONS = Gauge("glint_ws_connections", "Open websocket connections")
-OUTBOX_BACKLOG = Gauge("glint_outbox_backlog", "Committed events not yet relayed")
+OUTBOX_BACKLOG = Gauge("glint_outbox_backlog", "Committed events not yet relayed (NaN: PostgreSQL unreachable)")
 EVENTS_PUBLISHED = Counter("glint_events_published_total", "Events relayed from the outbox", ["topic"])
 CONSUMER_LAG = Gauge("glint_consumer_lag", "Messages behind the end of a partition", ["topic", "partition", "group"])
 EVENTS_HANDLED = Counter("glint_events_handled_total", "Events a consumer handled", ["consumer"])
 HANDLER_FAILURES = Counter("glint_event_handler_failures_total", "Failed attempts to handle an event", ["consumer"])
 DEAD_LETTERS = Counter("glint_dead_letters_total", "Events given up on after every retry", ["consumer"])
+DEAD_LETTERS_PENDING = Gauge("glint_dead_letters_pending", "Dead letters not replayed yet, by cause", ["kind"])
+DEAD_LETTER_REPLAYS = Counter("glint_dead_letter_replays_total", "Dead-letter replays", ["consumer", "outcome"])
 DEPENDENCY_UP = Gauge("glint_dependency_up", "1 when the last readiness check reached the dependency", ["dependency"])
 JOB_RUNS = Counter("glint_job_runs_total", "Periodic job runs", ["job", "outcome"])
 JOB_DURATION = Histogram("glint_job_duration_seconds", "Periodic job duration", ["job"])

@@ -14,7 +14,7 @@ import asyncpg
 import msgspec
 from redis.asyncio import Redis
 
-from storage import graph, media
+from storage import media, visibility
 
 Conn = asyncpg.Connection | asyncpg.Pool
 
@@ -78,13 +78,13 @@ async def set_hashtags_txn(conn: asyncpg.Connection, post_id: int, names: list[s
 
 async def set_mentions_txn(conn: asyncpg.Connection, post_id: int, author_id: int, usernames: list[str]) -> list[int]:
     """Make the post's mentions the named users, ignoring unknown ones, the author, and users
-    blocked either way with the author; returns the ids newly mentioned."""
+    the author may not reach (storage.visibility); returns the ids newly mentioned."""
     rows = await conn.fetch(
         "SELECT id FROM users WHERE lower(username) = ANY($1::text[]) AND is_active AND id <> $2",
         sorted({u.lower() for u in usernames}), author_id,
     )
-    blocked = await graph.blocked_either_way(conn, author_id, [r["id"] for r in rows])
-    wanted = sorted(r["id"] for r in rows if r["id"] not in blocked)
+    reached = await visibility.reachable(conn, author_id, [r["id"] for r in rows])
+    wanted = sorted(r["id"] for r in rows if r["id"] in reached)
     await conn.execute("DELETE FROM mentions WHERE post_id = $1 AND NOT user_id = ANY($2::bigint[])", post_id, wanted)
     added = await conn.fetch(
         "INSERT INTO mentions (post_id, user_id) SELECT $1, unnest($2::bigint[]) ON CONFLICT DO NOTHING"

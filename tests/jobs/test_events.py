@@ -94,9 +94,11 @@ async def test_an_event_that_keeps_failing_becomes_a_dead_letter_and_the_stream_
     assert await dispatcher.deliver(consumer, fine) is True
     assert handled == ["fine"]
     assert sleeps == [0.1, 0.2]  # exponential back-off between attempts
-    dead = await pool.fetchrow("SELECT type, payload FROM outbox WHERE topic = 'dead_letter'")
-    assert dead["payload"]["consumer"] == "fragile"
-    assert dead["payload"]["event"]["payload"] == {"n": "poison"}
+    dead = await pool.fetchrow("SELECT consumer, kind, event, next_attempt_at FROM dead_letters")
+    assert dead["consumer"] == "fragile"
+    assert dead["event"]["payload"] == {"n": "poison"}
+    # a bad event (not a store being away) waits for an operator: never replayed by itself
+    assert (dead["kind"], dead["next_attempt_at"]) == ("bad_event", None)
     # the poison event is not retried forever
     assert await dispatcher.deliver(consumer, poison) is True
 
