@@ -85,6 +85,7 @@ class Relationship(Struct):
     followed_by: bool
     requested: bool
     blocking: bool
+    muting: bool  # the viewer mutes this account (only the muter ever sees it true)
 
 
 class ProfileOut(UserOut):
@@ -430,5 +431,5 @@ async def get_profile(request: web.Request) -> web.Response:
     if row is None or not await visibility.may_be_shown(pool, viewer, user_id):
         raise NotFound()
     relationship = Relationship(following=row["following"], followed_by=row["followed_by"],
-                                requested=row["requested"], blocking=row["blocking"])
+                                requested=row["requested"], blocking=row["blocking"], muting=row["muting"])
     return json_response(ProfileOut(**_user_fields(row), relationship=relationship))

@@ -61,7 +61,7 @@ def message_out(row: asyncpg.Record, prefix: str = "") -> Message:
         sender_id=str(row[prefix + "sender_id"]), client_id=row[prefix + "client_id"], text=row[prefix + "text"],
         media=frames.Media(id=str(media_id)) if media_id is not None else None,
         reply_to_seq=row[prefix + "reply_to_seq"], deleted=row[prefix + "deleted_at"] is not None,
-        created_at=iso(row[prefix + "created_at"]),
+        removed=row[prefix + "removed_at"] is not None, created_at=iso(row[prefix + "created_at"]),
     )
 
 
