@@ -209,9 +209,12 @@ class MessageWriter:
         for index, future in followers:
             if not future.done():
                 future.set_result(store.Written("duplicate", results[index].message, []))
-        await self._publish([(w, origin) for (_, _, origin), w in zip(unique, results) if w.status == "ok"])
+        self._publish([(w, origin) for (_, _, origin), w in zip(unique, results) if w.status == "ok"])
 
-    async def _publish(self, written: list[tuple[store.Written, Connection | None]]) -> None:
+    def _publish(self, written: list[tuple[store.Written, Connection | None]]) -> None:
+        """Hand the frames to the bus publisher (the writer never waits on the bus). Once they are
+        out, recipients no process holds a socket of get `message_sent`, for a push; when the bus
+        could not take them, every recipient counts as offline: a push too many, never one missing."""
         items: list[tuple[int, bytes]] = []
         owners: list[int | None] = []
         for w, origin in written:
@@ -223,17 +226,16 @@ class MessageWriter:
                 items.append((member, Gateway.envelope(frame, exclude=origin if member == sender else None,
                                                        delivery=delivery)))
                 owners.append(None if member == sender else id(w))
-        try:
-            counts = await self.gateway.publish(items)
-        except Exception:
-            log.exception("publishing messages failed; clients will sync")
-            counts = [1] * len(items)
-        offline: dict[int, list[int]] = defaultdict(list)
-        for (member, _), owner, count in zip(items, owners, counts):
-            if owner is not None and count == 0:
-                offline[owner].append(member)
-        if offline:
-            await self._record_offline([(w.message, offline[id(w)]) for w, _ in written if id(w) in offline])
+
+        async def published(counts: list[int] | None) -> None:
+            offline: dict[int, list[int]] = defaultdict(list)
+            for (member, _), owner, count in zip(items, owners, counts or [0] * len(items)):
+                if owner is not None and count == 0:
+                    offline[owner].append(member)
+            if offline:
+                await self._record_offline([(w.message, offline[id(w)]) for w, _ in written if id(w) in offline])
+
+        self.gateway.publisher.submit(items, published)
 
     async def _record_offline(self, rows: list[tuple[asyncpg.Record, list[int]]]) -> None:
         """`message_sent` for recipients no process holds a socket of, for the notifications work.
@@ -247,8 +249,11 @@ class MessageWriter:
                         "seq": row["seq"], "sender_id": str(row["sender_id"]),
                         "recipient_ids": [str(r) for r in recipients], "preview": row["text"][:100],
                     })
-        except Exception:
-            log.exception("recording message_sent events failed")
+        except Exception as exc:
+            if faults.is_unavailable(exc):
+                outages.note("recording message_sent events", exc)
+            else:
+                log.exception("recording message_sent events failed")
 
 
 class ReceiptWriter:
@@ -696,7 +701,8 @@ def realtime_ctx(sockets: weakref.WeakSet):
         c = app[config_key]
         settings = Settings(max_frame_bytes=c.ws_max_frame_bytes, idle_timeout=c.ws_idle_timeout,
                             heartbeat=c.ws_heartbeat, send_queue=c.ws_send_queue, max_inflight=c.ws_max_inflight,
-                            presence_ttl=c.presence_ttl, presence_refresh=c.presence_refresh)
+                            presence_ttl=c.presence_ttl, presence_refresh=c.presence_refresh,
+                            publish_give_up=c.bus_publish_give_up_seconds)
         return Gateway(app[redis_key], settings, on_frame=handle_frame, on_delivered=on_delivered, sockets=sockets,
                        verify_session=lambda user_id, session_id: check_session(app, user_id, session_id))
 

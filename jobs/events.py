@@ -318,6 +318,8 @@ class KafkaConsumerRunner:
                     batches = await kafka.getmany(timeout_ms=500)
                     if kafka.assignment():
                         self.ready.set()
+                    for tp, records in batches.items():  # returned, so not behind the position any more
+                        self.handled_to[tp] = records[0].offset
                     for tp, records in batches.items():
                         for record in records:
                             await self._handle_record(record)
