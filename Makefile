@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup run stop test lint bench backup restore clean createsuperuser web chromium
+.PHONY: setup run stop test lint bench backup restore clean createsuperuser web chromium constraints
 
 setup: $(VENV)/.installed
 
@@ -45,6 +45,16 @@ restore: setup
 bench: setup
 	$(BIN)/glint bench --help
 
+# Regenerate constraints.txt: resolve setup.cfg's requirements afresh from the package index in a
+# throw-away venv and pin what was installed, by name and version only.
+constraints:
+	rm -rf .venv-constraints
+	$(PYTHON) -m venv .venv-constraints
+	.venv-constraints/bin/python -m pip install --quiet --upgrade pip
+	.venv-constraints/bin/python -m pip install --quiet '.[dev]'
+	.venv-constraints/bin/python -m pip freeze --exclude-editable --exclude glint --exclude pip | LC_ALL=C sort -f > constraints.txt
+	rm -rf .venv-constraints build *.egg-info
+
 clean: stop
 	rm -rf .glint $(VENV)
 
@@ -62,5 +72,5 @@ web/dist/index.html: $(WEB_SOURCES)
 # The browser tests (tests/web/) drive Debian's Chromium: installed here when missing, as root.
 chromium:
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-color-emoji >/dev/null; } || \
 		echo "glint: could not install chromium; the browser tests will be skipped"

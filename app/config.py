@@ -31,8 +31,9 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=Tr
     s3_endpoint: str = "http://127.0.0.1:8333"
     s3_public_endpoint: str = ""
     s3_region: str = "us-east-1"
-    s3_access_key: str = "glint"
-    s3_secret_key: str = "glint-dev-secret-key"
+    # S3 credentials: no default; empty means botocore's own chain (AWS_* variables, an instance role)
+    s3_access_key: str = ""
+    s3_secret_key: str = ""
     s3_bucket: str = "glint"
     s3_url_ttl: PositiveInt = 3600
 
@@ -69,11 +70,15 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=Tr
     gzip_min_bytes: PositiveInt = 1024
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     access_log: bool = True
-    # the built web client served at / (empty: web/dist beside the source)
+    # the built web client served at / (empty: web/dist beside the source), and the address people
+    # open it at (the links in e-mails: /verify?token=..., /reset?token=...)
     web_dist: str = ""
+    public_url: str = "http://127.0.0.1:8080"
 
-    # auth
-    jwt_secret: str = "change-me-in-production-glint-dev-secret"
+    # auth: the HS256 key of access tokens (at least 32 bytes, no default: `glint stack up` writes a
+    # random one into stack.env); a previous key still verifies tokens during a rotation
+    jwt_secret: str = ""
+    jwt_previous_secret: str = ""
     access_token_ttl: PositiveInt = 900
     refresh_token_ttl: PositiveInt = 30 * 24 * 3600
 
@@ -94,8 +99,16 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=Tr
     smtp_starttls: bool = True
     email_from: str = "glint <no-reply@glint.local>"
     email_verification_ttl: PositiveInt = 48 * 3600
-    # account safety: how long a password-reset token lives
+    # account safety: how long a password-reset token lives; the key (32 bytes, base64) TOTP
+    # secrets are encrypted under (empty: one derived from jwt_secret)
     password_reset_ttl: PositiveInt = 3600
+    two_factor_key: Annotated[str, Meta(pattern=r"^$|^[A-Za-z0-9+/]{43}=$")] = ""
+    # account deletion: days between the request and the erasure (a login cancels it), and how
+    # often the erasure job (and the export expiry job) runs
+    account_deletion_grace_days: PositiveInt = 30
+    account_jobs_interval: PositiveFloat = 3600.0
+    # data export: how long a built archive stays downloadable before the job removes it
+    account_export_ttl: PositiveInt = 48 * 3600
 
     # media and posts: upload byte limits, the decoded-pixel limit checked from the
     # header, rendition widths (comma-separated), and how long an unattached upload lives
@@ -148,6 +161,22 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=Tr
     push_timeout_seconds: PositiveFloat = 5.0
     push_max_attempts: PositiveInt = 4
     push_retry_base_seconds: PositiveFloat = 0.5
+
+
+MIN_SECRET_BYTES = 32
+SECRET_HINT = ("make one with `python3 -c 'import secrets; print(secrets.token_urlsafe(48))'` and set it, "
+               "or run `glint stack up`, which writes a random one for the local stack")
+
+
+def check_secrets(config: Config) -> None:
+    """Refuse to run without a JWT secret of at least 32 bytes (there is no built-in one)."""
+    for field in ("jwt_secret", "jwt_previous_secret"):
+        value = getattr(config, field)
+        if field == "jwt_previous_secret" and not value:
+            continue
+        if len(value.encode()) < MIN_SECRET_BYTES:
+            state = "is not set" if not value else f"is shorter than {MIN_SECRET_BYTES} bytes"
+            raise ConfigError(f"{env_name(field)} {state}: {SECRET_HINT}")
 
 
 def env_name(field: str) -> str:

@@ -11,15 +11,19 @@ from aiohttp import WSCloseCode, web
 from app import middlewares
 from app.background import Background, background_ctx, background_key, platform_jobs
 from app.clients import add_client_contexts
-from app.config import Config
+from app.config import Config, check_secrets
 from app.ops import add_openapi_routes, add_ops_routes
 from app.web import DEFAULT_DIST, add_web_routes
 from handlers import (
-    accounts, admin, auth, comments, feed, graph, media, messages, notifications, posts, safety, search, stories,
+    accounts, admin, auth, comments, export, feed, graph, media, messages, notifications, posts, reports, safety,
+    search,
+    stories,
 )
 from handlers.common import Routes
 from handlers.context import config_key, pool_key, redis_key, s3_key, search_key, timelines_key
+from jobs.erasure import erasure_jobs
 from jobs.events import Consumer
+from jobs.export import ExportConsumer, export_jobs
 from jobs.feed import FeedConsumer
 from jobs.media import media_jobs
 from jobs.notifications import NotificationConsumer, delete_old
@@ -27,14 +31,14 @@ from jobs.periodic import Job
 from jobs.safety import PasswordResetConsumer
 from jobs.search import SearchConsumer
 from jobs.stories import story_jobs
-from storage import explore
+from storage import explore, exports
 from storage.sinks import HttpPushSink, TablePushSink
 
 # Order matters where fixed paths share a prefix with a pattern: feed's /api/posts/feed/ and
 # stories' /api/stories/feed/ are registered before /api/posts/{id}/ and /api/stories/{id}/.
 ROUTE_MODULES: list[Routes] = [
-    auth.routes, accounts.routes, safety.routes, graph.routes, media.routes, feed.routes, posts.routes, comments.routes,
-    messages.routes, notifications.routes, stories.routes, search.routes, admin.routes,
+    auth.routes, accounts.routes, safety.routes, export.routes, graph.routes, media.routes, feed.routes, posts.routes,
+    comments.routes, messages.routes, notifications.routes, stories.routes, search.routes, reports.routes, admin.routes,
 ]
 
 sockets_key = web.AppKey("sockets", weakref.WeakSet)
@@ -88,6 +92,11 @@ def notification_consumers(app: web.Application) -> list[Consumer]:
     return [NotificationConsumer(pool, app[redis_key], push, accounts.email_sink(app), config.notifications_group_window)]
 
 
+def moderation_jobs(app: web.Application) -> list[Job]:
+    """Lifting suspensions whose `until` has passed, every minute."""
+    return [Job("suspensions", 60, lambda: admin.lift_expired_suspensions(app))]
+
+
 def notification_jobs(app: web.Application) -> list[Job]:
     """Daily deletion of old notifications."""
     days = app[config_key].notifications_retention_days
@@ -99,10 +108,26 @@ def search_consumers(app: web.Application) -> list[Consumer]:
     return [SearchConsumer(app[search_key])]
 
 
-def safety_consumers(app: web.Application) -> list[Consumer]:
-    """Account safety work done off the request: reset tokens minted and mailed."""
+def account_job_factory(app: web.Application) -> list[Job]:
+    """Erasure of accounts whose deletion grace period is over; removal of expired exports."""
     config = app[config_key]
-    return [PasswordResetConsumer(app[pool_key], accounts.email_sink(app), config.password_reset_ttl)]
+    pool, s3, bucket = app[pool_key], app[s3_key], config.s3_bucket
+
+    def clock():
+        return stories.app_now(app)
+
+    return [*erasure_jobs(pool, s3, bucket, clock, config.account_deletion_grace_days, config.account_jobs_interval,
+                          key_sources=(exports.object_keys_of,)),
+            *export_jobs(pool, s3, bucket, clock, config.account_jobs_interval)]
+
+
+def safety_consumers(app: web.Application) -> list[Consumer]:
+    """Account safety work done off the request: reset tokens minted and mailed, exports built."""
+    config = app[config_key]
+    return [PasswordResetConsumer(app[pool_key], accounts.email_sink(app), config.password_reset_ttl,
+                                  config.public_url),
+            ExportConsumer(app[pool_key], app[s3_key], config.s3_bucket, config.account_export_ttl,
+                           lambda: stories.app_now(app))]
 
 
 def create_app(config: Config, *, consumers: bool = True, extra_consumers: list[Consumer] | None = None,
@@ -112,6 +137,7 @@ def create_app(config: Config, *, consumers: bool = True, extra_consumers: list[
     consumers=False serves requests only (N API processes behind a load balancer); http=False is
     the `glint consume` worker, which serves only the operations routes.
     """
+    check_secrets(config)  # no built-in secret: a process without its own does not start
     app = web.Application(
         client_max_size=config.max_body_bytes,
         middlewares=[
@@ -129,7 +155,7 @@ def create_app(config: Config, *, consumers: bool = True, extra_consumers: list[
     app.cleanup_ctx.append(background_ctx(consumer_factories=[feed_consumers, notification_consumers, search_consumers,
                                                               safety_consumers],
                                           job_factories=[platform_jobs, feed_jobs, media_job_factory, story_job_factory,
-                                                         notification_jobs]))
+                                                         notification_jobs, account_job_factory, moderation_jobs]))
     app.on_shutdown.append(close_sockets)
     add_ops_routes(app)
     if http:

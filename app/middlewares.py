@@ -12,8 +12,9 @@ import uuid
 from aiohttp import web
 from aiohttp.web_exceptions import HTTPException
 
+from app import logs
 from app.web import is_app_path
-from handlers.auth import auth_markers, bearer_token, check_session, read_access_token
+from handlers.auth import auth_markers, bearer_token, check_session, read_access_token, verifying_secrets
 from handlers.common import (
     ApiError, MethodNotAllowed, NotAuthenticated, NotFound, PayloadTooLarge, RateLimited, client_error, encode,
 )
@@ -161,7 +162,7 @@ async def authenticate(request: web.Request, handler):
     token = bearer_token(request)
     if token is None and request.path == "/ws":
         token = request.query.get("token")
-    identity = read_access_token(config.jwt_secret, token) if token else None
+    identity = read_access_token(verifying_secrets(config.jwt_secret, config.jwt_previous_secret), token) if token else None
     if identity is not None:
         limit, window = config.rate_limit_per_hour, 3600
         hit = await request.app[limiter_key].hit(user_key(identity.user_id, "h"), window, auth_markers(identity))
@@ -209,6 +210,8 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname, "logger": record.name, "msg": record.getMessage(),
         }
         line.update(getattr(record, "fields", {}))
+        if getattr(record, "repeated", 0):
+            line["repeated"] = record.repeated  # like lines held back since the last one
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
         return json.dumps(line, default=str)
@@ -220,8 +223,4 @@ def setup_logging(level: str) -> None:
     formatter = JsonFormatter()
     formatter.converter = time.gmtime
     handler.setFormatter(formatter)
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    logs.configure(handler, level)

@@ -20,7 +20,7 @@ from handlers.common import (
     make_page, no_content, page_request, parse_id, path_id, read_json,
 )
 from handlers.context import config_key, pool_key, redis_key
-from storage import email, graph, outbox, tokens, users
+from storage import email, graph, outbox, tokens, users, visibility
 
 log = logging.getLogger("glint.accounts")
 routes = Routes("accounts")
@@ -85,6 +85,7 @@ class Relationship(Struct):
     followed_by: bool
     requested: bool
     blocking: bool
+    muting: bool  # the viewer mutes this account (only the muter ever sees it true)
 
 
 class ProfileOut(UserOut):
@@ -187,7 +188,8 @@ async def send_verification(app: web.Application, address: str, token: str) -> N
     """Mail the verification token (after commit); a failing sink is logged, the account stays."""
     message = email.Email(
         to=address, subject="Verify your e-mail address for glint",
-        body=f"Your verification token: {token}\n\nSend it to POST /api/accounts/verify-email/ as {{\"token\": ...}}.",
+        body=(f"Your verification token: {token}\n\nOpen {app[config_key].public_url.rstrip('/')}/verify?token={token}"
+              f" or send it to POST /api/accounts/verify-email/ as {{\"token\": ...}}."),
     )
     try:
         await email_sink(app).send(message)
@@ -426,8 +428,8 @@ async def get_profile(request: web.Request) -> web.Response:
     user_id = path_id(request)
     pool = request.app[pool_key]
     row = await users.get_profile(pool, user_id, viewer)
-    if row is None or await graph.is_blocked_either_way(pool, viewer, user_id):
+    if row is None or not await visibility.may_be_shown(pool, viewer, user_id):
         raise NotFound()
     relationship = Relationship(following=row["following"], followed_by=row["followed_by"],
-                                requested=row["requested"], blocking=row["blocking"])
+                                requested=row["requested"], blocking=row["blocking"], muting=row["muting"])
     return json_response(ProfileOut(**_user_fields(row), relationship=relationship))

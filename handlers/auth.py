@@ -5,19 +5,21 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Annotated
 
 import jwt
 from aiohttp import web
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from msgspec import Meta
+from msgspec import UNSET, Meta, UnsetType
 
 from handlers.common import (
     NotAuthenticated, RateLimited, Routes, Struct, TokenExpired, json_response, no_content, read_json,
 )
-from handlers.context import config_key, identity_key, limiter_key, pool_key, redis_key
-from storage import sessions, tokens, users
+from handlers.context import app_now, config_key, identity_key, limiter_key, pool_key, redis_key
+from handlers.two_factor import check_second_factor
+from storage import erasure, outbox, sessions, tokens, two_factor, users
 from storage.ratelimit import address_key
 
 routes = Routes("auth")
@@ -58,20 +60,33 @@ def make_access_token(secret: str, user_id: int, session_id: int, ttl: int) -> s
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
-def read_access_token(secret: str, token: str) -> Identity:
-    """Verify an access token's signature and expiry; raise 401 otherwise."""
-    try:
-        claims = jwt.decode(token, secret, algorithms=[ALGORITHM], options={"require": ["exp", "sub", "sid"]})
-    except jwt.ExpiredSignatureError:
-        raise TokenExpired() from None
-    except jwt.PyJWTError:
-        raise NotAuthenticated("The access token is invalid.") from None
+def read_access_token(secrets: tuple[str, ...], token: str) -> Identity:
+    """Verify an access token's signature (by the current secret, or the previous one during a
+    rotation) and expiry; raise 401 otherwise."""
+    claims = None
+    for secret in secrets:
+        try:
+            claims = jwt.decode(token, secret, algorithms=[ALGORITHM], options={"require": ["exp", "sub", "sid"]})
+            break
+        except jwt.ExpiredSignatureError:
+            raise TokenExpired() from None
+        except jwt.InvalidSignatureError:
+            continue
+        except jwt.PyJWTError:
+            raise NotAuthenticated("The access token is invalid.") from None
+    if claims is None:
+        raise NotAuthenticated("The access token is invalid.")
     if claims.get("typ") != "access":
         raise NotAuthenticated("The access token is invalid.")
     try:
         return Identity(int(claims["sub"]), int(claims["sid"]))
     except (TypeError, ValueError):
         raise NotAuthenticated("The access token is invalid.") from None
+
+
+def verifying_secrets(current: str, previous: str = "") -> tuple[str, ...]:
+    """The secrets an access token may be signed with: the current one, then the previous one."""
+    return (current, previous) if previous else (current,)
 
 
 def bearer_token(request: web.Request) -> str | None:
@@ -123,6 +138,16 @@ class AccountSuspended(NotAuthenticated):
 class TokenRequest(Struct):
     username: Annotated[str, Meta(min_length=1, max_length=254, description="username or e-mail")]
     password: Annotated[str, Meta(min_length=1, max_length=1024)]
+    code: Annotated[str, Meta(min_length=1, max_length=64, description=(
+        "a TOTP or recovery code, required once two-factor is on"))] | UnsetType = UNSET
+
+
+class TwoFactorRequired(NotAuthenticated):
+    code, message = "2fa_required", "This account has two-factor on: send a TOTP or recovery code as `code`."
+
+
+class TwoFactorInvalid(NotAuthenticated):
+    code, message = "2fa_invalid", "The two-factor code is wrong, expired or already used."
 
 
 class RefreshRequest(Struct):
@@ -149,9 +174,22 @@ async def start_session(request: web.Request, user_id: int) -> TokenPair:
                      refresh=refresh)
 
 
+async def cancel_deletion(app: web.Application, user_id: int) -> None:
+    """The owner logged in within the grace period: the account is shown again and not erased."""
+    config = app[config_key]
+    not_before = app_now(app) - timedelta(days=config.account_deletion_grace_days)
+    async with app[pool_key].acquire() as conn, conn.transaction():
+        if not await erasure.cancel_txn(conn, user_id, not_before):
+            raise NotAuthenticated("No active account found with the given credentials.")
+        await outbox.add_event(conn, "accounts", "account_deletion_cancelled", user_id, {"user_id": str(user_id)})
+    await tokens.clear_user_mark(app[redis_key], user_id)
+
+
 @routes.route("POST", "/api/token/", body=TokenRequest, response=TokenPair, auth=False)
 async def obtain_token(request: web.Request) -> web.Response:
-    """Log in with username (or e-mail) and password; returns an access and a refresh token."""
+    """Log in with username (or e-mail) and password (and `code` once two-factor is on: 401 2fa_required without it, 2fa_invalid when wrong); returns an access and a refresh token.
+
+    A login within the grace period of a requested account deletion cancels the deletion."""
     body = await read_json(request, TokenRequest)
     await check_address_limit(request, "login")
     hit = await request.app[limiter_key].hit(address_key("login-user", body.username.lower()), 60)
@@ -165,8 +203,16 @@ async def obtain_token(request: web.Request) -> web.Response:
         raise NotAuthenticated("No active account found with the given credentials.")
     if user["suspended_at"] is not None:
         raise AccountSuspended()
-    if not user["is_active"]:
+    pending_deletion = not user["is_active"] and await erasure.is_pending(pool, user["id"])
+    if not user["is_active"] and not pending_deletion:
         raise NotAuthenticated("No active account found with the given credentials.")
+    if await two_factor.is_enabled(pool, user["id"]):
+        if body.code is UNSET:
+            raise TwoFactorRequired()
+        if not await check_second_factor(request.app, user["id"], body.code):
+            raise TwoFactorInvalid()
+    if pending_deletion:
+        await cancel_deletion(request.app, user["id"])
     if _hasher.check_needs_rehash(user["password_hash"]):
         await users.set_password_hash(pool, user["id"], await hash_password(body.password))
     return json_response(await start_session(request, user["id"]))
@@ -200,7 +246,10 @@ async def revoke_token(request: web.Request) -> web.Response:
     found = await tokens.family_of(pool, body.refresh)
     if found is not None:
         family_id, user_id = found
-        await tokens.revoke_family_txn(pool, family_id)
+        async with pool.acquire() as conn, conn.transaction():
+            await tokens.revoke_family_txn(conn, family_id)
+            await outbox.add_event(conn, "accounts", "session_revoked", user_id,
+                                   {"user_id": str(user_id), "session_id": str(family_id)})
         await tokens.mark_session_revoked(request.app[redis_key], user_id, family_id,
                                           request.app[config_key].access_token_ttl)
     return no_content()

@@ -16,7 +16,7 @@ from handlers.common import (
 )
 from handlers.context import pool_key
 from handlers.posts import CAPTION_MAX, TOPIC, LikeState, UserBrief, cursor_id, user_brief, visible_post
-from storage import comments, graph, outbox, users
+from storage import comments, outbox, users, visibility
 
 routes = Routes("comments")
 
@@ -58,7 +58,7 @@ def comment_event(row: asyncpg.Record, post_author_id: int) -> dict[str, object]
 async def visible_comment(pool: asyncpg.Pool, viewer: int, comment_id: int) -> asyncpg.Record:
     """A comment on a post the viewer may see, by someone not blocked either way; 404 otherwise."""
     row = await comments.get_comment(pool, comment_id)
-    if row is None or await graph.is_blocked_either_way(pool, viewer, row["author_id"]):
+    if row is None or not await visibility.may_be_shown(pool, viewer, row["author_id"]):
         raise NotFound()
     await visible_post(pool, viewer, row["post_id"])
     return row
@@ -74,7 +74,8 @@ async def add_comment(pool: asyncpg.Pool, viewer: int, body: CommentCreate) -> a
     parent_id = None
     if body.parent_id is not None:
         parent = await comments.get_comment(pool, parse_id(str(body.parent_id), "parent_id"))
-        if parent is None or parent["post_id"] != post["id"]:
+        if (parent is None or parent["post_id"] != post["id"]
+                or not await visibility.may_be_shown(pool, viewer, parent["author_id"])):
             raise ValidationFailed("parent_id is not a comment of this post.", fields={"parent_id": "Not on this post."})
         parent_id = parent["parent_id"] or parent["id"]
     async with pool.acquire() as conn, conn.transaction():
@@ -130,8 +131,8 @@ async def list_comments(request: web.Request) -> web.Response:
     await visible_post(pool, viewer, post_id)
     rows = await comments.list_comments(pool, post_id, parent_id, cursor_id(request, page.cursor), page.limit + 1)
     shown = make_page(request, rows, page.limit, lambda r: encode_cursor(r["id"]))
-    hidden = await graph.blocked_either_way(pool, viewer, [r["author_id"] for r in shown.results])
-    visible = [r for r in shown.results if r["author_id"] not in hidden]
+    authors = await visibility.shown_users(pool, viewer, [r["author_id"] for r in shown.results])
+    visible = [r for r in shown.results if r["author_id"] in authors]
     liked = await comments.liked_by(pool, viewer, [r["id"] for r in visible])
     results = [comment_out(r, r["id"] in liked, user_brief(r, "author_id")) for r in visible]
     return json_response(Page(results=results, next=shown.next))

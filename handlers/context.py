@@ -5,6 +5,7 @@ app/ fills them in its cleanup contexts; handlers read them from `request.app`.
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
@@ -30,9 +31,16 @@ identity_key: web.RequestKey[Any] = web.RequestKey("identity")
 # home timelines (storage.timelines.Timelines), made once per app
 timelines_key: web.AppKey[Any] = web.AppKey("timelines")
 
-# stories (issue 7): the clock that decides expiry, `() -> aware datetime`; absent means real time,
-# tests set it before the app starts to move time without sleeping
+# the clock that decides time-based rules (story expiry, TOTP steps, the deletion grace period),
+# `() -> aware datetime`; absent means real time, tests set it before the app starts to move time
+# without sleeping
 clock_key: web.AppKey[Any] = web.AppKey("clock")
+
+
+def app_now(app: web.Application) -> datetime:
+    """The app's clock: real UTC time unless a test set `clock_key`."""
+    clock = app.get(clock_key)
+    return clock() if clock is not None else datetime.now(timezone.utc)
 
 # the search backend (storage.search.SearchBackend: postgres or elasticsearch), made once per app
 search_key: web.AppKey[Any] = web.AppKey("search")

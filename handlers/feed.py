@@ -37,7 +37,7 @@ async def home_feed(request: web.Request) -> web.Response:
     candidates = await home_feed_ids(request.app[timelines_key], request.app[pool_key], viewer, before,
                                      page.limit + 1, config.celebrity_threshold)
     shown = candidates[: page.limit]
-    results = await render_posts(request, viewer, shown)
+    results = await render_posts(request, viewer, shown, hide_muted=True)  # a mute made after fan-out acts here
     next_url = None
     if len(candidates) > page.limit:
         # the cursor is the last id considered, shown or hidden, so no post is skipped or repeated
@@ -58,7 +58,7 @@ async def explore_feed(request: web.Request) -> web.Response:
     authors = await explore.authors_of(pool, ranked)
     hidden = await explore.hidden_authors(pool, viewer, list(set(authors.values())))
     keep = [p for p in ranked if p in authors and authors[p] not in hidden]
-    results = await render_posts(request, viewer, keep)
+    results = await render_posts(request, viewer, keep, hide_muted=True)
     next_url = None
     if len(ranked) == page.limit:
         query = {**request.query, "cursor": encode_cursor(offset + page.limit), "limit": str(page.limit)}

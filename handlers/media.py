@@ -12,7 +12,7 @@ from handlers.common import (
     NotFound, PayloadTooLarge, Routes, Struct, UnsupportedMediaType, ValidationFailed, json_response, path_id,
 )
 from handlers.context import config_key, pool_key, s3_key
-from storage import graph, media
+from storage import media, visibility
 
 routes = Routes("media")
 
@@ -121,14 +121,18 @@ async def upload_media(request: web.Request) -> web.Response:
 
 @routes.route("GET", "/api/media/{id}/", response=MediaOut)
 async def get_media(request: web.Request) -> web.Response:
-    """One media item with freshly signed URLs: its owner's, or one shown in a post the viewer may see."""
+    """One media item with freshly signed URLs: its owner's, a profile photo whose profile the viewer
+    may be shown, or one shown in a post the viewer may see."""
     viewer = current_user(request)
     pool = request.app[pool_key]
     row = await media.get_media(pool, path_id(request))
     if row is None:
         raise NotFound()
-    if row["owner_id"] != viewer:
+    if row["owner_id"] != viewer and await media.is_avatar_of(pool, row["id"], row["owner_id"]):
+        if not await visibility.may_be_shown(pool, viewer, row["owner_id"]):
+            raise NotFound()
+    elif row["owner_id"] != viewer:
         author = await media.is_in_visible_post(pool, row["id"])
-        if author is None or not await graph.can_view(pool, viewer, author):
+        if author is None or not await visibility.can_see(pool, viewer, author):
             raise NotFound()
     return json_response(media_out(url_signer(request), row))

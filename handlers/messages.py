@@ -32,7 +32,7 @@ from realtime import frames
 from realtime.frames import IdStr, Message
 from realtime.gateway import Connection, Delivery, Gateway, Settings, gateway_ctx, gateway_key
 from realtime.presence import iso as ms_iso
-from storage import faults, graph, outbox
+from storage import faults, outbox, visibility
 from storage import messages as store
 from storage.metrics import MESSAGES_SENT
 
@@ -60,7 +60,7 @@ def message_out(row: asyncpg.Record, prefix: str = "") -> Message:
         sender_id=str(row[prefix + "sender_id"]), client_id=row[prefix + "client_id"], text=row[prefix + "text"],
         media=frames.Media(id=str(media_id)) if media_id is not None else None,
         reply_to_seq=row[prefix + "reply_to_seq"], deleted=row[prefix + "deleted_at"] is not None,
-        created_at=iso(row[prefix + "created_at"]),
+        removed=row[prefix + "removed_at"] is not None, created_at=iso(row[prefix + "created_at"]),
     )
 
 
@@ -124,6 +124,10 @@ class ReadBody(Struct):
 
 class Blocked(ApiError):
     status, code, message = 403, "blocked", "You cannot message this user."
+
+
+class ApartMembers(ValidationFailed):
+    message = "Some of these users cannot be in one group."
 
 
 class MessageWriter:
@@ -384,17 +388,23 @@ async def create_conversation(app: web.Application, creator: int, body: CreateCo
     others = {int(m) for m in body.member_ids} - {creator}
     if not others:
         raise ValidationFailed("member_ids must name someone else.", fields={"member_ids": "Name someone else."})
-    missing = others - await store.existing_active_users(pool, others)
-    blocked = await graph.blocked_either_way(pool, creator, others)
+    unknown = await unreachable(pool, creator, others)
     if len(body.member_ids) == 1:
-        if missing or blocked:
+        if unknown:
             raise NotFound("No such user.")
         return await store.get_or_create_direct(pool, creator, others.pop())
-    if missing or blocked:
+    if unknown:
         raise ValidationFailed("member_ids: unknown users.",
-                               fields={"member_ids": "Unknown: " + ", ".join(str(u) for u in sorted(missing | blocked))})
+                               fields={"member_ids": "Unknown: " + ", ".join(str(u) for u in sorted(unknown))})
+    if await visibility.conflicts(pool, others):
+        raise ApartMembers(fields={"member_ids": ApartMembers.message})
     async with pool.acquire() as conn, conn.transaction():
         return await store.create_group_txn(conn, creator, sorted(others), body.title), True
+
+
+async def unreachable(pool: asyncpg.Pool, sender: int, users: set[int]) -> set[int]:
+    """Of these users, those the sender may not add or message: unknown, inactive, or kept apart."""
+    return users - (await store.existing_active_users(pool, users) & await visibility.reachable(pool, sender, users))
 
 
 async def conversation_detail(pool: asyncpg.Pool, conversation_id: int, viewer: int) -> ConversationOut:
@@ -472,7 +482,7 @@ async def add_members(request: web.Request) -> web.Response:
     body = await read_json(request, AddMembers)
     pool = request.app[pool_key]
     new = {int(u) for u in body.user_ids}
-    unknown = (new - await store.existing_active_users(pool, new)) | await graph.blocked_either_way(pool, viewer, new)
+    unknown = await unreachable(pool, viewer, new)
     if unknown:
         raise ValidationFailed("user_ids: unknown users.",
                                fields={"user_ids": "Unknown: " + ", ".join(str(u) for u in sorted(unknown))})
@@ -482,6 +492,8 @@ async def add_members(request: web.Request) -> web.Response:
             raise NotFound()
         if row["kind"] != "group":
             raise ValidationFailed("Members can be added to groups only.")
+        if await visibility.conflicts(conn, new | set(await store.member_ids(conn, conversation_id))):
+            raise ApartMembers(fields={"user_ids": ApartMembers.message})
         if await store.add_members_txn(conn, conversation_id, new) > MAX_GROUP:
             raise ValidationFailed(f"A group has at most {MAX_GROUP} members.",
                                    fields={"user_ids": f"At most {MAX_GROUP} members."})
@@ -641,20 +653,22 @@ async def send_typing(conn: Connection, conversation_id: int) -> None:
     if len(last) > 256:
         last.clear()
     members = await cached_members(conn, conversation_id)
+    reached = await visibility.reachable(conn.app[pool_key], conn.user_id, members)
     frame = frames.encode(frames.TypingNotice(conversation_id=str(conversation_id), user_id=str(conn.user_id)))
-    await conn.gateway.publish([(m, Gateway.envelope(frame)) for m in members if m != conn.user_id])
+    await conn.gateway.publish([(m, Gateway.envelope(frame)) for m in members if m != conn.user_id and m in reached])
 
 
 async def subscribe_presence(conn: Connection, frame: frames.SubscribePresence) -> None:
     """Watch these users' presence (replacing the previous list); answer their current state.
-    Users who hide presence or block either way always look offline, with no last_seen."""
+    Users whose presence the viewer may not watch (storage.visibility) always look offline, with no
+    last_seen."""
     limit = conn.app[config_key].presence_subscribe_max
     if len(frame.user_ids) > limit:
         raise ValidationFailed(f"Subscribe to at most {limit} users.")
     pool = conn.app[pool_key]
     wanted = list(dict.fromkeys(int(u) for u in frame.user_ids))
-    hidden = await store.presence_hidden(pool, wanted) | await graph.blocked_either_way(pool, conn.user_id, wanted)
-    allowed = [u for u in wanted if u not in hidden and u != conn.user_id]
+    watchable = await visibility.presence_watchable(pool, conn.user_id, wanted)
+    allowed = [u for u in wanted if u in watchable]
     await conn.gateway.watch(conn, allowed)
     states = await conn.gateway.presence.lookup(allowed)
     for uid in wanted:

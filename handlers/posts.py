@@ -25,7 +25,7 @@ from handlers.common import (
 )
 from handlers.context import pool_key, redis_key
 from handlers.media import MediaOut, media_out, url_signer
-from storage import graph, outbox, posts
+from storage import outbox, posts, visibility
 
 routes = Routes("posts")
 
@@ -166,7 +166,7 @@ async def emit_txn(conn: asyncpg.Connection, type_: str, post: asyncpg.Record, *
 async def visible_post(pool: asyncpg.Pool, viewer: int, post_id: int) -> asyncpg.Record:
     """The post, if the viewer may see it; 404 otherwise."""
     post = await posts.get_post(pool, post_id)
-    if post is None or not await graph.can_view(pool, viewer, post["author_id"]):
+    if post is None or not await visibility.can_see(pool, viewer, post["author_id"]):
         raise NotFound()
     return post
 
@@ -196,13 +196,14 @@ def user_brief(row: asyncpg.Record, id_field: str = "id") -> UserBrief:
                      is_verified=row["is_verified"])
 
 
-async def render_posts(request: web.Request, viewer: int, post_ids: list[int]) -> list[PostOut]:
-    """The posts the viewer may see, in the order given; deleted and hidden ones are left out.
+async def render_posts(request: web.Request, viewer: int, post_ids: list[int], hide_muted: bool = False) -> list[PostOut]:
+    """The posts the viewer may see, in the order given; deleted and hidden ones are left out (and
+    those of accounts the viewer mutes, with hide_muted: the home feed and explore).
 
     One Redis MGET for what every viewer sees (the misses in one query, then cached) and one query
     for counts, the viewer's flags and visibility."""
     pool = request.app[pool_key]
-    live = await posts.live_posts(pool, viewer, post_ids)
+    live = await posts.live_posts(pool, viewer, post_ids, hide_muted)
     static = await posts.cached_posts(pool, request.app[redis_key], [i for i in post_ids if i in live])
     signer = url_signer(request)
     out = []
@@ -260,7 +261,7 @@ async def list_by_author(request: web.Request) -> web.Response:
     author = query_id(request, "author") or viewer
     page = page_request(request)
     pool = request.app[pool_key]
-    if not await graph.can_view(pool, viewer, author):
+    if not await visibility.can_see(pool, viewer, author):
         raise NotFound()
     ids = await posts.author_post_ids(pool, author, cursor_id(request, page.cursor), page.limit + 1)
     rendered = await render_posts(request, viewer, ids)
@@ -320,9 +321,9 @@ async def list_likes(request: web.Request) -> web.Response:
     post = await visible_post(pool, viewer, path_id(request))
     page = page_request(request)
     rows = await posts.likers(pool, post["id"], cursor_id(request, page.cursor), page.limit + 1)
-    hidden = await graph.blocked_either_way(pool, viewer, [r["id"] for r in rows])
+    shown = await visibility.shown_users(pool, viewer, [r["id"] for r in rows])
     page_rows = make_page(request, rows, page.limit, lambda r: encode_cursor(r["like_id"]))
-    return json_response(Page(results=[user_brief(r) for r in page_rows.results if r["id"] not in hidden],
+    return json_response(Page(results=[user_brief(r) for r in page_rows.results if r["id"] in shown],
                               next=page_rows.next))
 
 

@@ -1,12 +1,22 @@
-"""Account safety: changing the password, resetting it by e-mail, and the sessions list.
+"""Account safety: changing the password, resetting it by e-mail, the sessions list, two-factor,
+and deleting the account.
 
 Each of these revokes sessions in PostgreSQL (the truth) and then, after commit, marks them
 refused in the Redis cache so their access tokens stop at once.
+
+Events (topic "accounts", key the user id), written in the transaction that makes them true:
+`password_changed {user_id, via: change|reset, sessions_revoked}`, `password_reset_requested
+{email}` (keyed by the address; jobs/safety.py mints and mails the token), `session_revoked
+{user_id, session_id}` (also from POST /api/token/revoke/), `two_factor_enabled {user_id}`,
+`two_factor_disabled {user_id}`, `account_deletion_requested {user_id, erase_after}`, then
+`account_deletion_cancelled {user_id}` (a login, handlers/auth.py) or `account_erased {user_id}`
+(jobs/erasure.py); `export_requested {user_id, export_id}` (handlers/export.py, built by
+jobs/export.py).
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated
 
 from aiohttp import web
@@ -14,11 +24,12 @@ from msgspec import Meta
 
 from handlers.accounts import TOPIC, fail, password_problem
 from handlers.auth import Identity, check_address_limit, hash_password, verify_password
+from handlers import two_factor as two_factor_rules
 from handlers.common import (
-    NotAuthenticated, NotFound, Page, Routes, Struct, ValidationFailed, json_response, no_content, path_id, read_json,
+    Conflict, NotAuthenticated, NotFound, Page, Routes, Struct, ValidationFailed, json_response, no_content, path_id, read_json,
 )
-from handlers.context import config_key, identity_key, pool_key, redis_key
-from storage import outbox, safety, sessions, tokens, users
+from handlers.context import app_now, config_key, identity_key, pool_key, redis_key
+from storage import erasure, outbox, safety, sessions, tokens, two_factor, users
 
 routes = Routes("accounts")
 
@@ -196,3 +207,123 @@ async def delete_session(request: web.Request) -> web.Response:
     identity = viewer_identity(request)
     await revoke_session(request.app, identity.user_id, path_id(request))
     return no_content()
+
+
+# ---------------------------------------------------------------- two-factor
+
+
+class TwoFactorSetup(Struct):
+    secret: str
+    otpauth_url: str
+
+
+class CodeRequest(Struct):
+    code: Annotated[str, Meta(min_length=1, max_length=64)]
+
+
+class RecoveryCodes(Struct):
+    recovery_codes: list[str]
+
+
+class DisableTwoFactor(Struct):
+    password: Annotated[str, Meta(min_length=1, max_length=1024)]
+    code: Annotated[str, Meta(min_length=1, max_length=64, description="a TOTP or recovery code")]
+
+
+def bad_code() -> ValidationFailed:
+    return ValidationFailed("code: wrong, expired or already used.", fields={"code": "Wrong, expired or already used."})
+
+
+@routes.route("POST", "/api/accounts/2fa/setup/", response=TwoFactorSetup)
+async def setup_two_factor(request: web.Request) -> web.Response:
+    """Start TOTP set-up: a new secret and its otpauth:// URL (409 once two-factor is on)."""
+    identity = viewer_identity(request)
+    row = await users.get_user(request.app[pool_key], identity.user_id)
+    if row is None:
+        raise NotFound()
+    secret = two_factor_rules.new_secret()
+    if not await two_factor.start_setup(request.app[pool_key], identity.user_id,
+                                        two_factor_rules.secret_box(request.app).seal(secret)):
+        raise Conflict("Two-factor is already on; disable it first.")
+    return json_response(TwoFactorSetup(secret=secret, otpauth_url=two_factor_rules.otpauth_url(secret, row["username"])))
+
+
+@routes.route("POST", "/api/accounts/2fa/confirm/", body=CodeRequest, response=RecoveryCodes)
+async def confirm_two_factor(request: web.Request) -> web.Response:
+    """Turn two-factor on with a code from the new secret; returns the recovery codes, shown once."""
+    identity = viewer_identity(request)
+    body = await read_json(request, CodeRequest)
+    app, user_id = request.app, identity.user_id
+    row = await two_factor.get(app[pool_key], user_id)
+    if row is None:
+        raise ValidationFailed("Start with POST /api/accounts/2fa/setup/.", fields={"code": "No set-up started."})
+    if row["confirmed_at"] is not None:
+        raise Conflict("Two-factor is already on.")
+    if not await two_factor_rules.check_totp(app, user_id, row["secret"], body.code):
+        raise bad_code()
+    codes = two_factor_rules.new_recovery_codes()
+    async with app[pool_key].acquire() as conn, conn.transaction():
+        if not await two_factor.confirm_txn(conn, user_id, [two_factor_rules.hash_recovery_code(c) for c in codes]):
+            raise Conflict("Two-factor is already on.")
+        await outbox.add_event(conn, TOPIC, "two_factor_enabled", user_id, {"user_id": str(user_id)})
+    return json_response(RecoveryCodes(recovery_codes=codes))
+
+
+@routes.route("POST", "/api/accounts/2fa/disable/", body=DisableTwoFactor, status=204)
+async def disable_two_factor(request: web.Request) -> web.Response:
+    """Turn two-factor off, confirmed with the password and a TOTP or recovery code."""
+    identity = viewer_identity(request)
+    body = await read_json(request, DisableTwoFactor)
+    app, user_id = request.app, identity.user_id
+    row = await users.get_user(app[pool_key], user_id)
+    if row is None or not await verify_password(row["password_hash"], body.password):
+        raise ValidationFailed("password: incorrect.", fields={"password": "Incorrect password."})
+    if not await two_factor.is_enabled(app[pool_key], user_id):
+        raise Conflict("Two-factor is not on.")
+    if not await two_factor_rules.check_second_factor(app, user_id, body.code):
+        raise bad_code()
+    async with app[pool_key].acquire() as conn, conn.transaction():
+        await two_factor.disable_txn(conn, user_id)
+        await outbox.add_event(conn, TOPIC, "two_factor_disabled", user_id, {"user_id": str(user_id)})
+    return no_content()
+
+
+# ---------------------------------------------------------------- account deletion
+
+
+class DeletionRequest(Struct):
+    password: Annotated[str, Meta(min_length=1, max_length=1024)]
+
+
+class DeletionScheduled(Struct):
+    erase_after: datetime
+
+
+async def request_deletion(app: web.Application, user_id: int, password: str) -> datetime:
+    """Hide the account at once and schedule its erasure after the grace period (a login within
+    it cancels); every session is revoked. When it will be erased."""
+    pool = app[pool_key]
+    row = await users.get_user(pool, user_id)
+    if row is None or not await verify_password(row["password_hash"], password):
+        raise ValidationFailed("password: incorrect.", fields={"password": "Incorrect password."})
+    now = app_now(app)
+    erase_after = now + timedelta(days=app[config_key].account_deletion_grace_days)
+    async with pool.acquire() as conn, conn.transaction():
+        if not await erasure.request_txn(conn, user_id, now):
+            raise NotFound()
+        revoked = await tokens.revoke_all_for_user(conn, user_id)
+        await outbox.add_event(conn, TOPIC, "account_deletion_requested", user_id,
+                               {"user_id": str(user_id), "erase_after": erase_after.isoformat()})
+    await tokens.mark_user_inactive(app[redis_key], user_id, app[config_key].access_token_ttl)
+    await revoke_sessions(app, user_id, revoked)
+    return erase_after
+
+
+@routes.route("DELETE", "/api/accounts/users/me/", body=DeletionRequest, response=DeletionScheduled, status=202)
+async def delete_me(request: web.Request) -> web.Response:
+    """Delete the account (confirm with the password): hidden at once, erased after 30 days unless
+    the owner logs in again before then."""
+    identity = viewer_identity(request)
+    body = await read_json(request, DeletionRequest)
+    erase_after = await request_deletion(request.app, identity.user_id, body.password)
+    return json_response(DeletionScheduled(erase_after=erase_after), status=202)

@@ -58,12 +58,12 @@ async def _posts(request: web.Request, viewer: int, ids: list[int]) -> dict[int,
 
 
 async def _hashtags(request: web.Request, viewer: int, ids: list[int]) -> dict[int, HashtagOut]:
-    rows = await search.hashtags_with_posts(request.app[pool_key], ids)
+    rows = await search.hashtags_with_posts(request.app[pool_key], viewer, ids)
     return {i: HashtagOut(id=str(i), name=r["name"], post_count=r["post_count"]) for i, r in rows.items()}
 
 
 async def _locations(request: web.Request, viewer: int, ids: list[int]) -> dict[int, LocationOut]:
-    rows = await search.locations_with_posts(request.app[pool_key], ids)
+    rows = await search.locations_with_posts(request.app[pool_key], viewer, ids)
     return {i: LocationOut(id=str(i), name=r["name"], lat=r["lat"], lng=r["lng"], post_count=r["post_count"])
             for i, r in rows.items()}
 

@@ -9,7 +9,7 @@ and on cached trays, so nothing expired is served whether or not a job has run.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Annotated, Any
 
 import asyncpg
@@ -22,12 +22,12 @@ from handlers.common import (
     NotFound, Page, Routes, Struct, ValidationFailed, decode_cursor, encode_cursor, json_response, make_page,
     no_content, page_request, parse_id, path_id, read_json,
 )
-from handlers.context import clock_key, config_key, pool_key, redis_key
+from handlers.context import app_now, config_key, pool_key, redis_key
 from handlers.media import MediaOut, media_out, url_signer
 from handlers.messages import SendBody, send_message
 from handlers.posts import UserBrief
 from realtime.frames import IdStr, Message
-from storage import graph, media, outbox, stories
+from storage import media, outbox, stories, visibility
 from storage import messages as message_store
 
 routes = Routes("stories")
@@ -36,12 +36,6 @@ TOPIC = "stories"
 CAPTION_MAX = 2200
 CLOSE_FRIENDS_MAX = 10_000
 PAGE_QUERY = {"limit": "page size, 1..100 (default 20)", "cursor": "from the previous page's `next`"}
-
-
-def app_now(app: web.Application) -> datetime:
-    """The app's clock: real UTC time unless a test set `clock_key`."""
-    clock = app.get(clock_key)
-    return clock() if clock is not None else datetime.now(timezone.utc)
 
 
 def tray_cache(app: web.Application) -> stories.TrayCache:
@@ -160,13 +154,13 @@ async def media_rows(pool: asyncpg.Pool, rows: list[Any]) -> dict[int, asyncpg.R
 
 async def visible_story(pool: asyncpg.Pool, viewer: int, story_id: int, now: datetime) -> asyncpg.Record:
     """A live story the viewer may see, or 404: the owner's own; otherwise blocks and private
-    accounts as everywhere (graph.can_view), and close-friends stories only to the owner's list."""
+    accounts as everywhere (visibility.can_see), and close-friends stories only to the owner's list."""
     story = await stories.get_live_story(pool, story_id, now)
     if story is None:
         raise NotFound()
     owner = story["owner_id"]
     if owner != viewer:
-        if not await graph.can_view(pool, viewer, owner):
+        if not await visibility.can_see(pool, viewer, owner):
             raise NotFound()
         if story["close_friends_only"] and not await stories.is_close_friend(pool, owner, viewer):
             raise NotFound()

@@ -2,11 +2,12 @@
 notifications, then a `notification.new` frame on every connected socket of the recipient, and the
 push and e-mail the recipient's preferences ask for.
 
-Rules: never to yourself, never between users blocked either way, each channel only as the
-recipient's preferences for that kind allow; undoing or deleting what made a notification
-(unlike, deleted comment or post, unfollow, block) removes it. Idempotent: the items table is
-unique per (event, recipient), so a redelivered event makes nothing twice; side effects (socket,
-push, e-mail) follow a commit that made something new, so a redelivery repeats none of them.
+Rules: never to yourself, never between users blocked either way, never from someone the
+recipient mutes, each channel only as the recipient's preferences for that kind allow; undoing
+or deleting what made a notification (unlike, deleted comment or post, unfollow, block) removes
+it. Idempotent: the items table is unique per (event, recipient), so a redelivered event makes
+nothing twice; side effects (socket, push, e-mail) follow a commit that made something new, so a
+redelivery repeats none of them.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import msgspec
 from redis.asyncio import Redis
 
 from realtime.gateway import Gateway
-from storage import comments, graph, users
+from storage import comments, users, visibility
 from storage import notifications as store
 from storage.email import Email, EmailSink
 from storage.notifications import NewItem, NotificationView
@@ -44,6 +45,7 @@ PHRASES = {
     "follow_request_approved": "accepted your follow request",
     "story_reaction": "reacted to your story",
     "message": "sent you a message",
+    "report_resolved": "reviewed your report",
 }
 
 
@@ -81,7 +83,7 @@ class NotificationConsumer:
     email: EmailSink
     group_window: float = 24 * 3600
     name: str = "notifications"
-    topics: tuple[str, ...] = ("accounts", "posts", "stories", "messages")
+    topics: tuple[str, ...] = ("accounts", "posts", "stories", "messages", "moderation")
 
     async def handle(self, event: Event) -> None:
         """Dispatch by event type; other types notify nobody."""
@@ -127,7 +129,7 @@ class NotificationConsumer:
     async def on_mention_created(self, event: Event, p: dict) -> None:
         """Mentioned in a caption: only someone who may see the post hears of it."""
         post, author, mentioned = int(p["post_id"]), int(p["author_id"]), int(p["user_id"])
-        if await graph.can_view(self.pool, mentioned, author):
+        if await visibility.can_see(self.pool, mentioned, author):
             await self.notify([self._item(event, mentioned, author, "mention", "post", post, post_id=post)])
 
     async def on_comment_created(self, event: Event, p: dict) -> None:
@@ -146,7 +148,7 @@ class NotificationConsumer:
         wanted.setdefault(post_author, self._item(event, post_author, commenter, "comment", "post", post, **common))
         names = list(dict.fromkeys(n.rstrip(".").lower() for n in MENTION.findall(text) if n.rstrip(".")))
         for user_id in await store.user_ids_by_names(self.pool, names[:20]):
-            if user_id not in wanted and await graph.can_view(self.pool, user_id, post_author):
+            if user_id not in wanted and await visibility.can_see(self.pool, user_id, post_author):
                 wanted[user_id] = self._item(event, user_id, commenter, "mention", "comment", comment, **common)
         await self.notify(list(wanted.values()))
 
@@ -177,6 +179,14 @@ class NotificationConsumer:
         await self.notify([self._item(event, int(r), sender, "message", "conversation", conversation, text=text)
                            for r in p.get("recipient_ids", ())])
 
+    # ------------------------------------------------------------ moderation
+
+    async def on_report_resolved(self, event: Event, p: dict) -> None:
+        """Each reporter hears that their report was dealt with (not how, nor about whom)."""
+        moderator = int(p["moderator_id"])
+        await self.notify([self._item(event, int(r["reporter_id"]), moderator, "report_resolved", "report",
+                                      int(r["report_id"])) for r in p.get("reports", ())])
+
     # ------------------------------------------------------------ making and delivering
 
     @staticmethod
@@ -198,7 +208,7 @@ class NotificationConsumer:
                 channels = prefs.get(item.recipient_id, {}).get(PREF_KIND.get(item.kind, item.kind))
                 if channels is None or not any(channels.values()):
                     continue
-                if await graph.is_blocked_either_way(conn, item.recipient_id, item.actor_id):
+                if item.actor_id not in await visibility.notifiable(conn, item.recipient_id, [item.actor_id]):
                     continue
                 group_id = None
                 if channels.get("in_app"):

@@ -15,6 +15,7 @@ Close codes (documented for clients):
   1009             a frame larger than the maximum frame size
   4000             idle: nothing arrived from the client for the idle timeout
   4401             the access token expired or its session was revoked: refresh, reconnect
+  4403             the account was suspended: do not reconnect
   4408             too slow: the client did not read fast enough and its send queue overflowed;
                    reconnect and `sync`
 """
@@ -44,6 +45,7 @@ log = logging.getLogger("glint.realtime")
 
 CLOSE_IDLE = 4000
 CLOSE_UNAUTHORIZED = 4401
+CLOSE_SUSPENDED = 4403
 CLOSE_TOO_SLOW = 4408
 
 
@@ -446,6 +448,10 @@ class Gateway:
         parts = head.split(b"|")
         kind, exclude = parts[0], parts[1].decode()
         uid = int(channel[2:])
+        if kind == b"c":  # close every socket of the user, in every process: `c|code`, the reason
+            for conn in list(self.local.get(uid, ())):
+                self.cut(conn, int(exclude), frame)
+            return
         if channel.startswith(b"p:"):
             for conn in list(self.watchers.get(uid, ())):
                 conn.push(frame)
@@ -473,6 +479,10 @@ class Gateway:
             for user_id, envelope in items:
                 pipe.publish(f"u:{user_id}", envelope)
             return [int(n) for n in await pipe.execute()]
+
+    async def close_user(self, user_id: int, code: int, reason: bytes) -> None:
+        """Close every socket of a user in every process (e.g. 4403 on suspension)."""
+        await self.redis.publish(f"u:{user_id}", b"c|%d\n%s" % (code, reason))
 
     async def publish_presence(self, user_id: int, *, online: bool, last_seen_ms: int | None) -> None:
         """Tell the watchers of a user, in every process, that they came online or went offline."""

@@ -50,14 +50,13 @@ async def read_trending(redis: Redis, offset: int, count: int) -> list[int]:
 
 async def hidden_authors(conn: asyncpg.Pool | asyncpg.Connection, viewer: int, authors: list[int]) -> set[int]:
     """Which of these authors explore must not show the viewer: the viewer, followed accounts,
-    private ones, and anyone blocked either way."""
+    private ones, anyone the viewer may not see (storage.visibility), and those the viewer mutes."""
     rows = await conn.fetch(
         """
         SELECT u.id FROM users u WHERE u.id = ANY($2::bigint[]) AND (
-            u.id = $1 OR u.is_private OR NOT u.is_active
+            u.id = $1 OR u.is_private OR NOT u.is_active OR muted_by($1, u.id)
             OR EXISTS (SELECT 1 FROM follows f WHERE f.follower_id = $1 AND f.followee_id = u.id)
-            OR EXISTS (SELECT 1 FROM blocks b WHERE (b.blocker_id = $1 AND b.blocked_id = u.id)
-                                                 OR (b.blocker_id = u.id AND b.blocked_id = $1)))
+            OR NOT visible_to($1, u.id))
         """,
         viewer, authors,
     )

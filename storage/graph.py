@@ -1,6 +1,5 @@
-"""The social graph, and the two questions every feature asks of it: may this viewer see this
-owner's things, and is either of two users blocking the other. Each is answered here, once, with a
-batched variant for lists."""
+"""The social graph: follows, follow requests, blocks, mutes and the lists of them. Who may see
+whom because of these edges is storage.visibility's question, not this module's."""
 
 from __future__ import annotations
 
@@ -12,45 +11,23 @@ import asyncpg
 Conn = asyncpg.Connection | asyncpg.Pool
 
 
-async def is_blocked_either_way(conn: Conn, a: int, b: int) -> bool:
-    """Does a block b, or b block a?"""
+# ---------------------------------------------------------------- mutes: silent and one-way
+
+async def add_mute(conn: Conn, muter: int, muted: int, stories: bool) -> bool:
+    """Mute (or change whether the mute covers stories); True if something changed."""
     return bool(await conn.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM blocks WHERE (blocker_id = $1 AND blocked_id = $2)"
-        " OR (blocker_id = $2 AND blocked_id = $1))", a, b,
+        "INSERT INTO mutes (muter_id, muted_id, stories) VALUES ($1, $2, $3)"
+        " ON CONFLICT (muter_id, muted_id) DO UPDATE SET stories = excluded.stories"
+        " WHERE mutes.stories IS DISTINCT FROM excluded.stories RETURNING true",
+        muter, muted, stories,
     ))
 
 
-async def blocked_either_way(conn: Conn, viewer: int, others: Iterable[int]) -> set[int]:
-    """Which of `others` block the viewer or are blocked by the viewer."""
-    ids = list(set(others))
-    if not ids:
-        return set()
-    rows = await conn.fetch(
-        "SELECT blocked_id AS other FROM blocks WHERE blocker_id = $1 AND blocked_id = ANY($2::bigint[])"
-        " UNION SELECT blocker_id FROM blocks WHERE blocked_id = $1 AND blocker_id = ANY($2::bigint[])",
-        viewer, ids,
-    )
-    return {r["other"] for r in rows}
-
-
-async def can_view(conn: Conn, viewer: int | None, owner: int) -> bool:
-    """May the viewer see the owner's profile content (posts, stories)? Not if either blocks the
-    other, nor a private account's things unless the viewer is the owner or an approved follower."""
-    if viewer == owner:
-        return True
-    allowed = await viewable_owners(conn, viewer, [owner])
-    return owner in allowed
-
-
-async def viewable_owners(conn: Conn, viewer: int | None, owners: Iterable[int]) -> set[int]:
-    """The batched can_view: which of `owners` the viewer may see (existing, active users only)."""
-    ids = list(set(owners))
-    if not ids:
-        return set()
-    rows = await conn.fetch(
-        "SELECT id FROM unnest($2::bigint[]) AS id WHERE visible_to($1::bigint, id)", viewer, ids,
-    )
-    return {r["id"] for r in rows}
+async def remove_mute(conn: Conn, muter: int, muted: int) -> bool:
+    """Unmute; True if there was a mute."""
+    return bool(await conn.fetchval(
+        "DELETE FROM mutes WHERE muter_id = $1 AND muted_id = $2 RETURNING true", muter, muted
+    ))
 
 
 # ---------------------------------------------------------------- changing the graph
@@ -182,6 +159,7 @@ _EDGE_LISTS = {
     "following": ("follows", "follower_id", "followee_id"),
     "follow_requests": ("follow_requests", "target_id", "requester_id"),
     "blocks": ("blocks", "blocker_id", "blocked_id"),
+    "mutes": ("mutes", "muter_id", "muted_id"),
 }
 
 
@@ -192,8 +170,7 @@ def _edge_list_sql(table: str, owner_column: str, other_column: str) -> str:
         f" FROM {table} e JOIN users u ON u.id = e.{other_column}"
         f" WHERE e.{owner_column} = $1 AND u.is_active"
         "   AND ($3::timestamptz IS NULL OR (e.created_at, u.id) < ($3, $4::bigint))"
-        "   AND ($2::bigint IS NULL OR NOT EXISTS (SELECT 1 FROM blocks b"
-        "        WHERE (b.blocker_id = $2 AND b.blocked_id = u.id) OR (b.blocker_id = u.id AND b.blocked_id = $2)))"
+        "   AND ($2::bigint IS NULL OR user_shown($2, u.id))"
         " ORDER BY e.created_at DESC, u.id DESC LIMIT $5"
     )
 
@@ -204,7 +181,7 @@ _EDGE_SQL = {kind: _edge_list_sql(*parts) for kind, parts in _EDGE_LISTS.items()
 async def list_edges(conn: Conn, kind: str, owner: int, hide_blocked_for: int | None,
                      after: tuple[datetime, int] | None, limit: int) -> list[asyncpg.Record]:
     """A newest-first page of owner's followers, following, follow_requests or blocks (active users
-    only, and none blocking or blocked by `hide_blocked_for`); up to limit + 1 rows, each with
+    only, and only those `hide_blocked_for` may be shown); up to limit + 1 rows, each with
     edge_created_at for the cursor."""
     since, after_id = after if after is not None else (None, None)
     return await conn.fetch(_EDGE_SQL[kind], owner, hide_blocked_for, since, after_id, limit + 1)

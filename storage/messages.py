@@ -18,7 +18,8 @@ import asyncpg
 
 Conn = asyncpg.Connection | asyncpg.Pool
 
-MESSAGE_COLUMNS = "id, conversation_id, seq, sender_id, client_id, text, media_id, reply_to_seq, deleted_at, created_at"
+MESSAGE_COLUMNS = ("id, conversation_id, seq, sender_id, client_id, text, media_id, reply_to_seq, deleted_at, removed_at,"
+                   " created_at")
 
 
 def pair_key(a: int, b: int) -> str:
@@ -187,12 +188,10 @@ judged AS MATERIALIZED (
             WHEN l.id IS NULL OR NOT EXISTS (
                 SELECT 1 FROM conversation_members cm
                 WHERE cm.conversation_id = i.conversation_id AND cm.user_id = i.sender_id) THEN 'not_member'
-            -- the same predicate as storage.graph.is_blocked_either_way, batched for the whole statement
+            -- the visibility policy (storage.visibility): a 1:1 with someone the sender may not reach
             WHEN l.kind = 'direct' AND EXISTS (
-                SELECT 1 FROM conversation_members o JOIN blocks b
-                    ON (b.blocker_id = i.sender_id AND b.blocked_id = o.user_id)
-                    OR (b.blocker_id = o.user_id AND b.blocked_id = i.sender_id)
-                WHERE o.conversation_id = i.conversation_id AND o.user_id <> i.sender_id) THEN 'blocked'
+                SELECT 1 FROM conversation_members o
+                WHERE o.conversation_id = i.conversation_id AND NOT may_reach(i.sender_id, o.user_id)) THEN 'blocked'
             WHEN i.reply_to_seq IS NOT NULL AND NOT EXISTS (
                 SELECT 1 FROM messages r
                 WHERE r.conversation_id = i.conversation_id AND r.seq = i.reply_to_seq) THEN 'bad_reply'
@@ -227,7 +226,9 @@ own_read AS (
     WHERE cm.conversation_id = s.conversation_id AND cm.user_id = s.sender_id
 )
 SELECT j.idx, 'ok' AS status, ins.*,
-       (SELECT array_agg(user_id) FROM conversation_members WHERE conversation_id = ins.conversation_id) AS member_ids
+       -- delivered to the members the sender may reach (a group keeps people who blocked each other later)
+       (SELECT array_agg(user_id) FROM conversation_members
+        WHERE conversation_id = ins.conversation_id AND may_reach(ins.sender_id, user_id)) AS member_ids
 FROM inserted ins JOIN judged j ON j.sender_id = ins.sender_id AND j.client_id = ins.client_id
 UNION ALL
 SELECT j.idx, j.status, {', '.join('old.' + c for c in MESSAGE_COLUMNS.split(', '))}, NULL::bigint[]

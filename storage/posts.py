@@ -14,7 +14,7 @@ import asyncpg
 import msgspec
 from redis.asyncio import Redis
 
-from storage import graph, media
+from storage import media, visibility
 
 Conn = asyncpg.Connection | asyncpg.Pool
 
@@ -78,13 +78,13 @@ async def set_hashtags_txn(conn: asyncpg.Connection, post_id: int, names: list[s
 
 async def set_mentions_txn(conn: asyncpg.Connection, post_id: int, author_id: int, usernames: list[str]) -> list[int]:
     """Make the post's mentions the named users, ignoring unknown ones, the author, and users
-    blocked either way with the author; returns the ids newly mentioned."""
+    the author may not reach (storage.visibility); returns the ids newly mentioned."""
     rows = await conn.fetch(
         "SELECT id FROM users WHERE lower(username) = ANY($1::text[]) AND is_active AND id <> $2",
         sorted({u.lower() for u in usernames}), author_id,
     )
-    blocked = await graph.blocked_either_way(conn, author_id, [r["id"] for r in rows])
-    wanted = sorted(r["id"] for r in rows if r["id"] not in blocked)
+    reached = await visibility.reachable(conn, author_id, [r["id"] for r in rows])
+    wanted = sorted(r["id"] for r in rows if r["id"] in reached)
     await conn.execute("DELETE FROM mentions WHERE post_id = $1 AND NOT user_id = ANY($2::bigint[])", post_id, wanted)
     added = await conn.fetch(
         "INSERT INTO mentions (post_id, user_id) SELECT $1, unnest($2::bigint[]) ON CONFLICT DO NOTHING"
@@ -249,6 +249,7 @@ SELECT p.id, p.like_count, p.comment_count,
        EXISTS (SELECT 1 FROM saves s WHERE s.user_id = $1 AND s.post_id = p.id) AS saved
 FROM posts p
 WHERE p.id = ANY($2::bigint[]) AND visible_to($1::bigint, p.author_id)
+  AND NOT ($3::boolean AND muted_by($1::bigint, p.author_id))
 """
 
 
@@ -274,11 +275,13 @@ async def cached_posts(pool: asyncpg.Pool, redis: Redis, post_ids: list[int]) ->
     return found
 
 
-async def live_posts(pool: asyncpg.Pool, viewer: int | None, post_ids: list[int]) -> dict[int, LivePost]:
-    """Counts and the viewer's flags of the posts that exist and that the viewer may see."""
+async def live_posts(pool: asyncpg.Pool, viewer: int | None, post_ids: list[int],
+                     hide_muted: bool = False) -> dict[int, LivePost]:
+    """Counts and the viewer's flags of the posts that exist and that the viewer may see (and,
+    with hide_muted, whose authors the viewer does not mute: the home feed and explore)."""
     if not post_ids:
         return {}
-    rows = await pool.fetch(_LIVE, viewer, list(set(post_ids)))
+    rows = await pool.fetch(_LIVE, viewer, list(set(post_ids)), hide_muted)
     return {r["id"]: LivePost(like_count=r["like_count"], comment_count=r["comment_count"],
                               liked=r["liked"], saved=r["saved"]) for r in rows}
 

@@ -19,12 +19,8 @@ Conn = asyncpg.Connection | asyncpg.Pool
 
 LIFETIME = timedelta(hours=24)
 
-# a viewer the owner blocks, or who blocks the owner, is left out of the viewers and their count
-_VISIBLE_VIEWER = (
-    "u.is_active AND NOT EXISTS (SELECT 1 FROM blocks b"
-    " WHERE (b.blocker_id = s.owner_id AND b.blocked_id = v.viewer_id)"
-    "    OR (b.blocker_id = v.viewer_id AND b.blocked_id = s.owner_id))"
-)
+# a viewer the owner may not be shown is left out of the viewers and their count (storage.visibility)
+_VISIBLE_VIEWER = "u.is_active AND user_shown(s.owner_id, v.viewer_id)"
 
 
 # ---------------------------------------------------------------- writing
@@ -119,7 +115,8 @@ async def own_live_stories(conn: Conn, owner_id: int, now: datetime) -> list[asy
 
 async def tray_rows(conn: Conn, viewer_id: int, now: datetime) -> list[asyncpg.Record]:
     """Every live story the viewer's tray shows: the viewer's own, and those of active users the
-    viewer follows with no block either way (close-friends stories only to the owner's list);
+    viewer follows and may see, unless the viewer mutes their stories (close-friends stories only to
+    the owner's list);
     by owner, oldest first, each with the owner's names and the viewer's `seen`."""
     return await conn.fetch(
         """
@@ -130,8 +127,8 @@ async def tray_rows(conn: Conn, viewer_id: int, now: datetime) -> list[asyncpg.R
         WHERE s.owner_id IN (SELECT followee_id FROM follows WHERE follower_id = $1 UNION ALL SELECT $1)
           AND s.deleted_at IS NULL AND s.expires_at > $2 AND u.is_active
           AND (s.owner_id = $1 OR (
-                NOT EXISTS (SELECT 1 FROM blocks b WHERE (b.blocker_id = s.owner_id AND b.blocked_id = $1)
-                                                      OR (b.blocker_id = $1 AND b.blocked_id = s.owner_id))
+                visible_to($1, s.owner_id)
+            AND NOT muted_by($1, s.owner_id, true)
             AND (NOT s.close_friends_only OR EXISTS (
                 SELECT 1 FROM close_friends c WHERE c.owner_id = s.owner_id AND c.friend_id = $1))))
         ORDER BY s.owner_id, s.created_at, s.id
@@ -142,7 +139,8 @@ async def tray_rows(conn: Conn, viewer_id: int, now: datetime) -> list[asyncpg.R
 
 async def still_in_tray(conn: Conn, viewer_id: int, owner_ids: Iterable[int]) -> set[int]:
     """Which of these owners a cached tray may still show: the viewer, or active users the viewer
-    still follows with no block either way (an unfollow or block since the cache was made)."""
+    still follows and may see, unless the viewer mutes their stories (an unfollow, block or mute
+    since the cache was made)."""
     ids = list(set(owner_ids))
     if not ids:
         return set()
@@ -152,8 +150,7 @@ async def still_in_tray(conn: Conn, viewer_id: int, owner_ids: Iterable[int]) ->
         WHERE u.id = ANY($2::bigint[]) AND u.is_active
           AND (u.id = $1 OR (
                 EXISTS (SELECT 1 FROM follows f WHERE f.follower_id = $1 AND f.followee_id = u.id)
-            AND NOT EXISTS (SELECT 1 FROM blocks b WHERE (b.blocker_id = u.id AND b.blocked_id = $1)
-                                                      OR (b.blocker_id = $1 AND b.blocked_id = u.id))))
+            AND visible_to($1, u.id) AND NOT muted_by($1, u.id, true)))
         """,
         viewer_id, ids,
     )
@@ -208,12 +205,11 @@ async def list_close_friends(conn: Conn, owner_id: int, after: int | None, limit
 
 
 async def eligible_friends(conn: Conn, owner_id: int, user_ids: Sequence[int]) -> set[int]:
-    """Which of these may be the owner's close friends: active users other than the owner, with
-    no block either way."""
+    """Which of these may be the owner's close friends: active users other than the owner, whom
+    the owner may reach."""
     rows = await conn.fetch(
         "SELECT u.id FROM users u WHERE u.id = ANY($2::bigint[]) AND u.is_active AND u.id <> $1"
-        " AND NOT EXISTS (SELECT 1 FROM blocks b WHERE (b.blocker_id = $1 AND b.blocked_id = u.id)"
-        "                                           OR (b.blocker_id = u.id AND b.blocked_id = $1))",
+        " AND may_reach($1, u.id)",
         owner_id, list(user_ids),
     )
     return {r["id"] for r in rows}

@@ -160,7 +160,7 @@ def like_prefix(text: str) -> str:
 async def search_users(conn: asyncpg.Pool | asyncpg.Connection, viewer: int, prefix: str | None,
                        after_username: str | None, limit: int) -> list[asyncpg.Record]:
     """Active users whose username, full name or a word of it starts with `prefix` (any case),
-    by username, without those blocking or blocked by the viewer; up to limit + 1 rows."""
+    by username, only those the viewer may be shown (storage.visibility); up to limit + 1 rows."""
     pattern = like_prefix(prefix.lower()) if prefix else None
     return await conn.fetch(
         f"SELECT {SUMMARY_COLUMNS}, lower(u.username) AS sort_key FROM users u"
@@ -168,8 +168,7 @@ async def search_users(conn: asyncpg.Pool | asyncpg.Connection, viewer: int, pre
         "   AND ($2::text IS NULL OR lower(u.username) LIKE $2 OR lower(u.full_name) LIKE $2"
         "        OR lower(u.full_name) LIKE '% ' || $2)"
         "   AND ($3::text IS NULL OR lower(u.username) > $3)"
-        "   AND NOT EXISTS (SELECT 1 FROM blocks b WHERE (b.blocker_id = $1 AND b.blocked_id = u.id)"
-        "                                         OR (b.blocker_id = u.id AND b.blocked_id = $1))"
+        "   AND user_shown($1, u.id)"
         " ORDER BY lower(u.username) LIMIT $4",
         viewer, pattern, after_username, limit + 1,
     )
@@ -177,13 +176,14 @@ async def search_users(conn: asyncpg.Pool | asyncpg.Connection, viewer: int, pre
 
 async def get_profile(conn: asyncpg.Pool | asyncpg.Connection, user_id: int, viewer: int) -> asyncpg.Record | None:
     """An active user's row with the viewer's relationship flags (following, followed_by, requested,
-    blocking); visibility (blocks) is the caller's check."""
+    blocking, muting); visibility is the caller's check (storage.visibility)."""
     return await conn.fetchrow(
         "SELECT u.*,"
         " EXISTS (SELECT 1 FROM follows WHERE follower_id = $2 AND followee_id = u.id) AS following,"
         " EXISTS (SELECT 1 FROM follows WHERE follower_id = u.id AND followee_id = $2) AS followed_by,"
         " EXISTS (SELECT 1 FROM follow_requests WHERE requester_id = $2 AND target_id = u.id) AS requested,"
-        " EXISTS (SELECT 1 FROM blocks WHERE blocker_id = $2 AND blocked_id = u.id) AS blocking"
+        " EXISTS (SELECT 1 FROM blocks WHERE blocker_id = $2 AND blocked_id = u.id) AS blocking,"
+        " muted_by($2, u.id) AS muting"
         " FROM users u WHERE u.id = $1 AND u.is_active",
         user_id, viewer,
     )

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import itertools
+from datetime import datetime, timedelta, timezone
 
 _names = itertools.count(1)
+PASSWORD = "correct horse battery"
 
 
 async def register(client, username: str | None = None, password: str = "correct horse battery", **extra) -> dict:
@@ -28,3 +30,16 @@ async def user_with_token(client, username: str | None = None, **extra) -> tuple
     user = await register(client, username, **extra)
     tokens = await login(client, user["username"])
     return user, {"Authorization": f"Bearer {tokens['access']}"}
+
+
+class Clock:
+    """The app's clock in tests: time moves only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(timezone.utc)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)

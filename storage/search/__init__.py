@@ -88,50 +88,43 @@ def like_prefix(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
-async def blocked_ids(conn: Conn, viewer: int) -> list[int]:
-    """Everyone the viewer blocks or is blocked by (small: a backend excludes them up front)."""
-    rows = await conn.fetch(
-        "SELECT blocked_id AS id FROM blocks WHERE blocker_id = $1 UNION SELECT blocker_id FROM blocks WHERE blocked_id = $1",
-        viewer,
-    )
-    return [r["id"] for r in rows]
-
-
 # ---------------------------------------------------------------- what a viewer may see
 
 
 async def visible_users(conn: Conn, viewer: int, user_ids: list[int]) -> dict[int, asyncpg.Record]:
-    """Of these users, the active ones not blocking or blocked by the viewer."""
+    """Of these users, those the viewer may be shown (storage.visibility)."""
     if not user_ids:
         return {}
     rows = await conn.fetch(
         "SELECT u.id, u.username, u.full_name, u.avatar_media_id, u.is_private, u.is_verified FROM users u"
-        " WHERE u.id = ANY($2::bigint[]) AND u.is_active AND NOT EXISTS (SELECT 1 FROM blocks b"
-        "   WHERE (b.blocker_id = $1 AND b.blocked_id = u.id) OR (b.blocker_id = u.id AND b.blocked_id = $1))",
+        " WHERE u.id = ANY($2::bigint[]) AND user_shown($1, u.id)",
         viewer, user_ids,
     )
     return {r["id"]: r for r in rows}
 
 
-async def hashtags_with_posts(conn: Conn, hashtag_ids: list[int]) -> dict[int, asyncpg.Record]:
-    """Of these hashtags, those still on some post, with id, name and post_count."""
+async def hashtags_with_posts(conn: Conn, viewer: int, hashtag_ids: list[int]) -> dict[int, asyncpg.Record]:
+    """Of these hashtags, those on some post the viewer may see, with id, name and post_count
+    (counting only those posts)."""
     if not hashtag_ids:
         return {}
     rows = await conn.fetch(
         "SELECT h.id, h.name, count(*) AS post_count FROM hashtags h JOIN post_hashtags ph ON ph.hashtag_id = h.id"
-        " WHERE h.id = ANY($1::bigint[]) GROUP BY h.id",
-        hashtag_ids,
+        " JOIN posts p ON p.id = ph.post_id"
+        " WHERE h.id = ANY($2::bigint[]) AND visible_to($1, p.author_id) GROUP BY h.id",
+        viewer, hashtag_ids,
     )
     return {r["id"]: r for r in rows}
 
 
-async def locations_with_posts(conn: Conn, location_ids: list[int]) -> dict[int, asyncpg.Record]:
-    """Of these locations, those some post is at, with id, name, lat, lng and post_count."""
+async def locations_with_posts(conn: Conn, viewer: int, location_ids: list[int]) -> dict[int, asyncpg.Record]:
+    """Of these locations, those some post the viewer may see is at, with id, name, lat, lng and
+    post_count (counting only those posts)."""
     if not location_ids:
         return {}
     rows = await conn.fetch(
         "SELECT l.id, l.name, l.lat, l.lng, count(*) AS post_count FROM locations l JOIN posts p ON p.location_id = l.id"
-        " WHERE l.id = ANY($1::bigint[]) GROUP BY l.id",
-        location_ids,
+        " WHERE l.id = ANY($2::bigint[]) AND visible_to($1, p.author_id) GROUP BY l.id",
+        viewer, location_ids,
     )
     return {r["id"]: r for r in rows}

@@ -20,7 +20,8 @@ from elastic_transport import AiohttpHttpNode, ConnectionError as TransportConne
 from elasticsearch import AsyncElasticsearch, NotFoundError
 from elasticsearch.helpers import async_bulk
 
-from storage.search import KINDS, Hit, Kind, Query, SearchUnavailable, blocked_ids
+from storage import visibility
+from storage.search import KINDS, Hit, Kind, Query, SearchUnavailable
 
 MAX_OFFSET = 10_000  # Elasticsearch's default max_result_window
 _BREAKS = re.compile(r"[_.]+")
@@ -151,7 +152,7 @@ class ElasticsearchSearch:
         size = min(limit, MAX_OFFSET - offset)
         if not query.words or size <= 0:
             return []
-        excluded = await blocked_ids(self.pool, viewer) if kind in ("users", "posts") else []
+        excluded = await visibility.hidden_user_ids(self.pool, viewer) if kind in ("users", "posts") else []
         try:
             await self.ensure_indexes()
             response = await self.client.search(

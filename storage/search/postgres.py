@@ -62,18 +62,15 @@ def _numbered(sql: str) -> tuple[str, list[str]]:
     return re.sub(r"(?<!:):([a-z]+)", number, sql), names
 
 
-_NOT_BLOCKED = ("NOT EXISTS (SELECT 1 FROM blocks b WHERE (b.blocker_id = :viewer AND b.blocked_id = {u})"
-                " OR (b.blocker_id = {u} AND b.blocked_id = :viewer))")
-
+# the visibility policy's SQL functions (migration 0010, storage.visibility): a hashtag or a place
+# is found only through a post the viewer may see
 SQL: dict[str, tuple[str, list[str]]] = {kind: _numbered(sql) for kind, sql in {
-    "users": _sql("users", "t.username", where="AND t.is_active AND " + _NOT_BLOCKED.format(u="t.id")),
-    "posts": _sql(
-        "posts", None, joins="JOIN users a ON a.id = t.author_id",
-        where="AND a.is_active AND " + _NOT_BLOCKED.format(u="a.id")
-              + " AND (NOT a.is_private OR a.id = :viewer OR EXISTS (SELECT 1 FROM follows f"
-                " WHERE f.follower_id = :viewer AND f.followee_id = a.id))"),
-    "hashtags": _sql("hashtags", "t.name", where="AND EXISTS (SELECT 1 FROM post_hashtags ph WHERE ph.hashtag_id = t.id)"),
-    "locations": _sql("locations", "t.name", where="AND EXISTS (SELECT 1 FROM posts p WHERE p.location_id = t.id)"),
+    "users": _sql("users", "t.username", where="AND user_shown(:viewer, t.id)"),
+    "posts": _sql("posts", None, where="AND visible_to(:viewer, t.author_id)"),
+    "hashtags": _sql("hashtags", "t.name", where="AND EXISTS (SELECT 1 FROM post_hashtags ph JOIN posts p"
+                     " ON p.id = ph.post_id WHERE ph.hashtag_id = t.id AND visible_to(:viewer, p.author_id))"),
+    "locations": _sql("locations", "t.name", where="AND EXISTS (SELECT 1 FROM posts p"
+                      " WHERE p.location_id = t.id AND visible_to(:viewer, p.author_id))"),
 }.items()}
 
 

@@ -6,7 +6,7 @@ import re
 
 from storage import email
 from tests.conftest import wait_for
-from tests.handlers.test_sessions import bearer, client, me_status  # noqa: F401 (client is a fixture)
+from tests.handlers.test_sessions import bearer, client, clock, me_status  # noqa: F401 (fixtures)
 from tests.support import login, register
 
 PASSWORD = "correct horse battery"
@@ -142,3 +142,38 @@ async def test_another_accounts_session_or_a_revoked_one_is_404(client, pool):
     assert (await client.delete(f"/api/accounts/sessions/{mine}/", headers=bearer(owner_pair))).status == 204
     assert await me_status(client, owner_pair) == 401
     assert "session_revoked" in await outbox_types(pool)
+
+
+async def test_the_openapi_document_describes_every_account_safety_route(client):
+    document = await (await client.get("/api/openapi.json")).json()
+    paths = document["paths"]
+    for path, method, status in [
+        ("/api/accounts/password/", "post", "204"), ("/api/accounts/password-reset/", "post", "202"),
+        ("/api/accounts/password-reset/confirm/", "post", "204"), ("/api/accounts/sessions/", "get", "200"),
+        ("/api/accounts/sessions/{id}/", "delete", "204"), ("/api/accounts/2fa/setup/", "post", "200"),
+        ("/api/accounts/2fa/confirm/", "post", "200"), ("/api/accounts/2fa/disable/", "post", "204"),
+        ("/api/accounts/users/me/", "delete", "202"), ("/api/accounts/export/", "post", "202"),
+        ("/api/accounts/export/", "get", "200"),
+    ]:
+        assert status in paths[path][method]["responses"], (path, method)
+    token = paths["/api/token/"]["post"]
+    assert "2fa_required" in token["summary"]
+    schemas = document["components"]["schemas"]
+    assert "code" in schemas["TokenRequest"]["properties"]
+    assert {"status", "url", "expires_at"} <= set(schemas["ExportOut"]["properties"])
+
+
+async def test_malformed_bodies_on_the_account_safety_routes_are_clear_4xx(client):
+    user = await register(client)
+    headers = bearer(await login(client, user["username"]))
+    for method, path in [("POST", "/api/accounts/password/"), ("POST", "/api/accounts/password-reset/"),
+                         ("POST", "/api/accounts/password-reset/confirm/"), ("POST", "/api/accounts/2fa/confirm/"),
+                         ("POST", "/api/accounts/2fa/disable/"), ("DELETE", "/api/accounts/users/me/")]:
+        for body in (b"{", b"[]", b'{"unexpected": 1}', b'{"password": 5, "code": [], "token": {}}'):
+            response = await client.request(method, path, data=body,
+                                            headers={**headers, "Content-Type": "application/json"})
+            assert response.status == 400, (method, path, body, await response.text())
+            assert "error" in await response.json()
+        bare = await client.request(method, path, headers=headers)
+        assert bare.status == 415, (method, path)
+    assert (await client.get("/api/accounts/users/me/", headers=headers)).status == 200

@@ -8,18 +8,24 @@ import pytest
 
 from app.main import create_app
 from handlers.auth import make_access_token
-from handlers.context import config_key, redis_key
+from handlers.context import clock_key, config_key, redis_key
 from realtime.gateway import gateway_key
 from storage import tokens
 from tests.conftest import make_config
-from tests.support import login, register
+from tests.support import Clock, login, register
 
 
 @pytest.fixture
-async def client(aiohttp_client, stack_env, config):
-    """The real app, with login limits high enough for the many logins a test makes."""
-    return await aiohttp_client(create_app(make_config(stack_env, database_url=config.database_url,
-                                                       rate_limit_auth_per_minute=100_000)))
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def client(aiohttp_client, stack_env, config, clock):
+    """The real app on the test's clock, with login limits high enough for the many logins a test makes."""
+    app = create_app(make_config(stack_env, database_url=config.database_url, rate_limit_auth_per_minute=100_000))
+    app[clock_key] = clock
+    return await aiohttp_client(app)
 
 
 def bearer(pair: dict) -> dict[str, str]:

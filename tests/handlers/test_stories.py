@@ -3,7 +3,7 @@ reactions as direct messages, close friends, blocks and private accounts, deleti
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -12,20 +12,7 @@ from handlers.context import clock_key
 from storage.stories import TrayCache
 from tests.handlers.test_media import mp4, upload
 from tests.handlers.test_posts import new_media
-from tests.support import user_with_token
-
-
-class Clock:
-    """The app's clock in tests: time moves only when the test says so."""
-
-    def __init__(self) -> None:
-        self.now = datetime.now(timezone.utc)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
+from tests.support import Clock, user_with_token
 
 
 @pytest.fixture

@@ -87,6 +87,9 @@ async def test_presence_online_offline_last_seen_across_devices_respecting_setti
         await user_and_token(client) for _ in range(4)]
     await pool.execute("UPDATE users SET show_presence = false WHERE id = $1", int(cy["id"]))
     await pool.execute("INSERT INTO blocks (blocker_id, blocked_id) VALUES ($1, $2)", int(dan["id"]), int(ana["id"]))
+    # presence goes to people one follows back (or shares a conversation with)
+    await pool.execute("INSERT INTO follows (follower_id, followee_id) VALUES ($1, $2), ($2, $1), ($1, $3), ($3, $1)",
+                       int(ana["id"]), int(bob["id"]), int(cy["id"]))
     watcher = await open_socket(client, ana_token)
     await watcher.send_json({"type": "presence.subscribe", "user_ids": [bob["id"], cy["id"], dan["id"]]})
     states = [await frame_of(watcher, "presence") for _ in range(3)]

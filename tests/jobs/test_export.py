@@ -1,0 +1,108 @@
+"""Data export end to end: asked for over REST, built by the consumer, downloaded through the signed
+URL as a zip of JSON files and original media bytes, then removed by the job once expired."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from datetime import timedelta
+
+import aiohttp
+
+from handlers.context import config_key, s3_key
+from jobs.export import remove_expired_exports
+from tests.conftest import wait_for
+from tests.handlers.test_posts import new_post
+from tests.handlers.test_sessions import bearer, client, clock  # noqa: F401 (fixtures)
+from tests.handlers.test_stories import new_story
+from tests.jobs.test_erasure import delete_account, run_erasure
+from tests.support import login, register
+
+
+async def export_state(client, pair: dict) -> tuple[int, dict]:
+    response = await client.get("/api/accounts/export/", headers=bearer(pair))
+    return response.status, await response.json()
+
+
+async def test_an_export_holds_the_account_and_its_original_media_until_it_expires(client, clock, pool):
+    owner, friend = await register(client), await register(client)
+    pair, friend_pair = await login(client, owner["username"]), await login(client, friend["username"])
+    post = await new_post(client, bearer(pair), "my first #post")
+    their_post = await new_post(client, bearer(friend_pair), "theirs")
+    story = await new_story(client, bearer(pair), "a story")
+    await client.post(f"/api/accounts/users/{owner['id']}/follow/", headers=bearer(friend_pair))
+    await client.post(f"/api/accounts/users/{friend['id']}/follow/", headers=bearer(pair))
+    await client.post(f"/api/posts/{their_post['id']}/like/", headers=bearer(pair))
+    await client.post(f"/api/posts/{their_post['id']}/save/", headers=bearer(pair))
+    await client.post("/api/comments/", json={"post_id": their_post["id"], "text": "lovely"}, headers=bearer(pair))
+    conversation = await (await client.post("/api/conversations/", json={"member_ids": [friend["id"]]},
+                                            headers=bearer(pair))).json()
+    for who, text in ((pair, "hi"), (friend_pair, "hello back")):
+        sent = await client.post(f"/api/conversations/{conversation['id']}/messages/",
+                                 json={"client_id": text, "text": text}, headers=bearer(who))
+        assert sent.status == 201
+    assert (await export_state(client, pair))[0] == 404
+
+    first = await client.post("/api/accounts/export/", headers=bearer(pair))
+    assert first.status == 202 and (await first.json())["status"] in ("pending", "ready")
+
+    async def ready() -> bool:
+        return (await export_state(client, pair))[1].get("status") == "ready"
+
+    await wait_for(ready, timeout=20)
+    _, state = await export_state(client, pair)
+    assert state["expires_at"] and state["url"].startswith("http")
+    async with aiohttp.ClientSession() as session, session.get(state["url"]) as download:
+        assert download.status == 200
+        archive = zipfile.ZipFile(io.BytesIO(await download.read()))
+
+    names = set(archive.namelist())
+    expected = {"profile", "posts", "comments", "likes", "saves", "stories", "followers", "following", "conversations"}
+    assert {f"{n}.json" for n in expected} <= names
+    files = {n: json.loads(archive.read(f"{n}.json")) for n in expected}
+    assert files["profile"]["username"] == owner["username"] and files["profile"]["id"] == owner["id"]
+    assert [p["caption"] for p in files["posts"]] == ["my first #post"]
+    media_file = files["posts"][0]["media"][0]["file"]
+    original_key = await pool.fetchval("SELECT original_key FROM media WHERE id = $1", int(post["media"][0]["id"]))
+    original = await client.app[s3_key].get_object(Bucket=client.app[config_key].s3_bucket, Key=original_key)
+    async with original["Body"] as body:
+        assert archive.read(media_file) == await body.read()
+    assert files["stories"][0]["id"] == story["id"] and files["stories"][0]["file"] in names
+    assert [c["text"] for c in files["comments"]] == ["lovely"]
+    assert [like["post_id"] for like in files["likes"]] == [their_post["id"]]
+    assert [save["post_id"] for save in files["saves"]] == [their_post["id"]]
+    assert [f["username"] for f in files["followers"]] == [friend["username"]]
+    assert [f["username"] for f in files["following"]] == [friend["username"]]
+    (chat,) = files["conversations"]
+    assert [m["text"] for m in chat["messages"]] == ["hi", "hello back"]
+
+    key = await pool.fetchval("SELECT object_key FROM exports")
+    bucket = client.app[config_key].s3_bucket
+    clock.advance(hours=47)
+    assert await remove_expired_exports(pool, client.app[s3_key], bucket, clock()) == 0
+    clock.advance(hours=2)
+    assert await remove_expired_exports(pool, client.app[s3_key], bucket, clock()) == 1
+    listing = await client.app[s3_key].list_objects_v2(Bucket=bucket, Prefix=key)
+    assert listing.get("KeyCount", 0) == 0
+    assert (await export_state(client, pair))[0] == 404
+    assert "export_requested" in [r["type"] for r in await pool.fetch("SELECT type FROM outbox")]
+
+
+async def test_a_repeated_request_joins_the_pending_export_and_erasure_removes_archives(client, clock, pool):
+    owner = await register(client)
+    pair = await login(client, owner["username"])
+    statuses = [(await client.post("/api/accounts/export/", headers=bearer(pair))).status for _ in range(2)]
+    assert statuses == [202, 202]
+
+    async def ready() -> bool:
+        return (await export_state(client, pair))[1].get("status") == "ready"
+
+    await wait_for(ready, timeout=20)
+    assert await pool.fetchval("SELECT count(*) FROM exports") == 1
+    key = await pool.fetchval("SELECT object_key FROM exports")
+    assert (await delete_account(client, pair)).status == 202
+    clock.advance(days=30, seconds=1)
+    assert await run_erasure(client) == 1
+    listing = await client.app[s3_key].list_objects_v2(Bucket=client.app[config_key].s3_bucket, Prefix=key)
+    assert listing.get("KeyCount", 0) == 0
