@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from app.config import Config, ConfigError, check_secrets, load_config, stack_dir
+from app.tracing import setup_tracing
 
 log = logging.getLogger("glint")
 
@@ -89,9 +90,13 @@ def cmd_serve(args: argparse.Namespace) -> None:
     config = _config(secrets=True, **overrides)
     setup_logging(config.log_level)
     _require_migrated(config)
+    stop_tracing = setup_tracing(config, "glint-api" if args.no_consumers else "glint")
     app = create_app(config, consumers=not args.no_consumers)
     log.info("serving on http://%s:%d", config.host, config.port)
-    run_server(app, config.host, config.port, config.shutdown_timeout, banner=serve_banner(config))
+    try:
+        run_server(app, config.host, config.port, config.shutdown_timeout, banner=serve_banner(config))
+    finally:
+        stop_tracing()
 
 
 def cmd_consume(args: argparse.Namespace) -> None:
@@ -103,9 +108,13 @@ def cmd_consume(args: argparse.Namespace) -> None:
     config = _config(secrets=True, **overrides)
     setup_logging(config.log_level)
     _require_migrated(config)
+    stop_tracing = setup_tracing(config, "glint-consumer")
     app = create_app(config, consumers=True, http=False)
     log.info("consuming; operations on http://%s:%d", config.host, config.consumer_port)
-    run_server(app, config.host, config.consumer_port, config.shutdown_timeout)
+    try:
+        run_server(app, config.host, config.consumer_port, config.shutdown_timeout)
+    finally:
+        stop_tracing()
 
 
 def cmd_migrate(args: argparse.Namespace) -> None:

@@ -26,6 +26,14 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=Tr
     database_url: str = "postgresql://glint@127.0.0.1:54329/glint"
     database_pool_min: PositiveInt = 2
     database_pool_max: PositiveInt = 20
+    # read replicas: comma-separated URLs of streaming replicas for the reads that tolerate lag
+    # (feed hydration, profiles, search, explore, message history); one more than
+    # `replica_max_lag` seconds behind, or down, is skipped; a user's reads stay on the primary
+    # for `read_your_writes_seconds` after each of their writes
+    database_replica_urls: str = ""
+    replica_max_lag: PositiveFloat = 5.0
+    replica_check_seconds: PositiveFloat = 1.0
+    read_your_writes_seconds: PositiveFloat = 5.0
     redis_url: str = "redis://127.0.0.1:63799/0"
     redis_timeout_seconds: PositiveFloat = 5.0  # connect and per-command socket timeout
     s3_endpoint: str = "http://127.0.0.1:8333"
@@ -70,6 +78,8 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=Tr
     gzip_min_bytes: PositiveInt = 1024
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     access_log: bool = True
+    # tracing: OTLP over HTTP to this collector (e.g. http://jaeger:4318); empty turns tracing off
+    otlp_endpoint: str = ""
     # the built web client served at / (empty: web/dist beside the source), and the address people
     # open it at (the links in e-mails: /verify?token=..., /reset?token=...)
     web_dist: str = ""

@@ -146,6 +146,7 @@ def create_app(config: Config, *, consumers: bool = True, extra_consumers: list[
             middlewares.cors(config.cors_origins),
             middlewares.gzip(config.gzip_min_bytes),
             middlewares.authenticate,
+            *([middlewares.read_your_writes(config.read_your_writes_seconds)] if config.database_replica_urls else []),
         ],
     )
     app[config_key] = config

@@ -94,8 +94,8 @@ PG_DB = "glint"
 
 # substring expected in /proc/PID/cmdline (or exe) so a recycled pid is never taken for ours
 _PROC_MARK = {"postgres": "postgres", "redis": "valkey", "s3": "weed", "kafka": "tansu",
-              "osmem": "osmem"}
-_STOP_SIGNAL = {"postgres": signal.SIGINT}  # postgres: SIGINT = fast shutdown (SIGTERM waits for clients)
+              "osmem": "osmem", "replica": "postgres"}
+_STOP_SIGNAL = {"postgres": signal.SIGINT, "replica": signal.SIGINT}  # postgres: SIGINT = fast shutdown (SIGTERM waits for clients)
 _WAIT_TIMEOUT = {"postgres": 90.0, "redis": 30.0, "s3": 90.0, "kafka": 60.0, "osmem": 30.0}
 
 _LOCK = threading.RLock()
@@ -881,6 +881,40 @@ def down(root: Path, log: Log = print) -> None:
     _remove_weed_sockets(st.get("ports", {}))
     _write_state(root, st)
     log(f"stack down in {time.monotonic() - t0:.1f}s")
+
+
+def start_replica(root: Path, port: int, log: Log = print) -> str:
+    """A streaming replica of the stack's PostgreSQL on `port` (pg_basebackup -R, then a hot
+    standby), stopped by `down` like the rest; returns its database URL."""
+    root = Path(root).absolute()
+    st = _read_state(root)
+    primary = st["procs"]["postgres"]
+    run_as = _pg_run_user()
+    bin_dir = Path(st["pg"]["bin"])
+    replica_dir = Path(st["data_dirs"]["postgres"]).parent / "pg-replica"
+    if replica_dir.exists():
+        shutil.rmtree(replica_dir)
+    replica_dir.mkdir(parents=True)
+    sock = Path(st["pg"]["socket_dir"])
+    if run_as is not None:
+        os.chown(replica_dir, run_as[0], run_as[1])
+    log_path = Path(root) / "logs" / "replica.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    data = replica_dir / "data"
+    args = [str(bin_dir / "pg_basebackup"), "-h", "127.0.0.1", "-p", str(primary["port"]), "-U", PG_USER,
+            "-D", str(data), "-R", "-X", "stream", "-c", "fast"]
+    if st.get("fast"):
+        args.append("--no-sync")
+    _run(args, log_path=log_path, run_as=run_as, cwd=str(replica_dir), timeout=120)
+    cmd = [str(bin_dir / "postgres"), "-D", str(data), "-h", "127.0.0.1", "-p", str(port), "-k", str(sock),
+           "-c", "max_connections=200", "-c", "hot_standby=on", "-c", "wal_receiver_status_interval=1s"]
+    proc = _spawn(root, "replica", cmd, cwd=replica_dir, run_as=run_as)
+    st.setdefault("procs", {})["replica"] = {"pid": proc.pid, "port": port, "cmd": cmd, "log": str(log_path),
+                                             "data": str(data)}
+    _write_state(root, st)
+    _wait_until("replica", proc.pid, lambda: _pg_ready(bin_dir, port), _WAIT_TIMEOUT["postgres"], log_path)
+    log(f"replica: streaming from port {primary['port']} on port {port}")
+    return f"postgresql://{PG_USER}@127.0.0.1:{port}/{PG_DB}"
 
 
 def status(root: Path) -> list[dict]:

@@ -187,9 +187,10 @@ async def cancel_deletion(app: web.Application, user_id: int) -> None:
 
 @routes.route("POST", "/api/token/", body=TokenRequest, response=TokenPair, auth=False)
 async def obtain_token(request: web.Request) -> web.Response:
-    """Log in with username (or e-mail) and password (and `code` once two-factor is on: 401 2fa_required without it, 2fa_invalid when wrong); returns an access and a refresh token.
+    """Log in with username (or e-mail), password and, once two-factor is on, code (else 2fa_required).
 
-    A login within the grace period of a requested account deletion cancels the deletion."""
+    Returns an access and a refresh token; a wrong or reused code is 401 2fa_invalid. A login within
+    the grace period of a requested account deletion cancels the deletion."""
     body = await read_json(request, TokenRequest)
     await check_address_limit(request, "login")
     hit = await request.app[limiter_key].hit(address_key("login-user", body.username.lower()), 60)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from handlers.auth import current_user
-from handlers.common import Page, Routes, encode_cursor, json_response, page_request
+from handlers.common import Page, Routes, encode_cursor, json_response, page_request, read_pool
 from handlers.context import config_key, pool_key, redis_key, timelines_key
 from handlers.posts import PostOut, cursor_id, render_posts
 from storage import explore, timelines as tl
@@ -53,7 +53,7 @@ async def explore_feed(request: web.Request) -> web.Response:
     page = page_request(request)
     parts = cursor_id(request, page.cursor)
     offset = parts or 0
-    pool = request.app[pool_key]
+    pool = await read_pool(request)
     ranked = await explore.read_trending(request.app[redis_key], offset, page.limit)
     authors = await explore.authors_of(pool, ranked)
     hidden = await explore.hidden_authors(pool, viewer, list(set(authors.values())))

@@ -25,6 +25,8 @@ from typing import Awaitable, Callable, Protocol
 
 import asyncpg
 import msgspec
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 
 from storage import deadletters, faults, leases, outbox
 from storage.metrics import (
@@ -32,8 +34,10 @@ from storage.metrics import (
     count_store_error,
 )
 from storage.outbox import Event
+from storage.tracecontext import context_of
 
 log = logging.getLogger("glint.events")
+tracer = trace.get_tracer("glint.events")
 
 
 class Consumer(Protocol):
@@ -73,7 +77,15 @@ class Dispatcher:
         return [c for c in self.consumers if topic in c.topics]
 
     async def deliver(self, consumer: Consumer, event: Event) -> bool:
-        """Run the consumer's handler for the event once in effect; False if it was dead-lettered."""
+        """Run the consumer's handler for the event once in effect; False if it was dead-lettered.
+        Its span continues the trace of the request that wrote the event."""
+        with tracer.start_as_current_span(
+                f"{consumer.name} {event.type}", context=context_of(event.traceparent), kind=SpanKind.CONSUMER,
+                attributes={"messaging.destination.name": event.topic, "messaging.message.id": str(event.event_id),
+                            "glint.consumer": consumer.name}):
+            return await self._deliver(consumer, event)
+
+    async def _deliver(self, consumer: Consumer, event: Event) -> bool:
         if await outbox.was_processed(self.pool, consumer.name, event.event_id):
             return True
         for attempt in range(1, self.max_attempts + 1):

@@ -34,14 +34,18 @@ from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
 
 from aiohttp import WSMsgType, web
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 from redis.asyncio import Redis
 
 from realtime import frames
 from realtime.presence import PresenceStore, iso
 from realtime.publisher import Publisher
-from storage.metrics import WS_CLOSED_SLOW, WS_CONNECTIONS, WS_FRAMES_IN, WS_FRAMES_OUT
+from storage.metrics import WS_CLOSED_SLOW, WS_FRAMES_IN, WS_FRAMES_OUT
+from storage.tracecontext import context_of, current_traceparent
 
 log = logging.getLogger("glint.realtime")
+tracer = trace.get_tracer("glint.realtime")
 
 CLOSE_IDLE = 4000
 CLOSE_UNAUTHORIZED = 4401
@@ -311,8 +315,11 @@ class Gateway:
                 return
 
     async def _dispatch(self, conn: Connection, frame: frames.AnyClientFrame) -> None:
+        kind = type(frame).__struct_config__.tag
         try:
-            await self.on_frame(conn, frame)
+            with tracer.start_as_current_span(f"ws {kind}", kind=SpanKind.SERVER,
+                                              attributes={"glint.frame": kind, "glint.user_id": conn.user_id}):
+                await self.on_frame(conn, frame)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -348,7 +355,6 @@ class Gateway:
     async def _attach(self, conn: Connection) -> None:
         conns = self.local.setdefault(conn.user_id, set())
         conns.add(conn)
-        WS_CONNECTIONS.inc()
         if len(conns) == 1:
             await self._subscribe(f"u:{conn.user_id}")
         came_online = await self.presence.connect(conn.user_id, conn.id)
@@ -357,9 +363,8 @@ class Gateway:
 
     async def _detach(self, conn: Connection) -> None:
         conns = self.local.get(conn.user_id)
-        if conns is not None and conn in conns:
+        if conns is not None:
             conns.discard(conn)
-            WS_CONNECTIONS.dec()
             if not conns:
                 del self.local[conn.user_id]
                 await self._unsubscribe(f"u:{conn.user_id}")
@@ -457,18 +462,30 @@ class Gateway:
                 conn.push(frame)
             return
         delivery = Delivery(int(parts[2]), int(parts[3]), int(parts[4])) if kind == b"m" else None
+        traced = len(parts) > (5 if kind == b"m" else 2)
+        if traced:  # the publisher was in a trace: this process's part of it is the push
+            with tracer.start_as_current_span("ws push", context=context_of(parts[-1].decode()),
+                                              kind=SpanKind.CONSUMER, attributes={"glint.user_id": uid}):
+                self._push_local(uid, exclude, frame, delivery)
+        else:
+            self._push_local(uid, exclude, frame, delivery)
+
+    def _push_local(self, uid: int, exclude: str, frame: bytes, delivery: Delivery | None) -> None:
         for conn in list(self.local.get(uid, ())):
             if conn.id != exclude:
                 conn.push(frame, delivery)
 
     @staticmethod
     def envelope(frame: bytes, *, exclude: Connection | None = None, delivery: Delivery | None = None) -> bytes:
-        """A frame as it travels the bus: a one-line header, then the encoded frame once."""
+        """A frame as it travels the bus: a one-line header (ending with the publisher's
+        traceparent when it is in a trace), then the encoded frame once."""
         skip = exclude.id if exclude is not None else ""
+        traceparent = current_traceparent()
+        tail = b"|" + traceparent.encode() if traceparent else b""
         if delivery is None:
-            return b"f|%s\n%s" % (skip.encode(), frame)
-        return b"m|%s|%d|%d|%d\n%s" % (skip.encode(), delivery.conversation_id, delivery.seq,
-                                       delivery.sender_id, frame)
+            return b"f|%s%s\n%s" % (skip.encode(), tail, frame)
+        return b"m|%s|%d|%d|%d%s\n%s" % (skip.encode(), delivery.conversation_id, delivery.seq,
+                                         delivery.sender_id, tail, frame)
 
     async def publish(self, items: list[tuple[int, bytes]]) -> list[int]:
         """Publish envelopes to users' channels in one pipeline; per item, how many processes

@@ -43,6 +43,8 @@ GLINT_METRICS = {
     "glint_events_handled_total",
     "glint_dependency_up",
     "glint_dead_letters_total",
+    "glint_dead_letters_pending",
+    "glint_dead_letter_replays_total",
     "glint_ws_frames_total",
     "glint_ws_slow_closes_total",
     "glint_messages_sent_total",
