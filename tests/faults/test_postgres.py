@@ -7,6 +7,8 @@ from __future__ import annotations
 import logging
 
 from app.main import create_app
+from handlers.context import pool_key
+from tests.conftest import wait_for
 from tests.faults.conftest import fault_config, stopped
 from tests.realtime.helpers import bearer, next_frame, open_socket, start_conversation, user_and_token
 
@@ -28,6 +30,12 @@ async def test_frames_during_a_postgres_restart_answer_unavailable_and_the_pool_
     conversation = await start_conversation(client, ana_token, bob["id"])
     ws = await open_socket(client, ana_token)
     assert (await send(ws, conversation["id"], "before", 1))["message"]["seq"] == 1
+    pool = client.app[pool_key]
+
+    async def push_recorded() -> bool:  # bob is offline: the message's push is written after it
+        return bool(await pool.fetchval("SELECT count(*) FROM outbox WHERE type = 'message_sent'"))
+
+    await wait_for(push_recorded)
 
     caplog.set_level(logging.WARNING)
     with stopped(stack_root, "postgres"):
