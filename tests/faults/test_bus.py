@@ -27,6 +27,9 @@ async def test_messages_sent_while_redis_is_frozen_reach_recipients_through_resy
     client = await aiohttp_client(app)
     (ana, ana_token), (bob, bob_token), (carol, _) = [await user_and_token(client) for _ in range(3)]
     group = await start_conversation(client, ana_token, bob["id"], carol["id"], title="g")
+    # accepted, not a message request: its members get pushes
+    await app[pool_key].execute("UPDATE conversation_members SET accepted = true WHERE conversation_id = $1",
+                                int(group["id"]))
     ana_ws, bob_ws = await open_socket(client, ana_token), await open_socket(client, bob_token)
     assert (await sent_acked(ana_ws, group["id"], "m1"))["message"]["seq"] == 1
     assert (await frame_of(bob_ws, "message.new"))["message"]["seq"] == 1

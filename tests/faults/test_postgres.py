@@ -28,9 +28,12 @@ async def test_frames_during_a_postgres_restart_answer_unavailable_and_the_pool_
     client = await aiohttp_client(create_app(fault_config(stack_env, database_url)))
     (ana, ana_token), (bob, _) = await user_and_token(client), await user_and_token(client)
     conversation = await start_conversation(client, ana_token, bob["id"])
+    pool = client.app[pool_key]
+    # accepted, not a message request: bob gets pushes
+    await pool.execute("UPDATE conversation_members SET accepted = true WHERE conversation_id = $1",
+                       int(conversation["id"]))
     ws = await open_socket(client, ana_token)
     assert (await send(ws, conversation["id"], "before", 1))["message"]["seq"] == 1
-    pool = client.app[pool_key]
 
     async def push_recorded() -> bool:  # bob is offline: the message's push is written after it
         return bool(await pool.fetchval("SELECT count(*) FROM outbox WHERE type = 'message_sent'"))
