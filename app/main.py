@@ -135,11 +135,13 @@ def create_app(config: Config, *, consumers: bool = True, extra_consumers: list[
         middlewares=[
             middlewares.request_context,
             middlewares.errors,
+            middlewares.refuse_unstorable,
             middlewares.cors(config.cors_origins),
             middlewares.gzip(config.gzip_min_bytes),
             middlewares.authenticate,
         ],
     )
+    middlewares.json_protocol_errors()
     app[config_key] = config
     app[sockets_key] = weakref.WeakSet()
     app[background_key] = Background(run_consumers=consumers, consumers=list(extra_consumers or []))

@@ -11,7 +11,7 @@ from msgspec import Meta
 
 from handlers.auth import current_user
 from handlers.common import (
-    Forbidden, NotFound, Page, Routes, Struct, ValidationFailed, encode_cursor, json_response, make_page, no_content,
+    Forbidden, IdIn, NotFound, Page, Routes, Struct, ValidationFailed, encode_cursor, json_response, make_page, no_content,
     page_request, parse_id, path_id, query_id, read_json,
 )
 from handlers.context import pool_key
@@ -22,9 +22,9 @@ routes = Routes("comments")
 
 
 class CommentCreate(Struct):
-    post_id: str | int
+    post_id: IdIn
     text: Annotated[str, Meta(min_length=1, max_length=CAPTION_MAX)]
-    parent_id: str | int | None = None
+    parent_id: IdIn | None = None
 
 
 class CommentOut(Struct):

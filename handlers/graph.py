@@ -15,7 +15,7 @@ from handlers.accounts import TOPIC, UserSummary, retry_on_deadlock, user_summar
 from handlers.auth import current_user
 from handlers.common import (
     NotFound, Page, PageRequest, Routes, Struct, ValidationFailed, decode_cursor, encode_cursor, json_response,
-    make_page, no_content, page_request, path_id,
+    make_page, no_content, page_request, parse_id, path_id,
 )
 from handlers.context import pool_key
 from storage import graph, outbox, visibility
@@ -157,13 +157,8 @@ async def unblock(request: web.Request) -> web.Response:
 
 
 def _edge_after(page: PageRequest) -> tuple[datetime, int] | None:
-    parts = decode_cursor(page.cursor, 2)
-    if parts is None:
-        return None
-    try:
-        return datetime.fromisoformat(parts[0]), int(parts[1])
-    except (TypeError, ValueError):
-        raise ValidationFailed("cursor is invalid.", fields={"cursor": "Invalid cursor."}) from None
+    parts = decode_cursor(page.cursor, datetime, str)
+    return None if parts is None else (parts[0], parse_id(parts[1], "cursor"))
 
 
 async def edge_page(request: web.Request, kind: str, owner: int, hide_blocked_for: int | None) -> web.Response:

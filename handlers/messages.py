@@ -24,17 +24,18 @@ from msgspec import Meta
 
 from handlers.auth import auth_markers, bearer_token, check_session, current_user
 from handlers.common import (
-    ApiError, Forbidden, NotAuthenticated, NotFound, Page, Routes, Struct, ValidationFailed, client_error,
+    ApiError, Forbidden, NotAuthenticated, NotFound, Page, RateLimited, Routes, Struct, ValidationFailed, client_error,
     decode_cursor, encode_cursor, error_frame, json_response, no_content, page_request, parse_id, path_id, read_json,
 )
-from handlers.context import config_key, identity_key, pool_key, redis_key
+from handlers.context import config_key, identity_key, limiter_key, pool_key, redis_key
 from realtime import frames
-from realtime.frames import IdStr, Message
+from realtime.frames import IdStr, Message, PositiveSeq, Seq
 from realtime.gateway import Connection, Delivery, Gateway, Settings, gateway_ctx, gateway_key
 from realtime.presence import iso as ms_iso
 from storage import faults, outbox, visibility
 from storage import messages as store
 from storage.metrics import MESSAGES_SENT
+from storage.ratelimit import user_key
 
 log = logging.getLogger("glint.messages")
 outages = faults.OutageLog(log)
@@ -112,14 +113,28 @@ class SendBody(Struct):
     client_id: Annotated[str, Meta(min_length=1, max_length=64)]
     text: Annotated[str, Meta(max_length=frames.MAX_TEXT)] = ""
     media_id: IdStr | None = None
-    reply_to_seq: Annotated[int, Meta(ge=1)] | None = None
+    reply_to_seq: PositiveSeq | None = None
 
 
 class ReadBody(Struct):
-    seq: Annotated[int, Meta(ge=0)]
+    seq: Seq
 
 
 # ---------------------------------------------------------------- the writer (group commit)
+
+
+class Unstorable(ValidationFailed):
+    message = "A value of this message cannot be stored."
+
+
+def refused(exc: BaseException) -> BaseException:
+    """What the sender of a message the database refused hears: a 400 for a value it refused
+    (logged, as the edge should have caught it), the error itself otherwise."""
+    if isinstance(exc, (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, UnicodeError,
+                        OverflowError, ValueError)):
+        log.warning("a message was refused by the database: %r", exc)
+        return Unstorable()
+    return exc
 
 
 class Blocked(ApiError):
@@ -195,25 +210,53 @@ class MessageWriter:
                 first[key] = len(unique)
                 unique.append((draft, future, origin))
         drafts = [d for d, _, _ in unique]
+        results: list[store.Written | BaseException]
+        try:
+            results = list(await self._store(drafts))
+        except Exception as exc:
+            if faults.is_unavailable(exc):
+                raise  # the store is away: every sender hears it
+            if len(drafts) == 1:
+                results = [refused(exc)]
+            else:
+                # no shared fate: one value the database refuses fails its own send, not the batch
+                log.warning("a batch of %d messages failed (%r); storing them one by one", len(drafts), exc)
+                results = [await self._store_one(d) for d in drafts]
+        self.stats["batches"] += 1
+        self.stats["messages"] += len(drafts)
+        MESSAGES_SENT.inc(sum(1 for w in results if not isinstance(w, BaseException) and w.status == "ok"))
+        for (draft, future, _), written in zip(unique, results):
+            if not future.done():
+                if isinstance(written, BaseException):
+                    future.set_exception(written)
+                else:
+                    future.set_result(written)
+        for index, future in followers:
+            if not future.done():
+                original = results[index]
+                if isinstance(original, BaseException):
+                    future.set_exception(original)
+                else:
+                    future.set_result(store.Written("duplicate", original.message, []))
+        await self._publish([(w, origin) for (_, _, origin), w in zip(unique, results)
+                             if not isinstance(w, BaseException) and w.status == "ok"])
+
+    async def _store(self, drafts: list[store.Draft]) -> list[store.Written]:
         for attempt in range(5):
             try:
-                results = await store.write_batch(self.pool, drafts)
-                break
+                return await store.write_batch(self.pool, drafts)
             except (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError):
                 # another process stored one of these client ids meanwhile (a retry finds the
                 # original), or lock orders crossed; the statement changed nothing
                 if attempt == 4:
                     raise
-        self.stats["batches"] += 1
-        self.stats["messages"] += len(drafts)
-        MESSAGES_SENT.inc(sum(1 for written in results if written.status == "ok"))
-        for (draft, future, _), written in zip(unique, results):
-            if not future.done():
-                future.set_result(written)
-        for index, future in followers:
-            if not future.done():
-                future.set_result(store.Written("duplicate", results[index].message, []))
-        await self._publish([(w, origin) for (_, _, origin), w in zip(unique, results) if w.status == "ok"])
+        raise AssertionError("unreachable")
+
+    async def _store_one(self, draft: store.Draft) -> store.Written | BaseException:
+        try:
+            return (await self._store([draft]))[0]
+        except Exception as exc:
+            return exc if faults.is_unavailable(exc) else refused(exc)
 
     async def _publish(self, written: list[tuple[store.Written, Connection | None]]) -> None:
         items: list[tuple[int, bytes]] = []
@@ -276,6 +319,15 @@ class ReceiptWriter:
             self.wakeup.set()
             await self.task
 
+    async def _mark(self, positions: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+        for attempt in range(3):
+            try:
+                return await store.mark_delivered_batch(self.pool, positions)
+            except asyncpg.DeadlockDetectedError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
     def add(self, user_id: int, delivery: Delivery) -> None:
         """A socket of user_id wrote message delivery.seq out."""
         if user_id == delivery.sender_id:
@@ -301,13 +353,21 @@ class ReceiptWriter:
 
     async def _flush(self, pending: dict[tuple[int, int], tuple[int, set[int]]]) -> None:
         positions = sorted((conv, user, seq) for (conv, user), (seq, _) in pending.items())
-        for attempt in range(3):
-            try:
-                moved = await store.mark_delivered_batch(self.pool, positions)
-                break
-            except asyncpg.DeadlockDetectedError:
-                if attempt == 2:
-                    raise
+        try:
+            moved = await self._mark(positions)
+        except Exception as exc:
+            if faults.is_unavailable(exc):
+                raise
+            # no shared fate: a position the database refuses loses only its own receipt
+            log.warning("a batch of %d delivered receipts failed (%r); writing them one by one", len(positions), exc)
+            moved = []
+            for position in positions:
+                try:
+                    moved += await self._mark([position])
+                except Exception as one:
+                    if faults.is_unavailable(one):
+                        raise
+                    log.warning("delivered receipt %s refused: %r", position, one)
         items = []
         for conv, user, seq in moved:
             frame = frames.encode(frames.MessageDelivered(conversation_id=str(conv), seq=seq, user_id=str(user)))
@@ -426,13 +486,8 @@ async def list_conversations(request: web.Request) -> web.Response:
     """The viewer's conversations, latest activity first, with the last message and unread count."""
     viewer = current_user(request)
     page = page_request(request)
-    cursor = decode_cursor(page.cursor, 2)
-    before = None
-    if cursor is not None:
-        try:
-            before = (datetime.fromisoformat(cursor[0]), int(cursor[1]))
-        except (TypeError, ValueError):
-            raise ValidationFailed("cursor is invalid.", fields={"cursor": "Invalid cursor."}) from None
+    cursor = decode_cursor(page.cursor, datetime, str)
+    before = (cursor[0], parse_id(cursor[1], "cursor")) if cursor is not None else None
     rows = await store.list_conversations(request.app[pool_key], viewer, before, page.limit + 1)
     items = [ConversationSummary(
         id=str(r["id"]), kind=r["kind"], title=r["title"], member_ids=[str(m) for m in r["member_ids"] or ()],
@@ -538,7 +593,7 @@ def seq_param(request: web.Request, name: str) -> int | None:
     raw = request.query.get(name)
     if raw in (None, ""):
         return None
-    if not raw.isdigit() or len(raw) > 18:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise ValidationFailed(f"{name} must be a number.", fields={name: "Must be a number."})
     return int(raw)
 
@@ -604,8 +659,19 @@ async def handle_frame(conn: Connection, frame: frames.AnyClientFrame) -> None:
         await conn.reply(error_frame(error, frame.ref))
 
 
+async def charge_frame(conn: Connection) -> None:
+    """Count a frame against its user's request budget, the same counter REST requests use; over
+    the limit it is refused with a `rate_limited` error (the socket stays open)."""
+    config = conn.app[config_key]
+    hit = await conn.app[limiter_key].hit(user_key(conn.user_id, "h"), 3600)
+    if hit.count > config.rate_limit_per_hour:
+        raise RateLimited(f"Too many requests; retry in {max(hit.reset_ms // 1000, 1)} s.")
+
+
 async def _handle(conn: Connection, frame: frames.AnyClientFrame) -> None:
     app = conn.app
+    if not isinstance(frame, frames.Typing):  # typing is charged only when not dropped anyway
+        await charge_frame(conn)
     if isinstance(frame, frames.SendMessage):
         message, _ = await send_message(app, conn.user_id, int(frame.conversation_id), frame, origin=conn)
         await conn.send(frames.MessageAck(ref=frame.ref, message=message))
@@ -647,6 +713,7 @@ async def send_typing(conn: Connection, conversation_id: int) -> None:
     last[conversation_id] = now  # before any await: frames of one socket are handled concurrently
     if len(last) > 256:
         last.clear()
+    await charge_frame(conn)
     members = await cached_members(conn, conversation_id)
     reached = await visibility.reachable(conn.app[pool_key], conn.user_id, members)
     frame = frames.encode(frames.TypingNotice(conversation_id=str(conversation_id), user_id=str(conn.user_id)))

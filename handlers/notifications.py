@@ -15,7 +15,7 @@ from msgspec import Meta
 from handlers.accounts import SettingsPatch, update_settings
 from handlers.auth import current_user
 from handlers.common import (
-    NotFound, Page, Routes, Struct, ValidationFailed, encode_cursor, json_response, make_page,
+    IdIn, NotFound, Page, Routes, Struct, ValidationFailed, encode_cursor, json_response, make_page,
     no_content, page_request, parse_id, path_id, read_json,
 )
 from handlers.context import pool_key
@@ -25,7 +25,9 @@ from storage.notifications import NotificationView
 
 routes = Routes("notifications")
 
-Preferences = dict[str, dict[str, bool]]
+Preferences = Annotated[dict[Annotated[str, Meta(max_length=40)],
+                              Annotated[dict[Annotated[str, Meta(max_length=20)], bool], Meta(max_length=8)]],
+                        Meta(max_length=40)]
 
 
 class UnreadCount(Struct):
@@ -33,7 +35,7 @@ class UnreadCount(Struct):
 
 
 class ReadRequest(Struct):
-    up_to_id: Annotated[str | int, Meta(description="mark this one and everything older read; omit for all")] | None = None
+    up_to_id: Annotated[IdIn, Meta(description="mark this one and everything older read; omit for all")] | None = None
 
 
 class ReadResult(Struct):

@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 
 from handlers.auth import current_user
 from handlers.common import (
-    NotFound, Page, Routes, Struct, ValidationFailed, decode_cursor, encode_cursor, json_response, make_page,
+    IdIn, NotFound, Page, Routes, Struct, ValidationFailed, decode_cursor, encode_cursor, json_response, make_page,
     no_content, page_request, parse_id, path_id, query_id, read_json,
 )
 from handlers.context import pool_key, redis_key
@@ -46,7 +46,7 @@ class LocationIn(Struct):
 
 
 class PostCreate(Struct):
-    media_ids: Annotated[list[str | int], Meta(min_length=1, max_length=10, description="1 to 10 media ids")]
+    media_ids: Annotated[list[IdIn], Meta(min_length=1, max_length=10, description="1 to 10 media ids")]
     caption: Annotated[str, Meta(max_length=CAPTION_MAX)] = ""
     location: LocationIn | None = None
 
@@ -233,12 +233,8 @@ async def render_post(request: web.Request, viewer: int, post_id: int) -> PostOu
 
 def cursor_id(request: web.Request, cursor: str | None) -> int | None:
     """The id inside a one-id cursor."""
-    parts = decode_cursor(cursor, 1)
-    if parts is None:
-        return None
-    if not isinstance(parts[0], int):
-        raise ValidationFailed("cursor is invalid.", fields={"cursor": "Invalid cursor."})
-    return parts[0]
+    parts = decode_cursor(cursor, int)
+    return None if parts is None else parts[0]
 
 
 # ---------------------------------------------------------------- routes

@@ -332,12 +332,8 @@ async def story_tray(request: web.Request) -> web.Response:
     """The tray: yours first, then followed users with unseen stories, then by their latest story."""
     viewer = current_user(request)
     page = page_request(request)
-    cursor = decode_cursor(page.cursor, 1)
-    start = 0
-    if cursor is not None:
-        if type(cursor[0]) is not int or cursor[0] < 0:
-            raise ValidationFailed("cursor is invalid.", fields={"cursor": "Invalid cursor."})
-        start = cursor[0]
+    cursor = decode_cursor(page.cursor, int)
+    start = cursor[0] if cursor is not None else 0
     owners = await get_tray(request.app, viewer)
     window = owners[start:start + page.limit + 1]
     entries = [(start + i, tray_entry(request, viewer, o)) for i, o in enumerate(window)]
@@ -350,8 +346,8 @@ async def story_archive(request: web.Request) -> web.Response:
     """Your expired stories, newest first (media is removed an hour after expiry)."""
     owner = current_user(request)
     page = page_request(request)
-    cursor = decode_cursor(page.cursor, 1)
-    before = parse_id(str(cursor[0]), "cursor") if cursor is not None else None
+    cursor = decode_cursor(page.cursor, str)
+    before = parse_id(cursor[0], "cursor") if cursor is not None else None
     pool = request.app[pool_key]
     rows = await stories.list_archive(pool, owner, before, page.limit)
     media_by_id = await media_rows(pool, rows)
@@ -364,8 +360,8 @@ async def get_close_friends(request: web.Request) -> web.Response:
     """Your close-friends list: who sees your close-friends stories."""
     owner = current_user(request)
     page = page_request(request)
-    cursor = decode_cursor(page.cursor, 1)
-    after = parse_id(str(cursor[0]), "cursor") if cursor is not None else None
+    cursor = decode_cursor(page.cursor, str)
+    after = parse_id(cursor[0], "cursor") if cursor is not None else None
     rows = await stories.list_close_friends(request.app[pool_key], owner, after, page.limit)
     return json_response(make_page(request, [user_brief(r) for r in rows], page.limit, lambda u: encode_cursor(u.id)))
 
@@ -393,8 +389,8 @@ async def story_viewers(request: web.Request) -> web.Response:
     owner = current_user(request)
     story_id = path_id(request)
     page = page_request(request)
-    cursor = decode_cursor(page.cursor, 1)
-    before = parse_id(str(cursor[0]), "cursor") if cursor is not None else None
+    cursor = decode_cursor(page.cursor, str)
+    before = parse_id(cursor[0], "cursor") if cursor is not None else None
     pool = request.app[pool_key]
     if await stories.get_own_story(pool, story_id, owner) is None:
         raise NotFound()

@@ -202,7 +202,12 @@ class NotificationConsumer:
                     continue
                 group_id = None
                 if channels.get("in_app"):
-                    group_id = await store.add_item(conn, item, self.group_window)
+                    try:
+                        group_id = await store.add_item(conn, item, self.group_window)
+                    except (asyncpg.DataError, UnicodeError) as exc:
+                        # no shared fate: a value the database refuses loses this one item only
+                        log.warning("notification for %s refused: %r", item.recipient_id, exc)
+                        continue
                     if group_id is None:
                         continue  # a redelivery: made before, delivered before
                 made.append((item, channels, group_id))

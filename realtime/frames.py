@@ -12,8 +12,12 @@ from typing import Annotated, Any, Literal, Union
 import msgspec
 from msgspec import Meta
 
-IdStr = Annotated[str, Meta(pattern=r"^[1-9][0-9]{0,18}$", description="a 64-bit id as a string")]
-Ref = Union[str, int, None]
+from storage.bounds import BIGINT_MAX, ID_PATTERN, bad_text
+
+IdStr = Annotated[str, Meta(pattern=ID_PATTERN, description="a 64-bit id as a string (1..2^63-1)")]
+Seq = Annotated[int, Meta(ge=0, le=BIGINT_MAX, description="a position in a conversation")]
+PositiveSeq = Annotated[int, Meta(ge=1, le=BIGINT_MAX, description="a message's seq")]
+Ref = Union[Annotated[str, Meta(max_length=64)], Annotated[int, Meta(ge=-BIGINT_MAX, le=BIGINT_MAX)], None]
 MAX_TEXT = 4000
 
 
@@ -28,17 +32,17 @@ class SendMessage(ClientFrame, tag="message.send"):
     client_id: Annotated[str, Meta(min_length=1, max_length=64)]
     text: Annotated[str, Meta(max_length=MAX_TEXT)] = ""
     media_id: IdStr | None = None
-    reply_to_seq: Annotated[int, Meta(ge=1)] | None = None
+    reply_to_seq: PositiveSeq | None = None
 
 
 class ReadMessages(ClientFrame, tag="message.read"):
     conversation_id: IdStr
-    seq: Annotated[int, Meta(ge=0)]
+    seq: Seq
 
 
 class DeleteMessage(ClientFrame, tag="message.delete"):
     conversation_id: IdStr
-    seq: Annotated[int, Meta(ge=1)]
+    seq: PositiveSeq
 
 
 class Typing(ClientFrame, tag="typing"):
@@ -50,7 +54,7 @@ class SubscribePresence(ClientFrame, tag="presence.subscribe"):
 
 
 class Sync(ClientFrame, tag="sync"):
-    conversations: Annotated[dict[IdStr, Annotated[int, Meta(ge=0)]], Meta(max_length=1000)]
+    conversations: Annotated[dict[IdStr, Seq], Meta(max_length=1000)]
 
 
 class Ping(ClientFrame, tag="ping"):
@@ -171,11 +175,19 @@ def _ref_of(data: bytes) -> Ref:
     except msgspec.DecodeError:
         return None
     ref = value.get("ref") if isinstance(value, dict) else None
-    return ref if isinstance(ref, (str, int)) and not isinstance(ref, bool) else None
+    if isinstance(ref, str) and len(ref) <= 64 or isinstance(ref, int) and not isinstance(ref, bool) \
+            and abs(ref) <= BIGINT_MAX:
+        return ref
+    return None
 
 
 def decode_client(data: bytes | str) -> AnyClientFrame:
-    """One client frame; raises FrameError naming what is wrong."""
+    """One client frame; raises FrameError naming what is wrong (text that is not UTF-8 or holds
+    a NUL included: no store could keep it)."""
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+    problem = bad_text(raw)
+    if problem is not None:
+        raise FrameError("invalid_text", problem, _ref_of(raw) if problem.endswith("NUL character.") else None)
     try:
         return _decoder.decode(data)
     except msgspec.ValidationError as exc:
