@@ -134,6 +134,7 @@ def create_app(config: Config, *, consumers: bool = True, extra_consumers: list[
         client_max_size=config.max_body_bytes,
         middlewares=[
             middlewares.request_context,
+            middlewares.security_headers,
             middlewares.errors,
             middlewares.refuse_unstorable,
             middlewares.cors(config.cors_origins),

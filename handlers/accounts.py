@@ -417,7 +417,7 @@ async def list_users(request: web.Request) -> web.Response:
     return json_response(Page(results=[user_summary(r) for r in result.results], next=result.next))
 
 
-@routes.route("GET", "/api/accounts/users/{id}/", response=ProfileOut)
+@routes.route("GET", "/api/accounts/users/{id}/", sees="shown", response=ProfileOut)
 async def get_profile(request: web.Request) -> web.Response:
     """A user's profile with counts and the viewer's relationship; 404 if either blocks the other."""
     viewer = current_user(request)

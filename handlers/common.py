@@ -339,6 +339,18 @@ def _guarded(handler: "Handler", role: str) -> "Handler":
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+# Who a route serves (its `sees` declaration), which the authorization matrix test checks for
+# every route against an anonymous client, a stranger, a blocked user, a follower and the owner of
+# a private account's things (anyone refused gets 404, so existence does not leak):
+#   anyone    no account needed
+#   self      any signed-in account: its own things, or an act any account may take (a block)
+#   shown     a user anyone may be shown, but not one kept apart from them (a block)
+#   audience  an owner's things: those who may see the owner's things (storage.visibility)
+#   member    a conversation: its members
+#   owner     the owner only (others who may see the thing may get 403 instead)
+#   staff     moderators and admins (the `role` option)
+SEES = ("anyone", "self", "shown", "audience", "member", "owner", "staff")
+
 
 @dataclass
 class RouteDoc:
@@ -355,6 +367,8 @@ class RouteDoc:
     tag: str = ""
     query: dict[str, str] = field(default_factory=dict)
     role: str | None = None
+    sees: str = "self"
+    also: dict[int, str] = field(default_factory=dict)  # other success statuses and when they answer
 
 
 class Routes:
@@ -366,14 +380,24 @@ class Routes:
 
     def route(self, method: str, path: str, *, body: type | None = None, response: type | None = None,
               status: int = 200, auth: bool = True, query: dict[str, str] | None = None,
-              role: str | None = None) -> Callable[[Handler], Handler]:
+              role: str | None = None, sees: str | None = None,
+              also: dict[int, str] | None = None) -> Callable[[Handler], Handler]:
         """Record a route; `role` ("moderator" or "admin") admits only accounts with at least that
-        role, and answers 404 to everyone else (anonymous included), so the route does not leak."""
+        role, and answers 404 to everyone else (anonymous included), so the route does not leak.
+        `sees` declares who it serves (SEES): required when the path names someone's thing by id;
+        `also` lists success statuses besides `status` (a resend's 200) for the OpenAPI document."""
+        if sees is None:
+            if "{" in path and role is None:
+                raise ValueError(f"{method} {path}: declare whom it serves (sees=)")
+            sees = "staff" if role else "anyone" if not auth else "self"
+        if sees not in SEES:
+            raise ValueError(f"{method} {path}: sees={sees!r} is not one of {SEES}")
+
         def register(handler: Handler) -> Handler:
             summary = (handler.__doc__ or handler.__name__).strip().splitlines()[0]
             served = handler if role is None else _guarded(handler, role)
             self.docs.append(RouteDoc(method, path, served, summary, body, response, status, auth,
-                                      self.tag, query or {}, role))
+                                      self.tag, query or {}, role, sees, also or {}))
             return handler
         return register
 

@@ -111,7 +111,7 @@ class FollowOut(Struct):
     status: FollowStatus
 
 
-@routes.route("POST", "/api/accounts/users/{id}/follow/", response=FollowOut)
+@routes.route("POST", "/api/accounts/users/{id}/follow/", sees="shown", response=FollowOut)
 async def follow(request: web.Request) -> web.Response:
     """Follow a user; for a private account this makes a follow request (status "requested")."""
     viewer = current_user(request)
@@ -126,31 +126,32 @@ async def _on_path_user(request: web.Request, write: Callable[[asyncpg.Pool, int
     return no_content()
 
 
-@routes.route("POST", "/api/accounts/users/{id}/unfollow/", status=204)
+@routes.route("POST", "/api/accounts/users/{id}/unfollow/", sees="shown", status=204)
 async def unfollow(request: web.Request) -> web.Response:
     """Unfollow a user, or withdraw the follow request."""
     return await _on_path_user(request, do_unfollow)
 
 
-@routes.route("POST", "/api/accounts/follow-requests/{id}/approve/", status=204)
+@routes.route("POST", "/api/accounts/follow-requests/{id}/approve/", sees="owner", status=204)
 async def approve_request(request: web.Request) -> web.Response:
     """Approve the follow request of user {id}: they now follow the viewer."""
     return await _on_path_user(request, partial(do_answer_request, approve=True))
 
 
-@routes.route("POST", "/api/accounts/follow-requests/{id}/reject/", status=204)
+@routes.route("POST", "/api/accounts/follow-requests/{id}/reject/", sees="owner", status=204)
 async def reject_request(request: web.Request) -> web.Response:
     """Reject the follow request of user {id}."""
     return await _on_path_user(request, partial(do_answer_request, approve=False))
 
 
-@routes.route("POST", "/api/accounts/users/{id}/block/", status=204)
+@routes.route("POST", "/api/accounts/users/{id}/block/", sees="self",  # even someone who blocks you
+              status=204)
 async def block(request: web.Request) -> web.Response:
     """Block a user: follows and requests both ways go, and each is hidden from the other."""
     return await _on_path_user(request, do_block)
 
 
-@routes.route("POST", "/api/accounts/users/{id}/unblock/", status=204)
+@routes.route("POST", "/api/accounts/users/{id}/unblock/", sees="shown", status=204)
 async def unblock(request: web.Request) -> web.Response:
     """Lift a block (follows are not restored); 404 when there was none."""
     return await _on_path_user(request, do_unblock)
@@ -179,14 +180,14 @@ async def _visible_owner(request: web.Request) -> tuple[int, int]:
     return viewer, owner
 
 
-@routes.route("GET", "/api/accounts/users/{id}/followers/", response=Page[UserSummary], query=PAGE_QUERY)
+@routes.route("GET", "/api/accounts/users/{id}/followers/", sees="audience", response=Page[UserSummary], query=PAGE_QUERY)
 async def followers(request: web.Request) -> web.Response:
     """Who follows the user, newest first."""
     viewer, owner = await _visible_owner(request)
     return await edge_page(request, "followers", owner, viewer)
 
 
-@routes.route("GET", "/api/accounts/users/{id}/following/", response=Page[UserSummary], query=PAGE_QUERY)
+@routes.route("GET", "/api/accounts/users/{id}/following/", sees="audience", response=Page[UserSummary], query=PAGE_QUERY)
 async def following(request: web.Request) -> web.Response:
     """Whom the user follows, newest first."""
     viewer, owner = await _visible_owner(request)

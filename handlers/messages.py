@@ -395,7 +395,7 @@ async def send_message(app: web.Application, sender: int, conversation_id: int, 
     if not body.text.strip() and body.media_id is None:
         raise ValidationFailed("A message needs text or media.", fields={"text": "Send text or media."})
     media_id = int(body.media_id) if body.media_id is not None else None
-    if media_id is not None and not await store.media_owned(app[pool_key], media_id, sender):
+    if media_id is not None and not await store.claim_media(app[pool_key], media_id, sender):
         raise ValidationFailed("media_id: no such media of yours.", fields={"media_id": "Unknown media."})
     draft = store.Draft(conversation_id, sender, body.client_id, body.text, media_id, body.reply_to_seq)
     written: store.Written = await app[writer_key].submit(draft, origin)
@@ -508,7 +508,8 @@ def make_next(request: web.Request, items: list, limit: int, query_of) -> Page:
     return Page(results=items, next=str(request.rel_url.with_query(query)))
 
 
-@routes.route("POST", "/api/conversations/", body=CreateConversation, response=ConversationOut, status=201)
+@routes.route("POST", "/api/conversations/", body=CreateConversation, response=ConversationOut, status=201,
+              also={200: "one other member, and the 1:1 conversation with them exists already: that one"})
 async def start_conversation(request: web.Request) -> web.Response:
     """Start a conversation: one other member gives the 1:1 (the existing one if any), more a group."""
     viewer = current_user(request)
@@ -518,13 +519,13 @@ async def start_conversation(request: web.Request) -> web.Response:
     return json_response(detail, status=201 if created else 200)
 
 
-@routes.route("GET", "/api/conversations/{id}/", response=ConversationOut)
+@routes.route("GET", "/api/conversations/{id}/", sees="member", response=ConversationOut)
 async def get_conversation(request: web.Request) -> web.Response:
     """A conversation: members, title and each member's read position."""
     return json_response(await conversation_detail(request.app[pool_key], path_id(request), current_user(request)))
 
 
-@routes.route("POST", "/api/conversations/{id}/members/", body=AddMembers, response=ConversationOut)
+@routes.route("POST", "/api/conversations/{id}/members/", sees="member", body=AddMembers, response=ConversationOut)
 async def add_members(request: web.Request) -> web.Response:
     """Add members to a group (any member may; at most 256 members)."""
     viewer = current_user(request)
@@ -550,7 +551,7 @@ async def add_members(request: web.Request) -> web.Response:
     return json_response(await conversation_detail(pool, conversation_id, viewer))
 
 
-@routes.route("DELETE", "/api/conversations/{id}/members/{user_id}/", status=204)
+@routes.route("DELETE", "/api/conversations/{id}/members/{user_id}/", sees="owner", status=204)
 async def remove_member(request: web.Request) -> web.Response:
     """Leave a group (your own id) or, as its creator, remove a member."""
     viewer = current_user(request)
@@ -568,7 +569,7 @@ async def remove_member(request: web.Request) -> web.Response:
     return no_content()
 
 
-@routes.route("GET", "/api/conversations/{id}/messages/", response=Page[Message],
+@routes.route("GET", "/api/conversations/{id}/messages/", sees="member", response=Page[Message],
               query={"before_seq": "messages before this seq, newest first", "after_seq":
                      "messages after this seq, oldest first", "limit": "page size (default 50, max 100)"})
 async def list_messages(request: web.Request) -> web.Response:
@@ -598,7 +599,8 @@ def seq_param(request: web.Request, name: str) -> int | None:
     return int(raw)
 
 
-@routes.route("POST", "/api/conversations/{id}/messages/", body=SendBody, response=Message, status=201)
+@routes.route("POST", "/api/conversations/{id}/messages/", sees="member", body=SendBody, response=Message, status=201,
+              also={200: "a resend with a client_id already used: the original message, unchanged"})
 async def post_message(request: web.Request) -> web.Response:
     """Send a message (REST twin of message.send); a resend with the same client_id returns the original (200)."""
     viewer = current_user(request)
@@ -608,7 +610,7 @@ async def post_message(request: web.Request) -> web.Response:
     return json_response(message, status=201 if created else 200)
 
 
-@routes.route("DELETE", "/api/conversations/{id}/messages/{seq}/", status=204)
+@routes.route("DELETE", "/api/conversations/{id}/messages/{seq}/", sees="owner", status=204)
 async def remove_message(request: web.Request) -> web.Response:
     """Delete your message for everyone: it becomes a tombstone and members get message.deleted."""
     viewer = current_user(request)
@@ -618,7 +620,7 @@ async def remove_message(request: web.Request) -> web.Response:
     return no_content()
 
 
-@routes.route("POST", "/api/conversations/{id}/read/", body=ReadBody, status=204)
+@routes.route("POST", "/api/conversations/{id}/read/", sees="member", body=ReadBody, status=204)
 async def mark_read(request: web.Request) -> web.Response:
     """Mark the conversation read up to seq (REST twin of the message.read frame)."""
     viewer = current_user(request)

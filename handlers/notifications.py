@@ -129,7 +129,7 @@ async def list_devices(request: web.Request) -> web.Response:
     return json_response([_device_out(r) for r in await notifications.list_devices(request.app[pool_key], viewer)])
 
 
-@routes.route("DELETE", "/api/notifications/devices/{id}/", status=204)
+@routes.route("DELETE", "/api/notifications/devices/{id}/", sees="owner", status=204)
 async def remove_device(request: web.Request) -> web.Response:
     """Unregister one of the viewer's push devices."""
     viewer = current_user(request)

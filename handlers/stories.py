@@ -375,7 +375,7 @@ async def put_close_friends(request: web.Request) -> web.Response:
     return no_content()
 
 
-@routes.route("POST", "/api/stories/{id}/view/", status=204)
+@routes.route("POST", "/api/stories/{id}/view/", sees="audience", status=204)
 async def post_view(request: web.Request) -> web.Response:
     """Record that you saw a story (once; repeats change nothing)."""
     viewer = current_user(request)
@@ -383,7 +383,7 @@ async def post_view(request: web.Request) -> web.Response:
     return no_content()
 
 
-@routes.route("GET", "/api/stories/{id}/viewers/", response=ViewersPage, query=PAGE_QUERY)
+@routes.route("GET", "/api/stories/{id}/viewers/", sees="owner", response=ViewersPage, query=PAGE_QUERY)
 async def story_viewers(request: web.Request) -> web.Response:
     """Who saw your story, latest first, and how many (the owner only)."""
     owner = current_user(request)
@@ -401,7 +401,7 @@ async def story_viewers(request: web.Request) -> web.Response:
                                      results=[v for _, v in result.results], next=result.next))
 
 
-@routes.route("POST", "/api/stories/{id}/react/", body=ReactBody, response=ReactionOut, status=201)
+@routes.route("POST", "/api/stories/{id}/react/", sees="audience", body=ReactBody, response=ReactionOut, status=201)
 async def react(request: web.Request) -> web.Response:
     """React with an emoji or reply with text: it reaches the owner as a direct message."""
     sender = current_user(request)
@@ -409,7 +409,7 @@ async def react(request: web.Request) -> web.Response:
     return json_response(await react_to_story(request.app, sender, path_id(request), body), status=201)
 
 
-@routes.route("DELETE", "/api/stories/{id}/", status=204)
+@routes.route("DELETE", "/api/stories/{id}/", sees="owner", status=204)
 async def remove_story(request: web.Request) -> web.Response:
     """Delete your story."""
     owner = current_user(request)
