@@ -46,7 +46,8 @@ class ReadResult(Struct):
 class DeviceIn(Struct):
     endpoint: Annotated[str, Meta(min_length=1, max_length=2048, description="http(s) URL the push is POSTed to")]
     platform: Literal["web", "ios", "android"]
-    keys: Annotated[dict[str, Annotated[str, Meta(max_length=512)]], Meta(max_length=8)] = {}
+    keys: Annotated[dict[Annotated[str, Meta(max_length=64)], Annotated[str, Meta(max_length=512)]],
+                    Meta(max_length=8)] = {}
 
 
 class DeviceOut(Struct):
