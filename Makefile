@@ -62,5 +62,5 @@ web/dist/index.html: $(WEB_SOURCES)
 # The browser tests (tests/web/) drive Debian's Chromium: installed here when missing, as root.
 chromium:
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-color-emoji >/dev/null; } || \
 		echo "glint: could not install chromium; the browser tests will be skipped"

@@ -69,8 +69,10 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=Tr
     gzip_min_bytes: PositiveInt = 1024
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     access_log: bool = True
-    # the built web client served at / (empty: web/dist beside the source)
+    # the built web client served at / (empty: web/dist beside the source), and the address people
+    # open it at (the links in e-mails: /verify?token=..., /reset?token=...)
     web_dist: str = ""
+    public_url: str = "http://127.0.0.1:8080"
 
     # auth
     jwt_secret: str = "change-me-in-production-glint-dev-secret"

@@ -118,7 +118,8 @@ def account_job_factory(app: web.Application) -> list[Job]:
 def safety_consumers(app: web.Application) -> list[Consumer]:
     """Account safety work done off the request: reset tokens minted and mailed, exports built."""
     config = app[config_key]
-    return [PasswordResetConsumer(app[pool_key], accounts.email_sink(app), config.password_reset_ttl),
+    return [PasswordResetConsumer(app[pool_key], accounts.email_sink(app), config.password_reset_ttl,
+                                  config.public_url),
             ExportConsumer(app[pool_key], app[s3_key], config.s3_bucket, config.account_export_ttl,
                            lambda: stories.app_now(app))]
 

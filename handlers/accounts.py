@@ -187,7 +187,8 @@ async def send_verification(app: web.Application, address: str, token: str) -> N
     """Mail the verification token (after commit); a failing sink is logged, the account stays."""
     message = email.Email(
         to=address, subject="Verify your e-mail address for glint",
-        body=f"Your verification token: {token}\n\nSend it to POST /api/accounts/verify-email/ as {{\"token\": ...}}.",
+        body=(f"Your verification token: {token}\n\nOpen {app[config_key].public_url.rstrip('/')}/verify?token={token}"
+              f" or send it to POST /api/accounts/verify-email/ as {{\"token\": ...}}."),
     )
     try:
         await email_sink(app).send(message)

@@ -121,14 +121,18 @@ async def upload_media(request: web.Request) -> web.Response:
 
 @routes.route("GET", "/api/media/{id}/", sees="audience", response=MediaOut)
 async def get_media(request: web.Request) -> web.Response:
-    """One media item with freshly signed URLs: its owner's, one shown in a post the viewer may see,
-    or one sent in a conversation the viewer is a member of."""
+    """One media item with freshly signed URLs: its owner's, a profile photo whose profile the viewer
+    may be shown, one shown in a post the viewer may see, or one sent in a conversation the viewer
+    is a member of."""
     viewer = current_user(request)
     pool = request.app[pool_key]
     row = await media.get_media(pool, path_id(request))
     if row is None:
         raise NotFound()
-    if row["owner_id"] != viewer:
+    if row["owner_id"] != viewer and await media.is_avatar_of(pool, row["id"], row["owner_id"]):
+        if not await visibility.may_be_shown(pool, viewer, row["owner_id"]):
+            raise NotFound()
+    elif row["owner_id"] != viewer:
         author = await media.is_in_visible_post(pool, row["id"])
         if author is None or not await visibility.can_see(pool, viewer, author):
             if not await messages.media_seen_by(pool, row["id"], viewer):

@@ -20,8 +20,9 @@ class PasswordResetConsumer:
     name = "password_reset"
     topics = ("accounts",)
 
-    def __init__(self, pool: asyncpg.Pool, sink: email.EmailSink, ttl_seconds: int) -> None:
+    def __init__(self, pool: asyncpg.Pool, sink: email.EmailSink, ttl_seconds: int, public_url: str = "") -> None:
         self.pool, self.sink, self.ttl = pool, sink, ttl_seconds
+        self.link = public_url.rstrip("/") + "/reset?token=" if public_url else ""
 
     async def handle(self, event: Event) -> None:
         """Mail a token for a known address; other events and unknown addresses are skipped."""
@@ -36,7 +37,8 @@ class PasswordResetConsumer:
         minutes = self.ttl // 60
         await self.sink.send(email.Email(
             to=user["email"], subject="Reset your glint password",
-            body=(f"Your password reset token: {token}\n\nIt works once, within {minutes} minutes: send it to "
-                  "POST /api/accounts/password-reset/confirm/ as {\"token\": ..., \"new_password\": ...}.\n"
+            body=(f"Your password reset token: {token}\n\nIt works once, within {minutes} minutes: "
+                  + (f"open {self.link}{token} or " if self.link else "")
+                  + "send it to POST /api/accounts/password-reset/confirm/ as {\"token\": ..., \"new_password\": ...}.\n"
                   "If you did not ask for this, ignore this message; your password is unchanged."),
         ))

@@ -388,6 +388,12 @@ async def is_in_visible_post(conn: Conn, media_id: int) -> int | None:
         "SELECT p.author_id FROM post_media pm JOIN posts p ON p.id = pm.post_id WHERE pm.media_id = $1", media_id)
 
 
+async def is_avatar_of(conn: Conn, media_id: int, owner_id: int) -> bool:
+    """Is this media its owner's profile photo (shown to anyone who may see the profile)?"""
+    return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM users WHERE id = $1 AND avatar_media_id = $2)",
+                                    owner_id, media_id))
+
+
 async def attach_media_txn(conn: asyncpg.Connection, owner_id: int, media_ids: list[int]) -> set[int]:
     """Mark the owner's unused media as used (by a post, story, avatar or message); returns the ids
     that were; an id missing from the result is someone else's, used already, or gone."""

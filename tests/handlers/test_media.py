@@ -216,6 +216,18 @@ async def test_get_media_resigns_for_the_owner_and_hides_unposted_media_from_oth
     assert (await client.get("/api/media/12345/", headers=headers)).status == 404
 
 
+async def test_a_profile_photo_is_shown_to_others_unless_a_block_stands_between(client):
+    _, owner = await user_with_token(client)
+    other, viewer = await user_with_token(client)
+    avatar = await (await upload(client, owner, jpeg(200, 200))).json()
+    assert (await client.patch("/api/accounts/users/me/", json={"avatar_media_id": avatar["id"]}, headers=owner)).status == 200
+    seen = await client.get(f"/api/media/{avatar['id']}/", headers=viewer)
+    assert seen.status == 200
+    assert (await seen.json())["renditions"]
+    assert (await client.post(f"/api/accounts/users/{other['id']}/block/", headers=owner)).status == 204
+    assert (await client.get(f"/api/media/{avatar['id']}/", headers=viewer)).status == 404
+
+
 async def test_urls_are_signed_for_the_public_endpoint(aiohttp_client, stack_env, config):
     public = stack_env["GLINT_S3_ENDPOINT"].replace("127.0.0.1", "localhost")
     client = await aiohttp_client(create_app(make_config(stack_env, database_url=config.database_url,

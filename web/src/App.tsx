@@ -4,6 +4,7 @@ import { tokens } from "./api";
 import { Link, match, navigate, useLocation } from "./router";
 import { realtime } from "./socket";
 import { loadMe, me, refreshUnread, unread, useConnection, useStore } from "./state";
+import { Icon } from "./icons";
 import { Avatar } from "./ui";
 import { Login, Register, Reset, Verify } from "./screens/Auth";
 import { Composer } from "./screens/Composer";
@@ -35,26 +36,26 @@ function Nav() {
   const count = useStore(unread);
   const { path } = useLocation();
   const item = (to: string, icon: string, label: string, extra?: React.ReactNode) => (
-    <Link to={to} aria-current={path === to ? "page" : undefined} aria-label={label + (extra ? `, ${count} unread` : "")} className="nav-item">
-      <span aria-hidden="true">{icon}</span><span className="label">{label}</span>{extra}
+    <Link to={to} aria-current={path === to ? "page" : undefined} className="nav-item">
+      <Icon name={icon} filled={path === to && icon !== "search"} /><span className="label">{label}</span>{extra}
     </Link>
   );
   return (
     <nav className="main-nav" aria-label="Main">
-      <Link to="/" className="brand" aria-label="glint home">glint</Link>
-      {item("/", "⌂", "Home")}
-      {item("/search", "⌕", "Search")}
-      {item("/explore", "◈", "Explore")}
-      {item("/new", "＋", "New post")}
-      {item("/direct", "✉", "Messages")}
-      {item("/notifications", "♡", "Notifications", count > 0 ? <span className="badge" data-testid="unread-badge">{count}</span> : undefined)}
+      <Link to="/" className="brand">glint<span className="sr-only"> home</span></Link>
+      {item("/", "home", "Home")}
+      {item("/search", "search", "Search")}
+      {item("/explore", "explore", "Explore")}
+      {item("/new", "plus", "New post")}
+      {item("/direct", "messages", "Messages")}
+      {item("/notifications", "heart", "Notifications", count > 0 ? <span className="badge" data-testid="unread-badge"><span className="sr-only">, </span>{count}<span className="sr-only"> unread</span></span> : undefined)}
       {user && (
-        <Link to={`/u/${user.id}`} className="nav-item" aria-label="Profile" aria-current={path === `/u/${user.id}` ? "page" : undefined}>
+        <Link to={`/u/${user.id}`} className="nav-item" aria-current={path === `/u/${user.id}` ? "page" : undefined}>
           <Avatar user={user} size={24} /><span className="label">Profile</span>
         </Link>
       )}
-      {item("/settings", "⚙", "Settings")}
-      {(user?.role === "moderator" || user?.role === "admin") && item("/admin/", "⚑", "Moderation")}
+      {item("/settings", "settings", "Settings")}
+      {(user?.role === "moderator" || user?.role === "admin") && item("/admin/", "shield", "Moderation")}
     </nav>
   );
 }

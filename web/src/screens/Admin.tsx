@@ -138,8 +138,9 @@ function Audit() {
       <table className="audit">
         <thead><tr><th scope="col">When</th><th scope="col">Who</th><th scope="col">What</th><th scope="col">Target</th><th scope="col">Why</th></tr></thead>
         <tbody>{list.map((a) => (
-          <tr key={a.id}><td>{new Date(a.created_at).toLocaleString()}</td><td>{a.actor?.username ?? a.actor_id}</td><td>{a.action}</td>
-            <td>{a.target_type ?? a.target?.type} {a.target_id ?? a.target?.id}</td><td>{a.reason ?? a.note ?? ""}</td></tr>
+          <tr key={a.id}><td>{new Date(a.created_at).toLocaleString()}</td><td>{a.actor_username ?? a.actor_id ?? "system"}</td>
+            <td>{a.action.replace(/_/g, " ")}{a.details && a.details.to !== undefined ? `: ${a.details.from ?? ""} → ${a.details.to}` : ""}</td>
+            <td>{a.target_type} {a.target_id}</td><td>{a.note || a.reason || ""}</td></tr>
         ))}</tbody>
       </table>
     </section>

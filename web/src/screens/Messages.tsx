@@ -4,6 +4,7 @@
 // `sync`, and a message sent while offline goes out again with the same client_id.
 import { FormEvent, useEffect, useMemo, useRef, useState } from "react";
 import { Conversation, ConversationDetail, del, get, Id, Member, Message, newClientId, Page, post, Profile, upload, UserBrief } from "../api";
+import { Icon } from "../icons";
 import { Link, navigate } from "../router";
 import { Frame, mergeMessages, realtime } from "../socket";
 import { me, useStore } from "../state";
@@ -325,7 +326,7 @@ export function ConversationPage({ id, request }: { id: string; request: boolean
       <form className="composer-bar inline" onSubmit={submit}>
         {replyTo && <span className="small muted">Replying to “{(replyTo.text || "Photo").slice(0, 40)}” <button type="button" className="link" onClick={() => setReplyTo(null)}>cancel</button></span>}
         {editing && <span className="small muted">Editing <button type="button" className="link" onClick={() => { setEditing(null); setText(""); }}>cancel</button></span>}
-        <label className="file icon" aria-label="Send a photo">📷<input type="file" accept="image/*" onChange={(e) => { sendPhoto(e.target.files?.[0]); e.target.value = ""; }} /></label>
+        <label className="file icon"><Icon name="camera" /><span className="sr-only">Send a photo</span><input type="file" accept="image/*" onChange={(e) => { sendPhoto(e.target.files?.[0]); e.target.value = ""; }} /></label>
         {progress !== null && <progress max={1} value={progress} aria-label="Photo upload" />}
         <label className="grow"><span className="sr-only">Message</span>
           <input name="message" value={text} onChange={(e) => onType(e.target.value)} placeholder="Message…" maxLength={4000} autoComplete="off" />

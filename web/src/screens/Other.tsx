@@ -93,18 +93,17 @@ export function Search({ initial }: { initial: string }) {
   return (
     <main className="page search">
       <h1>Search</h1>
-      <div role="combobox" aria-expanded={!!found.users.length} aria-haspopup="listbox" aria-owns="search-results">
+      <div>
         <label><span className="sr-only">Search</span>
-          <input type="search" value={q} autoFocus placeholder="Search people, #hashtags, places"
-            aria-autocomplete="list" aria-controls="search-results"
+          <input type="search" value={q} autoFocus placeholder="Search people, #hashtags, places" aria-controls="search-results"
             onChange={(e) => { setQ(e.target.value); navigate(`/search?q=${encodeURIComponent(e.target.value)}`, true); }} />
         </label>
       </div>
       <ErrorLine error={error} />
-      <ul id="search-results" className="plain typeahead" role="listbox" aria-label="Suggestions">
-        {found.users.map((u) => <li key={"u" + u.id} role="option" aria-selected="false"><UserLink user={u} /> <span className="muted small">{u.full_name}</span></li>)}
-        {found.hashtags.map((h) => <li key={"h" + h.id} role="option" aria-selected="false"><Link to={`/search?q=%23${encodeURIComponent(h.name)}`}>#{h.name}</Link> <span className="muted small">{h.post_count} posts</span></li>)}
-        {found.locations.map((l) => <li key={"l" + l.id} role="option" aria-selected="false"><Link to={`/search?q=${encodeURIComponent(l.name)}`}>📍 {l.name}</Link> <span className="muted small">{l.post_count} posts</span></li>)}
+      <ul id="search-results" className="plain typeahead" aria-label="Suggestions" aria-live="polite">
+        {found.users.map((u) => <li key={"u" + u.id} ><UserLink user={u} /> <span className="muted small">{u.full_name}</span></li>)}
+        {found.hashtags.map((h) => <li key={"h" + h.id} ><Link to={`/search?q=%23${encodeURIComponent(h.name)}`}>#{h.name}</Link> <span className="muted small">{h.post_count} posts</span></li>)}
+        {found.locations.map((l) => <li key={"l" + l.id} ><Link to={`/search?q=${encodeURIComponent(l.name)}`}>📍 {l.name}</Link> <span className="muted small">{l.post_count} posts</span></li>)}
       </ul>
       {posts && posts.length > 0 && (
         <>

@@ -1,6 +1,7 @@
 // The home feed, a post (photos, like with a double tap, save, share), its page and comments.
 import { FormEvent, useEffect, useRef, useState } from "react";
 import { Comment, Conversation, get, newClientId, Page, post as postJson, Post, api } from "../api";
+import { Icon } from "../icons";
 import { Link } from "../router";
 import { realtime } from "../socket";
 import { ErrorLine, Modal, Paged, Photo, timeAgo, UserLink } from "../ui";
@@ -92,7 +93,7 @@ export function PostCard({ post: initial, full = false }: { post: Post; full?: b
       {media && (
         <div className="media" onClick={tap} onDoubleClick={(e) => e.preventDefault()}>
           <Photo media={media} alt={`Photo ${index + 1} of ${post.media.length} by ${post.author.username}`} />
-          {heart && <span className="big-heart" aria-hidden="true">♥</span>}
+          {heart && <span className="big-heart"><Icon name="heart" filled size={96} /></span>}
           {post.media.length > 1 && (
             <>
               {index > 0 && <button className="nav prev" aria-label="Previous photo" onClick={(e) => { e.stopPropagation(); setIndex(index - 1); }}>‹</button>}
@@ -103,10 +104,10 @@ export function PostCard({ post: initial, full = false }: { post: Post; full?: b
         </div>
       )}
       <div className="actions">
-        <button className={"icon" + (post.liked ? " liked" : "")} aria-pressed={post.liked} aria-label={post.liked ? "Unlike" : "Like"} onClick={() => like(!post.liked)}>{post.liked ? "♥" : "♡"}</button>
-        <Link className="icon" to={`/p/${post.id}`} aria-label="Comments">💬</Link>
-        <button className="icon" aria-label="Share" onClick={() => setSharing(true)}>➤</button>
-        <button className="icon right" aria-pressed={post.saved} aria-label={post.saved ? "Unsave" : "Save"} onClick={() => save(!post.saved)}>{post.saved ? "★" : "☆"}</button>
+        <button className={"icon" + (post.liked ? " liked" : "")} aria-pressed={post.liked} aria-label={post.liked ? "Unlike" : "Like"} onClick={() => like(!post.liked)}><Icon name="heart" filled={post.liked} /></button>
+        <Link className="icon" to={`/p/${post.id}`} aria-label="Comments"><Icon name="comment" /></Link>
+        <button className="icon" aria-label="Share" onClick={() => setSharing(true)}><Icon name="share" /></button>
+        <button className="icon right" aria-pressed={post.saved} aria-label={post.saved ? "Unsave" : "Save"} onClick={() => save(!post.saved)}><Icon name="bookmark" filled={post.saved} /></button>
       </div>
       <p className="likes"><strong>{post.like_count}</strong> {post.like_count === 1 ? "like" : "likes"}</p>
       {post.caption && <p className="caption"><strong>{post.author.username}</strong> <Caption text={post.caption} /></p>}

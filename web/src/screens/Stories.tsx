@@ -24,10 +24,9 @@ export function StoriesTray() {
   return (
     <nav className="tray" aria-label="Stories">
       {entries.map((t, i) => (
-        <button key={t.user.id} className={"tray-item" + (t.has_unseen ? " unseen" : "")} onClick={() => setOpen({ entries, index: i })}
-          aria-label={`${t === own ? "Your story" : t.user.username + "'s story"}${t.has_unseen ? ", new" : ""}`}>
+        <button key={t.user.id} className={"tray-item" + (t.has_unseen ? " unseen" : "")} onClick={() => setOpen({ entries, index: i })}>
           <Avatar user={t.user} size={56} />
-          <span>{t === own ? "Your story" : t.user.username}</span>
+          <span>{t === own ? "Your story" : t.user.username}</span>{t.has_unseen && <span className="sr-only">(new)</span>}
         </button>
       ))}
       {open && <StoryViewer entries={open.entries} start={open.index} onClose={() => { setOpen(null); load(); }} />}

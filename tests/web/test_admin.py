@@ -1,0 +1,45 @@
+"""/admin/ for moderators: an admin changes an account's role there and finds it in the audit log;
+the pages are not offered to an ordinary account."""
+
+from __future__ import annotations
+
+from playwright.async_api import expect
+
+from handlers.admin import create_superuser
+from tests.support import login
+from tests.web.conftest import Person, person, signed_in
+
+
+async def test_an_admin_makes_a_moderator_in_admin_and_the_audit_log_shows_it(server, api, browser, pool):
+    row = await create_superuser(pool, "root", "root@example.com", "correct horse battery")
+    root = Person({"id": str(row["id"]), "username": "root"}, await login(api, "root"))
+    lena = await person(api, "lena")
+
+    page = await (await signed_in(browser, server, root)).new_page()
+    await page.goto("/")
+    await page.get_by_role("link", name="Moderation").click()
+    await expect(page.get_by_role("heading", name="Moderation")).to_be_visible()
+    await page.get_by_role("link", name="Accounts").click()
+    await page.get_by_label("Find an account").fill("len")
+    await page.get_by_role("button", name="lena").click()
+    await page.get_by_label("Role").select_option("moderator")
+    await page.get_by_role("button", name="Set role").click()
+    await expect(page.get_by_text("Role changed.")).to_be_visible()
+
+    await page.get_by_role("link", name="Audit log").click()
+    row = page.get_by_role("row").filter(has_text="role changed")
+    await expect(row).to_contain_text("root")
+    await expect(row).to_contain_text("user → moderator")
+
+    # the new moderator is offered the pages (without the admin-only audit log); others are not
+    moderator = await (await signed_in(browser, server, lena)).new_page()
+    await moderator.goto("/")
+    await moderator.get_by_role("link", name="Moderation").click()
+    await expect(moderator.get_by_role("link", name="Reports")).to_be_visible()
+    await expect(moderator.get_by_role("link", name="Audit log")).to_have_count(0)
+    plain = await (await signed_in(browser, server, await person(api, "mo"))).new_page()
+    await plain.goto("/")
+    await expect(plain.get_by_role("navigation", name="Main")).to_be_visible()
+    await expect(plain.get_by_role("link", name="Moderation")).to_have_count(0)
+    await plain.goto("/admin/")
+    await expect(plain.get_by_role("heading", name="Moderation")).to_have_count(0)

@@ -1,0 +1,118 @@
+"""Signing up, posting from the composer, the feed, a live notification badge and stories, all
+through the web client in a real browser."""
+
+from __future__ import annotations
+
+from playwright.async_api import expect
+
+from tests.support import login
+from tests.web.conftest import PHONE, Person, follow, make_post, person, photo, signed_in, upload
+
+
+async def test_sign_up_then_a_two_photo_post_from_the_composer_reaches_a_follower_feed(server, api, browser, tmp_path):
+    context = await browser.new_context(viewport=PHONE, base_url=str(server.make_url("")))
+    page = await context.new_page()
+    await page.goto("/")
+    await expect(page.get_by_role("heading", name="Log in")).to_be_visible()
+    await page.get_by_role("link", name="Sign up").click()
+    await page.get_by_label("Username").fill("cleo")
+    await page.get_by_label("E-mail").fill("cleo@example.com")
+    await page.get_by_label("Password").fill("short")
+    await page.get_by_role("button", name="Sign up").click()
+    # the API's own words for a refused password
+    await expect(page.get_by_role("alert")).to_contain_text("password")
+    await page.get_by_label("Password").fill("correct horse battery")
+    await page.get_by_role("button", name="Sign up").click()
+    await expect(page.get_by_role("navigation", name="Main")).to_be_visible()
+
+    tokens = await login(api, "cleo")
+    me = await api.get("/api/accounts/users/me/", headers={"Authorization": f"Bearer {tokens['access']}"})
+    cleo = Person(await me.json(), tokens)
+    dan = await person(api, "dan")
+    await follow(api, dan, cleo)
+
+    first, second = tmp_path / "one.jpg", tmp_path / "two.jpg"
+    first.write_bytes(photo(900, 900, hue=10))
+    second.write_bytes(photo(900, 600, hue=120))
+    await page.get_by_role("link", name="New post").click()
+    await page.get_by_label("Choose photos").set_input_files([first, second])
+    await expect(page.get_by_label("Upload of one.jpg")).to_have_attribute("value", "1")
+    await expect(page.get_by_label("Upload of two.jpg")).to_have_attribute("value", "1")
+    await page.get_by_label("Caption").fill("Two from the hills #weekend with @dan")
+    await page.get_by_label("Location").fill("Brecon Beacons")
+    await page.get_by_role("button", name="Share").click()
+    await expect(page.get_by_role("article", name="Post by cleo")).to_be_visible()
+
+    reader = await (await signed_in(browser, server, dan)).new_page()
+    await reader.goto("/")
+    post = reader.get_by_role("article", name="Post by cleo")
+    await expect(post.get_by_text("Two from the hills")).to_be_visible()
+    await expect(post.get_by_role("link", name="#weekend")).to_be_visible()
+    await expect(post.get_by_text("Brecon Beacons")).to_be_visible()
+    image = post.get_by_role("img", name="Photo 1 of 2 by cleo")
+    assert " 320w" in await image.get_attribute("srcset")
+    await post.get_by_role("button", name="Next photo").click()
+    await expect(post.get_by_role("img", name="Photo 2 of 2 by cleo")).to_be_visible()
+    await context.close()
+    await reader.context.close()
+
+
+async def test_a_like_lights_the_author_notification_badge_live(server, api, browser):
+    eve, finn = await person(api, "eve"), await person(api, "finn")
+    post = await make_post(api, eve, "Morning light")
+
+    author = await (await signed_in(browser, server, eve)).new_page()
+    await author.goto("/")
+    await expect(author.get_by_role("navigation", name="Main")).to_be_visible()
+    await expect(author.get_by_test_id("unread-badge")).to_have_count(0)
+
+    liker = await (await signed_in(browser, server, finn, viewport=PHONE)).new_page()
+    await liker.goto(f"/p/{post['id']}")
+    article = liker.get_by_role("article", name="Post by eve")
+    # a double tap on the photo likes it
+    await article.get_by_role("img").dblclick()
+    await expect(article.get_by_role("button", name="Unlike")).to_be_visible()
+    await expect(article.get_by_text("1 like")).to_be_visible()
+
+    await expect(author.get_by_test_id("unread-badge")).to_contain_text("1 unread")
+    await author.get_by_role("link", name="Notifications").click()
+    await expect(author.get_by_text("liked your post")).to_be_visible()
+    await expect(author.get_by_test_id("unread-badge")).to_have_count(0)
+    await author.context.close()
+    await liker.context.close()
+
+
+async def test_a_story_seen_once_is_listed_in_its_owner_viewers(server, api, browser):
+    gus, hana = await person(api, "gus"), await person(api, "hana")
+    await follow(api, hana, gus)
+    media = await upload(api, gus, photo(720, 1280, hue=200))
+    story = await (await api.post("/api/stories/", json={"media_id": media["id"], "caption": "Up early"},
+                                  headers=gus.headers)).json()
+
+    viewer = await (await signed_in(browser, server, hana, viewport=PHONE)).new_page()
+    for _ in range(2):  # seen twice, counted once
+        await viewer.goto("/")
+        await viewer.get_by_role("navigation", name="Stories").get_by_role("button", name="gus").click()
+        dialog = viewer.get_by_role("dialog", name="gus's story")
+        await expect(dialog.get_by_text("Up early")).to_be_visible()
+        await dialog.get_by_label("Reply to gus").fill("Lovely!")
+        await dialog.get_by_label("Reply to gus").press("Enter")
+        await expect(dialog.get_by_text("Reply sent")).to_be_visible()
+        await dialog.get_by_role("button", name="Close story").click()
+
+    owner = await (await signed_in(browser, server, gus)).new_page()
+    await owner.goto("/")
+    await owner.get_by_role("button", name="Your story").click()
+    await owner.get_by_role("button", name="Seen by 1").click()
+    viewers = owner.get_by_role("dialog", name="Viewers")
+    await expect(viewers.get_by_text("hana")).to_be_visible()
+    await expect(viewers.locator("li")).to_have_count(1)
+
+    # the reply landed in gus's messages
+    await owner.keyboard.press("Escape")
+    await owner.get_by_role("button", name="Close story").click()
+    await owner.get_by_role("link", name="Messages").click()
+    await expect(owner.get_by_text("Lovely!")).to_be_visible()
+    assert story["id"]
+    await viewer.context.close()
+    await owner.context.close()
