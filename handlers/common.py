@@ -384,12 +384,10 @@ class Routes:
               also: dict[int, str] | None = None) -> Callable[[Handler], Handler]:
         """Record a route; `role` ("moderator" or "admin") admits only accounts with at least that
         role, and answers 404 to everyone else (anonymous included), so the route does not leak.
-        `sees` declares who it serves (SEES): required when the path names someone's thing by id;
+        `sees` declares who it serves (SEES; a path naming a thing by id is "owner" unless declared);
         `also` lists success statuses besides `status` (a resend's 200) for the OpenAPI document."""
-        if sees is None:
-            if "{" in path and role is None:
-                raise ValueError(f"{method} {path}: declare whom it serves (sees=)")
-            sees = "staff" if role else "anyone" if not auth else "self"
+        if sees is None:  # undeclared: the strictest reading, which the matrix then holds it to
+            sees = "staff" if role else "anyone" if not auth else "owner" if "{" in path else "self"
         if sees not in SEES:
             raise ValueError(f"{method} {path}: sees={sees!r} is not one of {SEES}")
 
