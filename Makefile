@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup run stop test lint bench backup restore clean createsuperuser web chromium
+.PHONY: setup run stop test lint bench backup restore clean createsuperuser web chromium constraints
 
 setup: $(VENV)/.installed
 
@@ -44,6 +44,16 @@ restore: setup
 
 bench: setup
 	$(BIN)/glint bench --help
+
+# Regenerate constraints.txt: resolve setup.cfg's requirements afresh from the package index in a
+# throw-away venv and pin what was installed, by name and version only.
+constraints:
+	rm -rf .venv-constraints
+	$(PYTHON) -m venv .venv-constraints
+	.venv-constraints/bin/python -m pip install --quiet --upgrade pip
+	.venv-constraints/bin/python -m pip install --quiet '.[dev]'
+	.venv-constraints/bin/python -m pip freeze --exclude-editable --exclude glint --exclude pip | LC_ALL=C sort -f > constraints.txt
+	rm -rf .venv-constraints build *.egg-info
 
 clean: stop
 	rm -rf .glint $(VENV)

@@ -9,14 +9,19 @@ import os
 import sys
 from pathlib import Path
 
-from app.config import Config, ConfigError, load_config, stack_dir
+from app.config import Config, ConfigError, check_secrets, load_config, stack_dir
+from app.tracing import setup_tracing
 
 log = logging.getLogger("glint")
 
 
-def _config(**overrides: object) -> Config:
+def _config(*, secrets: bool = False, **overrides: object) -> Config:
+    """The decoded Config; with secrets=True (a server) also the JWT secret it signs with."""
     try:
-        return load_config(**overrides)
+        config = load_config(**overrides)
+        if secrets:
+            check_secrets(config)
+        return config
     except ConfigError as exc:
         sys.exit(f"glint: bad configuration: {exc}")
 
@@ -45,14 +50,35 @@ def _require_migrated(config: Config) -> None:
                  f"first {pending[0]}); run `glint migrate` first.")
 
 
-def run_server(app, host: str, port: int, shutdown_timeout: float) -> None:
+def run_server(app, host: str, port: int, shutdown_timeout: float, banner: str | None = None) -> None:
     """Serve an app on uvloop until SIGTERM/SIGINT: stop accepting, let in-flight requests finish
-    within the deadline, close websockets (GOING_AWAY), run the clean-ups (the producer flushes)."""
+    within the deadline, close websockets (GOING_AWAY), run the clean-ups (the producer flushes).
+    `banner` is printed once the port is listening."""
     import uvloop
     from aiohttp import web
 
-    web.run_app(app, host=host, port=port, print=None, access_log=None,
+    def announce(_: str) -> None:
+        print(banner, flush=True)
+
+    web.run_app(app, host=host, port=port, print=announce if banner else None, access_log=None,
                 shutdown_timeout=shutdown_timeout, loop=uvloop.new_event_loop(), handle_signals=True)
+
+
+def serve_banner(config: Config) -> str:
+    """Where things are, printed when `glint serve` is listening (the first screen of `make run`)."""
+    from pathlib import Path
+
+    base = f"http://{'127.0.0.1' if config.host in ('0.0.0.0', '::') else config.host}:{config.port}"
+    built = (Path(__file__).resolve().parents[1] / "web" / "dist" / "index.html").exists()
+    web_line = f"{base}/" if built else "not built: install Node.js 18+ and `make run` builds it"
+    return "\n".join([
+        f"glint is serving on {base}",
+        f"  web app     {web_line}",
+        f"  API docs    {base}/api/docs/   (OpenAPI: {base}/api/openapi.json)",
+        f"  health      {base}/readyz   metrics: {base}/metrics",
+        f"  admin       make createsuperuser USERNAME=you EMAIL=you@example.com, then {base}/admin/",
+        f"  stack       {stack_dir()} (glint stack status; make stop stops it)",
+    ])
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
@@ -61,12 +87,16 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from app.middlewares import setup_logging
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
-    config = _config(**overrides)
+    config = _config(secrets=True, **overrides)
     setup_logging(config.log_level)
     _require_migrated(config)
+    stop_tracing = setup_tracing(config, "glint-api" if args.no_consumers else "glint")
     app = create_app(config, consumers=not args.no_consumers)
     log.info("serving on http://%s:%d", config.host, config.port)
-    run_server(app, config.host, config.port, config.shutdown_timeout)
+    try:
+        run_server(app, config.host, config.port, config.shutdown_timeout, banner=serve_banner(config))
+    finally:
+        stop_tracing()
 
 
 def cmd_consume(args: argparse.Namespace) -> None:
@@ -75,12 +105,16 @@ def cmd_consume(args: argparse.Namespace) -> None:
     from app.middlewares import setup_logging
 
     overrides = {k: v for k, v in (("host", args.host), ("consumer_port", args.port)) if v is not None}
-    config = _config(**overrides)
+    config = _config(secrets=True, **overrides)
     setup_logging(config.log_level)
     _require_migrated(config)
+    stop_tracing = setup_tracing(config, "glint-consumer")
     app = create_app(config, consumers=True, http=False)
     log.info("consuming; operations on http://%s:%d", config.host, config.consumer_port)
-    run_server(app, config.host, config.consumer_port, config.shutdown_timeout)
+    try:
+        run_server(app, config.host, config.consumer_port, config.shutdown_timeout)
+    finally:
+        stop_tracing()
 
 
 def cmd_migrate(args: argparse.Namespace) -> None:

@@ -15,9 +15,10 @@ from redis.asyncio import Redis
 
 from app.config import Config
 from handlers.context import config_key, kafka_producer_key, limiter_key, pool_key, redis_key, s3_key, timelines_key
-from handlers.context import search_key
+from handlers.context import replicas_key, search_key
 from storage import db
 from storage.ratelimit import RateLimiter
+from storage.replicas import Replicas
 from storage.timelines import Timelines
 
 log = logging.getLogger("glint.clients")
@@ -157,7 +158,28 @@ async def search_ctx(app: web.Application) -> AsyncIterator[None]:
     await backend.close()
 
 
+async def replicas_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Pools on the read replicas, if any, and the task that keeps measuring their lag."""
+    config = app[config_key]
+    urls = [url.strip() for url in config.database_replica_urls.split(",") if url.strip()]
+    if not urls:
+        app[replicas_key] = None
+        yield
+        return
+    # no connection at start: a replica that is down must not stop the process, only be skipped
+    pools = [await db.create_pool(url, min_size=0, max_size=config.database_pool_max) for url in urls]
+    replicas = Replicas(pools, config.replica_max_lag)
+    await replicas.check()
+    stop = asyncio.Event()
+    task = asyncio.create_task(replicas.run(stop, config.replica_check_seconds), name="replica-lag")
+    app[replicas_key] = replicas
+    yield
+    stop.set()
+    await task
+    await replicas.close()
+
+
 def add_client_contexts(app: web.Application, config: Config) -> None:
     """Register the clients' cleanup contexts, in start-up order."""
-    app.cleanup_ctx.extend([postgres_ctx, redis_ctx, s3_ctx, kafka_ctx])
+    app.cleanup_ctx.extend([postgres_ctx, redis_ctx, s3_ctx, kafka_ctx, replicas_ctx])
     app.cleanup_ctx.append(search_ctx)  # after postgres: the backend reads documents from the pool

@@ -26,13 +26,22 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=Tr
     database_url: str = "postgresql://glint@127.0.0.1:54329/glint"
     database_pool_min: PositiveInt = 2
     database_pool_max: PositiveInt = 20
+    # read replicas: comma-separated URLs of streaming replicas for the reads that tolerate lag
+    # (feed hydration, profiles, search, explore, message history); one more than
+    # `replica_max_lag` seconds behind, or down, is skipped; a user's reads stay on the primary
+    # for `read_your_writes_seconds` after each of their writes
+    database_replica_urls: str = ""
+    replica_max_lag: PositiveFloat = 5.0
+    replica_check_seconds: PositiveFloat = 1.0
+    read_your_writes_seconds: PositiveFloat = 5.0
     redis_url: str = "redis://127.0.0.1:63799/0"
     redis_timeout_seconds: PositiveFloat = 5.0  # connect and per-command socket timeout
     s3_endpoint: str = "http://127.0.0.1:8333"
     s3_public_endpoint: str = ""
     s3_region: str = "us-east-1"
-    s3_access_key: str = "glint"
-    s3_secret_key: str = "glint-dev-secret-key"
+    # S3 credentials: no default; empty means botocore's own chain (AWS_* variables, an instance role)
+    s3_access_key: str = ""
+    s3_secret_key: str = ""
     s3_bucket: str = "glint"
     s3_url_ttl: PositiveInt = 3600
 
@@ -69,13 +78,17 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=Tr
     gzip_min_bytes: PositiveInt = 1024
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     access_log: bool = True
+    # tracing: OTLP over HTTP to this collector (e.g. http://jaeger:4318); empty turns tracing off
+    otlp_endpoint: str = ""
     # the built web client served at / (empty: web/dist beside the source), and the address people
     # open it at (the links in e-mails: /verify?token=..., /reset?token=...)
     web_dist: str = ""
     public_url: str = "http://127.0.0.1:8080"
 
-    # auth
-    jwt_secret: str = "change-me-in-production-glint-dev-secret"
+    # auth: the HS256 key of access tokens (at least 32 bytes, no default: `glint stack up` writes a
+    # random one into stack.env); a previous key still verifies tokens during a rotation
+    jwt_secret: str = ""
+    jwt_previous_secret: str = ""
     access_token_ttl: PositiveInt = 900
     refresh_token_ttl: PositiveInt = 30 * 24 * 3600
 
@@ -155,6 +168,22 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=Tr
     push_timeout_seconds: PositiveFloat = 5.0
     push_max_attempts: PositiveInt = 4
     push_retry_base_seconds: PositiveFloat = 0.5
+
+
+MIN_SECRET_BYTES = 32
+SECRET_HINT = ("make one with `python3 -c 'import secrets; print(secrets.token_urlsafe(48))'` and set it, "
+               "or run `glint stack up`, which writes a random one for the local stack")
+
+
+def check_secrets(config: Config) -> None:
+    """Refuse to run without a JWT secret of at least 32 bytes (there is no built-in one)."""
+    for field in ("jwt_secret", "jwt_previous_secret"):
+        value = getattr(config, field)
+        if field == "jwt_previous_secret" and not value:
+            continue
+        if len(value.encode()) < MIN_SECRET_BYTES:
+            state = "is not set" if not value else f"is shorter than {MIN_SECRET_BYTES} bytes"
+            raise ConfigError(f"{env_name(field)} {state}: {SECRET_HINT}")
 
 
 def env_name(field: str) -> str:

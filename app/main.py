@@ -11,11 +11,12 @@ from aiohttp import WSCloseCode, web
 from app import middlewares
 from app.background import Background, background_ctx, background_key, platform_jobs
 from app.clients import add_client_contexts
-from app.config import Config
+from app.config import Config, check_secrets
 from app.ops import add_openapi_routes, add_ops_routes
 from app.web import DEFAULT_DIST, add_web_routes
 from handlers import (
-    accounts, admin, auth, comments, export, feed, graph, media, messages, notifications, posts, safety, search,
+    accounts, admin, auth, comments, export, feed, graph, media, messages, notifications, posts, reports, safety,
+    search,
     stories,
 )
 from handlers.common import Routes
@@ -36,8 +37,8 @@ from storage.sinks import HttpPushSink, TablePushSink
 # Order matters where fixed paths share a prefix with a pattern: feed's /api/posts/feed/ and
 # stories' /api/stories/feed/ are registered before /api/posts/{id}/ and /api/stories/{id}/.
 ROUTE_MODULES: list[Routes] = [
-    auth.routes, accounts.routes, safety.routes, export.routes, graph.routes, media.routes, feed.routes, posts.routes, comments.routes,
-    messages.routes, notifications.routes, stories.routes, search.routes, admin.routes,
+    auth.routes, accounts.routes, safety.routes, export.routes, graph.routes, media.routes, feed.routes, posts.routes,
+    comments.routes, messages.routes, notifications.routes, stories.routes, search.routes, reports.routes, admin.routes,
 ]
 
 sockets_key = web.AppKey("sockets", weakref.WeakSet)
@@ -91,6 +92,11 @@ def notification_consumers(app: web.Application) -> list[Consumer]:
     return [NotificationConsumer(pool, app[redis_key], push, accounts.email_sink(app), config.notifications_group_window)]
 
 
+def moderation_jobs(app: web.Application) -> list[Job]:
+    """Lifting suspensions whose `until` has passed, every minute."""
+    return [Job("suspensions", 60, lambda: admin.lift_expired_suspensions(app))]
+
+
 def notification_jobs(app: web.Application) -> list[Job]:
     """Daily deletion of old notifications."""
     days = app[config_key].notifications_retention_days
@@ -131,6 +137,7 @@ def create_app(config: Config, *, consumers: bool = True, extra_consumers: list[
     consumers=False serves requests only (N API processes behind a load balancer); http=False is
     the `glint consume` worker, which serves only the operations routes.
     """
+    check_secrets(config)  # no built-in secret: a process without its own does not start
     app = web.Application(
         client_max_size=config.max_body_bytes,
         middlewares=[
@@ -141,6 +148,7 @@ def create_app(config: Config, *, consumers: bool = True, extra_consumers: list[
             middlewares.cors(config.cors_origins),
             middlewares.gzip(config.gzip_min_bytes),
             middlewares.authenticate,
+            *([middlewares.read_your_writes(config.read_your_writes_seconds)] if config.database_replica_urls else []),
         ],
     )
     middlewares.json_protocol_errors()
@@ -151,7 +159,7 @@ def create_app(config: Config, *, consumers: bool = True, extra_consumers: list[
     app.cleanup_ctx.append(background_ctx(consumer_factories=[feed_consumers, notification_consumers, search_consumers,
                                                               safety_consumers],
                                           job_factories=[platform_jobs, feed_jobs, media_job_factory, story_job_factory,
-                                                         notification_jobs, account_job_factory]))
+                                                         notification_jobs, account_job_factory, moderation_jobs]))
     app.on_shutdown.append(close_sockets)
     add_ops_routes(app)
     if http:

@@ -12,18 +12,21 @@ import uuid
 from aiohttp import web
 from aiohttp.web_exceptions import HTTPException
 from aiohttp.web_protocol import RequestHandler
+from opentelemetry import trace
 
+from app import logs
 from app.web import is_app_path
-from handlers.auth import auth_markers, bearer_token, check_session, read_access_token
+from handlers.auth import auth_markers, bearer_token, check_session, read_access_token, verifying_secrets
 from handlers.common import (
     ApiError, MethodNotAllowed, NotAuthenticated, NotFound, PayloadTooLarge, RateLimited, ValidationFailed,
     client_error, encode,
 )
-from handlers.context import config_key, identity_key, limiter_key, request_id_key
+from handlers.context import config_key, identity_key, limiter_key, redis_key, request_id_key
 from storage import bounds
 from storage.faults import OutageLog
 from storage.metrics import HTTP_IN_FLIGHT, HTTP_LATENCY, HTTP_REQUESTS, count_store_error
 from storage.ratelimit import address_key, user_key
+from storage.replicas import wrote_key
 
 log = logging.getLogger("glint.http")
 access_log = logging.getLogger("glint.access")
@@ -238,7 +241,7 @@ async def authenticate(request: web.Request, handler):
     token = bearer_token(request)
     if token is None and request.path == "/ws":
         token = request.query.get("token")
-    identity = read_access_token(config.jwt_secret, token) if token else None
+    identity = read_access_token(verifying_secrets(config.jwt_secret, config.jwt_previous_secret), token) if token else None
     if identity is not None:
         limit, window = config.rate_limit_per_hour, 3600
         hit = await request.app[limiter_key].hit(user_key(identity.user_id, "h"), window, auth_markers(identity))
@@ -263,6 +266,25 @@ async def authenticate(request: web.Request, handler):
     return response
 
 
+_READS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def read_your_writes(window: float):
+    """With read replicas: mark a user who is about to write, so that their reads stay on the
+    primary for `window` seconds in every process (set before the write, so no read after its
+    commit can miss the mark)."""
+    window_ms = max(int(window * 1000), 1)
+
+    @web.middleware
+    async def middleware(request: web.Request, handler):
+        identity = request.get(identity_key)
+        if identity is not None and request.method not in _READS:
+            await request.app[redis_key].set(wrote_key(identity.user_id), b"1", px=window_ms)
+        return await handler(request)
+
+    return middleware
+
+
 def gzip(min_bytes: int):
     """Compress large responses for clients that accept gzip."""
 
@@ -285,7 +307,12 @@ class JsonFormatter(logging.Formatter):
             "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
             "level": record.levelname, "logger": record.name, "msg": record.getMessage(),
         }
+        span = trace.get_current_span().get_span_context()
+        if span.is_valid:
+            line["trace_id"], line["span_id"] = f"{span.trace_id:032x}", f"{span.span_id:016x}"
         line.update(getattr(record, "fields", {}))
+        if getattr(record, "repeated", 0):
+            line["repeated"] = record.repeated  # like lines held back since the last one
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
         return json.dumps(line, default=str)
@@ -297,8 +324,4 @@ def setup_logging(level: str) -> None:
     formatter = JsonFormatter()
     formatter.converter = time.gmtime
     handler.setFormatter(formatter)
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    logs.configure(handler, level)

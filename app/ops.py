@@ -48,6 +48,16 @@ async def _check_elasticsearch(app: web.Application) -> None:
     await app[search_key].ping()
 
 
+class NotJoined(Exception):
+    """This process's Kafka consumers do not hold their partitions yet (joining or rebalancing)."""
+
+
+async def _check_consumers(app: web.Application) -> None:
+    waiting = [r.group for r in app[background_key].runners if not r.ready.is_set()]
+    if waiting:
+        raise NotJoined("waiting for partitions of " + ", ".join(waiting))
+
+
 def dependency_checks(app: web.Application) -> dict[str, Callable[[web.Application], Awaitable[None]]]:
     """The dependencies this process needs, by name."""
     checks = {"postgres": _check_postgres, "redis": _check_redis, "s3": _check_s3}
@@ -55,6 +65,8 @@ def dependency_checks(app: web.Application) -> dict[str, Callable[[web.Applicati
         checks["kafka"] = _check_kafka
     if app[config_key].search_backend == "elasticsearch":
         checks["elasticsearch"] = _check_elasticsearch
+    if app[background_key].runners:
+        checks["consumers"] = _check_consumers
     return checks
 
 

@@ -42,12 +42,14 @@ Only stdlib is imported at module level; botocore is imported lazily for the S3 
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
 import pwd
 import grp
 import random
+import secrets
 import shutil
 import signal
 import socket
@@ -85,8 +87,6 @@ DEFAULT_PORTS: dict[str, int] = {
 S3_SUBPORTS = ("s3_grpc", "s3_master", "s3_master_grpc", "s3_volume", "s3_volume_grpc",
                "s3_filer", "s3_filer_grpc", "s3_admin")
 
-S3_ACCESS_KEY = "glint"
-S3_SECRET_KEY = "glint-dev-secret-key"
 S3_REGION = "us-east-1"
 S3_BUCKETS = ("glint", "tansu")
 PG_USER = "glint"   # postgres superuser role (trust auth)
@@ -94,8 +94,8 @@ PG_DB = "glint"
 
 # substring expected in /proc/PID/cmdline (or exe) so a recycled pid is never taken for ours
 _PROC_MARK = {"postgres": "postgres", "redis": "valkey", "s3": "weed", "kafka": "tansu",
-              "osmem": "osmem"}
-_STOP_SIGNAL = {"postgres": signal.SIGINT}  # postgres: SIGINT = fast shutdown (SIGTERM waits for clients)
+              "osmem": "osmem", "replica": "postgres"}
+_STOP_SIGNAL = {"postgres": signal.SIGINT, "replica": signal.SIGINT}  # postgres: SIGINT = fast shutdown (SIGTERM waits for clients)
 _WAIT_TIMEOUT = {"postgres": 90.0, "redis": 30.0, "s3": 90.0, "kafka": 60.0, "osmem": 30.0}
 
 _LOCK = threading.RLock()
@@ -258,12 +258,31 @@ def _read_state(root: Path) -> dict:
     return {}
 
 
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read (it holds the stack's secrets), atomically."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
 def _write_state(root: Path, state: dict) -> None:
     with _LOCK:
-        p = Path(root) / "stack.json"
-        tmp = p.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
-        os.replace(tmp, p)
+        _write_private(Path(root) / "stack.json", json.dumps(state, indent=2, sort_keys=True))
+
+
+def _stack_secrets(st: dict) -> dict:
+    """This stack's own secrets, made once with `secrets` and kept in stack.json: the JWT key, the
+    key two-factor secrets are sealed under, and the S3 keys (weed and Tansu are started with
+    them, glint reads them from stack.env). No two stacks share one, none is in the source."""
+    made = st.setdefault("secrets", {})
+    made.setdefault("jwt_secret", secrets.token_urlsafe(48))
+    made.setdefault("s3_access_key", "GL" + secrets.token_hex(9).upper())
+    made.setdefault("s3_secret_key", secrets.token_urlsafe(30))
+    made.setdefault("two_factor_key", base64.b64encode(secrets.token_bytes(32)).decode())
+    return made
 
 
 # ----------------------------------------------------------------------------- privileges
@@ -443,13 +462,14 @@ def _http_ok(port: int, path: str = "/") -> bool:
         c.close()
 
 
-def _s3_client(port: int):
+def _s3_client(port: int, st: dict):
     import botocore.session
     from botocore.config import Config
+    keys = _stack_secrets(st)
     sess = botocore.session.get_session()
     return sess.create_client(
         "s3", endpoint_url=f"http://127.0.0.1:{port}", region_name=S3_REGION,
-        aws_access_key_id=S3_ACCESS_KEY, aws_secret_access_key=S3_SECRET_KEY,
+        aws_access_key_id=keys["s3_access_key"], aws_secret_access_key=keys["s3_secret_key"],
         config=Config(connect_timeout=2, read_timeout=10, retries={"max_attempts": 1},
                       s3={"addressing_style": "path"}))
 
@@ -557,8 +577,9 @@ def _post_redis(root, st, info, log):
                 Path(info["log"]))
 
 
-def _s3_env() -> dict:
-    return {"AWS_ACCESS_KEY_ID": S3_ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET_KEY}
+def _s3_env(st: dict) -> dict:
+    keys = _stack_secrets(st)
+    return {"AWS_ACCESS_KEY_ID": keys["s3_access_key"], "AWS_SECRET_ACCESS_KEY": keys["s3_secret_key"]}
 
 
 def _start_s3(root: Path, st: dict, log: Log) -> dict:
@@ -576,7 +597,7 @@ def _start_s3(root: Path, st: dict, log: Log) -> dict:
            f"-admin.port={p['s3_admin']}", f"-admin.port.grpc={p['s3_admin'] + 10000}",
            "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
            "-master.telemetry=false"]
-    proc = _spawn(root, "s3", cmd, cwd=data, env=_s3_env())
+    proc = _spawn(root, "s3", cmd, cwd=data, env=_s3_env(st))
     with _LOCK:
         st.setdefault("data_dirs", {})["s3"] = str(data)
     return {"pid": proc.pid, "port": p["s3"], "cmd": cmd, "log": str(Path(root) / "logs" / "s3.log"),
@@ -584,7 +605,7 @@ def _start_s3(root: Path, st: dict, log: Log) -> dict:
 
 
 def _post_s3(root, st, info, log):
-    client = _s3_client(info["port"])
+    client = _s3_client(info["port"], st)
     _wait_until("s3", info["pid"], lambda: client.list_buckets() is not None, _WAIT_TIMEOUT["s3"],
                 Path(info["log"]))
     have = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
@@ -597,8 +618,7 @@ def _post_s3(root, st, info, log):
 def _tansu_env(st: dict) -> dict:
     return {
         "AWS_ENDPOINT": f"http://127.0.0.1:{st['ports']['s3']}",
-        "AWS_ACCESS_KEY_ID": S3_ACCESS_KEY,
-        "AWS_SECRET_ACCESS_KEY": S3_SECRET_KEY,
+        **_s3_env(st),
         "AWS_DEFAULT_REGION": S3_REGION,
         "AWS_REGION": S3_REGION,
         "AWS_ALLOW_HTTP": "true",
@@ -669,14 +689,16 @@ def _ensure(root: Path, st: dict, name: str, log: Log) -> None:
 def _env_for(st: dict) -> dict[str, str]:
     p = st["ports"]
     svcs = st.get("services", list(SERVICES))
-    env: dict[str, str] = {}
+    made = _stack_secrets(st)
+    env: dict[str, str] = {"GLINT_JWT_SECRET": made["jwt_secret"], "GLINT_TWO_FACTOR_KEY": made["two_factor_key"]}
     if "postgres" in svcs:
         env["GLINT_DATABASE_URL"] = f"postgresql://{PG_USER}@127.0.0.1:{p['postgres']}/{PG_DB}"
     if "redis" in svcs:
         env["GLINT_REDIS_URL"] = f"redis://127.0.0.1:{p['redis']}/0"
     if "s3" in svcs:
-        env.update({"GLINT_S3_ENDPOINT": f"http://127.0.0.1:{p['s3']}", "GLINT_S3_ACCESS_KEY": S3_ACCESS_KEY,
-                    "GLINT_S3_SECRET_KEY": S3_SECRET_KEY, "GLINT_S3_BUCKET": "glint",
+        keys = _stack_secrets(st)
+        env.update({"GLINT_S3_ENDPOINT": f"http://127.0.0.1:{p['s3']}", "GLINT_S3_ACCESS_KEY": keys["s3_access_key"],
+                    "GLINT_S3_SECRET_KEY": keys["s3_secret_key"], "GLINT_S3_BUCKET": "glint",
                     "GLINT_S3_REGION": S3_REGION})
     if "kafka" in svcs:
         env["GLINT_KAFKA_BOOTSTRAP"] = f"127.0.0.1:{p['kafka']}"
@@ -688,7 +710,7 @@ def _env_for(st: dict) -> dict[str, str]:
 
 def _write_env(root: Path, env: dict[str, str]) -> None:
     lines = ["# generated by app.stack; do not edit"] + [f"{k}={v}" for k, v in sorted(env.items())]
-    (Path(root) / "stack.env").write_text("\n".join(lines) + "\n")
+    _write_private(Path(root) / "stack.env", "\n".join(lines) + "\n")
 
 
 def _resolve_ports(services: Iterable[str], ports: dict | None, recorded: dict) -> dict[str, int]:
@@ -748,7 +770,8 @@ def up(root: Path, *, ports: dict[str, int] | None = None, services=SERVICES, fa
         st["fast"] = fast
     st["services"] = sorted(set(services) | (set(st.get("services", [])) & running), key=ALL_SERVICES.index)
     st.setdefault("procs", {})
-    st["s3_credentials"] = {"access_key": S3_ACCESS_KEY, "secret_key": S3_SECRET_KEY, "region": S3_REGION}
+    st.pop("s3_credentials", None)  # the keys live in st["secrets"]
+    _stack_secrets(st)
     _write_state(root, st)
 
     def chain(names):
@@ -858,6 +881,40 @@ def down(root: Path, log: Log = print) -> None:
     _remove_weed_sockets(st.get("ports", {}))
     _write_state(root, st)
     log(f"stack down in {time.monotonic() - t0:.1f}s")
+
+
+def start_replica(root: Path, port: int, log: Log = print) -> str:
+    """A streaming replica of the stack's PostgreSQL on `port` (pg_basebackup -R, then a hot
+    standby), stopped by `down` like the rest; returns its database URL."""
+    root = Path(root).absolute()
+    st = _read_state(root)
+    primary = st["procs"]["postgres"]
+    run_as = _pg_run_user()
+    bin_dir = Path(st["pg"]["bin"])
+    replica_dir = Path(st["data_dirs"]["postgres"]).parent / "pg-replica"
+    if replica_dir.exists():
+        shutil.rmtree(replica_dir)
+    replica_dir.mkdir(parents=True)
+    sock = Path(st["pg"]["socket_dir"])
+    if run_as is not None:
+        os.chown(replica_dir, run_as[0], run_as[1])
+    log_path = Path(root) / "logs" / "replica.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    data = replica_dir / "data"
+    args = [str(bin_dir / "pg_basebackup"), "-h", "127.0.0.1", "-p", str(primary["port"]), "-U", PG_USER,
+            "-D", str(data), "-R", "-X", "stream", "-c", "fast"]
+    if st.get("fast"):
+        args.append("--no-sync")
+    _run(args, log_path=log_path, run_as=run_as, cwd=str(replica_dir), timeout=120)
+    cmd = [str(bin_dir / "postgres"), "-D", str(data), "-h", "127.0.0.1", "-p", str(port), "-k", str(sock),
+           "-c", "max_connections=200", "-c", "hot_standby=on", "-c", "wal_receiver_status_interval=1s"]
+    proc = _spawn(root, "replica", cmd, cwd=replica_dir, run_as=run_as)
+    st.setdefault("procs", {})["replica"] = {"pid": proc.pid, "port": port, "cmd": cmd, "log": str(log_path),
+                                             "data": str(data)}
+    _write_state(root, st)
+    _wait_until("replica", proc.pid, lambda: _pg_ready(bin_dir, port), _WAIT_TIMEOUT["postgres"], log_path)
+    log(f"replica: streaming from port {primary['port']} on port {port}")
+    return f"postgresql://{PG_USER}@127.0.0.1:{port}/{PG_DB}"
 
 
 def status(root: Path) -> list[dict]:

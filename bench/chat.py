@@ -74,12 +74,15 @@ def spawn_server(env: dict[str, str], database_url: str, port: int, extra: dict[
                             cwd=ROOT, env=server_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-async def wait_up(url: str, timeout: float = 30) -> None:
+async def wait_up(url: str, timeout: float = 30, interval: float = 0.1, alive=None) -> None:
+    """Until the server at url answers /healthz; `alive()` false (its process exited) stops at once."""
     import aiohttp
 
     deadline = time.monotonic() + timeout
     async with aiohttp.ClientSession() as session:
         while True:
+            if alive is not None and not alive():
+                raise SystemExit(f"the server for {url} exited")
             try:
                 async with session.get(url + "/healthz") as response:
                     if response.status == 200:
@@ -88,7 +91,7 @@ async def wait_up(url: str, timeout: float = 30) -> None:
                 pass
             if time.monotonic() > deadline:
                 raise SystemExit(f"{url} did not start")
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(interval)
 
 
 async def seed(database_url: str, clients: int, conversations: int, prefix: str = "chat") -> list[tuple[int, int]]:
@@ -100,6 +103,9 @@ async def seed(database_url: str, clients: int, conversations: int, prefix: str 
         users = [r["id"] for r in await conn.fetch(
             "INSERT INTO users (username, email, password_hash) SELECT $2 || g, $2 || g || '@bench.local', 'x'"
             " FROM generate_series(1, $1) g RETURNING id", clients, prefix)]
+        from bench.scenarios import open_seeded_sessions
+
+        await open_seeded_sessions(conn, users)
         plan = []
         per = max(clients // conversations, 2)
         for start in range(0, clients, per):
@@ -121,11 +127,10 @@ async def seed(database_url: str, clients: int, conversations: int, prefix: str 
         await conn.close()
 
 
-def tokens_for(user_ids: list[int]) -> list[str]:
-    from app.config import Config
+def tokens_for(secret: str, user_ids: list[int]) -> list[str]:
     from handlers.auth import make_access_token
 
-    return [make_access_token(Config().jwt_secret, uid, uid, 3600) for uid in user_ids]
+    return [make_access_token(secret, uid, uid, 3600) for uid in user_ids]
 
 
 # ---------------------------------------------------------------- the workers
@@ -332,7 +337,7 @@ def run(args: argparse.Namespace) -> dict:
         for url in urls:
             asyncio.run(wait_up(url))
         plan = asyncio.run(seed(database_url, args.clients, args.conversations))
-        tokens = tokens_for([uid for uid, _ in plan])
+        tokens = tokens_for(env["GLINT_JWT_SECRET"], [uid for uid, _ in plan])
         # members of a conversation alternate between the servers: every delivery crosses processes
         clients = [(uid, cid, token, urls[i % len(urls)]) for i, ((uid, cid), token) in enumerate(zip(plan, tokens))]
         ctx = mp.get_context("spawn")
@@ -370,7 +375,7 @@ def run(args: argparse.Namespace) -> dict:
             "glint_cpu_percent_of_one_core": round((cpu1 - cpu0) / elapsed * 100, 1),
         }
         if args.idle:
-            report.update(measure_idle(urls[0], servers[0].pid, database_url, args.idle))
+            report.update(measure_idle(urls[0], servers[0].pid, database_url, env["GLINT_JWT_SECRET"], args.idle))
         if args.presence:
             report.update(asyncio.run(measure_presence(env["GLINT_REDIS_URL"], args.presence)))
         return report
@@ -388,10 +393,10 @@ def run(args: argparse.Namespace) -> dict:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def measure_idle(url: str, pid: int, database_url: str, count: int) -> dict:
+def measure_idle(url: str, pid: int, database_url: str, secret: str, count: int) -> dict:
     """Open `count` idle sockets to one process; its resident memory per socket."""
     plan = asyncio.run(seed(database_url, count, max(count // 2, 1), prefix="idle"))
-    tokens = tokens_for([uid for uid, _ in plan])
+    tokens = tokens_for(secret, [uid for uid, _ in plan])
     time.sleep(1.0)
     before = rss(pid)
     ctx = mp.get_context("spawn")

@@ -27,6 +27,7 @@ import asyncpg
 from aiohttp import web
 
 from app import stack
+from bench.scenarios import open_seeded_sessions
 from app.config import load_config
 from app.main import create_app
 from handlers.auth import make_access_token
@@ -101,6 +102,7 @@ async def seed(dsn: str, users: int, posts: int, rng: random.Random) -> int:
                                          + [(u, viewer) for u in others[220:240]], columns=["blocker_id", "blocked_id"])
         await conn.execute("ANALYZE")
         print(f"seeded {users} users, {posts} posts, {len(links)} hashtag links in {time.perf_counter() - t0:.1f}s")
+        await open_seeded_sessions(conn, [viewer])  # the session the viewer's minted token names
         return viewer
     finally:
         await conn.close()
@@ -136,7 +138,7 @@ async def measure(config, viewer: int, requests: int, seed_: int) -> dict[str, d
     await runner.setup()
     port = stack.free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
-    headers = {"Authorization": "Bearer " + make_access_token(config.jwt_secret, viewer, 1, 3600)}
+    headers = {"Authorization": "Bearer " + make_access_token(config.jwt_secret, viewer, viewer, 3600)}
     out: dict[str, dict[str, float]] = {}
     try:
         async with aiohttp.ClientSession(f"http://127.0.0.1:{port}", headers=headers) as http:

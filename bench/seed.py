@@ -36,6 +36,8 @@ from typing import Any, Callable, Iterable, Sequence
 
 import asyncpg
 
+from bench.scenarios import open_seeded_sessions
+
 GLINT_EPOCH_MS = 1704067200000
 PASSWORD = "bench-password"  # every seeded user's password (the locustfile logs in with it)
 USERNAME = "bench{}"
@@ -644,6 +646,8 @@ async def seed(config: Any, plan: Plan, manifest_path: Path, *, do_reset: bool =
     t = step("copy + timelines", t)
     conn = await asyncpg.connect(config.database_url)
     try:
+        if "sessions" in columns:
+            await open_seeded_sessions(conn)
         await conn.execute("ANALYZE " + ", ".join(table for table, _, _ in loads))
     finally:
         await conn.close()

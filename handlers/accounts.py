@@ -17,7 +17,7 @@ from msgspec import UNSET, Meta, UnsetType
 from handlers.auth import check_address_limit, current_user, hash_password, verify_password
 from handlers.common import (
     Conflict, NotFound, Page, Routes, Struct, ValidationFailed, decode_cursor, encode_cursor, json_response,
-    make_page, no_content, page_request, parse_id, path_id, read_json,
+    make_page, no_content, page_request, parse_id, path_id, read_json, read_pool,
 )
 from handlers.context import config_key, pool_key, redis_key
 from storage import email, graph, outbox, tokens, users, visibility
@@ -85,6 +85,7 @@ class Relationship(Struct):
     followed_by: bool
     requested: bool
     blocking: bool
+    muting: bool  # the viewer mutes this account (only the muter ever sees it true)
 
 
 class ProfileOut(UserOut):
@@ -413,7 +414,7 @@ async def list_users(request: web.Request) -> web.Response:
     q = request.query.get("q", "").strip()
     if len(q) > 64:
         raise ValidationFailed("q: at most 64 characters.", fields={"q": "At most 64 characters."})
-    rows = await users.search_users(request.app[pool_key], viewer, q or None, after[0] if after else None, page.limit)
+    rows = await users.search_users(await read_pool(request), viewer, q or None, after[0] if after else None, page.limit)
     result = make_page(request, rows, page.limit, lambda r: encode_cursor(r["sort_key"]))
     return json_response(Page(results=[user_summary(r) for r in result.results], next=result.next))
 
@@ -423,10 +424,10 @@ async def get_profile(request: web.Request) -> web.Response:
     """A user's profile with counts and the viewer's relationship; 404 if either blocks the other."""
     viewer = current_user(request)
     user_id = path_id(request)
-    pool = request.app[pool_key]
+    pool = await read_pool(request)
     row = await users.get_profile(pool, user_id, viewer)
     if row is None or not await visibility.may_be_shown(pool, viewer, user_id):
         raise NotFound()
     relationship = Relationship(following=row["following"], followed_by=row["followed_by"],
-                                requested=row["requested"], blocking=row["blocking"])
+                                requested=row["requested"], blocking=row["blocking"], muting=row["muting"])
     return json_response(ProfileOut(**_user_fields(row), relationship=relationship))

@@ -4,22 +4,30 @@ it needs (the `role=` option of the route decorator), and every action is audite
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Literal
+from datetime import datetime, timezone
+from typing import Annotated, Any, Literal
 
 import asyncpg
 from aiohttp import web
 from msgspec import UNSET, Meta, UnsetType
 
-from handlers.accounts import TOPIC, RegisterRequest, check_registration, me_out, MeOut
+from handlers.accounts import TOPIC, MeOut, RegisterRequest, check_registration, me_out
 from handlers.auth import current_user, hash_password
+from handlers.comments import comment_event
 from handlers.common import (
-    Conflict, Forbidden, NotFound, Page, Routes, Struct, check_role, encode_cursor, json_response, make_page,
-    page_request, path_id, read_json,
+    Conflict, Forbidden, NotFound, Page, Routes, Struct, ValidationFailed, check_role, encode_cursor, has_role,
+    json_response, make_page, page_request, path_id, read_json,
 )
-from handlers.context import pool_key
-from handlers.posts import cursor_id
-from storage import moderation, outbox, users
+from handlers.context import config_key, pool_key, redis_key
+from handlers.posts import cursor_id, emit_txn
+from handlers.reports import TOPIC as MODERATION_TOPIC
+from handlers.reports import TargetRef
+from handlers.stories import TOPIC as STORIES_TOPIC
+from handlers.stories import app_now, tray_cache
+from realtime import frames
+from realtime.gateway import CLOSE_SUSPENDED, Gateway, gateway_key
+from storage import comments, moderation, outbox, posts, stories, tokens, users
+from storage import messages as message_store
 
 routes = Routes("admin")
 
@@ -119,4 +127,340 @@ async def audit_log(request: web.Request) -> web.Response:
     return json_response(Page(results=[audit_out(r) for r in shown.results], next=shown.next))
 
 
+
+# ---------------------------------------------------------------- suspension
+
 Note = Annotated[str, Meta(max_length=2000)]
+
+
+class SuspendBody(Struct):
+    reason: Annotated[str, Meta(min_length=1, max_length=500)]
+    until: datetime | None = None
+
+
+class NoteBody(Struct):
+    note: Note = ""
+
+
+class Standing(Struct):
+    """An account as moderators see it."""
+
+    id: str
+    username: str
+    role: str
+    is_active: bool
+    suspended: bool
+    suspended_until: datetime | None
+    suspension_reason: str | None
+
+
+def standing(row: asyncpg.Record) -> Standing:
+    return Standing(id=str(row["id"]), username=row["username"], role=row["role"], is_active=row["is_active"],
+                    suspended=row["suspended_at"] is not None, suspended_until=row["suspended_until"],
+                    suspension_reason=row["suspension_reason"])
+
+
+async def check_may_act_on(pool: asyncpg.Pool, actor: int, target: int) -> str:
+    """The actor's role, when they may act on the target account: at least a moderator, never on
+    themselves, and only an admin on an admin (a moderator acting on one is 403)."""
+    role = await check_role(pool, actor, "moderator")
+    if target == actor:
+        raise Forbidden("You cannot act on your own account.")
+    target_role = await pool.fetchval("SELECT role FROM users WHERE id = $1", target)
+    if target_role is None:
+        raise NotFound()
+    if has_role(target_role, "admin") and not has_role(role, "admin"):
+        raise Forbidden("A moderator cannot act on an admin.")
+    return role
+
+
+async def suspend_txn(conn: asyncpg.Connection, actor: int | None, user_id: int, reason: str,
+                      until: datetime | None, note: str = "") -> asyncpg.Record:
+    """Inside a transaction: suspend, revoke every refresh token, audit, emit user_suspended.
+    after_suspend() follows the commit."""
+    if until is not None and until.tzinfo is None:
+        raise ValidationFailed("until: give a time zone (ISO 8601 with Z or an offset).", fields={"until": "No time zone."})
+    if until is not None and until <= datetime.now(timezone.utc):
+        raise ValidationFailed("until: must be in the future.", fields={"until": "In the past."})
+    row = await moderation.suspend_txn(conn, user_id, reason, until)
+    if row is None:
+        raise NotFound()
+    await tokens.revoke_all_for_user(conn, user_id)
+    await moderation.audit_txn(conn, actor, "user_suspended", "user", user_id, note,
+                               {"reason": reason, "until": until.isoformat() if until else None})
+    await outbox.add_event(conn, MODERATION_TOPIC, "user_suspended", user_id, {
+        "user_id": str(user_id), "actor_id": None if actor is None else str(actor), "reason": reason,
+        "until": until.isoformat() if until else None})
+    return row
+
+
+async def after_suspend(app: web.Application, user_id: int) -> None:
+    """After commit: the account's access tokens are refused at once, its sockets close with 4403."""
+    await tokens.mark_user_inactive(app[redis_key], user_id, app[config_key].access_token_ttl)
+    await app[gateway_key].close_user(user_id, CLOSE_SUSPENDED, b"account suspended")
+
+
+async def suspend_user(app: web.Application, actor: int, user_id: int, body: SuspendBody) -> asyncpg.Record:
+    """A moderator suspends an account: it cannot log in, its tokens stop at once, and it and
+    everything it made are hidden from everyone until unsuspended; nothing is deleted."""
+    pool = app[pool_key]
+    await check_may_act_on(pool, actor, user_id)
+    async with pool.acquire() as conn, conn.transaction():
+        row = await suspend_txn(conn, actor, user_id, body.reason.strip(), body.until)
+    await after_suspend(app, user_id)
+    return row
+
+
+async def unsuspend_user(app: web.Application, actor: int | None, user_id: int, note: str = "") -> asyncpg.Record | None:
+    """Lift a suspension (a moderator, or the expiry job with no actor): the account and its things
+    are back as they were; audited, emits user_unsuspended. None if it was not suspended."""
+    async with app[pool_key].acquire() as conn, conn.transaction():
+        row = await moderation.unsuspend_txn(conn, user_id)
+        if row is None:
+            return None
+        await moderation.audit_txn(conn, actor, "user_unsuspended", "user", user_id, note)
+        await outbox.add_event(conn, MODERATION_TOPIC, "user_unsuspended", user_id, {
+            "user_id": str(user_id), "actor_id": None if actor is None else str(actor)})
+    await tokens.clear_user_mark(app[redis_key], user_id)
+    return row
+
+
+async def lift_expired_suspensions(app: web.Application) -> int:
+    """The periodic job: suspensions whose `until` has passed are lifted."""
+    lifted = 0
+    for user_id in await moderation.expired_suspensions(app[pool_key]):
+        lifted += await unsuspend_user(app, None, user_id, "expired") is not None
+    return lifted
+
+
+@routes.route("POST", "/api/admin/users/{id}/suspend/", body=SuspendBody, response=Standing, role="moderator")
+async def suspend(request: web.Request) -> web.Response:
+    """Suspend an account (until a time, or until unsuspended): no log-in, tokens and sockets cut, all of it hidden."""
+    body = await read_json(request, SuspendBody)
+    return json_response(standing(await suspend_user(request.app, current_user(request), path_id(request), body)))
+
+
+@routes.route("POST", "/api/admin/users/{id}/unsuspend/", body=NoteBody, response=Standing, role="moderator")
+async def unsuspend(request: web.Request) -> web.Response:
+    """Lift a suspension: the account and everything it made are back."""
+    body = await read_json(request, NoteBody) if request.body_exists else NoteBody()
+    user_id = path_id(request)
+    await check_may_act_on(request.app[pool_key], current_user(request), user_id)
+    row = await unsuspend_user(request.app, current_user(request), user_id, body.note)
+    if row is None:
+        raise Conflict("This account is not suspended.")
+    return json_response(standing(row))
+
+
+# ---------------------------------------------------------------- the queue and resolutions
+
+
+class ReporterOut(Struct):
+    id: str
+    username: str
+
+
+class TargetOut(Struct):
+    """A reported thing as a moderator sees it, whatever its visibility."""
+
+    type: str
+    id: str
+    exists: bool
+    owner: Standing | None
+    text: str | None
+    media_ids: list[str]
+    post_id: str | None
+    conversation_id: str | None
+    seq: int | None
+    created_at: datetime | None
+
+
+class QueueItem(Struct):
+    id: str
+    status: str
+    reason: str
+    text: str
+    reporter: ReporterOut | None
+    target: TargetOut
+    target_report_count: int
+    created_at: datetime
+    action: str | None
+    note: str | None
+    resolved_by: str | None
+    resolved_at: datetime | None
+
+
+def target_out(kind: str, target_id: int, row: asyncpg.Record | None, owner: asyncpg.Record | None) -> TargetOut:
+    live = row is not None and not row["gone"]
+    return TargetOut(
+        type=kind, id=str(target_id), exists=live, owner=standing(owner) if owner is not None else None,
+        text=row["text"] if live else None, media_ids=[str(m) for m in row["media_ids"]] if live else [],
+        post_id=str(row["post_id"]) if live and kind == "comment" else None,
+        conversation_id=str(row["conversation_id"]) if row is not None and row["conversation_id"] else None,
+        seq=row["seq"] if row is not None else None, created_at=row["created_at"] if row is not None else None,
+    )
+
+
+async def render_queue(pool: asyncpg.Pool, rows: list[asyncpg.Record]) -> list[QueueItem]:
+    """Reports with their targets and the accounts involved, in a query per target type and one for accounts."""
+    found = await moderation.targets(pool, [(r["target_type"], r["target_id"]) for r in rows])
+    people = await moderation.accounts(pool, [u for r in rows for u in (r["reporter_id"], r["target_owner_id"])])
+    out = []
+    for r in rows:
+        reporter = people.get(r["reporter_id"])
+        out.append(QueueItem(
+            id=str(r["id"]), status=r["status"], reason=r["reason"], text=r["text"],
+            reporter=ReporterOut(id=str(reporter["id"]), username=reporter["username"]) if reporter else None,
+            target=target_out(r["target_type"], r["target_id"], found.get((r["target_type"], r["target_id"])),
+                              people.get(r["target_owner_id"])),
+            target_report_count=r["target_report_count"], created_at=r["created_at"], action=r["action"],
+            note=r["note"], resolved_by=None if r["resolved_by"] is None else str(r["resolved_by"]),
+            resolved_at=r["resolved_at"],
+        ))
+    return out
+
+
+@routes.route("GET", "/api/admin/reports/", response=Page[QueueItem], role="moderator",
+              query={"status": "open (default) or resolved", "type": "post, comment, story, message or user",
+                     "limit": "1..100", "cursor": "from `next`"})
+async def report_queue(request: web.Request) -> web.Response:
+    """The moderation queue, oldest first, each report with its target and the target's report count."""
+    status = request.query.get("status", "open")
+    kind = request.query.get("type") or None
+    if status not in ("open", "resolved"):
+        raise ValidationFailed("status: open or resolved.", fields={"status": "open or resolved."})
+    if kind is not None and kind not in moderation.TARGET_TYPES:
+        raise ValidationFailed("type: unknown.", fields={"type": "One of " + ", ".join(moderation.TARGET_TYPES)})
+    page = page_request(request)
+    pool = request.app[pool_key]
+    rows = await moderation.queue(pool, status, kind, cursor_id(request, page.cursor), page.limit)
+    shown = make_page(request, rows, page.limit, lambda r: encode_cursor(r["id"]))
+    return json_response(Page(results=await render_queue(pool, shown.results), next=shown.next))
+
+
+class ResolveBody(Struct):
+    action: Literal["dismiss", "remove", "suspend"]
+    note: Note = ""
+
+
+class Resolution(Struct):
+    action: str
+    target: TargetRef
+    resolved_report_ids: list[str]
+
+
+async def remove_target_txn(app: web.Application, conn: asyncpg.Connection, kind: str, target_id: int,
+                            owner: int) -> dict[str, Any] | None:
+    """Inside a transaction: delete a reported post, comment or story, or make a message a removed
+    tombstone, emitting what the owner's own deletion emits; what after_remove() needs, or None
+    when the target is already gone."""
+    if kind == "post":
+        post = await posts.delete_post_txn(conn, target_id, owner)
+        if post is not None:
+            await emit_txn(conn, "post_deleted", post, removed_by="moderator")
+        return None if post is None else {}
+    if kind == "comment":
+        row = await comments.get_comment(conn, target_id)
+        deleted = await comments.delete_comment_txn(conn, target_id) if row is not None else None
+        if deleted is not None:
+            await outbox.add_event(conn, "posts", "comment_deleted", row["post_author_id"],
+                                   comment_event(deleted, row["post_author_id"]))
+        return None if deleted is None else {}
+    if kind == "story":
+        story = await stories.delete_story_txn(conn, target_id, owner, app_now(app))
+        if story is not None:
+            await outbox.add_event(conn, STORIES_TOPIC, "story_deleted", owner,
+                                   {"story_id": str(target_id), "owner_id": str(owner)})
+        return None if story is None else {}
+    message = await moderation.remove_message_txn(conn, target_id)
+    if message is not None:
+        await outbox.add_event(conn, "messages", "message_removed", message["conversation_id"], {
+            "message_id": str(message["id"]), "conversation_id": str(message["conversation_id"]),
+            "seq": message["seq"], "sender_id": str(message["sender_id"])})
+    return None if message is None else {"conversation_id": message["conversation_id"], "seq": message["seq"]}
+
+
+async def after_remove(app: web.Application, kind: str, target_id: int, owner: int, removed: dict[str, Any]) -> None:
+    """After commit: caches forget the removed thing; every member of a removed message's
+    conversation gets message.removed."""
+    pool = app[pool_key]
+    if kind == "post":
+        await posts.forget_cached(app[redis_key], [target_id])
+    elif kind == "story":
+        await tray_cache(app).drop([owner, *await stories.follower_ids(pool, owner)])
+    elif kind == "message":
+        frame = frames.encode(frames.MessageRemoved(conversation_id=str(removed["conversation_id"]),
+                                                    seq=removed["seq"]))
+        members = await message_store.member_ids(pool, removed["conversation_id"])
+        await app[gateway_key].publish([(m, Gateway.envelope(frame)) for m in members])
+
+
+async def resolve_report(app: web.Application, actor: int, report_id: int, body: ResolveBody) -> Resolution:
+    """Resolve a report and every other open report on its target with one action: dismiss,
+    remove the target, or suspend its owner. Never on one's own reports or things, and a moderator
+    never removes or suspends an admin's. Audited; reporters are told (report_resolved)."""
+    pool = app[pool_key]
+    await check_role(pool, actor, "moderator")
+    report = await moderation.get_report(pool, report_id)
+    if report is None:
+        raise NotFound()
+    if report["status"] != "open":
+        raise Conflict("This report is resolved already.")
+    kind, target_id, owner = report["target_type"], report["target_id"], report["target_owner_id"]
+    if actor in await moderation.reporters_on_target(pool, kind, target_id):
+        raise Forbidden("You cannot resolve reports you filed.")
+    if body.action != "dismiss":
+        await check_may_act_on(pool, actor, owner)
+    elif owner == actor:
+        raise Forbidden("You cannot resolve reports about yourself.")
+    if body.action == "remove" and kind == "user":
+        raise ValidationFailed("action: an account cannot be removed; suspend it.", fields={"action": "Not for accounts."})
+    removed = None
+    async with pool.acquire() as conn, conn.transaction():
+        if body.action == "remove":
+            removed = await remove_target_txn(app, conn, kind, target_id, owner)
+        elif body.action == "suspend":
+            await suspend_txn(conn, actor, owner, f"report {report_id}: {report['reason']}", None, body.note)
+        resolved = await moderation.resolve_target_txn(conn, kind, target_id, body.action, body.note, actor)
+        if not resolved:
+            raise Conflict("This report is resolved already.")
+        ids = [str(r["id"]) for r in resolved]
+        await moderation.audit_txn(conn, actor, f"report_{body.action}", kind, target_id, body.note,
+                                   {"report_ids": ids, "owner_id": str(owner), "removed": removed is not None})
+        await outbox.add_event(conn, MODERATION_TOPIC, "report_resolved", target_id, {
+            "report_ids": ids, "reporter_ids": sorted({str(r["reporter_id"]) for r in resolved}),
+            "reports": [{"report_id": str(r["id"]), "reporter_id": str(r["reporter_id"])} for r in resolved],
+            "moderator_id": str(actor), "action": body.action, "target_type": kind, "target_id": str(target_id),
+            "target_owner_id": str(owner)})
+    if removed is not None:
+        await after_remove(app, kind, target_id, owner, removed)
+    if body.action == "suspend":
+        await after_suspend(app, owner)
+    return Resolution(action=body.action, target=TargetRef(type=kind, id=str(target_id)), resolved_report_ids=ids)
+
+
+@routes.route("POST", "/api/admin/reports/{id}/resolve/", body=ResolveBody, response=Resolution, role="moderator")
+async def resolve(request: web.Request) -> web.Response:
+    """Resolve a report and every open report on the same target: dismiss, remove the target, or suspend its owner."""
+    body = await read_json(request, ResolveBody)
+    return json_response(await resolve_report(request.app, current_user(request), path_id(request), body))
+
+
+# ---------------------------------------------------------------- the overview
+
+
+class Stats(Struct):
+    users: int
+    active_24h: int
+    posts: int
+    messages: int
+    open_reports: int
+    connected_sockets: int
+
+
+@routes.route("GET", "/api/admin/stats/", response=Stats, role="moderator")
+async def admin_stats(request: web.Request) -> web.Response:
+    """Counts: users, active in 24 h, posts, messages, open reports, connected sockets (all processes)."""
+    row = await moderation.stats(request.app[pool_key])
+    sockets = await request.app[gateway_key].presence.count_connections()
+    return json_response(Stats(**dict(row), connected_sockets=sockets))

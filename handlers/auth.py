@@ -72,20 +72,33 @@ def make_access_token(secret: str, user_id: int, session_id: int, ttl: int) -> s
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
-def read_access_token(secret: str, token: str) -> Identity:
-    """Verify an access token's signature and expiry; raise 401 otherwise."""
-    try:
-        claims = jwt.decode(token, secret, algorithms=[ALGORITHM], options={"require": ["exp", "sub", "sid"]})
-    except jwt.ExpiredSignatureError:
-        raise TokenExpired() from None
-    except jwt.PyJWTError:
-        raise NotAuthenticated("The access token is invalid.") from None
+def read_access_token(secrets: tuple[str, ...], token: str) -> Identity:
+    """Verify an access token's signature (by the current secret, or the previous one during a
+    rotation) and expiry; raise 401 otherwise."""
+    claims = None
+    for secret in secrets:
+        try:
+            claims = jwt.decode(token, secret, algorithms=[ALGORITHM], options={"require": ["exp", "sub", "sid"]})
+            break
+        except jwt.ExpiredSignatureError:
+            raise TokenExpired() from None
+        except jwt.InvalidSignatureError:
+            continue
+        except jwt.PyJWTError:
+            raise NotAuthenticated("The access token is invalid.") from None
+    if claims is None:
+        raise NotAuthenticated("The access token is invalid.")
     if claims.get("typ") != "access":
         raise NotAuthenticated("The access token is invalid.")
     try:
         return Identity(int(claims["sub"]), int(claims["sid"]))
     except (TypeError, ValueError):
         raise NotAuthenticated("The access token is invalid.") from None
+
+
+def verifying_secrets(current: str, previous: str = "") -> tuple[str, ...]:
+    """The secrets an access token may be signed with: the current one, then the previous one."""
+    return (current, previous) if previous else (current,)
 
 
 def bearer_token(request: web.Request) -> str | None:
@@ -186,9 +199,10 @@ async def cancel_deletion(app: web.Application, user_id: int) -> None:
 
 @routes.route("POST", "/api/token/", body=TokenRequest, response=TokenPair, auth=False)
 async def obtain_token(request: web.Request) -> web.Response:
-    """Log in with username (or e-mail) and password (and `code` once two-factor is on: 401 2fa_required without it, 2fa_invalid when wrong); returns an access and a refresh token.
+    """Log in with username (or e-mail), password and, once two-factor is on, code (else 2fa_required).
 
-    A login within the grace period of a requested account deletion cancels the deletion."""
+    Returns an access and a refresh token; a wrong or reused code is 401 2fa_invalid. A login within
+    the grace period of a requested account deletion cancels the deletion."""
     body = await read_json(request, TokenRequest)
     await check_address_limit(request, "login")
     # keyed by address and name together: attempts from elsewhere cannot lock the account's owner out

@@ -17,7 +17,7 @@ from msgspec import Meta
 from realtime.frames import IdStr
 from storage.bounds import BIGINT_MAX, bad_str, is_id
 
-from handlers.context import identity_key, pool_key
+from handlers.context import identity_key, pool_key, redis_key, replicas_key
 from realtime import frames
 from storage import faults, users
 
@@ -403,3 +403,14 @@ class Routes:
         """Register every route on the application's router."""
         for doc in self.docs:
             app.router.add_route(doc.method, doc.path, doc.handler)
+
+
+async def read_pool(request: web.Request) -> asyncpg.Pool:
+    """The pool for a read that tolerates replica lag: a usable replica, except right after the
+    viewer's own write (read-your-writes); the primary when no replica is configured."""
+    primary = request.app[pool_key]
+    replicas = request.app.get(replicas_key)
+    if replicas is None:
+        return primary
+    identity = request.get(identity_key)
+    return await replicas.reader(primary, request.app[redis_key], identity.user_id if identity else None)

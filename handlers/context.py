@@ -42,5 +42,9 @@ def app_now(app: web.Application) -> datetime:
     clock = app.get(clock_key)
     return clock() if clock is not None else datetime.now(timezone.utc)
 
+
+# read replicas (storage.replicas.Replicas), or None when none is configured
+replicas_key: web.AppKey[Any] = web.AppKey("replicas")
+
 # the search backend (storage.search.SearchBackend: postgres or elasticsearch), made once per app
 search_key: web.AppKey[Any] = web.AppKey("search")

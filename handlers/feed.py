@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from handlers.auth import current_user
-from handlers.common import Page, Routes, encode_cursor, json_response, page_request
+from handlers.common import Page, Routes, encode_cursor, json_response, page_request, read_pool
 from handlers.context import config_key, pool_key, redis_key, timelines_key
 from handlers.posts import PostOut, cursor_id, render_posts
 from storage import explore, timelines as tl
@@ -37,7 +37,7 @@ async def home_feed(request: web.Request) -> web.Response:
     candidates = await home_feed_ids(request.app[timelines_key], request.app[pool_key], viewer, before,
                                      page.limit + 1, config.celebrity_threshold)
     shown = candidates[: page.limit]
-    results = await render_posts(request, viewer, shown)
+    results = await render_posts(request, viewer, shown, hide_muted=True)  # a mute made after fan-out acts here
     next_url = None
     if len(candidates) > page.limit:
         # the cursor is the last id considered, shown or hidden, so no post is skipped or repeated
@@ -53,12 +53,12 @@ async def explore_feed(request: web.Request) -> web.Response:
     page = page_request(request)
     parts = cursor_id(request, page.cursor)
     offset = parts or 0
-    pool = request.app[pool_key]
+    pool = await read_pool(request)
     ranked = await explore.read_trending(request.app[redis_key], offset, page.limit)
     authors = await explore.authors_of(pool, ranked)
     hidden = await explore.hidden_authors(pool, viewer, list(set(authors.values())))
     keep = [p for p in ranked if p in authors and authors[p] not in hidden]
-    results = await render_posts(request, viewer, keep)
+    results = await render_posts(request, viewer, keep, hide_muted=True)
     next_url = None
     if len(ranked) == page.limit:
         query = {**request.query, "cursor": encode_cursor(offset + page.limit), "limit": str(page.limit)}

@@ -15,10 +15,10 @@ from handlers.accounts import TOPIC, UserSummary, retry_on_deadlock, user_summar
 from handlers.auth import current_user
 from handlers.common import (
     NotFound, Page, PageRequest, Routes, Struct, ValidationFailed, decode_cursor, encode_cursor, json_response,
-    make_page, no_content, page_request, parse_id, path_id,
+    make_page, no_content, page_request, parse_id, path_id, read_json,
 )
-from handlers.context import pool_key
-from storage import graph, outbox, visibility
+from handlers.context import config_key, pool_key, redis_key
+from storage import graph, outbox, stories, visibility
 
 routes = Routes("graph")
 
@@ -104,6 +104,30 @@ async def do_unblock(pool: asyncpg.Pool, viewer: int, target: int) -> None:
         raise NotFound()
 
 
+async def do_mute(app: web.Application, viewer: int, target: int, stories_too: bool) -> None:
+    """Mute target, silently and one way (target sees no difference): their posts leave the
+    viewer's home feed and explore, their stories the tray (when stories_too), and the viewer gets
+    no notifications of theirs. Emits user_muted when something changed."""
+    async with app[pool_key].acquire() as conn, conn.transaction():
+        await _lock_visible_pair_txn(conn, viewer, target)
+        if await graph.add_mute(conn, viewer, target, stories_too):
+            await outbox.add_event(conn, TOPIC, "user_muted", viewer, {**_pair(viewer, target), "stories": stories_too})
+    await _forget_tray(app, viewer)
+
+
+async def do_unmute(app: web.Application, viewer: int, target: int) -> None:
+    """Lift the viewer's mute of target (idempotent); emits user_unmuted when there was one."""
+    async with app[pool_key].acquire() as conn, conn.transaction():
+        if await graph.remove_mute(conn, viewer, target):
+            await outbox.add_event(conn, TOPIC, "user_unmuted", viewer, _pair(viewer, target))
+    await _forget_tray(app, viewer)
+
+
+async def _forget_tray(app: web.Application, viewer: int) -> None:
+    """After commit: the viewer's cached story tray is rebuilt with the mute as it is now."""
+    await stories.TrayCache(app[redis_key], app[config_key].stories_tray_ttl).drop([viewer])
+
+
 # ---------------------------------------------------------------- routes
 
 
@@ -157,6 +181,26 @@ async def unblock(request: web.Request) -> web.Response:
     return await _on_path_user(request, do_unblock)
 
 
+class MuteBody(Struct):
+    stories: bool = True
+
+
+@routes.route("POST", "/api/accounts/users/{id}/mute/", body=MuteBody, status=204)
+async def mute(request: web.Request) -> web.Response:
+    """Mute a user (silent, one-way): their posts leave your feed, their stories your tray (stories: true, the default)."""
+    viewer = current_user(request)
+    body = await read_json(request, MuteBody) if request.body_exists else MuteBody()
+    await do_mute(request.app, viewer, path_id(request), body.stories)
+    return no_content()
+
+
+@routes.route("POST", "/api/accounts/users/{id}/unmute/", status=204)
+async def unmute(request: web.Request) -> web.Response:
+    """Unmute a user (idempotent)."""
+    await do_unmute(request.app, current_user(request), path_id(request))
+    return no_content()
+
+
 def _edge_after(page: PageRequest) -> tuple[datetime, int] | None:
     parts = decode_cursor(page.cursor, datetime, str)
     return None if parts is None else (parts[0], parse_id(parts[1], "cursor"))
@@ -205,3 +249,9 @@ async def follow_requests(request: web.Request) -> web.Response:
 async def blocks(request: web.Request) -> web.Response:
     """The users the viewer blocks, newest first."""
     return await edge_page(request, "blocks", current_user(request), None)
+
+
+@routes.route("GET", "/api/accounts/mutes/", response=Page[UserSummary], query=PAGE_QUERY)
+async def mutes(request: web.Request) -> web.Response:
+    """The users the viewer mutes, newest first."""
+    return await edge_page(request, "mutes", current_user(request), None)

@@ -26,6 +26,7 @@ from handlers.auth import auth_markers, bearer_token, check_session, current_use
 from handlers.common import (
     ApiError, Forbidden, NotAuthenticated, NotFound, Page, RateLimited, Routes, Struct, ValidationFailed, client_error,
     decode_cursor, encode_cursor, error_frame, json_response, no_content, page_request, parse_id, path_id, read_json,
+    read_pool,
 )
 from handlers.context import config_key, identity_key, limiter_key, pool_key, redis_key
 from realtime import frames
@@ -61,7 +62,7 @@ def message_out(row: asyncpg.Record, prefix: str = "") -> Message:
         sender_id=str(row[prefix + "sender_id"]), client_id=row[prefix + "client_id"], text=row[prefix + "text"],
         media=frames.Media(id=str(media_id)) if media_id is not None else None,
         reply_to_seq=row[prefix + "reply_to_seq"], deleted=row[prefix + "deleted_at"] is not None,
-        created_at=iso(row[prefix + "created_at"]),
+        removed=row[prefix + "removed_at"] is not None, created_at=iso(row[prefix + "created_at"]),
     )
 
 
@@ -580,7 +581,7 @@ async def list_messages(request: web.Request) -> web.Response:
     before, after = seq_param(request, "before_seq"), seq_param(request, "after_seq")
     if before is not None and after is not None:
         raise ValidationFailed("Give before_seq or after_seq, not both.", fields={"after_seq": "Not with before_seq."})
-    pool = request.app[pool_key]
+    pool = await read_pool(request)
     if await store.get_conversation(pool, conversation_id, viewer) is None:
         raise NotFound()
     rows = await store.history(pool, conversation_id, before, after, page.limit)

@@ -22,7 +22,7 @@ from redis.asyncio import Redis
 from handlers.auth import current_user
 from handlers.common import (
     IdIn, NotFound, Page, Routes, Struct, ValidationFailed, decode_cursor, encode_cursor, json_response, make_page,
-    no_content, page_request, parse_id, path_id, query_id, read_json,
+    no_content, page_request, parse_id, path_id, query_id, read_json, read_pool,
 )
 from handlers.context import config_key, pool_key, redis_key, s3_key
 from handlers.media import MediaOut, media_out, url_signer
@@ -205,13 +205,15 @@ def user_brief(row: asyncpg.Record, id_field: str = "id") -> UserBrief:
                      is_verified=row["is_verified"])
 
 
-async def render_posts(request: web.Request, viewer: int, post_ids: list[int]) -> list[PostOut]:
-    """The posts the viewer may see, in the order given; deleted and hidden ones are left out.
+async def render_posts(request: web.Request, viewer: int, post_ids: list[int], hide_muted: bool = False) -> list[PostOut]:
+    """The posts the viewer may see, in the order given; deleted and hidden ones are left out (and
+    those of accounts the viewer mutes, with hide_muted: the home feed and explore).
 
     One Redis MGET for what every viewer sees (the misses in one query, then cached) and one query
     for counts, the viewer's flags and visibility."""
     pool = request.app[pool_key]
-    live = await posts.live_posts(pool, viewer, post_ids)
+    live = await posts.live_posts(await read_pool(request), viewer, post_ids, hide_muted)
+    # cache misses are filled from the primary, so a lagging replica never caches stale content
     static = await posts.cached_posts(pool, request.app[redis_key], [i for i in post_ids if i in live])
     signer = url_signer(request)
     out = []

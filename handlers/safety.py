@@ -26,7 +26,8 @@ from handlers.accounts import TOPIC, fail, password_problem
 from handlers.auth import Identity, check_address_limit, hash_password, verify_password
 from handlers import two_factor as two_factor_rules
 from handlers.common import (
-    Conflict, NotAuthenticated, NotFound, Page, Routes, Struct, ValidationFailed, json_response, no_content, path_id, read_json,
+    Conflict, NotAuthenticated, NotFound, Page, Routes, Struct, ValidationFailed, json_response, no_content, path_id,
+    read_json,
 )
 from handlers.context import app_now, config_key, identity_key, pool_key, redis_key
 from storage import erasure, outbox, safety, sessions, tokens, two_factor, users

@@ -16,8 +16,9 @@ from handlers.accounts import UserSummary, user_summary
 from handlers.auth import current_user
 from handlers.common import (
     Page, PageRequest, Routes, ServiceUnavailable, Struct, ValidationFailed, decode_cursor, encode_cursor, json_response, page_request,
+    read_pool,
 )
-from handlers.context import pool_key, search_key
+from handlers.context import search_key
 from handlers.posts import PostOut, render_posts
 from storage import search
 from storage.search import Hit, Kind
@@ -49,7 +50,7 @@ Hydrate = Callable[[web.Request, int, list[int]], Awaitable[dict[int, Any]]]
 
 
 async def _users(request: web.Request, viewer: int, ids: list[int]) -> dict[int, UserSummary]:
-    rows = await search.visible_users(request.app[pool_key], viewer, ids)
+    rows = await search.visible_users(await read_pool(request), viewer, ids)
     return {i: user_summary(r) for i, r in rows.items()}
 
 
@@ -58,12 +59,12 @@ async def _posts(request: web.Request, viewer: int, ids: list[int]) -> dict[int,
 
 
 async def _hashtags(request: web.Request, viewer: int, ids: list[int]) -> dict[int, HashtagOut]:
-    rows = await search.hashtags_with_posts(request.app[pool_key], viewer, ids)
+    rows = await search.hashtags_with_posts(await read_pool(request), viewer, ids)
     return {i: HashtagOut(id=str(i), name=r["name"], post_count=r["post_count"]) for i, r in rows.items()}
 
 
 async def _locations(request: web.Request, viewer: int, ids: list[int]) -> dict[int, LocationOut]:
-    rows = await search.locations_with_posts(request.app[pool_key], viewer, ids)
+    rows = await search.locations_with_posts(await read_pool(request), viewer, ids)
     return {i: LocationOut(id=str(i), name=r["name"], lat=r["lat"], lng=r["lng"], post_count=r["post_count"])
             for i, r in rows.items()}
 

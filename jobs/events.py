@@ -7,28 +7,37 @@ consumer sees each event at least once; the runtime dedupes by event id, retries
 with back-off, and after the last attempt records the event as a dead letter instead of blocking
 its partition. A dead letter is kept in PostgreSQL (storage/deadletters.py): when a store being
 away caused it, the replayer here hands it to the consumer again once the store is back, backed
-off between tries; a bad event waits for `glint events dead-letters replay`.
+off between tries; a bad event waits for `glint events dead-letters replay`. Kafka partitions are
+shared among a consumer's processes by leases in PostgreSQL (storage/leases.py), so a process
+consumes from its first second instead of after a group join.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Protocol
 
 import asyncpg
 import msgspec
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 
-from storage import deadletters, faults, outbox
+from storage import deadletters, faults, leases, outbox
 from storage.metrics import (
     CONSUMER_LAG, DEAD_LETTER_REPLAYS, DEAD_LETTERS, EVENT_LAG, EVENTS_HANDLED, EVENTS_PUBLISHED, HANDLER_FAILURES,
     count_store_error,
 )
 from storage.outbox import Event
+from storage.tracecontext import context_of
 
 log = logging.getLogger("glint.events")
+tracer = trace.get_tracer("glint.events")
 
 
 class Consumer(Protocol):
@@ -68,7 +77,15 @@ class Dispatcher:
         return [c for c in self.consumers if topic in c.topics]
 
     async def deliver(self, consumer: Consumer, event: Event) -> bool:
-        """Run the consumer's handler for the event once in effect; False if it was dead-lettered."""
+        """Run the consumer's handler for the event once in effect; False if it was dead-lettered.
+        Its span continues the trace of the request that wrote the event."""
+        with tracer.start_as_current_span(
+                f"{consumer.name} {event.type}", context=context_of(event.traceparent), kind=SpanKind.CONSUMER,
+                attributes={"messaging.destination.name": event.topic, "messaging.message.id": str(event.event_id),
+                            "glint.consumer": consumer.name}):
+            return await self._deliver(consumer, event)
+
+    async def _deliver(self, consumer: Consumer, event: Event) -> bool:
         if await outbox.was_processed(self.pool, consumer.name, event.event_id):
             return True
         for attempt in range(1, self.max_attempts + 1):
@@ -264,9 +281,30 @@ async def _wait(event: asyncio.Event, timeout: float, stop: asyncio.Event | None
             w.cancel()
 
 
-async def ensure_topics(bootstrap: str, topics: list[str], partitions: int = 4) -> None:
-    """Create the topics that do not exist yet (a consumer of a missing topic would wait minutes
-    for its next metadata refresh)."""
+async def _until_stopped(work: Awaitable[object], stop: asyncio.Event) -> object | None:
+    """Await `work` unless `stop` is set first (then cancel it and return None): a consumer that
+    is joining or rebalancing must not hold up a shutdown."""
+    task = asyncio.ensure_future(work)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait([task, stopped], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    try:
+        await task
+    except (asyncio.CancelledError, Exception):
+        pass
+    return None
+
+
+async def ensure_topics(bootstrap: str, topics: list[str], partitions: int = 4,
+                        attempts: int = 40) -> dict[str, set[int]]:
+    """Create the topics that do not exist yet, and return each topic's partitions (a topic just
+    made may take a moment to appear in the broker's metadata; a consumer that took none of a
+    topic's partitions would never read it)."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.errors import TopicAlreadyExistsError
 
@@ -280,13 +318,41 @@ async def ensure_topics(bootstrap: str, topics: list[str], partitions: int = 4) 
                 await admin.create_topics(missing)
             except TopicAlreadyExistsError:  # another process made it first
                 pass
+        for _ in range(attempts):
+            layout = {t: set() for t in topics}
+            for described in await admin.describe_topics(topics):
+                if described.get("topic") in layout and not described.get("error_code"):
+                    layout[described["topic"]] = {p["partition"] for p in described.get("partitions", [])}
+            if all(layout.values()):
+                return layout
+            await asyncio.sleep(0.25)
+        raise RuntimeError(f"the broker lists no partitions for {sorted(t for t, ps in layout.items() if not ps)}")
     finally:
         await admin.close()
 
 
+PARTITIONS = 4  # how many partitions the topics glint makes have (ensure_topics)
+LEAVE_TIMEOUT = 3.0  # how long a stopping consumer may spend handing back its partitions
+
+
+def holder_name() -> str:
+    """This process's name among a consumer's holders: host, pid and a random part."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
 @dataclass
 class KafkaConsumerRunner:
-    """Reads a consumer's topics in its Kafka group; commits each partition's offset after its events are handled."""
+    """Reads a consumer's topics from Kafka, on the partitions this process holds a lease on.
+
+    Partitions are shared among the processes that run the consumer by leases in PostgreSQL
+    (storage/leases.py), not by Kafka's group protocol: a process that starts takes the
+    partitions nobody holds in its first round, so events are consumed from its first second
+    rather than after a group join, and a rolling restart hands partitions over within a tick.
+    The next offset of each partition is recorded after the events before it are handled.
+
+    `ready` is set once a lease round has run (this process holds its share, or the other
+    holders hold the rest), so /readyz can answer 503 until then.
+    """
 
     consumer: Consumer
     dispatcher: Dispatcher
@@ -296,51 +362,96 @@ class KafkaConsumerRunner:
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     kafka: object | None = None  # the running AIOKafkaConsumer
     handled_to: dict = field(default_factory=dict)  # TopicPartition -> offset after the last event handled
+    tick: float = 0.5
+    lease_ttl_ms: int = 3000
+    holder: str = field(default_factory=holder_name)
+
+    @property
+    def group(self) -> str:
+        """The consumer's name in the lease and offset tables (and in metrics)."""
+        return self.group_prefix + self.consumer.name
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Consume until stopped; reconnects with back-off when the broker is away."""
+        """Consume until stopped; reconnects with back-off when the broker or the database is away."""
         from aiokafka import AIOKafkaConsumer
 
-        group = self.group_prefix + self.consumer.name
+        loop = asyncio.get_running_loop()
         topics = [self.topic_prefix + t for t in self.consumer.topics]
         backoff = 1.0
         while not stop.is_set():
-            kafka = self.kafka = AIOKafkaConsumer(
-                *topics, bootstrap_servers=self.bootstrap, group_id=group,
-                enable_auto_commit=False, auto_offset_reset="earliest",
-                session_timeout_ms=30000, heartbeat_interval_ms=3000, max_poll_records=500,
-            )
+            kafka = self.kafka = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
+                                     max_poll_records=500, fetch_max_wait_ms=100)
+            held: list[int] = []
             try:
-                await ensure_topics(self.bootstrap, topics)
+                layout = await ensure_topics(self.bootstrap, topics, PARTITIONS)
                 await kafka.start()
+                slots = max(max(ps) + 1 for ps in layout.values())
                 backoff = 1.0
+                next_round = 0.0
                 while not stop.is_set():
-                    batches = await kafka.getmany(timeout_ms=500)
-                    if kafka.assignment():
+                    if loop.time() >= next_round:
+                        now_held = await leases.lease_round(self.dispatcher.pool, self.group, self.holder,
+                                                            slots, self.lease_ttl_ms)
+                        if now_held != held:
+                            await self._assign(kafka, layout, now_held)
+                            held = now_held
                         self.ready.set()
-                    for tp, records in batches.items():
+                        next_round = loop.time() + self.tick
+                    if not held:
+                        await _wait(stop, self.tick)
+                        continue
+                    batches = await _until_stopped(kafka.getmany(timeout_ms=int(self.tick * 1000)), stop)
+                    for tp, records in (batches or {}).items():
                         for record in records:
                             await self._handle_record(record)
                             self.handled_to[tp] = record.offset + 1
-                        await kafka.commit({tp: records[-1].offset + 1})
+                        await leases.set_offset(self.dispatcher.pool, self.group, tp.topic, tp.partition,
+                                                records[-1].offset + 1, self.holder)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("consumer %s: kafka error, reconnecting in %.0fs: %r", group, backoff, exc)
+                self.ready.clear()
+                log.warning("consumer %s: kafka or database error, reconnecting in %.0fs: %r", self.group, backoff, exc)
                 await _wait(stop, backoff)
                 backoff = min(backoff * 2, 30.0)
             finally:
+                self.ready.clear()
                 self.kafka = None
                 self.handled_to.clear()
-                await kafka.stop()
+                try:  # hand the partitions back at once, but never hold up a shutdown for it
+                    await asyncio.wait_for(self._leave(kafka), LEAVE_TIMEOUT)
+                except Exception as exc:  # the database or the broker is away: the leases run out
+                    log.warning("consumer %s: stopped without handing back its partitions: %r", self.group, exc)
+
+    async def _assign(self, kafka: object, layout: dict[str, set[int]], partitions: list[int]) -> None:
+        """Read exactly these partitions of every topic, each from its recorded offset."""
+        from aiokafka import TopicPartition
+
+        assigned = [TopicPartition(t, p) for t, present in layout.items() for p in partitions if p in present]
+        kafka.assign(assigned)
+        offsets = await leases.get_offsets(self.dispatcher.pool, self.group, list(layout), partitions)
+        fresh = []
+        for tp in assigned:
+            offset = offsets.get((tp.topic, tp.partition))
+            if offset is None:
+                fresh.append(tp)
+            else:
+                kafka.seek(tp, offset)
+        if fresh:  # never read before: from the beginning (events are deduplicated by id)
+            await kafka.seek_to_beginning(*fresh)
+
+    async def _leave(self, kafka: object) -> None:
+        try:
+            await leases.release(self.dispatcher.pool, self.group, self.holder)
+        finally:
+            await kafka.stop()
 
     async def report_lag(self) -> None:
         """Set the lag of each partition assigned now: the partition's end as last fetched, less
-        the offset after the last event handled (or the position the group resumes from)."""
+        the offset after the last event handled (or the position this holder resumes from)."""
         kafka = self.kafka
         if kafka is None:
             return
-        group = self.group_prefix + self.consumer.name
         for tp in kafka.assignment():
             highwater = kafka.highwater(tp)
             done = self.handled_to.get(tp)
@@ -350,7 +461,7 @@ class KafkaConsumerRunner:
                 except Exception:  # not fetched yet or the broker is away: no figure for now
                     continue
             if highwater is not None:
-                CONSUMER_LAG.labels(tp.topic, str(tp.partition), group).set(max(highwater - done, 0))
+                CONSUMER_LAG.labels(tp.topic, str(tp.partition), self.group).set(max(highwater - done, 0))
 
     async def _handle_record(self, record: object) -> None:
         try:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from storage import timelines as tl
+from storage import graph, timelines as tl
 from storage.outbox import Event
 from storage.timelines import Timelines
 
@@ -70,6 +70,17 @@ class FeedConsumer:
         a, b = int(payload["actor_id"]), int(payload["target_id"])
         await self._unmerge(a, b)
         await self._unmerge(b, a)
+
+    async def on_user_muted(self, payload: dict) -> None:
+        """A mute takes the muted account's posts out of the muter's timeline (reads drop them too,
+        for what this misses or a fan-out that raced it)."""
+        await self._unmerge(int(payload["actor_id"]), int(payload["target_id"]))
+
+    async def on_user_unmuted(self, payload: dict) -> None:
+        """An unmute brings a followed account's recent posts back, as a new follow does."""
+        muter, muted = int(payload["actor_id"]), int(payload["target_id"])
+        if await graph.follows(self.pool, muter, muted):
+            await self._merge(muter, muted)
 
     async def _merge(self, follower: int, followee: int) -> None:
         if await tl.followers_count(self.pool, followee) >= self.celebrity_threshold:

@@ -2,11 +2,12 @@
 notifications, then a `notification.new` frame on every connected socket of the recipient, and the
 push and e-mail the recipient's preferences ask for.
 
-Rules: never to yourself, never between users blocked either way, each channel only as the
-recipient's preferences for that kind allow; undoing or deleting what made a notification
-(unlike, deleted comment or post, unfollow, block) removes it. Idempotent: the items table is
-unique per (event, recipient), so a redelivered event makes nothing twice; side effects (socket,
-push, e-mail) follow a commit that made something new, so a redelivery repeats none of them.
+Rules: never to yourself, never between users blocked either way, never from someone the
+recipient mutes, each channel only as the recipient's preferences for that kind allow; undoing
+or deleting what made a notification (unlike, deleted comment or post, unfollow, block) removes
+it. Idempotent: the items table is unique per (event, recipient), so a redelivered event makes
+nothing twice; side effects (socket, push, e-mail) follow a commit that made something new, so a
+redelivery repeats none of them.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ PHRASES = {
     "follow_request_approved": "accepted your follow request",
     "story_reaction": "reacted to your story",
     "message": "sent you a message",
+    "report_resolved": "reviewed your report",
 }
 
 
@@ -81,7 +83,7 @@ class NotificationConsumer:
     email: EmailSink
     group_window: float = 24 * 3600
     name: str = "notifications"
-    topics: tuple[str, ...] = ("accounts", "posts", "stories", "messages")
+    topics: tuple[str, ...] = ("accounts", "posts", "stories", "messages", "moderation")
 
     async def handle(self, event: Event) -> None:
         """Dispatch by event type; other types notify nobody."""
@@ -176,6 +178,14 @@ class NotificationConsumer:
         text = str(p.get("preview") or "")[:200] or None
         await self.notify([self._item(event, int(r), sender, "message", "conversation", conversation, text=text)
                            for r in p.get("recipient_ids", ())])
+
+    # ------------------------------------------------------------ moderation
+
+    async def on_report_resolved(self, event: Event, p: dict) -> None:
+        """Each reporter hears that their report was dealt with (not how, nor about whom)."""
+        moderator = int(p["moderator_id"])
+        await self.notify([self._item(event, int(r["reporter_id"]), moderator, "report_resolved", "report",
+                                      int(r["report_id"])) for r in p.get("reports", ())])
 
     # ------------------------------------------------------------ making and delivering
 

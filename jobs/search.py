@@ -1,4 +1,5 @@
-"""The search consumer: keeps the search index in step with the "accounts" and "posts" topics.
+"""The search consumer: keeps the search index in step with the "accounts", "posts" and
+"moderation" topics.
 
 Every event is answered by re-reading PostgreSQL for what it touched (sync_*), never by applying
 the payload, so a redelivered, repeated or out-of-order event leaves the index as PostgreSQL has
@@ -27,7 +28,7 @@ USER_EVENTS = {
 }
 # the account was hidden, shown again or erased: its document and its posts' follow PostgreSQL
 ACCOUNT_STATE_EVENTS = {"user_deactivated", "account_deletion_requested", "account_deletion_cancelled",
-                        "account_erased"}
+                        "account_erased", "user_suspended", "user_unsuspended"}
 POST_EVENTS = {"post_created", "post_updated", "post_deleted"}
 
 
@@ -45,7 +46,7 @@ class SearchConsumer:
     """Indexes users, posts, hashtags and locations from events."""
 
     name = "search"
-    topics = ("accounts", "posts")
+    topics = ("accounts", "posts", "moderation")
 
     def __init__(self, backend: SearchBackend) -> None:
         self.backend = backend
@@ -53,7 +54,7 @@ class SearchConsumer:
     async def handle(self, event: Event) -> None:
         """Sync what the event touched; events search does not care about are skipped."""
         payload = event.payload
-        if event.type in ACCOUNT_STATE_EVENTS:
+        if event.type in ACCOUNT_STATE_EVENTS:  # the account and all its posts leave or rejoin the index
             for user_id in _ids(payload, ("user_id",)):
                 await self.backend.sync_users([user_id])
                 await self.backend.sync_author_posts(user_id)

@@ -2,9 +2,9 @@
 
 ALTER TABLE users
     ADD COLUMN role text NOT NULL DEFAULT 'user' CHECK (role IN ('user', 'moderator', 'admin')),
-    -- a suspended account is also inactive (is_active = false), which is how every reader of the
-    -- visibility policy (visible_to() and the `u.is_active` it and the lists test) hides it; these
-    -- columns say why, and until when, so that lifting the suspension restores exactly that
+    -- a suspended account is also inactive (is_active = false), which is how the visibility policy
+    -- (user_shown(), visible_to(), may_authenticate()) hides it and refuses its tokens; these
+    -- columns say why and until when, and lifting the suspension turns is_active back on
     ADD COLUMN suspended_at timestamptz,
     ADD COLUMN suspended_until timestamptz,
     ADD COLUMN suspension_reason text;
@@ -54,11 +54,20 @@ CREATE TABLE mutes (
     CHECK (muter_id <> muted_id)
 );
 
--- does `viewer` mute `owner` (for stories too when `for_stories`)? The mute rule of the visibility
--- policy: not whether a thing may be seen (a muted account's profile and posts stay reachable),
--- but whether the viewer's home feed, story tray, explore and notifications show it
+-- The mute rule of the visibility policy (0010_i12_visibility.sql). A mute hides nothing (a muted
+-- account's profile and posts stay reachable, and it sees no difference): it silences.
+--   muted_by(v, o, stories)  does v mute o (for stories too, when asked): the home feed (fan-out
+--                            and reads), explore and the story tray leave o out for v
+--   may_notify(r, a)         now also false when r mutes a
+-- A suspension needs no function of its own: it turns users.is_active off, which user_shown() and
+-- visible_to() already require, so the account and everything it made are hidden from everyone.
 CREATE FUNCTION muted_by(viewer bigint, owner bigint, for_stories boolean DEFAULT false) RETURNS boolean
 LANGUAGE sql STABLE AS $$
     SELECT EXISTS (SELECT 1 FROM mutes m WHERE m.muter_id = viewer AND m.muted_id = owner
                                              AND (NOT for_stories OR m.stories))
+$$;
+
+CREATE OR REPLACE FUNCTION may_notify(recipient bigint, actor bigint) RETURNS boolean
+LANGUAGE sql STABLE AS $$
+    SELECT may_reach(actor, recipient) AND NOT muted_by(recipient, actor)
 $$;

@@ -83,6 +83,7 @@ class Message(msgspec.Struct, kw_only=True):
     media: Media | None
     reply_to_seq: int | None
     deleted: bool
+    removed: bool = False  # deleted by a moderator (then `deleted` is true too)
     created_at: str
 
 
@@ -118,6 +119,13 @@ class MessageReadReceipt(ServerFrame, tag="message.read"):
 
 
 class MessageDeleted(ServerFrame, tag="message.deleted"):
+    conversation_id: str
+    seq: int
+
+
+class MessageRemoved(ServerFrame, tag="message.removed"):
+    """A moderator removed this message: clients show it as removed (it is a tombstone in history)."""
+
     conversation_id: str
     seq: int
 

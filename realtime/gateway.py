@@ -11,6 +11,7 @@ Close codes (documented for clients):
   1009             a frame larger than the maximum frame size
   4000             idle: nothing arrived from the client for the idle timeout
   4401             the access token expired or its session was revoked: refresh, reconnect
+  4403             the account was suspended: do not reconnect
   4408             too slow: the client did not read fast enough and its send queue overflowed;
                    reconnect and `sync`
 """
@@ -29,16 +30,21 @@ from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
 
 from aiohttp import WSMsgType, web
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 from redis.asyncio import Redis
 
 from realtime import frames
 from realtime.presence import PresenceStore, iso
-from storage.metrics import WS_CLOSED_SLOW, WS_CONNECTIONS, WS_FRAMES_IN, WS_FRAMES_OUT
+from storage.metrics import WS_CLOSED_SLOW, WS_FRAMES_IN, WS_FRAMES_OUT
+from storage.tracecontext import context_of, current_traceparent
 
 log = logging.getLogger("glint.realtime")
+tracer = trace.get_tracer("glint.realtime")
 
 CLOSE_IDLE = 4000
 CLOSE_UNAUTHORIZED = 4401
+CLOSE_SUSPENDED = 4403
 CLOSE_TOO_SLOW = 4408
 
 
@@ -295,8 +301,11 @@ class Gateway:
                 return
 
     async def _dispatch(self, conn: Connection, frame: frames.AnyClientFrame) -> None:
+        kind = type(frame).__struct_config__.tag
         try:
-            await self.on_frame(conn, frame)
+            with tracer.start_as_current_span(f"ws {kind}", kind=SpanKind.SERVER,
+                                              attributes={"glint.frame": kind, "glint.user_id": conn.user_id}):
+                await self.on_frame(conn, frame)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -332,7 +341,6 @@ class Gateway:
     async def _attach(self, conn: Connection) -> None:
         conns = self.local.setdefault(conn.user_id, set())
         conns.add(conn)
-        WS_CONNECTIONS.inc()
         if len(conns) == 1:
             await self._subscribe(f"u:{conn.user_id}")
         came_online = await self.presence.connect(conn.user_id, conn.id)
@@ -341,9 +349,8 @@ class Gateway:
 
     async def _detach(self, conn: Connection) -> None:
         conns = self.local.get(conn.user_id)
-        if conns is not None and conn in conns:
+        if conns is not None:
             conns.discard(conn)
-            WS_CONNECTIONS.dec()
             if not conns:
                 del self.local[conn.user_id]
                 await self._unsubscribe(f"u:{conn.user_id}")
@@ -419,23 +426,39 @@ class Gateway:
         parts = head.split(b"|")
         kind, exclude = parts[0], parts[1].decode()
         uid = int(channel[2:])
+        if kind == b"c":  # close every socket of the user, in every process: `c|code`, the reason
+            for conn in list(self.local.get(uid, ())):
+                self.cut(conn, int(exclude), frame)
+            return
         if channel.startswith(b"p:"):
             for conn in list(self.watchers.get(uid, ())):
                 conn.push(frame)
             return
         delivery = Delivery(int(parts[2]), int(parts[3]), int(parts[4])) if kind == b"m" else None
+        traced = len(parts) > (5 if kind == b"m" else 2)
+        if traced:  # the publisher was in a trace: this process's part of it is the push
+            with tracer.start_as_current_span("ws push", context=context_of(parts[-1].decode()),
+                                              kind=SpanKind.CONSUMER, attributes={"glint.user_id": uid}):
+                self._push_local(uid, exclude, frame, delivery)
+        else:
+            self._push_local(uid, exclude, frame, delivery)
+
+    def _push_local(self, uid: int, exclude: str, frame: bytes, delivery: Delivery | None) -> None:
         for conn in list(self.local.get(uid, ())):
             if conn.id != exclude:
                 conn.push(frame, delivery)
 
     @staticmethod
     def envelope(frame: bytes, *, exclude: Connection | None = None, delivery: Delivery | None = None) -> bytes:
-        """A frame as it travels the bus: a one-line header, then the encoded frame once."""
+        """A frame as it travels the bus: a one-line header (ending with the publisher's
+        traceparent when it is in a trace), then the encoded frame once."""
         skip = exclude.id if exclude is not None else ""
+        traceparent = current_traceparent()
+        tail = b"|" + traceparent.encode() if traceparent else b""
         if delivery is None:
-            return b"f|%s\n%s" % (skip.encode(), frame)
-        return b"m|%s|%d|%d|%d\n%s" % (skip.encode(), delivery.conversation_id, delivery.seq,
-                                       delivery.sender_id, frame)
+            return b"f|%s%s\n%s" % (skip.encode(), tail, frame)
+        return b"m|%s|%d|%d|%d%s\n%s" % (skip.encode(), delivery.conversation_id, delivery.seq,
+                                         delivery.sender_id, tail, frame)
 
     async def publish(self, items: list[tuple[int, bytes]]) -> list[int]:
         """Publish envelopes to users' channels in one pipeline; per item, how many processes
@@ -446,6 +469,10 @@ class Gateway:
             for user_id, envelope in items:
                 pipe.publish(f"u:{user_id}", envelope)
             return [int(n) for n in await pipe.execute()]
+
+    async def close_user(self, user_id: int, code: int, reason: bytes) -> None:
+        """Close every socket of a user in every process (e.g. 4403 on suspension)."""
+        await self.redis.publish(f"u:{user_id}", b"c|%d\n%s" % (code, reason))
 
     async def publish_presence(self, user_id: int, *, online: bool, last_seen_ms: int | None) -> None:
         """Tell the watchers of a user, in every process, that they came online or went offline."""

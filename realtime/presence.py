@@ -102,3 +102,15 @@ class PresenceStore:
             live, seen = replies[2 * i], replies[2 * i + 1]
             result[uid] = (int(live) > 0, int(seen) if seen is not None else None)
         return result
+
+    async def count_connections(self) -> int:
+        """Live sockets across every process (a SCAN of the connection sets: for the admin
+        overview, not for hot paths)."""
+        now, total = now_ms(), 0
+        keys = [key async for key in self.redis.scan_iter(match="presence:*:conns", count=1000)]
+        for start in range(0, len(keys), 1000):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for key in keys[start:start + 1000]:
+                    pipe.zcount(key, now, "+inf")
+                total += sum(int(n) for n in await pipe.execute())
+        return total

@@ -50,11 +50,11 @@ async def read_trending(redis: Redis, offset: int, count: int) -> list[int]:
 
 async def hidden_authors(conn: asyncpg.Pool | asyncpg.Connection, viewer: int, authors: list[int]) -> set[int]:
     """Which of these authors explore must not show the viewer: the viewer, followed accounts,
-    private ones, and anyone the viewer may not see (storage.visibility)."""
+    private ones, anyone the viewer may not see (storage.visibility), and those the viewer mutes."""
     rows = await conn.fetch(
         """
         SELECT u.id FROM users u WHERE u.id = ANY($2::bigint[]) AND (
-            u.id = $1 OR u.is_private OR NOT u.is_active
+            u.id = $1 OR u.is_private OR NOT u.is_active OR muted_by($1, u.id)
             OR EXISTS (SELECT 1 FROM follows f WHERE f.follower_id = $1 AND f.followee_id = u.id)
             OR NOT visible_to($1, u.id))
         """,

@@ -3,19 +3,24 @@ account holds into the archive's JSON files."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
 
 Conn = asyncpg.Pool | asyncpg.Connection
+STALE = timedelta(hours=1)  # far beyond every retry of the export consumer
 
 
 # ---------------------------------------------------------------- the export rows
 
 
 async def request_txn(conn: asyncpg.Connection, user_id: int) -> tuple[asyncpg.Record, bool]:
-    """The account's pending export, made now if there is none; (row, whether it was made now)."""
+    """The account's pending export, made now if there is none; (row, whether it was made now).
+    One pending for longer than `STALE` is taken as failed (its build was given up on) and replaced."""
+    await conn.execute(
+        "UPDATE exports SET status = 'failed' WHERE user_id = $1 AND status = 'pending'"
+        " AND requested_at < now() - $2::interval", user_id, STALE)
     row = await conn.fetchrow(
         "INSERT INTO exports (user_id) VALUES ($1) ON CONFLICT (user_id) WHERE status = 'pending' DO NOTHING"
         " RETURNING *", user_id)

@@ -1,5 +1,5 @@
-"""The social graph: follows, follow requests, blocks and the lists of them. Who may see whom
-because of these edges is storage.visibility's question, not this module's."""
+"""The social graph: follows, follow requests, blocks, mutes and the lists of them. Who may see
+whom because of these edges is storage.visibility's question, not this module's."""
 
 from __future__ import annotations
 
@@ -9,6 +9,25 @@ from typing import Iterable
 import asyncpg
 
 Conn = asyncpg.Connection | asyncpg.Pool
+
+
+# ---------------------------------------------------------------- mutes: silent and one-way
+
+async def add_mute(conn: Conn, muter: int, muted: int, stories: bool) -> bool:
+    """Mute (or change whether the mute covers stories); True if something changed."""
+    return bool(await conn.fetchval(
+        "INSERT INTO mutes (muter_id, muted_id, stories) VALUES ($1, $2, $3)"
+        " ON CONFLICT (muter_id, muted_id) DO UPDATE SET stories = excluded.stories"
+        " WHERE mutes.stories IS DISTINCT FROM excluded.stories RETURNING true",
+        muter, muted, stories,
+    ))
+
+
+async def remove_mute(conn: Conn, muter: int, muted: int) -> bool:
+    """Unmute; True if there was a mute."""
+    return bool(await conn.fetchval(
+        "DELETE FROM mutes WHERE muter_id = $1 AND muted_id = $2 RETURNING true", muter, muted
+    ))
 
 
 # ---------------------------------------------------------------- changing the graph
@@ -140,6 +159,7 @@ _EDGE_LISTS = {
     "following": ("follows", "follower_id", "followee_id"),
     "follow_requests": ("follow_requests", "target_id", "requester_id"),
     "blocks": ("blocks", "blocker_id", "blocked_id"),
+    "mutes": ("mutes", "muter_id", "muted_id"),
 }
 
 

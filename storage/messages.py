@@ -18,7 +18,8 @@ import asyncpg
 
 Conn = asyncpg.Connection | asyncpg.Pool
 
-MESSAGE_COLUMNS = "id, conversation_id, seq, sender_id, client_id, text, media_id, reply_to_seq, deleted_at, created_at"
+MESSAGE_COLUMNS = ("id, conversation_id, seq, sender_id, client_id, text, media_id, reply_to_seq, deleted_at, removed_at,"
+                   " created_at")
 
 
 def pair_key(a: int, b: int) -> str:

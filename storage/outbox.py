@@ -14,6 +14,8 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from storage.tracecontext import current_traceparent
+
 NOTIFY_CHANNEL = "glint_outbox"
 RELAY_LOCK = 0x6F_75_74_62_6F_78  # "outbox": one relay at a time keeps each key's events in order
 
@@ -27,6 +29,8 @@ class Event(msgspec.Struct, kw_only=True, frozen=True):
     key: str
     payload: dict[str, Any]
     created_at: datetime
+    # the W3C trace context of the transaction that made the event, for the consumers' spans
+    traceparent: str | None = None
 
 
 _encoder = msgspec.json.Encoder()
@@ -46,8 +50,8 @@ def decode_event(data: bytes) -> Event:
 async def add_event(conn: asyncpg.Connection, topic: str, type: str, key: object, payload: dict[str, Any]) -> uuid.UUID:
     """Record an event inside the caller's transaction; it is relayed only if that commits."""
     event_id = await conn.fetchval(
-        "INSERT INTO outbox (topic, type, key, payload) VALUES ($1, $2, $3, $4) RETURNING event_id",
-        topic, type, str(key), payload,
+        "INSERT INTO outbox (topic, type, key, payload, traceparent) VALUES ($1, $2, $3, $4, $5) RETURNING event_id",
+        topic, type, str(key), payload, current_traceparent(),
     )
     # NOTIFY is transactional too: the relay wakes on commit, never for a rollback
     await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
@@ -57,7 +61,7 @@ async def add_event(conn: asyncpg.Connection, topic: str, type: str, key: object
 def _row_event(row: asyncpg.Record) -> Event:
     return Event(
         event_id=row["event_id"], topic=row["topic"], type=row["type"], key=row["key"],
-        payload=row["payload"], created_at=row["created_at"],
+        payload=row["payload"], created_at=row["created_at"], traceparent=row["traceparent"],
     )
 
 
@@ -66,7 +70,7 @@ async def claim_unsent_txn(conn: asyncpg.Connection, limit: int) -> list[tuple[i
     if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", RELAY_LOCK):
         return None
     rows = await conn.fetch(
-        "SELECT id, event_id, topic, type, key, payload, created_at FROM outbox"
+        "SELECT id, event_id, topic, type, key, payload, created_at, traceparent FROM outbox"
         " WHERE sent_at IS NULL ORDER BY id LIMIT $1",
         limit,
     )

@@ -260,6 +260,7 @@ SELECT p.id, p.like_count, p.comment_count,
        EXISTS (SELECT 1 FROM saves s WHERE s.user_id = $1 AND s.post_id = p.id) AS saved
 FROM posts p
 WHERE p.id = ANY($2::bigint[]) AND visible_to($1::bigint, p.author_id)
+  AND NOT ($3::boolean AND muted_by($1::bigint, p.author_id))
 """
 
 
@@ -285,11 +286,13 @@ async def cached_posts(pool: asyncpg.Pool, redis: Redis, post_ids: list[int]) ->
     return found
 
 
-async def live_posts(pool: asyncpg.Pool, viewer: int | None, post_ids: list[int]) -> dict[int, LivePost]:
-    """Counts and the viewer's flags of the posts that exist and that the viewer may see."""
+async def live_posts(pool: asyncpg.Pool, viewer: int | None, post_ids: list[int],
+                     hide_muted: bool = False) -> dict[int, LivePost]:
+    """Counts and the viewer's flags of the posts that exist and that the viewer may see (and,
+    with hide_muted, whose authors the viewer does not mute: the home feed and explore)."""
     if not post_ids:
         return {}
-    rows = await pool.fetch(_LIVE, viewer, list(set(post_ids)))
+    rows = await pool.fetch(_LIVE, viewer, list(set(post_ids)), hide_muted)
     return {r["id"]: LivePost(like_count=r["like_count"], comment_count=r["comment_count"],
                               liked=r["liked"], saved=r["saved"]) for r in rows}
 

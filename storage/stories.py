@@ -115,7 +115,8 @@ async def own_live_stories(conn: Conn, owner_id: int, now: datetime) -> list[asy
 
 async def tray_rows(conn: Conn, viewer_id: int, now: datetime) -> list[asyncpg.Record]:
     """Every live story the viewer's tray shows: the viewer's own, and those of active users the
-    viewer follows and may see (close-friends stories only to the owner's list);
+    viewer follows and may see, unless the viewer mutes their stories (close-friends stories only to
+    the owner's list);
     by owner, oldest first, each with the owner's names and the viewer's `seen`."""
     return await conn.fetch(
         """
@@ -127,6 +128,7 @@ async def tray_rows(conn: Conn, viewer_id: int, now: datetime) -> list[asyncpg.R
           AND s.deleted_at IS NULL AND s.expires_at > $2 AND u.is_active
           AND (s.owner_id = $1 OR (
                 visible_to($1, s.owner_id)
+            AND NOT muted_by($1, s.owner_id, true)
             AND (NOT s.close_friends_only OR EXISTS (
                 SELECT 1 FROM close_friends c WHERE c.owner_id = s.owner_id AND c.friend_id = $1))))
         ORDER BY s.owner_id, s.created_at, s.id
@@ -137,7 +139,8 @@ async def tray_rows(conn: Conn, viewer_id: int, now: datetime) -> list[asyncpg.R
 
 async def still_in_tray(conn: Conn, viewer_id: int, owner_ids: Iterable[int]) -> set[int]:
     """Which of these owners a cached tray may still show: the viewer, or active users the viewer
-    still follows and may see (an unfollow or block since the cache was made)."""
+    still follows and may see, unless the viewer mutes their stories (an unfollow, block or mute
+    since the cache was made)."""
     ids = list(set(owner_ids))
     if not ids:
         return set()
@@ -147,7 +150,7 @@ async def still_in_tray(conn: Conn, viewer_id: int, owner_ids: Iterable[int]) ->
         WHERE u.id = ANY($2::bigint[]) AND u.is_active
           AND (u.id = $1 OR (
                 EXISTS (SELECT 1 FROM follows f WHERE f.follower_id = $1 AND f.followee_id = u.id)
-            AND visible_to($1, u.id)))
+            AND visible_to($1, u.id) AND NOT muted_by($1, u.id, true)))
         """,
         viewer_id, ids,
     )

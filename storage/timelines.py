@@ -118,11 +118,13 @@ async def rebuild_ids(conn: asyncpg.Pool | asyncpg.Connection, user_id: int, cel
 
 
 async def fanout_targets(conn: asyncpg.Pool | asyncpg.Connection, author_id: int, active_days: int) -> list[int]:
-    """The author and the author's followers active in the last `active_days` days."""
+    """The author and the author's followers active in the last `active_days` days, except those
+    who mute the author."""
     rows = await conn.fetch(
         """
         SELECT f.follower_id AS id FROM follows f JOIN users u ON u.id = f.follower_id
         WHERE f.followee_id = $1 AND u.is_active AND u.last_active_at > now() - make_interval(days => $2)
+          AND NOT muted_by(f.follower_id, $1)
         """,
         author_id, active_days,
     )

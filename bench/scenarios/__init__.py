@@ -21,9 +21,21 @@ from typing import Any
 from bench.runner import ScenarioSkipped, Target
 
 
+SEED_SESSIONS_SQL = (
+    # a minted token names session id = user id; sessions are the truth of which tokens live
+    "INSERT INTO sessions (id, user_id, user_agent) SELECT id, id, 'glint bench' FROM users"
+    " WHERE id = ANY($1::bigint[]) OR $1 IS NULL ON CONFLICT (id) DO NOTHING")
+
+
+async def open_seeded_sessions(conn, user_ids: list[int] | None = None) -> None:
+    """The sessions the minted tokens of seeded users (all, or these) belong to."""
+    await conn.execute(SEED_SESSIONS_SQL, user_ids)
+
+
 def mint_tokens(secret: str, user_ids: list[int], ttl: int) -> list[str]:
     """Access tokens for seeded users, signed with the server's JWT secret (logging in 10,000
-    users through argon2 would take minutes and trip the login rate limit)."""
+    users through argon2 would take minutes and trip the login rate limit); each names session
+    id = user id, which the seed opens (open_seeded_sessions)."""
     from handlers.auth import make_access_token
 
     return [make_access_token(secret, uid, uid, ttl) for uid in user_ids]

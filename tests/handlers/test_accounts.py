@@ -238,7 +238,8 @@ async def test_profile_shows_counts_and_the_viewers_relationship(client):
     seen = await (await client.get(f"/api/accounts/users/{bob['id']}/", headers=ana_h)).json()
     assert seen["username"] == "bob" and seen["full_name"] == "Bob B" and "email" not in seen
     assert (seen["followers_count"], seen["following_count"], seen["posts_count"]) == (1, 0, 0)
-    assert seen["relationship"] == {"following": True, "followed_by": False, "requested": False, "blocking": False}
+    assert seen["relationship"] == {"following": True, "followed_by": False, "requested": False, "blocking": False,
+                                    "muting": False}
     back = await (await client.get(f"/api/accounts/users/{ana['id']}/", headers=bob_h)).json()
     assert back["relationship"]["followed_by"] is True and back["following_count"] == 1
 

@@ -213,7 +213,7 @@ async def test_unblock_does_not_restore_follows(client, pool):
     assert await pool.fetchval("SELECT count(*) FROM follows") == 0
     profile = await (await client.get(f"/api/accounts/users/{bob['id']}/", headers=ana_h)).json()
     assert profile["relationship"] == {"following": False, "followed_by": False, "requested": False,
-                                       "blocking": False}
+                                       "blocking": False, "muting": False}
     assert await names(client, "/api/accounts/blocks/", ana_h) == []
 
 

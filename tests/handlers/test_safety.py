@@ -114,10 +114,14 @@ async def test_a_weak_new_password_does_not_spend_the_reset_token(client, pool):
 
 async def test_the_sessions_list_names_devices_and_marks_the_current_one(client):
     user = await register(client)
-    firefox = await (await client.post("/api/token/", headers={"User-Agent": "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"},
-                                       json={"username": user["username"], "password": PASSWORD})).json()
-    phone = await (await client.post("/api/token/", headers={"User-Agent": "glint-ios/2.1 (iPhone; iOS 18.1)"},
-                                     json={"username": user["username"], "password": PASSWORD})).json()
+
+    async def login_from(user_agent: str) -> dict:
+        response = await client.post("/api/token/", headers={"User-Agent": user_agent},
+                                     json={"username": user["username"], "password": PASSWORD})
+        return await response.json()
+
+    firefox = await login_from("Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0")
+    phone = await login_from("glint-ios/2.1 (iPhone; iOS 18.1)")
     response = await client.get("/api/accounts/sessions/", headers=bearer(firefox))
     assert response.status == 200
     listed = (await response.json())["results"]

@@ -106,3 +106,14 @@ async def test_a_repeated_request_joins_the_pending_export_and_erasure_removes_a
     assert await run_erasure(client) == 1
     listing = await client.app[s3_key].list_objects_v2(Bucket=client.app[config_key].s3_bucket, Prefix=key)
     assert listing.get("KeyCount", 0) == 0
+
+
+async def test_an_export_pending_for_over_an_hour_is_replaced_by_a_new_request(client, pool):
+    owner = await register(client)
+    pair = await login(client, owner["username"])
+    async with pool.acquire() as conn:  # a build the consumer gave up on, an hour and more ago
+        await conn.execute("INSERT INTO exports (user_id, requested_at) VALUES ($1, now() - interval '61 minutes')",
+                           int(owner["id"]))
+    assert (await client.post("/api/accounts/export/", headers=bearer(pair))).status == 202
+    assert await pool.fetchval("SELECT array_agg(status ORDER BY id) FROM exports") in (
+        ["failed", "pending"], ["failed", "ready"])

@@ -1,28 +1,42 @@
 // /admin/: the report queue with each target rendered, resolve actions, suspensions, roles,
 // the audit log and the stats. The API answers 404 to anyone who is not a moderator.
 import { FormEvent, useEffect, useState } from "react";
-import { get, Page, patch, post, UserBrief } from "../api";
+import { get, Media, Page, patch, post, UserBrief } from "../api";
 import { Link, navigate } from "../router";
 import { me, useStore } from "../state";
-import { ErrorLine, Photo, timeAgo, UserLink } from "../ui";
+import { ErrorLine, mediaById, Photo, timeAgo } from "../ui";
 
 interface Report {
   id: string; status: string; reason: string; text?: string | null; created_at: string;
-  reporter?: UserBrief; reporter_id?: string; target: { type: string; id: string; [k: string]: any };
+  reporter?: { id: string; username: string } | null; target: TargetT; note?: string | null;
   target_report_count?: number; report_count?: number; resolution?: { action: string; note?: string } | null; action?: string | null;
 }
 
-function Target({ target }: { target: Report["target"] }) {
-  const t = target.rendered ?? target.content ?? target;
-  const media = t.media ? (Array.isArray(t.media) ? t.media : [t.media]) : [];
+interface Standing { id: string; username: string; role: string; suspended: boolean; suspended_until?: string | null }
+interface TargetT {
+  type: string; id: string; exists?: boolean; owner?: Standing | null; text?: string | null; media_ids?: string[];
+  post_id?: string | null; conversation_id?: string | null; seq?: number | null;
+}
+
+/** The reported thing as a moderator sees it: its text, its photos, its owner's standing. */
+function Target({ target }: { target: TargetT }) {
+  const [media, setMedia] = useState<Media[]>([]);
+  useEffect(() => {
+    Promise.all((target.media_ids ?? []).slice(0, 4).map(mediaById)).then((list) => setMedia(list.filter((m): m is Media => !!m)));
+  }, [target.type, target.id]);
+  const owner = target.owner;
+  const link = target.type === "post" ? `/p/${target.id}` : target.type === "comment" && target.post_id ? `/p/${target.post_id}`
+    : target.type === "user" ? `/u/${target.id}` : null;
   return (
     <div className="target">
-      <p className="small muted">{target.type} {target.id}{t.deleted || target.deleted ? " · removed" : ""}</p>
-      {t.author && <UserLink user={t.author} />}
-      {t.owner && <UserLink user={t.owner} />}
-      {t.username && target.type === "user" && <p><strong>{t.username}</strong> {t.full_name} {t.bio && <span className="muted">— {t.bio}</span>}</p>}
-      {(t.caption || t.text) && <p>{t.caption || t.text}</p>}
-      <div className="row">{media.slice(0, 3).map((m: any) => m && m.renditions && <Photo key={m.id} media={m} alt="Reported media" sizes="120px" className="thumb" />)}</div>
+      <p className="small muted">
+        {target.type} {target.id}{target.exists === false ? " · removed" : ""}
+        {owner && <> · by <strong>{owner.username}</strong>{owner.suspended ? " (suspended)" : ""}</>}
+        {target.type === "message" && target.seq ? ` · message ${target.seq} of conversation ${target.conversation_id}` : ""}
+      </p>
+      {target.text && <p className="target-text">{target.text}</p>}
+      {media.length > 0 && <div className="row">{media.map((m) => <Photo key={m.id} media={m} alt={`Reported ${target.type} photo`} sizes="120px" className="thumb" />)}</div>}
+      {link && target.exists !== false && <Link to={link} className="small">Open the {target.type}</Link>}
     </div>
   );
 }
@@ -54,7 +68,10 @@ function ReportCard({ report, onDone }: { report: Report; onDone: () => void }) 
           <button className="danger" onClick={() => resolve("remove")}>Remove</button>
           <button className="danger" onClick={() => resolve("suspend")}>Suspend author</button>
         </div>
-      ) : <p className="small muted">Resolved{report.action || report.resolution?.action ? `: ${report.action ?? report.resolution?.action}` : ""}</p>}
+      ) : <p className="small muted">Resolved{report.action || report.resolution?.action ? `: ${report.action ?? report.resolution?.action}` : ""}{report.note ? ` — ${report.note}` : ""}</p>}
+      {report.target.owner?.suspended && (
+        <button onClick={() => post(`/api/admin/users/${report.target.owner!.id}/unsuspend/`).then(onDone, setError)}>Unsuspend {report.target.owner.username}</button>
+      )}
       <ErrorLine error={error} />
     </article>
   );

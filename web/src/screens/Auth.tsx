@@ -102,16 +102,21 @@ export function Register() {
 }
 
 export function Verify({ token }: { token: string | null }) {
-  const [state, setState] = useState<"working" | "done" | unknown>("working");
-  useEffect(() => {
-    if (!token) { setState(new Error("This link has no token.")); return; }
-    post("/api/accounts/verify-email/", { token }).then(() => setState("done"), setState);
-  }, [token]);
+  const [state, setState] = useState<"working" | "done" | "ask" | unknown>(token ? "working" : "ask");
+  const [pasted, setPasted] = useState("");
+  const verify = (t: string) => { setState("working"); post("/api/accounts/verify-email/", { token: t }).then(() => setState("done"), setState); };
+  useEffect(() => { if (token) verify(token); }, [token]);
   return (
     <AuthCard title="Verify your e-mail">
+      {state !== "working" && state !== "done" && (
+        <form onSubmit={(e) => { e.preventDefault(); verify(pasted.trim()); }}>
+          <label>The token from the e-mail<input value={pasted} onChange={(e) => setPasted(e.target.value)} required /></label>
+          <button className="primary">Verify</button>
+        </form>
+      )}
       {state === "working" && <p role="status">Verifying…</p>}
       {state === "done" && <p role="status">Your e-mail is verified. <Link to="/">Go to glint</Link></p>}
-      {state !== "working" && state !== "done" && <ErrorLine error={state} />}
+      {state !== "working" && state !== "done" && state !== "ask" && <ErrorLine error={state} />}
     </AuthCard>
   );
 }

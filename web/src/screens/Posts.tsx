@@ -5,6 +5,8 @@ import { Icon } from "../icons";
 import { Link } from "../router";
 import { realtime } from "../socket";
 import { ErrorLine, Modal, Paged, Photo, timeAgo, UserLink } from "../ui";
+import { me, useStore } from "../state";
+import { ReportDialog } from "./Profile";
 import { StoriesTray } from "./Stories";
 
 /** A caption with #hashtags and @mentions as links. */
@@ -51,6 +53,9 @@ export function PostCard({ post: initial, full = false }: { post: Post; full?: b
   const [error, setError] = useState<unknown>(null);
   const [heart, setHeart] = useState(false);
   const [sharing, setSharing] = useState(false);
+  const [reporting, setReporting] = useState(false);
+  const [gone, setGone] = useState(false);
+  const viewer = useStore(me);
   const lastTap = useRef(0);
 
   async function like(on: boolean) {
@@ -83,12 +88,16 @@ export function PostCard({ post: initial, full = false }: { post: Post; full?: b
   }
 
   const media = post.media[index];
+  if (gone) return <p className="muted center" role="status">Post deleted.</p>;
   return (
     <article className="post" aria-label={`Post by ${post.author.username}`}>
       <header>
         <UserLink user={post.author} />
         {post.location && <Link className="muted small" to={`/search?q=${encodeURIComponent(post.location.name)}`}>{post.location.name}</Link>}
         <Link className="muted small when" to={`/p/${post.id}`}>{timeAgo(post.created_at)}</Link>
+        {viewer?.id === post.author.id
+          ? <button className="link small" onClick={async () => { if (!confirm("Delete this post?")) return; try { await api("DELETE", `/api/posts/${post.id}/`); setGone(true); } catch (e) { setError(e); } }}>Delete</button>
+          : <button className="link small" onClick={() => setReporting(true)}>Report</button>}
       </header>
       {media && (
         <div className="media" onClick={tap} onDoubleClick={(e) => e.preventDefault()}>
@@ -115,6 +124,7 @@ export function PostCard({ post: initial, full = false }: { post: Post; full?: b
       <ErrorLine error={error} />
       {full && <Comments postId={post.id} onAdded={() => setPost((p) => ({ ...p, comment_count: p.comment_count + 1 }))} />}
       {sharing && <ShareDialog share={{ type: "post", id: post.id }} onClose={() => setSharing(false)} />}
+      {reporting && <ReportDialog target={{ type: "post", id: post.id }} onClose={() => setReporting(false)} />}
     </article>
   );
 }
@@ -122,10 +132,14 @@ export function PostCard({ post: initial, full = false }: { post: Post; full?: b
 function CommentItem({ comment, onReply }: { comment: Comment; onReply: (c: Comment) => void }) {
   const [c, setC] = useState(comment);
   const [replies, setReplies] = useState<Comment[] | null>(null);
+  const [reporting, setReporting] = useState(false);
+  const [gone, setGone] = useState(false);
+  const viewer = useStore(me);
   async function like() {
     const r = await postJson<Partial<Comment>>(`/api/comments/${c.id}/${c.liked ? "unlike" : "like"}/`).catch(() => null);
     setC((old) => ({ ...old, liked: !old.liked, like_count: old.like_count + (old.liked ? -1 : 1), ...(r ?? {}) }));
   }
+  if (gone) return null;
   async function showReplies() {
     const page = await get<Page<Comment>>(`/api/comments/?parent_id=${c.id}&limit=100`);
     setReplies(page.results);
@@ -137,7 +151,11 @@ function CommentItem({ comment, onReply }: { comment: Comment; onReply: (c: Comm
         {timeAgo(c.created_at)} · <button className="link" onClick={like} aria-pressed={c.liked}>{c.liked ? "Unlike" : "Like"}</button> {c.like_count > 0 && `(${c.like_count})`}
         {" · "}<button className="link" onClick={() => onReply(c)}>Reply</button>
         {c.reply_count > 0 && !replies && <> · <button className="link" onClick={showReplies}>View {c.reply_count} {c.reply_count === 1 ? "reply" : "replies"}</button></>}
+        {" · "}{viewer?.id === c.author.id
+          ? <button className="link" onClick={() => api("DELETE", `/api/comments/${c.id}/`).then(() => setGone(true), () => {})}>Delete</button>
+          : <button className="link" onClick={() => setReporting(true)}>Report</button>}
       </div>
+      {reporting && <ReportDialog target={{ type: "comment", id: c.id }} onClose={() => setReporting(false)} />}
       {replies && <ul className="replies">{replies.map((r) => <CommentItem key={r.id} comment={r} onReply={() => onReply(c)} />)}</ul>}
     </li>
   );
