@@ -185,7 +185,7 @@ class MuteBody(Struct):
     stories: bool = True
 
 
-@routes.route("POST", "/api/accounts/users/{id}/mute/", body=MuteBody, status=204)
+@routes.route("POST", "/api/accounts/users/{id}/mute/", sees="shown", body=MuteBody, status=204)
 async def mute(request: web.Request) -> web.Response:
     """Mute a user (silent, one-way): their posts leave your feed, their stories your tray (stories: true, the default)."""
     viewer = current_user(request)
@@ -194,7 +194,7 @@ async def mute(request: web.Request) -> web.Response:
     return no_content()
 
 
-@routes.route("POST", "/api/accounts/users/{id}/unmute/", status=204)
+@routes.route("POST", "/api/accounts/users/{id}/unmute/", sees="self", status=204)  # lifting one is always allowed
 async def unmute(request: web.Request) -> web.Response:
     """Unmute a user (idempotent)."""
     await do_unmute(request.app, current_user(request), path_id(request))

@@ -18,7 +18,7 @@ from tests.conftest import make_config
 from tests.handlers.test_posts import new_post
 from tests.support import login, register
 
-CASES_PER_OPERATION = 20
+CASES_PER_OPERATION = 12
 
 
 def fuzz(base: str, document: dict, token: str) -> tuple[int, int, list[str]]:
