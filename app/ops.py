@@ -14,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from app.background import background_key
 from handlers.common import RouteDoc, json_response
 from handlers.context import config_key, kafka_producer_key, pool_key, redis_key, s3_key, search_key
+from realtime import frames
 from realtime.gateway import gateway_key
 from storage import deadletters, outbox
 from storage.metrics import DEAD_LETTERS_PENDING, DEPENDENCY_UP, OUTBOX_BACKLOG, WS_CONNECTIONS
@@ -145,8 +146,11 @@ ERROR_SCHEMA = {
 def openapi_document(docs: list[RouteDoc], title: str = "glint", version: str = "0.1.0") -> dict[str, Any]:
     """The OpenAPI 3.1 document of the routes, with schemas generated from their msgspec Structs."""
     types = [t for d in docs for t in (d.body, d.response) if t is not None]
+    # the websocket's frames (the /ws operation points at them): every client and server frame
+    types += [frames.AnyClientFrame, frames.AnyServerFrame]
     schemas, components = msgspec.json.schema_components(types, ref_template="#/components/schemas/{name}")
     by_type = dict(zip(types, schemas))
+    components["ClientFrame"], components["ServerFrame"] = schemas[-2], schemas[-1]
     components["Error"] = ERROR_SCHEMA
     paths: dict[str, dict[str, Any]] = {}
     for doc in docs:
@@ -176,6 +180,9 @@ def openapi_document(docs: list[RouteDoc], title: str = "glint", version: str = 
             operation["x-role"] = doc.role
             operation["description"] = (f"Only for accounts with the {doc.role} role (or above); "
                                         "everyone else gets 404.")
+        if doc.path == "/ws":
+            operation["x-websocket-frames"] = {"client": {"$ref": "#/components/schemas/ClientFrame"},
+                                               "server": {"$ref": "#/components/schemas/ServerFrame"}}
         paths.setdefault(doc.path, {})[doc.method.lower()] = operation
     return {
         "openapi": "3.1.0",

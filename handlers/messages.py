@@ -15,12 +15,12 @@ import time
 import weakref
 from collections import defaultdict
 from datetime import datetime
-from typing import Annotated, AsyncIterator
+from typing import Annotated, AsyncIterator, Iterable
 
 import asyncpg
 import jwt
 from aiohttp import web
-from msgspec import Meta
+from msgspec import UNSET, Meta, UnsetType
 
 from handlers.auth import auth_markers, bearer_token, check_session, current_user
 from handlers.common import (
@@ -54,16 +54,62 @@ def iso(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
-def message_out(row: asyncpg.Record, prefix: str = "") -> Message:
-    """A stored message as clients see it (a deleted one is a tombstone)."""
+def message_out(row: asyncpg.Record, prefix: str = "", reactions: Iterable[tuple[int, str]] = (),
+                share: frames.SharedItem | None = None) -> Message:
+    """A stored message as clients see it (a deleted one is a tombstone); `share` is its shared
+    item as rendered for the viewer."""
     media_id = row[prefix + "media_id"]
+    edited_at = row[prefix + "edited_at"]
     return Message(
         id=str(row[prefix + "id"]), conversation_id=str(row[prefix + "conversation_id"]), seq=row[prefix + "seq"],
         sender_id=str(row[prefix + "sender_id"]), client_id=row[prefix + "client_id"], text=row[prefix + "text"],
         media=frames.Media(id=str(media_id)) if media_id is not None else None,
         reply_to_seq=row[prefix + "reply_to_seq"], deleted=row[prefix + "deleted_at"] is not None,
         removed=row[prefix + "removed_at"] is not None, created_at=iso(row[prefix + "created_at"]),
+        reactions=[frames.Reaction(user_id=str(u), emoji=e) for u, e in reactions],
+        edited_at=iso(edited_at) if edited_at is not None else None, share=share, change_seq=row[prefix + "change_seq"],
     )
+
+
+async def messages_for(pool: asyncpg.Pool, viewer: int, rows: list[asyncpg.Record], prefix: str = "") -> list[Message]:
+    """Stored messages as this viewer sees them: with their reactions, and shares rendered for them."""
+    live = [r for r in rows if r[prefix + "id"] is not None]
+    reactions = await store.reactions_of(pool, [r[prefix + "id"] for r in live])
+    shares = await render_shares(pool, [viewer], live, prefix)
+    return [message_out(r, prefix, reactions.get(r[prefix + "id"], ()), shares.get((viewer, r[prefix + "id"])))
+            for r in rows]
+
+
+async def render_shares(pool: asyncpg.Pool, viewers: Iterable[int], rows: list[asyncpg.Record],
+                        prefix: str = "") -> dict[tuple[int, int], frames.SharedItem]:
+    """Each (viewer, message id) of the messages that share something: the shared item as that
+    viewer may see it (storage.visibility's policy), else only its type and id, unavailable."""
+    shared = [r for r in rows if r[prefix + "share_type"] is not None and r[prefix + "deleted_at"] is None]
+    if not shared:
+        return {}
+    viewers = list(viewers)
+    pairs = [(v, r[prefix + "share_type"], r[prefix + "share_id"]) for r in shared for v in viewers]
+    seen = await store.shared_items(pool, pairs)
+    out: dict[tuple[int, int], frames.SharedItem] = {}
+    for row in shared:
+        kind, item_id = row[prefix + "share_type"], row[prefix + "share_id"]
+        for viewer in viewers:
+            found = seen.get((viewer, kind, item_id))
+            out[(viewer, row[prefix + "id"])] = shared_out(kind, item_id, found)
+    return out
+
+
+def shared_out(kind: str, item_id: int, found: asyncpg.Record | None) -> frames.SharedItem:
+    if found is None:
+        return frames.SharedItem(type=kind, id=str(item_id), available=False, unavailable=True)
+    if kind == "user":
+        return frames.SharedItem(type=kind, id=str(item_id), username=found["username"], name=found["full_name"])
+    expires = found["expires_at"]
+    return frames.SharedItem(
+        type=kind, id=str(item_id), caption=found["caption"],
+        author_id=str(found["owner_id"]) if kind == "post" else None,
+        owner_id=str(found["owner_id"]) if kind == "story" else None,
+        expires_at=iso(expires) if expires is not None else None)
 
 
 class MemberOut(Struct):
@@ -85,6 +131,9 @@ class ConversationOut(Struct):
     members: list[MemberOut]
     created_at: str
     last_message_at: str
+    muted: bool = False  # the viewer's settings: a muted conversation never pushes nor e-mails
+    pinned: bool = False
+    request: bool = False  # a message request for the viewer (folder=requests) until accepted
 
 
 class ConversationSummary(Struct):
@@ -99,11 +148,22 @@ class ConversationSummary(Struct):
     unread_count: int
     last_message: Message | None
     last_message_at: str
+    muted: bool = False
+    pinned: bool = False
+    request: bool = False
 
 
 class CreateConversation(Struct):
     member_ids: Annotated[list[IdStr], Meta(min_length=1, max_length=MAX_GROUP - 1)]
     title: Annotated[str, Meta(max_length=100)] = ""
+
+
+class ConversationSettings(Struct):
+    """The viewer's own settings of a conversation, and a group's title (for everyone)."""
+
+    muted: bool | UnsetType = UNSET
+    pinned: bool | UnsetType = UNSET
+    title: Annotated[str, Meta(max_length=100)] | UnsetType = UNSET
 
 
 class AddMembers(Struct):
@@ -115,10 +175,19 @@ class SendBody(Struct):
     text: Annotated[str, Meta(max_length=frames.MAX_TEXT)] = ""
     media_id: IdStr | None = None
     reply_to_seq: PositiveSeq | None = None
+    share: frames.ShareRef | None = None
 
 
 class ReadBody(Struct):
     seq: Seq
+
+
+class ReactBody(Struct):
+    emoji: frames.Emoji
+
+
+class EditBody(Struct):
+    text: Annotated[str, Meta(min_length=1, max_length=frames.MAX_TEXT)]
 
 
 # ---------------------------------------------------------------- the writer (group commit)
@@ -140,6 +209,10 @@ def refused(exc: BaseException) -> BaseException:
 
 class Blocked(ApiError):
     status, code, message = 403, "blocked", "You cannot message this user."
+
+
+class EditWindowClosed(ApiError):
+    status, code, message = 403, "edit_window_closed", "A message can be edited within 15 minutes of sending it."
 
 
 class ApartMembers(ValidationFailed):
@@ -265,12 +338,16 @@ class MessageWriter:
         for w, origin in written:
             row = w.message
             frame = frames.encode(frames.MessageNew(message=message_out(row)))
+            # a share is rendered for each member by the visibility policy: one frame each
+            shares = await render_shares(self.pool, w.member_ids, [row]) if row["share_type"] is not None else {}
             sender = row["sender_id"]
             delivery = Delivery(row["conversation_id"], row["seq"], sender)
             for member in w.member_ids:
-                items.append((member, Gateway.envelope(frame, exclude=origin if member == sender else None,
+                own = frame if not shares else frames.encode(frames.MessageNew(
+                    message=message_out(row, share=shares[(member, row["id"])])))
+                items.append((member, Gateway.envelope(own, exclude=origin if member == sender else None,
                                                        delivery=delivery)))
-                owners.append(None if member == sender else id(w))
+                owners.append(None if member == sender or member in w.quiet_ids else id(w))
         try:
             counts = await self.gateway.publish(items)
         except Exception:
@@ -392,13 +469,19 @@ def on_delivered(conn: Connection, delivery: Delivery) -> None:
 async def send_message(app: web.Application, sender: int, conversation_id: int, body: SendBody | frames.SendMessage,
                        origin: Connection | None = None) -> tuple[Message, bool]:
     """Store a message (or find the original of a resend); (message, created). Members only; not
-    into a 1:1 with a block either way; text or media required."""
-    if not body.text.strip() and body.media_id is None:
-        raise ValidationFailed("A message needs text or media.", fields={"text": "Send text or media."})
+    into a 1:1 with a block either way; text, media or a share required (a share of something the
+    sender may see)."""
+    share = body.share
+    if not body.text.strip() and body.media_id is None and share is None:
+        raise ValidationFailed("A message needs text, media or a share.", fields={"text": "Send text or media."})
+    pool = app[pool_key]
     media_id = int(body.media_id) if body.media_id is not None else None
-    if media_id is not None and not await store.claim_media(app[pool_key], media_id, sender):
+    if media_id is not None and not await store.claim_media(pool, media_id, sender):
         raise ValidationFailed("media_id: no such media of yours.", fields={"media_id": "Unknown media."})
-    draft = store.Draft(conversation_id, sender, body.client_id, body.text, media_id, body.reply_to_seq)
+    if share is not None and not await store.shared_items(pool, [(sender, share.type, int(share.id))]):
+        raise ValidationFailed(f"share: no such {share.type}.", fields={"share": f"No such {share.type}."})
+    draft = store.Draft(conversation_id, sender, body.client_id, body.text, media_id, body.reply_to_seq,
+                        share.type if share else None, int(share.id) if share else None)
     written: store.Written = await app[writer_key].submit(draft, origin)
     if written.status == "not_member":
         raise NotFound()
@@ -406,7 +489,9 @@ async def send_message(app: web.Application, sender: int, conversation_id: int, 
         raise Blocked()
     if written.status == "bad_reply":
         raise ValidationFailed("reply_to_seq: no such message here.", fields={"reply_to_seq": "No such message."})
-    return message_out(written.message), written.status == "ok"
+    row = written.message
+    message = message_out(row) if row["share_type"] is None else (await messages_for(pool, sender, [row]))[0]
+    return message, written.status == "ok"
 
 
 async def read_messages(app: web.Application, reader: int, conversation_id: int, seq: int,
@@ -436,6 +521,52 @@ async def delete_message(app: web.Application, sender: int, conversation_id: int
     frame = frames.encode(frames.MessageDeleted(conversation_id=str(conversation_id), seq=seq))
     members = await store.member_ids(pool, conversation_id)
     await app[gateway_key].publish([(m, Gateway.envelope(frame)) for m in members])
+
+
+async def publish_to_members(app: web.Application, actor: int, conversation_id: int, frame: bytes) -> None:
+    """One frame to the members of a conversation the actor may reach (as message.new goes)."""
+    pool = app[pool_key]
+    members = await store.member_ids(pool, conversation_id)
+    reached = await visibility.reachable(pool, actor, members) | {actor}
+    await app[gateway_key].publish([(m, Gateway.envelope(frame)) for m in members if m in reached])
+
+
+async def react_to_message(app: web.Application, user: int, conversation_id: int, seq: int, emoji: str | None) -> None:
+    """Set (or, with None, take back) the member's one reaction; members get message.reaction."""
+    pool = app[pool_key]
+    if await store.get_conversation(pool, conversation_id, user) is None:
+        raise NotFound()
+    if emoji is not None and not emoji.strip():
+        raise ValidationFailed("emoji must not be blank.", fields={"emoji": "Pick an emoji."})
+    reacted = await store.set_reaction(pool, conversation_id, seq, user, emoji)
+    if reacted is None:
+        raise NotFound()
+    if reacted.changed:
+        await publish_to_members(app, user, conversation_id, frames.encode(frames.MessageReaction(
+            conversation_id=str(conversation_id), seq=seq, user_id=str(user), emoji=emoji,
+            change_seq=reacted.change_seq)))
+
+
+async def edit_message(app: web.Application, sender: int, conversation_id: int, seq: int, text: str) -> Message:
+    """The sender's own text message gets new text within the edit window; members get message.edited."""
+    if not text.strip():
+        raise ValidationFailed("A message needs text.", fields={"text": "Write something."})
+    pool = app[pool_key]
+    if await store.get_conversation(pool, conversation_id, sender) is None:
+        raise NotFound()
+    row = await store.edit_message(pool, conversation_id, seq, sender, text)
+    if row is None:
+        existing = await store.get_message(pool, conversation_id, seq)
+        if existing is None or existing["deleted_at"] is not None:
+            raise NotFound()
+        if existing["sender_id"] != sender:
+            raise Forbidden("Only the sender can edit a message.")
+        if existing["media_id"] is not None or existing["share_type"] is not None:
+            raise ValidationFailed("Only text messages can be edited.")
+        raise EditWindowClosed()
+    message = (await messages_for(pool, sender, [row]))[0]
+    await publish_to_members(app, sender, conversation_id, frames.encode(frames.MessageEdited(message=message)))
+    return message
 
 
 async def create_conversation(app: web.Application, creator: int, body: CreateConversation) -> tuple[int, bool]:
@@ -476,28 +607,86 @@ async def conversation_detail(pool: asyncpg.Pool, conversation_id: int, viewer: 
         members=[MemberOut(user_id=str(m["user_id"]), read_seq=m["read_seq"], delivered_seq=m["delivered_seq"])
                  for m in members],
         created_at=iso(row["created_at"]), last_message_at=iso(row["last_message_at"]),
+        muted=row["muted"], pinned=row["pinned_at"] is not None, request=not row["accepted"],
     )
 
 
 # ---------------------------------------------------------------- REST routes
 
 
-@routes.route("GET", "/api/conversations/", response=Page[ConversationSummary])
+@routes.route("GET", "/api/conversations/", response=Page[ConversationSummary],
+              query={"folder": "inbox (default) or requests: conversations started by people you do not follow,"
+                               " until you accept them", "cursor": "from `next`", "limit": "page size"})
 async def list_conversations(request: web.Request) -> web.Response:
-    """The viewer's conversations, latest activity first, with the last message and unread count."""
+    """The viewer's conversations in a folder: pinned ones first (on the first page), then the rest,
+    latest activity first, with the last message and unread count."""
     viewer = current_user(request)
     page = page_request(request)
+    folder = request.query.get("folder", "inbox")
+    if folder not in ("inbox", "requests"):
+        raise ValidationFailed("folder must be inbox or requests.", fields={"folder": "inbox or requests."})
     cursor = decode_cursor(page.cursor, datetime, str)
     before = (cursor[0], parse_id(cursor[1], "cursor")) if cursor is not None else None
-    rows = await store.list_conversations(request.app[pool_key], viewer, before, page.limit + 1)
+    pool = request.app[pool_key]
+    requests = folder == "requests"
+    pinned = [] if before is not None else await store.list_conversations(
+        pool, viewer, None, store.MAX_PINNED, requests, pinned=True)
+    rows = await store.list_conversations(pool, viewer, before, page.limit + 1, requests)
+    lasts = await messages_for(pool, viewer, pinned + rows, "last_")
     items = [ConversationSummary(
         id=str(r["id"]), kind=r["kind"], title=r["title"], member_ids=[str(m) for m in r["member_ids"] or ()],
         last_seq=r["last_seq"], read_seq=r["read_seq"], unread_count=r["unread"],
-        last_message=message_out(r, "last_") if r["last_id"] is not None else None,
-        last_message_at=iso(r["last_message_at"]),
-    ) for r in rows]
-    return json_response(make_next(request, items, page.limit,
-                                   lambda c: {"cursor": encode_cursor(c.last_message_at, c.id)}))
+        last_message=last if r["last_id"] is not None else None,
+        last_message_at=iso(r["last_message_at"]), muted=r["muted"], pinned=r["pinned_at"] is not None,
+        request=not r["accepted"],
+    ) for r, last in zip(pinned + rows, lasts)]
+    listed = make_next(request, items[len(pinned):], page.limit,
+                       lambda c: {"cursor": encode_cursor(c.last_message_at, c.id)})
+    return json_response(Page(results=items[:len(pinned)] + listed.results, next=listed.next))
+
+
+@routes.route("PATCH", "/api/conversations/{id}/", body=ConversationSettings, response=ConversationOut)
+async def patch_conversation(request: web.Request) -> web.Response:
+    """Mute (still delivered, never pushed nor e-mailed) or pin (listed first; at most 5) a
+    conversation for yourself, or rename a group (for everyone)."""
+    viewer = current_user(request)
+    conversation_id = path_id(request)
+    body = await read_json(request, ConversationSettings)
+    pool = request.app[pool_key]
+    row = await store.get_conversation(pool, conversation_id, viewer)
+    if row is None:
+        raise NotFound()
+    if body.title is not UNSET and row["kind"] != "group":
+        raise ValidationFailed("Only a group has a title.", fields={"title": "Only a group has a title."})
+    try:
+        await store.update_member_settings(pool, conversation_id, viewer, None if body.muted is UNSET else body.muted,
+                                           None if body.pinned is UNSET else body.pinned)
+    except store.TooManyPinned:
+        raise ValidationFailed(f"Pin at most {store.MAX_PINNED} conversations.",
+                               fields={"pinned": f"At most {store.MAX_PINNED}."}) from None
+    if body.title is not UNSET:
+        await store.set_title(pool, conversation_id, body.title)
+    return json_response(await conversation_detail(pool, conversation_id, viewer))
+
+
+@routes.route("POST", "/api/conversations/{id}/accept/", response=ConversationOut)
+async def accept_conversation(request: web.Request) -> web.Response:
+    """Accept a message request: the conversation moves to your inbox and its messages push again."""
+    viewer = current_user(request)
+    conversation_id = path_id(request)
+    pool = request.app[pool_key]
+    if not await store.answer_request(pool, conversation_id, viewer, accept=True):
+        raise NotFound()
+    return json_response(await conversation_detail(pool, conversation_id, viewer))
+
+
+@routes.route("DELETE", "/api/conversations/{id}/", status=204)
+async def decline_conversation(request: web.Request) -> web.Response:
+    """Decline (delete) a conversation for yourself: it leaves both folders and never pushes; the
+    others see no difference. Starting it again yourself, or answering, brings it back."""
+    if not await store.answer_request(request.app[pool_key], path_id(request), current_user(request), accept=False):
+        raise NotFound()
+    return no_content()
 
 
 def make_next(request: web.Request, items: list, limit: int, query_of) -> Page:
@@ -546,7 +735,7 @@ async def add_members(request: web.Request) -> web.Response:
             raise ValidationFailed("Members can be added to groups only.")
         if await visibility.conflicts(conn, new | set(await store.member_ids(conn, conversation_id))):
             raise ApartMembers(fields={"user_ids": ApartMembers.message})
-        if await store.add_members_txn(conn, conversation_id, new) > MAX_GROUP:
+        if await store.add_members_txn(conn, conversation_id, viewer, new) > MAX_GROUP:
             raise ValidationFailed(f"A group has at most {MAX_GROUP} members.",
                                    fields={"user_ids": f"At most {MAX_GROUP} members."})
     return json_response(await conversation_detail(pool, conversation_id, viewer))
@@ -586,7 +775,7 @@ async def list_messages(request: web.Request) -> web.Response:
         raise NotFound()
     rows = await store.history(pool, conversation_id, before, after, page.limit)
     name = "after_seq" if after is not None else "before_seq"
-    items = [message_out(r) for r in rows]
+    items = await messages_for(pool, viewer, rows)
     return json_response(make_next(request, items, page.limit, lambda m: {name: str(m.seq)}))
 
 
@@ -618,6 +807,32 @@ async def remove_message(request: web.Request) -> web.Response:
     conversation_id = path_id(request)
     seq = parse_id(request.match_info.get("seq"))
     await delete_message(request.app, viewer, conversation_id, seq)
+    return no_content()
+
+
+@routes.route("PATCH", "/api/conversations/{id}/messages/{seq}/", sees="owner", body=EditBody, response=Message)
+async def patch_message(request: web.Request) -> web.Response:
+    """Edit your own text message within 15 minutes of sending it (REST twin of message.edit)."""
+    body = await read_json(request, EditBody)
+    message = await edit_message(request.app, current_user(request), path_id(request),
+                                 parse_id(request.match_info.get("seq")), body.text)
+    return json_response(message)
+
+
+@routes.route("POST", "/api/conversations/{id}/messages/{seq}/reactions/", sees="member", body=ReactBody, status=204)
+async def post_reaction(request: web.Request) -> web.Response:
+    """Set your one reaction to a message, replacing the one you had (REST twin of message.react)."""
+    body = await read_json(request, ReactBody)
+    await react_to_message(request.app, current_user(request), path_id(request),
+                           parse_id(request.match_info.get("seq")), body.emoji)
+    return no_content()
+
+
+@routes.route("DELETE", "/api/conversations/{id}/messages/{seq}/reactions/", sees="member", status=204)
+async def delete_reaction(request: web.Request) -> web.Response:
+    """Take back your reaction to a message (REST twin of message.unreact)."""
+    await react_to_message(request.app, current_user(request), path_id(request),
+                           parse_id(request.match_info.get("seq")), None)
     return no_content()
 
 
@@ -682,6 +897,12 @@ async def _handle(conn: Connection, frame: frames.AnyClientFrame) -> None:
         await read_messages(app, conn.user_id, int(frame.conversation_id), frame.seq, origin=conn)
     elif isinstance(frame, frames.DeleteMessage):
         await delete_message(app, conn.user_id, int(frame.conversation_id), frame.seq)
+    elif isinstance(frame, frames.ReactMessage):
+        await react_to_message(app, conn.user_id, int(frame.conversation_id), frame.seq, frame.emoji)
+    elif isinstance(frame, frames.UnreactMessage):
+        await react_to_message(app, conn.user_id, int(frame.conversation_id), frame.seq, None)
+    elif isinstance(frame, frames.EditMessage):
+        await edit_message(app, conn.user_id, int(frame.conversation_id), frame.seq, frame.text)
     elif isinstance(frame, frames.Typing):
         await send_typing(conn, int(frame.conversation_id))
     elif isinstance(frame, frames.SubscribePresence):
@@ -742,31 +963,45 @@ async def subscribe_presence(conn: Connection, frame: frames.SubscribePresence) 
                                         last_seen=None if online else ms_iso(seen)))
 
 
+SYNC_PAGE = 200
+
+
 async def sync(conn: Connection, frame: frames.Sync) -> None:
-    """Everything after each given seq, oldest first, as message.new frames; then sync.done.
-    Conversations the user is not a member of are skipped."""
+    """Everything after each given seq, oldest first, as message.new frames; then, for messages up
+    to that seq edited or reacted to after the given change counter (without one: in the last 200
+    changes), their current state as message.edited; then sync.done with each conversation's
+    change counter. Conversations the user is not a member of are skipped."""
     pool = conn.app[pool_key]
     wanted = {int(k): v for k, v in frame.conversations.items()}
-    last = await store.member_conversations(pool, conn.user_id, wanted)
+    seen_changes = {int(k): v for k, v in (frame.changes or {}).items()}
+    counters = await store.member_conversations(pool, conn.user_id, wanted)
     receipts = conn.app[receipts_key]
-    for conversation_id in last:
-        after = wanted[conversation_id]
+    for conversation_id, counter in counters.items():
+        after = held = wanted[conversation_id]
         conn.hold(conversation_id)  # live frames wait until the replay is queued
         try:
             while True:
-                rows = (await store.history(pool, conversation_id, None, after, 200))[:200]
-                for row in rows:
+                rows = (await store.history(pool, conversation_id, None, after, SYNC_PAGE))[:SYNC_PAGE]
+                for row, message in zip(rows, await messages_for(pool, conn.user_id, rows)):
                     if conn.sent_live(conversation_id, row["seq"]):
                         continue
-                    await conn.send(frames.MessageNew(message=message_out(row)))
+                    await conn.send(frames.MessageNew(message=message))
                     receipts.add(conn.user_id, Delivery(conversation_id, row["seq"], row["sender_id"]))
-                if len(rows) < 200:
+                if len(rows) < SYNC_PAGE:
                     break
                 after = rows[-1]["seq"]
             after = rows[-1]["seq"] if rows else after
         finally:
             conn.release(conversation_id, after)
-    await conn.send(frames.SyncDone(ref=frame.ref))
+        since = seen_changes.get(conversation_id, max(counter - SYNC_PAGE, 0))
+        while since < counter:
+            rows = (await store.changed_since(pool, conversation_id, since, held, SYNC_PAGE))[:SYNC_PAGE]
+            for message in await messages_for(pool, conn.user_id, rows):
+                await conn.send(frames.MessageEdited(message=message))
+            if len(rows) < SYNC_PAGE:
+                break
+            since = rows[-1]["change_seq"]
+    await conn.send(frames.SyncDone(ref=frame.ref, changes={str(c): n for c, n in counters.items()}))
 
 
 # ---------------------------------------------------------------- wiring

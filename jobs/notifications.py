@@ -45,6 +45,7 @@ PHRASES = {
     "follow_request_approved": "accepted your follow request",
     "story_reaction": "reacted to your story",
     "message": "sent you a message",
+    "message_reaction": "reacted to your message",
     "report_resolved": "reviewed your report",
 }
 
@@ -178,6 +179,17 @@ class NotificationConsumer:
         text = str(p.get("preview") or "")[:200] or None
         await self.notify([self._item(event, int(r), sender, "message", "conversation", conversation, text=text)
                            for r in p.get("recipient_ids", ())])
+
+    async def on_message_reaction(self, event: Event, p: dict) -> None:
+        """A member reacted to someone's message (the messages work records it only for a sender
+        who has not muted the conversation)."""
+        owner, actor, conversation = _int(p, "sender_id"), _int(p, "user_id"), _int(p, "conversation_id")
+        if owner is None or actor is None or conversation is None:
+            log.warning("message_reaction %s without sender, reactor or conversation: skipped", event.event_id)
+            return
+        emoji = p.get("emoji")
+        await self.notify([self._item(event, owner, actor, "message_reaction", "conversation", conversation,
+                                      text=None if emoji is None else str(emoji)[:200])])
 
     # ------------------------------------------------------------ moderation
 

@@ -33,6 +33,14 @@ class SendMessage(ClientFrame, tag="message.send"):
     text: Annotated[str, Meta(max_length=MAX_TEXT)] = ""
     media_id: IdStr | None = None
     reply_to_seq: PositiveSeq | None = None
+    share: ShareRef | None = None
+
+
+class ShareRef(msgspec.Struct, forbid_unknown_fields=True):
+    """What a message shares: a post, a story or a profile."""
+
+    type: Literal["post", "story", "user"]
+    id: IdStr
 
 
 class ReadMessages(ClientFrame, tag="message.read"):
@@ -40,9 +48,34 @@ class ReadMessages(ClientFrame, tag="message.read"):
     seq: Seq
 
 
-class DeleteMessage(ClientFrame, tag="message.delete"):
+class OnMessage(ClientFrame):
+    """A frame about one message of a conversation."""
+
     conversation_id: IdStr
     seq: PositiveSeq
+
+
+class DeleteMessage(OnMessage, tag="message.delete"):
+    pass
+
+
+Emoji = Annotated[str, Meta(min_length=1, max_length=16, description="one emoji")]
+
+
+class ReactMessage(OnMessage, tag="message.react"):
+    """Set your one reaction to a message (replacing the one you had)."""
+
+    emoji: Emoji
+
+
+class UnreactMessage(OnMessage, tag="message.unreact"):
+    pass
+
+
+class EditMessage(OnMessage, tag="message.edit"):
+    """New text for your own text message, within 15 minutes of sending it."""
+
+    text: Annotated[str, Meta(min_length=1, max_length=MAX_TEXT)]
 
 
 class Typing(ClientFrame, tag="typing"):
@@ -54,14 +87,21 @@ class SubscribePresence(ClientFrame, tag="presence.subscribe"):
 
 
 class Sync(ClientFrame, tag="sync"):
+    """`conversations`: the last seq held per conversation; `changes`: the change counter last seen
+    per conversation (from sync.done, message.edited, message.reaction). Messages up to that seq
+    edited or reacted to after the counter come as message.edited; without a counter, those of the
+    last 200 changes do."""
+
     conversations: Annotated[dict[IdStr, Seq], Meta(max_length=1000)]
+    changes: Annotated[dict[IdStr, Seq], Meta(max_length=1000)] | None = None
 
 
 class Ping(ClientFrame, tag="ping"):
     pass
 
 
-AnyClientFrame = Union[SendMessage, ReadMessages, DeleteMessage, Typing, SubscribePresence, Sync, Ping]
+AnyClientFrame = Union[SendMessage, ReadMessages, DeleteMessage, ReactMessage, UnreactMessage, EditMessage, Typing,
+                       SubscribePresence, Sync, Ping]
 
 
 # ---------------------------------------------------------------- server frames
@@ -71,8 +111,32 @@ class Media(msgspec.Struct, kw_only=True):
     id: str
 
 
+class Reaction(msgspec.Struct, kw_only=True):
+    user_id: str
+    emoji: str
+
+
+class SharedItem(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """A shared post, story or profile as one member sees it: its summary, or only type and id
+    with `unavailable: true` (and `available: false`) where the member may not see it."""
+
+    type: str
+    id: str
+    available: bool = True
+    unavailable: bool = False
+    # a post: author_id, caption, thumbnail; a story: owner_id, caption, expires_at; a user: username, name
+    author_id: str | None = None
+    owner_id: str | None = None
+    caption: str | None = None
+    thumbnail: str | None = None
+    expires_at: str | None = None
+    username: str | None = None
+    name: str | None = None
+
+
 class Message(msgspec.Struct, kw_only=True):
-    """A direct message as clients see it, over REST and the socket."""
+    """A direct message as clients see it, over REST and the socket. `change_seq` is the
+    conversation's change counter at its last edit or reaction (0: never changed)."""
 
     id: str
     conversation_id: str
@@ -85,6 +149,10 @@ class Message(msgspec.Struct, kw_only=True):
     deleted: bool
     removed: bool = False  # deleted by a moderator (then `deleted` is true too)
     created_at: str
+    reactions: list[Reaction] = []
+    edited_at: str | None = None
+    share: SharedItem | None = None
+    change_seq: int = 0
 
 
 class ServerFrame(msgspec.Struct, tag_field="type", kw_only=True):
@@ -130,6 +198,22 @@ class MessageRemoved(ServerFrame, tag="message.removed"):
     seq: int
 
 
+class MessageReaction(ServerFrame, tag="message.reaction"):
+    """A member set (emoji) or took back (null) their reaction to a message."""
+
+    conversation_id: str
+    seq: int
+    user_id: str
+    emoji: str | None
+    change_seq: int
+
+
+class MessageEdited(ServerFrame, tag="message.edited"):
+    """A message's new state (after an edit; in `sync`, after edits or reactions)."""
+
+    message: Message
+
+
 class TypingNotice(ServerFrame, tag="typing"):
     conversation_id: str
     user_id: str
@@ -143,17 +227,21 @@ class Presence(ServerFrame, tag="presence"):
 
 class SyncDone(ServerFrame, tag="sync.done"):
     ref: Ref = None
+    changes: dict[str, int] = {}  # each synced conversation's change counter, for the next sync
 
 
 class Pong(ServerFrame, tag="pong"):
     ref: Ref = None
 
 
-class Error(ServerFrame, tag="error"):
+class ErrorFrame(ServerFrame, tag="error"):
     code: str
     message: str
     ref: Ref = None
     retry_after: int | None = None  # seconds; set with code "unavailable" (a store is away: resend then)
+
+
+Error = ErrorFrame  # (named apart from the REST error body in the OpenAPI document)
 
 
 class Resync(ServerFrame, tag="resync"):
@@ -161,6 +249,11 @@ class Resync(ServerFrame, tag="resync"):
     the last seq held per conversation) to fetch what was missed."""
 
     reason: str = "bus"
+
+
+AnyServerFrame = Union[Hello, MessageAck, MessageNew, MessageDelivered, MessageReadReceipt, MessageDeleted,
+                       MessageRemoved, MessageReaction, MessageEdited, TypingNotice, Presence, SyncDone, Pong, ErrorFrame,
+                       Resync]
 
 
 # ---------------------------------------------------------------- the codec

@@ -16,10 +16,13 @@ from typing import Iterable, Sequence
 
 import asyncpg
 
+from storage import outbox
+
 Conn = asyncpg.Connection | asyncpg.Pool
 
 MESSAGE_COLUMNS = ("id, conversation_id, seq, sender_id, client_id, text, media_id, reply_to_seq, deleted_at, removed_at,"
-                   " created_at")
+                   " created_at, edited_at, change_seq, share_type, share_id")
+EDIT_WINDOW_MINUTES = 15
 
 
 def pair_key(a: int, b: int) -> str:
@@ -39,20 +42,30 @@ async def get_or_create_direct(pool: asyncpg.Pool, a: int, b: int) -> tuple[int,
             "INSERT INTO conversations (kind, pair_key, created_by) VALUES ('direct', $1, $2)"
             " ON CONFLICT (pair_key) DO NOTHING RETURNING id", key, a)
         if conversation_id is None:
-            return await conn.fetchval("SELECT id FROM conversations WHERE pair_key = $1", key), False
-        await conn.execute(
-            "INSERT INTO conversation_members (conversation_id, user_id) SELECT $1, unnest($2::bigint[])",
-            conversation_id, sorted({a, b}))
+            conversation_id = await conn.fetchval("SELECT id FROM conversations WHERE pair_key = $1", key)
+            # starting it yourself accepts it (a request you had, or declined)
+            await conn.execute("UPDATE conversation_members SET accepted = true, declined_at = NULL"
+                               " WHERE conversation_id = $1 AND user_id = $2 AND NOT accepted", conversation_id, a)
+            return conversation_id, False
+        await add_members_as_requests(conn, conversation_id, a, [a, b])
         return conversation_id, True
+
+
+async def add_members_as_requests(conn: asyncpg.Connection, conversation_id: int, inviter: int,
+                                  user_ids: Iterable[int]) -> None:
+    """Members join accepted when they follow the inviter (or are the inviter); otherwise the
+    conversation is a message request for them. Existing members are kept as they are."""
+    await conn.execute(
+        "INSERT INTO conversation_members (conversation_id, user_id, accepted)"
+        " SELECT $1, u, u = $2 OR EXISTS (SELECT 1 FROM follows f WHERE f.follower_id = u AND f.followee_id = $2)"
+        " FROM unnest($3::bigint[]) AS u ON CONFLICT DO NOTHING", conversation_id, inviter, sorted(set(user_ids)))
 
 
 async def create_group_txn(conn: asyncpg.Connection, creator: int, member_ids: Sequence[int], title: str) -> int:
     """Inside a transaction: a group with its creator and members."""
     conversation_id = await conn.fetchval(
         "INSERT INTO conversations (kind, title, created_by) VALUES ('group', $1, $2) RETURNING id", title, creator)
-    await conn.execute(
-        "INSERT INTO conversation_members (conversation_id, user_id) SELECT $1, unnest($2::bigint[])",
-        conversation_id, sorted({creator, *member_ids}))
+    await add_members_as_requests(conn, conversation_id, creator, [creator, *member_ids])
     return conversation_id
 
 
@@ -60,7 +73,7 @@ async def get_conversation(conn: Conn, conversation_id: int, viewer: int) -> asy
     """A conversation the viewer is a member of, with the viewer's positions; None otherwise."""
     return await conn.fetchrow(
         "SELECT c.id, c.kind, c.title, c.created_by, c.last_seq, c.last_message_at, c.created_at,"
-        " m.read_seq, m.delivered_seq"
+        " m.read_seq, m.delivered_seq, m.muted, m.pinned_at, m.accepted, m.declined_at"
         " FROM conversations c JOIN conversation_members m ON m.conversation_id = c.id AND m.user_id = $2"
         " WHERE c.id = $1", conversation_id, viewer)
 
@@ -84,12 +97,11 @@ async def lock_group_txn(conn: asyncpg.Connection, conversation_id: int) -> asyn
         "SELECT id, kind, created_by FROM conversations WHERE id = $1 FOR UPDATE", conversation_id)
 
 
-async def add_members_txn(conn: asyncpg.Connection, conversation_id: int, user_ids: Iterable[int]) -> int:
-    """Inside a transaction: add members (existing ones are kept); return the member count after."""
-    await conn.execute(
-        "INSERT INTO conversation_members (conversation_id, user_id) SELECT $1, unnest($2::bigint[])"
-        " ON CONFLICT DO NOTHING", conversation_id, sorted(set(user_ids)))
-    return await conn.fetchval("SELECT count(*) FROM conversation_members WHERE conversation_id = $1", conversation_id)
+async def add_members_txn(conn: asyncpg.Connection, conversation_id: int, inviter: int, user_ids: Iterable[int]) -> int:
+    """Inside a transaction: add members (existing ones are kept; a request for those who do not
+    follow the inviter); return the member count after."""
+    await add_members_as_requests(conn, conversation_id, inviter, user_ids)
+    return await count_members_txn(conn, conversation_id)
 
 
 async def count_members_txn(conn: asyncpg.Connection, conversation_id: int) -> int:
@@ -110,14 +122,20 @@ async def existing_active_users(conn: Conn, user_ids: Iterable[int]) -> set[int]
     return {r["id"] for r in rows}
 
 
+MAX_PINNED = 5
+
+
 async def list_conversations(conn: Conn, viewer: int, before: tuple[datetime, int] | None,
-                             limit: int) -> list[asyncpg.Record]:
-    """The viewer's conversations, latest activity first, each with its last message, the unread
-    count and its members' ids; `before` is the (last_message_at, id) of the previous page's last."""
+                             limit: int, requests: bool = False, pinned: bool = False) -> list[asyncpg.Record]:
+    """The viewer's conversations in one folder (accepted ones, or requests from people the viewer
+    may be shown), pinned ones (all, most recently pinned first) or the others (latest activity
+    first), each with its last message, the unread count and its members' ids; `before` is the
+    (last_message_at, id) of the previous page's last. Declined ones are in neither folder."""
+    order = "m.pinned_at DESC, c.id DESC" if pinned else "c.last_message_at DESC, c.id DESC"
     return await conn.fetch(
         f"""
         SELECT c.id, c.kind, c.title, c.created_by, c.last_seq, c.last_message_at, c.created_at,
-               m.read_seq, m.delivered_seq,
+               m.read_seq, m.delivered_seq, m.muted, m.pinned_at, m.accepted,
                (SELECT count(*) FROM messages u WHERE u.conversation_id = c.id AND u.seq > m.read_seq
                    AND u.sender_id <> $1 AND u.deleted_at IS NULL) AS unread,
                (SELECT array_agg(o.user_id ORDER BY o.joined_at, o.user_id) FROM conversation_members o
@@ -129,12 +147,50 @@ async def list_conversations(conn: Conn, viewer: int, before: tuple[datetime, in
             SELECT {', '.join('l.' + col + ' AS last_' + col for col in MESSAGE_COLUMNS.split(', '))}
             FROM messages l WHERE l.conversation_id = c.id AND l.seq = c.last_seq
         ) last ON true
-        WHERE m.user_id = $1
+        WHERE m.user_id = $1 AND m.declined_at IS NULL AND m.accepted = $5
+          AND ($5 OR user_shown($1, c.created_by))
+          AND (m.pinned_at IS NOT NULL) = $6
           AND ($2::timestamptz IS NULL OR (c.last_message_at, c.id) < ($2::timestamptz, $3::bigint))
-        ORDER BY c.last_message_at DESC, c.id DESC
+        ORDER BY {order}
         LIMIT $4
         """,
-        viewer, before[0] if before else None, before[1] if before else None, limit)
+        viewer, before[0] if before else None, before[1] if before else None, limit, not requests, pinned)
+
+
+async def update_member_settings(pool: asyncpg.Pool, conversation_id: int, user_id: int, muted: bool | None,
+                                 pinned: bool | None) -> bool:
+    """Set a member's muted and pinned flags (None: keep); False when they are not a member.
+    Pinning more than MAX_PINNED raises TooManyPinned (nothing changes)."""
+    async with pool.acquire() as c, c.transaction():
+        row = await c.fetchrow(
+            "UPDATE conversation_members SET muted = coalesce($3, muted),"
+            " pinned_at = CASE WHEN $4::boolean IS NULL THEN pinned_at WHEN $4 THEN coalesce(pinned_at, now())"
+            " ELSE NULL END WHERE conversation_id = $1 AND user_id = $2 RETURNING pinned_at",
+            conversation_id, user_id, muted, pinned)
+        if row is None:
+            return False
+        if pinned and await c.fetchval("SELECT count(*) FROM conversation_members WHERE user_id = $1"
+                                       " AND pinned_at IS NOT NULL", user_id) > MAX_PINNED:
+            raise TooManyPinned()
+        return True
+
+
+class TooManyPinned(Exception):
+    """More than MAX_PINNED pinned conversations."""
+
+
+async def set_title(conn: Conn, conversation_id: int, title: str) -> None:
+    """A group's title (for every member)."""
+    await conn.execute("UPDATE conversations SET title = $2 WHERE id = $1 AND kind = 'group'", conversation_id, title)
+
+
+async def answer_request(conn: Conn, conversation_id: int, user_id: int, accept: bool) -> bool:
+    """Accept a conversation (into the inbox) or decline it (out of both folders, no pushes);
+    False when the user is not a member."""
+    status = await conn.execute(
+        "UPDATE conversation_members SET accepted = $3, declined_at = CASE WHEN $3 THEN NULL ELSE now() END"
+        " WHERE conversation_id = $1 AND user_id = $2", conversation_id, user_id, accept)
+    return status.endswith(" 1")
 
 
 async def unread_count(conn: Conn, conversation_id: int, viewer: int) -> int:
@@ -158,6 +214,8 @@ class Draft:
     text: str
     media_id: int | None
     reply_to_seq: int | None
+    share_type: str | None = None
+    share_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -168,12 +226,14 @@ class Written:
     status: str
     message: asyncpg.Record | None
     member_ids: list[int]
+    quiet_ids: frozenset[int] = frozenset()  # members who get no push or e-mail (muted, or a request)
 
 
 _WRITE_BATCH = f"""
 WITH input AS (
-    SELECT * FROM unnest($1::int[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::bigint[], $7::bigint[])
-        AS t(idx, conversation_id, sender_id, client_id, text, media_id, reply_to_seq)
+    SELECT * FROM unnest($1::int[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::bigint[], $7::bigint[],
+                         $8::text[], $9::bigint[])
+        AS t(idx, conversation_id, sender_id, client_id, text, media_id, reply_to_seq, share_type, share_id)
 ),
 -- lock every touched conversation in id order, so concurrent batches never deadlock on them
 locked AS MATERIALIZED (
@@ -210,28 +270,32 @@ bumped AS (
     RETURNING c.id, c.last_seq - counts.n AS base
 ),
 inserted AS (
-    INSERT INTO messages (conversation_id, seq, sender_id, client_id, text, media_id, reply_to_seq)
+    INSERT INTO messages (conversation_id, seq, sender_id, client_id, text, media_id, reply_to_seq, share_type, share_id)
     SELECT j.conversation_id, b.base + row_number() OVER (PARTITION BY j.conversation_id ORDER BY j.idx),
-           j.sender_id, j.client_id, j.text, j.media_id, j.reply_to_seq
+           j.sender_id, j.client_id, j.text, j.media_id, j.reply_to_seq, j.share_type, j.share_id
     FROM judged j JOIN bumped b ON b.id = j.conversation_id
     WHERE j.status = 'ok'
     ORDER BY j.idx
     RETURNING {MESSAGE_COLUMNS}
 ),
--- sending implies having read (and received) everything up to one's own message
+-- sending implies having read (and received) everything up to one's own message, and accepting
+-- the conversation (answering a message request accepts it)
 own_read AS (
     UPDATE conversation_members cm
-    SET read_seq = GREATEST(cm.read_seq, s.seq), delivered_seq = GREATEST(cm.delivered_seq, s.seq)
+    SET read_seq = GREATEST(cm.read_seq, s.seq), delivered_seq = GREATEST(cm.delivered_seq, s.seq), accepted = true,
+        declined_at = NULL
     FROM (SELECT conversation_id, sender_id, max(seq) AS seq FROM inserted GROUP BY 1, 2) s
     WHERE cm.conversation_id = s.conversation_id AND cm.user_id = s.sender_id
 )
 SELECT j.idx, 'ok' AS status, ins.*,
        -- delivered to the members the sender may reach (a group keeps people who blocked each other later)
        (SELECT array_agg(user_id) FROM conversation_members
-        WHERE conversation_id = ins.conversation_id AND may_reach(ins.sender_id, user_id)) AS member_ids
+        WHERE conversation_id = ins.conversation_id AND may_reach(ins.sender_id, user_id)) AS member_ids,
+       (SELECT array_agg(user_id) FROM conversation_members
+        WHERE conversation_id = ins.conversation_id AND (muted OR NOT accepted)) AS quiet_ids
 FROM inserted ins JOIN judged j ON j.sender_id = ins.sender_id AND j.client_id = ins.client_id
 UNION ALL
-SELECT j.idx, j.status, {', '.join('old.' + c for c in MESSAGE_COLUMNS.split(', '))}, NULL::bigint[]
+SELECT j.idx, j.status, {', '.join('old.' + c for c in MESSAGE_COLUMNS.split(', '))}, NULL::bigint[], NULL::bigint[]
 FROM judged j LEFT JOIN messages old ON old.id = j.existing_id
 WHERE j.status <> 'ok'
 """
@@ -249,11 +313,13 @@ async def write_batch(conn: Conn, drafts: Sequence[Draft]) -> list[Written]:
         list(range(len(drafts))),
         [d.conversation_id for d in drafts], [d.sender_id for d in drafts], [d.client_id for d in drafts],
         [d.text for d in drafts], [d.media_id for d in drafts], [d.reply_to_seq for d in drafts],
+        [d.share_type for d in drafts], [d.share_id for d in drafts],
     )
     results: list[Written | None] = [None] * len(drafts)
     for row in rows:
         message = row if row["id"] is not None else None
-        results[row["idx"]] = Written(row["status"], message, list(row["member_ids"] or ()))
+        results[row["idx"]] = Written(row["status"], message, list(row["member_ids"] or ()),
+                                      frozenset(row["quiet_ids"] or ()))
     return [r if r is not None else Written("not_member", None, []) for r in results]
 
 
@@ -277,12 +343,12 @@ async def history(conn: Conn, conversation_id: int, before_seq: int | None, afte
 
 
 async def member_conversations(conn: Conn, viewer: int, conversation_ids: Iterable[int]) -> dict[int, int]:
-    """Of these conversations, the ones the viewer is a member of, with their last seq."""
+    """Of these conversations, the ones the viewer is a member of, with their change counter."""
     rows = await conn.fetch(
-        "SELECT c.id, c.last_seq FROM conversations c JOIN conversation_members m"
+        "SELECT c.id, c.change_seq FROM conversations c JOIN conversation_members m"
         " ON m.conversation_id = c.id AND m.user_id = $1 WHERE c.id = ANY($2::bigint[])",
         viewer, list(set(conversation_ids)))
-    return {r["id"]: r["last_seq"] for r in rows}
+    return {r["id"]: r["change_seq"] for r in rows}
 
 
 async def delete_message(conn: Conn, conversation_id: int, seq: int, sender_id: int) -> asyncpg.Record | None:
@@ -292,6 +358,134 @@ async def delete_message(conn: Conn, conversation_id: int, seq: int, sender_id: 
         f"UPDATE messages SET text = '', media_id = NULL, deleted_at = coalesce(deleted_at, now())"
         f" WHERE conversation_id = $1 AND seq = $2 AND sender_id = $3 RETURNING {MESSAGE_COLUMNS}",
         conversation_id, seq, sender_id)
+
+
+# ---------------------------------------------------------------- reactions and edits
+# Each bumps the conversation's change counter under its row lock (in the same transaction) and
+# stamps the message with it, so `changed_since` finds every change after a counter a client saw.
+
+async def _bump_changes(conn: asyncpg.Connection, conversation_id: int, message_id: int) -> int:
+    change = await conn.fetchval(
+        "UPDATE conversations SET change_seq = change_seq + 1 WHERE id = $1 RETURNING change_seq", conversation_id)
+    await conn.execute("UPDATE messages SET change_seq = $2 WHERE id = $1", message_id, change)
+    return change
+
+
+@dataclass(frozen=True)
+class Reacted:
+    """A reaction set or taken back: the message's row, whether anything changed, and the
+    conversation's change counter after it (0 when nothing changed)."""
+
+    message: asyncpg.Record
+    changed: bool
+    change_seq: int = 0
+
+
+async def set_reaction(pool: asyncpg.Pool, conversation_id: int, seq: int, user_id: int,
+                       emoji: str | None) -> Reacted | None:
+    """Set (emoji) or take back (None) a member's one reaction to a message; None when there is no
+    such live message. A new reaction to someone else's message records a `message_reaction`
+    event in the same transaction, unless its sender muted the conversation or has not accepted it."""
+    async with pool.acquire() as conn, conn.transaction():
+        message = await conn.fetchrow(
+            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND seq = $2 AND deleted_at IS NULL",
+            conversation_id, seq)
+        if message is None:
+            return None
+        if emoji is None:
+            status = await conn.execute(
+                "DELETE FROM message_reactions WHERE message_id = $1 AND user_id = $2", message["id"], user_id)
+            changed = not status.endswith(" 0")
+        else:
+            changed = await conn.fetchval(
+                "INSERT INTO message_reactions (message_id, user_id, emoji) VALUES ($1, $2, $3)"
+                " ON CONFLICT (message_id, user_id) DO UPDATE SET emoji = EXCLUDED.emoji, created_at = now()"
+                " WHERE message_reactions.emoji <> EXCLUDED.emoji RETURNING true",
+                message["id"], user_id, emoji) is not None
+        if not changed:
+            return Reacted(message, False)
+        change = await _bump_changes(conn, conversation_id, message["id"])
+        owner = message["sender_id"]
+        if emoji is not None and owner != user_id and await conn.fetchval(
+                "SELECT NOT muted AND accepted FROM conversation_members WHERE conversation_id = $1 AND user_id = $2",
+                conversation_id, owner):
+            await outbox.add_event(conn, "messages", "message_reaction", conversation_id, {
+                "conversation_id": str(conversation_id), "seq": seq, "message_id": str(message["id"]),
+                "sender_id": str(owner), "user_id": str(user_id), "emoji": emoji,
+            })
+        return Reacted(message, True, change)
+
+
+async def edit_message(pool: asyncpg.Pool, conversation_id: int, seq: int, sender_id: int,
+                       text: str) -> asyncpg.Record | None:
+    """The sender's own live text message (no media, no share), within the edit window, gets new
+    text; None when no such message qualifies (the caller tells why)."""
+    async with pool.acquire() as conn, conn.transaction():
+        message_id = await conn.fetchval(
+            "SELECT id FROM messages WHERE conversation_id = $1 AND seq = $2 AND sender_id = $3"
+            " AND deleted_at IS NULL AND media_id IS NULL AND share_type IS NULL"
+            f" AND created_at > now() - interval '{EDIT_WINDOW_MINUTES} minutes'", conversation_id, seq, sender_id)
+        if message_id is None:
+            return None
+        await _bump_changes(conn, conversation_id, message_id)
+        return await conn.fetchrow(
+            f"UPDATE messages SET text = $2, edited_at = now() WHERE id = $1 RETURNING {MESSAGE_COLUMNS}",
+            message_id, text)
+
+
+async def reactions_of(conn: Conn, message_ids: Iterable[int]) -> dict[int, list[tuple[int, str]]]:
+    """Each message's reactions, (user_id, emoji) oldest first."""
+    ids = list(set(message_ids))
+    if not ids:
+        return {}
+    rows = await conn.fetch(
+        "SELECT message_id, user_id, emoji FROM message_reactions WHERE message_id = ANY($1::bigint[])"
+        " ORDER BY created_at, user_id", ids)
+    out: dict[int, list[tuple[int, str]]] = {}
+    for r in rows:
+        out.setdefault(r["message_id"], []).append((r["user_id"], r["emoji"]))
+    return out
+
+
+async def changed_since(conn: Conn, conversation_id: int, after_change: int, up_to_seq: int,
+                        limit: int) -> list[asyncpg.Record]:
+    """Messages up to `up_to_seq` edited or reacted to after change counter `after_change`, in
+    change order (at most limit + 1)."""
+    return await conn.fetch(
+        f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND change_seq > $2 AND seq <= $3"
+        " ORDER BY change_seq LIMIT $4", conversation_id, after_change, up_to_seq, limit + 1)
+
+
+# ---------------------------------------------------------------- shares
+
+# what each (viewer, shared item) pair may see, by the one visibility policy's SQL functions; a
+# pair missing from the result is unavailable to that viewer (gone, expired, private, kept apart)
+_SHARED = """
+WITH want AS (SELECT DISTINCT * FROM unnest($1::bigint[], $2::text[], $3::bigint[]) AS w(viewer, type, id))
+SELECT w.viewer, w.type, w.id, p.author_id AS owner_id, p.caption, NULL::text AS username, NULL::text AS full_name,
+       NULL::timestamptz AS expires_at
+FROM want w JOIN posts p ON p.id = w.id
+WHERE w.type = 'post' AND visible_to(w.viewer, p.author_id)
+UNION ALL
+SELECT w.viewer, w.type, w.id, s.owner_id, s.caption, NULL, NULL, s.expires_at
+FROM want w JOIN stories s ON s.id = w.id
+WHERE w.type = 'story' AND s.deleted_at IS NULL AND s.expires_at > now() AND visible_to(w.viewer, s.owner_id)
+  -- the stories rule: a close-friends story only to the owner's list
+  AND (NOT s.close_friends_only OR s.owner_id = w.viewer
+       OR EXISTS (SELECT 1 FROM close_friends f WHERE f.owner_id = s.owner_id AND f.friend_id = w.viewer))
+UNION ALL
+SELECT w.viewer, w.type, w.id, u.id, NULL, u.username, u.full_name, NULL
+FROM want w JOIN users u ON u.id = w.id
+WHERE w.type = 'user' AND user_shown(w.viewer, u.id)
+"""
+
+
+async def shared_items(conn: Conn, pairs: Sequence[tuple[int, str, int]]) -> dict[tuple[int, str, int], asyncpg.Record]:
+    """Of these (viewer, type, id) triples, the shared items each viewer may see, with their summary."""
+    if not pairs:
+        return {}
+    rows = await conn.fetch(_SHARED, [p[0] for p in pairs], [p[1] for p in pairs], [p[2] for p in pairs])
+    return {(r["viewer"], r["type"], r["id"]): r for r in rows}
 
 
 async def claim_media(conn: Conn, media_id: int, owner: int) -> bool:

@@ -100,8 +100,8 @@ async def attach_own_media_txn(conn: asyncpg.Connection, user_id: int, media_id:
     ) is not None
 
 
-NOTIFICATION_KINDS = ("like", "comment", "reply", "mention", "follow", "follow_request", "message", "story_reaction",
-                      "report_resolved")
+NOTIFICATION_KINDS = ("like", "comment", "reply", "mention", "follow", "follow_request", "message", "message_reaction",
+                      "story_reaction", "report_resolved")
 NOTIFICATION_CHANNELS = ("in_app", "push", "email")
 # in-app and push on, e-mail off, unless the user said otherwise
 DEFAULT_CHANNELS = {"in_app": True, "push": True, "email": False}

@@ -131,16 +131,16 @@ async def test_bad_messages_are_400_and_store_nothing(client, pool):
 
 async def test_read_positions_and_unread_counts(client):
     (ana, ana_token), (bob, bob_token) = await user_and_token(client), await user_and_token(client)
-    conv = await start_conversation(client, ana_token, bob["id"])
+    conv = await start_conversation(client, ana_token, bob["id"])  # bob does not follow ana: a request
     for n in range(3):
         await send(client, ana_token, conv["id"], f"m{n}")
-    listed = await (await client.get("/api/conversations/", headers=bearer(bob_token))).json()
+    listed = await (await client.get("/api/conversations/?folder=requests", headers=bearer(bob_token))).json()
     assert listed["results"][0]["unread_count"] == 3 and listed["results"][0]["last_message"]["seq"] == 3
     assert (await client.post(f"/api/conversations/{conv['id']}/read/", json={"seq": 2},
                               headers=bearer(bob_token))).status == 204
     detail = await (await client.get(f"/api/conversations/{conv['id']}/", headers=bearer(ana_token))).json()
     assert {m["user_id"]: m["read_seq"] for m in detail["members"]} == {ana["id"]: 3, bob["id"]: 2}
-    listed = await (await client.get("/api/conversations/", headers=bearer(bob_token))).json()
+    listed = await (await client.get("/api/conversations/?folder=requests", headers=bearer(bob_token))).json()
     assert listed["results"][0]["unread_count"] == 1
     # the sender's own messages are never unread
     own = await (await client.get("/api/conversations/", headers=bearer(ana_token))).json()
@@ -176,6 +176,8 @@ async def test_history_pages_by_seq_both_ways(client):
 
 async def test_a_recipient_with_no_socket_gets_a_message_sent_event(client, pool):
     (ana, token), (bob, _) = await user_and_token(client), await user_and_token(client)
+    # bob follows ana, so this is no message request for him (requests never push)
+    await pool.execute("INSERT INTO follows (follower_id, followee_id) VALUES ($1, $2)", int(bob["id"]), int(ana["id"]))
     conv = await start_conversation(client, token, bob["id"])
     await send(client, token, conv["id"], "off", "are you there")
 

@@ -1,5 +1,6 @@
 """Two real `glint serve` processes on different ports sharing one stack: messages, receipts,
-typing and presence cross between them, and concurrent senders on both get gapless seqs."""
+typing, presence, reactions, edits and shares cross between them, and concurrent senders on both
+get gapless seqs."""
 
 from __future__ import annotations
 
@@ -93,6 +94,17 @@ async def test_messages_receipts_typing_and_presence_cross_processes(two_process
                             headers=bearer(bob_token)) as response:
         assert response.status == 201
     assert (await frame_of(ana_ws, "message.new"))["message"]["seq"] == 2
+    # reactions, edits and shares cross too (API.md "More in direct messages")
+    await bob_ws.send_json({"type": "message.react", "conversation_id": conv["id"], "seq": 1, "emoji": "🔥"})
+    reaction = await frame_of(ana_ws, "message.reaction")
+    assert (reaction["seq"], reaction["user_id"], reaction["emoji"]) == (1, bob["id"], "🔥")
+    await ana_ws.send_json({"type": "message.edit", "conversation_id": conv["id"], "seq": 1, "text": "across!"})
+    edited = (await frame_of(bob_ws, "message.edited"))["message"]
+    assert edited["text"] == "across!" and edited["reactions"] == [{"user_id": bob["id"], "emoji": "🔥"}]
+    await ana_ws.send_json({"type": "message.send", "ref": 2, "conversation_id": conv["id"], "client_id": "x2",
+                            "share": {"type": "user", "id": ana["id"]}})
+    shared = (await frame_of(bob_ws, "message.new"))["message"]["share"]
+    assert (shared["type"], shared["id"], shared["username"]) == ("user", ana["id"], "ana")
 
     await bob_ws.close()
     offline = await frame_of(ana_ws, "presence", user_id=bob["id"])
