@@ -645,7 +645,7 @@ async def list_conversations(request: web.Request) -> web.Response:
     return json_response(Page(results=items[:len(pinned)] + listed.results, next=listed.next))
 
 
-@routes.route("PATCH", "/api/conversations/{id}/", body=ConversationSettings, response=ConversationOut)
+@routes.route("PATCH", "/api/conversations/{id}/", sees="member", body=ConversationSettings, response=ConversationOut)
 async def patch_conversation(request: web.Request) -> web.Response:
     """Mute (still delivered, never pushed nor e-mailed) or pin (listed first; at most 5) a
     conversation for yourself, or rename a group (for everyone)."""
@@ -669,7 +669,7 @@ async def patch_conversation(request: web.Request) -> web.Response:
     return json_response(await conversation_detail(pool, conversation_id, viewer))
 
 
-@routes.route("POST", "/api/conversations/{id}/accept/", response=ConversationOut)
+@routes.route("POST", "/api/conversations/{id}/accept/", sees="member", response=ConversationOut)
 async def accept_conversation(request: web.Request) -> web.Response:
     """Accept a message request: the conversation moves to your inbox and its messages push again."""
     viewer = current_user(request)
@@ -680,7 +680,7 @@ async def accept_conversation(request: web.Request) -> web.Response:
     return json_response(await conversation_detail(pool, conversation_id, viewer))
 
 
-@routes.route("DELETE", "/api/conversations/{id}/", status=204)
+@routes.route("DELETE", "/api/conversations/{id}/", sees="member", status=204)
 async def decline_conversation(request: web.Request) -> web.Response:
     """Decline (delete) a conversation for yourself: it leaves both folders and never pushes; the
     others see no difference. Starting it again yourself, or answering, brings it back."""
@@ -813,8 +813,9 @@ async def remove_message(request: web.Request) -> web.Response:
 @routes.route("PATCH", "/api/conversations/{id}/messages/{seq}/", sees="owner", body=EditBody, response=Message)
 async def patch_message(request: web.Request) -> web.Response:
     """Edit your own text message within 15 minutes of sending it (REST twin of message.edit)."""
+    viewer = current_user(request)
     body = await read_json(request, EditBody)
-    message = await edit_message(request.app, current_user(request), path_id(request),
+    message = await edit_message(request.app, viewer, path_id(request),
                                  parse_id(request.match_info.get("seq")), body.text)
     return json_response(message)
 
