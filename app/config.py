@@ -141,6 +141,9 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=Tr
     presence_ttl: PositiveInt = 60
     presence_refresh: PositiveFloat = 20.0
     presence_subscribe_max: PositiveInt = 200
+    # messages the bus cannot take are retried this long, then dropped with a `resync` hint to
+    # their users once the bus is back
+    bus_publish_give_up_seconds: PositiveFloat = 5.0
 
     # home feed and explore: timelines hold the newest `feed_cap` ids; posts fan out to followers
     # active in the last `feed_active_days`; authors with at least `celebrity_threshold` followers

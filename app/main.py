@@ -142,13 +142,16 @@ def create_app(config: Config, *, consumers: bool = True, extra_consumers: list[
         client_max_size=config.max_body_bytes,
         middlewares=[
             middlewares.request_context,
+            middlewares.security_headers,
             middlewares.errors,
+            middlewares.refuse_unstorable,
             middlewares.cors(config.cors_origins),
             middlewares.gzip(config.gzip_min_bytes),
             middlewares.authenticate,
             *([middlewares.read_your_writes(config.read_your_writes_seconds)] if config.database_replica_urls else []),
         ],
     )
+    middlewares.json_protocol_errors()
     app[config_key] = config
     app[sockets_key] = weakref.WeakSet()
     app[background_key] = Background(run_consumers=consumers, consumers=list(extra_consumers or []))

@@ -11,15 +11,18 @@ import uuid
 
 from aiohttp import web
 from aiohttp.web_exceptions import HTTPException
+from aiohttp.web_protocol import RequestHandler
 from opentelemetry import trace
 
 from app import logs
 from app.web import is_app_path
 from handlers.auth import auth_markers, bearer_token, check_session, read_access_token, verifying_secrets
 from handlers.common import (
-    ApiError, MethodNotAllowed, NotAuthenticated, NotFound, PayloadTooLarge, RateLimited, client_error, encode,
+    ApiError, MethodNotAllowed, NotAuthenticated, NotFound, PayloadTooLarge, RateLimited, ValidationFailed,
+    client_error, encode,
 )
 from handlers.context import config_key, identity_key, limiter_key, redis_key, request_id_key
+from storage import bounds
 from storage.faults import OutageLog
 from storage.metrics import HTTP_IN_FLIGHT, HTTP_LATENCY, HTTP_REQUESTS, count_store_error
 from storage.ratelimit import address_key, user_key
@@ -122,6 +125,80 @@ def _from_http_exception(exc: HTTPException) -> ApiError:
     error.status = exc.status
     error.code = (exc.reason or "error").lower().replace(" ", "_")
     return error
+
+
+# the docs page is one self-contained HTML document: inline styles, nothing fetched, never framed
+DOCS_CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none';"
+            " frame-ancestors 'none'")
+API_CSP = "default-src 'none'; frame-ancestors 'none'"
+BASE_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY"}
+
+
+@web.middleware
+async def security_headers(request: web.Request, handler):
+    """On every response: no MIME sniffing, no referrer, never framed; JSON gets a CSP that allows
+    nothing, /api/docs/ its own; a response to an authenticated request is never cached."""
+    response = await handler(request)
+    if response.prepared:  # a websocket, or a stream already under way
+        return response
+    headers = response.headers
+    for name, value in BASE_HEADERS.items():
+        headers.setdefault(name, value)
+    if request.path == "/api/docs/":
+        headers["Content-Security-Policy"] = DOCS_CSP
+    elif response.content_type == "application/json":
+        headers.setdefault("Content-Security-Policy", API_CSP)
+    else:
+        headers.setdefault("Content-Security-Policy", "frame-ancestors 'none'")
+    if request.get(identity_key) is not None or "Authorization" in request.headers:
+        headers["Cache-Control"] = "no-store"
+    return response
+
+
+class UnstorableText(ValidationFailed):
+    code = "invalid_text"
+
+
+@web.middleware
+async def refuse_unstorable(request: web.Request, handler):
+    """A NUL or invalid UTF-8 in the URL, a header or a JSON body is a 400 before any handler (and
+    so any store) sees it: PostgreSQL refuses such text, and one refused value in a batched
+    statement would fail everyone's rows."""
+    problem = bounds.bad_url(request.raw_path)
+    if problem is None:
+        for name, value in request.headers.items():
+            problem = bounds.bad_str(value)
+            if problem is not None:
+                problem = f"Header {name}: {problem}" if bounds.bad_str(name) is None else problem
+                break
+    if problem is None and request.body_exists and request.content_type == "application/json":
+        problem = bounds.bad_text(await request.read())
+    if problem is not None:
+        raise UnstorableText(problem)
+    return await handler(request)
+
+
+def json_protocol_errors() -> None:
+    """aiohttp answers a request it cannot parse (a NUL in a header, a broken request line) before
+    any middleware runs, in plain text that echoes the input; answer the JSON envelope instead,
+    naming nothing of the input. Installed once per process (the protocol class is aiohttp's)."""
+    original = RequestHandler.handle_error
+    if getattr(original, "glint_json", False):
+        return
+
+    def handle_error(self, request, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        original(self, request, status, exc, message)  # logs, and refuses when a response already began
+        error = ApiError("The request could not be read." if status < 500 else "Something went wrong on our side.")
+        error.status = status
+        error.code = "bad_request" if status < 500 else "internal_error"
+        response = error_response(error)
+        response.headers.update({**BASE_HEADERS, "Content-Security-Policy": API_CSP})
+        response.force_close()
+        return response
+
+    handle_error.glint_json = True  # type: ignore[attr-defined]
+    RequestHandler.handle_error = handle_error  # type: ignore[method-assign]
 
 
 def cors(origins: str):

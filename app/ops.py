@@ -169,10 +169,11 @@ def openapi_document(docs: list[RouteDoc], title: str = "glint", version: str = 
         if doc.body is not None:
             operation["requestBody"] = {"required": True, "content": {
                 "application/json": {"schema": by_type[doc.body]}}}
-        ok: dict[str, Any] = {"description": "OK"}
-        if doc.response is not None:
-            ok["content"] = {"application/json": {"schema": by_type[doc.response]}}
-        operation["responses"][str(doc.status)] = ok
+        for status, description in {doc.status: "OK" if not doc.also else "created", **doc.also}.items():
+            ok: dict[str, Any] = {"description": description}
+            if doc.response is not None:
+                ok["content"] = {"application/json": {"schema": by_type[doc.response]}}
+            operation["responses"][str(status)] = ok
         if doc.auth:
             operation["security"] = [{"bearer": []}]
         if doc.role:

@@ -3,6 +3,7 @@
     glint bench seed [--users 100000] [--reset] [--manifest PATH]
     glint bench SCENARIO --url URL [--compare URL2] [--duration S] [--concurrency N] [--out DIR]
     glint bench list
+    glint bench soak --url URL [--minutes 30] [--concurrency N] [--out DIR]
 
 app/cli.py adds the `bench` subcommand with add_arguments() and calls run() with the decoded
 Config; this module imports nothing heavy at import time (the parser is built on every `glint`).
@@ -38,7 +39,7 @@ def default_manifest(config: Any = None) -> Path:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The `glint bench` arguments (a subcommand per scenario, and `seed`)."""
-    sub = parser.add_subparsers(dest="bench_command", required=True, metavar="{seed,list," + ",".join(SCENARIOS) + "}")
+    sub = parser.add_subparsers(dest="bench_command", required=True, metavar="{seed,list,soak," + ",".join(SCENARIOS) + "}")
 
     seed = sub.add_parser("seed", help="seed a realistic graph into PostgreSQL (COPY) and Redis timelines")
     seed.add_argument("--users", type=int, default=100_000, help="how many users (default 100000)")
@@ -56,6 +57,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     seed.add_argument("--manifest", type=Path, default=None, help="where to write the manifest (default .glint/bench/seed.json)")
 
     sub.add_parser("list", help="list the scenarios")
+
+    soak_p = sub.add_parser("soak", help="the mixed scenario for N minutes: RSS, fds, p50/p99 and errors per minute")
+    soak_p.add_argument("--url", required=True, help="the server under test (loopback only)")
+    soak_p.add_argument("--minutes", type=int, default=30, help="how many minutes (default 30)")
+    soak_p.add_argument("--minute-seconds", type=float, default=60.0, help=argparse.SUPPRESS)
+    soak_p.add_argument("--concurrency", type=int, default=50, help="concurrent clients (default 50)")
+    soak_p.add_argument("--processes", type=int, default=None, help="load-generator processes (default: cores)")
+    soak_p.add_argument("--timeout", type=float, default=10.0, help="per-request timeout, seconds")
+    soak_p.add_argument("--manifest", type=Path, default=None, help="the seed's manifest (default .glint/bench/seed.json)")
+    soak_p.add_argument("--out", type=Path, default=Path("bench-results"), help="folder for the JSON")
+    soak_p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a mixed-scenario option")
 
     for name, summary in SCENARIOS.items():
         p = sub.add_parser(name, help=summary, description=summary)
@@ -152,10 +164,37 @@ def cmd_scenario(args: argparse.Namespace, config: Any) -> dict[str, Any]:
     return result
 
 
+def cmd_soak(args: argparse.Namespace, config: Any) -> dict[str, Any]:
+    from bench.runner import Options, check_loopback, default_processes
+    from bench.soak import soak
+
+    check_loopback(args.url)
+    manifest = load_manifest(args.manifest or default_manifest(config))
+    options = Options(concurrency=args.concurrency, processes=args.processes or default_processes(), warmup=2.0,
+                      timeout=args.timeout, jwt_secret=config.jwt_secret, redis_url=config.redis_url,
+                      database_url=config.database_url, extra=_parse_sets(args.set))
+    print(f"glint bench soak: {args.url}, {args.minutes} minute(s), {options.concurrency} clients "
+          f"in {options.processes} processes")
+    result = asyncio.run(soak(args.url, manifest, options, args.minutes, args.minute_seconds))
+    path = args.out / f"soak-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2))
+    summary = result["summary"]
+    print(f"soak: {summary['minutes']} minute(s), {summary['ok']:,} operations, {summary['errors']} errors; "
+          f"RSS {summary['rss_start_mb']:.1f} -> {summary['rss_end_mb']:.1f} MB after the first minute "
+          f"({summary['rss_growth_after_warmup_mb']:+.1f} MB), fds {summary['fds_start']:.0f} -> "
+          f"{summary['fds_end']:.0f} (max {summary['fds_max']:.0f}), p99 median {summary['p99_median_ms']:.1f} ms, "
+          f"max {summary['p99_max_ms']:.1f} ms")
+    print(f"results: {path}")
+    return result
+
+
 def run(args: argparse.Namespace, config: Any) -> None:
     """Carry out a parsed `glint bench` command with the decoded Config."""
     if args.bench_command == "seed":
         cmd_seed(args, config)
+    elif args.bench_command == "soak":
+        cmd_soak(args, config)
     elif args.bench_command == "list":
         for name, summary in SCENARIOS.items():
             print(f"  {name:<10} {summary}")

@@ -263,7 +263,7 @@ class MePatch(Struct):
     full_name: Annotated[str, Meta(max_length=64)] | UnsetType = UNSET
     bio: Annotated[str, Meta(max_length=150)] | UnsetType = UNSET
     website: Annotated[str, Meta(max_length=200, description="http(s) URL, or empty")] | UnsetType = UNSET
-    avatar_media_id: str | None | UnsetType = UNSET
+    avatar_media_id: Annotated[str, Meta(max_length=20)] | None | UnsetType = UNSET
 
 
 def check_website(url: str) -> bool:
@@ -410,9 +410,7 @@ async def list_users(request: web.Request) -> web.Response:
     """Users by username, optionally those whose username or name starts with ?q=."""
     viewer = current_user(request)
     page = page_request(request)
-    after = decode_cursor(page.cursor, 1)
-    if after is not None and not isinstance(after[0], str):
-        raise ValidationFailed("cursor is invalid.", fields={"cursor": "Invalid cursor."})
+    after = decode_cursor(page.cursor, str)
     q = request.query.get("q", "").strip()
     if len(q) > 64:
         raise ValidationFailed("q: at most 64 characters.", fields={"q": "At most 64 characters."})
@@ -421,7 +419,7 @@ async def list_users(request: web.Request) -> web.Response:
     return json_response(Page(results=[user_summary(r) for r in result.results], next=result.next))
 
 
-@routes.route("GET", "/api/accounts/users/{id}/", response=ProfileOut)
+@routes.route("GET", "/api/accounts/users/{id}/", sees="shown", response=ProfileOut)
 async def get_profile(request: web.Request) -> web.Response:
     """A user's profile with counts and the viewer's relationship; 404 if either blocks the other."""
     viewer = current_user(request)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -33,6 +34,17 @@ ALGORITHM = "HS256"
 async def hash_password(password: str) -> str:
     """argon2id hash, computed off the event loop."""
     return await asyncio.to_thread(_hasher.hash, password)
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    return _hasher.hash("glint: no such account")
+
+
+async def spend_verify_time(password: str) -> None:
+    """As long as a real check takes, for a login name with no account: timing must not tell
+    existing accounts from unknown ones."""
+    await verify_password(await asyncio.to_thread(_dummy_hash), password)
 
 
 async def verify_password(stored: str, password: str) -> bool:
@@ -193,13 +205,17 @@ async def obtain_token(request: web.Request) -> web.Response:
     the grace period of a requested account deletion cancels the deletion."""
     body = await read_json(request, TokenRequest)
     await check_address_limit(request, "login")
-    hit = await request.app[limiter_key].hit(address_key("login-user", body.username.lower()), 60)
+    # keyed by address and name together: attempts from elsewhere cannot lock the account's owner out
+    hit = await request.app[limiter_key].hit(
+        address_key("login-user", f"{request.remote or 'unknown'}/{body.username.lower()}"), 60)
     if hit.count > request.app[config_key].rate_limit_auth_per_minute:
         retry = max(hit.reset_ms // 1000, 1)
         raise RateLimited(f"Too many attempts for this account; try again in {retry} s.",
                           headers={"Retry-After": str(retry)})
     pool = request.app[pool_key]
     user = await users.get_login(pool, body.username)
+    if user is None:
+        await spend_verify_time(body.password)
     if user is None or not await verify_password(user["password_hash"], body.password):
         raise NotAuthenticated("No active account found with the given credentials.")
     if user["suspended_at"] is not None:

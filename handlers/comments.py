@@ -11,7 +11,7 @@ from msgspec import Meta
 
 from handlers.auth import current_user
 from handlers.common import (
-    Forbidden, NotFound, Page, Routes, Struct, ValidationFailed, encode_cursor, json_response, make_page, no_content,
+    Forbidden, IdIn, NotFound, Page, Routes, Struct, ValidationFailed, encode_cursor, json_response, make_page, no_content,
     page_request, parse_id, path_id, query_id, read_json,
 )
 from handlers.context import pool_key
@@ -22,9 +22,9 @@ routes = Routes("comments")
 
 
 class CommentCreate(Struct):
-    post_id: str | int
+    post_id: IdIn
     text: Annotated[str, Meta(min_length=1, max_length=CAPTION_MAX)]
-    parent_id: str | int | None = None
+    parent_id: IdIn | None = None
 
 
 class CommentOut(Struct):
@@ -116,7 +116,7 @@ async def set_comment_like(pool: asyncpg.Pool, viewer: int, comment_id: int, lik
     return LikeState(liked=liked, like_count=count)
 
 
-@routes.route("GET", "/api/comments/", response=Page[CommentOut],
+@routes.route("GET", "/api/comments/", sees="audience", response=Page[CommentOut],
               query={"post_id": "top-level comments of this post", "parent_id": "replies to this comment"})
 async def list_comments(request: web.Request) -> web.Response:
     """A post's top-level comments with reply counts (?post_id=), or a comment's replies (?parent_id=), oldest first."""
@@ -148,20 +148,20 @@ async def create(request: web.Request) -> web.Response:
     return json_response(comment_out(row, False, user_brief(author)), status=201)
 
 
-@routes.route("DELETE", "/api/comments/{id}/", status=204)
+@routes.route("DELETE", "/api/comments/{id}/", sees="owner", status=204)
 async def delete(request: web.Request) -> web.Response:
     """Delete a comment: its author or the post's author."""
     await remove_comment(request.app[pool_key], current_user(request), path_id(request))
     return no_content()
 
 
-@routes.route("POST", "/api/comments/{id}/like/", response=LikeState)
+@routes.route("POST", "/api/comments/{id}/like/", sees="audience", response=LikeState)
 async def like(request: web.Request) -> web.Response:
     """Like a comment (idempotent)."""
     return json_response(await set_comment_like(request.app[pool_key], current_user(request), path_id(request), True))
 
 
-@routes.route("POST", "/api/comments/{id}/unlike/", response=LikeState)
+@routes.route("POST", "/api/comments/{id}/unlike/", sees="audience", response=LikeState)
 async def unlike(request: web.Request) -> web.Response:
     """Take back a comment like (idempotent)."""
     return json_response(await set_comment_like(request.app[pool_key], current_user(request), path_id(request), False))

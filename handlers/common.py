@@ -4,18 +4,28 @@ pagination and the route table that the OpenAPI document is generated from."""
 from __future__ import annotations
 
 import base64
+import math
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Generic, Sequence, TypeVar
+from datetime import datetime
+from typing import Annotated, Any, Awaitable, Callable, Generic, Sequence, TypeVar, Union
 
 import asyncpg
 import msgspec
 from aiohttp import web
+from msgspec import Meta
+
+from realtime.frames import IdStr
+from storage.bounds import BIGINT_MAX, bad_str, is_id
 
 from handlers.context import identity_key, pool_key, redis_key, replicas_key
 from realtime import frames
 from storage import faults, users
 
 T = TypeVar("T")
+
+# ids in bodies: a string of 1..2^63-1 (what clients get), or the same as a JSON number
+Id = IdStr
+IdIn = Union[IdStr, Annotated[int, Meta(ge=1, le=BIGINT_MAX, description="a 64-bit id")]]
 
 
 class Struct(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -150,7 +160,7 @@ def decode(data: bytes, type_: type[T]) -> T:
         return decoder.decode(data)
     except msgspec.ValidationError as exc:
         raise validation_error(exc) from None
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):
         raise MalformedJson() from None
 
 
@@ -181,15 +191,13 @@ def encode(data: Any) -> bytes:
 
 # ---------------------------------------------------------------- ids and params
 
-def parse_id(value: str | None, name: str = "id") -> int:
-    """A 64-bit id from a path or query string; anything else is 404 for paths, 400 for queries."""
-    try:
-        number = int(value or "")
-    except ValueError:
-        raise NotFound() if name == "id" else ValidationFailed(f"{name} must be an id.", fields={name: "Must be an id."}) from None
-    if not 0 < number < 2**63:
+def parse_id(value: str | int | None, name: str = "id") -> int:
+    """A 64-bit id (1..2^63-1, plain ASCII digits) from a path, a query string or a body; anything
+    else is 404 for a path (nothing can be there), 400 naming the field otherwise."""
+    text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    if not isinstance(text, str) or not is_id(text):
         raise NotFound() if name == "id" else ValidationFailed(f"{name} must be an id.", fields={name: "Must be an id."})
-    return number
+    return int(text)
 
 
 def path_id(request: web.Request, name: str = "id") -> int:
@@ -236,21 +244,55 @@ def page_request(request: web.Request, default: int = 20, maximum: int = 100) ->
 
 
 def encode_cursor(*parts: object) -> str:
-    """An opaque cursor from a few values."""
-    return base64.urlsafe_b64encode(_encoder.encode(list(parts))).decode().rstrip("=")
+    """An opaque cursor from a few values (ints, strings, floats; datetimes as ISO text)."""
+    values = [p.isoformat() if isinstance(p, datetime) else p for p in parts]
+    return base64.urlsafe_b64encode(_encoder.encode(values)).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str | None, arity: int) -> list[Any] | None:
-    """The values of a cursor made by encode_cursor; a bad one is 400."""
+CURSOR_MAX = 512  # characters of a cursor; a real one is far shorter
+
+
+class InvalidCursor(ValidationFailed):
+    message = "cursor is invalid."
+
+    def __init__(self) -> None:
+        super().__init__(fields={"cursor": "Invalid cursor."})
+
+
+def _cursor_part(value: Any, kind: type) -> Any:
+    """One value of a cursor as `kind`: int (0..2^63-1), str (short, storable), float (finite),
+    datetime (ISO text with a zone); anything else raises InvalidCursor."""
+    if kind is int and type(value) is int and 0 <= value <= BIGINT_MAX:
+        return value
+    if kind is float and type(value) in (int, float) and math.isfinite(value):
+        return float(value)
+    if kind is str and type(value) is str and len(value) <= 200 and bad_str(value) is None:
+        return value
+    if kind is datetime and type(value) is str and len(value) <= 40:
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            raise InvalidCursor() from None
+        if moment.tzinfo is not None:
+            return moment
+    raise InvalidCursor()
+
+
+def decode_cursor(cursor: str | None, *kinds: type) -> list[Any] | None:
+    """The values of a cursor made by encode_cursor, each checked to be of its kind (int, str,
+    float, datetime) and within what the stores accept; a bad one is 400. The one cursor codec:
+    every list route reads its cursor here."""
     if cursor is None:
         return None
     try:
+        if len(cursor) > CURSOR_MAX:
+            raise ValueError
         parts = msgspec.json.decode(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     except Exception:
-        raise ValidationFailed("cursor is invalid.", fields={"cursor": "Invalid cursor."}) from None
-    if not isinstance(parts, list) or len(parts) != arity:
-        raise ValidationFailed("cursor is invalid.", fields={"cursor": "Invalid cursor."})
-    return parts
+        raise InvalidCursor() from None
+    if not isinstance(parts, list) or len(parts) != len(kinds):
+        raise InvalidCursor()
+    return [_cursor_part(value, kind) for value, kind in zip(parts, kinds)]
 
 
 def make_page(request: web.Request, items: Sequence[T], limit: int, cursor_of: Callable[[T], str]) -> Page[T]:
@@ -297,6 +339,18 @@ def _guarded(handler: "Handler", role: str) -> "Handler":
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+# Who a route serves (its `sees` declaration), which the authorization matrix test checks for
+# every route against an anonymous client, a stranger, a blocked user, a follower and the owner of
+# a private account's things (anyone refused gets 404, so existence does not leak):
+#   anyone    no account needed
+#   self      any signed-in account: its own things, or an act any account may take (a block)
+#   shown     a user anyone may be shown, but not one kept apart from them (a block)
+#   audience  an owner's things: those who may see the owner's things (storage.visibility)
+#   member    a conversation: its members
+#   owner     the owner only (others who may see the thing may get 403 instead)
+#   staff     moderators and admins (the `role` option)
+SEES = ("anyone", "self", "shown", "audience", "member", "owner", "staff")
+
 
 @dataclass
 class RouteDoc:
@@ -313,6 +367,8 @@ class RouteDoc:
     tag: str = ""
     query: dict[str, str] = field(default_factory=dict)
     role: str | None = None
+    sees: str = "self"
+    also: dict[int, str] = field(default_factory=dict)  # other success statuses and when they answer
 
 
 class Routes:
@@ -324,14 +380,22 @@ class Routes:
 
     def route(self, method: str, path: str, *, body: type | None = None, response: type | None = None,
               status: int = 200, auth: bool = True, query: dict[str, str] | None = None,
-              role: str | None = None) -> Callable[[Handler], Handler]:
+              role: str | None = None, sees: str | None = None,
+              also: dict[int, str] | None = None) -> Callable[[Handler], Handler]:
         """Record a route; `role` ("moderator" or "admin") admits only accounts with at least that
-        role, and answers 404 to everyone else (anonymous included), so the route does not leak."""
+        role, and answers 404 to everyone else (anonymous included), so the route does not leak.
+        `sees` declares who it serves (SEES; a path naming a thing by id is "owner" unless declared);
+        `also` lists success statuses besides `status` (a resend's 200) for the OpenAPI document."""
+        if sees is None:  # undeclared: the strictest reading, which the matrix then holds it to
+            sees = "staff" if role else "anyone" if not auth else "owner" if "{" in path else "self"
+        if sees not in SEES:
+            raise ValueError(f"{method} {path}: sees={sees!r} is not one of {SEES}")
+
         def register(handler: Handler) -> Handler:
             summary = (handler.__doc__ or handler.__name__).strip().splitlines()[0]
             served = handler if role is None else _guarded(handler, role)
             self.docs.append(RouteDoc(method, path, served, summary, body, response, status, auth,
-                                      self.tag, query or {}, role))
+                                      self.tag, query or {}, role, sees, also or {}))
             return handler
         return register
 

@@ -15,7 +15,7 @@ from handlers.accounts import TOPIC, UserSummary, retry_on_deadlock, user_summar
 from handlers.auth import current_user
 from handlers.common import (
     NotFound, Page, PageRequest, Routes, Struct, ValidationFailed, decode_cursor, encode_cursor, json_response,
-    make_page, no_content, page_request, path_id, read_json,
+    make_page, no_content, page_request, parse_id, path_id, read_json,
 )
 from handlers.context import config_key, pool_key, redis_key
 from storage import graph, outbox, stories, visibility
@@ -135,7 +135,7 @@ class FollowOut(Struct):
     status: FollowStatus
 
 
-@routes.route("POST", "/api/accounts/users/{id}/follow/", response=FollowOut)
+@routes.route("POST", "/api/accounts/users/{id}/follow/", sees="shown", response=FollowOut)
 async def follow(request: web.Request) -> web.Response:
     """Follow a user; for a private account this makes a follow request (status "requested")."""
     viewer = current_user(request)
@@ -150,31 +150,32 @@ async def _on_path_user(request: web.Request, write: Callable[[asyncpg.Pool, int
     return no_content()
 
 
-@routes.route("POST", "/api/accounts/users/{id}/unfollow/", status=204)
+@routes.route("POST", "/api/accounts/users/{id}/unfollow/", sees="shown", status=204)
 async def unfollow(request: web.Request) -> web.Response:
     """Unfollow a user, or withdraw the follow request."""
     return await _on_path_user(request, do_unfollow)
 
 
-@routes.route("POST", "/api/accounts/follow-requests/{id}/approve/", status=204)
+@routes.route("POST", "/api/accounts/follow-requests/{id}/approve/", sees="owner", status=204)
 async def approve_request(request: web.Request) -> web.Response:
     """Approve the follow request of user {id}: they now follow the viewer."""
     return await _on_path_user(request, partial(do_answer_request, approve=True))
 
 
-@routes.route("POST", "/api/accounts/follow-requests/{id}/reject/", status=204)
+@routes.route("POST", "/api/accounts/follow-requests/{id}/reject/", sees="owner", status=204)
 async def reject_request(request: web.Request) -> web.Response:
     """Reject the follow request of user {id}."""
     return await _on_path_user(request, partial(do_answer_request, approve=False))
 
 
-@routes.route("POST", "/api/accounts/users/{id}/block/", status=204)
+@routes.route("POST", "/api/accounts/users/{id}/block/", sees="self",  # even someone who blocks you
+              status=204)
 async def block(request: web.Request) -> web.Response:
     """Block a user: follows and requests both ways go, and each is hidden from the other."""
     return await _on_path_user(request, do_block)
 
 
-@routes.route("POST", "/api/accounts/users/{id}/unblock/", status=204)
+@routes.route("POST", "/api/accounts/users/{id}/unblock/", sees="shown", status=204)
 async def unblock(request: web.Request) -> web.Response:
     """Lift a block (follows are not restored); 404 when there was none."""
     return await _on_path_user(request, do_unblock)
@@ -184,7 +185,7 @@ class MuteBody(Struct):
     stories: bool = True
 
 
-@routes.route("POST", "/api/accounts/users/{id}/mute/", body=MuteBody, status=204)
+@routes.route("POST", "/api/accounts/users/{id}/mute/", sees="shown", body=MuteBody, status=204)
 async def mute(request: web.Request) -> web.Response:
     """Mute a user (silent, one-way): their posts leave your feed, their stories your tray (stories: true, the default)."""
     viewer = current_user(request)
@@ -193,7 +194,7 @@ async def mute(request: web.Request) -> web.Response:
     return no_content()
 
 
-@routes.route("POST", "/api/accounts/users/{id}/unmute/", status=204)
+@routes.route("POST", "/api/accounts/users/{id}/unmute/", sees="self", status=204)  # lifting one is always allowed
 async def unmute(request: web.Request) -> web.Response:
     """Unmute a user (idempotent)."""
     await do_unmute(request.app, current_user(request), path_id(request))
@@ -201,13 +202,8 @@ async def unmute(request: web.Request) -> web.Response:
 
 
 def _edge_after(page: PageRequest) -> tuple[datetime, int] | None:
-    parts = decode_cursor(page.cursor, 2)
-    if parts is None:
-        return None
-    try:
-        return datetime.fromisoformat(parts[0]), int(parts[1])
-    except (TypeError, ValueError):
-        raise ValidationFailed("cursor is invalid.", fields={"cursor": "Invalid cursor."}) from None
+    parts = decode_cursor(page.cursor, datetime, str)
+    return None if parts is None else (parts[0], parse_id(parts[1], "cursor"))
 
 
 async def edge_page(request: web.Request, kind: str, owner: int, hide_blocked_for: int | None) -> web.Response:
@@ -228,14 +224,14 @@ async def _visible_owner(request: web.Request) -> tuple[int, int]:
     return viewer, owner
 
 
-@routes.route("GET", "/api/accounts/users/{id}/followers/", response=Page[UserSummary], query=PAGE_QUERY)
+@routes.route("GET", "/api/accounts/users/{id}/followers/", sees="audience", response=Page[UserSummary], query=PAGE_QUERY)
 async def followers(request: web.Request) -> web.Response:
     """Who follows the user, newest first."""
     viewer, owner = await _visible_owner(request)
     return await edge_page(request, "followers", owner, viewer)
 
 
-@routes.route("GET", "/api/accounts/users/{id}/following/", response=Page[UserSummary], query=PAGE_QUERY)
+@routes.route("GET", "/api/accounts/users/{id}/following/", sees="audience", response=Page[UserSummary], query=PAGE_QUERY)
 async def following(request: web.Request) -> web.Response:
     """Whom the user follows, newest first."""
     viewer, owner = await _visible_owner(request)

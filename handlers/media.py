@@ -12,7 +12,7 @@ from handlers.common import (
     NotFound, PayloadTooLarge, Routes, Struct, UnsupportedMediaType, ValidationFailed, json_response, path_id,
 )
 from handlers.context import config_key, pool_key, s3_key
-from storage import media, visibility
+from storage import media, messages, visibility
 
 routes = Routes("media")
 
@@ -119,10 +119,11 @@ async def upload_media(request: web.Request) -> web.Response:
     return json_response(media_out(url_signer(request), row), status=201)
 
 
-@routes.route("GET", "/api/media/{id}/", response=MediaOut)
+@routes.route("GET", "/api/media/{id}/", sees="audience", response=MediaOut)
 async def get_media(request: web.Request) -> web.Response:
     """One media item with freshly signed URLs: its owner's, a profile photo whose profile the viewer
-    may be shown, or one shown in a post the viewer may see."""
+    may be shown, one shown in a post the viewer may see, or one sent in a conversation the viewer
+    is a member of."""
     viewer = current_user(request)
     pool = request.app[pool_key]
     row = await media.get_media(pool, path_id(request))
@@ -134,5 +135,6 @@ async def get_media(request: web.Request) -> web.Response:
     elif row["owner_id"] != viewer:
         author = await media.is_in_visible_post(pool, row["id"])
         if author is None or not await visibility.can_see(pool, viewer, author):
-            raise NotFound()
+            if not await messages.media_seen_by(pool, row["id"], viewer):
+                raise NotFound()
     return json_response(media_out(url_signer(request), row))

@@ -24,18 +24,19 @@ from msgspec import UNSET, Meta, UnsetType
 
 from handlers.auth import auth_markers, bearer_token, check_session, current_user
 from handlers.common import (
-    ApiError, Forbidden, NotAuthenticated, NotFound, Page, Routes, Struct, ValidationFailed, client_error,
+    ApiError, Forbidden, NotAuthenticated, NotFound, Page, RateLimited, Routes, Struct, ValidationFailed, client_error,
     decode_cursor, encode_cursor, error_frame, json_response, no_content, page_request, parse_id, path_id, read_json,
     read_pool,
 )
-from handlers.context import config_key, identity_key, pool_key, redis_key
+from handlers.context import config_key, identity_key, limiter_key, pool_key, redis_key
 from realtime import frames
-from realtime.frames import IdStr, Message
+from realtime.frames import IdStr, Message, PositiveSeq, Seq
 from realtime.gateway import Connection, Delivery, Gateway, Settings, gateway_ctx, gateway_key
 from realtime.presence import iso as ms_iso
 from storage import faults, outbox, visibility
 from storage import messages as store
 from storage.metrics import MESSAGES_SENT
+from storage.ratelimit import user_key
 
 log = logging.getLogger("glint.messages")
 outages = faults.OutageLog(log)
@@ -173,12 +174,12 @@ class SendBody(Struct):
     client_id: Annotated[str, Meta(min_length=1, max_length=64)]
     text: Annotated[str, Meta(max_length=frames.MAX_TEXT)] = ""
     media_id: IdStr | None = None
-    reply_to_seq: Annotated[int, Meta(ge=1)] | None = None
+    reply_to_seq: PositiveSeq | None = None
     share: frames.ShareRef | None = None
 
 
 class ReadBody(Struct):
-    seq: Annotated[int, Meta(ge=0)]
+    seq: Seq
 
 
 class ReactBody(Struct):
@@ -190,6 +191,20 @@ class EditBody(Struct):
 
 
 # ---------------------------------------------------------------- the writer (group commit)
+
+
+class Unstorable(ValidationFailed):
+    message = "A value of this message cannot be stored."
+
+
+def refused(exc: BaseException) -> BaseException:
+    """What the sender of a message the database refused hears: a 400 for a value it refused
+    (logged, as the edge should have caught it), the error itself otherwise."""
+    if isinstance(exc, (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, UnicodeError,
+                        OverflowError, ValueError)):
+        log.warning("a message was refused by the database: %r", exc)
+        return Unstorable()
+    return exc
 
 
 class Blocked(ApiError):
@@ -269,27 +284,58 @@ class MessageWriter:
                 first[key] = len(unique)
                 unique.append((draft, future, origin))
         drafts = [d for d, _, _ in unique]
+        results: list[store.Written | BaseException]
+        try:
+            results = list(await self._store(drafts))
+        except Exception as exc:
+            if faults.is_unavailable(exc):
+                raise  # the store is away: every sender hears it
+            if len(drafts) == 1:
+                results = [refused(exc)]
+            else:
+                # no shared fate: one value the database refuses fails its own send, not the batch
+                log.warning("a batch of %d messages failed (%r); storing them one by one", len(drafts), exc)
+                results = [await self._store_one(d) for d in drafts]
+        self.stats["batches"] += 1
+        self.stats["messages"] += len(drafts)
+        MESSAGES_SENT.inc(sum(1 for w in results if not isinstance(w, BaseException) and w.status == "ok"))
+        for (draft, future, _), written in zip(unique, results):
+            if not future.done():
+                if isinstance(written, BaseException):
+                    future.set_exception(written)
+                else:
+                    future.set_result(written)
+        for index, future in followers:
+            if not future.done():
+                original = results[index]
+                if isinstance(original, BaseException):
+                    future.set_exception(original)
+                else:
+                    future.set_result(store.Written("duplicate", original.message, []))
+        await self._publish([(w, origin) for (_, _, origin), w in zip(unique, results)
+                             if not isinstance(w, BaseException) and w.status == "ok"])
+
+    async def _store(self, drafts: list[store.Draft]) -> list[store.Written]:
         for attempt in range(5):
             try:
-                results = await store.write_batch(self.pool, drafts)
-                break
+                return await store.write_batch(self.pool, drafts)
             except (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError):
                 # another process stored one of these client ids meanwhile (a retry finds the
                 # original), or lock orders crossed; the statement changed nothing
                 if attempt == 4:
                     raise
-        self.stats["batches"] += 1
-        self.stats["messages"] += len(drafts)
-        MESSAGES_SENT.inc(sum(1 for written in results if written.status == "ok"))
-        for (draft, future, _), written in zip(unique, results):
-            if not future.done():
-                future.set_result(written)
-        for index, future in followers:
-            if not future.done():
-                future.set_result(store.Written("duplicate", results[index].message, []))
-        await self._publish([(w, origin) for (_, _, origin), w in zip(unique, results) if w.status == "ok"])
+        raise AssertionError("unreachable")
+
+    async def _store_one(self, draft: store.Draft) -> store.Written | BaseException:
+        try:
+            return (await self._store([draft]))[0]
+        except Exception as exc:
+            return exc if faults.is_unavailable(exc) else refused(exc)
 
     async def _publish(self, written: list[tuple[store.Written, Connection | None]]) -> None:
+        """Hand the frames to the bus publisher (the writer never waits on the bus). Once they are
+        out, recipients no process holds a socket of get `message_sent`, for a push; when the bus
+        could not take them, every recipient counts as offline: a push too many, never one missing."""
         items: list[tuple[int, bytes]] = []
         owners: list[int | None] = []
         for w, origin in written:
@@ -305,17 +351,16 @@ class MessageWriter:
                 items.append((member, Gateway.envelope(own, exclude=origin if member == sender else None,
                                                        delivery=delivery)))
                 owners.append(None if member == sender or member in w.quiet_ids else id(w))
-        try:
-            counts = await self.gateway.publish(items)
-        except Exception:
-            log.exception("publishing messages failed; clients will sync")
-            counts = [1] * len(items)
-        offline: dict[int, list[int]] = defaultdict(list)
-        for (member, _), owner, count in zip(items, owners, counts):
-            if owner is not None and count == 0:
-                offline[owner].append(member)
-        if offline:
-            await self._record_offline([(w.message, offline[id(w)]) for w, _ in written if id(w) in offline])
+
+        async def published(counts: list[int] | None) -> None:
+            offline: dict[int, list[int]] = defaultdict(list)
+            for (member, _), owner, count in zip(items, owners, counts or [0] * len(items)):
+                if owner is not None and count == 0:
+                    offline[owner].append(member)
+            if offline:
+                await self._record_offline([(w.message, offline[id(w)]) for w, _ in written if id(w) in offline])
+
+        self.gateway.publisher.submit(items, published)
 
     async def _record_offline(self, rows: list[tuple[asyncpg.Record, list[int]]]) -> None:
         """`message_sent` for recipients no process holds a socket of, for the notifications work.
@@ -329,8 +374,11 @@ class MessageWriter:
                         "seq": row["seq"], "sender_id": str(row["sender_id"]),
                         "recipient_ids": [str(r) for r in recipients], "preview": row["text"][:100],
                     })
-        except Exception:
-            log.exception("recording message_sent events failed")
+        except Exception as exc:
+            if faults.is_unavailable(exc):
+                outages.note("recording message_sent events", exc)
+            else:
+                log.exception("recording message_sent events failed")
 
 
 class ReceiptWriter:
@@ -353,6 +401,15 @@ class ReceiptWriter:
             self.stopping = True
             self.wakeup.set()
             await self.task
+
+    async def _mark(self, positions: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+        for attempt in range(3):
+            try:
+                return await store.mark_delivered_batch(self.pool, positions)
+            except asyncpg.DeadlockDetectedError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     def add(self, user_id: int, delivery: Delivery) -> None:
         """A socket of user_id wrote message delivery.seq out."""
@@ -379,13 +436,21 @@ class ReceiptWriter:
 
     async def _flush(self, pending: dict[tuple[int, int], tuple[int, set[int]]]) -> None:
         positions = sorted((conv, user, seq) for (conv, user), (seq, _) in pending.items())
-        for attempt in range(3):
-            try:
-                moved = await store.mark_delivered_batch(self.pool, positions)
-                break
-            except asyncpg.DeadlockDetectedError:
-                if attempt == 2:
-                    raise
+        try:
+            moved = await self._mark(positions)
+        except Exception as exc:
+            if faults.is_unavailable(exc):
+                raise
+            # no shared fate: a position the database refuses loses only its own receipt
+            log.warning("a batch of %d delivered receipts failed (%r); writing them one by one", len(positions), exc)
+            moved = []
+            for position in positions:
+                try:
+                    moved += await self._mark([position])
+                except Exception as one:
+                    if faults.is_unavailable(one):
+                        raise
+                    log.warning("delivered receipt %s refused: %r", position, one)
         items = []
         for conv, user, seq in moved:
             frame = frames.encode(frames.MessageDelivered(conversation_id=str(conv), seq=seq, user_id=str(user)))
@@ -416,7 +481,7 @@ async def send_message(app: web.Application, sender: int, conversation_id: int, 
         raise ValidationFailed("A message needs text, media or a share.", fields={"text": "Send text or media."})
     pool = app[pool_key]
     media_id = int(body.media_id) if body.media_id is not None else None
-    if media_id is not None and not await store.media_owned(pool, media_id, sender):
+    if media_id is not None and not await store.claim_media(pool, media_id, sender):
         raise ValidationFailed("media_id: no such media of yours.", fields={"media_id": "Unknown media."})
     if share is not None and not await store.shared_items(pool, [(sender, share.type, int(share.id))]):
         raise ValidationFailed(f"share: no such {share.type}.", fields={"share": f"No such {share.type}."})
@@ -565,13 +630,8 @@ async def list_conversations(request: web.Request) -> web.Response:
     folder = request.query.get("folder", "inbox")
     if folder not in ("inbox", "requests"):
         raise ValidationFailed("folder must be inbox or requests.", fields={"folder": "inbox or requests."})
-    cursor = decode_cursor(page.cursor, 2)
-    before = None
-    if cursor is not None:
-        try:
-            before = (datetime.fromisoformat(cursor[0]), int(cursor[1]))
-        except (TypeError, ValueError):
-            raise ValidationFailed("cursor is invalid.", fields={"cursor": "Invalid cursor."}) from None
+    cursor = decode_cursor(page.cursor, datetime, str)
+    before = (cursor[0], parse_id(cursor[1], "cursor")) if cursor is not None else None
     pool = request.app[pool_key]
     requests = folder == "requests"
     pinned = [] if before is not None else await store.list_conversations(
@@ -590,7 +650,7 @@ async def list_conversations(request: web.Request) -> web.Response:
     return json_response(Page(results=items[:len(pinned)] + listed.results, next=listed.next))
 
 
-@routes.route("PATCH", "/api/conversations/{id}/", body=ConversationSettings, response=ConversationOut)
+@routes.route("PATCH", "/api/conversations/{id}/", sees="member", body=ConversationSettings, response=ConversationOut)
 async def patch_conversation(request: web.Request) -> web.Response:
     """Mute (still delivered, never pushed nor e-mailed) or pin (listed first; at most 5) a
     conversation for yourself, or rename a group (for everyone)."""
@@ -614,7 +674,7 @@ async def patch_conversation(request: web.Request) -> web.Response:
     return json_response(await conversation_detail(pool, conversation_id, viewer))
 
 
-@routes.route("POST", "/api/conversations/{id}/accept/", response=ConversationOut)
+@routes.route("POST", "/api/conversations/{id}/accept/", sees="member", response=ConversationOut)
 async def accept_conversation(request: web.Request) -> web.Response:
     """Accept a message request: the conversation moves to your inbox and its messages push again."""
     viewer = current_user(request)
@@ -625,7 +685,7 @@ async def accept_conversation(request: web.Request) -> web.Response:
     return json_response(await conversation_detail(pool, conversation_id, viewer))
 
 
-@routes.route("DELETE", "/api/conversations/{id}/", status=204)
+@routes.route("DELETE", "/api/conversations/{id}/", sees="member", status=204)
 async def decline_conversation(request: web.Request) -> web.Response:
     """Decline (delete) a conversation for yourself: it leaves both folders and never pushes; the
     others see no difference. Starting it again yourself, or answering, brings it back."""
@@ -643,7 +703,8 @@ def make_next(request: web.Request, items: list, limit: int, query_of) -> Page:
     return Page(results=items, next=str(request.rel_url.with_query(query)))
 
 
-@routes.route("POST", "/api/conversations/", body=CreateConversation, response=ConversationOut, status=201)
+@routes.route("POST", "/api/conversations/", body=CreateConversation, response=ConversationOut, status=201,
+              also={200: "one other member, and the 1:1 conversation with them exists already: that one"})
 async def start_conversation(request: web.Request) -> web.Response:
     """Start a conversation: one other member gives the 1:1 (the existing one if any), more a group."""
     viewer = current_user(request)
@@ -653,13 +714,13 @@ async def start_conversation(request: web.Request) -> web.Response:
     return json_response(detail, status=201 if created else 200)
 
 
-@routes.route("GET", "/api/conversations/{id}/", response=ConversationOut)
+@routes.route("GET", "/api/conversations/{id}/", sees="member", response=ConversationOut)
 async def get_conversation(request: web.Request) -> web.Response:
     """A conversation: members, title and each member's read position."""
     return json_response(await conversation_detail(request.app[pool_key], path_id(request), current_user(request)))
 
 
-@routes.route("POST", "/api/conversations/{id}/members/", body=AddMembers, response=ConversationOut)
+@routes.route("POST", "/api/conversations/{id}/members/", sees="member", body=AddMembers, response=ConversationOut)
 async def add_members(request: web.Request) -> web.Response:
     """Add members to a group (any member may; at most 256 members)."""
     viewer = current_user(request)
@@ -685,7 +746,7 @@ async def add_members(request: web.Request) -> web.Response:
     return json_response(await conversation_detail(pool, conversation_id, viewer))
 
 
-@routes.route("DELETE", "/api/conversations/{id}/members/{user_id}/", status=204)
+@routes.route("DELETE", "/api/conversations/{id}/members/{user_id}/", sees="owner", status=204)
 async def remove_member(request: web.Request) -> web.Response:
     """Leave a group (your own id) or, as its creator, remove a member."""
     viewer = current_user(request)
@@ -703,7 +764,7 @@ async def remove_member(request: web.Request) -> web.Response:
     return no_content()
 
 
-@routes.route("GET", "/api/conversations/{id}/messages/", response=Page[Message],
+@routes.route("GET", "/api/conversations/{id}/messages/", sees="member", response=Page[Message],
               query={"before_seq": "messages before this seq, newest first", "after_seq":
                      "messages after this seq, oldest first", "limit": "page size (default 50, max 100)"})
 async def list_messages(request: web.Request) -> web.Response:
@@ -728,12 +789,13 @@ def seq_param(request: web.Request, name: str) -> int | None:
     raw = request.query.get(name)
     if raw in (None, ""):
         return None
-    if not raw.isdigit() or len(raw) > 18:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise ValidationFailed(f"{name} must be a number.", fields={name: "Must be a number."})
     return int(raw)
 
 
-@routes.route("POST", "/api/conversations/{id}/messages/", body=SendBody, response=Message, status=201)
+@routes.route("POST", "/api/conversations/{id}/messages/", sees="member", body=SendBody, response=Message, status=201,
+              also={200: "a resend with a client_id already used: the original message, unchanged"})
 async def post_message(request: web.Request) -> web.Response:
     """Send a message (REST twin of message.send); a resend with the same client_id returns the original (200)."""
     viewer = current_user(request)
@@ -743,7 +805,7 @@ async def post_message(request: web.Request) -> web.Response:
     return json_response(message, status=201 if created else 200)
 
 
-@routes.route("DELETE", "/api/conversations/{id}/messages/{seq}/", status=204)
+@routes.route("DELETE", "/api/conversations/{id}/messages/{seq}/", sees="owner", status=204)
 async def remove_message(request: web.Request) -> web.Response:
     """Delete your message for everyone: it becomes a tombstone and members get message.deleted."""
     viewer = current_user(request)
@@ -753,16 +815,17 @@ async def remove_message(request: web.Request) -> web.Response:
     return no_content()
 
 
-@routes.route("PATCH", "/api/conversations/{id}/messages/{seq}/", body=EditBody, response=Message)
+@routes.route("PATCH", "/api/conversations/{id}/messages/{seq}/", sees="owner", body=EditBody, response=Message)
 async def patch_message(request: web.Request) -> web.Response:
     """Edit your own text message within 15 minutes of sending it (REST twin of message.edit)."""
+    viewer = current_user(request)
     body = await read_json(request, EditBody)
-    message = await edit_message(request.app, current_user(request), path_id(request),
+    message = await edit_message(request.app, viewer, path_id(request),
                                  parse_id(request.match_info.get("seq")), body.text)
     return json_response(message)
 
 
-@routes.route("POST", "/api/conversations/{id}/messages/{seq}/reactions/", body=ReactBody, status=204)
+@routes.route("POST", "/api/conversations/{id}/messages/{seq}/reactions/", sees="member", body=ReactBody, status=204)
 async def post_reaction(request: web.Request) -> web.Response:
     """Set your one reaction to a message, replacing the one you had (REST twin of message.react)."""
     body = await read_json(request, ReactBody)
@@ -771,7 +834,7 @@ async def post_reaction(request: web.Request) -> web.Response:
     return no_content()
 
 
-@routes.route("DELETE", "/api/conversations/{id}/messages/{seq}/reactions/", status=204)
+@routes.route("DELETE", "/api/conversations/{id}/messages/{seq}/reactions/", sees="member", status=204)
 async def delete_reaction(request: web.Request) -> web.Response:
     """Take back your reaction to a message (REST twin of message.unreact)."""
     await react_to_message(request.app, current_user(request), path_id(request),
@@ -779,7 +842,7 @@ async def delete_reaction(request: web.Request) -> web.Response:
     return no_content()
 
 
-@routes.route("POST", "/api/conversations/{id}/read/", body=ReadBody, status=204)
+@routes.route("POST", "/api/conversations/{id}/read/", sees="member", body=ReadBody, status=204)
 async def mark_read(request: web.Request) -> web.Response:
     """Mark the conversation read up to seq (REST twin of the message.read frame)."""
     viewer = current_user(request)
@@ -820,8 +883,19 @@ async def handle_frame(conn: Connection, frame: frames.AnyClientFrame) -> None:
         await conn.reply(error_frame(error, frame.ref))
 
 
+async def charge_frame(conn: Connection) -> None:
+    """Count a frame against its user's request budget, the same counter REST requests use; over
+    the limit it is refused with a `rate_limited` error (the socket stays open)."""
+    config = conn.app[config_key]
+    hit = await conn.app[limiter_key].hit(user_key(conn.user_id, "h"), 3600)
+    if hit.count > config.rate_limit_per_hour:
+        raise RateLimited(f"Too many requests; retry in {max(hit.reset_ms // 1000, 1)} s.")
+
+
 async def _handle(conn: Connection, frame: frames.AnyClientFrame) -> None:
     app = conn.app
+    if not isinstance(frame, frames.Typing):  # typing is charged only when not dropped anyway
+        await charge_frame(conn)
     if isinstance(frame, frames.SendMessage):
         message, _ = await send_message(app, conn.user_id, int(frame.conversation_id), frame, origin=conn)
         await conn.send(frames.MessageAck(ref=frame.ref, message=message))
@@ -869,6 +943,7 @@ async def send_typing(conn: Connection, conversation_id: int) -> None:
     last[conversation_id] = now  # before any await: frames of one socket are handled concurrently
     if len(last) > 256:
         last.clear()
+    await charge_frame(conn)
     members = await cached_members(conn, conversation_id)
     reached = await visibility.reachable(conn.app[pool_key], conn.user_id, members)
     frame = frames.encode(frames.TypingNotice(conversation_id=str(conversation_id), user_id=str(conn.user_id)))
@@ -946,7 +1021,8 @@ def realtime_ctx(sockets: weakref.WeakSet):
         c = app[config_key]
         settings = Settings(max_frame_bytes=c.ws_max_frame_bytes, idle_timeout=c.ws_idle_timeout,
                             heartbeat=c.ws_heartbeat, send_queue=c.ws_send_queue, max_inflight=c.ws_max_inflight,
-                            presence_ttl=c.presence_ttl, presence_refresh=c.presence_refresh)
+                            presence_ttl=c.presence_ttl, presence_refresh=c.presence_refresh,
+                            publish_give_up=c.bus_publish_give_up_seconds)
         return Gateway(app[redis_key], settings, on_frame=handle_frame, on_delivered=on_delivered, sockets=sockets,
                        verify_session=lambda user_id, session_id: check_session(app, user_id, session_id))
 

@@ -15,7 +15,7 @@ from msgspec import Meta
 from handlers.accounts import SettingsPatch, update_settings
 from handlers.auth import current_user
 from handlers.common import (
-    NotFound, Page, Routes, Struct, ValidationFailed, encode_cursor, json_response, make_page,
+    IdIn, NotFound, Page, Routes, Struct, ValidationFailed, encode_cursor, json_response, make_page,
     no_content, page_request, parse_id, path_id, read_json,
 )
 from handlers.context import pool_key
@@ -25,7 +25,9 @@ from storage.notifications import NotificationView
 
 routes = Routes("notifications")
 
-Preferences = dict[str, dict[str, bool]]
+Preferences = Annotated[dict[Annotated[str, Meta(max_length=40)],
+                              Annotated[dict[Annotated[str, Meta(max_length=20)], bool], Meta(max_length=8)]],
+                        Meta(max_length=40)]
 
 
 class UnreadCount(Struct):
@@ -33,7 +35,7 @@ class UnreadCount(Struct):
 
 
 class ReadRequest(Struct):
-    up_to_id: Annotated[str | int, Meta(description="mark this one and everything older read; omit for all")] | None = None
+    up_to_id: Annotated[IdIn, Meta(description="mark this one and everything older read; omit for all")] | None = None
 
 
 class ReadResult(Struct):
@@ -44,7 +46,8 @@ class ReadResult(Struct):
 class DeviceIn(Struct):
     endpoint: Annotated[str, Meta(min_length=1, max_length=2048, description="http(s) URL the push is POSTed to")]
     platform: Literal["web", "ios", "android"]
-    keys: Annotated[dict[str, Annotated[str, Meta(max_length=512)]], Meta(max_length=8)] = {}
+    keys: Annotated[dict[Annotated[str, Meta(max_length=64)], Annotated[str, Meta(max_length=512)]],
+                    Meta(max_length=8)] = {}
 
 
 class DeviceOut(Struct):
@@ -127,7 +130,7 @@ async def list_devices(request: web.Request) -> web.Response:
     return json_response([_device_out(r) for r in await notifications.list_devices(request.app[pool_key], viewer)])
 
 
-@routes.route("DELETE", "/api/notifications/devices/{id}/", status=204)
+@routes.route("DELETE", "/api/notifications/devices/{id}/", sees="owner", status=204)
 async def remove_device(request: web.Request) -> web.Response:
     """Unregister one of the viewer's push devices."""
     viewer = current_user(request)

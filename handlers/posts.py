@@ -9,9 +9,10 @@ becomes JSON for a viewer: it loads them in four queries and drops what the view
 
 from __future__ import annotations
 
+import logging
 import re
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import asyncpg
 from aiohttp import web
@@ -20,12 +21,14 @@ from redis.asyncio import Redis
 
 from handlers.auth import current_user
 from handlers.common import (
-    NotFound, Page, Routes, Struct, ValidationFailed, decode_cursor, encode_cursor, json_response, make_page,
+    IdIn, NotFound, Page, Routes, Struct, ValidationFailed, decode_cursor, encode_cursor, json_response, make_page,
     no_content, page_request, parse_id, path_id, query_id, read_json, read_pool,
 )
-from handlers.context import pool_key, redis_key
+from handlers.context import config_key, pool_key, redis_key, s3_key
 from handlers.media import MediaOut, media_out, url_signer
-from storage import outbox, posts, visibility
+from storage import media, outbox, posts, visibility
+
+log = logging.getLogger("glint.posts")
 
 routes = Routes("posts")
 
@@ -46,7 +49,7 @@ class LocationIn(Struct):
 
 
 class PostCreate(Struct):
-    media_ids: Annotated[list[str | int], Meta(min_length=1, max_length=10, description="1 to 10 media ids")]
+    media_ids: Annotated[list[IdIn], Meta(min_length=1, max_length=10, description="1 to 10 media ids")]
     caption: Annotated[str, Meta(max_length=CAPTION_MAX)] = ""
     location: LocationIn | None = None
 
@@ -148,14 +151,20 @@ async def edit_caption(pool: asyncpg.Pool, redis: Redis, author_id: int, post_id
     await posts.forget_cached(redis, [post_id])
 
 
-async def delete_post(pool: asyncpg.Pool, redis: Redis, author_id: int, post_id: int) -> None:
-    """Delete the author's post: gone from every list and count at once; emits post_deleted."""
+async def delete_post(pool: asyncpg.Pool, redis: Redis, s3: Any, bucket: str, author_id: int, post_id: int) -> None:
+    """Delete the author's post: gone from every list and count at once, and its media objects
+    from S3 right after the commit, so links already handed out stop working; emits post_deleted.
+    (Should that removal fail, the media job removes the retired objects later.)"""
     async with pool.acquire() as conn, conn.transaction():
-        post = await posts.delete_post_txn(conn, post_id, author_id)
-        if post is None:
+        deleted = await posts.delete_post_txn(conn, post_id, author_id)
+        if deleted is None:
             raise NotFound()
-        await emit_txn(conn, "post_deleted", post)
+        await emit_txn(conn, "post_deleted", deleted.row)
     await posts.forget_cached(redis, [post_id])
+    try:
+        await media.delete_objects(s3, bucket, deleted.object_keys)
+    except Exception:
+        log.warning("removing the objects of deleted post %s failed; the media job will", post_id, exc_info=True)
 
 
 async def emit_txn(conn: asyncpg.Connection, type_: str, post: asyncpg.Record, **extra: object) -> None:
@@ -235,12 +244,8 @@ async def render_post(request: web.Request, viewer: int, post_id: int) -> PostOu
 
 def cursor_id(request: web.Request, cursor: str | None) -> int | None:
     """The id inside a one-id cursor."""
-    parts = decode_cursor(cursor, 1)
-    if parts is None:
-        return None
-    if not isinstance(parts[0], int):
-        raise ValidationFailed("cursor is invalid.", fields={"cursor": "Invalid cursor."})
-    return parts[0]
+    parts = decode_cursor(cursor, int)
+    return None if parts is None else parts[0]
 
 
 # ---------------------------------------------------------------- routes
@@ -255,7 +260,7 @@ async def create(request: web.Request) -> web.Response:
     return json_response(await render_post(request, viewer, post_id), status=201)
 
 
-@routes.route("GET", "/api/posts/", response=Page[PostOut], query={"author": "user id (default: the viewer)"})
+@routes.route("GET", "/api/posts/", sees="audience", response=Page[PostOut], query={"author": "user id (default: the viewer)"})
 async def list_by_author(request: web.Request) -> web.Response:
     """An author's posts, newest first."""
     viewer = current_user(request)
@@ -280,13 +285,13 @@ async def list_saved(request: web.Request) -> web.Response:
     return json_response(Page(results=rendered, next=shown.next))
 
 
-@routes.route("GET", "/api/posts/{id}/", response=PostOut)
+@routes.route("GET", "/api/posts/{id}/", sees="audience", response=PostOut)
 async def get(request: web.Request) -> web.Response:
     """A post with its media, hashtags, location, counts and the viewer's liked/saved flags."""
     return json_response(await render_post(request, current_user(request), path_id(request)))
 
 
-@routes.route("PATCH", "/api/posts/{id}/", body=PostPatch, response=PostOut)
+@routes.route("PATCH", "/api/posts/{id}/", sees="owner", body=PostPatch, response=PostOut)
 async def patch(request: web.Request) -> web.Response:
     """Edit the caption of one's own post."""
     viewer = current_user(request)
@@ -295,26 +300,27 @@ async def patch(request: web.Request) -> web.Response:
     return json_response(await render_post(request, viewer, path_id(request)))
 
 
-@routes.route("DELETE", "/api/posts/{id}/", status=204)
+@routes.route("DELETE", "/api/posts/{id}/", sees="owner", status=204)
 async def delete(request: web.Request) -> web.Response:
     """Delete one's own post."""
-    await delete_post(request.app[pool_key], request.app[redis_key], current_user(request), path_id(request))
+    await delete_post(request.app[pool_key], request.app[redis_key], request.app[s3_key],
+                      request.app[config_key].s3_bucket, current_user(request), path_id(request))
     return no_content()
 
 
-@routes.route("POST", "/api/posts/{id}/like/", response=LikeState)
+@routes.route("POST", "/api/posts/{id}/like/", sees="audience", response=LikeState)
 async def like(request: web.Request) -> web.Response:
     """Like a post (idempotent)."""
     return json_response(await set_like(request.app[pool_key], current_user(request), path_id(request), True))
 
 
-@routes.route("POST", "/api/posts/{id}/unlike/", response=LikeState)
+@routes.route("POST", "/api/posts/{id}/unlike/", sees="audience", response=LikeState)
 async def unlike(request: web.Request) -> web.Response:
     """Take back a like (idempotent)."""
     return json_response(await set_like(request.app[pool_key], current_user(request), path_id(request), False))
 
 
-@routes.route("GET", "/api/posts/{id}/likes/", response=Page[UserBrief])
+@routes.route("GET", "/api/posts/{id}/likes/", sees="audience", response=Page[UserBrief])
 async def list_likes(request: web.Request) -> web.Response:
     """Who liked a post, most recent first."""
     viewer = current_user(request)
@@ -328,7 +334,7 @@ async def list_likes(request: web.Request) -> web.Response:
                               next=page_rows.next))
 
 
-@routes.route("POST", "/api/posts/{id}/save/", response=SaveState)
+@routes.route("POST", "/api/posts/{id}/save/", sees="audience", response=SaveState)
 async def save(request: web.Request) -> web.Response:
     """Save a post for later (idempotent)."""
     viewer = current_user(request)
@@ -341,7 +347,7 @@ async def save(request: web.Request) -> web.Response:
     return json_response(SaveState(saved=True))
 
 
-@routes.route("POST", "/api/posts/{id}/unsave/", response=SaveState)
+@routes.route("POST", "/api/posts/{id}/unsave/", sees="self", response=SaveState)
 async def unsave(request: web.Request) -> web.Response:
     """Remove a post from the saved ones (idempotent)."""
     viewer = current_user(request)

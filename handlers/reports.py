@@ -12,7 +12,7 @@ from msgspec import Meta
 
 from handlers.auth import current_user
 from handlers.comments import visible_comment
-from handlers.common import NotFound, Routes, Struct, ValidationFailed, json_response, parse_id, read_json
+from handlers.common import IdIn, NotFound, Routes, Struct, ValidationFailed, json_response, parse_id, read_json
 from handlers.context import pool_key
 from handlers.posts import visible_post
 from handlers.stories import app_now, visible_story
@@ -28,7 +28,7 @@ Reason = Literal["spam", "harassment", "hate", "nudity", "violence", "self_harm"
 
 class TargetRef(Struct):
     type: TargetType
-    id: str | int
+    id: IdIn
 
 
 class ReportCreate(Struct):

@@ -202,7 +202,7 @@ async def revoke_session(app: web.Application, user_id: int, session_id: int) ->
     await revoke_sessions(app, user_id, [session_id])
 
 
-@routes.route("DELETE", "/api/accounts/sessions/{id}/", status=204)
+@routes.route("DELETE", "/api/accounts/sessions/{id}/", sees="owner", status=204)
 async def delete_session(request: web.Request) -> web.Response:
     """Log out one of the account's sessions (the current one too); 404 if it is not the viewer's."""
     identity = viewer_identity(request)

@@ -89,7 +89,7 @@ async def search_page(request: web.Request, kind: Kind, viewer: int, query: sear
     """One page of what the viewer may see, best first; `next` resumes after the last candidate
     used (shown or dropped)."""
     backend = request.app[search_key]
-    after = decode_cursor(page.cursor, backend.cursor_arity)
+    after = decode_cursor(page.cursor, *backend.cursor_kinds)
     shown: list[tuple[Hit, Any]] = []
     last: Hit | None = None
     exhausted = False

@@ -332,12 +332,8 @@ async def story_tray(request: web.Request) -> web.Response:
     """The tray: yours first, then followed users with unseen stories, then by their latest story."""
     viewer = current_user(request)
     page = page_request(request)
-    cursor = decode_cursor(page.cursor, 1)
-    start = 0
-    if cursor is not None:
-        if type(cursor[0]) is not int or cursor[0] < 0:
-            raise ValidationFailed("cursor is invalid.", fields={"cursor": "Invalid cursor."})
-        start = cursor[0]
+    cursor = decode_cursor(page.cursor, int)
+    start = cursor[0] if cursor is not None else 0
     owners = await get_tray(request.app, viewer)
     window = owners[start:start + page.limit + 1]
     entries = [(start + i, tray_entry(request, viewer, o)) for i, o in enumerate(window)]
@@ -350,8 +346,8 @@ async def story_archive(request: web.Request) -> web.Response:
     """Your expired stories, newest first (media is removed an hour after expiry)."""
     owner = current_user(request)
     page = page_request(request)
-    cursor = decode_cursor(page.cursor, 1)
-    before = parse_id(str(cursor[0]), "cursor") if cursor is not None else None
+    cursor = decode_cursor(page.cursor, str)
+    before = parse_id(cursor[0], "cursor") if cursor is not None else None
     pool = request.app[pool_key]
     rows = await stories.list_archive(pool, owner, before, page.limit)
     media_by_id = await media_rows(pool, rows)
@@ -364,8 +360,8 @@ async def get_close_friends(request: web.Request) -> web.Response:
     """Your close-friends list: who sees your close-friends stories."""
     owner = current_user(request)
     page = page_request(request)
-    cursor = decode_cursor(page.cursor, 1)
-    after = parse_id(str(cursor[0]), "cursor") if cursor is not None else None
+    cursor = decode_cursor(page.cursor, str)
+    after = parse_id(cursor[0], "cursor") if cursor is not None else None
     rows = await stories.list_close_friends(request.app[pool_key], owner, after, page.limit)
     return json_response(make_page(request, [user_brief(r) for r in rows], page.limit, lambda u: encode_cursor(u.id)))
 
@@ -379,7 +375,7 @@ async def put_close_friends(request: web.Request) -> web.Response:
     return no_content()
 
 
-@routes.route("POST", "/api/stories/{id}/view/", status=204)
+@routes.route("POST", "/api/stories/{id}/view/", sees="audience", status=204)
 async def post_view(request: web.Request) -> web.Response:
     """Record that you saw a story (once; repeats change nothing)."""
     viewer = current_user(request)
@@ -387,14 +383,14 @@ async def post_view(request: web.Request) -> web.Response:
     return no_content()
 
 
-@routes.route("GET", "/api/stories/{id}/viewers/", response=ViewersPage, query=PAGE_QUERY)
+@routes.route("GET", "/api/stories/{id}/viewers/", sees="owner", response=ViewersPage, query=PAGE_QUERY)
 async def story_viewers(request: web.Request) -> web.Response:
     """Who saw your story, latest first, and how many (the owner only)."""
     owner = current_user(request)
     story_id = path_id(request)
     page = page_request(request)
-    cursor = decode_cursor(page.cursor, 1)
-    before = parse_id(str(cursor[0]), "cursor") if cursor is not None else None
+    cursor = decode_cursor(page.cursor, str)
+    before = parse_id(cursor[0], "cursor") if cursor is not None else None
     pool = request.app[pool_key]
     if await stories.get_own_story(pool, story_id, owner) is None:
         raise NotFound()
@@ -405,7 +401,7 @@ async def story_viewers(request: web.Request) -> web.Response:
                                      results=[v for _, v in result.results], next=result.next))
 
 
-@routes.route("POST", "/api/stories/{id}/react/", body=ReactBody, response=ReactionOut, status=201)
+@routes.route("POST", "/api/stories/{id}/react/", sees="audience", body=ReactBody, response=ReactionOut, status=201)
 async def react(request: web.Request) -> web.Response:
     """React with an emoji or reply with text: it reaches the owner as a direct message."""
     sender = current_user(request)
@@ -413,7 +409,7 @@ async def react(request: web.Request) -> web.Response:
     return json_response(await react_to_story(request.app, sender, path_id(request), body), status=201)
 
 
-@routes.route("DELETE", "/api/stories/{id}/", status=204)
+@routes.route("DELETE", "/api/stories/{id}/", sees="owner", status=204)
 async def remove_story(request: web.Request) -> web.Response:
     """Delete your story."""
     owner = current_user(request)

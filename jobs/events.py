@@ -254,13 +254,15 @@ class Relay:
             try:
                 async with self.pool.acquire() as listen_conn:
                     await listen_conn.add_listener(outbox.NOTIFY_CHANNEL, self.wake)
-                    while not stop.is_set() and not listen_conn.is_closed():
-                        self._wake.clear()
-                        await self.drain()
-                        backoff = self.poll_seconds
-                        await _wait(self._wake, self.poll_seconds, stop)
-                    if not listen_conn.is_closed():
-                        await listen_conn.remove_listener(outbox.NOTIFY_CHANNEL, self.wake)
+                    try:
+                        while not stop.is_set() and not listen_conn.is_closed():
+                            self._wake.clear()
+                            await self.drain()
+                            backoff = self.poll_seconds
+                            await _wait(self._wake, self.poll_seconds, stop)
+                    finally:  # a failed drain too: the connection goes back to the pool without it
+                        if not listen_conn.is_closed():
+                            await listen_conn.remove_listener(outbox.NOTIFY_CHANNEL, self.wake)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the broker or the database is away: the rows wait
@@ -401,6 +403,8 @@ class KafkaConsumerRunner:
                         await _wait(stop, self.tick)
                         continue
                     batches = await _until_stopped(kafka.getmany(timeout_ms=int(self.tick * 1000)), stop)
+                    for tp, records in (batches or {}).items():  # returned, so not behind the position any more
+                        self.handled_to[tp] = records[0].offset
                     for tp, records in (batches or {}).items():
                         for record in records:
                             await self._handle_record(record)

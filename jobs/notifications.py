@@ -216,15 +216,21 @@ class NotificationConsumer:
         made: list[tuple[NewItem, dict[str, bool], int | None]] = []
         async with self.pool.acquire() as conn:  # one connection for the whole event: fewer round trips
             prefs = await users.get_notification_prefs(conn, [i.recipient_id for i in items])
+            allowed = await visibility.notifiable_pairs(conn, [(i.recipient_id, i.actor_id) for i in items])
             for item in items:
                 channels = prefs.get(item.recipient_id, {}).get(PREF_KIND.get(item.kind, item.kind))
                 if channels is None or not any(channels.values()):
                     continue
-                if item.actor_id not in await visibility.notifiable(conn, item.recipient_id, [item.actor_id]):
+                if (item.recipient_id, item.actor_id) not in allowed:
                     continue
                 group_id = None
                 if channels.get("in_app"):
-                    group_id = await store.add_item(conn, item, self.group_window)
+                    try:
+                        group_id = await store.add_item(conn, item, self.group_window)
+                    except (asyncpg.DataError, UnicodeError) as exc:
+                        # no shared fate: a value the database refuses loses this one item only
+                        log.warning("notification for %s refused: %r", item.recipient_id, exc)
+                        continue
                     if group_id is None:
                         continue  # a redelivery: made before, delivered before
                 made.append((item, channels, group_id))

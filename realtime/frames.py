@@ -12,8 +12,12 @@ from typing import Annotated, Any, Literal, Union
 import msgspec
 from msgspec import Meta
 
-IdStr = Annotated[str, Meta(pattern=r"^[1-9][0-9]{0,18}$", description="a 64-bit id as a string")]
-Ref = Union[str, int, None]
+from storage.bounds import BIGINT_MAX, ID_PATTERN, bad_text
+
+IdStr = Annotated[str, Meta(pattern=ID_PATTERN, description="a 64-bit id as a string (1..2^63-1)")]
+Seq = Annotated[int, Meta(ge=0, le=BIGINT_MAX, description="a position in a conversation")]
+PositiveSeq = Annotated[int, Meta(ge=1, le=BIGINT_MAX, description="a message's seq")]
+Ref = Union[Annotated[str, Meta(max_length=64)], Annotated[int, Meta(ge=-BIGINT_MAX, le=BIGINT_MAX)], None]
 MAX_TEXT = 4000
 
 
@@ -28,7 +32,7 @@ class SendMessage(ClientFrame, tag="message.send"):
     client_id: Annotated[str, Meta(min_length=1, max_length=64)]
     text: Annotated[str, Meta(max_length=MAX_TEXT)] = ""
     media_id: IdStr | None = None
-    reply_to_seq: Annotated[int, Meta(ge=1)] | None = None
+    reply_to_seq: PositiveSeq | None = None
     share: ShareRef | None = None
 
 
@@ -41,14 +45,14 @@ class ShareRef(msgspec.Struct, forbid_unknown_fields=True):
 
 class ReadMessages(ClientFrame, tag="message.read"):
     conversation_id: IdStr
-    seq: Annotated[int, Meta(ge=0)]
+    seq: Seq
 
 
 class OnMessage(ClientFrame):
     """A frame about one message of a conversation."""
 
     conversation_id: IdStr
-    seq: Annotated[int, Meta(ge=1)]
+    seq: PositiveSeq
 
 
 class DeleteMessage(OnMessage, tag="message.delete"):
@@ -88,8 +92,8 @@ class Sync(ClientFrame, tag="sync"):
     edited or reacted to after the counter come as message.edited; without a counter, those of the
     last 200 changes do."""
 
-    conversations: Annotated[dict[IdStr, Annotated[int, Meta(ge=0)]], Meta(max_length=1000)]
-    changes: Annotated[dict[IdStr, Annotated[int, Meta(ge=0)]], Meta(max_length=1000)] | None = None
+    conversations: Annotated[dict[IdStr, Seq], Meta(max_length=1000)]
+    changes: Annotated[dict[IdStr, Seq], Meta(max_length=1000)] | None = None
 
 
 class Ping(ClientFrame, tag="ping"):
@@ -272,11 +276,19 @@ def _ref_of(data: bytes) -> Ref:
     except msgspec.DecodeError:
         return None
     ref = value.get("ref") if isinstance(value, dict) else None
-    return ref if isinstance(ref, (str, int)) and not isinstance(ref, bool) else None
+    if isinstance(ref, str) and len(ref) <= 64 or isinstance(ref, int) and not isinstance(ref, bool) \
+            and abs(ref) <= BIGINT_MAX:
+        return ref
+    return None
 
 
 def decode_client(data: bytes | str) -> AnyClientFrame:
-    """One client frame; raises FrameError naming what is wrong."""
+    """One client frame; raises FrameError naming what is wrong (text that is not UTF-8 or holds
+    a NUL included: no store could keep it)."""
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+    problem = bad_text(raw)
+    if problem is not None:
+        raise FrameError("invalid_text", problem, _ref_of(raw) if problem.endswith("NUL character.") else None)
     try:
         return _decoder.decode(data)
     except msgspec.ValidationError as exc:

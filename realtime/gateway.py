@@ -4,7 +4,11 @@ sockets), per-socket bounded send queues with their own writer task, and the cro
 Transport only: what a client frame does is decided by the `on_frame` callback that handlers/
 provides, and a frame for a user reaches every socket of theirs in every process through Redis
 pub/sub, one channel per connected user (`u:{id}`) and one per watched user's presence (`p:{id}`).
-The bus is lossy by design; clients catch up by sequence number with `sync`.
+The bus is lossy by design; clients catch up by sequence number with `sync`. Frames that may have
+been lost are announced: a socket gets `{"type": "resync", "reason": "bus"}` when its process's
+bus connection was made again, or when messages for its user could not be published (the
+publisher, realtime/publisher.py, gave up while Redis was away) once publishing works again. A
+client that gets `resync` sends `sync` with the last seq it holds per conversation.
 
 Close codes (documented for clients):
   1001 GOING_AWAY  server shutdown: reconnect (elsewhere)
@@ -36,6 +40,7 @@ from redis.asyncio import Redis
 
 from realtime import frames
 from realtime.presence import PresenceStore, iso
+from realtime.publisher import Publisher
 from storage.metrics import WS_CLOSED_SLOW, WS_FRAMES_IN, WS_FRAMES_OUT
 from storage.tracecontext import context_of, current_traceparent
 
@@ -59,6 +64,7 @@ class Settings:
     max_inflight: int = 32
     presence_ttl: int = 60
     presence_refresh: float = 20.0
+    publish_give_up: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -208,6 +214,7 @@ class Gateway:
         self.on_delivered = on_delivered or (lambda conn, delivery: None)
         self.sockets = sockets if sockets is not None else weakref.WeakSet()
         self.presence = PresenceStore(redis, settings.presence_ttl)
+        self.publisher = Publisher(self, give_up_after=settings.publish_give_up)
         self.process_id = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._ids = itertools.count(1)
         self.local: dict[int, set[Connection]] = {}
@@ -225,11 +232,15 @@ class Gateway:
         self._pubsub = self.redis.pubsub()
         # subscribed before the listener starts, so redis-py never health-checks on a live reader
         await self._pubsub.subscribe(f"proc:{self.process_id}")
+        # called on every reconnect after this first connection (redis-py resubscribes first)
+        self._pubsub.connection.register_connect_callback(self._on_bus_reconnect)
+        self.publisher.start()
         self._tasks = [asyncio.create_task(self._listen(), name="ws-bus-listener"),
                        asyncio.create_task(self._sweep(), name="ws-heartbeat-sweeper")]
 
     async def stop(self) -> None:
-        """Cut remaining sockets and stop the bus."""
+        """Publish what is queued, cut remaining sockets and stop the bus."""
+        await self.publisher.stop()
         for conns in list(self.local.values()):
             for conn in list(conns):
                 self.cut(conn, 1001, b"server shutdown")
@@ -254,16 +265,19 @@ class Gateway:
         await ws.prepare(request)
         self.sockets.add(ws)
         conn = Connection(self, request, ws, user_id, session_id, expires_at, revoke_keys, presence_visible)
-        conn.writer = asyncio.create_task(conn._write_loop())
         try:
             await self._attach(conn)
-            conn.push(frames.encode(frames.Hello(user_id=str(user_id), session_id=str(session_id),
-                                                 heartbeat=s.heartbeat)))
+            # hello goes first, before frames the bus brought while attaching; then the writer starts
+            conn.queue.appendleft((frames.encode(frames.Hello(user_id=str(user_id), session_id=str(session_id),
+                                                               heartbeat=s.heartbeat)), None))
+            conn.writer = asyncio.create_task(conn._write_loop())
+            conn._ready.set()
             await self._read_loop(conn)
         finally:
             conn.closing = True
             for task in [conn.writer, *conn.tasks]:
-                task.cancel()
+                if task is not None:
+                    task.cancel()
             await self._detach(conn)
             if not ws.closed:
                 try:
@@ -419,6 +433,19 @@ class Gateway:
             except Exception:
                 log.exception("bus listener failed; reconnecting")
                 await asyncio.sleep(0.5)
+
+    async def _on_bus_reconnect(self, connection: object) -> None:
+        """The bus connection was lost and made again: whatever was published to this process's
+        channels meanwhile is gone, so every socket here is told to resync."""
+        log.warning("bus reconnected; %d socket(s) told to resync", self.connection_count())
+        self.resync_local()
+
+    def resync_local(self) -> None:
+        """Push a `resync` frame to every socket of this process."""
+        frame = frames.encode(frames.Resync())
+        for conns in list(self.local.values()):
+            for conn in list(conns):
+                conn.push(frame)
 
     def _on_bus(self, channel: bytes, data: bytes) -> None:
         self.stats["bus_in"] += 1

@@ -293,8 +293,9 @@ class UrlSigner:
     """Presigned GET URLs (SigV4, path-style) for one endpoint and bucket.
 
     Signed here rather than by botocore: a feed page signs hundreds of URLs, and botocore takes
-    about half a millisecond for each. The signing time is rounded down to a window, so a URL stays
-    the same for a while (clients and caches can reuse it) and lives at least `ttl` seconds.
+    about half a millisecond for each. The signing time is rounded down to a window (a quarter of
+    `ttl`), so a URL stays the same for a while (clients and caches can reuse it); it expires `ttl`
+    seconds after its window began, so no link outlives `ttl` from when it was handed out.
     """
 
     endpoint: str
@@ -323,7 +324,7 @@ def _presign(signer: UrlSigner, key: str, stamp: int, window: int) -> str:
     path = f"{parts.path.rstrip('/')}/{quote(signer.bucket, safe='')}/{quote(key, safe='/-_.~')}"
     query = (
         f"X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential={quote(signer.access_key + '/' + scope, safe='-_.~')}"
-        f"&X-Amz-Date={amz_date}&X-Amz-Expires={min(signer.ttl + window, 604800)}&X-Amz-SignedHeaders=host"
+        f"&X-Amz-Date={amz_date}&X-Amz-Expires={min(signer.ttl, 604800)}&X-Amz-SignedHeaders=host"
     )
     canonical = f"GET\n{path}\n{query}\nhost:{host}\n\nhost\nUNSIGNED-PAYLOAD"
     to_sign = f"AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"

@@ -488,13 +488,23 @@ async def shared_items(conn: Conn, pairs: Sequence[tuple[int, str, int]]) -> dic
     return {(r["viewer"], r["type"], r["id"]): r for r in rows}
 
 
-async def media_owned(conn: Conn, media_id: int, owner: int) -> bool:
-    """Is this media the owner's, and not deleted? True when the media table does not exist yet
-    (the media pipeline's migration is separate)."""
+async def claim_media(conn: Conn, media_id: int, owner: int) -> bool:
+    """Mark the owner's media used by a message (so the cleanup job keeps it and no post takes it);
+    True if it is the owner's, not deleted, and unused or already used by messages only (sending
+    the same picture again, or to another conversation)."""
     return bool(await conn.fetchval(
-        "SELECT CASE WHEN to_regclass('media') IS NULL THEN true ELSE"
-        " (SELECT EXISTS (SELECT 1 FROM media WHERE id = $1 AND owner_id = $2 AND deleted_at IS NULL)) END",
-        media_id, owner))
+        "UPDATE media SET attached_at = coalesce(attached_at, now())"
+        " WHERE id = $1 AND owner_id = $2 AND deleted_at IS NULL"
+        "   AND (attached_at IS NULL OR EXISTS (SELECT 1 FROM messages WHERE media_id = $1))"
+        " RETURNING true", media_id, owner))
+
+
+async def media_seen_by(conn: Conn, media_id: int, viewer: int) -> bool:
+    """Is this media in a (not deleted) message of a conversation the viewer is a member of?"""
+    return bool(await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM messages m JOIN conversation_members cm"
+        " ON cm.conversation_id = m.conversation_id AND cm.user_id = $2"
+        " WHERE m.media_id = $1 AND m.deleted_at IS NULL)", media_id, viewer))
 
 
 # ---------------------------------------------------------------- receipts

@@ -101,17 +101,28 @@ async def update_caption_txn(conn: asyncpg.Connection, post_id: int, author_id: 
     )
 
 
-async def delete_post_txn(conn: asyncpg.Connection, post_id: int, author_id: int) -> asyncpg.Record | None:
+async def delete_post_txn(conn: asyncpg.Connection, post_id: int, author_id: int) -> DeletedPost | None:
     """Delete the author's post and everything hanging off it; its media are retired for the media
     job to remove from S3. None when it is not theirs or gone."""
     post = await conn.fetchrow("SELECT * FROM posts WHERE id = $1 AND author_id = $2 FOR UPDATE", post_id, author_id)
     if post is None:
         return None
-    media_ids = [r["media_id"] for r in await conn.fetch("SELECT media_id FROM post_media WHERE post_id = $1", post_id)]
+    shown = await conn.fetch(
+        "SELECT m.id, m.original_key, m.renditions FROM post_media pm JOIN media m ON m.id = pm.media_id"
+        " WHERE pm.post_id = $1", post_id)
+    media_ids = [r["id"] for r in shown]
     await conn.execute("DELETE FROM posts WHERE id = $1", post_id)
     await media.retire_media_txn(conn, media_ids)
     await conn.execute("UPDATE users SET posts_count = greatest(posts_count - 1, 0) WHERE id = $1", author_id)
-    return post
+    return DeletedPost(post, [key for row in shown for key in media.object_keys(row)])
+
+
+@dataclass(frozen=True)
+class DeletedPost:
+    """A deleted post's row and its media's S3 keys (for the caller to remove after commit)."""
+
+    row: asyncpg.Record
+    object_keys: list[str]
 
 
 async def like_txn(conn: asyncpg.Connection, post_id: int, user_id: int) -> bool:

@@ -6,6 +6,9 @@
   `Urgency` headers): a 2xx is done; 404 or 410 means the subscription is gone and the device is
   forgotten; 408, 429, 5xx and network errors are retried with exponential back-off (honouring
   Retry-After); any other answer, or the last failed attempt, leaves a row in `push_dead_letters`.
+  Endpoints are clients' input: one on a loopback, private, link-local or otherwise non-public
+  address is refused (the name is resolved, the addresses checked, and only checked ones dialled,
+  so a name cannot be rebound between the check and the connection).
 
 E-mail goes through storage.email's EmailSink (SMTP or the `sent_emails` table). A sink never
 raises for a failed delivery: a notification is committed before it is pushed, and a push
@@ -15,13 +18,18 @@ service being down is no reason to redo it.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
+import socket
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Mapping, Protocol
+from urllib.parse import urlsplit
 
 import aiohttp
 import asyncpg
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
 
 from storage.notifications import forget_device
 
@@ -49,6 +57,51 @@ class TablePushSink:
         )
 
 
+class PrivateTarget(OSError):
+    """A push endpoint that resolves to an address glint does not call."""
+
+
+def is_public(address: str) -> bool:
+    """Is this an address on the public internet (not loopback, private, link-local, multicast,
+    reserved or unspecified, nor an IPv4 one of those mapped into IPv6)?"""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+class PublicResolver(AbstractResolver):
+    """Resolves as usual, then keeps only public addresses (none left: PrivateTarget)."""
+
+    def __init__(self) -> None:
+        self._resolver = DefaultResolver()
+
+    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+        found = [r for r in await self._resolver.resolve(host, port, family) if is_public(r["host"])]
+        if not found:
+            raise PrivateTarget(f"{host} has no public address")
+        return found
+
+    async def close(self) -> None:
+        await self._resolver.close()
+
+
+def check_endpoint(url: str) -> None:
+    """Refuse an endpoint that is not http(s), or names a non-public address literally (names are
+    checked by PublicResolver when dialled)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise PrivateTarget(f"not an http(s) URL: {url[:100]}")
+    try:
+        literal = ipaddress.ip_address(parts.hostname.strip("[]"))
+    except ValueError:
+        if parts.hostname.rstrip(".").lower() == "localhost" or parts.hostname.endswith(".localhost"):
+            raise PrivateTarget("localhost") from None
+        return
+    if not is_public(str(literal)):
+        raise PrivateTarget(f"{literal} is not a public address")
+
+
 RETRYABLE = frozenset({408, 425, 429, 500, 502, 503, 504})
 GONE = frozenset({404, 410})
 
@@ -63,13 +116,22 @@ class HttpPushSink:
     retry_base: float = 0.5
     ttl: int = 24 * 3600
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    allow_private: bool = False  # tests push to a server on loopback; never in a deployment
 
     async def send(self, device: Device, payload: dict[str, Any]) -> None:
         body = json.dumps(payload, separators=(",", ":")).encode()
         headers = {"Content-Type": "application/json", "TTL": str(self.ttl), "Urgency": "normal"}
         error = ""
         attempts = 0
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout)) as session:
+        if not self.allow_private:
+            try:
+                check_endpoint(device["endpoint"])
+            except PrivateTarget as exc:
+                await self._dead_letter(device, payload, 0, f"refused: {exc}")
+                return
+        connector = None if self.allow_private else aiohttp.TCPConnector(resolver=PublicResolver())
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout),
+                                         connector=connector) as session:
             for attempts in range(1, self.max_attempts + 1):
                 delay = self.retry_base * 2 ** (attempts - 1)
                 try:

@@ -87,6 +87,18 @@ async def notifiable(conn: Conn, recipient: int, actors: Iterable[int]) -> set[i
     return await _filter(conn, "may_notify", recipient, actors)
 
 
+async def notifiable_pairs(conn: Conn, pairs: Iterable[tuple[int, int]]) -> set[tuple[int, int]]:
+    """Of these (recipient, actor) pairs, those where the recipient may be notified of the actor
+    (one query for a whole event's recipients)."""
+    wanted = list(set(pairs))
+    if not wanted:
+        return set()
+    rows = await conn.fetch(
+        "SELECT p.r, p.a FROM unnest($1::bigint[], $2::bigint[]) AS p(r, a) WHERE may_notify(p.r, p.a)",
+        [r for r, _ in wanted], [a for _, a in wanted])
+    return {(row["r"], row["a"]) for row in rows}
+
+
 async def presence_watchable(conn: Conn, viewer: int, user_ids: Iterable[int]) -> set[int]:
     """Which of these users' presence the viewer may watch."""
     return await _filter(conn, "presence_shown", viewer, user_ids)

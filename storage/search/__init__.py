@@ -55,7 +55,7 @@ class SearchBackend(Protocol):
     """What the handlers and the search consumer need of a backend."""
 
     name: str
-    cursor_arity: int  # how many values a Hit's `after` holds
+    cursor_kinds: tuple[type, ...]  # the type of each value a Hit's `after` holds
 
     async def search(self, kind: Kind, viewer: int, query: Query, after: list[Any] | None,
                      limit: int) -> list[Hit]:

@@ -119,7 +119,7 @@ class ElasticsearchSearch:
     """Indexes documents loaded from PostgreSQL and searches them; the index is a proposal only."""
 
     name = "elasticsearch"
-    cursor_arity = 1  # (offset,)
+    cursor_kinds = (int,)  # (offset,)
 
     def __init__(self, client: AsyncElasticsearch, pool: asyncpg.Pool, prefix: str, refresh: bool = False) -> None:
         self.client = client

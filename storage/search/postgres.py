@@ -99,7 +99,7 @@ class PostgresSearch:
     """Searches PostgreSQL directly; the visibility rules are part of each statement."""
 
     name = "postgres"
-    cursor_arity = 2  # (score, id)
+    cursor_kinds = (float, int)  # (score, id)
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool

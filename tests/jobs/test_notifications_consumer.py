@@ -120,7 +120,7 @@ async def test_http_push_retries_then_delivers_forgets_gone_devices_and_dead_let
     async def no_wait(seconds: float) -> None:
         delays.append(seconds)
 
-    sink = HttpPushSink(pool, timeout=5, max_attempts=3, retry_base=0.1, sleep=no_wait)
+    sink = HttpPushSink(pool, timeout=5, max_attempts=3, retry_base=0.1, sleep=no_wait, allow_private=True)
     try:
         devices = {}
         for name in ("flaky", "gone", "down", "refused"):

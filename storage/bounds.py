@@ -1,0 +1,71 @@
+"""What a value must be before any store sees it: ids and counters inside PostgreSQL's bigint,
+text that PostgreSQL (and Redis keys, and JSON) can hold: valid UTF-8 with no NUL.
+
+The edge (app/ middlewares for HTTP, the frame codec for the websocket, the Structs of handlers/)
+checks these, so a hostile value is a 400 or an `error` frame for its sender and never reaches a
+batched statement where it would fail everyone else's rows.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import unquote_to_bytes
+
+BIGINT_MAX = 2**63 - 1
+
+
+def _up_to(bound: int) -> str:
+    """A regular expression matching exactly the decimal numbers 1..bound (no leading zeros)."""
+    digits = str(bound)
+    shorter = f"[1-9][0-9]{{0,{len(digits) - 2}}}"
+    alternatives = [shorter]
+    for i, digit in enumerate(digits):
+        low = 1 if i == 0 else 0
+        if int(digit) > low:
+            rest = len(digits) - i - 1
+            alternatives.append(f"{digits[:i]}[{low}-{int(digit) - 1}]" + (f"[0-9]{{{rest}}}" if rest else ""))
+    alternatives.append(digits)
+    return "^(?:" + "|".join(alternatives) + ")$"
+
+
+# a 64-bit id as a string: 1 .. 9223372036854775807, exactly
+ID_PATTERN = _up_to(BIGINT_MAX)
+_ID = re.compile(ID_PATTERN)
+
+# a JSON \u0000 escape: after an even number of backslashes (an odd one escapes the backslash)
+_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000", re.IGNORECASE)
+
+
+def is_id(text: str) -> bool:
+    """Is this a 64-bit id as a decimal string?"""
+    return _ID.match(text) is not None
+
+
+def bad_text(data: bytes) -> str | None:
+    """Why these bytes (a JSON document, a frame) cannot become stored text: not UTF-8, or a NUL
+    (raw or escaped); None when they can."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return "The text is not valid UTF-8."
+    if b"\x00" in data or (b"\\" in data and _NUL_ESCAPE.search(data)):
+        return "The text holds a NUL character."
+    return None
+
+
+def bad_str(text: str) -> str | None:
+    """The same check for an already decoded string (headers, a percent-decoded URL)."""
+    if text.isascii():
+        return "The text holds a NUL character." if "\x00" in text else None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates, as undecodable bytes arrive
+        return "The text is not valid UTF-8."
+    return "The text holds a NUL character." if "\x00" in text else None
+
+
+def bad_url(raw: str) -> str | None:
+    """The same check for a raw path and query string, once percent-decoded."""
+    if "%" not in raw:
+        return bad_str(raw)
+    return bad_text(unquote_to_bytes(raw.replace("+", " ")))

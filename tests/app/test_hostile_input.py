@@ -1,0 +1,142 @@
+"""Every input bounded at the edge: ids past 64 bits, unbounded seqs, forged cursors, NUL and
+invalid UTF-8 in bodies, URLs and headers, the same in websocket frames, and the frame rate limit
+that shares the REST budget. Each is a 400 (or an `error` frame), never a 500."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+
+from aiohttp import WSMsgType
+
+from app.main import create_app
+from tests.conftest import make_config
+from tests.handlers.test_posts import new_media, new_post
+from tests.realtime.helpers import bearer, frame_of, next_frame, open_socket, start_conversation, user_and_token
+
+TOO_BIG = "9999999999999999999"
+
+
+def cursor(value) -> str:
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+
+async def assert_400(response) -> dict:
+    assert response.status == 400, (response.status, await response.text())
+    assert response.content_type == "application/json"
+    return (await response.json())["error"]
+
+
+async def test_ids_past_64_bits_and_unbounded_seqs_are_400(client, pool):
+    (ana, token), (bob, _) = await user_and_token(client), await user_and_token(client)
+    h = bearer(token)
+    conv = await start_conversation(client, token, bob["id"])
+    await assert_400(await client.post("/api/conversations/", json={"member_ids": [TOO_BIG]}, headers=h))
+    await assert_400(await client.post("/api/posts/", json={"media_ids": [TOO_BIG]}, headers=h))
+    await assert_400(await client.post("/api/posts/", json={"media_ids": [2**63]}, headers=h))
+    await assert_400(await client.put("/api/accounts/close-friends/", json={"user_ids": [TOO_BIG]}, headers=h))
+    await assert_400(await client.post("/api/comments/", json={"post_id": 2**63, "text": "x"}, headers=h))
+    await assert_400(await client.post(f"/api/conversations/{conv['id']}/read/",
+                                       json={"seq": 7300463592413581402963968}, headers=h))
+    await assert_400(await client.post(f"/api/conversations/{conv['id']}/messages/",
+                                       json={"client_id": "x", "text": "x", "reply_to_seq": 2**63}, headers=h))
+    for bad in ("²", "١٢"):
+        await assert_400(await client.get(f"/api/conversations/{conv['id']}/messages/",
+                                          params={"before_seq": bad}, headers=h))
+    await assert_400(await client.get("/api/comments/", params={"post_id": "١٢"}, headers=h))
+    assert await pool.fetchval("SELECT count(*) FROM messages") == 0
+
+
+async def test_forged_cursors_are_400_on_every_list_route(client):
+    (ana, token), (bob, _) = await user_and_token(client), await user_and_token(client)
+    h = bearer(token)
+    post = await new_post(client, h, "x")
+    routes = ["/api/posts/", "/api/posts/saved/", "/api/posts/feed/", "/api/posts/explore/",
+              f"/api/posts/{post['id']}/likes/", f"/api/comments/?post_id={post['id']}", "/api/accounts/users/",
+              f"/api/accounts/users/{ana['id']}/followers/", "/api/accounts/blocks/", "/api/notifications/",
+              "/api/conversations/", "/api/stories/feed/", "/api/stories/archive/", "/api/accounts/close-friends/",
+              "/api/search/posts/?q=x", "/api/search/users/?q=x"]
+    for forged in ([True], [2**64], [-1], ["x" * 300], [None, None], {"a": 1}, ["\u0000", 1], [1.5e308 * 10]):
+        for route in routes:
+            sep = "&" if "?" in route else "?"
+            response = await client.get(f"{route}{sep}cursor={cursor(forged)}", headers=h)
+            assert response.status == 400, (route, forged, response.status, await response.text())
+    assert (await client.get(f"/api/posts/?cursor={'A' * 5000}", headers=h)).status == 400
+
+
+async def test_nul_and_invalid_utf8_are_400_before_any_store(client, pool):
+    _, token = await user_and_token(client)
+    h = bearer(token)
+    media = await new_media(client, h)
+    error = await assert_400(await client.post("/api/posts/", json={"caption": "a\u0000b", "media_ids": media},
+                                               headers=h))
+    assert error["code"] == "invalid_text"
+    raw = b'{"caption": "caf\xe9", "media_ids": ["%s"]}' % media[0].encode()
+    await assert_400(await client.post("/api/posts/", data=raw, headers={**h, "Content-Type": "application/json"}))
+    await assert_400(await client.patch("/api/accounts/users/me/", json={"full_name": "x\u0000"}, headers=h))
+    for q in ("a\u0000", "%ff%fe"):
+        url = "/api/search/posts/?q=" + (q if "%" in q else "a%00")
+        await assert_400(await client.get(url, headers=h))
+    await assert_400(await client.get("/api/accounts/users/?q=%00", headers=h))
+    assert await pool.fetchval("SELECT count(*) FROM posts") == 0
+    # a literal backslash followed by u0000 is text like any other
+    fine = await client.post("/api/posts/", json={"caption": "\\u0000", "media_ids": media}, headers=h)
+    assert fine.status == 201
+
+
+async def test_a_nul_in_a_header_is_a_json_400_that_echoes_nothing(client):
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Probe: secret\x00value\r\n\r\n")
+    await writer.drain()
+    head, _, body = (await asyncio.wait_for(reader.read(65536), 10)).partition(b"\r\n\r\n")
+    writer.close()
+    assert head.split(b"\r\n")[0].split()[1] == b"400"
+    assert b"application/json" in head.lower()
+    assert json.loads(body)["error"]["code"] == "bad_request"
+    assert b"secret" not in body
+
+
+async def test_hostile_frames_get_error_frames_and_the_socket_stays_open(client, pool):
+    (ana, token), (bob, _) = await user_and_token(client), await user_and_token(client)
+    conv = await start_conversation(client, token, bob["id"])
+    ws = await open_socket(client, token)
+    await ws.send_frame(b'{"type": "ping", "ref": "\xff"}', WSMsgType.TEXT)
+    assert (await frame_of(ws, "error"))["code"] == "invalid_text"
+    hostile = [
+        {"type": "message.send", "conversation_id": TOO_BIG, "client_id": "a", "text": "x", "ref": 1},
+        {"type": "message.send", "conversation_id": conv["id"], "client_id": "b", "text": "x\u0000", "ref": 2},
+        {"type": "message.send", "conversation_id": conv["id"], "client_id": "c", "text": "x",
+         "reply_to_seq": 2**63, "ref": 3},
+        {"type": "message.read", "conversation_id": conv["id"], "seq": 10**30, "ref": 4},
+        {"type": "typing", "conversation_id": TOO_BIG, "ref": 5},
+        {"type": "presence.subscribe", "user_ids": [TOO_BIG], "ref": 6},
+        {"type": "sync", "conversations": {TOO_BIG: 1}, "ref": 7},
+        {"type": "message.delete", "conversation_id": conv["id"], "seq": 2**63, "ref": 8},
+    ]
+    for frame in hostile:
+        await ws.send_json(frame)
+        error = await frame_of(ws, "error")
+        assert error["ref"] == frame["ref"] and error["code"] != "internal_error", error
+    await ws.send_json({"type": "ping", "ref": "alive"})
+    assert (await frame_of(ws, "pong"))["ref"] == "alive"
+    assert await pool.fetchval("SELECT count(*) FROM messages") == 0
+
+
+async def test_websocket_frames_share_the_rest_request_budget(aiohttp_client, stack_env, config):
+    client = await aiohttp_client(create_app(make_config(stack_env, database_url=config.database_url,
+                                                         rate_limit_per_hour=6)))
+    _, token = await user_and_token(client)
+    ws = await open_socket(client, token)  # the upgrade request is the first of six
+    for ref in range(8):
+        await ws.send_json({"type": "sync", "conversations": {}, "ref": ref})
+    answers = []
+    while len(answers) < 8:
+        frame = await next_frame(ws)
+        if frame["type"] in ("sync.done", "error"):
+            answers.append(frame)
+    assert sorted(a["type"] for a in answers) == ["error"] * 3 + ["sync.done"] * 5
+    assert {a["code"] for a in answers if a["type"] == "error"} == {"rate_limited"}
+    assert (await client.get("/api/accounts/users/me/", headers=bearer(token))).status == 429
+    await ws.send_json({"type": "ping", "ref": "still"})
+    assert (await frame_of(ws, "pong"))["ref"] == "still"
