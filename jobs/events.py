@@ -285,20 +285,22 @@ async def _wait(event: asyncio.Event, timeout: float, stop: asyncio.Event | None
 
 async def _until_stopped(work: Awaitable[object], stop: asyncio.Event) -> object | None:
     """Await `work` unless `stop` is set first (then cancel it and return None): a consumer that
-    is joining or rebalancing must not hold up a shutdown."""
+    is fetching must not hold up a shutdown. A cancellation of the caller still propagates."""
     task = asyncio.ensure_future(work)
     stopped = asyncio.ensure_future(stop.wait())
     try:
         await asyncio.wait([task, stopped], return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
     finally:
         stopped.cancel()
     if task.done():
         return task.result()
     task.cancel()
-    try:
-        await task
-    except (asyncio.CancelledError, Exception):
-        pass
+    await asyncio.wait([task])  # let it finish cancelling; asyncio.wait never swallows our own cancellation
+    if not task.cancelled():
+        task.exception()  # retrieved, so a failure while cancelling is not reported as never retrieved
     return None
 
 
