@@ -887,7 +887,11 @@ async def charge_frame(conn: Connection) -> None:
     """Count a frame against its user's request budget, the same counter REST requests use; over
     the limit it is refused with a `rate_limited` error (the socket stays open)."""
     config = conn.app[config_key]
-    hit = await conn.app[limiter_key].hit(user_key(conn.user_id, "h"), 3600)
+    try:
+        hit = await conn.app[limiter_key].hit(user_key(conn.user_id, "h"), 3600)
+    except faults.UNAVAILABLE as exc:  # the counter is away: the frame goes on uncounted, as messages are stored without Redis
+        outages.note("charging a frame", exc)
+        return
     if hit.count > config.rate_limit_per_hour:
         raise RateLimited(f"Too many requests; retry in {max(hit.reset_ms // 1000, 1)} s.")
 
