@@ -15,6 +15,9 @@ from app.tracing import setup_tracing
 log = logging.getLogger("glint")
 
 
+SECRET_SETTINGS = {"GLINT_JWT_SECRET", "GLINT_TWO_FACTOR_KEY", "GLINT_S3_ACCESS_KEY", "GLINT_S3_SECRET_KEY"}
+
+
 def _config(*, secrets: bool = False, **overrides: object) -> Config:
     """The decoded Config; with secrets=True (a server) also the JWT secret it signs with."""
     try:
@@ -183,9 +186,9 @@ def cmd_stack(args: argparse.Namespace) -> None:
     if args.action == "up":
         services = list(stack.SERVICES) + (["osmem"] if args.with_elasticsearch else [])
         env = stack.up(root, services=services)
-        print(f"stack is up; settings in {root / 'stack.env'}")
-        for key, value in env.items():
-            print(f"  {key}={value}")
+        print(f"stack is up; settings in {root / 'stack.env'} (readable by its owner only)")
+        for key, value in env.items():  # the secrets stay in the file, out of terminals and CI logs
+            print(f"  {key}={'(secret, in stack.env)' if key in SECRET_SETTINGS else value}")
     elif args.action == "down":
         stack.down(root)
         print("stack is down (data kept in %s)" % root)

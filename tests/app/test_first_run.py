@@ -298,3 +298,16 @@ def test_third_party_loggers_speak_at_warning_unless_debug(capsys):
         root.handlers[:], level, glint_level = saved
         root.setLevel(level)
         logging.getLogger("glint").setLevel(glint_level)
+
+
+async def test_stack_up_prints_the_settings_but_not_the_secrets(stack_root, stack_env):
+    """`glint stack up` (reusing the session's running stack) names where the secrets are, and
+    prints none of them: terminals and CI logs are read by others."""
+    env = make_run_env(stack_root)
+    async with glint_process("-m", "app.cli", "stack", "up", env=env) as proc:
+        out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    printed = out.decode()
+    assert "GLINT_DATABASE_URL=" in printed and "GLINT_JWT_SECRET=(secret, in stack.env)" in printed
+    for name in ("GLINT_JWT_SECRET", "GLINT_TWO_FACTOR_KEY", "GLINT_S3_ACCESS_KEY", "GLINT_S3_SECRET_KEY"):
+        assert stack_env[name] not in printed, name
