@@ -18,8 +18,8 @@ from handlers.common import (
     Conflict, Forbidden, NotFound, Page, Routes, Struct, ValidationFailed, check_role, encode_cursor, has_role,
     json_response, make_page, page_request, path_id, read_json,
 )
-from handlers.context import config_key, pool_key, redis_key
-from handlers.posts import cursor_id, emit_txn
+from handlers.context import config_key, pool_key, redis_key, s3_key
+from handlers.posts import cursor_id, emit_txn, remove_post_objects
 from handlers.reports import TOPIC as MODERATION_TOPIC
 from handlers.reports import TargetRef
 from handlers.stories import TOPIC as STORIES_TOPIC
@@ -355,10 +355,10 @@ async def remove_target_txn(app: web.Application, conn: asyncpg.Connection, kind
     tombstone, emitting what the owner's own deletion emits; what after_remove() needs, or None
     when the target is already gone."""
     if kind == "post":
-        post = await posts.delete_post_txn(conn, target_id, owner)
-        if post is not None:
-            await emit_txn(conn, "post_deleted", post, removed_by="moderator")
-        return None if post is None else {}
+        deleted = await posts.delete_post_txn(conn, target_id, owner)
+        if deleted is not None:
+            await emit_txn(conn, "post_deleted", deleted.row, removed_by="moderator")
+        return None if deleted is None else {"object_keys": deleted.object_keys}
     if kind == "comment":
         row = await comments.get_comment(conn, target_id)
         deleted = await comments.delete_comment_txn(conn, target_id) if row is not None else None
@@ -386,6 +386,7 @@ async def after_remove(app: web.Application, kind: str, target_id: int, owner: i
     pool = app[pool_key]
     if kind == "post":
         await posts.forget_cached(app[redis_key], [target_id])
+        await remove_post_objects(app[s3_key], app[config_key].s3_bucket, target_id, removed["object_keys"])
     elif kind == "story":
         await tray_cache(app).drop([owner, *await stories.follower_ids(pool, owner)])
     elif kind == "message":

@@ -79,7 +79,8 @@ async def unread_count(request: web.Request) -> web.Response:
 async def mark_read(request: web.Request) -> web.Response:
     """Mark all notifications read, or `up_to_id` and everything older; 404 if that id is not the viewer's."""
     viewer = current_user(request)
-    body = await read_json(request, ReadRequest) if request.can_read_body else ReadRequest()
+    # body_exists, not can_read_body: the input checks before the handler may have read it already
+    body = await read_json(request, ReadRequest) if request.body_exists else ReadRequest()
     up_to = None if body.up_to_id is None else parse_id(str(body.up_to_id), "up_to_id")
     pool = request.app[pool_key]
     marked = await notifications.mark_read(pool, viewer, up_to)

@@ -161,8 +161,14 @@ async def delete_post(pool: asyncpg.Pool, redis: Redis, s3: Any, bucket: str, au
             raise NotFound()
         await emit_txn(conn, "post_deleted", deleted.row)
     await posts.forget_cached(redis, [post_id])
+    await remove_post_objects(s3, bucket, post_id, deleted.object_keys)
+
+
+async def remove_post_objects(s3: Any, bucket: str, post_id: int, object_keys: list[str]) -> None:
+    """After a post's deletion commits: its media objects leave S3 at once, so links already
+    handed out stop working (should that fail, the media job removes the retired objects later)."""
     try:
-        await media.delete_objects(s3, bucket, deleted.object_keys)
+        await media.delete_objects(s3, bucket, object_keys)
     except Exception:
         log.warning("removing the objects of deleted post %s failed; the media job will", post_id, exc_info=True)
 

@@ -108,10 +108,11 @@ async def test_a_story_seen_once_is_listed_in_its_owner_viewers(server, api, bro
     await expect(viewers.get_by_text("hana")).to_be_visible()
     await expect(viewers.locator("li")).to_have_count(1)
 
-    # the reply landed in gus's messages
+    # the reply landed in gus's messages: among the requests, as gus does not follow hana
     await owner.keyboard.press("Escape")
     await owner.get_by_role("button", name="Close story").click()
     await owner.get_by_role("link", name="Messages").click()
+    await owner.get_by_role("tab", name="Requests").click()
     await expect(owner.get_by_text("Lovely!")).to_be_visible()
     assert story["id"]
     await viewer.context.close()
