@@ -366,6 +366,7 @@ class KafkaConsumerRunner:
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     kafka: object | None = None  # the running AIOKafkaConsumer
     handled_to: dict = field(default_factory=dict)  # TopicPartition -> offset after the last event handled
+    resumed_from: dict = field(default_factory=dict)  # TopicPartition -> offset this holder began reading at
     tick: float = 0.5
     lease_ttl_ms: int = 3000
     holder: str = field(default_factory=holder_name)
@@ -424,6 +425,7 @@ class KafkaConsumerRunner:
                 self.ready.clear()
                 self.kafka = None
                 self.handled_to.clear()
+                self.resumed_from.clear()
                 try:  # hand the partitions back at once, but never hold up a shutdown for it
                     await asyncio.wait_for(self._leave(kafka), LEAVE_TIMEOUT)
                 except Exception as exc:  # the database or the broker is away: the leases run out
@@ -436,15 +438,15 @@ class KafkaConsumerRunner:
         assigned = [TopicPartition(t, p) for t, present in layout.items() for p in partitions if p in present]
         kafka.assign(assigned)
         offsets = await leases.get_offsets(self.dispatcher.pool, self.group, list(layout), partitions)
-        fresh = []
+        fresh = [tp for tp in assigned if (tp.topic, tp.partition) not in offsets]
+        # never read before: from the beginning (events are deduplicated by id)
+        beginnings = await kafka.beginning_offsets(fresh) if fresh else {}
+        self.resumed_from = {}
         for tp in assigned:
-            offset = offsets.get((tp.topic, tp.partition))
-            if offset is None:
-                fresh.append(tp)
-            else:
+            offset = offsets.get((tp.topic, tp.partition), beginnings.get(tp))
+            if offset is not None:
                 kafka.seek(tp, offset)
-        if fresh:  # never read before: from the beginning (events are deduplicated by id)
-            await kafka.seek_to_beginning(*fresh)
+                self.resumed_from[tp] = offset
 
     async def _leave(self, kafka: object) -> None:
         try:
@@ -454,20 +456,15 @@ class KafkaConsumerRunner:
 
     async def report_lag(self) -> None:
         """Set the lag of each partition assigned now: the partition's end as last fetched, less
-        the offset after the last event handled (or the position this holder resumes from)."""
+        the offset after the last event handled (or where this holder began reading)."""
         kafka = self.kafka
         if kafka is None:
             return
         for tp in kafka.assignment():
-            highwater = kafka.highwater(tp)
-            done = self.handled_to.get(tp)
-            if done is None:
-                try:
-                    done = await asyncio.wait_for(kafka.position(tp), 1.0)
-                except Exception:  # not fetched yet or the broker is away: no figure for now
-                    continue
-            if highwater is not None:
-                CONSUMER_LAG.labels(tp.topic, str(tp.partition), self.group).set(max(highwater - done, 0))
+            end = kafka.highwater(tp)
+            done = self.handled_to.get(tp, self.resumed_from.get(tp))
+            if end is not None and done is not None:
+                CONSUMER_LAG.labels(tp.topic, str(tp.partition), self.group).set(max(end - done, 0))
 
     async def _handle_record(self, record: object) -> None:
         try:
