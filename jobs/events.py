@@ -202,8 +202,16 @@ class KafkaSender:
 
     producer: object  # aiokafka.AIOKafkaProducer, started by its owner
     topic_prefix: str
+    made: set[str] = field(default_factory=set)  # topics known to exist with glint's partitions
 
     async def send_batch(self, events: list[Event]) -> None:
+        # a topic the broker makes on first produce gets the broker's default partitions, which a
+        # consumer that made it with glint's own may not yet see: make it the one way first
+        new = sorted({self.topic_prefix + e.topic for e in events} - self.made)
+        bootstrap = getattr(self.producer, "bootstrap", None)
+        if new and bootstrap:
+            await ensure_topics(bootstrap, new, PARTITIONS)
+            self.made.update(new)
         futures = [
             await self.producer.send(
                 self.topic_prefix + e.topic, outbox.encode_event(e), key=e.key.encode()
