@@ -20,12 +20,11 @@ from handlers.common import (
     make_page, no_content, page_request, parse_id, path_id, read_json, read_pool,
 )
 from handlers.context import config_key, pool_key, redis_key
-from storage import email, graph, outbox, tokens, users, visibility
+from storage import email, events, graph, outbox, tokens, users, visibility
 
 log = logging.getLogger("glint.accounts")
 routes = Routes("accounts")
 
-TOPIC = "accounts"  # the outbox topic of account and graph events
 USERNAME = re.compile(r"^[A-Za-z0-9._]{1,30}$")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 COMMON_PASSWORDS = frozenset("""
@@ -208,8 +207,7 @@ async def create_account(app: web.Application, body: RegisterRequest) -> asyncpg
                 row = await users.create_user_txn(conn, body.username, body.email, password_hash, body.full_name)
                 await users.add_email_verification_txn(conn, row["id"], row["email"], tokens.hash_token(token),
                                                        app[config_key].email_verification_ttl)
-                await outbox.add_event(conn, TOPIC, "user_registered", row["id"],
-                                       {"user_id": str(row["id"]), "username": row["username"]})
+                await outbox.add(conn, events.UserRegistered(user_id=str(row["id"]), username=row["username"]), row["id"])
         except asyncpg.UniqueViolationError as exc:
             field = "email" if "email" in (exc.constraint_name or "") else "username"
             raise Conflict(f"This {field} is taken.", fields={field: "Already taken."}) from None
@@ -297,7 +295,7 @@ async def update_profile(pool: asyncpg.Pool, user_id: int, body: MePatch) -> asy
             set_avatar=body.avatar_media_id is not UNSET, avatar_media_id=avatar_id,
         )
         # the search index (and any other reader of profiles) follows the edit
-        await outbox.add_event(conn, TOPIC, "user_updated", user_id, {"user_id": str(user_id)})
+        await outbox.add(conn, events.UserUpdated(user_id=str(user_id)), user_id)
         return row
 
 
@@ -323,7 +321,7 @@ async def deactivate_account(app: web.Application, user_id: int, password: str) 
     async with pool.acquire() as conn, conn.transaction():
         await users.deactivate_txn(conn, user_id)
         await tokens.revoke_all_for_user(conn, user_id)
-        await outbox.add_event(conn, TOPIC, "user_deactivated", user_id, {"user_id": str(user_id)})
+        await outbox.add(conn, events.UserDeactivated(user_id=str(user_id)), user_id)
     await tokens.mark_user_inactive(app[redis_key], user_id, app[config_key].access_token_ttl)
 
 
@@ -381,8 +379,8 @@ async def update_settings(pool: asyncpg.Pool, user_id: int, body: SettingsPatch)
         )
         if current["is_private"] and not row["is_private"]:
             for requester in await graph.approve_all_requests_txn(conn, user_id):
-                await outbox.add_event(conn, TOPIC, "follow_request_approved", requester,
-                                       {"requester_id": str(requester), "target_id": str(user_id)})
+                await outbox.add(conn, events.FollowRequestApproved(requester_id=str(requester), target_id=str(user_id)),
+                                 requester)
     return row
 
 

@@ -20,7 +20,7 @@ from handlers.common import (
 )
 from handlers.context import app_now, config_key, identity_key, limiter_key, pool_key, redis_key
 from handlers.two_factor import check_second_factor
-from storage import erasure, outbox, sessions, tokens, two_factor, users
+from storage import erasure, events, outbox, sessions, tokens, two_factor, users
 from storage.ratelimit import address_key
 
 routes = Routes("auth")
@@ -193,7 +193,7 @@ async def cancel_deletion(app: web.Application, user_id: int) -> None:
     async with app[pool_key].acquire() as conn, conn.transaction():
         if not await erasure.cancel_txn(conn, user_id, not_before):
             raise NotAuthenticated("No active account found with the given credentials.")
-        await outbox.add_event(conn, "accounts", "account_deletion_cancelled", user_id, {"user_id": str(user_id)})
+        await outbox.add(conn, events.AccountDeletionCancelled(user_id=str(user_id)), user_id)
     await tokens.clear_user_mark(app[redis_key], user_id)
 
 
@@ -265,8 +265,7 @@ async def revoke_token(request: web.Request) -> web.Response:
         family_id, user_id = found
         async with pool.acquire() as conn, conn.transaction():
             await tokens.revoke_family_txn(conn, family_id)
-            await outbox.add_event(conn, "accounts", "session_revoked", user_id,
-                                   {"user_id": str(user_id), "session_id": str(family_id)})
+            await outbox.add(conn, events.SessionRevoked(user_id=str(user_id), session_id=str(family_id)), user_id)
         await tokens.mark_session_revoked(request.app[redis_key], user_id, family_id,
                                           request.app[config_key].access_token_ttl)
     return no_content()

@@ -26,13 +26,12 @@ from handlers.common import (
 )
 from handlers.context import config_key, pool_key, redis_key, s3_key
 from handlers.media import MediaOut, media_out, url_signer
-from storage import media, outbox, posts, visibility
+from storage import events, media, outbox, posts, visibility
 
 log = logging.getLogger("glint.posts")
 
 routes = Routes("posts")
 
-TOPIC = "posts"
 CAPTION_MAX = 2200
 HASHTAG = re.compile(r"(?<![\w#&])#(\w{1,100})")
 MENTION = re.compile(r"(?<![\w@.])@([A-Za-z0-9._]{1,30})")
@@ -106,11 +105,6 @@ def parse_caption(caption: str) -> tuple[list[str], list[str]]:
     return tags, names
 
 
-def post_event(post: asyncpg.Record) -> dict[str, object]:
-    """The payload every post event starts from."""
-    return {"post_id": str(post["id"]), "author_id": str(post["author_id"]), "created_at": post["created_at"].isoformat()}
-
-
 async def create_post(pool: asyncpg.Pool, author_id: int, body: PostCreate) -> int:
     """Create a post with its media, location, hashtags and mentions; emits post_created and a
     mention_created per mentioned user in the same transaction."""
@@ -130,9 +124,9 @@ async def create_post(pool: asyncpg.Pool, author_id: int, body: PostCreate) -> i
                                    fields={"media_ids": ", ".join(map(str, exc.ids))}) from None
         await posts.set_hashtags_txn(conn, post["id"], tags)
         mentioned = await posts.set_mentions_txn(conn, post["id"], author_id, names)
-        await emit_txn(conn, "post_created", post, hashtags=tags, media_ids=[str(m) for m in media_ids])
+        await emit_txn(conn, events.PostCreated, post, hashtags=tags, media_ids=[str(m) for m in media_ids])
         for user_id in mentioned:
-            await emit_txn(conn, "mention_created", post, user_id=str(user_id))
+            await emit_txn(conn, events.MentionCreated, post, user_id=str(user_id))
     return post["id"]
 
 
@@ -145,9 +139,9 @@ async def edit_caption(pool: asyncpg.Pool, redis: Redis, author_id: int, post_id
             raise NotFound()
         await posts.set_hashtags_txn(conn, post_id, tags)
         mentioned = await posts.set_mentions_txn(conn, post_id, author_id, names)
-        await emit_txn(conn, "post_updated", post, hashtags=tags)
+        await emit_txn(conn, events.PostUpdated, post, hashtags=tags)
         for user_id in mentioned:
-            await emit_txn(conn, "mention_created", post, user_id=str(user_id))
+            await emit_txn(conn, events.MentionCreated, post, user_id=str(user_id))
     await posts.forget_cached(redis, [post_id])
 
 
@@ -159,7 +153,7 @@ async def delete_post(pool: asyncpg.Pool, redis: Redis, s3: Any, bucket: str, au
         deleted = await posts.delete_post_txn(conn, post_id, author_id)
         if deleted is None:
             raise NotFound()
-        await emit_txn(conn, "post_deleted", deleted.row)
+        await emit_txn(conn, events.PostDeleted, deleted.row)
     await posts.forget_cached(redis, [post_id])
     await remove_post_objects(s3, bucket, post_id, deleted.object_keys)
 
@@ -173,9 +167,11 @@ async def remove_post_objects(s3: Any, bucket: str, post_id: int, object_keys: l
         log.warning("removing the objects of deleted post %s failed; the media job will", post_id, exc_info=True)
 
 
-async def emit_txn(conn: asyncpg.Connection, type_: str, post: asyncpg.Record, **extra: object) -> None:
-    """An event on the "posts" topic, keyed by the post's author so one author's events stay in order."""
-    await outbox.add_event(conn, TOPIC, type_, post["author_id"], {**post_event(post), **extra})
+async def emit_txn(conn: asyncpg.Connection, kind: type[events.PostEvent], post: asyncpg.Record,
+                   **extra: object) -> None:
+    """A post event of this kind, keyed by the post's author so one author's events stay in order."""
+    await outbox.add(conn, kind(post_id=str(post["id"]), author_id=str(post["author_id"]),
+                                created_at=post["created_at"], **extra), post["author_id"])
 
 
 async def visible_post(pool: asyncpg.Pool, viewer: int, post_id: int) -> asyncpg.Record:
@@ -195,7 +191,7 @@ async def set_like(pool: asyncpg.Pool, viewer: int, post_id: int, liked: bool) -
         except asyncpg.ForeignKeyViolationError:  # deleted meanwhile
             raise NotFound() from None
         if changed:
-            await emit_txn(conn, "post_liked" if liked else "post_unliked", post, user_id=str(viewer))
+            await emit_txn(conn, events.PostLiked if liked else events.PostUnliked, post, user_id=str(viewer))
         count = await conn.fetchval("SELECT like_count FROM posts WHERE id = $1", post_id)
     if count is None:
         raise NotFound()

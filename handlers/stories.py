@@ -27,12 +27,11 @@ from handlers.media import MediaOut, media_out, url_signer
 from handlers.messages import SendBody, send_message
 from handlers.posts import UserBrief
 from realtime.frames import IdStr, Message
-from storage import media, outbox, stories, visibility
+from storage import events, media, outbox, stories, visibility
 from storage import messages as message_store
 
 routes = Routes("stories")
 
-TOPIC = "stories"
 CAPTION_MAX = 2200
 CLOSE_FRIENDS_MAX = 10_000
 PAGE_QUERY = {"limit": "page size, 1..100 (default 20)", "cursor": "from the previous page's `next`"}
@@ -176,10 +175,9 @@ async def create_story(app: web.Application, owner: int, body: StoryCreate) -> t
                                                body.close_friends_only, app_now(app))
         if story is None:
             raise ValidationFailed("media_id: not your unused upload.", fields={"media_id": "Not your unused upload."})
-        await outbox.add_event(conn, TOPIC, "story_created", owner, {
-            "story_id": str(story["id"]), "owner_id": str(owner), "close_friends_only": story["close_friends_only"],
-            "expires_at": story["expires_at"].isoformat(),
-        })
+        await outbox.add(conn, events.StoryCreated(story_id=str(story["id"]), owner_id=str(owner),
+                                                 close_friends_only=story["close_friends_only"],
+                                                 expires_at=story["expires_at"]), owner)
     await tray_cache(app).drop([owner, *await stories.follower_ids(pool, owner)])
     return story, await media.get_media(pool, story["media_id"])
 
@@ -191,7 +189,7 @@ async def delete_story(app: web.Application, owner: int, story_id: int) -> None:
     async with pool.acquire() as conn, conn.transaction():
         if await stories.delete_story_txn(conn, story_id, owner, app_now(app)) is None:
             raise NotFound()
-        await outbox.add_event(conn, TOPIC, "story_deleted", owner, {"story_id": str(story_id), "owner_id": str(owner)})
+        await outbox.add(conn, events.StoryDeleted(story_id=str(story_id), owner_id=str(owner)), owner)
     await tray_cache(app).drop([owner, *await stories.follower_ids(pool, owner)])
 
 
@@ -224,11 +222,9 @@ async def react_to_story(app: web.Application, sender: int, story_id: int, body:
     message, _ = await send_message(app, sender, conversation_id, SendBody(client_id=client_id, text=content))
     async with pool.acquire() as conn, conn.transaction():
         if await stories.record_reply_txn(conn, int(message.id), conversation_id, story_id, sender, kind, now):
-            await outbox.add_event(conn, TOPIC, "story_reaction", owner, {
-                "story_id": str(story_id), "owner_id": str(owner), "actor_id": str(sender), "kind": kind,
-                "emoji": body.emoji, "text": body.text, "conversation_id": str(conversation_id),
-                "message_id": message.id,
-            })
+            await outbox.add(conn, events.StoryReaction(
+                story_id=str(story_id), owner_id=str(owner), actor_id=str(sender), kind=kind, emoji=body.emoji,
+                text=body.text, conversation_id=str(conversation_id), message_id=message.id), owner)
     return ReactionOut(story_id=str(story_id), conversation_id=str(conversation_id), message=message)
 
 

@@ -13,6 +13,7 @@ import msgspec
 from msgspec import Meta
 
 from storage.bounds import BIGINT_MAX, ID_PATTERN, bad_text
+from storage.notifications import NotificationView
 
 IdStr = Annotated[str, Meta(pattern=ID_PATTERN, description="a 64-bit id as a string (1..2^63-1)")]
 Seq = Annotated[int, Meta(ge=0, le=BIGINT_MAX, description="a position in a conversation")]
@@ -249,6 +250,12 @@ class Resync(ServerFrame, tag="resync"):
     the last seq held per conversation) to fetch what was missed."""
 
     reason: str = "bus"
+
+
+class NotificationNew(ServerFrame, tag="notification.new"):
+    """A new (or newly grown) notification; the notifications consumer sends it through the bus."""
+
+    notification: NotificationView
 
 
 AnyServerFrame = Union[Hello, MessageAck, MessageNew, MessageDelivered, MessageReadReceipt, MessageDeleted,

@@ -53,6 +53,16 @@ CLOSE_SUSPENDED = 4403
 CLOSE_TOO_SLOW = 4408
 
 
+def user_channel(user_id: int) -> str:
+    """The bus channel of one user's sockets, in every process: frames meant for them go here."""
+    return f"u:{user_id}"
+
+
+def presence_channel(user_id: int) -> str:
+    """The bus channel of one user's presence, for the sockets watching it."""
+    return f"p:{user_id}"
+
+
 @dataclass(frozen=True)
 class Settings:
     """The gateway's knobs (app/ fills them from Config)."""
@@ -356,7 +366,7 @@ class Gateway:
         conns = self.local.setdefault(conn.user_id, set())
         conns.add(conn)
         if len(conns) == 1:
-            await self._subscribe(f"u:{conn.user_id}")
+            await self._subscribe(user_channel(conn.user_id))
         came_online = await self.presence.connect(conn.user_id, conn.id)
         if came_online and conn.presence_visible:
             await self.publish_presence(conn.user_id, online=True, last_seen_ms=None)
@@ -367,7 +377,7 @@ class Gateway:
             conns.discard(conn)
             if not conns:
                 del self.local[conn.user_id]
-                await self._unsubscribe(f"u:{conn.user_id}")
+                await self._unsubscribe(user_channel(conn.user_id))
         await self.watch(conn, ())
         try:
             went_offline = await self.presence.disconnect(conn.user_id, conn.id)
@@ -392,12 +402,12 @@ class Gateway:
                 watchers.discard(conn)
                 if not watchers:
                     del self.watchers[uid]
-                    await self._unsubscribe(f"p:{uid}")
+                    await self._unsubscribe(presence_channel(uid))
         for uid in wanted - conn.watching:
             watchers = self.watchers.setdefault(uid, set())
             watchers.add(conn)
             if len(watchers) == 1:
-                await self._subscribe(f"p:{uid}")
+                await self._subscribe(presence_channel(uid))
         conn.watching = wanted
 
     # ------------------------------------------------------------ the bus
@@ -494,18 +504,18 @@ class Gateway:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
             for user_id, envelope in items:
-                pipe.publish(f"u:{user_id}", envelope)
+                pipe.publish(user_channel(user_id), envelope)
             return [int(n) for n in await pipe.execute()]
 
     async def close_user(self, user_id: int, code: int, reason: bytes) -> None:
         """Close every socket of a user in every process (e.g. 4403 on suspension)."""
-        await self.redis.publish(f"u:{user_id}", b"c|%d\n%s" % (code, reason))
+        await self.redis.publish(user_channel(user_id), b"c|%d\n%s" % (code, reason))
 
     async def publish_presence(self, user_id: int, *, online: bool, last_seen_ms: int | None) -> None:
         """Tell the watchers of a user, in every process, that they came online or went offline."""
         frame = frames.encode(frames.Presence(user_id=str(user_id), status="online" if online else "offline",
                                               last_seen=iso(last_seen_ms)))
-        await self.redis.publish(f"p:{user_id}", b"f|\n" + frame)
+        await self.redis.publish(presence_channel(user_id), b"f|\n" + frame)
 
     # ------------------------------------------------------------ heartbeats
 

@@ -16,7 +16,7 @@ from typing import Iterable, Sequence
 
 import asyncpg
 
-from storage import outbox
+from storage import events, outbox
 
 Conn = asyncpg.Connection | asyncpg.Pool
 
@@ -409,10 +409,9 @@ async def set_reaction(pool: asyncpg.Pool, conversation_id: int, seq: int, user_
         if emoji is not None and owner != user_id and await conn.fetchval(
                 "SELECT NOT muted AND accepted FROM conversation_members WHERE conversation_id = $1 AND user_id = $2",
                 conversation_id, owner):
-            await outbox.add_event(conn, "messages", "message_reaction", conversation_id, {
-                "conversation_id": str(conversation_id), "seq": seq, "message_id": str(message["id"]),
-                "sender_id": str(owner), "user_id": str(user_id), "emoji": emoji,
-            })
+            await outbox.add(conn, events.MessageReaction(
+                conversation_id=str(conversation_id), seq=seq, message_id=str(message["id"]), sender_id=str(owner),
+                user_id=str(user_id), emoji=emoji), conversation_id)
         return Reacted(message, True, change)
 
 
