@@ -218,15 +218,15 @@ class NotificationConsumer:
                                    for item, channels, view in outside))
         return [g for _, _, g in made if g is not None]
 
-    async def publish(self, frames: list[tuple[int, NotificationView]]) -> None:
+    async def publish(self, sent: list[tuple[int, NotificationView]]) -> None:
         """After commit: `notification.new` on each recipient's channel of the realtime bus, which
         every process holding one of their sockets writes out. Lossy like the bus: the list is the
         truth, so a failure is logged, never raised."""
-        if not frames:
+        if not sent:
             return
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
-                for recipient, view in frames:
+                for recipient, view in sent:
                     frame = frames.encode(frames.NotificationNew(notification=view))
                     pipe.publish(user_channel(recipient), Gateway.envelope(frame))
                 await pipe.execute()

@@ -21,7 +21,8 @@ Id = str  # a 64-bit id as a decimal string
 
 
 class EventBody(msgspec.Struct, tag_field="type", kw_only=True, frozen=True):
-    """What an event says; the tag is its type, `topic` where it goes."""
+    """What an event says; the tag is its type, `topic` where it goes. (Frozen is inherited;
+    kw_only is not, and a Struct adding required fields after a default needs it.)"""
 
     topic: ClassVar[str]
 
@@ -34,113 +35,113 @@ def type_of(body: EventBody | type[EventBody]) -> str:
 # ---------------------------------------------------------------- accounts
 
 
-class AccountEvent(EventBody, kw_only=True, frozen=True):
+class AccountEvent(EventBody):
     topic = "accounts"
 
 
-class UserEvent(AccountEvent, kw_only=True, frozen=True):
+class UserEvent(AccountEvent):
     """Something about one account."""
 
     user_id: Id
 
 
-class UserRegistered(UserEvent, tag="user_registered", kw_only=True, frozen=True):
+class UserRegistered(UserEvent, tag="user_registered"):
     username: str
 
 
-class UserUpdated(UserEvent, tag="user_updated", kw_only=True, frozen=True):
+class UserUpdated(UserEvent, tag="user_updated"):
     pass
 
 
-class UserDeactivated(UserEvent, tag="user_deactivated", kw_only=True, frozen=True):
+class UserDeactivated(UserEvent, tag="user_deactivated"):
     pass
 
 
-class UserRoleChanged(UserEvent, tag="user_role_changed", kw_only=True, frozen=True):
+class UserRoleChanged(UserEvent, tag="user_role_changed"):
     actor_id: Id | None  # None: the first admin, made at setup
     role: str
     previous: str
 
 
-class AccountDeletionRequested(UserEvent, tag="account_deletion_requested", kw_only=True, frozen=True):
+class AccountDeletionRequested(UserEvent, tag="account_deletion_requested"):
     erase_after: datetime
 
 
-class AccountDeletionCancelled(UserEvent, tag="account_deletion_cancelled", kw_only=True, frozen=True):
+class AccountDeletionCancelled(UserEvent, tag="account_deletion_cancelled"):
     pass
 
 
-class AccountErased(UserEvent, tag="account_erased", kw_only=True, frozen=True):
+class AccountErased(UserEvent, tag="account_erased"):
     pass
 
 
-class SessionRevoked(UserEvent, tag="session_revoked", kw_only=True, frozen=True):
+class SessionRevoked(UserEvent, tag="session_revoked"):
     session_id: Id
 
 
-class PasswordChanged(UserEvent, tag="password_changed", kw_only=True, frozen=True):
+class PasswordChanged(UserEvent, tag="password_changed"):
     via: str  # change | reset
     sessions_revoked: int
 
 
-class PasswordResetRequested(AccountEvent, tag="password_reset_requested", kw_only=True, frozen=True):
+class PasswordResetRequested(AccountEvent, tag="password_reset_requested"):
     email: str  # as typed: the address may belong to nobody
 
 
-class TwoFactorEnabled(UserEvent, tag="two_factor_enabled", kw_only=True, frozen=True):
+class TwoFactorEnabled(UserEvent, tag="two_factor_enabled"):
     pass
 
 
-class TwoFactorDisabled(UserEvent, tag="two_factor_disabled", kw_only=True, frozen=True):
+class TwoFactorDisabled(UserEvent, tag="two_factor_disabled"):
     pass
 
 
-class ExportRequested(UserEvent, tag="export_requested", kw_only=True, frozen=True):
+class ExportRequested(UserEvent, tag="export_requested"):
     export_id: Id
 
 
-class PairEvent(AccountEvent, kw_only=True, frozen=True):
+class PairEvent(AccountEvent):
     """One account (`actor_id`) did something to another (`target_id`)."""
 
     actor_id: Id
     target_id: Id
 
 
-class FollowCreated(PairEvent, tag="follow_created", kw_only=True, frozen=True):
+class FollowCreated(PairEvent, tag="follow_created"):
     pass
 
 
-class FollowRemoved(PairEvent, tag="follow_removed", kw_only=True, frozen=True):
+class FollowRemoved(PairEvent, tag="follow_removed"):
     pass
 
 
-class FollowRequestCreated(PairEvent, tag="follow_request_created", kw_only=True, frozen=True):
+class FollowRequestCreated(PairEvent, tag="follow_request_created"):
     pass
 
 
-class FollowRequestApproved(AccountEvent, tag="follow_request_approved", kw_only=True, frozen=True):
+class FollowRequestApproved(AccountEvent, tag="follow_request_approved"):
     """`target_id` accepted `requester_id`'s request: the requester now follows them."""
 
     requester_id: Id
     target_id: Id
 
 
-class UserBlocked(PairEvent, tag="user_blocked", kw_only=True, frozen=True):
+class UserBlocked(PairEvent, tag="user_blocked"):
     pass
 
 
-class UserMuted(PairEvent, tag="user_muted", kw_only=True, frozen=True):
+class UserMuted(PairEvent, tag="user_muted"):
     stories: bool  # their stories too
 
 
-class UserUnmuted(PairEvent, tag="user_unmuted", kw_only=True, frozen=True):
+class UserUnmuted(PairEvent, tag="user_unmuted"):
     pass
 
 
 # ---------------------------------------------------------------- posts and comments
 
 
-class PostEvent(EventBody, kw_only=True, frozen=True):
+class PostEvent(EventBody):
     """Something about one post; keyed by its author."""
 
     topic = "posts"
@@ -149,12 +150,12 @@ class PostEvent(EventBody, kw_only=True, frozen=True):
     created_at: datetime | None = None  # the post's
 
 
-class PostCreated(PostEvent, tag="post_created", kw_only=True, frozen=True):
+class PostCreated(PostEvent, tag="post_created"):
     hashtags: list[str] = []
     media_ids: list[Id] = []
 
 
-class PostUpdated(PostEvent, tag="post_updated", kw_only=True, frozen=True):
+class PostUpdated(PostEvent, tag="post_updated"):
     hashtags: list[str] = []
 
 
@@ -162,19 +163,19 @@ class PostDeleted(PostEvent, tag="post_deleted", kw_only=True, frozen=True, omit
     removed_by: str | None = None  # "moderator" when not the author
 
 
-class MentionCreated(PostEvent, tag="mention_created", kw_only=True, frozen=True):
+class MentionCreated(PostEvent, tag="mention_created", kw_only=True):
     user_id: Id  # who is mentioned in the caption
 
 
-class PostLiked(PostEvent, tag="post_liked", kw_only=True, frozen=True):
+class PostLiked(PostEvent, tag="post_liked", kw_only=True):
     user_id: Id  # who likes it
 
 
-class PostUnliked(PostEvent, tag="post_unliked", kw_only=True, frozen=True):
+class PostUnliked(PostEvent, tag="post_unliked", kw_only=True):
     user_id: Id
 
 
-class CommentEvent(EventBody, kw_only=True, frozen=True):
+class CommentEvent(EventBody):
     """Something about one comment; `author_id` is the post's author, `user_id` the comment's."""
 
     topic = "posts"
@@ -187,33 +188,33 @@ class CommentEvent(EventBody, kw_only=True, frozen=True):
     created_at: datetime
 
 
-class CommentCreated(CommentEvent, tag="comment_created", kw_only=True, frozen=True):
+class CommentCreated(CommentEvent, tag="comment_created"):
     pass
 
 
-class CommentDeleted(CommentEvent, tag="comment_deleted", kw_only=True, frozen=True):
+class CommentDeleted(CommentEvent, tag="comment_deleted"):
     pass
 
 
 # ---------------------------------------------------------------- stories
 
 
-class StoryEvent(EventBody, kw_only=True, frozen=True):
+class StoryEvent(EventBody):
     topic = "stories"
     story_id: Id
     owner_id: Id
 
 
-class StoryCreated(StoryEvent, tag="story_created", kw_only=True, frozen=True):
+class StoryCreated(StoryEvent, tag="story_created"):
     close_friends_only: bool
     expires_at: datetime
 
 
-class StoryDeleted(StoryEvent, tag="story_deleted", kw_only=True, frozen=True):
+class StoryDeleted(StoryEvent, tag="story_deleted"):
     pass
 
 
-class StoryReaction(StoryEvent, tag="story_reaction", kw_only=True, frozen=True):
+class StoryReaction(StoryEvent, tag="story_reaction"):
     """`actor_id` answered the story with an emoji or a text, sent as a direct message."""
 
     actor_id: Id
@@ -227,7 +228,7 @@ class StoryReaction(StoryEvent, tag="story_reaction", kw_only=True, frozen=True)
 # ---------------------------------------------------------------- messages
 
 
-class MessageEvent(EventBody, kw_only=True, frozen=True):
+class MessageEvent(EventBody):
     """Something about one message; keyed by its conversation."""
 
     topic = "messages"
@@ -236,7 +237,7 @@ class MessageEvent(EventBody, kw_only=True, frozen=True):
     seq: int
 
 
-class MessageSent(MessageEvent, tag="message_sent", kw_only=True, frozen=True):
+class MessageSent(MessageEvent, tag="message_sent"):
     """Recorded for the recipients no process held a socket of when it was published."""
 
     sender_id: Id
@@ -244,11 +245,11 @@ class MessageSent(MessageEvent, tag="message_sent", kw_only=True, frozen=True):
     preview: str
 
 
-class MessageRemoved(MessageEvent, tag="message_removed", kw_only=True, frozen=True):
+class MessageRemoved(MessageEvent, tag="message_removed"):
     sender_id: Id
 
 
-class MessageReaction(MessageEvent, tag="message_reaction", kw_only=True, frozen=True):
+class MessageReaction(MessageEvent, tag="message_reaction"):
     """`user_id` reacted to `sender_id`'s message."""
 
     sender_id: Id
@@ -259,23 +260,23 @@ class MessageReaction(MessageEvent, tag="message_reaction", kw_only=True, frozen
 # ---------------------------------------------------------------- moderation
 
 
-class ModerationEvent(EventBody, kw_only=True, frozen=True):
+class ModerationEvent(EventBody):
     topic = "moderation"
 
 
-class UserSuspended(ModerationEvent, tag="user_suspended", kw_only=True, frozen=True):
+class UserSuspended(ModerationEvent, tag="user_suspended"):
     user_id: Id
     actor_id: Id | None  # None: a rule, not a moderator
     reason: str
     until: datetime | None
 
 
-class UserUnsuspended(ModerationEvent, tag="user_unsuspended", kw_only=True, frozen=True):
+class UserUnsuspended(ModerationEvent, tag="user_unsuspended"):
     user_id: Id
     actor_id: Id | None
 
 
-class ReportCreated(ModerationEvent, tag="report_created", kw_only=True, frozen=True):
+class ReportCreated(ModerationEvent, tag="report_created"):
     report_id: Id
     reporter_id: Id
     target_type: str
@@ -284,12 +285,12 @@ class ReportCreated(ModerationEvent, tag="report_created", kw_only=True, frozen=
     reason: str
 
 
-class ResolvedReport(msgspec.Struct, kw_only=True, frozen=True):
+class ResolvedReport(msgspec.Struct, frozen=True):
     report_id: Id
     reporter_id: Id
 
 
-class ReportResolved(ModerationEvent, tag="report_resolved", kw_only=True, frozen=True):
+class ReportResolved(ModerationEvent, tag="report_resolved"):
     report_ids: list[Id]
     reporter_ids: list[Id]
     reports: list[ResolvedReport]
@@ -303,11 +304,10 @@ class ReportResolved(ModerationEvent, tag="report_resolved", kw_only=True, froze
 # ---------------------------------------------------------------- the catalogue
 
 
-def _tagged(cls: type[EventBody]) -> list[type[EventBody]]:
-    out = [cls] if isinstance(cls.__struct_config__.tag, str) else []
-    for sub in cls.__subclasses__():
-        out += _tagged(sub)
-    return out
+def _types(cls: type[EventBody]) -> list[type[EventBody]]:
+    """The event types below a class: its leaves (a class with subclasses only shares fields)."""
+    subs = cls.__subclasses__()
+    return [t for sub in subs for t in _types(sub)] if subs else [cls]
 
 
-CATALOGUE: dict[str, type[EventBody]] = {type_of(cls): cls for cls in _tagged(EventBody)}
+CATALOGUE: dict[str, type[EventBody]] = {type_of(cls): cls for cls in _types(EventBody)}
