@@ -68,7 +68,7 @@ async def served(client, seeded: dict) -> dict:
     messages = await (await client.get(f"/api/conversations/{seeded['conversation']['id']}/messages/",
                                        headers=headers)).json()
     media = await (await client.get(f"/api/media/{seeded['media']['id']}/", headers=headers)).json()
-    photo = {name: await fetch(r["url"]) for name, r in media["renditions"].items()}
+    photo = {name: await fetch(client.make_url(media["url"] + name)) for name in media["renditions"]}
     return {
         "ana": (ana["id"], ana["username"], ana["posts_count"], ana["created_at"]),
         "post": (post["id"], post["caption"], post["like_count"], post["liked"], [m["id"] for m in post["media"]]),
