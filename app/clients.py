@@ -17,11 +17,11 @@ from redis.asyncio import Redis
 from app.config import Config
 from handlers.auth import check_session
 from handlers.context import config_key, kafka_producer_key, limiter_key, pool_key, redis_key, s3_key, timelines_key
-from handlers.context import replicas_key, search_key
+from handlers.context import links_key, presigner_key, replicas_key, search_key
 from handlers.socket import handle_frame
 from realtime.delivery import MessageWriter, ReceiptWriter, on_delivered, receipts_key, writer_key
 from realtime.gateway import Gateway, Settings, gateway_ctx, gateway_key
-from storage import db
+from storage import db, media
 from storage.ratelimit import RateLimiter
 from storage.replicas import Replicas
 from storage.timelines import Timelines
@@ -215,6 +215,13 @@ def realtime_ctx(sockets: weakref.WeakSet):
 
 
 def add_client_contexts(app: web.Application, config: Config) -> None:
-    """Register the clients' cleanup contexts, in start-up order."""
+    """Register the clients' cleanup contexts, in start-up order; the media link signer and the S3
+    presigner, which hold no connection, are made here once."""
+    app[links_key] = media.MediaLinks(config.media_url.rstrip("/"),
+                                      media.link_secret(config.media_link_secret, config.jwt_secret),
+                                      config.s3_url_ttl)
+    app[presigner_key] = media.UrlSigner(config.s3_public_endpoint or config.s3_endpoint, config.s3_region,
+                                         config.s3_access_key, config.s3_secret_key, config.s3_bucket,
+                                         config.s3_url_ttl)
     app.cleanup_ctx.extend([postgres_ctx, redis_ctx, s3_ctx, kafka_ctx, replicas_ctx])
     app.cleanup_ctx.append(search_ctx)  # after postgres: the backend reads documents from the pool
