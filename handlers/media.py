@@ -39,8 +39,8 @@ class MediaOut(Struct):
 def url_signer(request: web.Request) -> media.UrlSigner:
     """Presigns for the public endpoint when one is set (clients reach S3 through it)."""
     config = request.app[config_key]
-    return media.UrlSigner(config.s3_public_endpoint or config.s3_endpoint, config.s3_region, config.s3_access_key,
-                           config.s3_secret_key, config.s3_bucket, config.s3_url_ttl)
+    return media.UrlSigner(config.s3.public_endpoint or config.s3.endpoint, config.s3.region, config.s3.access_key,
+                           config.s3.secret_key, config.s3.bucket, config.s3.url_ttl)
 
 
 def media_out(signer: media.UrlSigner, row: Any) -> MediaOut:
@@ -63,7 +63,7 @@ async def receive_upload(request: web.Request, spool: media.Spool) -> str:
     config = request.app[config_key]
     if request.content_type != "multipart/form-data":
         raise UnsupportedMediaType("Send multipart/form-data with the file in the field `file`.")
-    largest = max(config.media_image_max_bytes, config.media_video_max_bytes)
+    largest = max(config.media.image_max_bytes, config.media.video_max_bytes)
     if request.content_length is not None and request.content_length > largest + MULTIPART_SLACK:
         raise PayloadTooLarge(f"Uploads are limited to {largest} bytes.")
     try:
@@ -80,7 +80,7 @@ async def receive_upload(request: web.Request, spool: media.Spool) -> str:
             spool.write(chunk)
             if fmt is None and len(spool.head) >= 32:
                 fmt = check_format(spool.head)
-                limit = config.media_video_max_bytes if fmt == "mp4" else config.media_image_max_bytes
+                limit = config.media.video_max_bytes if fmt == "mp4" else config.media.image_max_bytes
             if spool.size > limit:
                 raise PayloadTooLarge(f"This file is larger than {limit} bytes.")
     except ValueError:  # a malformed multipart body
@@ -104,12 +104,12 @@ async def upload_media(request: web.Request) -> web.Response:
     """Upload a photo (JPEG, PNG, WebP, HEIC) or an MP4 video in the multipart field `file`."""
     user_id = current_user(request)
     config = request.app[config_key]
-    widths = [int(w) for w in config.media_rendition_widths.split(",")]
+    widths = [int(w) for w in config.media.rendition_widths.split(",")]
     with media.Spool() as spool:
         fmt = await receive_upload(request, spool)
         try:
-            row = await media.store_upload(request.app[pool_key], request.app[s3_key], config.s3_bucket, user_id,
-                                           spool, fmt, widths, config.media_max_pixels)
+            row = await media.store_upload(request.app[pool_key], request.app[s3_key], config.s3.bucket, user_id,
+                                           spool, fmt, widths, config.media.max_pixels)
         except media.TooManyPixels as exc:
             raise PayloadTooLarge(str(exc)) from None
         except media.UnsupportedFormat as exc:
