@@ -15,8 +15,8 @@ from redis.asyncio import Redis
 
 from app.config import Config
 from handlers.context import config_key, kafka_producer_key, limiter_key, pool_key, redis_key, s3_key, timelines_key
-from handlers.context import replicas_key, search_key
-from storage import db
+from handlers.context import links_key, presigner_key, replicas_key, search_key
+from storage import db, media
 from storage.ratelimit import RateLimiter
 from storage.replicas import Replicas
 from storage.timelines import Timelines
@@ -181,6 +181,13 @@ async def replicas_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def add_client_contexts(app: web.Application, config: Config) -> None:
-    """Register the clients' cleanup contexts, in start-up order."""
+    """Register the clients' cleanup contexts, in start-up order; the media link signer and the S3
+    presigner, which hold no connection, are made here once."""
+    app[links_key] = media.MediaLinks(config.media.url.rstrip("/"),
+                                      media.link_secret(config.media.link_secret, config.auth.jwt_secret),
+                                      config.s3.url_ttl)
+    app[presigner_key] = media.UrlSigner(config.s3.public_endpoint or config.s3.endpoint, config.s3.region,
+                                         config.s3.access_key, config.s3.secret_key, config.s3.bucket,
+                                         config.s3.url_ttl)
     app.cleanup_ctx.extend([postgres_ctx, redis_ctx, s3_ctx, kafka_ctx, replicas_ctx])
     app.cleanup_ctx.append(search_ctx)  # after postgres: the backend reads documents from the pool

@@ -79,7 +79,7 @@ class S3Config(Section):
                                          "credential chain)")] = ""
     secret_key: Annotated[str, doc(shown="none (as above)")] = ""
     bucket: str = "glint"
-    url_ttl: PositiveInt = 3600
+    url_ttl: Annotated[PositiveInt, doc("how long a media link, or a presigned URL, lives")] = 3600
 
 
 class EventsConfig(Section):
@@ -194,7 +194,8 @@ class AccountsConfig(Section):
 
 class MediaConfig(Section):
     """Media and posts: upload byte limits, the decoded-pixel limit checked from the header,
-    rendition widths (comma-separated), and how long an unattached upload lives"""
+    rendition widths (comma-separated), how long an unattached upload lives, and where media links
+    point and the key they are signed with"""
 
     prefix: ClassVar[str] = "media_"
     image_max_bytes: PositiveInt = 20 * 1024 * 1024
@@ -202,6 +203,13 @@ class MediaConfig(Section):
     max_pixels: PositiveInt = 50_000_000
     rendition_widths: Annotated[str, Meta(pattern=r"^[1-9][0-9]{0,3}(,[1-9][0-9]{0,3})*$")] = "1080,640,320,150"
     unattached_ttl: PositiveInt = 24 * 3600
+    # media links point at `url`, a front proxy that checks them before reading the bucket
+    # (deploy/nginx.conf); empty: glint's own origin, where glint checks them itself
+    url: Annotated[str, doc(
+        "the media host media links point at, e.g. `https://media.example.com`: a front proxy that checks them; "
+        "empty: glint's own origin checks them, for the local stack and tests")] = ""
+    link_secret: Annotated[str, doc(
+        "the key media links are signed with, shared with that proxy; empty: derived from `GLINT_JWT_SECRET`")] = ""
 
 
 class RealtimeConfig(Section):
