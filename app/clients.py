@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from typing import AsyncIterator
 
 from aiohttp import web
 from redis.asyncio import Redis
 
 from app.config import Config
+from handlers.auth import check_session
 from handlers.context import config_key, kafka_producer_key, limiter_key, pool_key, redis_key, s3_key, timelines_key
 from handlers.context import links_key, presigner_key, replicas_key, search_key
+from handlers.socket import handle_frame
+from realtime.delivery import MessageWriter, ReceiptWriter, on_delivered, receipts_key, writer_key
+from realtime.gateway import Gateway, Settings, gateway_ctx, gateway_key
 from storage import db, media
 from storage.ratelimit import RateLimiter
 from storage.replicas import Replicas
@@ -178,6 +183,36 @@ async def replicas_ctx(app: web.Application) -> AsyncIterator[None]:
     stop.set()
     await task
     await replicas.close()
+
+
+def realtime_ctx(sockets: weakref.WeakSet):
+    """The cleanup context of the gateway (bus, heartbeats) and the message and receipt writers;
+    `sockets` is the app's set of open websockets that shutdown closes."""
+
+    def build(app: web.Application) -> Gateway:
+        c = app[config_key].realtime
+        settings = Settings(max_frame_bytes=c.ws_max_frame_bytes, idle_timeout=c.ws_idle_timeout,
+                            heartbeat=c.ws_heartbeat, send_queue=c.ws_send_queue, max_inflight=c.ws_max_inflight,
+                            presence_ttl=c.presence_ttl, presence_refresh=c.presence_refresh,
+                            publish_give_up=c.bus_publish_give_up_seconds)
+        return Gateway(app[redis_key], settings, on_frame=handle_frame, on_delivered=on_delivered, sockets=sockets,
+                       verify_session=lambda user_id, session_id: check_session(app, user_id, session_id))
+
+    start_gateway = gateway_ctx(build)
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        async for _ in start_gateway(app):
+            writer = app[writer_key] = MessageWriter(app[pool_key], app[gateway_key])
+            receipts = app[receipts_key] = ReceiptWriter(app[pool_key], app[gateway_key])
+            writer.start()
+            receipts.start()
+            try:
+                yield
+            finally:
+                await writer.stop()
+                await receipts.stop()
+
+    return ctx
 
 
 def add_client_contexts(app: web.Application, config: Config) -> None:
