@@ -5,11 +5,15 @@ aggregate id so one aggregate's events stay in order, marked sent only once ever
 batch is acknowledged) or straight to the in-process consumers (transport "inline"). Either way a
 consumer sees each event at least once; the runtime dedupes by event id, retries a failing handler
 with back-off, and after the last attempt records the event as a dead letter instead of blocking
-its partition. A dead letter is kept in PostgreSQL (storage/deadletters.py): when a store being
-away caused it, the replayer here hands it to the consumer again once the store is back, backed
-off between tries; a bad event waits for `glint events dead-letters replay`. Kafka partitions are
-shared among a consumer's processes by leases in PostgreSQL (storage/leases.py), so a process
-consumes from its first second instead of after a group join.
+its partition. A consumer that can take a whole batch (`BatchConsumer`) gets each fetched batch in
+one transaction: deduped in one query, handled, and recorded as handled in one statement before
+the commit, so a redelivered batch changes nothing; should the batch fail, its events are
+delivered one by one as above, so a bad event shares its fate with no other. A dead letter is
+kept in PostgreSQL (storage/deadletters.py): when a store being away caused it, the replayer here
+hands it to the consumer again once the store is back, backed off between tries; a bad event
+waits for `glint events dead-letters replay`. Kafka partitions are shared among a consumer's
+processes by leases in PostgreSQL (storage/leases.py), so a process consumes from its first
+second instead of after a group join.
 """
 
 from __future__ import annotations
@@ -21,12 +25,12 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable, Protocol
+from typing import Awaitable, Callable, ContextManager, Protocol, runtime_checkable
 
 import asyncpg
 import msgspec
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import Link, SpanKind
 
 from storage import deadletters, faults, leases, outbox
 from storage.metrics import (
@@ -47,6 +51,15 @@ class Consumer(Protocol):
     topics: tuple[str, ...]
 
     async def handle(self, event: Event) -> None: ...
+
+
+@runtime_checkable
+class BatchConsumer(Consumer, Protocol):
+    """A consumer that handles a batch of fresh events inside the runtime's transaction on `conn`
+    (its writes commit with the record that the events were handled) and returns its side
+    effects (publishing, push) to run after the commit."""
+
+    async def handle_batch(self, conn: asyncpg.Connection, events: list[Event]) -> Callable[[], Awaitable[None]]: ...
 
 
 @dataclass
@@ -79,11 +92,56 @@ class Dispatcher:
     async def deliver(self, consumer: Consumer, event: Event) -> bool:
         """Run the consumer's handler for the event once in effect; False if it was dead-lettered.
         Its span continues the trace of the request that wrote the event."""
-        with tracer.start_as_current_span(
-                f"{consumer.name} {event.type}", context=context_of(event.traceparent), kind=SpanKind.CONSUMER,
-                attributes={"messaging.destination.name": event.topic, "messaging.message.id": str(event.event_id),
-                            "glint.consumer": consumer.name}):
+        with _event_span(consumer, event):
             return await self._deliver(consumer, event)
+
+    async def deliver_batch(self, consumer: Consumer, events: list[Event]) -> None:
+        """Deliver a batch of events to one consumer, in order: in one transaction for a
+        BatchConsumer (falling back to one by one should it fail), one by one for the others."""
+        if not events:
+            return
+        if not isinstance(consumer, BatchConsumer):
+            for event in events:
+                await self.deliver(consumer, event)
+            return
+        if len(events) == 1:
+            span = _event_span(consumer, events[0])
+        else:  # a batch span, linked to the trace of each event in it
+            links = [Link(c) for c in (trace.get_current_span(context_of(e.traceparent)).get_span_context()
+                                       for e in events if e.traceparent) if c.is_valid]
+            span = tracer.start_as_current_span(f"{consumer.name} batch", kind=SpanKind.CONSUMER, links=links,
+                                                attributes={"glint.consumer": consumer.name,
+                                                            "messaging.batch.message_count": len(events)})
+        with span:
+            try:
+                fresh, after = await self._handle_batch(consumer, events)
+            except Exception as exc:  # one by one: retries and dead letters per event, as for any consumer
+                HANDLER_FAILURES.labels(consumer.name).inc()
+                count_store_error(exc)
+                log.warning("consumer %s failed on a batch of %d, delivering its events one by one: %r",
+                            consumer.name, len(events), exc)
+                for event in events:
+                    await self._deliver(consumer, event)
+                return
+            now = time.time()
+            for event in fresh:
+                EVENTS_HANDLED.labels(consumer.name).inc()
+                EVENT_LAG.labels(consumer.name).observe(max(now - event.created_at.timestamp(), 0.0))
+            await after()
+
+    async def _handle_batch(self, consumer: BatchConsumer,
+                            events: list[Event]) -> tuple[list[Event], Callable[[], Awaitable[None]]]:
+        async with self.pool.acquire() as conn, conn.transaction():
+            ids = list(dict.fromkeys(e.event_id for e in events))
+            todo = await outbox.unprocessed_txn(conn, consumer.name, ids)
+            fresh = []
+            for event in events:  # once each, in order (a batch may hold an event twice)
+                if event.event_id in todo:
+                    todo.discard(event.event_id)
+                    fresh.append(event)
+            after = await consumer.handle_batch(conn, fresh) if fresh else _nothing
+            await outbox.mark_processed_many_txn(conn, consumer.name, [e.event_id for e in fresh])
+        return fresh, after
 
     async def _deliver(self, consumer: Consumer, event: Event) -> bool:
         if await outbox.was_processed(self.pool, consumer.name, event.event_id):
@@ -122,8 +180,24 @@ class Dispatcher:
 
     async def dispatch(self, event: Event) -> None:
         """Deliver one event to every consumer of its topic (the inline transport)."""
-        for consumer in self.for_topic(event.topic):
-            await self.deliver(consumer, event)
+        await self.dispatch_batch([event])
+
+    async def dispatch_batch(self, events: list[Event]) -> None:
+        """Deliver events to every consumer of their topics, each consumer its own in order."""
+        for consumer in self.consumers:
+            await self.deliver_batch(consumer, [e for e in events if e.topic in consumer.topics])
+
+
+def _event_span(consumer: Consumer, event: Event) -> ContextManager[trace.Span]:
+    """The span of one consumer handling one event, continuing the trace of the request that wrote it."""
+    return tracer.start_as_current_span(
+        f"{consumer.name} {event.type}", context=context_of(event.traceparent), kind=SpanKind.CONSUMER,
+        attributes={"messaging.destination.name": event.topic, "messaging.message.id": str(event.event_id),
+                    "glint.consumer": consumer.name})
+
+
+async def _nothing() -> None:
+    return None
 
 
 @dataclass
@@ -192,8 +266,7 @@ class InlineSender:
     dispatcher: Dispatcher
 
     async def send_batch(self, events: list[Event]) -> None:
-        for event in events:
-            await self.dispatcher.dispatch(event)
+        await self.dispatcher.dispatch_batch(events)
 
 
 @dataclass
@@ -416,10 +489,12 @@ class KafkaConsumerRunner:
                     batches = await _until_stopped(kafka.getmany(timeout_ms=int(self.tick * 1000)), stop)
                     for tp, records in (batches or {}).items():  # returned, so not behind the position any more
                         self.handled_to[tp] = records[0].offset
+                    if batches:  # the whole fetch is one batch; each partition's offset moves past it after
+                        await self.dispatcher.deliver_batch(self.consumer, [
+                            event for records in batches.values() for record in records
+                            if (event := self._decode(record)) is not None])
                     for tp, records in (batches or {}).items():
-                        for record in records:
-                            await self._handle_record(record)
-                            self.handled_to[tp] = record.offset + 1
+                        self.handled_to[tp] = records[-1].offset + 1
                         await leases.set_offset(self.dispatcher.pool, self.group, tp.topic, tp.partition,
                                                 records[-1].offset + 1, self.holder)
             except asyncio.CancelledError:
@@ -474,10 +549,9 @@ class KafkaConsumerRunner:
             if end is not None and done is not None:
                 CONSUMER_LAG.labels(tp.topic, str(tp.partition), self.group).set(max(end - done, 0))
 
-    async def _handle_record(self, record: object) -> None:
+    def _decode(self, record: object) -> Event | None:
         try:
-            event = outbox.decode_event(record.value)
+            return outbox.decode_event(record.value)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             log.error("consumer %s: skipping undecodable record at %s: %r", self.consumer.name, record.offset, exc)
-            return
-        await self.dispatcher.deliver(self.consumer, event)
+            return None

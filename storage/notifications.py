@@ -168,16 +168,37 @@ async def user_ids_by_names(conn: Conn, usernames: list[str]) -> list[int]:
     return [r["id"] for r in rows]
 
 
-async def add_item(conn: Conn, item: NewItem, window_seconds: float) -> int | None:
-    """Add the item to its open group (or a new one), in one statement (the SQL function
-    add_notification_item in migration 0008); the group's id, or None when this event already
-    made this recipient's item."""
-    return await conn.fetchval(
-        "SELECT add_notification_item($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-        item.recipient_id, item.actor_id, item.kind, item.target_type, item.target_id, item.event_id,
-        item.created_at, timedelta(seconds=window_seconds), item.post_id, item.comment_id, item.parent_comment_id,
-        item.text,
+def _columns(items: list[NewItem]) -> list[list[Any]]:
+    return [[i.recipient_id for i in items], [i.actor_id for i in items], [i.kind for i in items],
+            [i.target_type for i in items], [i.target_id for i in items], [i.event_id for i in items],
+            [i.created_at for i in items], [i.post_id for i in items], [i.comment_id for i in items],
+            [i.parent_comment_id for i in items], [i.text for i in items]]
+
+
+async def add_items_txn(conn: asyncpg.Connection, items: list[NewItem], window_seconds: float) -> list[int | None]:
+    """Inside a transaction: add each item, in order, to its open group (or a new one), as the
+    SQL function add_notification_item (migration 0008) does, in two statements for the whole
+    list: the groups' locks first, taken in one order by every writer (so two writers never
+    wait on each other in a circle), then the items. Each item's group id, or None where the
+    event already made that recipient's item."""
+    if not items:
+        return []
+    columns = _columns(items)
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(k) FROM (SELECT DISTINCT hashtextextended("
+        "r || ':' || kind || ':' || t || ':' || target, 6) AS k"
+        " FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[]) AS u(r, kind, t, target) ORDER BY k) keys",
+        columns[0], columns[2], columns[3], columns[4],
     )
+    rows = await conn.fetch(
+        "SELECT add_notification_item(r, a, kind, t, target, ev, at, $12, post, comment, parent, body) AS g"
+        " FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::uuid[],"
+        "             $7::timestamptz[], $8::bigint[], $9::bigint[], $10::bigint[], $11::text[])"
+        "      WITH ORDINALITY AS u(r, a, kind, t, target, ev, at, post, comment, parent, body, n)"
+        " ORDER BY n",
+        *columns, timedelta(seconds=window_seconds),
+    )
+    return [r["g"] for r in rows]
 
 
 # ---------------------------------------------------------------- removing them
@@ -201,53 +222,53 @@ async def _settle_groups_txn(conn: asyncpg.Connection, group_ids: list[int]) -> 
     )
 
 
-async def _remove_items(pool: asyncpg.Pool, where: str, *args: Any) -> int:
-    async with pool.acquire() as conn, conn.transaction():
+async def _remove_items(conn: asyncpg.Connection, where: str, *args: Any) -> int:
+    async with conn.transaction():  # a savepoint inside the caller's transaction
         rows = await conn.fetch(f"DELETE FROM notification_items WHERE {where} RETURNING notification_id", *args)
         await _settle_groups_txn(conn, sorted({r["notification_id"] for r in rows}))
     return len(rows)
 
 
-async def remove_like(pool: asyncpg.Pool, post_id: int, actor: int) -> int:
+async def remove_like(conn: asyncpg.Connection, post_id: int, actor: int) -> int:
     """An unlike: the like notification it made goes; how many items went."""
-    return await _remove_items(pool, "kind = 'like' AND post_id = $1 AND actor_id = $2", post_id, actor)
+    return await _remove_items(conn, "kind = 'like' AND post_id = $1 AND actor_id = $2", post_id, actor)
 
 
-async def remove_for_post(pool: asyncpg.Pool, post_id: int) -> int:
+async def remove_for_post(conn: asyncpg.Connection, post_id: int) -> int:
     """A deleted post: every notification about it (likes, comments, mentions) goes."""
-    return await _remove_items(pool, "post_id = $1", post_id)
+    return await _remove_items(conn, "post_id = $1", post_id)
 
 
-async def remove_for_comment(pool: asyncpg.Pool, comment_id: int) -> int:
+async def remove_for_comment(conn: asyncpg.Connection, comment_id: int) -> int:
     """A deleted comment (and its replies): the notifications they made go."""
-    return await _remove_items(pool, "comment_id = $1 OR parent_comment_id = $1", comment_id)
+    return await _remove_items(conn, "comment_id = $1 OR parent_comment_id = $1", comment_id)
 
 
-async def remove_follow(pool: asyncpg.Pool, follower: int, followee: int) -> int:
+async def remove_follow(conn: asyncpg.Connection, follower: int, followee: int) -> int:
     """An ended follow: "started following you" and "approved your request" go."""
     return await _remove_items(
-        pool,
+        conn,
         "(kind IN ('follow', 'follow_request') AND actor_id = $1 AND recipient_id = $2)"
         " OR (kind = 'follow_request_approved' AND actor_id = $2 AND recipient_id = $1)",
         follower, followee,
     )
 
 
-async def remove_follow_request(pool: asyncpg.Pool, requester: int, target: int) -> int:
+async def remove_follow_request(conn: asyncpg.Connection, requester: int, target: int) -> int:
     """A request answered: its "asked to follow you" goes."""
-    return await _remove_items(pool, "kind = 'follow_request' AND actor_id = $1 AND recipient_id = $2",
+    return await _remove_items(conn, "kind = 'follow_request' AND actor_id = $1 AND recipient_id = $2",
                                requester, target)
 
 
-async def remove_between(pool: asyncpg.Pool, a: int, b: int) -> int:
+async def remove_between(conn: asyncpg.Connection, a: int, b: int) -> int:
     """A block: whatever either made for the other goes."""
-    return await _remove_items(pool, "(actor_id = $1 AND recipient_id = $2) OR (actor_id = $2 AND recipient_id = $1)",
+    return await _remove_items(conn, "(actor_id = $1 AND recipient_id = $2) OR (actor_id = $2 AND recipient_id = $1)",
                                a, b)
 
 
-async def remove_for_target(pool: asyncpg.Pool, target_type: str, target_id: int) -> int:
+async def remove_for_target(conn: asyncpg.Connection, target_type: str, target_id: int) -> int:
     """A deleted target (a story): its notifications go."""
-    status = await pool.execute("DELETE FROM notifications WHERE target_type = $1 AND target_id = $2",
+    status = await conn.execute("DELETE FROM notifications WHERE target_type = $1 AND target_id = $2",
                                 target_type, target_id)
     return int(status.split()[-1])
 
@@ -294,12 +315,21 @@ async def contacts(conn: Conn, user_ids: list[int]) -> dict[int, asyncpg.Record]
     return {r["id"]: r for r in rows}
 
 
+async def devices_of(conn: Conn, user_ids: list[int]) -> dict[int, list[asyncpg.Record]]:
+    """{user_id: their push devices, newest first} for these users, in one query."""
+    rows = await conn.fetch(
+        "SELECT id, user_id, endpoint, keys, platform, created_at FROM push_devices WHERE user_id = ANY($1::bigint[])"
+        " ORDER BY id DESC", list(set(user_ids)),
+    )
+    out: dict[int, list[asyncpg.Record]] = {}
+    for row in rows:
+        out.setdefault(row["user_id"], []).append(row)
+    return out
+
+
 async def list_devices(conn: Conn, user_id: int) -> list[asyncpg.Record]:
     """The user's push devices, newest first."""
-    return await conn.fetch(
-        "SELECT id, user_id, endpoint, keys, platform, created_at FROM push_devices WHERE user_id = $1"
-        " ORDER BY id DESC", user_id,
-    )
+    return (await devices_of(conn, [user_id])).get(user_id, [])
 
 
 async def forget_device(conn: Conn, device_id: int) -> None:

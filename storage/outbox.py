@@ -138,3 +138,21 @@ async def mark_processed(conn: asyncpg.Pool | asyncpg.Connection, consumer: str,
         consumer, event_id,
     )
     return status.endswith("1")
+
+
+async def unprocessed_txn(conn: asyncpg.Connection, consumer: str, event_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+    """Which of these events this consumer has not handled yet, in one query."""
+    rows = await conn.fetch(
+        "SELECT e FROM unnest($2::uuid[]) e"
+        " WHERE NOT EXISTS (SELECT 1 FROM processed_events p WHERE p.consumer = $1 AND p.event_id = e)",
+        consumer, event_ids,
+    )
+    return {r["e"] for r in rows}
+
+
+async def mark_processed_many_txn(conn: asyncpg.Connection, consumer: str, event_ids: list[uuid.UUID]) -> None:
+    """Record in one statement that this consumer handled these events."""
+    await conn.execute(
+        "INSERT INTO processed_events (consumer, event_id) SELECT $1, unnest($2::uuid[]) ON CONFLICT DO NOTHING",
+        consumer, event_ids,
+    )

@@ -79,6 +79,29 @@ async def test_likes_handled_at_once_join_one_group(pool, redis_clean):
     assert [(r["actor_count"], r["item_count"]) for r in rows] == [(12, 12)]
 
 
+async def test_a_redelivered_batch_groups_exactly_once(pool, redis_clean):
+    consumer = consumer_for(pool, redis_clean)
+    dispatcher = Dispatcher(pool, [consumer])
+    author, *fans = await make_users(pool, 6)
+    await pool.execute("INSERT INTO push_devices (user_id, endpoint, platform) VALUES ($1, 'https://p.example/b', 'web')",
+                       author)
+    batch = [liked(author, fan, 7) for fan in fans] + [liked(author, fans[0], 8)]
+    # a like and its unlike in one batch: the batch ends as the events one by one would leave it
+    unliked = Event(event_id=uuid.uuid4(), topic="posts", type="post_unliked", key=str(author),
+                    payload={"post_id": "9", "author_id": str(author), "user_id": str(fans[1])},
+                    created_at=datetime.now(timezone.utc))
+    batch += [liked(author, fans[1], 9), unliked]
+    await dispatcher.deliver_batch(consumer, batch)
+    for replay in (batch, batch[2:4] + [liked(author, fans[2], 8)]):  # whole, and partly with a new event
+        await dispatcher.deliver_batch(consumer, replay)
+    rows = await pool.fetch("SELECT target_id, actor_count, item_count FROM notifications ORDER BY target_id")
+    assert [(r["target_id"], r["actor_count"], r["item_count"]) for r in rows] == [(7, 5, 5), (8, 2, 2)]
+    assert await pool.fetchval("SELECT count(*) FROM notification_items") == 7
+    # a push per item made, as one by one (the like of post 9 was made, and pushed, before its unlike)
+    assert len(await sinks.sent_pushes(pool, author)) == 8
+    assert await pool.fetchval("SELECT count(*) FROM processed_events WHERE consumer = 'notifications'") == 9
+
+
 async def test_events_naming_a_missing_actor_are_skipped_not_retried_forever(pool, redis_clean):
     consumer = consumer_for(pool, redis_clean)
     (author,) = await make_users(pool, 1)
