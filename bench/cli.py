@@ -4,6 +4,7 @@
     glint bench SCENARIO --url URL [--compare URL2] [--duration S] [--concurrency N] [--out DIR]
     glint bench list
     glint bench soak --url URL [--minutes 30] [--concurrency N] [--out DIR]
+    glint bench notifications [--events N] [--transport kafka|inline] [--compare OLD_TREE] [--out DIR]
 
 app/cli.py adds the `bench` subcommand with add_arguments() and calls run() with the decoded
 Config; this module imports nothing heavy at import time (the parser is built on every `glint`).
@@ -39,7 +40,7 @@ def default_manifest(config: Any = None) -> Path:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The `glint bench` arguments (a subcommand per scenario, and `seed`)."""
-    sub = parser.add_subparsers(dest="bench_command", required=True, metavar="{seed,list,soak," + ",".join(SCENARIOS) + "}")
+    sub = parser.add_subparsers(dest="bench_command", required=True, metavar="{seed,list,soak,notifications," + ",".join(SCENARIOS) + "}")
 
     seed = sub.add_parser("seed", help="seed a realistic graph into PostgreSQL (COPY) and Redis timelines")
     seed.add_argument("--users", type=int, default=100_000, help="how many users (default 100000)")
@@ -57,6 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     seed.add_argument("--manifest", type=Path, default=None, help="where to write the manifest (default .glint/bench/seed.json)")
 
     sub.add_parser("list", help="list the scenarios")
+
+    notifications_arguments(sub.add_parser(
+        "notifications", help="events/s one consumer process turns into notifications, on a private stack"))
 
     soak_p = sub.add_parser("soak", help="the mixed scenario for N minutes: RSS, fds, p50/p99 and errors per minute")
     soak_p.add_argument("--url", required=True, help="the server under test (loopback only)")
@@ -86,6 +90,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="a scenario option (see bench/README.md), e.g. --set page_size=20")
+
+
+def notifications_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of `glint bench notifications` (bench/notifications.py)."""
+    parser.add_argument("--events", type=int, default=20_000, help="post_liked events per round")
+    parser.add_argument("--authors", type=int, default=200)
+    parser.add_argument("--fans", type=int, default=2_000)
+    parser.add_argument("--posts-per-author", type=int, default=5)
+    parser.add_argument("--transport", choices=("inline", "kafka"), default="kafka",
+                        help="kafka: the broker in the path, as `glint consume` (default); inline: relay to consumer")
+    parser.add_argument("--compare", default=None, metavar="OLD_TREE",
+                        help="another glint checkout (a worktree of an older commit), timed alternately")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds per tree (default 1, or 3 with --compare)")
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds one worker may take")
+    parser.add_argument("--out", type=Path, default=None, help="folder for the JSON (bench/results/ to commit it)")
 
 
 def _parse_sets(items: list[str]) -> dict[str, Any]:
@@ -195,6 +214,10 @@ def run(args: argparse.Namespace, config: Any) -> None:
         cmd_seed(args, config)
     elif args.bench_command == "soak":
         cmd_soak(args, config)
+    elif args.bench_command == "notifications":
+        from bench import notifications
+
+        notifications.run_cli(args)
     elif args.bench_command == "list":
         for name, summary in SCENARIOS.items():
             print(f"  {name:<10} {summary}")

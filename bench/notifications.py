@@ -1,20 +1,27 @@
 """Events per second one consumer process turns from likes into notifications.
 
-    python -m bench.notifications [--events 20000] [--authors 200] [--fans 2000] [--transport inline|kafka]
+    python -m bench.notifications [--events 20000] [--authors 200] [--fans 2000] [--transport kafka|inline]
+        [--compare OLD_TREE] [--rounds N] [--out DIR]
+    glint bench notifications ...   (the same)
 
 Starts a private stack on free ports (PostgreSQL and Valkey; Tansu and SeaweedFS for --transport
-kafka), seeds users, writes `post_liked` events into the outbox (spread over authors and posts, so
-some join existing groups and some start new ones), then times one process's consumer path until
-every event is handled:
+kafka), and per round seeds users and writes `post_liked` events into the outbox (spread over
+authors and posts, so some join existing groups and some start new ones), then times one consumer
+process (bench/notifications_worker.py) until every event is handled:
 
-- inline: the outbox relay hands batches to the Dispatcher (dedupe by event id, the consumer,
-  the processed mark), as `glint serve` with the inline transport does;
-- kafka: the events are relayed to the broker first (not timed), then one KafkaConsumerRunner
-  reads them in its group and dispatches, as one `glint consume` process does.
+- kafka (the default): the events are relayed to the broker first (not timed), then one
+  KafkaConsumerRunner reads them in a group of its own and dispatches, as one `glint consume`
+  process does;
+- inline: the outbox relay hands batches to the Dispatcher, as `glint serve` with the inline
+  transport does.
 
 Each notification is delivered as it would be in production: a `notification.new` publish on
-the recipient's channel and a push to the table sink for the recipients with a device. It prints
-one line of JSON with the figures.
+the recipient's channel and a push to the table sink for the recipients with a device.
+
+`--compare OLD_TREE` times a second glint checkout (a worktree of an older commit) on the same
+stack and the same events, alternating with this tree round by round; both trees' notifications
+must come out the same. The result (figures per round, the medians, B/A, the machine with its
+load average) is printed and written as JSON to `--out`.
 """
 
 from __future__ import annotations
@@ -22,22 +29,30 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
 import asyncpg
-from redis.asyncio import Redis
 
 import devstack
 from app.clients import KafkaProducer
-from jobs.events import Dispatcher, InlineSender, KafkaConsumerRunner, KafkaSender, Relay
-from jobs.notifications import NotificationConsumer
+from bench import report
+from jobs.events import KafkaSender, Relay
 from storage import db
-from storage.email import TableSink
-from storage.sinks import TablePushSink
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKER = Path(__file__).resolve().with_name("notifications_worker.py")
+# run the worker file with the target tree first on sys.path (its working directory)
+BOOTSTRAP = "import runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+TABLES = ("users", "outbox", "processed_events", "dead_letters", "sent_pushes", "event_offsets", "event_leases",
+          "event_members")
 
 
 async def seed(pool: asyncpg.Pool, events: int, authors: int, fans: int, posts_per_author: int) -> None:
@@ -61,82 +76,121 @@ async def seed(pool: asyncpg.Pool, events: int, authors: int, fans: int, posts_p
         author_ids, fan_ids, posts_per_author, authors, events)
 
 
-async def run(args: argparse.Namespace) -> dict:
-    root = Path(tempfile.mkdtemp(prefix="glint-bench-notifications-"))
-    services = ["postgres", "redis"] + (["s3", "kafka"] if args.transport == "kafka" else [])
-    env = devstack.up(root, ports={s: devstack.free_port() for s in services}, services=services, fast=True,
-                   log=lambda *a: None)
-    try:
-        dsn = env["GLINT_DATABASE_URL"]
-        conn = await asyncpg.connect(dsn)
-        await db.migrate(conn)
-        await conn.close()
-        pool = await db.create_pool(dsn, min_size=4, max_size=20)
-        redis = Redis.from_url(env["GLINT_REDIS_URL"])
-        try:
-            await seed(pool, args.events, args.authors, args.fans, args.posts_per_author)
-            consumer = NotificationConsumer(pool, redis, TablePushSink(pool), TableSink(pool))
-            dispatcher = Dispatcher(pool, [consumer])
-            if args.transport == "inline":
-                relay = Relay(pool, InlineSender(dispatcher), batch=500)
-                started = time.perf_counter()
-                await relay.drain()
-                elapsed = time.perf_counter() - started
-            else:
-                elapsed = await run_kafka(pool, dispatcher, consumer, env["GLINT_KAFKA_BOOTSTRAP"], args.events)
-            handled = await pool.fetchval("SELECT count(*) FROM processed_events WHERE consumer = 'notifications'")
-            figures = {
-                "benchmark": "likes -> notifications, one consumer process",
-                "transport": args.transport, "events": args.events, "handled": handled,
-                "seconds": round(elapsed, 2), "events_per_second": round(handled / elapsed, 1),
-                "notifications": await pool.fetchval("SELECT count(*) FROM notifications"),
-                "items": await pool.fetchval("SELECT count(*) FROM notification_items"),
-                "pushes": await pool.fetchval("SELECT count(*) FROM sent_pushes"),
-            }
-        finally:
-            await redis.aclose()
-            await pool.close()
-    finally:
-        devstack.down(root, log=lambda *a: None)
-        shutil.rmtree(root, ignore_errors=True)
-    return figures
+async def reset(pool: asyncpg.Pool) -> None:
+    """Empty what a round writes (users cascade to notifications, devices and pushes)."""
+    await pool.execute(f"TRUNCATE {', '.join(TABLES)} CASCADE")
 
 
-async def run_kafka(pool: asyncpg.Pool, dispatcher: Dispatcher, consumer: NotificationConsumer, bootstrap: str,
-                    events: int) -> float:
-    """Relay everything to the broker, then time one runner consuming it all."""
+async def prepare(pool: asyncpg.Pool, args: argparse.Namespace, bootstrap: str | None) -> dict[str, str]:
+    """Seed a round; with the broker, relay its events there first (not timed). The worker's arguments."""
+    await reset(pool)
+    await seed(pool, args.events, args.authors, args.fans, args.posts_per_author)
+    if bootstrap is None:
+        return {}
     run_id = uuid.uuid4().hex[:8]
-    prefix, group = f"bench{run_id}.", f"bench{run_id}-"
+    prefix = f"bench{run_id}."
     producer = KafkaProducer(bootstrap)
     try:
         await Relay(pool, KafkaSender(producer, prefix), batch=500).drain()
     finally:
         await producer.close()
-    runner = KafkaConsumerRunner(consumer, dispatcher, bootstrap, prefix, group)
-    stop = asyncio.Event()
-    task = asyncio.create_task(runner.run(stop))
+    return {"--bootstrap": bootstrap, "--prefix": prefix, "--group": f"bench{run_id}-"}
+
+
+def time_worker(tree: Path, env: dict[str, str], args: argparse.Namespace, extra: dict[str, str]) -> dict:
+    """One consumer process of `tree` until every event is handled; its figures."""
+    argv = [sys.executable, "-c", BOOTSTRAP, str(WORKER), "--dsn", env["GLINT_DATABASE_URL"],
+            "--redis", env["GLINT_REDIS_URL"], "--events", str(args.events)]
+    for name, value in extra.items():
+        argv += [name, value]
+    child_env = {**os.environ, "PYTHONPATH": str(tree)}
+    done = subprocess.run(argv, cwd=tree, env=child_env, capture_output=True, text=True, timeout=args.timeout)
+    if done.returncode != 0:
+        raise RuntimeError(f"the worker in {tree} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+async def outcome(pool: asyncpg.Pool) -> dict[str, int]:
+    """What the round made: the same events must make the same notifications in every tree."""
+    return {"notifications": await pool.fetchval("SELECT count(*) FROM notifications"),
+            "items": await pool.fetchval("SELECT count(*) FROM notification_items"),
+            "actors": await pool.fetchval("SELECT coalesce(sum(actor_count), 0) FROM notifications"),
+            "pushes": await pool.fetchval("SELECT count(*) FROM sent_pushes")}
+
+
+async def run(args: argparse.Namespace) -> dict:
+    targets = [("A", ROOT)] + ([("B", Path(args.compare).resolve())] if args.compare else [])
+    rounds = args.rounds or (3 if args.compare else 1)
+    root = Path(tempfile.mkdtemp(prefix="glint-bench-notifications-"))
+    services = ["postgres", "redis"] + (["s3", "kafka"] if args.transport == "kafka" else [])
+    env = devstack.up(root, ports={s: devstack.free_port() for s in services}, services=services, fast=True,
+                   log=lambda *a: None)
+    runs: dict[str, list[dict]] = {label: [] for label, _ in targets}
     try:
-        await runner.ready.wait()  # the group join is not the consumer's throughput
-        started = time.perf_counter()
-        while await pool.fetchval("SELECT count(*) FROM processed_events WHERE consumer = 'notifications'") < events:
-            await asyncio.sleep(0.05)
-        return time.perf_counter() - started
+        dsn = env["GLINT_DATABASE_URL"]
+        conn = await asyncpg.connect(dsn)
+        await db.migrate(conn)
+        await conn.close()
+        pool = await db.create_pool(dsn, min_size=1, max_size=4)
+        try:
+            for n in range(rounds):
+                for label, tree in targets if n % 2 == 0 else targets[::-1]:  # alternate who goes first
+                    extra = await prepare(pool, args, env.get("GLINT_KAFKA_BOOTSTRAP") if args.transport == "kafka"
+                                          else None)
+                    figures = await asyncio.to_thread(time_worker, tree, env, args, extra)
+                    figures.update(round=n + 1, load_average=list(os.getloadavg()), **await outcome(pool))
+                    runs[label].append(figures)
+                    print(json.dumps({"target": label, **figures}), file=sys.stderr)
+        finally:
+            await pool.close()
     finally:
-        stop.set()
-        await task
+        devstack.down(root, log=lambda *a: None)
+        shutil.rmtree(root, ignore_errors=True)
+    return result(args, targets, runs)
+
+
+def result(args: argparse.Namespace, targets: list[tuple[str, Path]], runs: dict[str, list[dict]]) -> dict:
+    """Settings, machine, every round, each target's medians, and B/A."""
+    out: dict = {
+        "scenario": "notifications",
+        "benchmark": "likes -> notifications, one consumer process",
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "settings": {"transport": args.transport, "events": args.events, "authors": args.authors, "fans": args.fans,
+                     "posts_per_author": args.posts_per_author},
+        "machine": report.machine(),
+        "targets": [],
+    }
+    for label, tree in targets:
+        rows = runs[label]
+        out["targets"].append({
+            "label": label, "tree": str(tree), "git": report.git_commit(tree), "rounds": rows,
+            "median": {k: statistics.median(r[k] for r in rows)
+                       for k in ("events_per_second", "seconds", "cpu_ms_per_event")},
+        })
+    if len(targets) == 2:
+        a, b = (t["median"] for t in out["targets"])
+        out["comparison"] = {"a": "A", "b": "B", "b_over_a": {k: b[k] / a[k] for k in a if a[k]}}
+        out["same_outcome"] = all(ra[k] == rb[k] for ra, rb in zip(runs["A"], runs["B"])
+                                  for k in ("notifications", "items", "actors", "pushes"))
+    return report._clean(out)
+
+
+def run_cli(args: argparse.Namespace) -> dict:
+    figures = asyncio.run(run(args))
+    text = json.dumps(figures, indent=2)
+    if args.out is not None:
+        path = report.write_json(figures, args.out / f"notifications-{time.strftime('%Y%m%d-%H%M%S')}.json")
+        print(f"results: {path}", file=sys.stderr)
+    print(text)
+    return figures
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=20_000)
-    parser.add_argument("--authors", type=int, default=200)
-    parser.add_argument("--fans", type=int, default=2_000)
-    parser.add_argument("--posts-per-author", type=int, default=5)
-    parser.add_argument("--transport", choices=("inline", "kafka"), default="inline")
-    args = parser.parse_args()
-    import uvloop
+    from bench.cli import notifications_arguments
 
-    print(json.dumps(uvloop.run(run(args))))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    notifications_arguments(parser)
+    run_cli(parser.parse_args())
 
 
 if __name__ == "__main__":
