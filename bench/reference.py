@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.redis_url is None:
         from app.config import load_config
 
-        args.redis_url = load_config().redis_url
+        args.redis_url = load_config().redis.url
     web.run_app(build(args.redis_url), host=args.host, port=args.port, access_log=None, print=None,
                 loop=uvloop.new_event_loop())
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from app import backup, stack
+import devstack
+from app import backup
 from app.clients import open_s3
 from app.main import create_app
 from tests.conftest import make_config
@@ -27,12 +28,12 @@ def fresh_stack():
     """A second stack (PostgreSQL, Valkey, S3) on free ports, with nothing in it."""
     root = Path(tempfile.mkdtemp(prefix="glint-restore-stack-"))
     services = ["postgres", "redis", "s3"]
-    env = stack.up(root, ports={name: stack.free_port() for name in services}, services=services, fast=True,
-                   log=lambda *a: None)
+    env = devstack.up(root, ports={name: devstack.free_port() for name in services}, services=services, fast=True,
+                      log=lambda *a: None)
     try:
         yield env
     finally:
-        stack.down(root, log=lambda *a: None)
+        devstack.down(root, log=lambda *a: None)
         shutil.rmtree(root, ignore_errors=True)
 
 

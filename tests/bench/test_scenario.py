@@ -28,9 +28,9 @@ async def run_seeded(scenario: str, aiohttp_server, stack_env, database_url, tmp
     manifest = json.loads(manifest_path.read_text())
     servers = [await aiohttp_server(create_app(config), host="127.0.0.1")]
     if reference:
-        servers.append(await aiohttp_server(build(config.redis_url), host="127.0.0.1"))
+        servers.append(await aiohttp_server(build(config.redis.url), host="127.0.0.1"))
     targets = [Target(label, str(s.make_url("/")), manifest) for label, s in zip("AR", servers)]
-    options = Options(duration=duration, warmup=0.5, concurrency=4, processes=1, jwt_secret=config.jwt_secret)
+    options = Options(duration=duration, warmup=0.5, concurrency=4, processes=1, jwt_secret=config.auth.jwt_secret)
     runs = await run_scenario(scenario, targets, options, rounds=1, show_progress=False, log=lambda *_: None)
     return runs if reference else runs[0]
 
