@@ -9,8 +9,9 @@ timeline key, the viewer read from the token's `sub` without checking it) and on
 own cached post bodies, spliced into a page of the same shape by glint's own code
 (handlers.posts.post_body), with no rules: no authentication, rate limit, visibility, blocks,
 mutes, counts, viewer's flags, celebrity merge, rebuild on a miss, nor signing (links carry a
-fixed placeholder signature). Every page route the bench reads (feed, explore, profile, saved)
-answers the same timeline page: the ceiling of "a page of 20 cached posts from Redis". It serves
+fixed placeholder signature). Explore reads glint's trending ranking (ZREVRANGE); the other page
+routes the bench reads (feed, profile, saved) answer the viewer's timeline page, as profile and
+saved lists live only in PostgreSQL: the ceiling of "a page of 20 cached posts from Redis". It serves
 /metrics (process CPU) and /api/openapi.json (the routes), as the bench reads them from glint.
 """
 
@@ -48,6 +49,7 @@ def build(redis_url: str) -> web.Application:
     from redis.asyncio import Redis
 
     from handlers.posts import decode_cached_post, post_body
+    from storage import explore
     from storage.posts import post_cache_key
     from storage.timelines import Timelines
 
@@ -58,7 +60,10 @@ def build(redis_url: str) -> web.Application:
 
     async def page(request: web.Request) -> web.Response:
         limit = min(int(request.query.get("limit", "20")), 100)
-        ids = await redis.zrevrangebyscore(Timelines.key(viewer_of(request)), "+inf", "(0", start=0, num=limit + 1)
+        if request.path == "/api/posts/explore/":
+            ids = await redis.zrevrange(explore.KEY, 0, limit)
+        else:
+            ids = await redis.zrevrangebyscore(Timelines.key(viewer_of(request)), "+inf", "(0", start=0, num=limit + 1)
         shown = ids[:limit]
         bodies = await redis.mget([post_cache_key(int(i)) for i in shown]) if shown else []
         results = []
