@@ -36,6 +36,8 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=Tr
     read_your_writes_seconds: PositiveFloat = 5.0
     redis_url: str = "redis://127.0.0.1:63799/0"
     redis_timeout_seconds: PositiveFloat = 5.0  # connect and per-command socket timeout
+    # a Redis Cluster (also chosen by a `redis+cluster://` URL): the URL names any one node
+    redis_cluster: bool = False
     s3_endpoint: str = "http://127.0.0.1:8333"
     s3_public_endpoint: str = ""
     s3_region: str = "us-east-1"

@@ -15,6 +15,8 @@ from typing import Iterable, Sequence
 import asyncpg
 from redis.asyncio import Redis
 
+from storage.cluster import queue_script, run_scripted, slot_groups
+
 SENTINEL = "0"
 
 # push only into built timelines (KEYS: the timelines; ARGV: cap, then score/member pairs)
@@ -53,14 +55,14 @@ class Timelines:
         args: list[object] = [self.cap]
         for post_id in post_ids:
             args += [post_id, post_id]
-        pushed = 0
-        async with self.redis.pipeline(transaction=False) as pipe:
+
+        async def queue(pipe) -> None:
             for start in range(0, len(user_ids), chunk):
-                keys = [self.key(u) for u in user_ids[start:start + chunk]]
-                await self._push(keys=keys, args=args, client=pipe)
-            for result in await pipe.execute():
-                pushed += int(result)
-        return pushed
+                # on a cluster, one call per slot: the followers' timelines lie on different slots
+                for keys in slot_groups(self.redis, [self.key(u) for u in user_ids[start:start + chunk]]):
+                    await queue_script(self.redis, pipe, self._push, keys, args)
+
+        return sum(int(result) for result in await run_scripted(self.redis, self._push, queue))
 
     async def unpush_from_home(self, user_id: int, post_ids: Iterable[int]) -> None:
         """Remove posts (e.g. of an unfollowed or blocked author) from a user's timeline."""

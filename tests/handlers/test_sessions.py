@@ -23,7 +23,8 @@ def clock() -> Clock:
 @pytest.fixture
 async def client(aiohttp_client, stack_env, config, clock):
     """The real app on the test's clock, with login limits high enough for the many logins a test makes."""
-    app = create_app(make_config(stack_env, database_url=config.database_url, rate_limit_auth_per_minute=100_000))
+    app = create_app(make_config(stack_env, database_url=config.database_url, redis_url=config.redis_url,
+                                 rate_limit_auth_per_minute=100_000))
     app[clock_key] = clock
     return await aiohttp_client(app)
 
@@ -71,6 +72,7 @@ async def test_an_unknown_session_id_is_refused_not_allowed(client, redis_clean)
     assert await me_status(client, {"access": forged}) == 401
 
 
+@pytest.mark.redis_cluster
 async def test_a_socket_of_a_revoked_session_is_closed_after_redis_is_wiped(client, redis_clean):
     user = await register(client)
     pair = await login(client, user["username"])
