@@ -180,26 +180,26 @@ def cmd_createsuperuser(args: argparse.Namespace) -> None:
 
 def cmd_stack(args: argparse.Namespace) -> None:
     """The local stack of real servers from PyPI wheels."""
-    from app import stack
+    import devstack
 
     root = stack_dir()
     if args.action == "up":
-        services = list(stack.SERVICES) + (["osmem"] if args.with_elasticsearch else [])
-        env = stack.up(root, services=services)
+        services = list(devstack.SERVICES) + (["osmem"] if args.with_elasticsearch else [])
+        env = devstack.up(root, services=services)
         print(f"stack is up; settings in {root / 'stack.env'} (readable by its owner only)")
         for key, value in env.items():  # the secrets stay in the file, out of terminals and CI logs
             print(f"  {key}={'(secret, in stack.env)' if key in SECRET_SETTINGS else value}")
     elif args.action == "down":
-        stack.down(root)
+        devstack.down(root)
         print("stack is down (data kept in %s)" % root)
     else:
-        rows = stack.status(root)
+        rows = devstack.status(root)
         if not rows:
             print("no stack here; run `glint stack up`")
             sys.exit(1)
-        dead = [r["name"] for r in rows if not r["alive"]]
+        dead = [r.name for r in rows if not r.alive]
         for r in rows:
-            print(f"  {r['name']:<14} pid {r['pid']!s:<8} port {r['port']!s:<6} {'up' if r['alive'] else 'DEAD'}")
+            print(f"  {r.name:<14} pid {r.pid!s:<8} port {r.port!s:<6} {'up' if r.alive else 'DEAD'}")
         if dead:
             print("dead: " + ", ".join(dead))
             sys.exit(1)

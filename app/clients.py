@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from typing import AsyncIterator
 
 from aiohttp import web
@@ -15,9 +16,13 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
 from app.config import Config
+from handlers.auth import check_session
 from handlers.context import config_key, kafka_producer_key, limiter_key, pool_key, redis_key, s3_key, timelines_key
-from handlers.context import replicas_key, search_key
-from storage import db
+from handlers.context import links_key, presigner_key, replicas_key, search_key
+from handlers.socket import handle_frame
+from realtime.delivery import MessageWriter, ReceiptWriter, on_delivered, receipts_key, writer_key
+from realtime.gateway import Gateway, Settings, gateway_ctx, gateway_key
+from storage import db, media
 from storage.ratelimit import RateLimiter
 from storage.replicas import Replicas
 from storage.timelines import Timelines
@@ -199,7 +204,44 @@ async def replicas_ctx(app: web.Application) -> AsyncIterator[None]:
     await replicas.close()
 
 
+def realtime_ctx(sockets: weakref.WeakSet):
+    """The cleanup context of the gateway (bus, heartbeats) and the message and receipt writers;
+    `sockets` is the app's set of open websockets that shutdown closes."""
+
+    def build(app: web.Application) -> Gateway:
+        c = app[config_key]
+        settings = Settings(max_frame_bytes=c.ws_max_frame_bytes, idle_timeout=c.ws_idle_timeout,
+                            heartbeat=c.ws_heartbeat, send_queue=c.ws_send_queue, max_inflight=c.ws_max_inflight,
+                            presence_ttl=c.presence_ttl, presence_refresh=c.presence_refresh,
+                            publish_give_up=c.bus_publish_give_up_seconds)
+        return Gateway(app[redis_key], settings, on_frame=handle_frame, on_delivered=on_delivered, sockets=sockets,
+                       verify_session=lambda user_id, session_id: check_session(app, user_id, session_id))
+
+    start_gateway = gateway_ctx(build)
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        async for _ in start_gateway(app):
+            writer = app[writer_key] = MessageWriter(app[pool_key], app[gateway_key])
+            receipts = app[receipts_key] = ReceiptWriter(app[pool_key], app[gateway_key])
+            writer.start()
+            receipts.start()
+            try:
+                yield
+            finally:
+                await writer.stop()
+                await receipts.stop()
+
+    return ctx
+
+
 def add_client_contexts(app: web.Application, config: Config) -> None:
-    """Register the clients' cleanup contexts, in start-up order."""
+    """Register the clients' cleanup contexts, in start-up order; the media link signer and the S3
+    presigner, which hold no connection, are made here once."""
+    app[links_key] = media.MediaLinks(config.media_url.rstrip("/"),
+                                      media.link_secret(config.media_link_secret, config.jwt_secret),
+                                      config.s3_url_ttl)
+    app[presigner_key] = media.UrlSigner(config.s3_public_endpoint or config.s3_endpoint, config.s3_region,
+                                         config.s3_access_key, config.s3_secret_key, config.s3_bucket,
+                                         config.s3_url_ttl)
     app.cleanup_ctx.extend([postgres_ctx, redis_ctx, s3_ctx, kafka_ctx, replicas_ctx])
     app.cleanup_ctx.append(search_ctx)  # after postgres: the backend reads documents from the pool

@@ -45,7 +45,13 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=Tr
     s3_access_key: str = ""
     s3_secret_key: str = ""
     s3_bucket: str = "glint"
-    s3_url_ttl: PositiveInt = 3600
+    s3_url_ttl: PositiveInt = 3600  # how long a media link (or a presigned URL) handed out lives
+    # media links: the origin they point at, a front proxy that checks them before reading the
+    # bucket (deploy/nginx.conf), e.g. https://media.example.com; empty: glint's own origin, where
+    # glint checks them itself (the local stack and tests: no proxy there)
+    media_url: str = ""
+    # the secret media links are signed with, shared with that proxy (empty: derived from jwt_secret)
+    media_link_secret: str = ""
 
     # events: "inline" hands committed outbox rows to the in-process consumers; "kafka" relays them
     events_transport: Literal["inline", "kafka"] = "inline"

@@ -10,14 +10,13 @@ from aiohttp import WSCloseCode, web
 
 from app import middlewares
 from app.background import Background, background_ctx, background_key, platform_jobs
-from app.clients import add_client_contexts
+from app.clients import add_client_contexts, realtime_ctx
 from app.config import Config, check_secrets
 from app.ops import add_openapi_routes, add_ops_routes
 from app.web import DEFAULT_DIST, add_web_routes
 from handlers import (
-    accounts, admin, auth, comments, export, feed, graph, media, messages, notifications, posts, reports, safety,
-    search,
-    stories,
+    accounts, admin, auth, comments, conversations, export, feed, graph, media, messages, notifications, posts,
+    reports, safety, search, socket, stories,
 )
 from handlers.common import Routes
 from handlers.context import config_key, pool_key, redis_key, s3_key, search_key, timelines_key
@@ -38,7 +37,8 @@ from storage.sinks import HttpPushSink, TablePushSink
 # stories' /api/stories/feed/ are registered before /api/posts/{id}/ and /api/stories/{id}/.
 ROUTE_MODULES: list[Routes] = [
     auth.routes, accounts.routes, safety.routes, export.routes, graph.routes, media.routes, feed.routes, posts.routes,
-    comments.routes, messages.routes, notifications.routes, stories.routes, search.routes, reports.routes, admin.routes,
+    comments.routes, conversations.routes, messages.routes, socket.routes, notifications.routes, stories.routes,
+    search.routes, reports.routes, admin.routes,
 ]
 
 sockets_key = web.AppKey("sockets", weakref.WeakSet)
@@ -163,7 +163,7 @@ def create_app(config: Config, *, consumers: bool = True, extra_consumers: list[
     app.on_shutdown.append(close_sockets)
     add_ops_routes(app)
     if http:
-        app.cleanup_ctx.append(messages.realtime_ctx(app[sockets_key]))  # /ws gateway, bus, writers
+        app.cleanup_ctx.append(realtime_ctx(app[sockets_key]))  # /ws gateway, bus, writers
         docs = [doc for module in ROUTE_MODULES for doc in module.docs]
         for module in ROUTE_MODULES:
             module.add_to(app)

