@@ -41,7 +41,7 @@ PAGE_QUERY = {"limit": "page size, 1..100 (default 20)", "cursor": "from the pre
 
 def tray_cache(app: web.Application) -> stories.TrayCache:
     """The per-viewer tray cache with the configured lifetime."""
-    return stories.TrayCache(app[redis_key], app[config_key].stories_tray_ttl)
+    return stories.TrayCache(app[redis_key], app[config_key].stories.tray_ttl)
 
 
 # ---------------------------------------------------------------- bodies

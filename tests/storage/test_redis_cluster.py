@@ -42,11 +42,11 @@ def primaries_holding(redis: RedisCluster, keys: list[str]) -> set[str]:
 
 async def test_the_app_runs_on_the_cluster_it_is_configured_with(client, redis_clean):
     app = client.app
-    assert app[config_key].redis_url.startswith("redis+cluster://")
+    assert app[config_key].redis.url.startswith("redis+cluster://")
     assert is_cluster(app[redis_key]) and len(app[redis_key].get_primaries()) == 3
     assert app[gateway_key].bus.sharded
     # GLINT_REDIS_CLUSTER=1 with a plain URL chooses the cluster as well
-    plain = app[config_key].redis_url.replace("redis+cluster://", "redis://")
+    plain = app[config_key].redis.url.replace("redis+cluster://", "redis://")
     from app.clients import open_redis
 
     other = open_redis(make_config({"GLINT_REDIS_URL": plain, "GLINT_REDIS_CLUSTER": "1"}))
@@ -58,8 +58,8 @@ async def test_the_app_runs_on_the_cluster_it_is_configured_with(client, redis_c
 
 async def test_fan_out_rebuild_celebrity_merge_and_the_post_cache_across_primaries(
         aiohttp_client, stack_env, config, redis_clean):
-    client = await aiohttp_client(create_app(make_config(stack_env, database_url=config.database_url,
-                                                         redis_url=config.redis_url, celebrity_threshold=2)))
+    client = await aiohttp_client(create_app(make_config(stack_env, database_url=config.database.url,
+                                                         redis_url=config.redis.url, celebrity_threshold=2)))
     (fan, fan_h), (other, other_h) = [await user_with_token(client) for _ in range(2)]
     author, author_h = await user_with_token(client)
     star, star_h = await user_with_token(client)
@@ -104,8 +104,8 @@ async def test_one_push_reaches_timelines_on_every_primary(redis_clean):
 
 async def test_rate_limits_and_revocation_markers_share_the_users_slot(aiohttp_client, stack_env, config,
                                                                        redis_clean):
-    client = await aiohttp_client(create_app(make_config(stack_env, database_url=config.database_url,
-                                                         redis_url=config.redis_url, rate_limit_per_hour=6)))
+    client = await aiohttp_client(create_app(make_config(stack_env, database_url=config.database.url,
+                                                         redis_url=config.redis.url, rate_limit_per_hour=6)))
     user = await register(client)
     kept, revoked = await login(client, user["username"]), await login(client, user["username"])
     assert (await client.get("/api/accounts/users/me/", headers=bearer(revoked["access"]))).status == 200
