@@ -145,3 +145,23 @@ def replica_base_url(stack_env: dict[str, str], stack_root: Path) -> str:
     """A streaming replica of the session's PostgreSQL (pg_basebackup + a hot standby), started
     only by the tests that ask for it; its URL without a database name."""
     return devstack.start_replica(stack_root, devstack.free_port(), log=lambda *a: None).rsplit("/", 1)[0]
+
+
+@pytest.fixture
+def clock():
+    """The app's clock for `clocked_client`: time moves only when the test says so."""
+    from tests.support import Clock
+
+    return Clock()
+
+
+@pytest.fixture
+async def clocked_client(aiohttp_client, stack_env: dict[str, str], config: Config, clock):
+    """A test client of the real app on the test's clock, with login limits high enough for the many
+    logins a test makes."""
+    from app.main import create_app
+    from handlers.context import clock_key
+
+    app = create_app(make_config(stack_env, database_url=config.database_url, rate_limit_auth_per_minute=100_000))
+    app[clock_key] = clock
+    return await aiohttp_client(app)
