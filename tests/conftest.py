@@ -14,14 +14,43 @@ from typing import AsyncIterator, Awaitable, Callable
 
 import asyncpg
 import pytest
+from argon2 import PasswordHasher
 from redis.asyncio import Redis
 
 import devstack
 from app.config import Config, load_config
+from handlers import auth
 from storage import db
 
 TEMPLATE = "glint_template"
 _counter = itertools.count(1)
+
+# Passwords in the tests' own app are argon2id at the smallest cost: every test registers and logs
+# in users, and at the production cost (64 MiB, 3 passes) each hash or check took 0.1-2 s of a
+# shared CPU. What the tests check is who may log in, not the cost; the tests that time logins
+# ask for `production_hashing`, and `glint serve` processes hash at the production cost.
+_PRODUCTION_HASHER = auth._hasher
+_TEST_HASHER = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+
+
+def _use_hasher(hasher: PasswordHasher) -> None:
+    auth._hasher = hasher
+    auth._dummy_hash.cache_clear()  # the unknown-account check hashes at the current cost
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cheap_password_hashing():
+    _use_hasher(_TEST_HASHER)
+    yield
+    _use_hasher(_PRODUCTION_HASHER)
+
+
+@pytest.fixture
+def production_hashing():
+    """argon2id at its production cost, for a test that times logins."""
+    _use_hasher(_PRODUCTION_HASHER)
+    yield
+    _use_hasher(_TEST_HASHER)
 
 
 def _services() -> list[str]:
