@@ -26,6 +26,7 @@ from handlers.context import app_now, config_key, pool_key, redis_key
 from handlers.media import MediaOut, media_links, media_out
 from handlers.messages import SendBody, send_message
 from handlers.posts import UserBrief
+from realtime.delivery import writer_key
 from realtime.frames import IdStr, Message
 from storage import media, outbox, stories, visibility
 from storage import messages as message_store
@@ -40,7 +41,7 @@ PAGE_QUERY = {"limit": "page size, 1..100 (default 20)", "cursor": "from the pre
 
 def tray_cache(app: web.Application) -> stories.TrayCache:
     """The per-viewer tray cache with the configured lifetime."""
-    return stories.TrayCache(app[redis_key], app[config_key].stories_tray_ttl)
+    return stories.TrayCache(app[redis_key], app[config_key].stories.tray_ttl)
 
 
 # ---------------------------------------------------------------- bodies
@@ -221,7 +222,8 @@ async def react_to_story(app: web.Application, sender: int, story_id: int, body:
         raise ValidationFailed("You cannot react to your own story.", fields={kind: "Your own story."})
     conversation_id, _ = await message_store.get_or_create_direct(pool, sender, owner)
     client_id = f"story:{story_id}:{body.client_id or uuid.uuid4().hex}"
-    message, _ = await send_message(app, sender, conversation_id, SendBody(client_id=client_id, text=content))
+    message, _ = await send_message(pool, app[writer_key], sender, conversation_id,
+                                    SendBody(client_id=client_id, text=content))
     async with pool.acquire() as conn, conn.transaction():
         if await stories.record_reply_txn(conn, int(message.id), conversation_id, story_id, sender, kind, now):
             await outbox.add_event(conn, TOPIC, "story_reaction", owner, {

@@ -191,6 +191,6 @@ async def clocked_client(aiohttp_client, stack_env: dict[str, str], config: Conf
     from app.main import create_app
     from handlers.context import clock_key
 
-    app = create_app(make_config(stack_env, database_url=config.database_url, rate_limit_auth_per_minute=100_000))
+    app = create_app(make_config(stack_env, database_url=config.database.url, rate_limit_auth_per_minute=100_000))
     app[clock_key] = clock
     return await aiohttp_client(app)

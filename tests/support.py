@@ -274,7 +274,7 @@ async def me_status(client, pair: dict) -> int:
 # ----------------------------------------------------------------------------- Stored objects
 
 async def objects_of(client, user_id: str) -> list[str]:
-    listing = await client.app[s3_key].list_objects_v2(Bucket=client.app[config_key].s3_bucket,
+    listing = await client.app[s3_key].list_objects_v2(Bucket=client.app[config_key].s3.bucket,
                                                        Prefix=f"media/{user_id}/")
     return [o["Key"] for o in listing.get("Contents", [])]
 

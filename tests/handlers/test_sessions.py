@@ -48,7 +48,7 @@ async def test_a_deactivated_account_stays_refused_after_redis_is_wiped(client, 
 
 async def test_an_unknown_session_id_is_refused_not_allowed(client, redis_clean):
     user = await register(client)
-    secret = client.app[config_key].jwt_secret
+    secret = client.app[config_key].auth.jwt_secret
     forged = make_access_token(secret, int(user["id"]), 12345, 60)
     assert await me_status(client, {"access": forged}) == 401
 
