@@ -14,26 +14,10 @@ from realtime.gateway import gateway_key
 from storage.cluster import is_cluster, slot_groups
 from storage.timelines import Timelines
 from tests.conftest import make_config, wait_for
-from tests.handlers.test_posts import new_post
-from tests.realtime.helpers import bearer, frame_of, open_socket, start_conversation, user_and_token
-from tests.support import login, register, user_with_token
+from tests.support import (bearer, feed_ids, follow, frame_of, in_timeline, login, new_post, open_socket, register,
+                           start_conversation, user_and_token, user_with_token)
 
 pytestmark = pytest.mark.parametrize("redis_target", ["cluster"], indirect=True)
-
-
-async def feed_ids(client, headers) -> list[str]:
-    response = await client.get("/api/posts/feed/", headers=headers)
-    assert response.status == 200, await response.text()
-    return [p["id"] for p in (await response.json())["results"]]
-
-
-async def follow(client, headers, user) -> None:
-    response = await client.post(f"/api/accounts/users/{user['id']}/follow/", headers=headers)
-    assert response.status in (200, 201), await response.text()
-
-
-async def in_timeline(redis, user, post_id: str) -> bool:
-    return await redis.zscore(Timelines.key(int(user["id"])), post_id) is not None
 
 
 def primaries_holding(redis: RedisCluster, keys: list[str]) -> set[str]:
