@@ -49,7 +49,7 @@ def build(redis_url: str) -> web.Application:
     from redis.asyncio import Redis
 
     from handlers.posts import decode_cached_post, post_body
-    from storage import explore
+    from storage import cluster, explore
     from storage.posts import post_cache_key
     from storage.timelines import Timelines
 
@@ -65,7 +65,7 @@ def build(redis_url: str) -> web.Application:
         else:
             ids = await redis.zrevrangebyscore(Timelines.key(viewer_of(request)), "+inf", "(0", start=0, num=limit + 1)
         shown = ids[:limit]
-        bodies = await redis.mget([post_cache_key(int(i)) for i in shown]) if shown else []
+        bodies = await cluster.mget(redis, [post_cache_key(int(i)) for i in shown]) if shown else []
         results = []
         for body in bodies:
             try:

@@ -13,7 +13,7 @@ import asyncpg
 import msgspec
 from redis.asyncio import Redis
 
-from storage import media, visibility
+from storage import cluster, media, visibility
 
 Conn = asyncpg.Connection | asyncpg.Pool
 T = TypeVar("T")
@@ -247,7 +247,7 @@ async def cached_posts(pool: asyncpg.Pool, redis: Redis, post_ids: list[int], en
     if not ids:
         return {}
     found: dict[int, T] = {}
-    for post_id, raw in zip(ids, await redis.mget([post_cache_key(i) for i in ids])):
+    for post_id, raw in zip(ids, await cluster.mget(redis, [post_cache_key(i) for i in ids])):
         if raw is not None:
             try:
                 found[post_id] = decode(raw)
