@@ -863,10 +863,11 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         raise NotAuthenticated()
     token = bearer_token(request) or request.query.get("token", "")
     expires_at = float(jwt.decode(token, options={"verify_signature": False})["exp"])
-    hidden = await store.presence_hidden(request.app[pool_key], [identity.user_id])
+    visible = identity.user_id not in await store.presence_hidden(request.app[pool_key], [identity.user_id])
+    del token  # this frame lives as long as the socket: keep nothing in it that the socket does not need
     return await request.app[gateway_key].serve(
         request, user_id=identity.user_id, session_id=identity.session_id, expires_at=expires_at,
-        revoke_keys=auth_markers(identity), presence_visible=identity.user_id not in hidden)
+        revoke_keys=auth_markers(identity), presence_visible=visible)
 
 
 async def handle_frame(conn: Connection, frame: frames.AnyClientFrame) -> None:
