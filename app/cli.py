@@ -35,7 +35,7 @@ async def _pending(config: Config) -> list[str]:
 
     from storage import db
 
-    conn = await asyncpg.connect(config.database_url, timeout=10)
+    conn = await asyncpg.connect(config.database.url, timeout=10)
     try:
         return await db.pending_migrations(conn)
     finally:
@@ -46,9 +46,9 @@ def _require_migrated(config: Config) -> None:
     try:
         pending = asyncio.run(_pending(config))
     except (OSError, asyncio.TimeoutError) as exc:
-        sys.exit(f"glint: cannot reach PostgreSQL at {config.database_url}: {exc}")
+        sys.exit(f"glint: cannot reach PostgreSQL at {config.database.url}: {exc}")
     except Exception as exc:
-        sys.exit(f"glint: cannot read the schema version from {config.database_url}: {exc}")
+        sys.exit(f"glint: cannot read the schema version from {config.database.url}: {exc}")
     if pending:
         sys.exit(f"glint: the database is not migrated ({len(pending)} migration(s) pending, "
                  f"first {pending[0]}); run `glint migrate` first.")
@@ -72,7 +72,8 @@ def serve_banner(config: Config) -> str:
     """Where things are, printed when `glint serve` is listening (the first screen of `make run`)."""
     from pathlib import Path
 
-    base = f"http://{'127.0.0.1' if config.host in ('0.0.0.0', '::') else config.host}:{config.port}"
+    server = config.server
+    base = f"http://{'127.0.0.1' if server.host in ('0.0.0.0', '::') else server.host}:{server.port}"
     built = (Path(__file__).resolve().parents[1] / "web" / "dist" / "index.html").exists()
     web_line = f"{base}/" if built else "not built: install Node.js 18+ and `make run` builds it"
     return "\n".join([
@@ -92,14 +93,15 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     config = _config(secrets=True, **overrides)
-    setup_logging(config.log_level)
+    setup_logging(config.server.log_level)
     raise_open_file_limit()  # a socket is a file: hold as many as the hard limit allows
     _require_migrated(config)
     stop_tracing = setup_tracing(config, "glint-api" if args.no_consumers else "glint")
     app = create_app(config, consumers=not args.no_consumers)
-    log.info("serving on http://%s:%d", config.host, config.port)
+    log.info("serving on http://%s:%d", config.server.host, config.server.port)
     try:
-        run_server(app, config.host, config.port, config.shutdown_timeout, banner=serve_banner(config))
+        server = config.server
+        run_server(app, server.host, server.port, server.shutdown_timeout, banner=serve_banner(config))
     finally:
         stop_tracing()
 
@@ -111,13 +113,13 @@ def cmd_consume(args: argparse.Namespace) -> None:
 
     overrides = {k: v for k, v in (("host", args.host), ("consumer_port", args.port)) if v is not None}
     config = _config(secrets=True, **overrides)
-    setup_logging(config.log_level)
+    setup_logging(config.server.log_level)
     _require_migrated(config)
     stop_tracing = setup_tracing(config, "glint-consumer")
     app = create_app(config, consumers=True, http=False)
-    log.info("consuming; operations on http://%s:%d", config.host, config.consumer_port)
+    log.info("consuming; operations on http://%s:%d", config.server.host, config.server.consumer_port)
     try:
-        run_server(app, config.host, config.consumer_port, config.shutdown_timeout)
+        run_server(app, config.server.host, config.server.consumer_port, config.server.shutdown_timeout)
     finally:
         stop_tracing()
 
@@ -131,7 +133,7 @@ def cmd_migrate(args: argparse.Namespace) -> None:
     config = _config()
 
     async def run() -> list[str]:
-        conn = await asyncpg.connect(config.database_url, timeout=10)
+        conn = await asyncpg.connect(config.database.url, timeout=10)
         try:
             return await db.migrate(conn)
         finally:
@@ -140,7 +142,7 @@ def cmd_migrate(args: argparse.Namespace) -> None:
     try:
         applied = asyncio.run(run())
     except OSError as exc:
-        sys.exit(f"glint: cannot reach PostgreSQL at {config.database_url}: {exc}")
+        sys.exit(f"glint: cannot reach PostgreSQL at {config.database.url}: {exc}")
     print(f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else ""))
 
 
@@ -170,7 +172,7 @@ def cmd_createsuperuser(args: argparse.Namespace) -> None:
     password = superuser_password()
 
     async def run() -> int:
-        async with await db.create_pool(config.database_url, min_size=1, max_size=2) as pool:  # closed on exit
+        async with await db.create_pool(config.database.url, min_size=1, max_size=2) as pool:  # closed on exit
             return (await create_superuser(pool, args.username, args.email, password))["id"]
 
     try:
@@ -182,26 +184,26 @@ def cmd_createsuperuser(args: argparse.Namespace) -> None:
 
 def cmd_stack(args: argparse.Namespace) -> None:
     """The local stack of real servers from PyPI wheels."""
-    from app import stack
+    import devstack
 
     root = stack_dir()
     if args.action == "up":
-        services = list(stack.SERVICES) + (["osmem"] if args.with_elasticsearch else [])
-        env = stack.up(root, services=services)
+        services = list(devstack.SERVICES) + (["osmem"] if args.with_elasticsearch else [])
+        env = devstack.up(root, services=services)
         print(f"stack is up; settings in {root / 'stack.env'} (readable by its owner only)")
         for key, value in env.items():  # the secrets stay in the file, out of terminals and CI logs
             print(f"  {key}={'(secret, in stack.env)' if key in SECRET_SETTINGS else value}")
     elif args.action == "down":
-        stack.down(root)
+        devstack.down(root)
         print("stack is down (data kept in %s)" % root)
     else:
-        rows = stack.status(root)
+        rows = devstack.status(root)
         if not rows:
             print("no stack here; run `glint stack up`")
             sys.exit(1)
-        dead = [r["name"] for r in rows if not r["alive"]]
+        dead = [r.name for r in rows if not r.alive]
         for r in rows:
-            print(f"  {r['name']:<14} pid {r['pid']!s:<8} port {r['port']!s:<6} {'up' if r['alive'] else 'DEAD'}")
+            print(f"  {r.name:<14} pid {r.pid!s:<8} port {r.port!s:<6} {'up' if r.alive else 'DEAD'}")
         if dead:
             print("dead: " + ", ".join(dead))
             sys.exit(1)
@@ -217,7 +219,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
 def cmd_search(args: argparse.Namespace) -> None:
     """`search reindex`: rebuild the Elasticsearch indexes from PostgreSQL, in batches."""
     config = _config()
-    if config.search_backend != "elasticsearch":
+    if config.search.backend != "elasticsearch":
         sys.exit("glint: the search backend is postgres, whose index is generated columns: nothing to rebuild "
                  "(set GLINT_SEARCH_BACKEND=elasticsearch)")
     _require_migrated(config)
@@ -277,7 +279,7 @@ def cmd_events(args: argparse.Namespace) -> None:
     try:
         sys.exit(asyncio.run(_dead_letters(config, args)))
     except OSError as exc:
-        sys.exit(f"glint: cannot reach PostgreSQL at {config.database_url}: {exc}")
+        sys.exit(f"glint: cannot reach PostgreSQL at {config.database.url}: {exc}")
 
 
 def _letter_line(letter) -> str:
@@ -293,7 +295,7 @@ async def _dead_letters(config: Config, args: argparse.Namespace) -> int:
 
     from storage import db, deadletters
 
-    pool = await db.create_pool(config.database_url, min_size=1, max_size=2)
+    pool = await db.create_pool(config.database.url, min_size=1, max_size=2)
     try:
         if args.action == "list":
             letters = await deadletters.list_letters(pool, include_replayed=args.all, consumer=args.consumer,

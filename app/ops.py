@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import html
 import math
 from typing import Any, Awaitable, Callable
@@ -36,7 +37,7 @@ async def _check_redis(app: web.Application) -> None:
 
 
 async def _check_s3(app: web.Application) -> None:
-    await app[s3_key].head_bucket(Bucket=app[config_key].s3_bucket)
+    await app[s3_key].head_bucket(Bucket=app[config_key].s3.bucket)
 
 
 async def _check_kafka(app: web.Application) -> None:
@@ -64,7 +65,7 @@ def dependency_checks(app: web.Application) -> dict[str, Callable[[web.Applicati
     checks = {"postgres": _check_postgres, "redis": _check_redis, "s3": _check_s3}
     if app.get(kafka_producer_key) is not None:
         checks["kafka"] = _check_kafka
-    if app[config_key].search_backend == "elasticsearch":
+    if app[config_key].search.backend == "elasticsearch":
         checks["elasticsearch"] = _check_elasticsearch
     if app[background_key].runners:
         checks["consumers"] = _check_consumers
@@ -183,7 +184,7 @@ def openapi_document(docs: list[RouteDoc], title: str = "glint", version: str = 
         if doc.path == "/ws":
             operation["x-websocket-frames"] = {"client": {"$ref": "#/components/schemas/ClientFrame"},
                                                "server": {"$ref": "#/components/schemas/ServerFrame"}}
-        paths.setdefault(doc.path, {})[doc.method.lower()] = operation
+        paths.setdefault(re.sub(r"\{(\w+):[^}]*\}", r"{\1}", doc.path), {})[doc.method.lower()] = operation
     return {
         "openapi": "3.1.0",
         "info": {"title": title, "version": version,

@@ -43,9 +43,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # ---------------------------------------------------------------- the stack and the servers
 
 def start_stack(root: Path) -> dict[str, str]:
-    from app import stack
+    import devstack
 
-    return stack.up(root, services=("postgres", "redis"), fast=True, log=lambda *a: None)
+    return devstack.up(root, services=("postgres", "redis"), fast=True, log=lambda *a: None)
 
 
 async def make_database(env: dict[str, str]) -> str:
@@ -328,9 +328,9 @@ def run(args: argparse.Namespace) -> dict:
     try:
         env = start_stack(root)
         database_url = asyncio.run(make_database(env))
-        from app import stack
+        import devstack
 
-        ports = [stack.free_port() for _ in range(args.servers)]
+        ports = [devstack.free_port() for _ in range(args.servers)]
         extra = {"GLINT_WS_SEND_QUEUE": str(args.send_queue)}
         servers = [spawn_server(env, database_url, port, extra) for port in ports]
         urls = [f"http://127.0.0.1:{port}" for port in ports]
@@ -387,9 +387,9 @@ def run(args: argparse.Namespace) -> dict:
                 server.wait(20)
             except subprocess.TimeoutExpired:
                 server.kill()
-        from app import stack
+        import devstack
 
-        stack.down(root, log=lambda *a: None)
+        devstack.down(root, log=lambda *a: None)
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -39,7 +39,7 @@ from typing import Any, AsyncIterator
 import aiohttp
 import asyncpg
 
-from app import stack
+import devstack
 from bench.chat import wait_up
 from bench.stats import percentile
 from storage import db
@@ -155,7 +155,7 @@ async def unlike(session: aiohttp.ClientSession, base: str, post_id: str, header
 async def measure_transport(stack_root: Path, transport: str, likes: int, interval: float) -> dict[str, Any]:
     """The three measurements for one transport."""
     env = server_env(stack_root, transport)
-    port_a, port_b = stack.free_port(), stack.free_port()
+    port_a, port_b = devstack.free_port(), devstack.free_port()
     base_a, base_b = f"http://127.0.0.1:{port_a}", f"http://127.0.0.1:{port_b}"
     tag = transport[:1] + str(int(time.time()) % 100000)
     out: dict[str, Any] = {"transport": transport}
@@ -215,7 +215,7 @@ async def measure_transport(stack_root: Path, transport: str, likes: int, interv
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="glint-bench-events-"))
     services = ["postgres", "redis", "s3", "kafka"]
-    env = stack.up(root, ports={s: stack.free_port() for s in services}, services=services, fast=True,
+    env = devstack.up(root, ports={s: devstack.free_port() for s in services}, services=services, fast=True,
                    log=lambda *a: None)
     try:
         conn = await asyncpg.connect(env["GLINT_DATABASE_URL"])
@@ -226,7 +226,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         transports = ["kafka", "inline"] if args.transport == "both" else [args.transport]
         results = [await measure_transport(root, t, args.likes, args.interval) for t in transports]
     finally:
-        stack.down(root, log=lambda *a: None)
+        devstack.down(root, log=lambda *a: None)
         shutil.rmtree(root, ignore_errors=True)
     return {"benchmark": "like -> notification.new on the author's socket", "likes": args.likes,
             "load_average": [round(x, 2) for x in os.getloadavg()], "results": results}

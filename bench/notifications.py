@@ -31,7 +31,7 @@ from pathlib import Path
 import asyncpg
 from redis.asyncio import Redis
 
-from app import stack
+import devstack
 from app.clients import KafkaProducer
 from jobs.events import Dispatcher, InlineSender, KafkaConsumerRunner, KafkaSender, Relay
 from jobs.notifications import NotificationConsumer
@@ -64,7 +64,7 @@ async def seed(pool: asyncpg.Pool, events: int, authors: int, fans: int, posts_p
 async def run(args: argparse.Namespace) -> dict:
     root = Path(tempfile.mkdtemp(prefix="glint-bench-notifications-"))
     services = ["postgres", "redis"] + (["s3", "kafka"] if args.transport == "kafka" else [])
-    env = stack.up(root, ports={s: stack.free_port() for s in services}, services=services, fast=True,
+    env = devstack.up(root, ports={s: devstack.free_port() for s in services}, services=services, fast=True,
                    log=lambda *a: None)
     try:
         dsn = env["GLINT_DATABASE_URL"]
@@ -97,7 +97,7 @@ async def run(args: argparse.Namespace) -> dict:
             await redis.aclose()
             await pool.close()
     finally:
-        stack.down(root, log=lambda *a: None)
+        devstack.down(root, log=lambda *a: None)
         shutil.rmtree(root, ignore_errors=True)
     return figures
 

@@ -26,7 +26,7 @@ import aiohttp
 import asyncpg
 from aiohttp import web
 
-from app import stack
+import devstack
 from bench.scenarios import open_seeded_sessions
 from app.config import load_config
 from app.main import create_app
@@ -112,7 +112,7 @@ async def reindex(config) -> float:
     """Rebuild the Elasticsearch indexes as `glint search reindex` does; seconds taken."""
     from app.clients import make_search_backend
 
-    pool = await db.create_pool(config.database_url, min_size=1, max_size=2)
+    pool = await db.create_pool(config.database.url, min_size=1, max_size=2)
     backend = make_search_backend(config, pool)
     t0 = time.perf_counter()
     try:
@@ -136,9 +136,9 @@ async def measure(config, viewer: int, requests: int, seed_: int) -> dict[str, d
     app = create_app(config, consumers=False)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    port = stack.free_port()
+    port = devstack.free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
-    headers = {"Authorization": "Bearer " + make_access_token(config.jwt_secret, viewer, viewer, 3600)}
+    headers = {"Authorization": "Bearer " + make_access_token(config.auth.jwt_secret, viewer, viewer, 3600)}
     out: dict[str, dict[str, float]] = {}
     try:
         async with aiohttp.ClientSession(f"http://127.0.0.1:{port}", headers=headers) as http:
@@ -202,12 +202,12 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="glint-bench-search-"))
     services = ["postgres", "redis"] + (["osmem"] if "elasticsearch" in (args.backend or ["elasticsearch"]) else [])
     try:
-        env = stack.up(root, ports={s: stack.free_port() for s in services}, services=services, fast=True,
+        env = devstack.up(root, ports={s: devstack.free_port() for s in services}, services=services, fast=True,
                        log=lambda *a: None)
         try:
             results = asyncio.run(run(args, env))
         finally:
-            stack.down(root, log=lambda *a: None)
+            devstack.down(root, log=lambda *a: None)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     print(json.dumps(results, indent=2))

@@ -178,9 +178,9 @@ def email_sink(app: web.Application) -> email.EmailSink:
     """SMTP when configured, otherwise the sent_emails table."""
     config = app[config_key]
     smtp = None
-    if config.smtp_host:
-        smtp = email.SmtpSettings(config.smtp_host, config.smtp_port, config.smtp_username, config.smtp_password,
-                                  config.smtp_starttls, config.email_from)
+    if config.email.host:
+        smtp = email.SmtpSettings(config.email.host, config.email.port, config.email.username, config.email.password,
+                                  config.email.starttls, config.email.sender)
     return email.make_sink(app[pool_key], smtp)
 
 
@@ -188,7 +188,7 @@ async def send_verification(app: web.Application, address: str, token: str) -> N
     """Mail the verification token (after commit); a failing sink is logged, the account stays."""
     message = email.Email(
         to=address, subject="Verify your e-mail address for glint",
-        body=(f"Your verification token: {token}\n\nOpen {app[config_key].public_url.rstrip('/')}/verify?token={token}"
+        body=(f"Your verification token: {token}\n\nOpen {app[config_key].server.public_url.rstrip('/')}/verify?token={token}"
               f" or send it to POST /api/accounts/verify-email/ as {{\"token\": ...}}."),
     )
     try:
@@ -207,7 +207,7 @@ async def create_account(app: web.Application, body: RegisterRequest) -> asyncpg
             async with conn.transaction():
                 row = await users.create_user_txn(conn, body.username, body.email, password_hash, body.full_name)
                 await users.add_email_verification_txn(conn, row["id"], row["email"], tokens.hash_token(token),
-                                                       app[config_key].email_verification_ttl)
+                                                       app[config_key].email.verification_ttl)
                 await outbox.add_event(conn, TOPIC, "user_registered", row["id"],
                                        {"user_id": str(row["id"]), "username": row["username"]})
         except asyncpg.UniqueViolationError as exc:
@@ -324,7 +324,7 @@ async def deactivate_account(app: web.Application, user_id: int, password: str) 
         await users.deactivate_txn(conn, user_id)
         await tokens.revoke_all_for_user(conn, user_id)
         await outbox.add_event(conn, TOPIC, "user_deactivated", user_id, {"user_id": str(user_id)})
-    await tokens.mark_user_inactive(app[redis_key], user_id, app[config_key].access_token_ttl)
+    await tokens.mark_user_inactive(app[redis_key], user_id, app[config_key].auth.access_token_ttl)
 
 
 @routes.route("POST", "/api/accounts/users/me/deactivate/", body=PasswordRequest, status=204)

@@ -307,6 +307,15 @@ def make_page(request: web.Request, items: Sequence[T], limit: int, cursor_of: C
     return Page(results=items, next=str(request.rel_url.with_query(query)))
 
 
+def make_next(request: web.Request, items: list, limit: int, query_of) -> Page:
+    """A page of at most `limit` items whose `next` carries `query_of(last item)`."""
+    if len(items) <= limit:
+        return Page(results=items, next=None)
+    items = items[:limit]
+    query = {**request.query, **query_of(items[-1]), "limit": str(limit)}
+    return Page(results=items, next=str(request.rel_url.with_query(query)))
+
+
 # ---------------------------------------------------------------- roles
 
 ROLES = ("user", "moderator", "admin")  # each includes the powers of those before it

@@ -28,6 +28,10 @@ kafka_producer_key: web.AppKey[Any] = web.AppKey("kafka_producer")
 request_id_key = web.RequestKey("request_id", str)
 identity_key: web.RequestKey[Any] = web.RequestKey("identity")
 
+# media links (storage.media.MediaLinks) and the S3 presigner (storage.media.UrlSigner), made once per app
+links_key: web.AppKey[Any] = web.AppKey("links")
+presigner_key: web.AppKey[Any] = web.AppKey("presigner")
+
 # home timelines (storage.timelines.Timelines), made once per app
 timelines_key: web.AppKey[Any] = web.AppKey("timelines")
 

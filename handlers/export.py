@@ -14,7 +14,7 @@ from handlers.accounts import TOPIC
 from handlers.auth import current_user
 from handlers.common import NotFound, Routes, Struct, json_response
 from handlers.context import pool_key
-from handlers.media import url_signer
+from handlers.media import media_links
 from storage import exports, outbox
 
 routes = Routes("accounts")
@@ -30,7 +30,7 @@ def export_out(request: web.Request, row: asyncpg.Record) -> ExportOut:
     """An export as its owner sees it; a ready one with a freshly signed download URL."""
     if row["status"] != "ready":
         return ExportOut(status="pending")
-    return ExportOut(status="ready", url=url_signer(request).url(row["object_key"]), expires_at=row["expires_at"])
+    return ExportOut(status="ready", url=media_links(request).file(row["object_key"]), expires_at=row["expires_at"])
 
 
 async def request_export(pool: asyncpg.Pool, user_id: int) -> asyncpg.Record:

@@ -125,7 +125,7 @@ async def do_unmute(app: web.Application, viewer: int, target: int) -> None:
 
 async def _forget_tray(app: web.Application, viewer: int) -> None:
     """After commit: the viewer's cached story tray is rebuilt with the mute as it is now."""
-    await stories.TrayCache(app[redis_key], app[config_key].stories_tray_ttl).drop([viewer])
+    await stories.TrayCache(app[redis_key], app[config_key].stories.tray_ttl).drop([viewer])
 
 
 # ---------------------------------------------------------------- routes

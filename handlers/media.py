@@ -1,17 +1,19 @@
 """Media uploads: a multipart stream spooled under a byte limit, checked and rendered by
-storage.media, answered with presigned URLs."""
+storage.media, answered with a signed link that each rendition's name completes; and, where no
+front proxy checks those links (the local stack), the route that checks them."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from aiohttp import BodyPartReader, web
+from msgspec import Meta
 
 from handlers.auth import current_user
 from handlers.common import (
     NotFound, PayloadTooLarge, Routes, Struct, UnsupportedMediaType, ValidationFailed, json_response, path_id,
 )
-from handlers.context import config_key, pool_key, s3_key
+from handlers.context import config_key, links_key, pool_key, presigner_key, s3_key
 from storage import media, messages, visibility
 
 routes = Routes("media")
@@ -21,7 +23,6 @@ MULTIPART_SLACK = 64 * 1024  # boundaries and part headers around the file
 
 
 class RenditionOut(Struct):
-    url: str
     width: int | None
     height: int | None
 
@@ -33,26 +34,30 @@ class MediaOut(Struct):
     width: int | None
     height: int | None
     placeholder: str
-    renditions: dict[str, RenditionOut]
+    url: Annotated[str, Meta(description=(
+        "a signed, expiring link that each rendition's name completes: the file of rendition "
+        "`320.webp` is `url + \"320.webp\"`, ready for <img src> and srcset (absolute when a media "
+        "host is configured, else a path on this origin)"))]
+    renditions: Annotated[dict[str, RenditionOut], Meta(description=(
+        "by file name: an image's renditions (`{width}.webp` and `{width}.jpg` per width), a "
+        "video's `original`"))]
 
 
-def url_signer(request: web.Request) -> media.UrlSigner:
-    """Presigns for the public endpoint when one is set (clients reach S3 through it)."""
-    config = request.app[config_key]
-    return media.UrlSigner(config.s3_public_endpoint or config.s3_endpoint, config.s3_region, config.s3_access_key,
-                           config.s3_secret_key, config.s3_bucket, config.s3_url_ttl)
+def media_links(request: web.Request) -> media.MediaLinks:
+    """The application's media link signer."""
+    return request.app[links_key]
 
 
-def media_out(signer: media.UrlSigner, row: Any) -> MediaOut:
-    """The public shape of a media row, URLs signed. Images list their renditions; a video its
-    original."""
-    renditions = {name: RenditionOut(url=signer.url(r["key"]), width=r["width"], height=r["height"])
-                  for name, r in row["renditions"].items()}
+def media_out(links: media.MediaLinks, row: Any, owner_id: int | None = None) -> MediaOut:
+    """The public shape of a media row (or its cached copy, with its owner given: the author of the
+    post or story that shows it), one signed link for all its files. Images list their renditions;
+    a video its original."""
+    renditions = {name: RenditionOut(width=r["width"], height=r["height"]) for name, r in row["renditions"].items()}
     if row["kind"] == "video":
-        renditions["original"] = RenditionOut(url=signer.url(row["original_key"]), width=row["width"],
-                                              height=row["height"])
+        renditions["original"] = RenditionOut(width=row["width"], height=row["height"])
     return MediaOut(id=str(row["id"]), kind=row["kind"], content_type=row["content_type"], width=row["width"],
-                    height=row["height"], placeholder=row["placeholder"], renditions=renditions)
+                    height=row["height"], placeholder=row["placeholder"],
+                    url=links.folder(row["owner_id"] if owner_id is None else owner_id, row["id"], row["kind"]), renditions=renditions)
 
 
 async def receive_upload(request: web.Request, spool: media.Spool) -> str:
@@ -63,7 +68,7 @@ async def receive_upload(request: web.Request, spool: media.Spool) -> str:
     config = request.app[config_key]
     if request.content_type != "multipart/form-data":
         raise UnsupportedMediaType("Send multipart/form-data with the file in the field `file`.")
-    largest = max(config.media_image_max_bytes, config.media_video_max_bytes)
+    largest = max(config.media.image_max_bytes, config.media.video_max_bytes)
     if request.content_length is not None and request.content_length > largest + MULTIPART_SLACK:
         raise PayloadTooLarge(f"Uploads are limited to {largest} bytes.")
     try:
@@ -80,7 +85,7 @@ async def receive_upload(request: web.Request, spool: media.Spool) -> str:
             spool.write(chunk)
             if fmt is None and len(spool.head) >= 32:
                 fmt = check_format(spool.head)
-                limit = config.media_video_max_bytes if fmt == "mp4" else config.media_image_max_bytes
+                limit = config.media.video_max_bytes if fmt == "mp4" else config.media.image_max_bytes
             if spool.size > limit:
                 raise PayloadTooLarge(f"This file is larger than {limit} bytes.")
     except ValueError:  # a malformed multipart body
@@ -104,19 +109,19 @@ async def upload_media(request: web.Request) -> web.Response:
     """Upload a photo (JPEG, PNG, WebP, HEIC) or an MP4 video in the multipart field `file`."""
     user_id = current_user(request)
     config = request.app[config_key]
-    widths = [int(w) for w in config.media_rendition_widths.split(",")]
+    widths = [int(w) for w in config.media.rendition_widths.split(",")]
     with media.Spool() as spool:
         fmt = await receive_upload(request, spool)
         try:
-            row = await media.store_upload(request.app[pool_key], request.app[s3_key], config.s3_bucket, user_id,
-                                           spool, fmt, widths, config.media_max_pixels)
+            row = await media.store_upload(request.app[pool_key], request.app[s3_key], config.s3.bucket, user_id,
+                                           spool, fmt, widths, config.media.max_pixels)
         except media.TooManyPixels as exc:
             raise PayloadTooLarge(str(exc)) from None
         except media.UnsupportedFormat as exc:
             raise UnsupportedMediaType(str(exc)) from None
         except media.CorruptMedia as exc:
             raise ValidationFailed(str(exc), fields={"file": str(exc)}) from None
-    return json_response(media_out(url_signer(request), row), status=201)
+    return json_response(media_out(media_links(request), row), status=201)
 
 
 @routes.route("GET", "/api/media/{id}/", sees="audience", response=MediaOut)
@@ -137,4 +142,19 @@ async def get_media(request: web.Request) -> web.Response:
         if author is None or not await visibility.can_see(pool, viewer, author):
             if not await messages.media_seen_by(pool, row["id"], viewer):
                 raise NotFound()
-    return json_response(media_out(url_signer(request), row))
+    return json_response(media_out(media_links(request), row))
+
+
+@routes.route("GET", "/api/media/{scope}/{expires}/{signature}/{path:.+}", auth=False, sees="anyone",
+              status=307)
+async def follow_link(request: web.Request) -> web.StreamResponse:
+    """A media link, where no front proxy checks them (the local stack): checked as the proxy
+    would, then redirected to a short-lived presigned URL of the object. With a media host
+    configured this answers 404: links point there."""
+    if request.app[config_key].media.url:
+        raise NotFound()
+    info = request.match_info
+    key = media_links(request).check(info["scope"], info["expires"], info["signature"], info["path"])
+    if key is None:
+        raise NotFound()
+    return web.Response(status=307, headers={"Location": request.app[presigner_key].url(key)})

@@ -25,7 +25,7 @@ from handlers.common import (
     no_content, page_request, parse_id, path_id, query_id, read_json, read_pool,
 )
 from handlers.context import config_key, pool_key, redis_key, s3_key
-from handlers.media import MediaOut, media_out, url_signer
+from handlers.media import MediaOut, media_links, media_out
 from storage import media, outbox, posts, visibility
 
 log = logging.getLogger("glint.posts")
@@ -221,7 +221,7 @@ async def render_posts(request: web.Request, viewer: int, post_ids: list[int], h
     live = await posts.live_posts(await read_pool(request), viewer, post_ids, hide_muted)
     # cache misses are filled from the primary, so a lagging replica never caches stale content
     static = await posts.cached_posts(pool, request.app[redis_key], [i for i in post_ids if i in live])
-    signer = url_signer(request)
+    links = media_links(request)
     out = []
     for post_id in post_ids:
         p, now = static.get(post_id), live.get(post_id)
@@ -233,7 +233,7 @@ async def render_posts(request: web.Request, viewer: int, post_ids: list[int], h
         out.append(PostOut(
             id=str(p.id), author=UserBrief(id=str(p.author_id), username=p.username, full_name=p.full_name,
                                            is_verified=p.is_verified),
-            caption=p.caption, media=[media_out(signer, m) for m in p.media], hashtags=p.hashtags,
+            caption=p.caption, media=[media_out(links, m, p.author_id) for m in p.media], hashtags=p.hashtags,
             location=location, like_count=now.like_count, comment_count=now.comment_count,
             liked=now.liked, saved=now.saved, created_at=p.created_at, edited_at=p.edited_at,
         ))
@@ -310,7 +310,7 @@ async def patch(request: web.Request) -> web.Response:
 async def delete(request: web.Request) -> web.Response:
     """Delete one's own post."""
     await delete_post(request.app[pool_key], request.app[redis_key], request.app[s3_key],
-                      request.app[config_key].s3_bucket, current_user(request), path_id(request))
+                      request.app[config_key].s3.bucket, current_user(request), path_id(request))
     return no_content()
 
 

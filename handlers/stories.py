@@ -23,9 +23,10 @@ from handlers.common import (
     no_content, page_request, parse_id, path_id, read_json,
 )
 from handlers.context import app_now, config_key, pool_key, redis_key
-from handlers.media import MediaOut, media_out, url_signer
+from handlers.media import MediaOut, media_links, media_out
 from handlers.messages import SendBody, send_message
 from handlers.posts import UserBrief
+from realtime.delivery import writer_key
 from realtime.frames import IdStr, Message
 from storage import media, outbox, stories, visibility
 from storage import messages as message_store
@@ -40,7 +41,7 @@ PAGE_QUERY = {"limit": "page size, 1..100 (default 20)", "cursor": "from the pre
 
 def tray_cache(app: web.Application) -> stories.TrayCache:
     """The per-viewer tray cache with the configured lifetime."""
-    return stories.TrayCache(app[redis_key], app[config_key].stories_tray_ttl)
+    return stories.TrayCache(app[redis_key], app[config_key].stories.tray_ttl)
 
 
 # ---------------------------------------------------------------- bodies
@@ -133,7 +134,7 @@ def story_out(request: web.Request, row: Any, media_row: Any, seen: bool, view_c
     """A story as clients see it, its media URLs freshly signed."""
     return StoryOut(
         id=str(row["id"]), owner_id=str(row["owner_id"]),
-        media=media_out(url_signer(request), media_row) if media_row is not None else None,
+        media=media_out(media_links(request), media_row, row["owner_id"]) if media_row is not None else None,
         caption=row["caption"], close_friends_only=row["close_friends_only"], created_at=row["created_at"],
         expires_at=row["expires_at"], seen=seen, view_count=view_count,
     )
@@ -221,7 +222,8 @@ async def react_to_story(app: web.Application, sender: int, story_id: int, body:
         raise ValidationFailed("You cannot react to your own story.", fields={kind: "Your own story."})
     conversation_id, _ = await message_store.get_or_create_direct(pool, sender, owner)
     client_id = f"story:{story_id}:{body.client_id or uuid.uuid4().hex}"
-    message, _ = await send_message(app, sender, conversation_id, SendBody(client_id=client_id, text=content))
+    message, _ = await send_message(pool, app[writer_key], sender, conversation_id,
+                                    SendBody(client_id=client_id, text=content))
     async with pool.acquire() as conn, conn.transaction():
         if await stories.record_reply_txn(conn, int(message.id), conversation_id, story_id, sender, kind, now):
             await outbox.add_event(conn, TOPIC, "story_reaction", owner, {
@@ -283,7 +285,7 @@ def tray_entry(request: web.Request, viewer: int, owner: CachedOwner) -> TrayEnt
         has_unseen=not own and not all(s.seen for s in owner.stories),
         latest_at=max(s.created_at for s in owner.stories),
         stories=[StoryOut(id=str(s.id), owner_id=str(owner.id),
-                          media=media_out(url_signer(request), s.media) if s.media is not None else None,
+                          media=media_out(media_links(request), s.media, owner.id) if s.media is not None else None,
                           caption=s.caption, close_friends_only=s.close_friends_only, created_at=s.created_at,
                           expires_at=s.expires_at, seen=s.seen or own)
                  for s in owner.stories],

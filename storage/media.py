@@ -1,5 +1,6 @@
 """Media: uploads spooled to disk, sniffed by magic bytes, rendered with libvips, stored in S3,
-handed out as presigned URLs; and the media rows that remember them.
+handed out as signed links (MediaLinks) that a front proxy checks; and the media rows that
+remember them.
 
 The image work (render_image) is synchronous and meant for a worker thread: it reads only the
 header before checking the pixel count, so a decompression bomb costs nothing, then makes every
@@ -9,12 +10,15 @@ rendition from one shrink-on-load decode.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import hmac
 import io
+import re
 import struct
 import tempfile
 from dataclasses import dataclass, field
+import time
 from datetime import datetime, timezone
 from functools import lru_cache
 from typing import Any, BinaryIO
@@ -331,6 +335,94 @@ def _presign(signer: UrlSigner, key: str, stamp: int, window: int) -> str:
     signature = hmac.new(_signing_key(signer.secret_key, amz_date[:8], signer.region), to_sign.encode(),
                          hashlib.sha256).hexdigest()
     return f"{parts.scheme}://{host}{path}?{query}&X-Amz-Signature={signature}"
+
+
+# ---------------------------------------------------------------- signed links
+#
+# What clients get: one signed folder link per media item, which every rendition's file name
+# completes (`<url>320.webp`), so a feed page costs one MD5 per photo instead of a SigV4 signature
+# per rendition. A link is checked by the front proxy before it reads the object from the bucket
+# (nginx's secure_link module: see deploy/nginx.conf), never by glint's event loop; the local
+# stack, which has no proxy, checks it in glint (handlers/media.py) and redirects to a presigned
+# URL. The signed text ends with the secret (not the MAC construction nginx lacks, but no length
+# extension either, and the signed text is always glint's own choice):
+#
+#   /api/media/{scope}/{expires}/{signature}/{path}     signature = base64url(md5(
+#                                                          "{expires}:{scope}:{signed path}:{secret}"))
+#
+#   scope i (an image's renditions): path "{owner}/{media}/" + a rendition name ("320.webp"); the
+#           signed path is the folder, so one link serves every rendition, but never the original
+#           (which keeps the uploader's metadata): the proxy admits only "<digits>.webp|jpg" files
+#   scope v (a video): path "{owner}/{media}/original", the signed path the folder as for i
+#   scope f (one object, e.g. an export archive): path the object's key, signed whole
+
+LINK_PREFIX = "/api/media"
+RENDITION_FILE = r"[0-9]{1,5}\.(?:webp|jpg)"
+
+
+def link_signature(expires: int, scope: str, path: str, secret: str) -> str:
+    """The signature nginx's `secure_link_md5 "$expires:scope:path:secret"` computes."""
+    digest = hashlib.md5(f"{expires}:{scope}:{path}:{secret}".encode()).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def link_secret(secret: str, fallback: str) -> str:
+    """The link secret: the configured one, else one derived from `fallback` (the JWT key), so a
+    local stack needs nothing more; a front proxy must be given the configured one."""
+    return secret or hmac.new(fallback.encode(), b"glint media links", hashlib.sha256).hexdigest()
+
+
+@dataclass(frozen=True)
+class MediaLinks:
+    """Signed, expiring media links under `base` (the media host, or "" for glint's own origin).
+
+    The expiry is rounded to a window (a quarter of `ttl`), so a link stays the same for a while
+    (browsers and CDNs reuse it) and no link outlives `ttl` from when it was handed out."""
+
+    base: str
+    secret: str
+    ttl: int
+
+    def expires(self, now: float | None = None) -> int:
+        """When links handed out now expire (Unix seconds)."""
+        window = max(self.ttl // 4, 1)
+        return int(now if now is not None else time.time()) // window * window + self.ttl
+
+    def folder(self, owner_id: int, media_id: int, kind: str, now: float | None = None) -> str:
+        """The link a media item's file names complete: its renditions for an image ("320.webp"),
+        "original" for a video."""
+        return _folder_link(self, "v" if kind == "video" else "i", f"{owner_id}/{media_id}/", self.expires(now))
+
+    def file(self, key: str, now: float | None = None) -> str:
+        """A link to one object by its S3 key."""
+        expires = self.expires(now)
+        return f"{self.base}{LINK_PREFIX}/f/{expires}/{link_signature(expires, 'f', key, self.secret)}/{key}"
+
+    def check(self, scope: str, expires: str, signature: str, path: str, now: float | None = None) -> str | None:
+        """The S3 key a link names when it is genuine and unexpired (what the proxy checks), else
+        None."""
+        if scope == "f":
+            signed, key = path, path
+        elif scope in ("i", "v"):
+            owner, _, name = path.rpartition("/")
+            signed, key = owner + "/", f"media/{path}"
+            if scope == "i" and not re.fullmatch(RENDITION_FILE, name) or scope == "v" and name != "original":
+                return None
+            if not re.fullmatch(r"[0-9]{1,19}/[0-9]{1,19}", owner):
+                return None
+        else:
+            return None
+        if not expires.isdigit() or len(expires) > 12 or int(expires) < (now if now is not None else time.time()):
+            return None
+        if ".." in path.split("/") or not hmac.compare_digest(link_signature(int(expires), scope, signed, self.secret),
+                                                                signature):
+            return None
+        return key
+
+
+@lru_cache(maxsize=65536)
+def _folder_link(links: MediaLinks, scope: str, folder: str, expires: int) -> str:
+    return f"{links.base}{LINK_PREFIX}/{scope}/{expires}/{link_signature(expires, scope, folder, links.secret)}/{folder}"
 
 
 # ---------------------------------------------------------------- storing an upload

@@ -16,7 +16,7 @@ import asyncpg
 import pytest
 from redis.asyncio import Redis
 
-from app import stack
+import devstack
 from app.config import Config, load_config
 from storage import db
 
@@ -25,7 +25,7 @@ _counter = itertools.count(1)
 
 
 def _services() -> list[str]:
-    return [*stack.SERVICES, "osmem"]
+    return [*devstack.SERVICES, "osmem"]
 
 
 @pytest.fixture(scope="session")
@@ -40,8 +40,8 @@ def stack_root() -> Path:
 def stack_env(stack_root: Path) -> dict[str, str]:
     """Start PostgreSQL, Valkey, SeaweedFS, Tansu and osmem once per session, on free ports."""
     services = _services()
-    ports = {name: stack.free_port() for name in services}  # never the defaults a `make run` uses
-    env = stack.up(stack_root, ports=ports, services=services, fast=True, log=lambda *a: None)
+    ports = {name: devstack.free_port() for name in services}  # never the defaults a `make run` uses
+    env = devstack.up(stack_root, ports=ports, services=services, fast=True, log=lambda *a: None)
     try:
         base = env["GLINT_DATABASE_URL"].rsplit("/", 1)[0]
 
@@ -61,7 +61,7 @@ def stack_env(stack_root: Path) -> dict[str, str]:
         asyncio.run(make_template())
         yield env
     finally:
-        stack.down(stack_root, log=lambda *a: None)
+        devstack.down(stack_root, log=lambda *a: None)
 
 
 def make_config(env: dict[str, str], **overrides: object) -> Config:
@@ -144,4 +144,4 @@ async def wait_for(predicate: Callable[[], bool | Awaitable[bool]], timeout: flo
 def replica_base_url(stack_env: dict[str, str], stack_root: Path) -> str:
     """A streaming replica of the session's PostgreSQL (pg_basebackup + a hot standby), started
     only by the tests that ask for it; its URL without a database name."""
-    return stack.start_replica(stack_root, stack.free_port(), log=lambda *a: None).rsplit("/", 1)[0]
+    return devstack.start_replica(stack_root, devstack.free_port(), log=lambda *a: None).rsplit("/", 1)[0]

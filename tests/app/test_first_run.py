@@ -20,7 +20,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from app import logs, stack
+import devstack
+from app import logs
 from app.config import ConfigError, check_secrets, read_env_file
 from app.middlewares import setup_logging
 from handlers.auth import make_access_token
@@ -73,7 +74,7 @@ def test_npm_lock_resolves_from_the_registry_only():
 def source_strings() -> set[str]:
     """Every string constant in glint's Python source and every default in its deployment files."""
     found: set[str] = set()
-    for folder in ("app", "handlers", "jobs", "realtime", "storage", "bench", "tests"):
+    for folder in ("app", "devstack", "handlers", "jobs", "realtime", "storage", "bench", "tests"):
         for path in (ROOT / folder).rglob("*.py"):
             for node in ast.walk(ast.parse(path.read_text())):
                 if isinstance(node, ast.Constant) and isinstance(node.value, str) and 1 <= len(node.value) <= 256:
@@ -122,7 +123,7 @@ def test_the_stack_writes_its_own_random_secrets_readable_by_its_owner_only(stac
 
 
 async def test_a_token_signed_with_any_string_from_the_source_is_refused(stack_root, stack_env, database_url):
-    port = stack.free_port()
+    port = devstack.free_port()
     base = f"http://127.0.0.1:{port}"
     env = make_run_env(stack_root, GLINT_DATABASE_URL=database_url, GLINT_EVENTS_TRANSPORT="inline",
                        GLINT_ACCESS_LOG="false")
@@ -159,7 +160,7 @@ async def test_serve_refuses_to_start_without_a_long_enough_secret(stack_env, da
         env = make_run_env(Path("/nonexistent-glint-stack"), **{
             k: v for k, v in stack_env.items() if k.startswith("GLINT_") and k != "GLINT_JWT_SECRET"})
         env.update(GLINT_DATABASE_URL=database_url, GLINT_JWT_SECRET=secret)
-        async with glint_process("-m", "app.cli", "serve", "--port", str(stack.free_port()), env=env) as proc:
+        async with glint_process("-m", "app.cli", "serve", "--port", str(devstack.free_port()), env=env) as proc:
             _, err = await asyncio.wait_for(proc.communicate(), 60)
         assert proc.returncode != 0
         assert b"GLINT_JWT_SECRET" in err and b"secrets.token_urlsafe" in err, err
@@ -199,7 +200,7 @@ async def test_rotation_keeps_sessions_alive(aiohttp_client, stack_env, database
 async def test_kafka_consumers_report_readiness_and_deliver_a_like_live(stack_root, stack_env, database_url):
     """/readyz is 503 naming the consumers until they hold their partitions; then a like reaches
     its author's socket; SIGTERM leaves the groups and exits within the shutdown timeout."""
-    port = stack.free_port()
+    port = devstack.free_port()
     base = f"http://127.0.0.1:{port}"
     run = f"r{os.getpid()}{time.monotonic_ns() % 10**6}"
     env = make_run_env(stack_root, GLINT_DATABASE_URL=database_url, GLINT_KAFKA_TOPIC_PREFIX=f"{run}.",
@@ -237,7 +238,7 @@ async def test_kafka_consumers_report_readiness_and_deliver_a_like_live(stack_ro
 
 
 async def test_sigterm_while_consumers_start_exits_within_the_shutdown_timeout(stack_root, database_url):
-    port = stack.free_port()
+    port = devstack.free_port()
     run = f"j{os.getpid()}{time.monotonic_ns() % 10**6}"
     env = make_run_env(stack_root, GLINT_DATABASE_URL=database_url, GLINT_KAFKA_TOPIC_PREFIX=f"{run}.",
                        GLINT_KAFKA_GROUP_PREFIX=f"{run}-", GLINT_SHUTDOWN_TIMEOUT="3", GLINT_JOBS_ENABLED="false")

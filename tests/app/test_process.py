@@ -14,7 +14,7 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 
-from app import stack
+import devstack
 from storage import db
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -93,7 +93,7 @@ async def test_migrate_applies_every_file_once_and_records_it(stack_env):
 
 async def test_serve_on_an_unmigrated_database_exits_saying_to_run_migrate(stack_env):
     async with empty_database(stack_env, "unmigrated") as url:
-        args = ("-m", "app.cli", "serve", "--port", str(stack.free_port()))
+        args = ("-m", "app.cli", "serve", "--port", str(devstack.free_port()))
         async with glint_process(*args, env=glint_env(stack_env, GLINT_DATABASE_URL=url)) as proc:
             _, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode != 0
@@ -122,13 +122,13 @@ SLOW_SERVER = textwrap.dedent("""
         return web.json_response({"finished": True})
 
     app.router.add_get("/slow", slow)
-    run_server(app, config.host, config.port, config.shutdown_timeout)
+    run_server(app, config.server.host, config.server.port, config.server.shutdown_timeout)
     print("exited cleanly", flush=True)
 """)
 
 
 async def test_sigterm_during_a_slow_request_lets_it_finish_and_exits_0(stack_env, database_url):
-    port = stack.free_port()
+    port = devstack.free_port()
     env = glint_env(stack_env, GLINT_DATABASE_URL=database_url, GLINT_PORT=str(port))
     async with glint_process("-c", SLOW_SERVER, env=env) as proc:
         await wait_http(f"http://127.0.0.1:{port}/healthz", proc)
@@ -148,7 +148,7 @@ async def test_sigterm_during_a_slow_request_lets_it_finish_and_exits_0(stack_en
 async def serving(stack_env: dict[str, str], database_url: str, command: str):
     """`glint serve|consume` on a free port, answering; yields (base URL, session, process).
     At the end it gets SIGTERM and must exit 0; its stderr is left in `proc.stderr_text`."""
-    port = stack.free_port()
+    port = devstack.free_port()
     args = ("-m", "app.cli", command, "--port", str(port))
     async with glint_process(*args, env=glint_env(stack_env, GLINT_DATABASE_URL=database_url)) as proc:
         base = f"http://127.0.0.1:{port}"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app import stack
+import devstack
 from tests.conftest import wait_for
 from tests.support import user_with_token
 
@@ -10,7 +10,7 @@ from tests.support import user_with_token
 async def test_readyz_is_503_naming_redis_while_it_is_down_and_200_once_it_is_back(client, stack_root):
     assert (await client.get("/readyz")).status == 200
     _, headers = await user_with_token(client)
-    stack.stop_service(stack_root, "redis", log=lambda *a: None)
+    devstack.stop_service(stack_root, "redis", log=lambda *a: None)
     try:
         # a request that needs Redis is a 503 the client may retry, never a 500
         me = await client.get("/api/accounts/users/me/", headers=headers)
@@ -26,7 +26,7 @@ async def test_readyz_is_503_naming_redis_while_it_is_down_and_200_once_it_is_ba
         metrics = await (await client.get("/metrics")).text()
         assert 'glint_dependency_up{dependency="redis"} 0.0' in metrics
     finally:
-        stack.start_service(stack_root, "redis", log=lambda *a: None)
+        devstack.start_service(stack_root, "redis", log=lambda *a: None)
 
     async def ready() -> bool:
         return (await client.get("/readyz")).status == 200
@@ -38,7 +38,7 @@ async def test_readyz_checks_kafka_when_events_go_through_it(aiohttp_client, sta
     from app.main import create_app
     from tests.conftest import make_config
 
-    app = create_app(make_config(stack_env, database_url=config.database_url, events_transport="kafka"),
+    app = create_app(make_config(stack_env, database_url=config.database.url, events_transport="kafka"),
                      consumers=False)
     client = await aiohttp_client(app)
     response = await client.get("/readyz")

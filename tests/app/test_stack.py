@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 from redis import Redis
 
-from app import stack
+import devstack
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,19 +27,19 @@ def glint_stack(root: Path, *args: str) -> subprocess.CompletedProcess:
 @pytest.fixture
 def small_stack(tmp_path: Path):
     root = tmp_path / ".glint"
-    ports = {"postgres": stack.free_port(), "redis": stack.free_port()}
+    ports = {"postgres": devstack.free_port(), "redis": devstack.free_port()}
     yield root, ports
-    stack.down(root, log=lambda *a: None)
+    devstack.down(root, log=lambda *a: None)
 
 
 async def test_up_twice_reuses_the_running_stack_and_data_survives_down_and_up(small_stack):
     root, ports = small_stack
     services = ("postgres", "redis")
-    env = stack.up(root, ports=ports, services=services, log=lambda *a: None)
-    pids = {row["name"]: row["pid"] for row in stack.status(root)}
-    assert stack.up(root, ports=ports, services=services, log=lambda *a: None) == env
-    assert {row["name"]: row["pid"] for row in stack.status(root)} == pids
-    assert stack.read_env(root)["GLINT_DATABASE_URL"] == env["GLINT_DATABASE_URL"]
+    env = devstack.up(root, ports=ports, services=services, log=lambda *a: None)
+    pids = {row.name: row.pid for row in devstack.status(root)}
+    assert devstack.up(root, ports=ports, services=services, log=lambda *a: None) == env
+    assert {row.name: row.pid for row in devstack.status(root)} == pids
+    assert devstack.read_env(root)["GLINT_DATABASE_URL"] == env["GLINT_DATABASE_URL"]
 
     conn = await asyncpg.connect(env["GLINT_DATABASE_URL"])
     await conn.execute("CREATE TABLE kept (v text)")
@@ -47,13 +47,13 @@ async def test_up_twice_reuses_the_running_stack_and_data_survives_down_and_up(s
     await conn.close()
     Redis.from_url(env["GLINT_REDIS_URL"]).set("kept", "still here")
 
-    stack.down(root, log=lambda *a: None)
-    assert not any(row["alive"] for row in stack.status(root))
+    devstack.down(root, log=lambda *a: None)
+    assert not any(row.alive for row in devstack.status(root))
     for pid in pids.values():
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
 
-    env = stack.up(root, ports=ports, services=services, log=lambda *a: None)
+    env = devstack.up(root, ports=ports, services=services, log=lambda *a: None)
     conn = await asyncpg.connect(env["GLINT_DATABASE_URL"])
     assert await conn.fetchval("SELECT v FROM kept") == "still here"
     await conn.close()
@@ -62,10 +62,10 @@ async def test_up_twice_reuses_the_running_stack_and_data_survives_down_and_up(s
 
 def test_status_names_a_child_that_died(small_stack):
     root, ports = small_stack
-    stack.up(root, ports=ports, services=("postgres", "redis"), log=lambda *a: None)
+    devstack.up(root, ports=ports, services=("postgres", "redis"), log=lambda *a: None)
     result = glint_stack(root, "status")
     assert result.returncode == 0, result.stdout + result.stderr
-    redis_pid = next(row["pid"] for row in stack.status(root) if row["name"] == "redis")
+    redis_pid = next(row.pid for row in devstack.status(root) if row.name == "redis")
     os.kill(redis_pid, signal.SIGKILL)
     result = glint_stack(root, "status")
     assert result.returncode == 1

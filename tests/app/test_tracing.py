@@ -21,7 +21,7 @@ import pytest
 from aiohttp import web
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from app import stack
+import devstack
 from app.middlewares import JsonFormatter
 from app.tracing import setup_tracing
 from tests.conftest import make_config, wait_for
@@ -95,7 +95,7 @@ async def test_one_like_is_one_trace_across_the_api_and_the_consumer(stack_env, 
                GLINT_KAFKA_TOPIC_PREFIX=f"trace{run}.", GLINT_KAFKA_GROUP_PREFIX=f"trace{run}-",
                GLINT_STACK_DIR="/nonexistent-glint-stack", GLINT_LOG_LEVEL="WARNING", GLINT_ACCESS_LOG="false",
                GLINT_OUTBOX_POLL_SECONDS="0.2", GLINT_OTLP_ENDPOINT=receiver.url, OTEL_BSP_SCHEDULE_DELAY="100")
-    api_port, consumer_port = stack.free_port(), stack.free_port()
+    api_port, consumer_port = devstack.free_port(), devstack.free_port()
     procs = await asyncio.gather(start(["serve", "--no-consumers"], env, api_port),
                                  start(["consume"], env, consumer_port))
     try:

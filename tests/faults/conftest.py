@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
-from app import stack
+import devstack
 from app.config import Config
 from tests.conftest import make_config
 
@@ -22,9 +22,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def service_pid(stack_root: Path, name: str) -> int:
     """The pid of one of the session stack's servers."""
-    for row in stack.status(stack_root):
-        if row["name"] == name and row["alive"]:
-            return int(row["pid"])
+    for row in devstack.status(stack_root):
+        if row.name == name and row.alive:
+            return int(row.pid)
     raise AssertionError(f"{name} is not running in {stack_root}")
 
 
@@ -43,11 +43,11 @@ def frozen(stack_root: Path, name: str) -> Iterator[None]:
 @contextlib.contextmanager
 def stopped(stack_root: Path, name: str) -> Iterator[None]:
     """The server shut down until the block ends, then started again on its port and waited for."""
-    stack.stop_service(stack_root, name, log=lambda *a: None)
+    devstack.stop_service(stack_root, name, log=lambda *a: None)
     try:
         yield
     finally:
-        stack.start_service(stack_root, name, log=lambda *a: None)
+        devstack.start_service(stack_root, name, log=lambda *a: None)
 
 
 def fault_config(stack_env: dict[str, str], database_url: str, **overrides: object) -> Config:

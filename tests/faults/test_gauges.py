@@ -6,7 +6,7 @@ import asyncio
 import re
 import uuid
 
-from app import stack
+import devstack
 from app.background import background_key
 from app.main import create_app
 from jobs.events import FunctionConsumer
@@ -45,7 +45,7 @@ async def test_ws_connections_is_the_number_of_sockets_open_now(client):
 
 async def test_outbox_backlog_counts_the_table_while_the_broker_is_away(aiohttp_client, stack_env, database_url,
                                                                        redis_clean, pool):
-    nowhere = f"127.0.0.1:{stack.free_port()}"  # no broker listens here
+    nowhere = f"127.0.0.1:{devstack.free_port()}"  # no broker listens here
     config = make_config(stack_env, database_url=database_url, events_transport="kafka", kafka_bootstrap=nowhere,
                          outbox_poll_seconds=0.2)
     client = await aiohttp_client(create_app(config, consumers=False))

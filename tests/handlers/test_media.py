@@ -1,10 +1,13 @@
 """Media uploads: renditions, orientation and metadata, refusals that leave nothing behind,
-presigned URLs."""
+signed links."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import io
 import struct
+import time
 import zlib
 
 import aiohttp
@@ -12,8 +15,9 @@ import pyvips
 import pytest
 
 from app.main import create_app
-from handlers.context import config_key, s3_key
+from handlers.context import config_key, links_key, s3_key
 from jobs.media import remove_unused_media
+from storage.media import MediaLinks
 from tests.conftest import make_config
 from tests.support import user_with_token
 
@@ -58,7 +62,7 @@ async def upload(client, headers, data: bytes, **kwargs):
 
 async def stored_objects(client, user_id: str) -> list[str]:
     s3 = client.app[s3_key]
-    bucket = client.app[config_key].s3_bucket
+    bucket = client.app[config_key].s3.bucket
     listing = await s3.list_objects_v2(Bucket=bucket, Prefix=f"media/{user_id}/")
     return [o["Key"] for o in listing.get("Contents", [])]
 
@@ -67,7 +71,7 @@ async def media_rows(pool) -> int:
     return await pool.fetchval("SELECT count(*) FROM media")
 
 
-async def fetch(url: str) -> tuple[int, bytes, str]:
+async def fetch(url) -> tuple[int, bytes, str]:
     async with aiohttp.ClientSession() as session, session.get(url) as response:
         return response.status, await response.read(), response.headers.get("Content-Type", "")
 
@@ -84,9 +88,9 @@ async def test_jpeg_upload_makes_webp_and_jpeg_renditions_never_upscaled(client,
     assert widths == {"1080.webp": 800, "1080.jpg": 800, "640.webp": 640, "640.jpg": 640,
                       "320.webp": 320, "320.jpg": 320, "150.webp": 150, "150.jpg": 150}
     assert body["renditions"]["320.webp"]["height"] == 240
-    status, data, _ = await fetch(body["renditions"]["320.webp"]["url"])
+    status, data, _ = await fetch(client.make_url(body["url"] + "320.webp"))
     assert status == 200 and data[:4] == b"RIFF" and data[8:12] == b"WEBP"
-    status, data, _ = await fetch(body["renditions"]["150.jpg"]["url"])
+    status, data, _ = await fetch(client.make_url(body["url"] + "150.jpg"))
     assert status == 200 and data[:3] == b"\xff\xd8\xff"
     assert len(await stored_objects(client, user["id"])) == 9  # original + 8 renditions
     assert await media_rows(pool) == 1
@@ -102,7 +106,7 @@ async def test_exif_orientation_is_applied_and_metadata_stripped(client):
     body = await response.json()
     assert (body["width"], body["height"]) == (200, 400)  # rotated a quarter turn
     for name in ("150.jpg", "150.webp"):
-        status, data, _ = await fetch(body["renditions"][name]["url"])
+        status, data, _ = await fetch(client.make_url(body["url"] + name))
         rendition = pyvips.Image.new_from_buffer(data, "")
         assert (rendition.width, rendition.height) == (150, 300)
         assert "exif-data" not in rendition.get_fields()
@@ -146,7 +150,7 @@ async def test_refused_upload_leaves_nothing_in_s3_or_the_database(client, pool,
 
 
 async def test_oversized_upload_is_refused_mid_stream(aiohttp_client, stack_env, config, pool):
-    client = await aiohttp_client(create_app(make_config(stack_env, database_url=config.database_url,
+    client = await aiohttp_client(create_app(make_config(stack_env, database_url=config.database.url,
                                                          media_image_max_bytes=200_000)))
     user, headers = await user_with_token(client)
     data = jpeg(2000, 2000, noise=True, Q=95)
@@ -175,7 +179,7 @@ async def test_mp4_is_stored_as_is(client):
     assert response.status == 201, await response.text()
     body = await response.json()
     assert body["kind"] == "video" and body["content_type"] == "video/mp4"
-    status, fetched, _ = await fetch(body["renditions"]["original"]["url"])
+    status, fetched, _ = await fetch(client.make_url(body["url"] + "original"))
     assert status == 200 and fetched == data
 
 
@@ -210,7 +214,7 @@ async def test_get_media_resigns_for_the_owner_and_hides_unposted_media_from_oth
     assert response.status == 200
     body = await response.json()
     assert body["id"] == created["id"] and set(body["renditions"]) == set(created["renditions"])
-    status, _, _ = await fetch(body["renditions"]["150.webp"]["url"])
+    status, _, _ = await fetch(client.make_url(body["url"] + "150.webp"))
     assert status == 200
     assert (await client.get(f"/api/media/{created['id']}/", headers=other)).status == 404
     assert (await client.get("/api/media/12345/", headers=headers)).status == 404
@@ -228,16 +232,38 @@ async def test_a_profile_photo_is_shown_to_others_unless_a_block_stands_between(
     assert (await client.get(f"/api/media/{avatar['id']}/", headers=viewer)).status == 404
 
 
-async def test_urls_are_signed_for_the_public_endpoint(aiohttp_client, stack_env, config):
+async def test_links_are_checked_then_redirected_to_the_public_endpoint(aiohttp_client, stack_env, config):
     public = stack_env["GLINT_S3_ENDPOINT"].replace("127.0.0.1", "localhost")
-    client = await aiohttp_client(create_app(make_config(stack_env, database_url=config.database_url,
+    client = await aiohttp_client(create_app(make_config(stack_env, database_url=config.database.url,
                                                          s3_public_endpoint=public)))
     _, headers = await user_with_token(client)
     body = await (await upload(client, headers, jpeg(200, 100))).json()
-    url = body["renditions"]["150.webp"]["url"]
-    assert url.startswith(public + "/")
-    status, _, _ = await fetch(url)
-    assert status == 200
+    head, _, tail = body["url"].partition("/api/media/i/")
+    expires, signature, owner, media_id, _ = tail.split("/")
+    assert head == "" and int(expires) <= time.time() + client.app[config_key].s3.url_ttl
+    response = await client.get(body["url"] + "150.webp", allow_redirects=False)
+    assert response.status == 307 and response.headers["Location"].startswith(public + "/")
+    assert (await fetch(client.make_url(body["url"] + "150.webp")))[0] == 200
+    forged = [body["url"] + "original",  # the original keeps the upload's metadata: never through a link
+              f"/api/media/i/{expires}/{signature}/{owner}/{int(media_id) + 1}/150.webp",
+              f"/api/media/i/{int(expires) + 1}/{signature}/{owner}/{media_id}/150.webp",
+              f"/api/media/f/{expires}/{signature}/media/{owner}/{media_id}/150.webp",
+              f"/api/media/i/{expires}/{signature[:-1]}A/{owner}/{media_id}/150.webp"]
+    for url in forged:
+        assert (await client.get(url, allow_redirects=False)).status == 404, url
+    links = client.app[links_key]
+    assert links.check("i", expires, signature, f"{owner}/{media_id}/150.jpg") == f"media/{owner}/{media_id}/150.jpg"
+    assert links.check("i", expires, signature, f"{owner}/{media_id}/150.jpg", now=int(expires) + 1) is None
+
+
+def test_links_point_at_the_media_host_with_one_signature_per_item():
+    links = MediaLinks("https://media.example.com", "s3cret", 3600)
+    url = links.folder(7, 42, "image", now=1_000_000)
+    expires = 1_000_000 // 900 * 900 + 3600
+    digest = base64.urlsafe_b64encode(hashlib.md5(f"{expires}:i:7/42/:s3cret".encode()).digest()).rstrip(b"=")
+    assert url == f"https://media.example.com/api/media/i/{expires}/{digest.decode()}/7/42/"
+    assert links.folder(7, 42, "image", now=1_000_000 + 899 - 1_000_000 % 900) == url  # stable in its window
+    assert "/api/media/v/" in links.folder(7, 42, "video") and links.folder(7, 42, "image") != url
 
 
 async def test_media_job_removes_unattached_uploads_after_a_day_and_deleted_posts_media(client, pool):
@@ -253,10 +279,10 @@ async def test_media_job_removes_unattached_uploads_after_a_day_and_deleted_post
     before = await stored_objects(client, user["id"])
     # original and the 150 rendition (at 64 px) in WebP and JPEG; the deleted post's went with it
     assert len(before) == 3 * 3 and deleted not in {key.split("/")[2] for key in before}
-    removed = await remove_unused_media(pool, client.app[s3_key], client.app[config_key].s3_bucket, 24 * 3600)
+    removed = await remove_unused_media(pool, client.app[s3_key], client.app[config_key].s3.bucket, 24 * 3600)
     assert removed == 2
     left = {r["id"] for r in await pool.fetch("SELECT id FROM media")}
     assert left == {int(fresh), int(posted)}
     prefixes = {key.split("/")[2] for key in await stored_objects(client, user["id"])}
     assert prefixes == {fresh, posted}
-    assert await remove_unused_media(pool, client.app[s3_key], client.app[config_key].s3_bucket, 24 * 3600) == 0
+    assert await remove_unused_media(pool, client.app[s3_key], client.app[config_key].s3.bucket, 24 * 3600) == 0

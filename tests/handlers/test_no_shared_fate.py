@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from handlers.messages import Unstorable, writer_key
+from realtime.delivery import Unstorable, writer_key
 from storage import messages as store
 from tests.realtime.helpers import bearer, frame_of, open_socket, start_conversation, user_and_token
 

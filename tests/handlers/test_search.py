@@ -180,10 +180,10 @@ async def test_bad_queries_are_400_and_change_nothing(search_client):
 
 
 async def test_an_unreachable_elasticsearch_is_503_and_named_by_readyz(aiohttp_client, stack_env, config):
-    from app import stack as local_stack
+    import devstack
 
-    dead = f"http://127.0.0.1:{local_stack.free_port()}"
-    app = create_app(make_config(stack_env, database_url=config.database_url, search_backend="elasticsearch",
+    dead = f"http://127.0.0.1:{devstack.free_port()}"
+    app = create_app(make_config(stack_env, database_url=config.database.url, search_backend="elasticsearch",
                                  elasticsearch_url=dead))
     client = await aiohttp_client(app)
     _, headers = await user_with_token(client)

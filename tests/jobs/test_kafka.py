@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from app import stack
+import devstack
 from app.background import background_key
 from app.main import create_app
 from jobs.events import FunctionConsumer
@@ -42,14 +42,14 @@ async def test_events_added_while_the_broker_is_down_are_all_consumed_once_it_is
     await wait_for(lambda: effects == [0], timeout=60)
     assert attempts and max(attempts.values()) == 3
 
-    stack.stop_service(stack_root, "kafka", log=lambda *a: None)
+    devstack.stop_service(stack_root, "kafka", log=lambda *a: None)
     try:
         for n in range(1, 11):
             await add(n)
         # the broker is away: the rows wait in the outbox, nothing is lost
         assert await outbox.backlog(pool) >= 1
     finally:
-        stack.start_service(stack_root, "kafka", log=lambda *a: None)
+        devstack.start_service(stack_root, "kafka", log=lambda *a: None)
 
     await wait_for(lambda: len(effects) >= 11, timeout=120)
     await wait_for(lambda: _backlog_is(pool, 0), timeout=30)

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 import aiohttp
 from aiohttp import web
 
-from app import stack
+import devstack
 from app.background import background_key
 from app.main import create_app
 from jobs.events import Dispatcher
@@ -105,7 +105,7 @@ async def start_endpoint(answers: dict[str, list[int]]) -> tuple[web.AppRunner, 
     app.router.add_post("/push/{name}", receive)
     runner = web.AppRunner(app)
     await runner.setup()
-    port = stack.free_port()
+    port = devstack.free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     return runner, f"http://127.0.0.1:{port}/push/", seen
 
@@ -167,7 +167,7 @@ async def test_while_the_broker_is_down_likes_are_accepted_and_each_notification
     await wait_for(runner.ready.is_set, timeout=60)
     await wait_for(lambda: _count(pool, "SELECT count(*) FROM notification_items", 1), timeout=60)
 
-    stack.stop_service(stack_root, "kafka", log=lambda *a: None)
+    devstack.stop_service(stack_root, "kafka", log=lambda *a: None)
     try:
         second = await new_post(client, ah)
         for fan, headers in fans[1:]:
@@ -176,7 +176,7 @@ async def test_while_the_broker_is_down_likes_are_accepted_and_each_notification
                 assert response.status == 200  # accepted: the event waits in the outbox
         assert await outbox.backlog(pool) >= 1
     finally:
-        stack.start_service(stack_root, "kafka", log=lambda *a: None)
+        devstack.start_service(stack_root, "kafka", log=lambda *a: None)
 
     expected = 1 + 2 * 3
     await wait_for(lambda: _count(pool, "SELECT count(*) FROM notification_items", expected), timeout=120)
@@ -209,7 +209,7 @@ async def test_two_consume_processes_share_the_partitions_and_handle_each_event_
                GLINT_OUTBOX_POLL_SECONDS="0.2", GLINT_LOG_LEVEL="WARNING")
     authors = await make_users(pool, 8)
     fans = await make_users(pool, 6)
-    ports = [stack.free_port(), stack.free_port()]
+    ports = [devstack.free_port(), devstack.free_port()]
     logs = [tempfile.TemporaryFile() for _ in ports]
     procs = [await asyncio.create_subprocess_exec(
         sys.executable, "-m", "app.cli", "consume", "--port", str(port), cwd=ROOT, env=env,

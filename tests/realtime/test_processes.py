@@ -13,7 +13,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from app import stack
+import devstack
 from tests.realtime.helpers import bearer, frame_of, open_socket
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 async def start_glint(stack_env: dict[str, str], database_url: str) -> tuple[asyncio.subprocess.Process, str]:
     """A `glint serve` process on a free port; (process, base url) once it answers."""
-    port = stack.free_port()
+    port = devstack.free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("GLINT_")}
     env.update({k: v for k, v in stack_env.items() if k.startswith("GLINT_")})
     env.update(GLINT_DATABASE_URL=database_url, GLINT_EVENTS_TRANSPORT="inline", GLINT_ACCESS_LOG="false",

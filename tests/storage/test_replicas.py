@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from app import stack
+import devstack
 from app.main import create_app
 from handlers.context import replicas_key
 from tests.conftest import make_config, wait_for
@@ -16,7 +16,7 @@ from tests.support import user_with_token
 async def test_reads_go_to_the_replica_except_after_a_write_and_while_it_lags(
         aiohttp_client, stack_env, database_url, redis_clean, replica_base_url):
     name = database_url.rsplit("/", 1)[1]
-    down = f"postgresql://glint@127.0.0.1:{stack.free_port()}/{name}"  # nothing listens there
+    down = f"postgresql://glint@127.0.0.1:{devstack.free_port()}/{name}"  # nothing listens there
     config = make_config(stack_env, database_url=database_url,
                          database_replica_urls=f"{replica_base_url}/{name},{down}",
                          replica_max_lag=60.0, replica_check_seconds=0.05, read_your_writes_seconds=0.5)

@@ -25,10 +25,11 @@ export interface Page<T> {
   next: string | null;
 }
 
-export interface Rendition { url: string; width: number | null; height: number | null }
+export interface Rendition { width: number | null; height: number | null }
+/** `url` is a signed link that a rendition's name completes: `url + "320.webp"`. */
 export interface Media {
   id: Id; kind: string; content_type?: string; width: number | null; height: number | null;
-  placeholder?: string; renditions: Record<string, Rendition>;
+  placeholder?: string; url: string; renditions: Record<string, Rendition>;
 }
 export interface UserBrief { id: Id; username: string; full_name: string; is_verified: boolean; avatar_media_id?: Id | null }
 export interface Relationship { following: boolean; followed_by: boolean; requested: boolean; blocking: boolean; muting?: boolean }
@@ -175,14 +176,35 @@ export function upload(file: Blob, onProgress: (fraction: number) => void, retri
   });
 }
 
+/** The URL of one of a media item's files ("320.webp", "original"). */
+export function fileUrl(media: Media, name: string): string {
+  return media.url + name;
+}
+
+/** A media item's renditions in one format (WebP, else JPEG), smallest first, as [name, width]. */
+function widths(media: Media): [string, number][] {
+  const names = Object.keys(media.renditions);
+  const ext = names.some((n) => n.endsWith(".webp")) ? ".webp" : ".jpg";
+  return names.filter((n) => n.endsWith(ext) && media.renditions[n].width)
+    .map((n): [string, number] => [n, media.renditions[n].width!]).sort((a, b) => a[1] - b[1]);
+}
+
 /** The srcset of a media item's renditions, smallest first. */
 export function srcset(media: Media): { src: string; srcSet: string } {
-  const list = Object.values(media.renditions).filter((r) => r.width).sort((a, b) => (a.width! - b.width!));
+  const list = widths(media);
   if (!list.length) {
-    const any = Object.values(media.renditions)[0];
-    return { src: any?.url ?? "", srcSet: "" };
+    const any = Object.keys(media.renditions)[0];
+    return { src: any ? fileUrl(media, any) : "", srcSet: "" };
   }
-  return { src: list[list.length - 1].url, srcSet: list.map((r) => `${r.url} ${r.width}w`).join(", ") };
+  return { src: fileUrl(media, list[list.length - 1][0]),
+           srcSet: list.map(([name, w]) => `${fileUrl(media, name)} ${w}w`).join(", ") };
+}
+
+/** The URL of a media item's smallest rendition (a thumbnail), or null. */
+export function smallestUrl(media: Media): string | null {
+  const list = widths(media);
+  const name = list.length ? list[0][0] : Object.keys(media.renditions)[0];
+  return name ? fileUrl(media, name) : null;
 }
 
 export function newClientId(): string {

@@ -14,7 +14,8 @@ function respond(status: number, body: unknown) {
 const post: Post = {
   id: "10", author: { id: "1", username: "ana", full_name: "Ana", is_verified: false }, caption: "Sea #blue @ben",
   media: [{ id: "m", kind: "image", width: 640, height: 480, placeholder: "#336699",
-    renditions: { "320": { url: "/s/320.webp", width: 320, height: 240 }, "640": { url: "/s/640.webp", width: 640, height: 480 } } }],
+    url: "/s/", renditions: { "320.webp": { width: 320, height: 240 }, "640.webp": { width: 640, height: 480 },
+      "320.jpg": { width: 320, height: 240 } } }],
   hashtags: ["blue"], location: null, like_count: 2, comment_count: 0, liked: false, saved: false,
   created_at: new Date().toISOString(), edited_at: null,
 };

@@ -1,6 +1,6 @@
 // Shared pieces: images with placeholders, avatars, error lines, paginated lists.
 import { ReactNode, useCallback, useEffect, useRef, useState } from "react";
-import { ApiError, get, Id, Media, Page, srcset, UserBrief } from "./api";
+import { ApiError, get, Id, Media, Page, smallestUrl, srcset, UserBrief } from "./api";
 import { Link } from "./router";
 
 export function errorText(e: unknown): string {
@@ -55,8 +55,7 @@ export function Avatar({ user, size = 32, online }: { user: Pick<UserBrief, "use
     if (user.avatar_media_id) {
       mediaById(user.avatar_media_id).then((m) => {
         if (!live || !m) return;
-        const small = Object.values(m.renditions).sort((a, b) => (a.width ?? 0) - (b.width ?? 0))[0];
-        setUrl(small?.url ?? null);
+        setUrl(smallestUrl(m));
       });
     }
     return () => { live = false; };

@@ -1,6 +1,6 @@
 // Notifications, explore and search.
 import { useEffect, useState } from "react";
-import { get, Notification, Page, post, Post, UserBrief } from "../api";
+import { get, Notification, Page, post, Post, smallestUrl, UserBrief } from "../api";
 import { Link, navigate } from "../router";
 import { unread } from "../state";
 import { Avatar, ErrorLine, timeAgo, UserLink } from "../ui";
@@ -108,7 +108,7 @@ export function Search({ initial }: { initial: string }) {
       {posts && posts.length > 0 && (
         <>
           <h2>Posts</h2>
-          <div className="grid">{posts.map((p) => <Link key={p.id} to={`/p/${p.id}`}>{p.media[0] && <img src={Object.values(p.media[0].renditions)[0]?.url} alt={p.caption.slice(0, 60) || "photo"} />}</Link>)}</div>
+          <div className="grid">{posts.map((p) => <Link key={p.id} to={`/p/${p.id}`}>{p.media[0] && <img src={smallestUrl(p.media[0]) ?? undefined} alt={p.caption.slice(0, 60) || "photo"} />}</Link>)}</div>
         </>
       )}
     </main>

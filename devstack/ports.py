@@ -1,0 +1,72 @@
+"""TCP ports on 127.0.0.1: the defaults of the developer's stack, free ones for a test session."""
+from __future__ import annotations
+
+import random
+import socket
+from typing import Mapping
+
+DEFAULT_PORTS: dict[str, int] = {
+    "postgres": 54329,
+    "redis": 63799,
+    "s3": 8333,
+    "kafka": 9092,
+    "osmem": 19200,
+    # the other parts of `weed mini` (fixed, chosen to not clash with weed's own defaults)
+    "s3_grpc": 18334,
+    "s3_master": 19335,
+    "s3_master_grpc": 19336,
+    "s3_volume": 19337,
+    "s3_volume_grpc": 19338,
+    "s3_filer": 19339,
+    "s3_filer_grpc": 19340,
+    # weed's embedded worker dials admin http port + 10000 regardless of -admin.port.grpc,
+    # so the admin grpc port is always admin port + 10000.
+    "s3_admin": 19341,
+}
+
+
+def free_port() -> int:
+    """A currently free TCP port on 127.0.0.1."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_free(port: int) -> bool:
+    if not 0 < port < 65536:
+        return False
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # like the servers themselves: TIME_WAIT leftovers do not count, a listener does (Linux)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def free_port_pair(offset: int = 10000) -> int:
+    """A free port p such that p+offset is free as well."""
+    for _ in range(500):
+        p = random.randint(20000, 65535 - offset)
+        if port_free(p) and port_free(p + offset):
+            return p
+    raise RuntimeError("no free port pair found")
+
+
+def resolve_ports(ports: Mapping[str, int] | None, recorded: Mapping[str, int]) -> dict[str, int]:
+    """explicit `ports` > ports recorded in stack.json > defaults (ports=None) / free ports (ports given)."""
+    out: dict[str, int] = {}
+    explicit = dict(ports or {})
+    for key, default in DEFAULT_PORTS.items():
+        if key in explicit:
+            out[key] = int(explicit[key])
+        elif key in recorded:
+            out[key] = int(recorded[key])
+        elif ports is None:
+            out[key] = default
+        elif key == "s3_admin":
+            out[key] = free_port_pair(10000)
+        else:
+            out[key] = free_port()
+    return out

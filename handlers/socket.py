@@ -1,0 +1,194 @@
+"""The websocket: opening /ws, and what each client frame does (frames in realtime/frames.py, the
+socket's life in realtime/gateway.py). A message frame calls the same rule as its REST twin in
+handlers/messages.py; typing, presence subscriptions and `sync` (the catch-up after a reconnect)
+exist only here. Every frame but a dropped typing notice counts against the user's request budget.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import jwt
+from aiohttp import web
+
+from handlers.auth import auth_markers, bearer_token
+from handlers.common import (
+    ApiError, NotAuthenticated, NotFound, RateLimited, Routes, ValidationFailed, client_error, error_frame,
+)
+from handlers.context import config_key, identity_key, limiter_key, pool_key
+from handlers.messages import delete_message, edit_message, react_to_message, read_messages, send_message
+from realtime import frames
+from realtime.delivery import Delivery, receipts_key, writer_key
+from realtime.gateway import Connection, Gateway, gateway_key
+from realtime.presence import iso as ms_iso
+from realtime.render import messages_for
+from storage import faults, visibility
+from storage import messages as store
+from storage.ratelimit import user_key
+
+log = logging.getLogger("glint.messages")
+outages = faults.OutageLog(log)
+
+routes = Routes("messages")
+
+
+@routes.route("GET", "/ws", query={"token": "the access token (or send the Authorization header)"})
+async def websocket(request: web.Request) -> web.StreamResponse:
+    """Open the realtime websocket (frames in API.md; close codes in realtime/gateway.py)."""
+    identity = request.get(identity_key)
+    if identity is None:
+        raise NotAuthenticated()
+    token = bearer_token(request) or request.query.get("token", "")
+    expires_at = float(jwt.decode(token, options={"verify_signature": False})["exp"])
+    hidden = await store.presence_hidden(request.app[pool_key], [identity.user_id])
+    return await request.app[gateway_key].serve(
+        request, user_id=identity.user_id, session_id=identity.session_id, expires_at=expires_at,
+        revoke_keys=auth_markers(identity), presence_visible=identity.user_id not in hidden)
+
+
+async def handle_frame(conn: Connection, frame: frames.AnyClientFrame) -> None:
+    """What each client frame does; rule errors and stores that are away become `error` frames
+    echoing the ref (the same mapping REST uses); anything else is the gateway's internal_error."""
+    try:
+        await _handle(conn, frame)
+    except Exception as exc:
+        error = client_error(exc)
+        if error is None:
+            raise
+        if not isinstance(exc, ApiError):
+            outages.note(f"frame {type(frame).__name__}", exc)
+        await conn.reply(error_frame(error, frame.ref))
+
+
+async def charge_frame(conn: Connection) -> None:
+    """Count a frame against its user's request budget, the same counter REST requests use; over
+    the limit it is refused with a `rate_limited` error (the socket stays open)."""
+    config = conn.app[config_key]
+    try:
+        hit = await conn.app[limiter_key].hit(user_key(conn.user_id, "h"), 3600)
+    except faults.UNAVAILABLE as exc:  # the counter is away: the frame goes on uncounted, as messages are stored without Redis
+        outages.note("charging a frame", exc)
+        return
+    if hit.count > config.rate_limits.per_hour:
+        raise RateLimited(f"Too many requests; retry in {max(hit.reset_ms // 1000, 1)} s.")
+
+
+async def _handle(conn: Connection, frame: frames.AnyClientFrame) -> None:
+    pool, gateway = conn.app[pool_key], conn.gateway
+    if not isinstance(frame, frames.Typing):  # typing is charged only when not dropped anyway
+        await charge_frame(conn)
+    if isinstance(frame, frames.SendMessage):
+        message, _ = await send_message(pool, conn.app[writer_key], conn.user_id, int(frame.conversation_id), frame,
+                                        origin=conn)
+        await conn.send(frames.MessageAck(ref=frame.ref, message=message))
+    elif isinstance(frame, frames.ReadMessages):
+        await read_messages(pool, gateway, conn.user_id, int(frame.conversation_id), frame.seq, origin=conn)
+    elif isinstance(frame, frames.DeleteMessage):
+        await delete_message(pool, gateway, conn.user_id, int(frame.conversation_id), frame.seq)
+    elif isinstance(frame, frames.ReactMessage):
+        await react_to_message(pool, gateway, conn.user_id, int(frame.conversation_id), frame.seq, frame.emoji)
+    elif isinstance(frame, frames.UnreactMessage):
+        await react_to_message(pool, gateway, conn.user_id, int(frame.conversation_id), frame.seq, None)
+    elif isinstance(frame, frames.EditMessage):
+        await edit_message(pool, gateway, conn.user_id, int(frame.conversation_id), frame.seq, frame.text)
+    elif isinstance(frame, frames.Typing):
+        await send_typing(conn, int(frame.conversation_id))
+    elif isinstance(frame, frames.SubscribePresence):
+        await subscribe_presence(conn, frame)
+    elif isinstance(frame, frames.Sync):
+        await sync(conn, frame)
+
+
+async def cached_members(conn: Connection, conversation_id: int) -> list[int]:
+    """The members of a conversation this socket's user belongs to (cached on the socket for a
+    few seconds, as typing needs it often); 404 if not a member."""
+    cache: dict[int, tuple[float, list[int]]] = conn.state.setdefault("members", {})
+    now = time.monotonic()
+    hit = cache.get(conversation_id)
+    if hit is None or hit[0] < now:
+        members = await store.member_ids(conn.app[pool_key], conversation_id)
+        if len(cache) > 256:
+            cache.clear()
+        hit = cache[conversation_id] = (now + 10.0, members)
+    if conn.user_id not in hit[1]:
+        raise NotFound()
+    return hit[1]
+
+
+async def send_typing(conn: Connection, conversation_id: int) -> None:
+    """Tell the other members someone is typing; at most one per typing_min_interval per
+    conversation and socket (the rest are dropped)."""
+    last: dict[int, float] = conn.state.setdefault("typing", {})
+    now = time.monotonic()
+    if now - last.get(conversation_id, -1e9) < conn.app[config_key].realtime.typing_min_interval:
+        return
+    last[conversation_id] = now  # before any await: frames of one socket are handled concurrently
+    if len(last) > 256:
+        last.clear()
+    await charge_frame(conn)
+    members = await cached_members(conn, conversation_id)
+    reached = await visibility.reachable(conn.app[pool_key], conn.user_id, members)
+    frame = frames.encode(frames.TypingNotice(conversation_id=str(conversation_id), user_id=str(conn.user_id)))
+    await conn.gateway.publish([(m, Gateway.envelope(frame)) for m in members if m != conn.user_id and m in reached])
+
+
+async def subscribe_presence(conn: Connection, frame: frames.SubscribePresence) -> None:
+    """Watch these users' presence (replacing the previous list); answer their current state.
+    Users whose presence the viewer may not watch (storage.visibility) always look offline, with no
+    last_seen."""
+    limit = conn.app[config_key].realtime.presence_subscribe_max
+    if len(frame.user_ids) > limit:
+        raise ValidationFailed(f"Subscribe to at most {limit} users.")
+    pool = conn.app[pool_key]
+    wanted = list(dict.fromkeys(int(u) for u in frame.user_ids))
+    watchable = await visibility.presence_watchable(pool, conn.user_id, wanted)
+    allowed = [u for u in wanted if u in watchable]
+    await conn.gateway.watch(conn, allowed)
+    states = await conn.gateway.presence.lookup(allowed)
+    for uid in wanted:
+        online, seen = states.get(uid, (False, None))
+        await conn.send(frames.Presence(user_id=str(uid), status="online" if online else "offline",
+                                        last_seen=None if online else ms_iso(seen)))
+
+
+SYNC_PAGE = 200
+
+
+async def sync(conn: Connection, frame: frames.Sync) -> None:
+    """Everything after each given seq, oldest first, as message.new frames; then, for messages up
+    to that seq edited or reacted to after the given change counter (without one: in the last 200
+    changes), their current state as message.edited; then sync.done with each conversation's
+    change counter. Conversations the user is not a member of are skipped."""
+    pool = conn.app[pool_key]
+    wanted = {int(k): v for k, v in frame.conversations.items()}
+    seen_changes = {int(k): v for k, v in (frame.changes or {}).items()}
+    counters = await store.member_conversations(pool, conn.user_id, wanted)
+    receipts = conn.app[receipts_key]
+    for conversation_id, counter in counters.items():
+        after = held = wanted[conversation_id]
+        conn.hold(conversation_id)  # live frames wait until the replay is queued
+        try:
+            while True:
+                rows = (await store.history(pool, conversation_id, None, after, SYNC_PAGE))[:SYNC_PAGE]
+                for row, message in zip(rows, await messages_for(pool, conn.user_id, rows)):
+                    if conn.sent_live(conversation_id, row["seq"]):
+                        continue
+                    await conn.send(frames.MessageNew(message=message))
+                    receipts.add(conn.user_id, Delivery(conversation_id, row["seq"], row["sender_id"]))
+                if len(rows) < SYNC_PAGE:
+                    break
+                after = rows[-1]["seq"]
+            after = rows[-1]["seq"] if rows else after
+        finally:
+            conn.release(conversation_id, after)
+        since = seen_changes.get(conversation_id, max(counter - SYNC_PAGE, 0))
+        while since < counter:
+            rows = (await store.changed_since(pool, conversation_id, since, held, SYNC_PAGE))[:SYNC_PAGE]
+            for message in await messages_for(pool, conn.user_id, rows):
+                await conn.send(frames.MessageEdited(message=message))
+            if len(rows) < SYNC_PAGE:
+                break
+            since = rows[-1]["change_seq"]
+    await conn.send(frames.SyncDone(ref=frame.ref, changes={str(c): n for c, n in counters.items()}))
+

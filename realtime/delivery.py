@@ -1,0 +1,293 @@
+"""The delivery writers, one of each per process (group commit).
+
+`MessageWriter`: every send queued while the previous commit ran is stored by one statement, then
+acknowledged, then published to each member's bus channel in one pipeline; recipients with no
+socket anywhere get a `message_sent` event (for a push). `ReceiptWriter`: delivered receipts,
+coalesced per (conversation, recipient), one statement per flush. Publishing is lossy by design:
+clients catch up with `sync`. Neither writer shares fate across senders: a value the database
+refuses fails its own send (or receipt), never the batch's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+
+import asyncpg
+from aiohttp import web
+
+from realtime import frames
+from realtime.gateway import Connection, Delivery, Gateway
+from realtime.render import message_out, render_shares
+from storage import faults, outbox
+from storage import messages as store
+from storage.metrics import MESSAGES_SENT
+
+log = logging.getLogger("glint.messages")
+outages = faults.OutageLog(log)
+
+BATCH_MAX = 500
+
+
+class Unstorable(Exception):
+    """A value of this message the database refused (the edge should have caught it)."""
+
+
+def refused(exc: BaseException) -> BaseException:
+    """What the sender of a message the database refused hears: Unstorable for a value it refused
+    (logged, as the edge should have caught it), the error itself otherwise."""
+    if isinstance(exc, (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, UnicodeError,
+                        OverflowError, ValueError)):
+        log.warning("a message was refused by the database: %r", exc)
+        return Unstorable()
+    return exc
+
+
+class MessageWriter:
+    """One per process: stores queued drafts a batch per statement, acks, publishes after commit,
+    and records `message_sent` events for recipients with no socket anywhere."""
+
+    def __init__(self, pool: asyncpg.Pool, gateway: Gateway) -> None:
+        self.pool = pool
+        self.gateway = gateway
+        self.queue: list[tuple[store.Draft, asyncio.Future, Connection | None]] = []
+        self.wakeup = asyncio.Event()
+        self.task: asyncio.Task | None = None
+        self.stats = {"batches": 0, "messages": 0}
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._run(), name="message-writer")
+
+    async def stop(self) -> None:
+        """Finish what is queued, then stop."""
+        if self.task is not None:
+            self.queue.append(None)  # type: ignore[arg-type]  # the stop marker
+            self.wakeup.set()
+            await self.task
+
+    def submit(self, draft: store.Draft, origin: Connection | None) -> asyncio.Future:
+        """Queue a draft (synchronously, so a socket's sends keep their order); the future gives
+        its store.Written."""
+        future = asyncio.get_running_loop().create_future()
+        self.queue.append((draft, future, origin))
+        self.wakeup.set()
+        return future
+
+    async def _run(self) -> None:
+        while True:
+            await self.wakeup.wait()
+            self.wakeup.clear()
+            while self.queue:
+                batch, self.queue = self.queue[:BATCH_MAX], self.queue[BATCH_MAX:]
+                stop = any(item is None for item in batch)
+                batch = [item for item in batch if item is not None]
+                if batch:
+                    try:
+                        await self._write(batch)
+                    except Exception as exc:
+                        if faults.is_unavailable(exc):
+                            outages.note("storing messages", exc)
+                        else:
+                            log.exception("message batch failed")
+                        for _, future, _ in batch:
+                            if not future.done():
+                                future.set_exception(exc)
+                if stop:
+                    return
+
+    async def _write(self, batch: list[tuple[store.Draft, asyncio.Future, Connection | None]]) -> None:
+        # the same (sender, client id) twice in one batch: the later ones share the first's result
+        first: dict[tuple[int, str], int] = {}
+        unique: list[tuple[store.Draft, asyncio.Future, Connection | None]] = []
+        followers: list[tuple[int, asyncio.Future]] = []
+        for draft, future, origin in batch:
+            key = (draft.sender_id, draft.client_id)
+            if key in first:
+                followers.append((first[key], future))
+            else:
+                first[key] = len(unique)
+                unique.append((draft, future, origin))
+        drafts = [d for d, _, _ in unique]
+        results: list[store.Written | BaseException]
+        try:
+            results = list(await self._store(drafts))
+        except Exception as exc:
+            if faults.is_unavailable(exc):
+                raise  # the store is away: every sender hears it
+            if len(drafts) == 1:
+                results = [refused(exc)]
+            else:
+                # no shared fate: one value the database refuses fails its own send, not the batch
+                log.warning("a batch of %d messages failed (%r); storing them one by one", len(drafts), exc)
+                results = [await self._store_one(d) for d in drafts]
+        self.stats["batches"] += 1
+        self.stats["messages"] += len(drafts)
+        MESSAGES_SENT.inc(sum(1 for w in results if not isinstance(w, BaseException) and w.status == "ok"))
+        for (draft, future, _), written in zip(unique, results):
+            if not future.done():
+                if isinstance(written, BaseException):
+                    future.set_exception(written)
+                else:
+                    future.set_result(written)
+        for index, future in followers:
+            if not future.done():
+                original = results[index]
+                if isinstance(original, BaseException):
+                    future.set_exception(original)
+                else:
+                    future.set_result(store.Written("duplicate", original.message, []))
+        await self._publish([(w, origin) for (_, _, origin), w in zip(unique, results)
+                             if not isinstance(w, BaseException) and w.status == "ok"])
+
+    async def _store(self, drafts: list[store.Draft]) -> list[store.Written]:
+        for attempt in range(5):
+            try:
+                return await store.write_batch(self.pool, drafts)
+            except (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError):
+                # another process stored one of these client ids meanwhile (a retry finds the
+                # original), or lock orders crossed; the statement changed nothing
+                if attempt == 4:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _store_one(self, draft: store.Draft) -> store.Written | BaseException:
+        try:
+            return (await self._store([draft]))[0]
+        except Exception as exc:
+            return exc if faults.is_unavailable(exc) else refused(exc)
+
+    async def _publish(self, written: list[tuple[store.Written, Connection | None]]) -> None:
+        """Hand the frames to the bus publisher (the writer never waits on the bus). Once they are
+        out, recipients no process holds a socket of get `message_sent`, for a push; when the bus
+        could not take them, every recipient counts as offline: a push too many, never one missing."""
+        items: list[tuple[int, bytes]] = []
+        owners: list[int | None] = []
+        for w, origin in written:
+            row = w.message
+            frame = frames.encode(frames.MessageNew(message=message_out(row)))
+            # a share is rendered for each member by the visibility policy: one frame each
+            shares = await render_shares(self.pool, w.member_ids, [row]) if row["share_type"] is not None else {}
+            sender = row["sender_id"]
+            delivery = Delivery(row["conversation_id"], row["seq"], sender)
+            for member in w.member_ids:
+                own = frame if not shares else frames.encode(frames.MessageNew(
+                    message=message_out(row, share=shares[(member, row["id"])])))
+                items.append((member, Gateway.envelope(own, exclude=origin if member == sender else None,
+                                                       delivery=delivery)))
+                owners.append(None if member == sender or member in w.quiet_ids else id(w))
+
+        async def published(counts: list[int] | None) -> None:
+            offline: dict[int, list[int]] = defaultdict(list)
+            for (member, _), owner, count in zip(items, owners, counts or [0] * len(items)):
+                if owner is not None and count == 0:
+                    offline[owner].append(member)
+            if offline:
+                await self._record_offline([(w.message, offline[id(w)]) for w, _ in written if id(w) in offline])
+
+        self.gateway.publisher.submit(items, published)
+
+    async def _record_offline(self, rows: list[tuple[asyncpg.Record, list[int]]]) -> None:
+        """`message_sent` for recipients no process holds a socket of, for the notifications work.
+        Written right after the message's commit (who is offline is known only after publishing):
+        a crash in between loses that push, never the message."""
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                for row, recipients in rows:
+                    await outbox.add_event(conn, "messages", "message_sent", row["conversation_id"], {
+                        "message_id": str(row["id"]), "conversation_id": str(row["conversation_id"]),
+                        "seq": row["seq"], "sender_id": str(row["sender_id"]),
+                        "recipient_ids": [str(r) for r in recipients], "preview": row["text"][:100],
+                    })
+        except Exception as exc:
+            if faults.is_unavailable(exc):
+                outages.note("recording message_sent events", exc)
+            else:
+                log.exception("recording message_sent events failed")
+
+
+class ReceiptWriter:
+    """Delivered receipts, coalesced: each (conversation, recipient) moves to the highest seq its
+    sockets wrote since the last flush, in one statement, and the senders are told."""
+
+    def __init__(self, pool: asyncpg.Pool, gateway: Gateway) -> None:
+        self.pool = pool
+        self.gateway = gateway
+        self.pending: dict[tuple[int, int], tuple[int, set[int]]] = {}
+        self.wakeup = asyncio.Event()
+        self.task: asyncio.Task | None = None
+        self.stopping = False
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._run(), name="receipt-writer")
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.stopping = True
+            self.wakeup.set()
+            await self.task
+
+    async def _mark(self, positions: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+        for attempt in range(3):
+            try:
+                return await store.mark_delivered_batch(self.pool, positions)
+            except asyncpg.DeadlockDetectedError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def add(self, user_id: int, delivery: Delivery) -> None:
+        """A socket of user_id wrote message delivery.seq out."""
+        if user_id == delivery.sender_id:
+            return
+        key = (delivery.conversation_id, user_id)
+        seq, senders = self.pending.get(key, (0, set()))
+        senders.add(delivery.sender_id)
+        self.pending[key] = (max(seq, delivery.seq), senders)
+        self.wakeup.set()
+
+    async def _run(self) -> None:
+        while True:
+            await self.wakeup.wait()
+            self.wakeup.clear()
+            if self.pending:
+                pending, self.pending = self.pending, {}
+                try:
+                    await self._flush(pending)
+                except Exception:
+                    log.exception("delivered receipts failed")
+            if self.stopping:
+                return
+
+    async def _flush(self, pending: dict[tuple[int, int], tuple[int, set[int]]]) -> None:
+        positions = sorted((conv, user, seq) for (conv, user), (seq, _) in pending.items())
+        try:
+            moved = await self._mark(positions)
+        except Exception as exc:
+            if faults.is_unavailable(exc):
+                raise
+            # no shared fate: a position the database refuses loses only its own receipt
+            log.warning("a batch of %d delivered receipts failed (%r); writing them one by one", len(positions), exc)
+            moved = []
+            for position in positions:
+                try:
+                    moved += await self._mark([position])
+                except Exception as one:
+                    if faults.is_unavailable(one):
+                        raise
+                    log.warning("delivered receipt %s refused: %r", position, one)
+        items = []
+        for conv, user, seq in moved:
+            frame = frames.encode(frames.MessageDelivered(conversation_id=str(conv), seq=seq, user_id=str(user)))
+            for sender in pending[(conv, user)][1]:
+                items.append((sender, Gateway.envelope(frame)))
+        await self.gateway.publish(items)
+
+
+writer_key = web.AppKey("message_writer", MessageWriter)
+receipts_key = web.AppKey("receipt_writer", ReceiptWriter)
+
+
+def on_delivered(conn: Connection, delivery: Delivery) -> None:
+    """The gateway's callback once a socket wrote a message.new out."""
+    conn.app[receipts_key].add(conn.user_id, delivery)
