@@ -31,11 +31,11 @@ import time
 import uuid
 import weakref
 from collections import deque
-from functools import partial
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
 
 from aiohttp import WSMsgType, web
+from multidict import CIMultiDict, CIMultiDictProxy
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 from redis.asyncio import Redis
@@ -278,18 +278,34 @@ class Connection:
             self._wake_repliers()  # repliers see room, or `closing`
 
 
+_NO_HEADERS: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
+
+
 class Socket(web.WebSocketResponse):
     """The /ws response. aiohttp ends every response with write_eof() once the handler (and
     every middleware around it) has returned: the socket's life runs there, so the frames of the
     request's middlewares are not kept alive for the hours an idle socket lasts."""
 
-    session: Callable[[], Awaitable[None]] | None = None
+    conn: Connection | None = None
 
     async def write_eof(self) -> None:  # type: ignore[override]
-        session, self.session = self.session, None
-        if session is not None:
-            await session()
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            forget_headers(conn.request)
+            await conn.gateway._run(conn)
         await super().write_eof()
+
+
+def forget_headers(request: web.Request) -> None:
+    """Let go of a request's parsed headers once nothing will read them again (its middlewares
+    have returned): aiohttp keeps an upgraded request alive as long as its socket, and its
+    headers and their raw copies are the largest part of an idle socket. Where aiohttp keeps
+    them elsewhere than it does today, they stay."""
+    message = getattr(request, "_message", None)
+    if message is not None and hasattr(message, "_replace") and hasattr(request, "_headers"):
+        request._message = message._replace(headers=_NO_HEADERS, raw_headers=())
+        request._headers = _NO_HEADERS
+        getattr(request, "_cache", {}).pop("query", None)  # holds the token, as parsed by authentication
 
 
 class Gateway:
@@ -360,7 +376,7 @@ class Gateway:
         await ws.prepare(request)
         self.sockets.add(ws)
         conn = Connection(self, request, ws, user_id, session_id, expires_at, revoke_keys, presence_visible)
-        ws.session = partial(self._run, conn)
+        ws.conn = conn
         return ws
 
     async def _run(self, conn: Connection) -> None:

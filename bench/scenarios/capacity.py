@@ -81,6 +81,7 @@ async def work(ctx) -> None:
     tokens = ctx.plan["tokens"]
     share = tokens[ctx.index::ctx.processes]
     sockets: list = []
+    readers: list[asyncio.Task] = []
     failed = 0
     gate = asyncio.Semaphore(max(1, ctx.clients))
     ws_url = ctx.url.replace("http", "ws", 1) + "/ws"
@@ -98,6 +99,8 @@ async def work(ctx) -> None:
                 return
             ctx.recorder.record("connect", time.perf_counter() - started)
             sockets.append(ws)
+            # read from the start: a socket that does not answer the server's pings is dropped
+            readers.append(asyncio.create_task(drain(ws)))
 
     async def drain(ws) -> None:
         async for _ in ws:  # answer pings (autoping), ignore pushes
@@ -108,8 +111,7 @@ async def work(ctx) -> None:
                                     timeout=aiohttp.ClientTimeout(total=None, sock_connect=ctx.options.timeout))
     try:
         await asyncio.gather(*(open_one(t) for t in share))
-        readers = [asyncio.create_task(drain(ws)) for ws in sockets]
-        ctx.recorder.gauges["sockets_held"] = float(len(sockets))
+        ctx.recorder.gauges["sockets_held"] = float(sum(1 for ws in sockets if not ws.closed))
         ctx.recorder.gauges["sockets_failed"] = float(failed)
         if ctx.index == 0:
             # every worker opens its share at once; the first reads the server's memory once they have settled
