@@ -20,7 +20,7 @@ from typing import Annotated, ClassVar, Literal
 import msgspec
 from msgspec import Meta
 
-from realtime.gateway import Settings
+from realtime.settings import Settings
 
 PositiveInt = Annotated[int, Meta(gt=0)]
 PositiveFloat = Annotated[float, Meta(gt=0)]
@@ -216,7 +216,7 @@ class MediaConfig(Section):
 
 
 class RealtimeConfig(Settings, Section):
-    """Realtime and direct messages: the gateway's settings (realtime/gateway.py), then the typing
+    """Realtime and direct messages: the gateway's settings (realtime/settings.py), then the typing
     cap per conversation and the presence.subscribe list cap"""
 
     env_names: ClassVar[dict[str, str]] = {

@@ -31,11 +31,9 @@ import uuid
 import weakref
 from collections import deque
 from dataclasses import dataclass
-from typing import Annotated, Any, AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
 
-import msgspec
 from aiohttp import WSMsgType, web
-from msgspec import Meta
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 from redis.asyncio import Redis
@@ -43,6 +41,7 @@ from redis.asyncio import Redis
 from realtime import frames
 from realtime.presence import PresenceStore, iso
 from realtime.publisher import Publisher
+from realtime.settings import Settings
 from storage.metrics import WS_CLOSED_SLOW, WS_FRAMES_IN, WS_FRAMES_OUT
 from storage.tracecontext import context_of, current_traceparent
 
@@ -53,24 +52,6 @@ CLOSE_IDLE = 4000
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_SUSPENDED = 4403
 CLOSE_TOO_SLOW = 4408
-
-
-class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
-    """The gateway's knobs: the realtime section of app/config.py is one of these, read from
-    `GLINT_WS_*` and friends. Frame size limit, idle timeout (nothing at all from the client, not
-    even a pong), server ping interval, per-socket send queue (overflow closes with 4408), frames
-    handled at once per socket, presence key TTL and refresh throttle, and how long messages the
-    bus cannot take are retried."""
-
-    max_frame_bytes: Annotated[int, Meta(gt=0)] = 64 * 1024
-    idle_timeout: Annotated[float, Meta(gt=0)] = 300.0
-    heartbeat: Annotated[float, Meta(gt=0)] = 25.0
-    send_queue: Annotated[int, Meta(gt=0)] = 256
-    max_inflight: Annotated[int, Meta(gt=0)] = 32
-    presence_ttl: Annotated[int, Meta(gt=0)] = 60
-    presence_refresh: Annotated[float, Meta(gt=0)] = 20.0
-    publish_give_up: Annotated[float, Meta(
-        gt=0, description="messages the bus cannot take are retried this long, then their users get `resync`")] = 5.0
 
 
 @dataclass(frozen=True)
