@@ -304,13 +304,15 @@ def next_link(request: web.Request, limit: int, **params: str) -> str:
     return str(request.rel_url.with_query({**request.query, **params, "limit": str(limit)}))
 
 
-def make_page(request: web.Request, items: Sequence[T], limit: int, cursor_of: Callable[[T], str]) -> Page[T]:
-    """A Page whose `next` is this path with the cursor after the last item, when there may be more."""
+def make_page(request: web.Request, items: Sequence[T], limit: int, cursor_of: Callable[[T], str],
+              param: str = "cursor") -> Page[T]:
+    """A Page of the first `limit` items whose `next`, when there may be more, is this path with
+    `param` (?cursor= unless a list pages by another parameter) set to `cursor_of(last item)`."""
     items = list(items)
     if len(items) <= limit:
         return Page(results=items, next=None)
     items = items[:limit]
-    return Page(results=items, next=next_link(request, limit, cursor=cursor_of(items[-1])))
+    return Page(results=items, next=next_link(request, limit, **{param: cursor_of(items[-1])}))
 
 
 def make_next(request: web.Request, items: list, limit: int, query_of) -> Page:
