@@ -203,7 +203,7 @@ def main() -> None:
     services = ["postgres", "redis"] + (["osmem"] if "elasticsearch" in (args.backend or ["elasticsearch"]) else [])
     try:
         env = devstack.up(root, ports={s: devstack.free_port() for s in services}, services=services, fast=True,
-                       log=lambda *a: None)
+                          log=lambda *a: None)
         try:
             results = asyncio.run(run(args, env))
         finally:

@@ -14,14 +14,43 @@ from typing import AsyncIterator, Awaitable, Callable
 
 import asyncpg
 import pytest
+from argon2 import PasswordHasher
 from redis.asyncio import Redis
 
 import devstack
 from app.config import Config, load_config
+from handlers import auth
 from storage import db
 
 TEMPLATE = "glint_template"
 _counter = itertools.count(1)
+
+# Passwords in the tests' own app are argon2id at the smallest cost: every test registers and logs
+# in users, and at the production cost (64 MiB, 3 passes) each hash or check took 0.1-2 s of a
+# shared CPU. What the tests check is who may log in, not the cost; the tests that time logins
+# ask for `production_hashing`, and `glint serve` processes hash at the production cost.
+_PRODUCTION_HASHER = auth._hasher
+_TEST_HASHER = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+
+
+def _use_hasher(hasher: PasswordHasher) -> None:
+    auth._hasher = hasher
+    auth._dummy_hash.cache_clear()  # the unknown-account check hashes at the current cost
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cheap_password_hashing():
+    _use_hasher(_TEST_HASHER)
+    yield
+    _use_hasher(_PRODUCTION_HASHER)
+
+
+@pytest.fixture
+def production_hashing():
+    """argon2id at its production cost, for a test that times logins."""
+    _use_hasher(_PRODUCTION_HASHER)
+    yield
+    _use_hasher(_TEST_HASHER)
 
 
 def _services() -> list[str]:
@@ -145,3 +174,23 @@ def replica_base_url(stack_env: dict[str, str], stack_root: Path) -> str:
     """A streaming replica of the session's PostgreSQL (pg_basebackup + a hot standby), started
     only by the tests that ask for it; its URL without a database name."""
     return devstack.start_replica(stack_root, devstack.free_port(), log=lambda *a: None).rsplit("/", 1)[0]
+
+
+@pytest.fixture
+def clock():
+    """The app's clock for `clocked_client`: time moves only when the test says so."""
+    from tests.support import Clock
+
+    return Clock()
+
+
+@pytest.fixture
+async def clocked_client(aiohttp_client, stack_env: dict[str, str], config: Config, clock):
+    """A test client of the real app on the test's clock, with login limits high enough for the many
+    logins a test makes."""
+    from app.main import create_app
+    from handlers.context import clock_key
+
+    app = create_app(make_config(stack_env, database_url=config.database.url, rate_limit_auth_per_minute=100_000))
+    app[clock_key] = clock
+    return await aiohttp_client(app)
