@@ -320,8 +320,7 @@ def make_next(request: web.Request, items: list, limit: int, query_of) -> Page:
     if len(items) <= limit:
         return Page(results=items, next=None)
     items = items[:limit]
-    query = {**request.query, **query_of(items[-1]), "limit": str(limit)}
-    return Page(results=items, next=str(request.rel_url.with_query(query)))
+    return Page(results=items, next=next_link(request, limit, **query_of(items[-1])))
 
 
 # ---------------------------------------------------------------- roles
