@@ -13,6 +13,7 @@ from typing import AsyncIterator
 
 from aiohttp import web
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from app.config import Config
 from handlers.auth import check_session
@@ -39,12 +40,31 @@ async def postgres_ctx(app: web.Application) -> AsyncIterator[None]:
     await pool.close()
 
 
+def redis_cluster_url(config: Config) -> str | None:
+    """The URL of a node of the configured Redis Cluster (as redis-py reads it), or None for one node."""
+    scheme, sep, rest = config.redis.url.partition("://")
+    if scheme.endswith("+cluster"):
+        return f"{scheme.removesuffix('+cluster')}{sep}{rest}"
+    return config.redis.url if config.redis.cluster else None
+
+
+def open_redis(config: Config, **options) -> Redis | RedisCluster:
+    """A client of the configured Redis: one node, or a cluster (its slot map read from the node
+    the URL names, on first use). Options override the configured timeouts and pool size."""
+    settings = {"socket_timeout": config.redis.timeout_seconds,
+                "socket_connect_timeout": config.redis.timeout_seconds,
+                "health_check_interval": 30, "max_connections": 200, **options}
+    cluster_url = redis_cluster_url(config)
+    if cluster_url is not None:
+        # max_connections is per node on a cluster
+        return RedisCluster.from_url(cluster_url, **settings)
+    return Redis.from_url(config.redis.url, **settings)
+
+
 async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     """The Redis client (hiredis parser), and the rate limiter and timelines on it."""
     config = app[config_key]
-    redis = Redis.from_url(config.redis.url, socket_timeout=config.redis.timeout_seconds,
-                           socket_connect_timeout=config.redis.timeout_seconds,
-                           health_check_interval=30, max_connections=200)
+    redis = open_redis(config)
     app[redis_key] = redis
     app[limiter_key] = RateLimiter(redis)
     app[timelines_key] = Timelines(redis, cap=config.feed.cap)

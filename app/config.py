@@ -68,6 +68,9 @@ class RedisConfig(Section):
     prefix: ClassVar[str] = "redis_"
     url: str = "redis://127.0.0.1:63799/0"
     timeout_seconds: Annotated[PositiveFloat, doc("connect and per-command socket timeout")] = 5.0
+    # a Redis Cluster: the URL names any one node (a `redis+cluster://` URL chooses it as well)
+    cluster: Annotated[bool, doc("`true`: `GLINT_REDIS_URL` names one node of a Redis Cluster; a "
+                                 "`redis+cluster://` URL does the same")] = False
 
 
 class S3Config(Section):

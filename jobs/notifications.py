@@ -21,6 +21,7 @@ import asyncpg
 import msgspec
 from redis.asyncio import Redis
 
+from realtime.bus import queue_publish
 from realtime.gateway import Gateway
 from storage import comments, users, visibility
 from storage import notifications as store
@@ -256,7 +257,7 @@ class NotificationConsumer:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for recipient, view in frames:
                     frame = _encoder.encode(NotificationNew(notification=view))
-                    pipe.publish(f"u:{recipient}", Gateway.envelope(frame))
+                    queue_publish(self.redis, pipe, f"u:{recipient}", Gateway.envelope(frame))
                 await pipe.execute()
         except Exception:
             log.exception("publishing notification.new failed; clients see it in the list")
