@@ -53,6 +53,7 @@ async def test_an_unknown_session_id_is_refused_not_allowed(client, redis_clean)
     assert await me_status(client, {"access": forged}) == 401
 
 
+@pytest.mark.redis_cluster
 async def test_a_socket_of_a_revoked_session_is_closed_after_redis_is_wiped(client, redis_clean):
     user = await register(client)
     pair = await login(client, user["username"])
