@@ -43,6 +43,7 @@ from realtime import frames
 from realtime.bus import Bus
 from realtime.presence import PresenceStore, iso
 from realtime.publisher import Publisher
+from realtime.settings import Settings
 from storage.cluster import queue_mget
 from storage.metrics import WS_CLOSED_SLOW, WS_FRAMES_IN, WS_FRAMES_OUT
 from storage.tracecontext import context_of, current_traceparent
@@ -54,20 +55,6 @@ CLOSE_IDLE = 4000
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_SUSPENDED = 4403
 CLOSE_TOO_SLOW = 4408
-
-
-@dataclass(frozen=True)
-class Settings:
-    """The gateway's knobs (app/ fills them from Config)."""
-
-    max_frame_bytes: int = 64 * 1024
-    idle_timeout: float = 300.0
-    heartbeat: float = 25.0
-    send_queue: int = 256
-    max_inflight: int = 32
-    presence_ttl: int = 60
-    presence_refresh: float = 20.0
-    publish_give_up: float = 5.0
 
 
 @dataclass(frozen=True)

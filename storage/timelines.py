@@ -134,8 +134,8 @@ async def fanout_targets(pool: asyncpg.Pool, author_id: int, active_days: int,
     who mute the author, in lists of up to `chunk` as PostgreSQL produces them (one query, read
     through a cursor, so the first timelines are written while the rest are still being read).
 
-    The followers come from an index-only scan of follows (followee_id, follower_id) (migration
-    0018a). The mute test is muted_by(follower, author) written as an anti-join: the function, a
+    The followers come from index-only scans of follows (followee_id, follower_id) and of the
+    active users' (id, last_active_at) (migration 0018a). The mute test is muted_by(follower, author) written as an anti-join: the function, a
     subquery, is not inlined, and a call per follower costs more than the rest of the query."""
     yield [author_id]
     async with pool.acquire() as conn, conn.transaction(readonly=True):
