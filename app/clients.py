@@ -21,7 +21,7 @@ from handlers.context import config_key, kafka_producer_key, limiter_key, pool_k
 from handlers.context import links_key, presigner_key, replicas_key, search_key
 from handlers.socket import handle_frame
 from realtime.delivery import MessageWriter, ReceiptWriter, on_delivered, receipts_key, writer_key
-from realtime.gateway import Gateway, Settings, gateway_ctx, gateway_key
+from realtime.gateway import Gateway, gateway_ctx, gateway_key
 from storage import db, media
 from storage.ratelimit import RateLimiter
 from storage.replicas import Replicas
@@ -210,13 +210,8 @@ def realtime_ctx(sockets: weakref.WeakSet):
     `sockets` is the app's set of open websockets that shutdown closes."""
 
     def build(app: web.Application) -> Gateway:
-        c = app[config_key].realtime
-        settings = Settings(max_frame_bytes=c.ws_max_frame_bytes, idle_timeout=c.ws_idle_timeout,
-                            heartbeat=c.ws_heartbeat, send_queue=c.ws_send_queue, max_inflight=c.ws_max_inflight,
-                            presence_ttl=c.presence_ttl, presence_refresh=c.presence_refresh,
-                            publish_give_up=c.bus_publish_give_up_seconds)
-        return Gateway(app[redis_key], settings, on_frame=handle_frame, on_delivered=on_delivered, sockets=sockets,
-                       verify_session=lambda user_id, session_id: check_session(app, user_id, session_id))
+        return Gateway(app[redis_key], app[config_key].realtime, on_frame=handle_frame, on_delivered=on_delivered,
+                       sockets=sockets, verify_session=lambda user_id, session_id: check_session(app, user_id, session_id))
 
     start_gateway = gateway_ctx(build)
 

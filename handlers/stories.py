@@ -19,13 +19,13 @@ from msgspec import Meta
 
 from handlers.auth import current_user
 from handlers.common import (
-    NotFound, Page, Routes, Struct, ValidationFailed, decode_cursor, encode_cursor, json_response, make_page,
-    no_content, page_request, parse_id, path_id, read_json,
+    NotFound, Page, Routes, Struct, ValidationFailed, decode_cursor, encode_cursor, id_string_cursor, json_response,
+    make_page, no_content, page_request, path_id, read_json,
 )
 from handlers.context import app_now, config_key, pool_key, redis_key
 from handlers.media import MediaOut, media_links, media_out
 from handlers.messages import SendBody, send_message
-from handlers.posts import UserBrief
+from handlers.posts import UserBrief, user_brief
 from realtime.delivery import writer_key
 from realtime.frames import IdStr, Message
 from storage import media, outbox, stories, visibility
@@ -138,11 +138,6 @@ def story_out(request: web.Request, row: Any, media_row: Any, seen: bool, view_c
         caption=row["caption"], close_friends_only=row["close_friends_only"], created_at=row["created_at"],
         expires_at=row["expires_at"], seen=seen, view_count=view_count,
     )
-
-
-def user_brief(row: Any) -> UserBrief:
-    return UserBrief(id=str(row["id"]), username=row["username"], full_name=row["full_name"],
-                     is_verified=row["is_verified"])
 
 
 async def media_rows(pool: asyncpg.Pool, rows: list[Any]) -> dict[int, asyncpg.Record]:
@@ -348,8 +343,7 @@ async def story_archive(request: web.Request) -> web.Response:
     """Your expired stories, newest first (media is removed an hour after expiry)."""
     owner = current_user(request)
     page = page_request(request)
-    cursor = decode_cursor(page.cursor, str)
-    before = parse_id(cursor[0], "cursor") if cursor is not None else None
+    before = id_string_cursor(page.cursor)
     pool = request.app[pool_key]
     rows = await stories.list_archive(pool, owner, before, page.limit)
     media_by_id = await media_rows(pool, rows)
@@ -362,8 +356,7 @@ async def get_close_friends(request: web.Request) -> web.Response:
     """Your close-friends list: who sees your close-friends stories."""
     owner = current_user(request)
     page = page_request(request)
-    cursor = decode_cursor(page.cursor, str)
-    after = parse_id(cursor[0], "cursor") if cursor is not None else None
+    after = id_string_cursor(page.cursor)
     rows = await stories.list_close_friends(request.app[pool_key], owner, after, page.limit)
     return json_response(make_page(request, [user_brief(r) for r in rows], page.limit, lambda u: encode_cursor(u.id)))
 
@@ -391,8 +384,7 @@ async def story_viewers(request: web.Request) -> web.Response:
     owner = current_user(request)
     story_id = path_id(request)
     page = page_request(request)
-    cursor = decode_cursor(page.cursor, str)
-    before = parse_id(cursor[0], "cursor") if cursor is not None else None
+    before = id_string_cursor(page.cursor)
     pool = request.app[pool_key]
     if await stories.get_own_story(pool, story_id, owner) is None:
         raise NotFound()
