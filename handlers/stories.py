@@ -19,13 +19,13 @@ from msgspec import Meta
 
 from handlers.auth import current_user
 from handlers.common import (
-    NotFound, Page, Routes, Struct, ValidationFailed, decode_cursor, encode_cursor, json_response, make_page,
-    no_content, page_request, parse_id, path_id, read_json,
+    NotFound, Page, Routes, Struct, ValidationFailed, decode_cursor, encode_cursor, id_string_cursor, json_response,
+    make_page, no_content, page_request, path_id, read_json,
 )
 from handlers.context import app_now, config_key, pool_key, redis_key
 from handlers.media import MediaOut, media_links, media_out
 from handlers.messages import SendBody, send_message
-from handlers.posts import UserBrief
+from handlers.posts import UserBrief, user_brief
 from realtime.delivery import writer_key
 from realtime.frames import IdStr, Message
 from storage import events, media, outbox, stories, visibility
@@ -133,15 +133,10 @@ def story_out(request: web.Request, row: Any, media_row: Any, seen: bool, view_c
     """A story as clients see it, its media URLs freshly signed."""
     return StoryOut(
         id=str(row["id"]), owner_id=str(row["owner_id"]),
-        media=media_out(media_links(request), media_row, row["owner_id"]) if media_row is not None else None,
+        media=media_out(media_links(request), media_row) if media_row is not None else None,
         caption=row["caption"], close_friends_only=row["close_friends_only"], created_at=row["created_at"],
         expires_at=row["expires_at"], seen=seen, view_count=view_count,
     )
-
-
-def user_brief(row: Any) -> UserBrief:
-    return UserBrief(id=str(row["id"]), username=row["username"], full_name=row["full_name"],
-                     is_verified=row["is_verified"])
 
 
 async def media_rows(pool: asyncpg.Pool, rows: list[Any]) -> dict[int, asyncpg.Record]:
@@ -281,7 +276,7 @@ def tray_entry(request: web.Request, viewer: int, owner: CachedOwner) -> TrayEnt
         has_unseen=not own and not all(s.seen for s in owner.stories),
         latest_at=max(s.created_at for s in owner.stories),
         stories=[StoryOut(id=str(s.id), owner_id=str(owner.id),
-                          media=media_out(media_links(request), s.media, owner.id) if s.media is not None else None,
+                          media=media_out(media_links(request), s.media) if s.media is not None else None,
                           caption=s.caption, close_friends_only=s.close_friends_only, created_at=s.created_at,
                           expires_at=s.expires_at, seen=s.seen or own)
                  for s in owner.stories],
@@ -344,8 +339,7 @@ async def story_archive(request: web.Request) -> web.Response:
     """Your expired stories, newest first (media is removed an hour after expiry)."""
     owner = current_user(request)
     page = page_request(request)
-    cursor = decode_cursor(page.cursor, str)
-    before = parse_id(cursor[0], "cursor") if cursor is not None else None
+    before = id_string_cursor(page.cursor)
     pool = request.app[pool_key]
     rows = await stories.list_archive(pool, owner, before, page.limit)
     media_by_id = await media_rows(pool, rows)
@@ -358,8 +352,7 @@ async def get_close_friends(request: web.Request) -> web.Response:
     """Your close-friends list: who sees your close-friends stories."""
     owner = current_user(request)
     page = page_request(request)
-    cursor = decode_cursor(page.cursor, str)
-    after = parse_id(cursor[0], "cursor") if cursor is not None else None
+    after = id_string_cursor(page.cursor)
     rows = await stories.list_close_friends(request.app[pool_key], owner, after, page.limit)
     return json_response(make_page(request, [user_brief(r) for r in rows], page.limit, lambda u: encode_cursor(u.id)))
 
@@ -387,8 +380,7 @@ async def story_viewers(request: web.Request) -> web.Response:
     owner = current_user(request)
     story_id = path_id(request)
     page = page_request(request)
-    cursor = decode_cursor(page.cursor, str)
-    before = parse_id(cursor[0], "cursor") if cursor is not None else None
+    before = id_string_cursor(page.cursor)
     pool = request.app[pool_key]
     if await stories.get_own_story(pool, story_id, owner) is None:
         raise NotFound()

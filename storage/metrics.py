@@ -32,6 +32,9 @@ WS_FRAMES = Counter("glint_ws_frames_total", "Websocket frames received from and
 WS_FRAMES_IN = WS_FRAMES.labels("in")
 WS_FRAMES_OUT = WS_FRAMES.labels("out")
 WS_CLOSED_SLOW = Counter("glint_ws_slow_closes_total", "Sockets closed because the client could not keep up")
+WS_SWEEP_SECONDS = Gauge("glint_ws_sweep_seconds", "The last heartbeat sweep over this process's sockets"
+                         " (pings, timeouts, token and session checks), by clock: wall or cpu", ["clock"])
+WS_SWEEP_SOCKETS = Gauge("glint_ws_sweep_sockets", "Sockets the last heartbeat sweep went over")
 MESSAGES_SENT = Counter("glint_messages_sent_total", "Direct messages written")
 EVENT_LAG = Histogram(
     "glint_event_lag_seconds", "From an event's commit to a consumer having handled it", ["consumer"],
