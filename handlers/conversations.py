@@ -18,9 +18,10 @@ from handlers.common import (
     make_next, no_content, page_request, parse_id, path_id, read_json,
 )
 from handlers.context import pool_key
-from realtime.frames import IdStr, Message
-from realtime.render import iso, messages_for
+from realtime.frames import IdStr, Message, iso
+from realtime.render import messages_for
 from storage import messages as store
+from storage import users as user_store
 from storage import visibility
 
 routes = Routes("messages")
@@ -119,7 +120,7 @@ async def create_conversation(pool: asyncpg.Pool, creator: int, body: CreateConv
 
 async def unreachable(pool: asyncpg.Pool, sender: int, users: set[int]) -> set[int]:
     """Of these users, those the sender may not add or message: unknown, inactive, or kept apart."""
-    return users - (await store.existing_active_users(pool, users) & await visibility.reachable(pool, sender, users))
+    return users - (await user_store.existing_active_users(pool, users) & await visibility.reachable(pool, sender, users))
 
 
 async def conversation_detail(pool: asyncpg.Pool, conversation_id: int, viewer: int) -> ConversationOut:

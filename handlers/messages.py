@@ -22,7 +22,7 @@ from handlers.common import (
 from handlers.context import pool_key
 from realtime import delivery, frames
 from realtime.delivery import MessageWriter, writer_key
-from realtime.frames import IdStr, Message, PositiveSeq, Seq
+from realtime.frames import Message, SendBody, Seq
 from realtime.gateway import Connection, Gateway, gateway_key
 from realtime.render import message_out, messages_for
 from storage import messages as store
@@ -32,14 +32,6 @@ routes = Routes("messages")
 
 
 # ---------------------------------------------------------------- wire shapes
-
-
-class SendBody(Struct):
-    client_id: Annotated[str, Meta(min_length=1, max_length=64)]
-    text: Annotated[str, Meta(max_length=frames.MAX_TEXT)] = ""
-    media_id: IdStr | None = None
-    reply_to_seq: PositiveSeq | None = None
-    share: frames.ShareRef | None = None
 
 
 class ReadBody(Struct):
@@ -70,7 +62,7 @@ class EditWindowClosed(ApiError):
 
 
 async def send_message(pool: asyncpg.Pool, writer: MessageWriter, sender: int, conversation_id: int,
-                       body: SendBody | frames.SendMessage, origin: Connection | None = None) -> tuple[Message, bool]:
+                       body: SendBody, origin: Connection | None = None) -> tuple[Message, bool]:
     """Store a message (or find the original of a resend); (message, created). Members only; not
     into a 1:1 with a block either way; text, media or a share required (a share of something the
     sender may see)."""

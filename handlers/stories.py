@@ -24,10 +24,10 @@ from handlers.common import (
 )
 from handlers.context import app_now, config_key, pool_key, redis_key
 from handlers.media import MediaOut, media_links, media_out
-from handlers.messages import SendBody, send_message
-from handlers.posts import UserBrief
+from handlers.messages import send_message
+from handlers.posts import UserBrief, user_brief
 from realtime.delivery import writer_key
-from realtime.frames import IdStr, Message
+from realtime.frames import IdStr, Message, SendBody
 from storage import media, outbox, stories, visibility
 from storage import messages as message_store
 
@@ -138,11 +138,6 @@ def story_out(request: web.Request, row: Any, media_row: Any, seen: bool, view_c
         caption=row["caption"], close_friends_only=row["close_friends_only"], created_at=row["created_at"],
         expires_at=row["expires_at"], seen=seen, view_count=view_count,
     )
-
-
-def user_brief(row: Any) -> UserBrief:
-    return UserBrief(id=str(row["id"]), username=row["username"], full_name=row["full_name"],
-                     is_verified=row["is_verified"])
 
 
 async def media_rows(pool: asyncpg.Pool, rows: list[Any]) -> dict[int, asyncpg.Record]:

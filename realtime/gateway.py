@@ -39,7 +39,7 @@ from opentelemetry.trace import SpanKind
 from redis.asyncio import Redis
 
 from realtime import frames
-from realtime.presence import PresenceStore, iso
+from realtime.presence import PresenceStore
 from realtime.publisher import Publisher
 from storage.metrics import WS_CLOSED_SLOW, WS_FRAMES_IN, WS_FRAMES_OUT
 from storage.tracecontext import context_of, current_traceparent
@@ -504,7 +504,7 @@ class Gateway:
     async def publish_presence(self, user_id: int, *, online: bool, last_seen_ms: int | None) -> None:
         """Tell the watchers of a user, in every process, that they came online or went offline."""
         frame = frames.encode(frames.Presence(user_id=str(user_id), status="online" if online else "offline",
-                                              last_seen=iso(last_seen_ms)))
+                                              last_seen=frames.iso_ms(last_seen_ms)))
         await self.redis.publish(f"p:{user_id}", b"f|\n" + frame)
 
     # ------------------------------------------------------------ heartbeats
