@@ -13,8 +13,9 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from app.background import background_key
+from app.clients import kafka_producer_key
 from handlers.common import RouteDoc, json_response
-from handlers.context import config_key, kafka_producer_key, pool_key, redis_key, s3_key, search_key
+from handlers.context import config_key, pool_key, redis_key, s3_key, search_key
 from realtime import frames
 from realtime.gateway import gateway_key
 from storage import deadletters, outbox

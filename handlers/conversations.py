@@ -120,7 +120,8 @@ async def create_conversation(pool: asyncpg.Pool, creator: int, body: CreateConv
 
 async def unreachable(pool: asyncpg.Pool, sender: int, users: set[int]) -> set[int]:
     """Of these users, those the sender may not add or message: unknown, inactive, or kept apart."""
-    return users - (await user_store.existing_active_users(pool, users) & await visibility.reachable(pool, sender, users))
+    active = await user_store.existing_active_users(pool, users)
+    return users - (active & await visibility.reachable(pool, sender, users))
 
 
 async def conversation_detail(pool: asyncpg.Pool, conversation_id: int, viewer: int) -> ConversationOut:
