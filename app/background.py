@@ -62,26 +62,27 @@ def background_ctx(consumer_factories: list[ConsumerFactory], job_factories: lis
         pool = app[pool_key]
         if bg.run_consumers:
             bg.consumers = [c for factory in consumer_factories for c in factory(app)] + bg.consumers
-            if config.jobs_enabled:
+            if config.jobs.enabled:
                 bg.jobs = [j for factory in job_factories for j in factory(app)] + bg.jobs
-        bg.dispatcher = Dispatcher(pool, bg.consumers, config.consumer_max_attempts, config.consumer_retry_base_seconds,
-                                   replay_base=config.dead_letter_replay_base_seconds)
-        if config.events_transport == "kafka":
-            sender = KafkaSender(app[kafka_producer_key], config.kafka_topic_prefix)
+        events = config.events
+        bg.dispatcher = Dispatcher(pool, bg.consumers, events.consumer_max_attempts, events.consumer_retry_base_seconds,
+                                   replay_base=events.dead_letter_replay_base_seconds)
+        if config.events.transport == "kafka":
+            sender = KafkaSender(app[kafka_producer_key], config.events.kafka_topic_prefix)
             bg.runners = [
-                KafkaConsumerRunner(c, bg.dispatcher, config.kafka_bootstrap, config.kafka_topic_prefix,
-                                    config.kafka_group_prefix)
+                KafkaConsumerRunner(c, bg.dispatcher, config.events.kafka_bootstrap, config.events.kafka_topic_prefix,
+                                    config.events.kafka_group_prefix)
                 for c in bg.consumers
             ]
         else:
             sender = InlineSender(bg.dispatcher)
         # an inline relay is the consumers' only feed, so it runs only where they do
-        if config.events_transport == "kafka" or bg.run_consumers:
-            bg.relay = Relay(pool, sender, config.outbox_batch, config.outbox_poll_seconds)
+        if config.events.transport == "kafka" or bg.run_consumers:
+            bg.relay = Relay(pool, sender, config.events.outbox_batch, config.events.outbox_poll_seconds)
             bg.tasks.append(asyncio.create_task(bg.relay.run(bg.stop), name="outbox-relay"))
         if bg.consumers:
-            bg.replayer = DeadLetterReplayer(bg.dispatcher, config.dead_letter_poll_seconds,
-                                             config.dead_letter_replay_max_seconds)
+            bg.replayer = DeadLetterReplayer(bg.dispatcher, config.events.dead_letter_poll_seconds,
+                                             config.events.dead_letter_replay_max_seconds)
             bg.tasks.append(asyncio.create_task(bg.replayer.run(bg.stop), name="dead-letter-replayer"))
         for runner in bg.runners:
             bg.tasks.append(asyncio.create_task(runner.run(bg.stop), name=f"consumer-{runner.consumer.name}"))
@@ -89,7 +90,7 @@ def background_ctx(consumer_factories: list[ConsumerFactory], job_factories: lis
             bg.tasks.append(asyncio.create_task(run_jobs(app[redis_key], bg.jobs, bg.stop), name="jobs"))
         yield
         bg.stop.set()
-        done, pending = await asyncio.wait(bg.tasks, timeout=config.shutdown_timeout) if bg.tasks else (set(), set())
+        done, pending = await asyncio.wait(bg.tasks, timeout=config.server.shutdown_timeout) if bg.tasks else (set(), set())
         for task in pending:
             task.cancel()
         for task in [*done, *pending]:

@@ -164,12 +164,12 @@ async def backup(config: Config, out: Path, log: Log = print) -> Manifest:
             with dump_path.open("rb") as handle:
                 _add(tar, DUMP, handle, dump_size)
             async with open_s3(config) as s3:
-                async for key in _keys(s3, config.s3_bucket):
-                    objects.append(await _copy_object(s3, config.s3_bucket, key, tar))
+                async for key in _keys(s3, config.s3.bucket):
+                    objects.append(await _copy_object(s3, config.s3.bucket, key, tar))
             manifest = Manifest(
                 format=FORMAT, version=VERSION, created_at=datetime.now(timezone.utc).isoformat(),
                 database=DumpEntry(file=DUMP, bytes=dump_size, sha256=dump_sha, tables=tables),
-                bucket=config.s3_bucket, objects=objects, object_count=len(objects),
+                bucket=config.s3.bucket, objects=objects, object_count=len(objects),
                 object_bytes=sum(o.bytes for o in objects),
             )
             _add(tar, MANIFEST, io.BytesIO(body := msgspec.json.format(msgspec.json.encode(manifest))), len(body))
@@ -181,13 +181,13 @@ async def backup(config: Config, out: Path, log: Log = print) -> Manifest:
 
 async def _dump(config: Config, path: Path) -> dict[str, int]:
     """pg_dump at an exported snapshot, and the row counts read in that same snapshot."""
-    conn = await asyncpg.connect(config.database_url, timeout=10)
+    conn = await asyncpg.connect(config.database.url, timeout=10)
     try:
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             snapshot = await conn.fetchval("SELECT pg_export_snapshot()")
             tables = await table_counts(conn)
             await _run([pg_tool("pg_dump"), "--format=custom", "--no-owner", "--no-privileges",
-                        f"--snapshot={snapshot}", f"--file={path}"], libpq_env(config.database_url), "pg_dump")
+                        f"--snapshot={snapshot}", f"--file={path}"], libpq_env(config.database.url), "pg_dump")
     finally:
         await conn.close()
     return tables
@@ -249,17 +249,17 @@ def read_manifest(path: Path) -> Manifest:
 
 async def stack_is_empty(config: Config) -> tuple[bool, str]:
     """Has the target no users and no media objects? (and what it holds when not)"""
-    conn = await asyncpg.connect(config.database_url, timeout=10)
+    conn = await asyncpg.connect(config.database.url, timeout=10)
     try:
         has_users = await conn.fetchval("SELECT to_regclass('public.users') IS NOT NULL")
         users = await conn.fetchval("SELECT count(*) FROM users") if has_users else 0
     finally:
         await conn.close()
     async with open_s3(config) as s3:
-        await _ensure_bucket(s3, config.s3_bucket)
-        listed = await s3.list_objects_v2(Bucket=config.s3_bucket, MaxKeys=1)
+        await _ensure_bucket(s3, config.s3.bucket)
+        listed = await s3.list_objects_v2(Bucket=config.s3.bucket, MaxKeys=1)
     objects = listed.get("KeyCount", len(listed.get("Contents", [])))
-    held = [f"{users} users" if users else "", f"objects in bucket {config.s3_bucket}" if objects else ""]
+    held = [f"{users} users" if users else "", f"objects in bucket {config.s3.bucket}" if objects else ""]
     return not users and not objects, " and ".join(h for h in held if h)
 
 
@@ -288,9 +288,9 @@ async def restore(config: Config, path: Path, *, force: bool = False, log: Log =
         with tarfile.open(path, "r:") as tar, dump_path.open("wb") as out:
             shutil.copyfileobj(tar.extractfile(manifest.database.file), out, CHUNK)
         await _run([pg_tool("pg_restore"), "--clean", "--if-exists", "--no-owner", "--no-privileges",
-                    "--single-transaction", "--exit-on-error", f"--dbname={libpq_env(config.database_url)['PGDATABASE']}",
-                    str(dump_path)], libpq_env(config.database_url), "pg_restore")
-    conn = await asyncpg.connect(config.database_url, timeout=10)
+                    "--single-transaction", "--exit-on-error", f"--dbname={libpq_env(config.database.url)['PGDATABASE']}",
+                    str(dump_path)], libpq_env(config.database.url), "pg_restore")
+    conn = await asyncpg.connect(config.database.url, timeout=10)
     try:
         counts = await table_counts(conn)
     finally:
@@ -300,7 +300,7 @@ async def restore(config: Config, path: Path, *, force: bool = False, log: Log =
         raise BackupError(f"restored row counts differ from the manifest: {wrong}")
     log(f"postgres: {sum(counts.values())} rows in {len(counts)} tables restored")
     await _restore_objects(config, path, manifest, force)
-    log(f"s3: {manifest.object_count} objects restored to bucket {config.s3_bucket}")
+    log(f"s3: {manifest.object_count} objects restored to bucket {config.s3.bucket}")
     await _rebuild_derived(config, log)
     log(f"restore complete ({time.monotonic() - started:.1f} s)")
     return manifest
@@ -308,30 +308,30 @@ async def restore(config: Config, path: Path, *, force: bool = False, log: Log =
 
 async def _restore_objects(config: Config, path: Path, manifest: Manifest, force: bool) -> None:
     async with open_s3(config) as s3:
-        await _ensure_bucket(s3, config.s3_bucket)
+        await _ensure_bucket(s3, config.s3.bucket)
         if force:  # the bucket then holds exactly what the archive holds
-            stale = [key async for key in _keys(s3, config.s3_bucket)]
+            stale = [key async for key in _keys(s3, config.s3.bucket)]
             for start in range(0, len(stale), 1000):
-                await s3.delete_objects(Bucket=config.s3_bucket, Delete={
+                await s3.delete_objects(Bucket=config.s3.bucket, Delete={
                     "Objects": [{"Key": key} for key in stale[start:start + 1000]], "Quiet": True})
         with tarfile.open(path, "r:") as tar:
             for entry in manifest.objects:
                 body = tar.extractfile(OBJECTS + entry.key).read()
                 extra = {"ContentType": entry.content_type} if entry.content_type else {}
-                await s3.put_object(Bucket=config.s3_bucket, Key=entry.key, Body=body, **extra)
+                await s3.put_object(Bucket=config.s3.bucket, Key=entry.key, Body=body, **extra)
 
 
 async def _rebuild_derived(config: Config, log: Log) -> None:
     """Redis is emptied (timelines rebuild on a miss, caches refill); search is reindexed."""
     from redis.asyncio import Redis
 
-    redis = Redis.from_url(config.redis_url, socket_timeout=10)
+    redis = Redis.from_url(config.redis.url, socket_timeout=10)
     try:
         await redis.flushdb()
     finally:
         await redis.aclose()
     log("redis: emptied; timelines and caches rebuild from PostgreSQL on first read")
-    if config.search_backend == "elasticsearch":
+    if config.search.backend == "elasticsearch":
         await reindex_search(config)
         log("search: reindexed users, posts, hashtags and locations")
 

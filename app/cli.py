@@ -34,7 +34,7 @@ async def _pending(config: Config) -> list[str]:
 
     from storage import db
 
-    conn = await asyncpg.connect(config.database_url, timeout=10)
+    conn = await asyncpg.connect(config.database.url, timeout=10)
     try:
         return await db.pending_migrations(conn)
     finally:
@@ -45,9 +45,9 @@ def _require_migrated(config: Config) -> None:
     try:
         pending = asyncio.run(_pending(config))
     except (OSError, asyncio.TimeoutError) as exc:
-        sys.exit(f"glint: cannot reach PostgreSQL at {config.database_url}: {exc}")
+        sys.exit(f"glint: cannot reach PostgreSQL at {config.database.url}: {exc}")
     except Exception as exc:
-        sys.exit(f"glint: cannot read the schema version from {config.database_url}: {exc}")
+        sys.exit(f"glint: cannot read the schema version from {config.database.url}: {exc}")
     if pending:
         sys.exit(f"glint: the database is not migrated ({len(pending)} migration(s) pending, "
                  f"first {pending[0]}); run `glint migrate` first.")
@@ -71,7 +71,8 @@ def serve_banner(config: Config) -> str:
     """Where things are, printed when `glint serve` is listening (the first screen of `make run`)."""
     from pathlib import Path
 
-    base = f"http://{'127.0.0.1' if config.host in ('0.0.0.0', '::') else config.host}:{config.port}"
+    server = config.server
+    base = f"http://{'127.0.0.1' if server.host in ('0.0.0.0', '::') else server.host}:{server.port}"
     built = (Path(__file__).resolve().parents[1] / "web" / "dist" / "index.html").exists()
     web_line = f"{base}/" if built else "not built: install Node.js 18+ and `make run` builds it"
     return "\n".join([
@@ -91,13 +92,14 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     config = _config(secrets=True, **overrides)
-    setup_logging(config.log_level)
+    setup_logging(config.server.log_level)
     _require_migrated(config)
     stop_tracing = setup_tracing(config, "glint-api" if args.no_consumers else "glint")
     app = create_app(config, consumers=not args.no_consumers)
-    log.info("serving on http://%s:%d", config.host, config.port)
+    log.info("serving on http://%s:%d", config.server.host, config.server.port)
     try:
-        run_server(app, config.host, config.port, config.shutdown_timeout, banner=serve_banner(config))
+        server = config.server
+        run_server(app, server.host, server.port, server.shutdown_timeout, banner=serve_banner(config))
     finally:
         stop_tracing()
 
@@ -109,13 +111,13 @@ def cmd_consume(args: argparse.Namespace) -> None:
 
     overrides = {k: v for k, v in (("host", args.host), ("consumer_port", args.port)) if v is not None}
     config = _config(secrets=True, **overrides)
-    setup_logging(config.log_level)
+    setup_logging(config.server.log_level)
     _require_migrated(config)
     stop_tracing = setup_tracing(config, "glint-consumer")
     app = create_app(config, consumers=True, http=False)
-    log.info("consuming; operations on http://%s:%d", config.host, config.consumer_port)
+    log.info("consuming; operations on http://%s:%d", config.server.host, config.server.consumer_port)
     try:
-        run_server(app, config.host, config.consumer_port, config.shutdown_timeout)
+        run_server(app, config.server.host, config.server.consumer_port, config.server.shutdown_timeout)
     finally:
         stop_tracing()
 
@@ -129,7 +131,7 @@ def cmd_migrate(args: argparse.Namespace) -> None:
     config = _config()
 
     async def run() -> list[str]:
-        conn = await asyncpg.connect(config.database_url, timeout=10)
+        conn = await asyncpg.connect(config.database.url, timeout=10)
         try:
             return await db.migrate(conn)
         finally:
@@ -138,7 +140,7 @@ def cmd_migrate(args: argparse.Namespace) -> None:
     try:
         applied = asyncio.run(run())
     except OSError as exc:
-        sys.exit(f"glint: cannot reach PostgreSQL at {config.database_url}: {exc}")
+        sys.exit(f"glint: cannot reach PostgreSQL at {config.database.url}: {exc}")
     print(f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else ""))
 
 
@@ -168,7 +170,7 @@ def cmd_createsuperuser(args: argparse.Namespace) -> None:
     password = superuser_password()
 
     async def run() -> int:
-        async with await db.create_pool(config.database_url, min_size=1, max_size=2) as pool:  # closed on exit
+        async with await db.create_pool(config.database.url, min_size=1, max_size=2) as pool:  # closed on exit
             return (await create_superuser(pool, args.username, args.email, password))["id"]
 
     try:
@@ -215,7 +217,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
 def cmd_search(args: argparse.Namespace) -> None:
     """`search reindex`: rebuild the Elasticsearch indexes from PostgreSQL, in batches."""
     config = _config()
-    if config.search_backend != "elasticsearch":
+    if config.search.backend != "elasticsearch":
         sys.exit("glint: the search backend is postgres, whose index is generated columns: nothing to rebuild "
                  "(set GLINT_SEARCH_BACKEND=elasticsearch)")
     _require_migrated(config)
@@ -275,7 +277,7 @@ def cmd_events(args: argparse.Namespace) -> None:
     try:
         sys.exit(asyncio.run(_dead_letters(config, args)))
     except OSError as exc:
-        sys.exit(f"glint: cannot reach PostgreSQL at {config.database_url}: {exc}")
+        sys.exit(f"glint: cannot reach PostgreSQL at {config.database.url}: {exc}")
 
 
 def _letter_line(letter) -> str:
@@ -291,7 +293,7 @@ async def _dead_letters(config: Config, args: argparse.Namespace) -> int:
 
     from storage import db, deadletters
 
-    pool = await db.create_pool(config.database_url, min_size=1, max_size=2)
+    pool = await db.create_pool(config.database.url, min_size=1, max_size=2)
     try:
         if args.action == "list":
             letters = await deadletters.list_letters(pool, include_replayed=args.all, consumer=args.consumer,

@@ -32,8 +32,8 @@ log = logging.getLogger("glint.clients")
 async def postgres_ctx(app: web.Application) -> AsyncIterator[None]:
     """The asyncpg pool, and the e-mail sink (the table sink writes through it)."""
     config = app[config_key]
-    pool = await db.create_pool(config.database_url, min_size=config.database_pool_min,
-                                max_size=config.database_pool_max)
+    pool = await db.create_pool(config.database.url, min_size=config.database.pool_min,
+                                max_size=config.database.pool_max)
     app[pool_key] = pool
     app[email_sink_key] = email_sink(config, pool)
     yield
@@ -43,22 +43,22 @@ async def postgres_ctx(app: web.Application) -> AsyncIterator[None]:
 def email_sink(config: Config, pool) -> email.EmailSink:
     """SMTP when configured, otherwise the sent_emails table on this pool."""
     smtp = None
-    if config.smtp_host:
-        smtp = email.SmtpSettings(config.smtp_host, config.smtp_port, config.smtp_username, config.smtp_password,
-                                  config.smtp_starttls, config.email_from)
+    if config.email.host:
+        smtp = email.SmtpSettings(config.email.host, config.email.port, config.email.username, config.email.password,
+                                  config.email.starttls, config.email.sender)
     return email.make_sink(pool, smtp)
 
 
 async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     """The Redis client (hiredis parser), and the rate limiter, timelines and story trays on it."""
     config = app[config_key]
-    redis = Redis.from_url(config.redis_url, socket_timeout=config.redis_timeout_seconds,
-                           socket_connect_timeout=config.redis_timeout_seconds,
+    redis = Redis.from_url(config.redis.url, socket_timeout=config.redis.timeout_seconds,
+                           socket_connect_timeout=config.redis.timeout_seconds,
                            health_check_interval=30, max_connections=200)
     app[redis_key] = redis
     app[limiter_key] = RateLimiter(redis)
-    app[timelines_key] = Timelines(redis, cap=config.feed_cap)
-    app[tray_cache_key] = stories.TrayCache(redis, config.stories_tray_ttl)
+    app[timelines_key] = Timelines(redis, cap=config.feed.cap)
+    app[tray_cache_key] = stories.TrayCache(redis, config.stories.tray_ttl)
     yield
     await redis.aclose()
 
@@ -69,8 +69,8 @@ def open_s3(config: Config):
     from aiobotocore.session import get_session
 
     return get_session().create_client(
-        "s3", endpoint_url=config.s3_endpoint, region_name=config.s3_region,
-        aws_access_key_id=config.s3_access_key, aws_secret_access_key=config.s3_secret_key,
+        "s3", endpoint_url=config.s3.endpoint, region_name=config.s3.region,
+        aws_access_key_id=config.s3.access_key, aws_secret_access_key=config.s3.secret_key,
         config=AioConfig(s3={"addressing_style": "path"}, signature_version="s3v4",
                          connect_timeout=3, read_timeout=30, retries={"max_attempts": 2}),
     )
@@ -129,7 +129,7 @@ kafka_producer_key: web.AppKey[KafkaProducer | None] = web.AppKey("kafka_produce
 async def kafka_ctx(app: web.Application) -> AsyncIterator[None]:
     """The Kafka producer (transport "kafka" only); flushed on shutdown."""
     config = app[config_key]
-    producer = KafkaProducer(config.kafka_bootstrap) if config.events_transport == "kafka" else None
+    producer = KafkaProducer(config.events.kafka_bootstrap) if config.events.transport == "kafka" else None
     app[kafka_producer_key] = producer
     yield
     if producer is not None:
@@ -140,12 +140,13 @@ def make_search_backend(config: Config, pool):
     """The configured search backend on this pool (the Elasticsearch client is made here)."""
     from storage.search.postgres import PostgresSearch
 
-    if config.search_backend == "postgres":
+    if config.search.backend == "postgres":
         return PostgresSearch(pool)
     from storage.search.elastic import ElasticsearchSearch, make_client
 
-    return ElasticsearchSearch(make_client(config.elasticsearch_url), pool, config.elasticsearch_index_prefix,
-                               refresh=config.elasticsearch_refresh)
+    search = config.search
+    return ElasticsearchSearch(make_client(search.elasticsearch_url), pool, search.elasticsearch_index_prefix,
+                               refresh=search.elasticsearch_refresh)
 
 
 SEARCH_KINDS = ("users", "posts", "hashtags", "locations")
@@ -153,7 +154,7 @@ SEARCH_KINDS = ("users", "posts", "hashtags", "locations")
 
 async def reindex_search(config: Config, kinds=SEARCH_KINDS, batch: int = 1000, progress=None) -> None:
     """Rebuild the Elasticsearch indexes from PostgreSQL; progress(kind, total, done) per batch."""
-    pool = await db.create_pool(config.database_url, min_size=1, max_size=2)
+    pool = await db.create_pool(config.database.url, min_size=1, max_size=2)
     backend = make_search_backend(config, pool)
     try:
         for kind in kinds:
@@ -180,17 +181,17 @@ async def search_ctx(app: web.Application) -> AsyncIterator[None]:
 async def replicas_ctx(app: web.Application) -> AsyncIterator[None]:
     """Pools on the read replicas, if any, and the task that keeps measuring their lag."""
     config = app[config_key]
-    urls = [url.strip() for url in config.database_replica_urls.split(",") if url.strip()]
+    urls = [url.strip() for url in config.database.replica_urls.split(",") if url.strip()]
     if not urls:
         app[replicas_key] = None
         yield
         return
     # no connection at start: a replica that is down must not stop the process, only be skipped
-    pools = [await db.create_pool(url, min_size=0, max_size=config.database_pool_max) for url in urls]
-    replicas = Replicas(pools, config.replica_max_lag)
+    pools = [await db.create_pool(url, min_size=0, max_size=config.database.pool_max) for url in urls]
+    replicas = Replicas(pools, config.database.replica_max_lag)
     await replicas.check()
     stop = asyncio.Event()
-    task = asyncio.create_task(replicas.run(stop, config.replica_check_seconds), name="replica-lag")
+    task = asyncio.create_task(replicas.run(stop, config.database.replica_check_seconds), name="replica-lag")
     app[replicas_key] = replicas
     yield
     stop.set()
@@ -203,7 +204,7 @@ def realtime_ctx(sockets: weakref.WeakSet):
     `sockets` is the app's set of open websockets that shutdown closes."""
 
     def build(app: web.Application) -> Gateway:
-        c = app[config_key]
+        c = app[config_key].realtime
         settings = Settings(max_frame_bytes=c.ws_max_frame_bytes, idle_timeout=c.ws_idle_timeout,
                             heartbeat=c.ws_heartbeat, send_queue=c.ws_send_queue, max_inflight=c.ws_max_inflight,
                             presence_ttl=c.presence_ttl, presence_refresh=c.presence_refresh,
@@ -231,11 +232,11 @@ def realtime_ctx(sockets: weakref.WeakSet):
 def add_client_contexts(app: web.Application, config: Config) -> None:
     """Register the clients' cleanup contexts, in start-up order; the media link signer and the S3
     presigner, which hold no connection, are made here once."""
-    app[links_key] = media.MediaLinks(config.media_url.rstrip("/"),
-                                      media.link_secret(config.media_link_secret, config.jwt_secret),
-                                      config.s3_url_ttl)
-    app[presigner_key] = media.UrlSigner(config.s3_public_endpoint or config.s3_endpoint, config.s3_region,
-                                         config.s3_access_key, config.s3_secret_key, config.s3_bucket,
-                                         config.s3_url_ttl)
+    app[links_key] = media.MediaLinks(config.media.url.rstrip("/"),
+                                      media.link_secret(config.media.link_secret, config.auth.jwt_secret),
+                                      config.s3.url_ttl)
+    app[presigner_key] = media.UrlSigner(config.s3.public_endpoint or config.s3.endpoint, config.s3.region,
+                                         config.s3.access_key, config.s3.secret_key, config.s3.bucket,
+                                         config.s3.url_ttl)
     app.cleanup_ctx.extend([postgres_ctx, redis_ctx, s3_ctx, kafka_ctx, replicas_ctx])
     app.cleanup_ctx.append(search_ctx)  # after postgres: the backend reads documents from the pool

@@ -47,7 +47,7 @@ sockets_key = web.AppKey("sockets", weakref.WeakSet)
 def feed_consumers(app: web.Application) -> list[Consumer]:
     """Fan-out on write into home timelines."""
     config = app[config_key]
-    return [FeedConsumer(app[pool_key], app[timelines_key], config.celebrity_threshold, config.feed_active_days)]
+    return [FeedConsumer(app[pool_key], app[timelines_key], config.feed.celebrity_threshold, config.feed.active_days)]
 
 
 def feed_jobs(app: web.Application) -> list[Job]:
@@ -55,11 +55,11 @@ def feed_jobs(app: web.Application) -> list[Job]:
     config = app[config_key]
 
     async def recompute_explore() -> int:
-        ranking = await explore.compute_trending(app[pool_key], config.explore_window_hours)
+        ranking = await explore.compute_trending(app[pool_key], config.feed.explore_window_hours)
         await explore.store_trending(app[redis_key], ranking)
         return len(ranking)
 
-    return [Job("explore", config.explore_interval, recompute_explore)]
+    return [Job("explore", config.feed.explore_interval, recompute_explore)]
 
 
 async def close_sockets(app: web.Application) -> None:
@@ -73,23 +73,23 @@ async def close_sockets(app: web.Application) -> None:
 def media_job_factory(app: web.Application) -> list[Job]:
     """Removal of uploads never attached and of deleted posts' media."""
     config = app[config_key]
-    return media_jobs(app[pool_key], app[s3_key], config.s3_bucket, config.media_unattached_ttl)
+    return media_jobs(app[pool_key], app[s3_key], config.s3.bucket, config.media.unattached_ttl)
 
 
 def story_job_factory(app: web.Application) -> list[Job]:
     """Archiving expired stories and removing their media after the grace period."""
     config = app[config_key]
-    return story_jobs(app[pool_key], app[s3_key], config.s3_bucket, lambda: app_now(app),
-                      config.stories_media_grace, config.stories_job_interval)
+    return story_jobs(app[pool_key], app[s3_key], config.s3.bucket, lambda: app_now(app),
+                      config.stories.media_grace, config.stories.job_interval)
 
 
 def notification_consumers(app: web.Application) -> list[Consumer]:
     """Notifications from events, delivered over /ws, push (table or HTTP sink) and e-mail."""
-    config = app[config_key]
+    settings = app[config_key].notifications
     pool = app[pool_key]
-    push = TablePushSink(pool) if config.notifications_push_sink == "table" else HttpPushSink(
-        pool, config.push_timeout_seconds, config.push_max_attempts, config.push_retry_base_seconds)
-    return [NotificationConsumer(pool, app[redis_key], push, app[email_sink_key], config.notifications_group_window)]
+    push = TablePushSink(pool) if settings.push_sink == "table" else HttpPushSink(
+        pool, settings.push_timeout_seconds, settings.push_max_attempts, settings.push_retry_base_seconds)
+    return [NotificationConsumer(pool, app[redis_key], push, app[email_sink_key], settings.group_window)]
 
 
 def moderation_jobs(app: web.Application) -> list[Job]:
@@ -99,7 +99,7 @@ def moderation_jobs(app: web.Application) -> list[Job]:
 
 def notification_jobs(app: web.Application) -> list[Job]:
     """Daily deletion of old notifications."""
-    days = app[config_key].notifications_retention_days
+    days = app[config_key].notifications.retention_days
     return [Job("notifications_retention", 24 * 3600, lambda: delete_old(app[pool_key], days))]
 
 
@@ -111,22 +111,22 @@ def search_consumers(app: web.Application) -> list[Consumer]:
 def account_job_factory(app: web.Application) -> list[Job]:
     """Erasure of accounts whose deletion grace period is over; removal of expired exports."""
     config = app[config_key]
-    pool, s3, bucket = app[pool_key], app[s3_key], config.s3_bucket
+    pool, s3, bucket = app[pool_key], app[s3_key], config.s3.bucket
 
     def clock():
         return app_now(app)
 
-    return [*erasure_jobs(pool, s3, bucket, clock, config.account_deletion_grace_days, config.account_jobs_interval,
+    return [*erasure_jobs(pool, s3, bucket, clock, config.accounts.deletion_grace_days, config.accounts.jobs_interval,
                           key_sources=(exports.object_keys_of,)),
-            *export_jobs(pool, s3, bucket, clock, config.account_jobs_interval)]
+            *export_jobs(pool, s3, bucket, clock, config.accounts.jobs_interval)]
 
 
 def safety_consumers(app: web.Application) -> list[Consumer]:
     """Account safety work done off the request: reset tokens minted and mailed, exports built."""
     config = app[config_key]
-    return [PasswordResetConsumer(app[pool_key], app[email_sink_key], config.password_reset_ttl,
-                                  config.public_url),
-            ExportConsumer(app[pool_key], app[s3_key], config.s3_bucket, config.account_export_ttl,
+    return [PasswordResetConsumer(app[pool_key], app[email_sink_key], config.auth.password_reset_ttl,
+                                  config.server.public_url),
+            ExportConsumer(app[pool_key], app[s3_key], config.s3.bucket, config.accounts.export_ttl,
                            lambda: app_now(app))]
 
 
@@ -139,16 +139,16 @@ def create_app(config: Config, *, consumers: bool = True, extra_consumers: list[
     """
     check_secrets(config)  # no built-in secret: a process without its own does not start
     app = web.Application(
-        client_max_size=config.max_body_bytes,
+        client_max_size=config.server.max_body_bytes,
         middlewares=[
             middlewares.request_context,
             middlewares.security_headers,
             middlewares.errors,
             middlewares.refuse_unstorable,
-            middlewares.cors(config.cors_origins),
-            middlewares.gzip(config.gzip_min_bytes),
+            middlewares.cors(config.server.cors_origins),
+            middlewares.gzip(config.server.gzip_min_bytes),
             middlewares.authenticate,
-            *([middlewares.read_your_writes(config.read_your_writes_seconds)] if config.database_replica_urls else []),
+            *([middlewares.read_your_writes(config.database.read_your_writes_seconds)] if config.database.replica_urls else []),
         ],
     )
     middlewares.json_protocol_errors()
@@ -168,5 +168,5 @@ def create_app(config: Config, *, consumers: bool = True, extra_consumers: list[
         for module in ROUTE_MODULES:
             module.add_to(app)
         add_openapi_routes(app, docs)
-        add_web_routes(app, Path(config.web_dist) if config.web_dist else DEFAULT_DIST)
+        add_web_routes(app, Path(config.server.web_dist) if config.server.web_dist else DEFAULT_DIST)
     return app

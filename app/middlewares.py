@@ -67,7 +67,7 @@ async def request_context(request: web.Request, handler):
         route = route_template(request)
         HTTP_REQUESTS.labels(route, request.method, str(status)).inc()
         HTTP_LATENCY.labels(route, request.method).observe(elapsed)
-        if request.app[config_key].access_log:
+        if request.app[config_key].server.access_log:
             identity = request.get(identity_key)
             access_log.info("request", extra={"fields": {
                 "method": request.method, "route": route, "path": request.path, "status": status,
@@ -241,16 +241,17 @@ async def authenticate(request: web.Request, handler):
     token = bearer_token(request)
     if token is None and request.path == "/ws":
         token = request.query.get("token")
-    identity = read_access_token(verifying_secrets(config.jwt_secret, config.jwt_previous_secret), token) if token else None
+    auth = config.auth
+    identity = read_access_token(verifying_secrets(auth.jwt_secret, auth.jwt_previous_secret), token) if token else None
     if identity is not None:
-        limit, window = config.rate_limit_per_hour, 3600
+        limit, window = config.rate_limits.per_hour, 3600
         hit = await request.app[limiter_key].hit(user_key(identity.user_id, "h"), window, auth_markers(identity))
         if hit.refused or (hit.unknown and not await check_session(request.app, identity.user_id,
                                                                   identity.session_id)):
             raise NotAuthenticated("This session has been revoked.")
         request[identity_key] = identity
     else:
-        limit, window = config.rate_limit_anonymous_per_hour, 3600
+        limit, window = config.rate_limits.anonymous_per_hour, 3600
         hit = await request.app[limiter_key].hit(address_key("anon", request.remote or "unknown"), window)
     headers = {"X-RateLimit-Limit": str(limit), "X-RateLimit-Remaining": str(hit.remaining(limit))}
     if hit.count > limit:

@@ -38,7 +38,7 @@ async def _check_redis(app: web.Application) -> None:
 
 
 async def _check_s3(app: web.Application) -> None:
-    await app[s3_key].head_bucket(Bucket=app[config_key].s3_bucket)
+    await app[s3_key].head_bucket(Bucket=app[config_key].s3.bucket)
 
 
 async def _check_kafka(app: web.Application) -> None:
@@ -66,7 +66,7 @@ def dependency_checks(app: web.Application) -> dict[str, Callable[[web.Applicati
     checks = {"postgres": _check_postgres, "redis": _check_redis, "s3": _check_s3}
     if app.get(kafka_producer_key) is not None:
         checks["kafka"] = _check_kafka
-    if app[config_key].search_backend == "elasticsearch":
+    if app[config_key].search.backend == "elasticsearch":
         checks["elasticsearch"] = _check_elasticsearch
     if app[background_key].runners:
         checks["consumers"] = _check_consumers

@@ -26,7 +26,7 @@ EXCLUDED_URLS = "/ws,/healthz,/readyz,/metrics"
 
 def setup_tracing(config: Config, service: str) -> Callable[[], None]:
     """Start tracing for this process if configured; returns the function that flushes and stops it."""
-    if not config.otlp_endpoint:
+    if not config.tracing.otlp_endpoint:
         return lambda: None
     from opentelemetry import trace
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -39,7 +39,7 @@ def setup_tracing(config: Config, service: str) -> Callable[[], None]:
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     provider = TracerProvider(resource=Resource.create({"service.name": service, "service.namespace": "glint"}))
-    exporter = OTLPSpanExporter(endpoint=config.otlp_endpoint.rstrip("/") + "/v1/traces", timeout=10)
+    exporter = OTLPSpanExporter(endpoint=config.tracing.otlp_endpoint.rstrip("/") + "/v1/traces", timeout=10)
     provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
     os.environ.setdefault("OTEL_PYTHON_AIOHTTP_SERVER_EXCLUDED_URLS", EXCLUDED_URLS)
@@ -48,5 +48,5 @@ def setup_tracing(config: Config, service: str) -> Callable[[], None]:
     AsyncPGInstrumentor().instrument(tracer_provider=provider)
     RedisInstrumentor().instrument(tracer_provider=provider)
     AIOKafkaInstrumentor().instrument(tracer_provider=provider)
-    log.info("tracing to %s as %s", config.otlp_endpoint, service)
+    log.info("tracing to %s as %s", config.tracing.otlp_endpoint, service)
     return provider.shutdown

@@ -110,7 +110,7 @@ def cmd_seed(args: argparse.Namespace, config: Any) -> None:
                 messages_per_conversation=args.messages_per_conversation, active_share=args.active_share,
                 images=args.images, seed=args.seed, timelines=not args.no_timelines)
     path = args.manifest or default_manifest(config)
-    print(f"seeding {plan.users:,} users into {config.database_url}")
+    print(f"seeding {plan.users:,} users into {config.database.url}")
     try:
         report = asyncio.run(seed(config, plan, path, do_reset=args.reset))
     except RuntimeError as exc:
@@ -142,7 +142,7 @@ def cmd_scenario(args: argparse.Namespace, config: Any) -> dict[str, Any]:
     rounds = args.rounds or (3 if args.compare else 1)
     options = Options(duration=args.duration, concurrency=args.concurrency,
                       processes=args.processes or default_processes(), warmup=args.warmup, timeout=args.timeout,
-                      jwt_secret=config.jwt_secret, redis_url=config.redis_url, database_url=config.database_url,
+                      jwt_secret=config.auth.jwt_secret, redis_url=config.redis.url, database_url=config.database.url,
                       extra=_parse_sets(args.set))
     print(f"glint bench {scenario}: " + " vs ".join(f"{t.label}={t.url}" for t in targets) +
           f", {rounds} round(s) of {options.duration:g} s, {options.concurrency} clients in {options.processes} processes")
@@ -171,8 +171,8 @@ def cmd_soak(args: argparse.Namespace, config: Any) -> dict[str, Any]:
     check_loopback(args.url)
     manifest = load_manifest(args.manifest or default_manifest(config))
     options = Options(concurrency=args.concurrency, processes=args.processes or default_processes(), warmup=2.0,
-                      timeout=args.timeout, jwt_secret=config.jwt_secret, redis_url=config.redis_url,
-                      database_url=config.database_url, extra=_parse_sets(args.set))
+                      timeout=args.timeout, jwt_secret=config.auth.jwt_secret, redis_url=config.redis.url,
+                      database_url=config.database.url, extra=_parse_sets(args.set))
     print(f"glint bench soak: {args.url}, {args.minutes} minute(s), {options.concurrency} clients "
           f"in {options.processes} processes")
     result = asyncio.run(soak(args.url, manifest, options, args.minutes, args.minute_seconds))

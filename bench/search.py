@@ -112,7 +112,7 @@ async def reindex(config) -> float:
     """Rebuild the Elasticsearch indexes as `glint search reindex` does; seconds taken."""
     from app.clients import make_search_backend
 
-    pool = await db.create_pool(config.database_url, min_size=1, max_size=2)
+    pool = await db.create_pool(config.database.url, min_size=1, max_size=2)
     backend = make_search_backend(config, pool)
     t0 = time.perf_counter()
     try:
@@ -138,7 +138,7 @@ async def measure(config, viewer: int, requests: int, seed_: int) -> dict[str, d
     await runner.setup()
     port = devstack.free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
-    headers = {"Authorization": "Bearer " + make_access_token(config.jwt_secret, viewer, viewer, 3600)}
+    headers = {"Authorization": "Bearer " + make_access_token(config.auth.jwt_secret, viewer, viewer, 3600)}
     out: dict[str, dict[str, float]] = {}
     try:
         async with aiohttp.ClientSession(f"http://127.0.0.1:{port}", headers=headers) as http:

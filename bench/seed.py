@@ -146,20 +146,20 @@ async def upload_images(config: Any, images: list[bytes]) -> list[dict[str, Any]
 
     from storage import media
 
-    widths = [int(w) for w in config.media_rendition_widths.split(",")]
+    widths = [int(w) for w in config.media.rendition_widths.split(",")]
     templates = []
     session = get_session()
     async with session.create_client(
-        "s3", endpoint_url=config.s3_endpoint, region_name=config.s3_region,
-        aws_access_key_id=config.s3_access_key, aws_secret_access_key=config.s3_secret_key,
+        "s3", endpoint_url=config.s3.endpoint, region_name=config.s3.region,
+        aws_access_key_id=config.s3.access_key, aws_secret_access_key=config.s3.secret_key,
         config=AioConfig(s3={"addressing_style": "path"}, signature_version="s3v4"),
     ) as s3:
         for n, data in enumerate(images):
-            rendered = await asyncio.to_thread(media.render_image, data, "jpeg", widths, config.media_max_pixels)
+            rendered = await asyncio.to_thread(media.render_image, data, "jpeg", widths, config.media.max_pixels)
             prefix = f"{IMAGE_PREFIX}/{n}"
             renditions = {r.name: {"key": f"{prefix}/{r.name}", "width": r.width, "height": r.height,
                                    "content_type": r.content_type} for r in rendered.renditions}
-            await media.upload_objects(s3, config.s3_bucket, [
+            await media.upload_objects(s3, config.s3.bucket, [
                 (f"{prefix}/original", data, "image/jpeg"),
                 *((f"{prefix}/{r.name}", r.data, r.content_type) for r in rendered.renditions)])
             templates.append({"size_bytes": len(data), "width": rendered.width, "height": rendered.height,
@@ -536,7 +536,7 @@ def manifest(g: Graph, plan: Plan, config: Any, now: datetime, sample: int = 20_
     active = [i for i in range(n) if g.active[i]] or list(range(n))
     users = [g.user_ids[i] for i in rng.sample(active, min(sample, len(active)))]
     everyone = [g.user_ids[i] for i in rng.sample(range(n), min(sample, n))]
-    threshold = config.celebrity_threshold
+    threshold = config.feed.celebrity_threshold
     by_followers = sorted(range(n), key=lambda i: g.followers_count[i])
     authors = []
     for want in (10, 100, 1000, 5000, threshold - 1):
@@ -579,13 +579,13 @@ async def seed(config: Any, plan: Plan, manifest_path: Path, *, do_reset: bool =
         log(f"  {name}: {now_ - since:.1f} s")
         return now_
 
-    conn = await asyncpg.connect(config.database_url)
+    conn = await asyncpg.connect(config.database.url)
     try:
         columns = await _columns(conn)
         if "users" not in columns:
             raise RuntimeError("the database has no users table: run `glint migrate` first")
         if do_reset:
-            await reset(conn, config.redis_url if plan.timelines else None)
+            await reset(conn, config.redis.url if plan.timelines else None)
         elif await conn.fetchval("SELECT EXISTS (SELECT 1 FROM users)"):
             raise RuntimeError("the database already has users; seed an empty one or pass --reset")
         required = {t: await _required(conn, t) for t in SEEDED_TABLES if t in columns}
@@ -601,7 +601,7 @@ async def seed(config: Any, plan: Plan, manifest_path: Path, *, do_reset: bool =
         templates = await upload_images(config, make_images(plan.images))
         t = step("images", t)
     now = datetime.now(timezone.utc)
-    g = await asyncio.to_thread(generate, plan, password_hash, templates, now, config.celebrity_threshold)
+    g = await asyncio.to_thread(generate, plan, password_hash, templates, now, config.feed.celebrity_threshold)
     t = step("generate", t)
 
     loads = []
@@ -626,7 +626,7 @@ async def seed(config: Any, plan: Plan, manifest_path: Path, *, do_reset: bool =
         if not plan.timelines:
             return 0
         began = time.perf_counter()
-        written = await write_timelines(config.redis_url, g, config.celebrity_threshold, config.feed_cap)
+        written = await write_timelines(config.redis.url, g, config.feed.celebrity_threshold, config.feed.cap)
         report.seconds["timelines"] = round(time.perf_counter() - began, 2)
         return written
 
@@ -638,13 +638,13 @@ async def seed(config: Any, plan: Plan, manifest_path: Path, *, do_reset: bool =
     async def load(table: str, cols: Sequence[str], rows: list[tuple]) -> None:
         async with sem:
             began = time.perf_counter()
-            report.counts[table] = await _copy(config.database_url, table, cols, rows)
+            report.counts[table] = await _copy(config.database.url, table, cols, rows)
             report.seconds[f"copy {table}"] = round(time.perf_counter() - began, 2)
 
     results = await asyncio.gather(timelines(), *(load(*x) for x in loads))
     report.counts["timelines"] = results[0]
     t = step("copy + timelines", t)
-    conn = await asyncpg.connect(config.database_url)
+    conn = await asyncpg.connect(config.database.url)
     try:
         if "sessions" in columns:
             await open_seeded_sessions(conn)

@@ -202,13 +202,13 @@ async def create_account(pool: asyncpg.Pool, sink: email.EmailSink, config: Conf
             async with conn.transaction():
                 row = await users.create_user_txn(conn, body.username, body.email, password_hash, body.full_name)
                 await users.add_email_verification_txn(conn, row["id"], row["email"], tokens.hash_token(token),
-                                                       config.email_verification_ttl)
+                                                       config.email.verification_ttl)
                 await outbox.add_event(conn, TOPIC, "user_registered", row["id"],
                                        {"user_id": str(row["id"]), "username": row["username"]})
         except asyncpg.UniqueViolationError as exc:
             field = "email" if "email" in (exc.constraint_name or "") else "username"
             raise Conflict(f"This {field} is taken.", fields={field: "Already taken."}) from None
-    await send_verification(sink, config.public_url, row["email"], token)
+    await send_verification(sink, config.server.public_url, row["email"], token)
     return row
 
 
@@ -329,7 +329,7 @@ async def deactivate(request: web.Request) -> web.Response:
     user_id = current_user(request)
     body = await read_json(request, PasswordRequest)
     config = request.app[config_key]
-    await deactivate_account(request.app[pool_key], request.app[redis_key], config.access_token_ttl, user_id,
+    await deactivate_account(request.app[pool_key], request.app[redis_key], config.auth.access_token_ttl, user_id,
                              body.password)
     return no_content()
 

@@ -195,7 +195,7 @@ async def suspend_txn(conn: asyncpg.Connection, actor: int | None, user_id: int,
 
 async def after_suspend(app: web.Application, user_id: int) -> None:
     """After commit: the account's access tokens are refused at once, its sockets close with 4403."""
-    await tokens.mark_user_inactive(app[redis_key], user_id, app[config_key].access_token_ttl)
+    await tokens.mark_user_inactive(app[redis_key], user_id, app[config_key].auth.access_token_ttl)
     await app[gateway_key].close_user(user_id, CLOSE_SUSPENDED, b"account suspended")
 
 
@@ -385,7 +385,7 @@ async def after_remove(app: web.Application, kind: str, target_id: int, owner: i
     pool = app[pool_key]
     if kind == "post":
         await posts.forget_cached(app[redis_key], [target_id])
-        await remove_post_objects(app[s3_key], app[config_key].s3_bucket, target_id, removed["object_keys"])
+        await remove_post_objects(app[s3_key], app[config_key].s3.bucket, target_id, removed["object_keys"])
     elif kind == "story":
         await app[tray_cache_key].drop([owner, *await stories.follower_ids(pool, owner)])
     elif kind == "message":

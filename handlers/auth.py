@@ -128,7 +128,7 @@ async def check_session(app: web.Application, user_id: int, session_id: int) -> 
     """Ask PostgreSQL whether a session may still be used (the cache had no answer), and cache it."""
     state = await sessions.load_state(app[pool_key], user_id, session_id)
     await tokens.fill_cache(app[redis_key], user_id, session_id, state.session_ok, state.user_ok,
-                            app[config_key].access_token_ttl)
+                            app[config_key].auth.access_token_ttl)
     return state.allowed
 
 
@@ -136,7 +136,7 @@ async def check_address_limit(request: web.Request, scope: str) -> None:
     """The stricter per-address limit of login and registration."""
     config = request.app[config_key]
     hit = await request.app[limiter_key].hit(address_key(scope, request.remote or "unknown"), 60)
-    if hit.count > config.rate_limit_auth_per_minute:
+    if hit.count > config.rate_limits.auth_per_minute:
         retry = max(hit.reset_ms // 1000, 1)
         raise RateLimited(f"Too many {scope} attempts; try again in {retry} s.", headers={"Retry-After": str(retry)})
 
@@ -180,17 +180,17 @@ async def start_session(request: web.Request, user_id: int) -> TokenPair:
     refresh = tokens.new_token()
     async with pool.acquire() as conn, conn.transaction():
         await sessions.create(conn, family, user_id, request.headers.get("User-Agent", ""), request.remote or "")
-        await tokens.issue(conn, user_id, family, refresh, config.refresh_token_ttl)
-    await tokens.fill_cache(request.app[redis_key], user_id, family, True, True, config.access_token_ttl)
+        await tokens.issue(conn, user_id, family, refresh, config.auth.refresh_token_ttl)
+    await tokens.fill_cache(request.app[redis_key], user_id, family, True, True, config.auth.access_token_ttl)
     await users.touch_active(pool, user_id)
-    return TokenPair(access=make_access_token(config.jwt_secret, user_id, family, config.access_token_ttl),
+    return TokenPair(access=make_access_token(config.auth.jwt_secret, user_id, family, config.auth.access_token_ttl),
                      refresh=refresh)
 
 
 async def cancel_deletion(app: web.Application, user_id: int) -> None:
     """The owner logged in within the grace period: the account is shown again and not erased."""
     config = app[config_key]
-    not_before = app_now(app) - timedelta(days=config.account_deletion_grace_days)
+    not_before = app_now(app) - timedelta(days=config.accounts.deletion_grace_days)
     async with app[pool_key].acquire() as conn, conn.transaction():
         if not await erasure.cancel_txn(conn, user_id, not_before):
             raise NotAuthenticated("No active account found with the given credentials.")
@@ -209,7 +209,7 @@ async def obtain_token(request: web.Request) -> web.Response:
     # keyed by address and name together: attempts from elsewhere cannot lock the account's owner out
     hit = await request.app[limiter_key].hit(
         address_key("login-user", f"{request.remote or 'unknown'}/{body.username.lower()}"), 60)
-    if hit.count > request.app[config_key].rate_limit_auth_per_minute:
+    if hit.count > request.app[config_key].rate_limits.auth_per_minute:
         retry = max(hit.reset_ms // 1000, 1)
         raise RateLimited(f"Too many attempts for this account; try again in {retry} s.",
                           headers={"Retry-After": str(retry)})
@@ -243,16 +243,16 @@ async def refresh_token(request: web.Request) -> web.Response:
     config = request.app[config_key]
     next_token = tokens.new_token()
     async with request.app[pool_key].acquire() as conn, conn.transaction():
-        rotation = await tokens.rotate_txn(conn, body.refresh, next_token, config.refresh_token_ttl)
+        rotation = await tokens.rotate_txn(conn, body.refresh, next_token, config.auth.refresh_token_ttl)
     if rotation.status == "reused":
         await tokens.mark_session_revoked(request.app[redis_key], rotation.user_id, rotation.family_id,
-                                          config.access_token_ttl)
+                                          config.auth.access_token_ttl)
     if rotation.status != "ok":
         raise NotAuthenticated(f"The refresh token is {rotation.status if rotation.status != 'unknown' else 'invalid'}.")
     # an active client refreshes at least once per access-token lifetime: the cheapest place to
     # record activity (feeds fan out only to recently active users), off every other request
     await users.touch_active(request.app[pool_key], rotation.user_id)
-    access = make_access_token(config.jwt_secret, rotation.user_id, rotation.family_id, config.access_token_ttl)
+    access = make_access_token(config.auth.jwt_secret, rotation.user_id, rotation.family_id, config.auth.access_token_ttl)
     return json_response(TokenPair(access=access, refresh=next_token))
 
 
@@ -269,5 +269,5 @@ async def revoke_token(request: web.Request) -> web.Response:
             await outbox.add_event(conn, "accounts", "session_revoked", user_id,
                                    {"user_id": str(user_id), "session_id": str(family_id)})
         await tokens.mark_session_revoked(request.app[redis_key], user_id, family_id,
-                                          request.app[config_key].access_token_ttl)
+                                          request.app[config_key].auth.access_token_ttl)
     return no_content()

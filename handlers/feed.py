@@ -35,7 +35,7 @@ async def home_feed(request: web.Request) -> web.Response:
     before = cursor_id(request, page.cursor)
     config = request.app[config_key]
     candidates = await home_feed_ids(request.app[timelines_key], request.app[pool_key], viewer, before,
-                                     page.limit + 1, config.celebrity_threshold)
+                                     page.limit + 1, config.feed.celebrity_threshold)
     shown = candidates[: page.limit]
     results = await render_posts(request, viewer, shown, hide_muted=True)  # a mute made after fan-out acts here
     next_url = None

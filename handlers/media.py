@@ -68,7 +68,7 @@ async def receive_upload(request: web.Request, spool: media.Spool) -> str:
     config = request.app[config_key]
     if request.content_type != "multipart/form-data":
         raise UnsupportedMediaType("Send multipart/form-data with the file in the field `file`.")
-    largest = max(config.media_image_max_bytes, config.media_video_max_bytes)
+    largest = max(config.media.image_max_bytes, config.media.video_max_bytes)
     if request.content_length is not None and request.content_length > largest + MULTIPART_SLACK:
         raise PayloadTooLarge(f"Uploads are limited to {largest} bytes.")
     try:
@@ -85,7 +85,7 @@ async def receive_upload(request: web.Request, spool: media.Spool) -> str:
             spool.write(chunk)
             if fmt is None and len(spool.head) >= 32:
                 fmt = check_format(spool.head)
-                limit = config.media_video_max_bytes if fmt == "mp4" else config.media_image_max_bytes
+                limit = config.media.video_max_bytes if fmt == "mp4" else config.media.image_max_bytes
             if spool.size > limit:
                 raise PayloadTooLarge(f"This file is larger than {limit} bytes.")
     except ValueError:  # a malformed multipart body
@@ -109,12 +109,12 @@ async def upload_media(request: web.Request) -> web.Response:
     """Upload a photo (JPEG, PNG, WebP, HEIC) or an MP4 video in the multipart field `file`."""
     user_id = current_user(request)
     config = request.app[config_key]
-    widths = [int(w) for w in config.media_rendition_widths.split(",")]
+    widths = [int(w) for w in config.media.rendition_widths.split(",")]
     with media.Spool() as spool:
         fmt = await receive_upload(request, spool)
         try:
-            row = await media.store_upload(request.app[pool_key], request.app[s3_key], config.s3_bucket, user_id,
-                                           spool, fmt, widths, config.media_max_pixels)
+            row = await media.store_upload(request.app[pool_key], request.app[s3_key], config.s3.bucket, user_id,
+                                           spool, fmt, widths, config.media.max_pixels)
         except media.TooManyPixels as exc:
             raise PayloadTooLarge(str(exc)) from None
         except media.UnsupportedFormat as exc:
@@ -151,7 +151,7 @@ async def follow_link(request: web.Request) -> web.StreamResponse:
     """A media link, where no front proxy checks them (the local stack): checked as the proxy
     would, then redirected to a short-lived presigned URL of the object. With a media host
     configured this answers 404: links point there."""
-    if request.app[config_key].media_url:
+    if request.app[config_key].media.url:
         raise NotFound()
     info = request.match_info
     key = media_links(request).check(info["scope"], info["expires"], info["signature"], info["path"])

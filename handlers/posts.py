@@ -310,7 +310,7 @@ async def patch(request: web.Request) -> web.Response:
 async def delete(request: web.Request) -> web.Response:
     """Delete one's own post."""
     await delete_post(request.app[pool_key], request.app[redis_key], request.app[s3_key],
-                      request.app[config_key].s3_bucket, current_user(request), path_id(request))
+                      request.app[config_key].s3.bucket, current_user(request), path_id(request))
     return no_content()
 
 

@@ -47,7 +47,7 @@ def viewer_identity(request: web.Request) -> Identity:
 
 async def revoke_sessions(app: web.Application, user_id: int, family_ids: list[int]) -> None:
     """After a commit that revoked sessions: refuse their access tokens at once."""
-    await tokens.mark_sessions_revoked(app[redis_key], user_id, family_ids, app[config_key].access_token_ttl)
+    await tokens.mark_sessions_revoked(app[redis_key], user_id, family_ids, app[config_key].auth.access_token_ttl)
 
 
 # ---------------------------------------------------------------- password change
@@ -183,7 +183,7 @@ def device_name(user_agent: str) -> str:
 async def list_sessions(request: web.Request) -> web.Response:
     """The account's live sessions, most recently used first (device, address, last used, current)."""
     identity = viewer_identity(request)
-    rows = await sessions.list_live(request.app[pool_key], identity.user_id, request.app[config_key].refresh_token_ttl)
+    rows = await sessions.list_live(request.app[pool_key], identity.user_id, request.app[config_key].auth.refresh_token_ttl)
     results = [SessionOut(id=str(r["id"]), device=device_name(r["user_agent"]), user_agent=r["user_agent"],
                           ip=r["ip"], created_at=r["created_at"], last_used_at=r["last_used_at"],
                           current=r["id"] == identity.session_id) for r in rows]
@@ -308,14 +308,14 @@ async def request_deletion(app: web.Application, user_id: int, password: str) ->
     if row is None or not await verify_password(row["password_hash"], password):
         raise ValidationFailed("password: incorrect.", fields={"password": "Incorrect password."})
     now = app_now(app)
-    erase_after = now + timedelta(days=app[config_key].account_deletion_grace_days)
+    erase_after = now + timedelta(days=app[config_key].accounts.deletion_grace_days)
     async with pool.acquire() as conn, conn.transaction():
         if not await erasure.request_txn(conn, user_id, now):
             raise NotFound()
         revoked = await tokens.revoke_all_for_user(conn, user_id)
         await outbox.add_event(conn, TOPIC, "account_deletion_requested", user_id,
                                {"user_id": str(user_id), "erase_after": erase_after.isoformat()})
-    await tokens.mark_user_inactive(app[redis_key], user_id, app[config_key].access_token_ttl)
+    await tokens.mark_user_inactive(app[redis_key], user_id, app[config_key].auth.access_token_ttl)
     await revoke_sessions(app, user_id, revoked)
     return erase_after
 

@@ -66,7 +66,7 @@ async def charge_frame(conn: Connection) -> None:
     except faults.UNAVAILABLE as exc:  # the counter is away: the frame goes on uncounted, as messages are stored without Redis
         outages.note("charging a frame", exc)
         return
-    if hit.count > config.rate_limit_per_hour:
+    if hit.count > config.rate_limits.per_hour:
         raise RateLimited(f"Too many requests; retry in {max(hit.reset_ms // 1000, 1)} s.")
 
 
@@ -117,7 +117,7 @@ async def send_typing(conn: Connection, conversation_id: int) -> None:
     conversation and socket (the rest are dropped)."""
     last: dict[int, float] = conn.state.setdefault("typing", {})
     now = time.monotonic()
-    if now - last.get(conversation_id, -1e9) < conn.app[config_key].typing_min_interval:
+    if now - last.get(conversation_id, -1e9) < conn.app[config_key].realtime.typing_min_interval:
         return
     last[conversation_id] = now  # before any await: frames of one socket are handled concurrently
     if len(last) > 256:
@@ -133,7 +133,7 @@ async def subscribe_presence(conn: Connection, frame: frames.SubscribePresence) 
     """Watch these users' presence (replacing the previous list); answer their current state.
     Users whose presence the viewer may not watch (storage.visibility) always look offline, with no
     last_seen."""
-    limit = conn.app[config_key].presence_subscribe_max
+    limit = conn.app[config_key].realtime.presence_subscribe_max
     if len(frame.user_ids) > limit:
         raise ValidationFailed(f"Subscribe to at most {limit} users.")
     pool = conn.app[pool_key]

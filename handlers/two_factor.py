@@ -56,11 +56,11 @@ class SecretBox:
 def secret_box(app: web.Application) -> SecretBox:
     """The box of the configured key (or of the key derived from the JWT secret)."""
     config = app[config_key]
-    if config.two_factor_key:
-        key = base64.b64decode(config.two_factor_key)
+    if config.auth.two_factor_key:
+        key = base64.b64decode(config.auth.two_factor_key)
     else:
         key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"glint two-factor secrets").derive(
-            config.jwt_secret.encode())
+            config.auth.jwt_secret.encode())
     return SecretBox(key)
 
 

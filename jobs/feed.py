@@ -5,6 +5,7 @@ Idempotent by construction: pushing an id twice or removing it twice leaves the 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -45,9 +46,19 @@ class FeedConsumer:
         if await tl.followers_count(self.pool, author_id) >= self.celebrity_threshold:
             await self.timelines.push_to_home([author_id], [post_id])
             return
-        targets = await tl.fanout_targets(self.pool, author_id, self.active_days)
-        pushed = await self.timelines.push_to_home(targets, [post_id])
-        log.info("fan-out of post %s to %d/%d timelines in %.1f ms", post_id, pushed, len(targets),
+        # each chunk of followers is pushed while PostgreSQL produces the next
+        pushes: list[asyncio.Future[int]] = []
+        targets = 0
+        try:
+            async for chunk in tl.fanout_targets(self.pool, author_id, self.active_days):
+                targets += len(chunk)
+                pushes.append(asyncio.ensure_future(self.timelines.push_to_home(chunk, [post_id])))
+        finally:  # a failed read still waits for the pushes under way (the retry pushes again)
+            results = await asyncio.gather(*pushes, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        log.info("fan-out of post %s to %d/%d timelines in %.1f ms", post_id, sum(results), targets,
                  (time.perf_counter() - started) * 1000)
 
     async def on_follow_created(self, payload: dict) -> None:

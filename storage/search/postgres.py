@@ -19,6 +19,7 @@ from storage.search import Hit, Kind, Query, like_prefix
 
 CORRECTIONS = 3  # vocabulary words tried per query word
 MIN_SIMILARITY = 0.4  # how alike (trigrams) a vocabulary word must be to stand in for a typo
+POST_CANDIDATES = 2000  # posts search ranks the newest this many matching posts
 
 # a word that starts some vocabulary word is taken as typed (a prefix): corrections only widen the
 # query (and the rows to rank) where nothing would match otherwise. Words hold no LIKE wildcards.
@@ -36,17 +37,26 @@ _CORRECTIONS_SQL = (
 _ANY = "to_tsquery('glint_search', :either)"
 
 
-def _sql(table: str, name: str | None, joins: str = "", where: str = "") -> str:
+def _sql(table: str, name: str | None, visible: str, columns: str = "t.id", candidates: int | None = None) -> str:
+    """Rank the matches, then walk them best first and keep the first `limit` the viewer may see.
+
+    The visibility test is a function call per row, dearer than the ranking, so it runs above the
+    sort (the OFFSET 0 keeps the planner from pushing it below) and only until the page is full.
+    With `candidates`, only the newest that many matches are ranked (a common word matches a
+    fifth of all captions): they come from the GIN index or a backward scan of the primary key,
+    as the planner finds cheaper, and only they are read to rank."""
     # one ts_rank (a second one, or folding every matched caption, costs more than the whole query)
     bonus = (f"CASE WHEN glint_fold({name}) = glint_fold(:text) THEN 2.0"
              f" WHEN glint_fold({name}) LIKE glint_fold(:like) THEN 1.0 ELSE 0.0 END") if name else "0.0"
+    source = (f"(SELECT {columns}, t.search_tsv FROM {table} t WHERE t.search_tsv @@ {_ANY}"
+              f" ORDER BY t.id DESC LIMIT {candidates}) t" if candidates else f"{table} t WHERE t.search_tsv @@ {_ANY}")
     return (
         "SELECT id, score FROM ("
-        f" SELECT t.id, (ts_rank(t.search_tsv, {_ANY}) + {bonus})::float8 AS score"
-        f" FROM {table} t {joins}"
-        f" WHERE t.search_tsv @@ {_ANY} {where}"
-        ") s WHERE (:score::float8 IS NULL OR (s.score, s.id) < (:score, :after::bigint))"
-        " ORDER BY s.score DESC, s.id DESC LIMIT :limit"
+        " SELECT * FROM ("
+        f"  SELECT {columns}, (ts_rank(t.search_tsv, {_ANY}) + {bonus})::float8 AS score FROM {source}"
+        " ) s WHERE (:score::float8 IS NULL OR (s.score, s.id) < (:score, :after::bigint))"
+        " ORDER BY s.score DESC, s.id DESC OFFSET 0"
+        f") t WHERE {visible} ORDER BY t.score DESC, t.id DESC LIMIT :limit"
     )
 
 
@@ -65,11 +75,12 @@ def _numbered(sql: str) -> tuple[str, list[str]]:
 # the visibility policy's SQL functions (migration 0010, storage.visibility): a hashtag or a place
 # is found only through a post the viewer may see
 SQL: dict[str, tuple[str, list[str]]] = {kind: _numbered(sql) for kind, sql in {
-    "users": _sql("users", "t.username", where="AND user_shown(:viewer, t.id)"),
-    "posts": _sql("posts", None, where="AND visible_to(:viewer, t.author_id)"),
-    "hashtags": _sql("hashtags", "t.name", where="AND EXISTS (SELECT 1 FROM post_hashtags ph JOIN posts p"
+    "users": _sql("users", "t.username", "user_shown(:viewer, t.id)"),
+    "posts": _sql("posts", None, "visible_to(:viewer, t.author_id)", "t.id, t.author_id",
+                  candidates=POST_CANDIDATES),
+    "hashtags": _sql("hashtags", "t.name", "EXISTS (SELECT 1 FROM post_hashtags ph JOIN posts p"
                      " ON p.id = ph.post_id WHERE ph.hashtag_id = t.id AND visible_to(:viewer, p.author_id))"),
-    "locations": _sql("locations", "t.name", where="AND EXISTS (SELECT 1 FROM posts p"
+    "locations": _sql("locations", "t.name", "EXISTS (SELECT 1 FROM posts p"
                       " WHERE p.location_id = t.id AND visible_to(:viewer, p.author_id))"),
 }.items()}
 

@@ -119,7 +119,7 @@ async def restore(pool, people: dict[str, dict[str, str]]) -> None:
 
 
 async def test_every_route_answers_each_caller_as_its_declaration_says(aiohttp_client, stack_env, config, pool):
-    client = await aiohttp_client(create_app(make_config(stack_env, database_url=config.database_url,
+    client = await aiohttp_client(create_app(make_config(stack_env, database_url=config.database.url,
                                                          rate_limit_auth_per_minute=10_000,
                                                          rate_limit_anonymous_per_hour=100_000)))
     people, ids = await build_world(client, pool)

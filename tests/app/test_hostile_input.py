@@ -124,7 +124,7 @@ async def test_hostile_frames_get_error_frames_and_the_socket_stays_open(client,
 
 
 async def test_websocket_frames_share_the_rest_request_budget(aiohttp_client, stack_env, config):
-    client = await aiohttp_client(create_app(make_config(stack_env, database_url=config.database_url,
+    client = await aiohttp_client(create_app(make_config(stack_env, database_url=config.database.url,
                                                          rate_limit_per_hour=6)))
     _, token = await user_and_token(client)
     ws = await open_socket(client, token)  # the upgrade request is the first of six

@@ -45,7 +45,7 @@ async def test_wrong_content_type_is_415(client):
 
 
 async def test_oversized_body_is_413(aiohttp_client, stack_env, config):
-    client = await aiohttp_client(create_app(make_config(stack_env, database_url=config.database_url,
+    client = await aiohttp_client(create_app(make_config(stack_env, database_url=config.database.url,
                                                          max_body_bytes=1024)))
     response = await client.post("/api/token/", data=b"x" * 4096, headers={"Content-Type": "application/json"})
     assert response.status == 413
@@ -89,7 +89,7 @@ async def test_garbage_token_is_401(client):
 async def test_expired_token_is_401(client, config):
     user = await register(client)
     expired = jwt.encode({"sub": user["id"], "sid": "1", "exp": int(time.time()) - 5, "typ": "access"},
-                         config.jwt_secret, algorithm="HS256")
+                         config.auth.jwt_secret, algorithm="HS256")
     response = await client.get("/api/accounts/users/me/", headers={"Authorization": f"Bearer {expired}"})
     assert response.status == 401
     assert_error(await response.json(), "token_expired")
@@ -161,7 +161,7 @@ async def test_request_id_is_echoed_or_made(client):
 
 
 async def test_rate_limit_answers_429_with_retry_after(aiohttp_client, stack_env, config):
-    app = create_app(make_config(stack_env, database_url=config.database_url, rate_limit_per_hour=3))
+    app = create_app(make_config(stack_env, database_url=config.database.url, rate_limit_per_hour=3))
     client = await aiohttp_client(app)
     _, headers = await user_with_token(client)
     seen = []
@@ -177,7 +177,7 @@ async def test_rate_limit_answers_429_with_retry_after(aiohttp_client, stack_env
 
 
 async def test_login_is_limited_per_address(aiohttp_client, stack_env, config):
-    app = create_app(make_config(stack_env, database_url=config.database_url, rate_limit_auth_per_minute=2))
+    app = create_app(make_config(stack_env, database_url=config.database.url, rate_limit_auth_per_minute=2))
     client = await aiohttp_client(app)
     statuses = [(await client.post("/api/token/", json={"username": "x", "password": "y"})).status for _ in range(3)]
     assert statuses == [401, 401, 429]
@@ -191,7 +191,7 @@ async def test_large_responses_are_gzipped(client):
 
 
 async def test_cors_preflight_for_configured_origin(aiohttp_client, stack_env, config):
-    app = create_app(make_config(stack_env, database_url=config.database_url, cors_origins="https://app.example"))
+    app = create_app(make_config(stack_env, database_url=config.database.url, cors_origins="https://app.example"))
     client = await aiohttp_client(app)
     response = await client.options("/api/token/", headers={
         "Origin": "https://app.example", "Access-Control-Request-Method": "POST"})

@@ -31,7 +31,7 @@ async def test_login_takes_as_long_for_an_unknown_account_as_for_a_wrong_passwor
 
 
 async def test_a_stranger_hammering_a_login_does_not_lock_its_owner_out(aiohttp_client, stack_env, config):
-    client = await aiohttp_client(create_app(make_config(stack_env, database_url=config.database_url,
+    client = await aiohttp_client(create_app(make_config(stack_env, database_url=config.database.url,
                                                          rate_limit_auth_per_minute=3)))
     victim = await register(client)
     url = f"http://{client.server.host}:{client.server.port}/api/token/"
@@ -68,7 +68,7 @@ async def test_media_links_expire_with_their_window_and_stop_when_the_post_is_de
     media = post["media"][0]
     url = client.make_url(media["url"] + next(iter(media["renditions"])))
     expires = int(media["url"].split("/")[4])
-    assert time.time() < expires <= time.time() + client.app[config_key].s3_url_ttl
+    assert time.time() < expires <= time.time() + client.app[config_key].s3.url_ttl
     async with aiohttp.ClientSession() as session:
         async with session.get(url) as response:
             assert response.status == 200

@@ -122,7 +122,7 @@ SLOW_SERVER = textwrap.dedent("""
         return web.json_response({"finished": True})
 
     app.router.add_get("/slow", slow)
-    run_server(app, config.host, config.port, config.shutdown_timeout)
+    run_server(app, config.server.host, config.server.port, config.server.shutdown_timeout)
     print("exited cleanly", flush=True)
 """)
 

@@ -38,7 +38,7 @@ async def test_readyz_checks_kafka_when_events_go_through_it(aiohttp_client, sta
     from app.main import create_app
     from tests.conftest import make_config
 
-    app = create_app(make_config(stack_env, database_url=config.database_url, events_transport="kafka"),
+    app = create_app(make_config(stack_env, database_url=config.database.url, events_transport="kafka"),
                      consumers=False)
     client = await aiohttp_client(app)
     response = await client.get("/readyz")

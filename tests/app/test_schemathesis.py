@@ -57,7 +57,7 @@ def fuzz(base: str, document: dict, token: str) -> tuple[int, int, list[str]]:
 
 async def test_schemathesis_finds_no_5xx_and_no_schema_violation(aiohttp_client, stack_env, config):
     client = await aiohttp_client(create_app(make_config(
-        stack_env, database_url=config.database_url, rate_limit_per_hour=1_000_000,
+        stack_env, database_url=config.database.url, rate_limit_per_hour=1_000_000,
         rate_limit_auth_per_minute=1_000_000, rate_limit_anonymous_per_hour=1_000_000)))
     user = await register(client)
     token = (await login(client, user["username"]))["access"]

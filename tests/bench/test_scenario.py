@@ -19,7 +19,7 @@ async def run_seeded(scenario: str, aiohttp_server, stack_env, database_url, tmp
     await seed(config, Plan(users=200, images=1), manifest_path, log=lambda *_: None)
     server = await aiohttp_server(create_app(config), host="127.0.0.1")
     target = Target("A", str(server.make_url("/")), json.loads(manifest_path.read_text()))
-    options = Options(duration=duration, warmup=0.5, concurrency=4, processes=1, jwt_secret=config.jwt_secret)
+    options = Options(duration=duration, warmup=0.5, concurrency=4, processes=1, jwt_secret=config.auth.jwt_secret)
     [run] = await run_scenario(scenario, [target], options, rounds=1, show_progress=False, log=lambda *_: None)
     return run
 

@@ -42,11 +42,11 @@ async def test_seed_loads_a_consistent_graph_and_its_timelines(config, pool, red
 
     manifest = json.loads(manifest_path.read_text())
     assert manifest["users"] and manifest["conversations"] and manifest["search_terms"]
-    timelines = Timelines(redis_clean, cap=config.feed_cap)
+    timelines = Timelines(redis_clean, cap=config.feed.cap)
     for user_id in manifest["users"][:10]:
         stored = await redis_clean.zrange(timelines.key(user_id), 0, -1)
         assert SENTINEL.encode() in stored
-        rebuilt = await tl.rebuild_ids(pool, user_id, config.celebrity_threshold, config.feed_cap)
+        rebuilt = await tl.rebuild_ids(pool, user_id, config.feed.celebrity_threshold, config.feed.cap)
         assert sorted(int(m) for m in stored if m != SENTINEL.encode()) == sorted(rebuilt)
 
 

@@ -18,7 +18,7 @@ async def test_soak_reports_a_row_per_minute_with_the_servers_memory_and_fds(aio
     manifest_path = tmp_path / "seed.json"
     await seed(config, Plan(users=200, images=1), manifest_path, log=lambda *_: None)
     server = await aiohttp_server(create_app(config), host="127.0.0.1")
-    options = Options(warmup=0.5, concurrency=4, processes=1, jwt_secret=config.jwt_secret)
+    options = Options(warmup=0.5, concurrency=4, processes=1, jwt_secret=config.auth.jwt_secret)
     result = await soak(str(server.make_url("/")), json.loads(manifest_path.read_text()), options, minutes=2,
                         minute_seconds=1.5, log=lambda *_: None)
     rows = result["rows"]

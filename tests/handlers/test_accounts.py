@@ -18,7 +18,7 @@ from tests.support import login, register, user_with_token
 @pytest.fixture
 async def client(aiohttp_client, stack_env, config):
     """The real app, with login/registration limits high enough for the many users a test makes."""
-    return await aiohttp_client(create_app(make_config(stack_env, database_url=config.database_url,
+    return await aiohttp_client(create_app(make_config(stack_env, database_url=config.database.url,
                                                        rate_limit_auth_per_minute=100_000)))
 
 
@@ -137,7 +137,7 @@ async def test_sink_is_smtp_only_when_configured(pool):
 
 
 async def test_login_is_limited_per_username_even_across_addresses(aiohttp_client, stack_env, config, redis_clean):
-    client = await aiohttp_client(create_app(make_config(stack_env, database_url=config.database_url,
+    client = await aiohttp_client(create_app(make_config(stack_env, database_url=config.database.url,
                                                          rate_limit_auth_per_minute=3)))
     statuses = []
     for name in ["Mira", "mira", "MIRA", "mira"]:

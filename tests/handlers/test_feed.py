@@ -89,7 +89,7 @@ async def test_unfollow_and_block_remove_the_authors_posts_from_the_timeline(cli
 
 
 async def test_celebrities_are_merged_at_read_time_not_fanned_out(aiohttp_client, stack_env, config, redis_clean):
-    client = await aiohttp_client(create_app(make_config(stack_env, database_url=config.database_url,
+    client = await aiohttp_client(create_app(make_config(stack_env, database_url=config.database.url,
                                                          celebrity_threshold=2)))
     fan1, fan1_h = await user_with_token(client)
     fan2, fan2_h = await user_with_token(client)
@@ -118,7 +118,7 @@ async def test_only_recently_active_followers_get_the_fan_out(client, redis_clea
 
 
 async def test_timelines_are_capped(aiohttp_client, stack_env, config, redis_clean):
-    client = await aiohttp_client(create_app(make_config(stack_env, database_url=config.database_url, feed_cap=3)))
+    client = await aiohttp_client(create_app(make_config(stack_env, database_url=config.database.url, feed_cap=3)))
     author, author_h = await user_with_token(client)
     await feed_ids(client, author_h)
     posts = [await new_post(client, author_h, str(i)) for i in range(5)]

@@ -15,7 +15,7 @@ from tests.support import user_with_token
 @pytest.fixture
 async def client(aiohttp_client, stack_env, config):
     """The real app, with login/registration limits high enough for the many users a test makes."""
-    return await aiohttp_client(create_app(make_config(stack_env, database_url=config.database_url,
+    return await aiohttp_client(create_app(make_config(stack_env, database_url=config.database.url,
                                                        rate_limit_auth_per_minute=100_000)))
 
 

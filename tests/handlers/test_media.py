@@ -62,7 +62,7 @@ async def upload(client, headers, data: bytes, **kwargs):
 
 async def stored_objects(client, user_id: str) -> list[str]:
     s3 = client.app[s3_key]
-    bucket = client.app[config_key].s3_bucket
+    bucket = client.app[config_key].s3.bucket
     listing = await s3.list_objects_v2(Bucket=bucket, Prefix=f"media/{user_id}/")
     return [o["Key"] for o in listing.get("Contents", [])]
 
@@ -150,7 +150,7 @@ async def test_refused_upload_leaves_nothing_in_s3_or_the_database(client, pool,
 
 
 async def test_oversized_upload_is_refused_mid_stream(aiohttp_client, stack_env, config, pool):
-    client = await aiohttp_client(create_app(make_config(stack_env, database_url=config.database_url,
+    client = await aiohttp_client(create_app(make_config(stack_env, database_url=config.database.url,
                                                          media_image_max_bytes=200_000)))
     user, headers = await user_with_token(client)
     data = jpeg(2000, 2000, noise=True, Q=95)
@@ -234,13 +234,13 @@ async def test_a_profile_photo_is_shown_to_others_unless_a_block_stands_between(
 
 async def test_links_are_checked_then_redirected_to_the_public_endpoint(aiohttp_client, stack_env, config):
     public = stack_env["GLINT_S3_ENDPOINT"].replace("127.0.0.1", "localhost")
-    client = await aiohttp_client(create_app(make_config(stack_env, database_url=config.database_url,
+    client = await aiohttp_client(create_app(make_config(stack_env, database_url=config.database.url,
                                                          s3_public_endpoint=public)))
     _, headers = await user_with_token(client)
     body = await (await upload(client, headers, jpeg(200, 100))).json()
     head, _, tail = body["url"].partition("/api/media/i/")
     expires, signature, owner, media_id, _ = tail.split("/")
-    assert head == "" and int(expires) <= time.time() + client.app[config_key].s3_url_ttl
+    assert head == "" and int(expires) <= time.time() + client.app[config_key].s3.url_ttl
     response = await client.get(body["url"] + "150.webp", allow_redirects=False)
     assert response.status == 307 and response.headers["Location"].startswith(public + "/")
     assert (await fetch(client.make_url(body["url"] + "150.webp")))[0] == 200
@@ -279,10 +279,10 @@ async def test_media_job_removes_unattached_uploads_after_a_day_and_deleted_post
     before = await stored_objects(client, user["id"])
     # original and the 150 rendition (at 64 px) in WebP and JPEG; the deleted post's went with it
     assert len(before) == 3 * 3 and deleted not in {key.split("/")[2] for key in before}
-    removed = await remove_unused_media(pool, client.app[s3_key], client.app[config_key].s3_bucket, 24 * 3600)
+    removed = await remove_unused_media(pool, client.app[s3_key], client.app[config_key].s3.bucket, 24 * 3600)
     assert removed == 2
     left = {r["id"] for r in await pool.fetch("SELECT id FROM media")}
     assert left == {int(fresh), int(posted)}
     prefixes = {key.split("/")[2] for key in await stored_objects(client, user["id"])}
     assert prefixes == {fresh, posted}
-    assert await remove_unused_media(pool, client.app[s3_key], client.app[config_key].s3_bucket, 24 * 3600) == 0
+    assert await remove_unused_media(pool, client.app[s3_key], client.app[config_key].s3.bucket, 24 * 3600) == 0

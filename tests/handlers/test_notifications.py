@@ -91,7 +91,7 @@ async def test_likes_within_the_window_are_one_notification_naming_the_newest_ac
 
 
 async def test_outside_the_window_a_new_group_starts(aiohttp_client, stack_env, config, pool):
-    client = await aiohttp_client(create_app(make_config(stack_env, database_url=config.database_url,
+    client = await aiohttp_client(create_app(make_config(stack_env, database_url=config.database.url,
                                                          notifications_group_window=60)))
     author, ah = await user_with_token(client)
     post = await new_post(client, ah)

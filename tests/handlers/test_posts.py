@@ -179,7 +179,7 @@ async def test_fifty_users_liking_in_parallel_twice_count_fifty(client, pool, co
         "INSERT INTO users (username, email, password_hash) SELECT 'fan' || g, 'fan' || g || '@example.com', 'x'"
         " FROM generate_series(1, 50) g RETURNING id")]
     await pool.execute("INSERT INTO sessions (id, user_id) SELECT u, u FROM unnest($1::bigint[]) u", ids)
-    tokens = [{"Authorization": "Bearer " + make_access_token(config.jwt_secret, uid, uid, 600)} for uid in ids]
+    tokens = [{"Authorization": "Bearer " + make_access_token(config.auth.jwt_secret, uid, uid, 600)} for uid in ids]
     responses = await asyncio.gather(*(client.post(f"/api/posts/{post['id']}/like/", headers=h) for h in tokens * 2))
     assert {r.status for r in responses} == {200}
     assert (await (await client.get(f"/api/posts/{post['id']}/", headers=headers)).json())["like_count"] == 50

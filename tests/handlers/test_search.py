@@ -183,7 +183,7 @@ async def test_an_unreachable_elasticsearch_is_503_and_named_by_readyz(aiohttp_c
     import devstack
 
     dead = f"http://127.0.0.1:{devstack.free_port()}"
-    app = create_app(make_config(stack_env, database_url=config.database_url, search_backend="elasticsearch",
+    app = create_app(make_config(stack_env, database_url=config.database.url, search_backend="elasticsearch",
                                  elasticsearch_url=dead))
     client = await aiohttp_client(app)
     _, headers = await user_with_token(client)

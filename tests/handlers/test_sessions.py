@@ -23,7 +23,7 @@ def clock() -> Clock:
 @pytest.fixture
 async def client(aiohttp_client, stack_env, config, clock):
     """The real app on the test's clock, with login limits high enough for the many logins a test makes."""
-    app = create_app(make_config(stack_env, database_url=config.database_url, rate_limit_auth_per_minute=100_000))
+    app = create_app(make_config(stack_env, database_url=config.database.url, rate_limit_auth_per_minute=100_000))
     app[clock_key] = clock
     return await aiohttp_client(app)
 
@@ -66,7 +66,7 @@ async def test_a_deactivated_account_stays_refused_after_redis_is_wiped(client, 
 
 async def test_an_unknown_session_id_is_refused_not_allowed(client, redis_clean):
     user = await register(client)
-    secret = client.app[config_key].jwt_secret
+    secret = client.app[config_key].auth.jwt_secret
     forged = make_access_token(secret, int(user["id"]), 12345, 60)
     assert await me_status(client, {"access": forged}) == 401
 

@@ -65,7 +65,7 @@ async def test_an_export_holds_the_account_and_its_original_media_until_it_expir
     assert [p["caption"] for p in files["posts"]] == ["my first #post"]
     media_file = files["posts"][0]["media"][0]["file"]
     original_key = await pool.fetchval("SELECT original_key FROM media WHERE id = $1", int(post["media"][0]["id"]))
-    original = await client.app[s3_key].get_object(Bucket=client.app[config_key].s3_bucket, Key=original_key)
+    original = await client.app[s3_key].get_object(Bucket=client.app[config_key].s3.bucket, Key=original_key)
     async with original["Body"] as body:
         assert archive.read(media_file) == await body.read()
     assert files["stories"][0]["id"] == story["id"] and files["stories"][0]["file"] in names
@@ -78,7 +78,7 @@ async def test_an_export_holds_the_account_and_its_original_media_until_it_expir
     assert [m["text"] for m in chat["messages"]] == ["hi", "hello back"]
 
     key = await pool.fetchval("SELECT object_key FROM exports")
-    bucket = client.app[config_key].s3_bucket
+    bucket = client.app[config_key].s3.bucket
     clock.advance(hours=47)
     assert await remove_expired_exports(pool, client.app[s3_key], bucket, clock()) == 0
     clock.advance(hours=2)
@@ -104,7 +104,7 @@ async def test_a_repeated_request_joins_the_pending_export_and_erasure_removes_a
     assert (await delete_account(client, pair)).status == 202
     clock.advance(days=30, seconds=1)
     assert await run_erasure(client) == 1
-    listing = await client.app[s3_key].list_objects_v2(Bucket=client.app[config_key].s3_bucket, Prefix=key)
+    listing = await client.app[s3_key].list_objects_v2(Bucket=client.app[config_key].s3.bucket, Prefix=key)
     assert listing.get("KeyCount", 0) == 0
 
 

@@ -17,7 +17,7 @@ GRACE = timedelta(hours=1)
 
 
 async def objects_of(client, user_id: str) -> list[str]:
-    listing = await client.app[s3_key].list_objects_v2(Bucket=client.app[config_key].s3_bucket,
+    listing = await client.app[s3_key].list_objects_v2(Bucket=client.app[config_key].s3.bucket,
                                                        Prefix=f"media/{user_id}/")
     return [o["Key"] for o in listing.get("Contents", [])]
 
@@ -62,7 +62,7 @@ async def test_media_is_removed_an_hour_after_expiry_and_not_before(client, pool
     media_id = int(story["media"]["id"])
     stored = await objects_of(client, owner["id"])
     assert stored
-    bucket = client.app[config_key].s3_bucket
+    bucket = client.app[config_key].s3.bucket
 
     clock.advance(hours=24, minutes=59)
     assert await remove_expired_story_media(pool, client.app[s3_key], bucket, clock(), GRACE) == 0
@@ -82,7 +82,7 @@ async def test_a_live_story_keeps_its_media_whatever_the_jobs_do(client, pool, c
     owner, owner_h = await user_with_token(client)
     story = await new_story(client, owner_h)
     clock.advance(hours=23)
-    bucket = client.app[config_key].s3_bucket
+    bucket = client.app[config_key].s3.bucket
     assert await remove_expired_story_media(pool, client.app[s3_key], bucket, clock(), GRACE) == 0
     assert await archive_expired_stories(pool, clock()) == 0
     response = await client.get("/api/stories/", headers=owner_h)
@@ -90,7 +90,7 @@ async def test_a_live_story_keeps_its_media_whatever_the_jobs_do(client, pool, c
 
 
 async def test_the_story_jobs_run_on_the_platform_runner(aiohttp_client, stack_env, config):
-    app = create_app(make_config(stack_env, database_url=config.database_url, jobs_enabled=True))
+    app = create_app(make_config(stack_env, database_url=config.database.url, jobs_enabled=True))
     app[clock_key] = Clock()
     await aiohttp_client(app)
     names = {job.name for job in app[background_key].jobs}

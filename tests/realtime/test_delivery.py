@@ -142,7 +142,7 @@ async def test_a_client_killed_mid_stream_resyncs_with_nothing_lost_and_nothing_
 
 
 async def test_a_slow_reader_is_cut_off_while_the_others_keep_receiving(aiohttp_client, stack_env, config):
-    client = await aiohttp_client(create_app(make_config(stack_env, database_url=config.database_url,
+    client = await aiohttp_client(create_app(make_config(stack_env, database_url=config.database.url,
                                                          ws_send_queue=32)))
     (ana, ana_token), (bob, bob_token), (cy, cy_token) = [await user_and_token(client) for _ in range(3)]
     group = await start_conversation(client, ana_token, bob["id"], cy["id"])

@@ -22,7 +22,7 @@ async def test_no_token_or_an_expired_token_is_refused_before_the_upgrade(client
     response = await client.get("/ws")
     assert response.status == 401
     sid = jwt.decode(token, options={"verify_signature": False})["sid"]
-    expired = make_access_token(config.jwt_secret, int(user["id"]), int(sid), -10)
+    expired = make_access_token(config.auth.jwt_secret, int(user["id"]), int(sid), -10)
     response = await client.get(f"/ws?token={expired}")
     assert response.status == 401 and (await response.json())["error"]["code"] == "token_expired"
 
@@ -62,7 +62,7 @@ async def test_bad_frames_get_error_frames_and_the_socket_stays_open(client):
 
 
 async def test_a_frame_over_the_size_limit_closes_with_1009(aiohttp_client, stack_env, config):
-    client = await aiohttp_client(create_app(make_config(stack_env, database_url=config.database_url,
+    client = await aiohttp_client(create_app(make_config(stack_env, database_url=config.database.url,
                                                          ws_max_frame_bytes=1024)))
     _, token = await user_and_token(client)
     ws = await open_socket(client, token)
@@ -72,7 +72,7 @@ async def test_a_frame_over_the_size_limit_closes_with_1009(aiohttp_client, stac
 
 
 async def test_an_idle_socket_is_closed_with_4000(aiohttp_client, stack_env, config):
-    client = await aiohttp_client(create_app(make_config(stack_env, database_url=config.database_url,
+    client = await aiohttp_client(create_app(make_config(stack_env, database_url=config.database.url,
                                                          ws_idle_timeout=0.3, ws_heartbeat=60)))
     _, token = await user_and_token(client)
     ws = await client.ws_connect(f"/ws?token={token}", autoping=False)
@@ -84,7 +84,7 @@ async def test_an_idle_socket_is_closed_with_4000(aiohttp_client, stack_env, con
 async def test_a_token_that_expires_while_connected_closes_with_4401(client, config):
     user, token = await user_and_token(client)
     sid = jwt.decode(token, options={"verify_signature": False})["sid"]
-    short = make_access_token(config.jwt_secret, int(user["id"]), int(sid), 1)
+    short = make_access_token(config.auth.jwt_secret, int(user["id"]), int(sid), 1)
     ws = await open_socket(client, short)
     gateway = client.app[gateway_key]
 
@@ -113,7 +113,7 @@ async def test_a_session_revoked_while_connected_closes_with_4401(client, config
 
 
 async def test_shutdown_closes_sockets_with_going_away(aiohttp_client, stack_env, config):
-    client = await aiohttp_client(create_app(make_config(stack_env, database_url=config.database_url)))
+    client = await aiohttp_client(create_app(make_config(stack_env, database_url=config.database.url)))
     _, token = await user_and_token(client)
     ws = await open_socket(client, token)
     await client.server.close()

@@ -55,7 +55,7 @@ async def test_registration_mails_the_verification_token_over_smtp_when_configur
     server = await asyncio.start_server(smtp.handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
-        app = create_app(make_config(stack_env, database_url=config.database_url, smtp_host="127.0.0.1",
+        app = create_app(make_config(stack_env, database_url=config.database.url, smtp_host="127.0.0.1",
                                      smtp_port=port, smtp_starttls=False))
         client = await aiohttp_client(app)
         await register(client, "smtpuser")
