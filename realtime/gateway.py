@@ -36,13 +36,18 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
 from aiohttp import WSMsgType, web
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
+from prometheus_client import Counter
 from redis.asyncio import Redis
 
 from realtime import frames
 from realtime.presence import PresenceStore
 from realtime.publisher import Publisher
-from storage.metrics import WS_CLOSED_SLOW, WS_FRAMES_IN, WS_FRAMES_OUT
 from storage.tracecontext import context_of, current_traceparent
+
+WS_FRAMES = Counter("glint_ws_frames_total", "Websocket frames received from and written to clients", ["direction"])
+WS_FRAMES_IN = WS_FRAMES.labels("in")
+WS_FRAMES_OUT = WS_FRAMES.labels("out")
+WS_CLOSED_SLOW = Counter("glint_ws_slow_closes_total", "Sockets closed because the client could not keep up")
 
 log = logging.getLogger("glint.realtime")
 tracer = trace.get_tracer("glint.realtime")
