@@ -65,7 +65,7 @@ async def run(args: argparse.Namespace) -> dict:
     root = Path(tempfile.mkdtemp(prefix="glint-bench-notifications-"))
     services = ["postgres", "redis"] + (["s3", "kafka"] if args.transport == "kafka" else [])
     env = devstack.up(root, ports={s: devstack.free_port() for s in services}, services=services, fast=True,
-                   log=lambda *a: None)
+                      log=lambda *a: None)
     try:
         dsn = env["GLINT_DATABASE_URL"]
         conn = await asyncpg.connect(dsn)

@@ -16,7 +16,7 @@ from msgspec import Meta
 
 from handlers.auth import current_user
 from handlers.common import (
-    ApiError, Forbidden, NotFound, Page, Routes, Struct, ValidationFailed, json_response, make_next, no_content,
+    ApiError, Forbidden, NotFound, Page, Routes, Struct, ValidationFailed, json_response, make_page, no_content,
     page_request, parse_id, path_id, read_json, read_pool,
 )
 from handlers.context import pool_key
@@ -185,7 +185,7 @@ async def list_messages(request: web.Request) -> web.Response:
     rows = await store.history(pool, conversation_id, before, after, page.limit)
     name = "after_seq" if after is not None else "before_seq"
     items = await messages_for(pool, viewer, rows)
-    return json_response(make_next(request, items, page.limit, lambda m: {name: str(m.seq)}))
+    return json_response(make_page(request, items, page.limit, lambda m: str(m.seq), param=name))
 
 
 def seq_param(request: web.Request, name: str) -> int | None:

@@ -26,7 +26,7 @@ from handlers.common import (
 )
 from handlers.context import config_key, pool_key, redis_key, s3_key
 from handlers.media import MediaOut, media_links, media_out
-from storage import media, outbox, posts, visibility
+from storage import media, outbox, posts, users, visibility
 
 log = logging.getLogger("glint.posts")
 
@@ -35,7 +35,6 @@ routes = Routes("posts")
 TOPIC = "posts"
 CAPTION_MAX = 2200
 HASHTAG = re.compile(r"(?<![\w#&])#(\w{1,100})")
-MENTION = re.compile(r"(?<![\w@.])@([A-Za-z0-9._]{1,30})")
 Coordinate = Annotated[float, Meta(ge=-180, le=180)]
 
 
@@ -102,8 +101,7 @@ class SaveState(Struct):
 def parse_caption(caption: str) -> tuple[list[str], list[str]]:
     """(#hashtags lower-cased, @usernames) named in a caption, each once, in order."""
     tags = list(dict.fromkeys(t.lower() for t in HASHTAG.findall(caption)))
-    names = list(dict.fromkeys(n.rstrip(".").lower() for n in MENTION.findall(caption) if n.rstrip(".")))
-    return tags, names
+    return tags, users.mentioned_usernames(caption)
 
 
 def post_event(post: asyncpg.Record) -> dict[str, object]:

@@ -15,8 +15,8 @@ from aiohttp import web
 from handlers.accounts import UserSummary, user_summary
 from handlers.auth import current_user
 from handlers.common import (
-    Page, PageRequest, Routes, ServiceUnavailable, Struct, ValidationFailed, decode_cursor, encode_cursor, json_response, page_request,
-    read_pool,
+    InvalidCursor, Page, PageRequest, Routes, ServiceUnavailable, Struct, ValidationFailed, decode_cursor, encode_cursor,
+    json_response, page_request, read_pool,
 )
 from handlers.context import search_key
 from handlers.posts import PostOut, render_posts
@@ -98,7 +98,7 @@ async def search_page(request: web.Request, kind: Kind, viewer: int, query: sear
         try:
             hits = await backend.search(kind, viewer, query, after, want)
         except ValueError:
-            raise ValidationFailed("cursor is invalid.", fields={"cursor": "Invalid cursor."}) from None
+            raise InvalidCursor() from None
         except search.SearchUnavailable:
             raise ServiceUnavailable("Search is unavailable; try again shortly.") from None
         items = await HYDRATE[kind](request, viewer, [h.id for h in hits])

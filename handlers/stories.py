@@ -19,8 +19,8 @@ from msgspec import Meta
 
 from handlers.auth import current_user
 from handlers.common import (
-    NotFound, Page, Routes, Struct, ValidationFailed, decode_cursor, encode_cursor, json_response, make_page,
-    no_content, page_request, parse_id, path_id, read_json,
+    NotFound, Page, Routes, Struct, ValidationFailed, decode_cursor, encode_cursor, id_string_cursor, json_response,
+    make_page, no_content, page_request, path_id, read_json,
 )
 from handlers.context import app_now, pool_key, tray_cache_key
 from handlers.media import MediaOut, media_links, media_out
@@ -331,8 +331,7 @@ async def story_archive(request: web.Request) -> web.Response:
     """Your expired stories, newest first (media is removed an hour after expiry)."""
     owner = current_user(request)
     page = page_request(request)
-    cursor = decode_cursor(page.cursor, str)
-    before = parse_id(cursor[0], "cursor") if cursor is not None else None
+    before = id_string_cursor(page.cursor)
     pool = request.app[pool_key]
     rows = await stories.list_archive(pool, owner, before, page.limit)
     media_by_id = await media_rows(pool, rows)
@@ -345,8 +344,7 @@ async def get_close_friends(request: web.Request) -> web.Response:
     """Your close-friends list: who sees your close-friends stories."""
     owner = current_user(request)
     page = page_request(request)
-    cursor = decode_cursor(page.cursor, str)
-    after = parse_id(cursor[0], "cursor") if cursor is not None else None
+    after = id_string_cursor(page.cursor)
     rows = await stories.list_close_friends(request.app[pool_key], owner, after, page.limit)
     return json_response(make_page(request, [user_brief(r) for r in rows], page.limit, lambda u: encode_cursor(u.id)))
 
@@ -375,8 +373,7 @@ async def story_viewers(request: web.Request) -> web.Response:
     owner = current_user(request)
     story_id = path_id(request)
     page = page_request(request)
-    cursor = decode_cursor(page.cursor, str)
-    before = parse_id(cursor[0], "cursor") if cursor is not None else None
+    before = id_string_cursor(page.cursor)
     pool = request.app[pool_key]
     if await stories.get_own_story(pool, story_id, owner) is None:
         raise NotFound()

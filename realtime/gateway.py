@@ -3,7 +3,8 @@ sockets), per-socket bounded send queues with their own writer task, and the cro
 
 Transport only: what a client frame does is decided by the `on_frame` callback that handlers/
 provides, and a frame for a user reaches every socket of theirs in every process through Redis
-pub/sub, one channel per connected user (`u:{id}`) and one per watched user's presence (`p:{id}`).
+pub/sub, one channel per connected user (`u:{id}`) and one per watched user's presence (`p:{id}`);
+on a Redis Cluster these are shard channels (realtime/bus.py).
 The bus is lossy by design; clients catch up by sequence number with `sync`. Frames that may have
 been lost are announced: a socket gets `{"type": "resync", "reason": "bus"}` when its process's
 bus connection was made again, or when messages for its user could not be published (the
@@ -40,8 +41,11 @@ from prometheus_client import Counter
 from redis.asyncio import Redis
 
 from realtime import frames
+from realtime.bus import Bus
 from realtime.presence import PresenceStore
 from realtime.publisher import Publisher
+from realtime.settings import Settings
+from storage.cluster import queue_mget
 from storage.tracecontext import context_of, current_traceparent
 
 WS_FRAMES = Counter("glint_ws_frames_total", "Websocket frames received from and written to clients", ["direction"])
@@ -56,20 +60,6 @@ CLOSE_IDLE = 4000
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_SUSPENDED = 4403
 CLOSE_TOO_SLOW = 4408
-
-
-@dataclass(frozen=True)
-class Settings:
-    """The gateway's knobs (app/ fills them from Config)."""
-
-    max_frame_bytes: int = 64 * 1024
-    idle_timeout: float = 300.0
-    heartbeat: float = 25.0
-    send_queue: int = 256
-    max_inflight: int = 32
-    presence_ttl: int = 60
-    presence_refresh: float = 20.0
-    publish_give_up: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -225,7 +215,8 @@ class Gateway:
         self.local: dict[int, set[Connection]] = {}
         self.watchers: dict[int, set[Connection]] = {}
         self.stats = {"frames_in": 0, "bus_in": 0, "cut_slow": 0}
-        self._pubsub = None
+        self.bus = Bus(redis, on_message=self._on_bus, on_subscribed=self._on_subscribed,
+                       on_reconnect=self._on_bus_reconnect)
         self._confirm: dict[bytes, list[asyncio.Future]] = {}
         self._tasks: list[asyncio.Task] = []
         self._closers: set[asyncio.Task] = set()
@@ -233,15 +224,10 @@ class Gateway:
     # ------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """Open the pub/sub connection and start the listener and the heartbeat sweeper."""
-        self._pubsub = self.redis.pubsub()
-        # subscribed before the listener starts, so redis-py never health-checks on a live reader
-        await self._pubsub.subscribe(f"proc:{self.process_id}")
-        # called on every reconnect after this first connection (redis-py resubscribes first)
-        self._pubsub.connection.register_connect_callback(self._on_bus_reconnect)
+        """Open the bus and start its listener and the heartbeat sweeper."""
+        await self.bus.start(f"proc:{self.process_id}")
         self.publisher.start()
-        self._tasks = [asyncio.create_task(self._listen(), name="ws-bus-listener"),
-                       asyncio.create_task(self._sweep(), name="ws-heartbeat-sweeper")]
+        self._tasks = [asyncio.create_task(self._sweep(), name="ws-heartbeat-sweeper")]
 
     async def stop(self) -> None:
         """Publish what is queued, cut remaining sockets and stop the bus."""
@@ -256,8 +242,7 @@ class Gateway:
                 await task
             except (asyncio.CancelledError, Exception):
                 pass
-        if self._pubsub is not None:
-            await self._pubsub.aclose()
+        await self.bus.close()
 
     # ------------------------------------------------------------ the socket loop
 
@@ -410,7 +395,7 @@ class Gateway:
     async def _subscribe(self, channel: str) -> None:
         future = asyncio.get_running_loop().create_future()
         self._confirm.setdefault(channel.encode(), []).append(future)
-        await self._pubsub.subscribe(channel)
+        await self.bus.subscribe(channel)
         try:
             await asyncio.wait_for(future, 5)
         except asyncio.TimeoutError:
@@ -418,26 +403,14 @@ class Gateway:
 
     async def _unsubscribe(self, channel: str) -> None:
         try:
-            await self._pubsub.unsubscribe(channel)
+            await self.bus.unsubscribe(channel)
         except Exception:
             log.exception("unsubscribe %s failed", channel)
 
-    async def _listen(self) -> None:
-        while True:
-            try:
-                async for message in self._pubsub.listen():
-                    kind = message["type"]
-                    if kind == "message":
-                        self._on_bus(message["channel"], message["data"])
-                    elif kind == "subscribe":
-                        for future in self._confirm.pop(message["channel"], ()):
-                            if not future.done():
-                                future.set_result(None)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("bus listener failed; reconnecting")
-                await asyncio.sleep(0.5)
+    def _on_subscribed(self, channel: bytes) -> None:
+        for future in self._confirm.pop(channel, ()):
+            if not future.done():
+                future.set_result(None)
 
     async def _on_bus_reconnect(self, connection: object) -> None:
         """The bus connection was lost and made again: whatever was published to this process's
@@ -499,18 +472,18 @@ class Gateway:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
             for user_id, envelope in items:
-                pipe.publish(f"u:{user_id}", envelope)
+                self.bus.queue_publish(pipe, f"u:{user_id}", envelope)
             return [int(n) for n in await pipe.execute()]
 
     async def close_user(self, user_id: int, code: int, reason: bytes) -> None:
         """Close every socket of a user in every process (e.g. 4403 on suspension)."""
-        await self.redis.publish(f"u:{user_id}", b"c|%d\n%s" % (code, reason))
+        await self.bus.publish(f"u:{user_id}", b"c|%d\n%s" % (code, reason))
 
     async def publish_presence(self, user_id: int, *, online: bool, last_seen_ms: int | None) -> None:
         """Tell the watchers of a user, in every process, that they came online or went offline."""
         frame = frames.encode(frames.Presence(user_id=str(user_id), status="online" if online else "offline",
                                               last_seen=frames.iso_ms(last_seen_ms)))
-        await self.redis.publish(f"p:{user_id}", b"f|\n" + frame)
+        await self.bus.publish(f"p:{user_id}", b"f|\n" + frame)
 
     # ------------------------------------------------------------ heartbeats
 
@@ -544,7 +517,7 @@ class Gateway:
                         WS_CLOSED_SLOW.inc()
                         self.cut(conn, CLOSE_TOO_SLOW, b"too slow: a write stalled")
                         continue
-                    pipe.mget(*conn.revoke_keys)
+                    queue_mget(pipe, conn.revoke_keys)
                     checked.append(conn)
                     if mono - conn.refreshed_at >= self.settings.presence_refresh:
                         conn.refreshed_at = mono

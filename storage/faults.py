@@ -31,7 +31,10 @@ except ImportError:  # pragma: no cover
 RETRY_AFTER_SECONDS = 1  # what a client is told to wait before retrying
 
 _BY_DEPENDENCY: list[tuple[str, tuple[type[BaseException], ...]]] = [
-    ("redis", (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)),
+    # a cluster that lost a primary (or its slot map) answers CLUSTERDOWN or cannot place a slot
+    ("redis", (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+               redis.exceptions.ClusterDownError, redis.exceptions.SlotNotCoveredError,
+               redis.exceptions.TryAgainError)),
     ("postgres", (asyncpg.exceptions.PostgresConnectionError, asyncpg.exceptions.CannotConnectNowError,
                   asyncpg.exceptions.TooManyConnectionsError, asyncpg.exceptions.AdminShutdownError,
                   asyncpg.exceptions.CrashShutdownError)),

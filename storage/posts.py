@@ -14,7 +14,7 @@ import asyncpg
 import msgspec
 from redis.asyncio import Redis
 
-from storage import media, visibility
+from storage import cluster, media, visibility
 
 Conn = asyncpg.Connection | asyncpg.Pool
 
@@ -270,7 +270,7 @@ async def cached_posts(pool: asyncpg.Pool, redis: Redis, post_ids: list[int]) ->
     if not ids:
         return {}
     found: dict[int, CachedPost] = {}
-    for post_id, raw in zip(ids, await redis.mget([post_cache_key(i) for i in ids])):
+    for post_id, raw in zip(ids, await cluster.mget(redis, [post_cache_key(i) for i in ids])):
         if raw is not None:
             found[post_id] = _cached_decoder.decode(raw)
     missing = [i for i in ids if i not in found]

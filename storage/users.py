@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from typing import Iterable
 
 import asyncpg
+
+MENTION = re.compile(r"(?<![\w@.])@([A-Za-z0-9._]{1,30})")
+
+
+def mentioned_usernames(text: str) -> list[str]:
+    """The @usernames a caption or comment names, lower-cased, each once, in order."""
+    return list(dict.fromkeys(n.rstrip(".").lower() for n in MENTION.findall(text) if n.rstrip(".")))
 
 
 async def create_user_txn(conn: asyncpg.Connection, username: str, email: str, password_hash: str,

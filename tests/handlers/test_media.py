@@ -19,17 +19,7 @@ from handlers.context import config_key, links_key, s3_key
 from jobs.media import remove_unused_media
 from storage.media import MediaLinks
 from tests.conftest import make_config
-from tests.support import user_with_token
-
-
-def jpeg(width: int, height: int, noise: bool = False, **save: object) -> bytes:
-    """A JPEG of the given size; noise makes it incompressible (so truncation cuts pixels)."""
-    if noise:
-        band = pyvips.Image.gaussnoise(width, height).cast("uchar")
-        image = band.bandjoin([band, band])
-    else:
-        image = (pyvips.Image.black(width, height) + [200, 40, 40]).cast("uchar")
-    return image.copy(interpretation="srgb").jpegsave_buffer(**save)
+from tests.support import form, jpeg, mp4, upload, user_with_token
 
 
 def png_bomb(width: int = 20000, height: int = 20000) -> bytes:
@@ -41,23 +31,6 @@ def png_bomb(width: int = 20000, height: int = 20000) -> bytes:
     data = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
     header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
-
-
-def mp4(moov: bool = True) -> bytes:
-    """A minimal MP4 container: ftyp, moov, mdat."""
-    ftyp = b"ftyp" + b"isom" + struct.pack(">I", 0x200) + b"isommp41"
-    boxes = [ftyp, b"moov" + b"\x00" * 8 if moov else b"free", b"mdat" + b"\x01" * 1000]
-    return b"".join(struct.pack(">I", len(b) + 4) + b for b in boxes)
-
-
-def form(data: bytes, filename: str = "photo.jpg", content_type: str = "image/jpeg") -> aiohttp.FormData:
-    body = aiohttp.FormData()
-    body.add_field("file", io.BytesIO(data), filename=filename, content_type=content_type)
-    return body
-
-
-async def upload(client, headers, data: bytes, **kwargs):
-    return await client.post("/api/media/", data=form(data, **kwargs), headers=headers)
 
 
 async def stored_objects(client, user_id: str) -> list[str]:

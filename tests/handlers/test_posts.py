@@ -5,31 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from handlers.auth import make_access_token
-from tests.handlers.test_media import jpeg, upload
-from tests.support import user_with_token
-
-
-async def new_media(client, headers, count: int = 1) -> list[str]:
-    """Upload `count` small images as the given user."""
-    ids = []
-    for _ in range(count):
-        response = await upload(client, headers, jpeg(64, 48))
-        assert response.status == 201, await response.text()
-        ids.append((await response.json())["id"])
-    return ids
-
-
-async def new_post(client, headers, caption: str = "", **extra) -> dict:
-    media_ids = await new_media(client, headers)
-    response = await client.post("/api/posts/", json={"caption": caption, "media_ids": media_ids, **extra},
-                                 headers=headers)
-    assert response.status == 201, await response.text()
-    return await response.json()
-
-
-async def events(pool, type_: str) -> list[dict]:
-    rows = await pool.fetch("SELECT key, payload FROM outbox WHERE topic = 'posts' AND type = $1 ORDER BY id", type_)
-    return [{"key": r["key"], **r["payload"]} for r in rows]
+from tests.support import events, new_media, new_post, user_with_token
 
 
 async def test_post_parses_hashtags_and_mentions_and_reuses_its_location(client, pool):
