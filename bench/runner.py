@@ -209,6 +209,9 @@ async def _worker_async(scenario: str, url: str, options: Options, plan: dict, i
 def _worker_main(scenario: str, url: str, options: Options, plan: dict, index: int, processes: int,
                  events, ready, go, t0_value) -> None:
     """A worker process: its own uvloop and session; the samples go back on `events`."""
+    from app.fdlimit import raise_open_file_limit
+
+    raise_open_file_limit()  # each socket it holds is a file
     try:
         import uvloop
 

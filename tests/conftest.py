@@ -45,6 +45,26 @@ def cheap_password_hashing():
     _use_hasher(_PRODUCTION_HASHER)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_botocore_loader():
+    """Every test's app makes its own S3 client, and a fresh botocore session parses the service
+    descriptions anew (0.2-1 s a client); the session's clients share one loader, which reads them
+    once. The clients and the S3 server stay real."""
+    import aiobotocore.session
+
+    original = aiobotocore.session.get_session
+    loader = original().get_component("data_loader")
+
+    def get_session(env_vars=None):
+        session = original(env_vars)
+        session.register_component("data_loader", loader)
+        return session
+
+    aiobotocore.session.get_session = get_session
+    yield
+    aiobotocore.session.get_session = original
+
+
 @pytest.fixture
 def production_hashing():
     """argon2id at its production cost, for a test that times logins."""

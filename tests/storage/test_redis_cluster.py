@@ -12,6 +12,7 @@ from handlers.context import config_key, redis_key, timelines_key
 from realtime.bus import Bus
 from realtime.gateway import gateway_key
 from storage.cluster import is_cluster, slot_groups
+from storage.stories import TrayCache
 from storage.timelines import Timelines
 from tests.conftest import make_config, wait_for
 from tests.support import (bearer, feed_ids, follow, frame_of, in_timeline, login, new_post, open_socket, register,
@@ -84,6 +85,14 @@ async def test_one_push_reaches_timelines_on_every_primary(redis_clean):
     assert await timelines.push_to_home(list(users), [101, 102, 103], chunk=16) == 30
     assert await timelines.read_home(7, None, 10) == [103, 102]
     assert await timelines.read_home(35, None, 10) is None
+
+
+async def test_story_trays_of_many_viewers_are_dropped_across_slots(redis_clean):
+    trays = TrayCache(redis_clean, ttl_seconds=60)
+    for viewer in range(1, 30):
+        await trays.store(viewer, b"tray")
+    await trays.drop(range(1, 20), chunk=8)
+    assert [await trays.read(v) for v in (1, 19, 20, 29)] == [None, None, b"tray", b"tray"]
 
 
 async def test_rate_limits_and_revocation_markers_share_the_users_slot(aiohttp_client, stack_env, config,
