@@ -129,7 +129,7 @@ def story_out(request: web.Request, row: Any, media_row: Any, seen: bool, view_c
     """A story as clients see it, its media URLs freshly signed."""
     return StoryOut(
         id=str(row["id"]), owner_id=str(row["owner_id"]),
-        media=media_out(media_links(request), media_row, row["owner_id"]) if media_row is not None else None,
+        media=media_out(media_links(request), media_row) if media_row is not None else None,
         caption=row["caption"], close_friends_only=row["close_friends_only"], created_at=row["created_at"],
         expires_at=row["expires_at"], seen=seen, view_count=view_count,
     )
@@ -268,7 +268,7 @@ def tray_entry(request: web.Request, viewer: int, owner: CachedOwner) -> TrayEnt
         has_unseen=not own and not all(s.seen for s in owner.stories),
         latest_at=max(s.created_at for s in owner.stories),
         stories=[StoryOut(id=str(s.id), owner_id=str(owner.id),
-                          media=media_out(media_links(request), s.media, owner.id) if s.media is not None else None,
+                          media=media_out(media_links(request), s.media) if s.media is not None else None,
                           caption=s.caption, close_friends_only=s.close_friends_only, created_at=s.created_at,
                           expires_at=s.expires_at, seen=s.seen or own)
                  for s in owner.stories],
