@@ -14,6 +14,7 @@ from aiohttp import web
 from aiohttp.web_exceptions import HTTPException
 from aiohttp.web_protocol import RequestHandler
 from opentelemetry import trace
+from prometheus_client import Counter, Gauge, Histogram
 
 from app import logs
 from app.web import is_app_path
@@ -23,11 +24,20 @@ from handlers.common import (
     client_error, encode,
 )
 from handlers.context import config_key, identity_key, limiter_key, redis_key, request_id_key
+from jobs.events import count_store_error
 from storage import bounds
 from storage.faults import OutageLog
-from storage.metrics import HTTP_IN_FLIGHT, HTTP_LATENCY, HTTP_REQUESTS, count_store_error
 from storage.ratelimit import address_key, user_key
 from storage.replicas import wrote_key
+
+HTTP_REQUESTS = Counter(
+    "glint_http_requests_total", "HTTP requests answered", ["route", "method", "status"]
+)
+HTTP_LATENCY = Histogram(
+    "glint_http_request_duration_seconds", "HTTP request latency", ["route", "method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+HTTP_IN_FLIGHT = Gauge("glint_http_requests_in_flight", "HTTP requests being served")
 
 log = logging.getLogger("glint.http")
 access_log = logging.getLogger("glint.access")

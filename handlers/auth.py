@@ -59,10 +59,11 @@ async def verify_password(stored: str, password: str) -> bool:
 
 @dataclass(frozen=True)
 class Identity:
-    """Who an access token speaks for."""
+    """Who an access token speaks for, until when (epoch seconds)."""
 
     user_id: int
     session_id: int
+    expires_at: float
 
 
 def make_access_token(secret: str, user_id: int, session_id: int, ttl: int) -> str:
@@ -111,7 +112,8 @@ def _verify(secrets: tuple[str, ...], token: str) -> tuple[Identity, float]:
     if claims.get("typ") != "access":
         raise NotAuthenticated("The access token is invalid.")
     try:
-        return Identity(int(claims["sub"]), int(claims["sid"])), float(claims["exp"])
+        expires = float(claims["exp"])
+        return Identity(int(claims["sub"]), int(claims["sid"]), expires), expires
     except (TypeError, ValueError):
         raise NotAuthenticated("The access token is invalid.") from None
 

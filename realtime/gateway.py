@@ -39,17 +39,25 @@ from aiohttp import WSMsgType, web
 from multidict import CIMultiDict, CIMultiDictProxy
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
+from prometheus_client import Counter, Gauge
 from redis.asyncio import Redis
 
 from realtime import frames
 from realtime.bus import Bus
-from realtime.presence import PresenceStore, iso
+from realtime.presence import PresenceStore
 from realtime.publisher import Publisher
 from realtime.settings import Settings
 from storage import faults
 from storage.cluster import queue_mget
-from storage.metrics import WS_CLOSED_SLOW, WS_FRAMES_IN, WS_FRAMES_OUT, WS_SWEEP_SECONDS, WS_SWEEP_SOCKETS
 from storage.tracecontext import context_of, current_traceparent
+
+WS_FRAMES = Counter("glint_ws_frames_total", "Websocket frames received from and written to clients", ["direction"])
+WS_FRAMES_IN = WS_FRAMES.labels("in")
+WS_FRAMES_OUT = WS_FRAMES.labels("out")
+WS_CLOSED_SLOW = Counter("glint_ws_slow_closes_total", "Sockets closed because the client could not keep up")
+WS_SWEEP_SECONDS = Gauge("glint_ws_sweep_seconds", "The last heartbeat sweep over this process's sockets"
+                         " (pings, timeouts, token and session checks), by clock: wall or cpu", ["clock"])
+WS_SWEEP_SOCKETS = Gauge("glint_ws_sweep_sockets", "Sockets the last heartbeat sweep went over")
 
 log = logging.getLogger("glint.realtime")
 outages = faults.OutageLog(log)
@@ -611,7 +619,7 @@ class Gateway:
     async def publish_presence(self, user_id: int, *, online: bool, last_seen_ms: int | None) -> None:
         """Tell the watchers of a user, in every process, that they came online or went offline."""
         frame = frames.encode(frames.Presence(user_id=str(user_id), status="online" if online else "offline",
-                                              last_seen=iso(last_seen_ms)))
+                                              last_seen=frames.iso_ms(last_seen_ms)))
         await self.bus.publish(presence_channel(user_id), b"f|\n" + frame)
 
     # ------------------------------------------------------------ heartbeats
