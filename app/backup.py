@@ -34,7 +34,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import asyncpg
 import msgspec
 
-from app.clients import open_s3, reindex_search
+from app.clients import open_redis, open_s3, reindex_search
 from app.config import Config
 
 PREFIX = "glint-backup/"
@@ -323,11 +323,9 @@ async def _restore_objects(config: Config, path: Path, manifest: Manifest, force
 
 async def _rebuild_derived(config: Config, log: Log) -> None:
     """Redis is emptied (timelines rebuild on a miss, caches refill); search is reindexed."""
-    from redis.asyncio import Redis
-
-    redis = Redis.from_url(config.redis.url, socket_timeout=10)
+    redis = open_redis(config, socket_timeout=10)
     try:
-        await redis.flushdb()
+        await redis.flushdb()  # on a cluster: on every primary
     finally:
         await redis.aclose()
     log("redis: emptied; timelines and caches rebuild from PostgreSQL on first read")

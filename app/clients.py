@@ -13,15 +13,16 @@ from typing import AsyncIterator
 
 from aiohttp import web
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from app.config import Config
 from handlers.auth import check_session
-from handlers.context import config_key, kafka_producer_key, limiter_key, pool_key, redis_key, s3_key, timelines_key
-from handlers.context import links_key, presigner_key, replicas_key, search_key
+from handlers.context import config_key, email_sink_key, limiter_key, pool_key, redis_key, s3_key, timelines_key
+from handlers.context import links_key, presigner_key, replicas_key, search_key, tray_cache_key
 from handlers.socket import handle_frame
 from realtime.delivery import MessageWriter, ReceiptWriter, on_delivered, receipts_key, writer_key
-from realtime.gateway import Gateway, Settings, gateway_ctx, gateway_key
-from storage import db, media
+from realtime.gateway import Gateway, gateway_ctx, gateway_key
+from storage import db, email, media, stories
 from storage.ratelimit import RateLimiter
 from storage.replicas import Replicas
 from storage.timelines import Timelines
@@ -30,24 +31,54 @@ log = logging.getLogger("glint.clients")
 
 
 async def postgres_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The asyncpg pool."""
+    """The asyncpg pool, and the e-mail sink (the table sink writes through it)."""
     config = app[config_key]
     pool = await db.create_pool(config.database.url, min_size=config.database.pool_min,
                                 max_size=config.database.pool_max)
     app[pool_key] = pool
+    app[email_sink_key] = email_sink(config, pool)
     yield
     await pool.close()
 
 
+def email_sink(config: Config, pool) -> email.EmailSink:
+    """SMTP when configured, otherwise the sent_emails table on this pool."""
+    smtp = None
+    if config.email.host:
+        smtp = email.SmtpSettings(config.email.host, config.email.port, config.email.username, config.email.password,
+                                  config.email.starttls, config.email.sender)
+    return email.make_sink(pool, smtp)
+
+
+def redis_cluster_url(config: Config) -> str | None:
+    """The URL of a node of the configured Redis Cluster (as redis-py reads it), or None for one node."""
+    scheme, sep, rest = config.redis.url.partition("://")
+    if scheme.endswith("+cluster"):
+        return f"{scheme.removesuffix('+cluster')}{sep}{rest}"
+    return config.redis.url if config.redis.cluster else None
+
+
+def open_redis(config: Config, **options) -> Redis | RedisCluster:
+    """A client of the configured Redis: one node, or a cluster (its slot map read from the node
+    the URL names, on first use). Options override the configured timeouts and pool size."""
+    settings = {"socket_timeout": config.redis.timeout_seconds,
+                "socket_connect_timeout": config.redis.timeout_seconds,
+                "health_check_interval": 30, "max_connections": 200, **options}
+    cluster_url = redis_cluster_url(config)
+    if cluster_url is not None:
+        # max_connections is per node on a cluster
+        return RedisCluster.from_url(cluster_url, **settings)
+    return Redis.from_url(config.redis.url, **settings)
+
+
 async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The Redis client (hiredis parser), and the rate limiter and timelines on it."""
+    """The Redis client (hiredis parser), and the rate limiter, timelines and story trays on it."""
     config = app[config_key]
-    redis = Redis.from_url(config.redis.url, socket_timeout=config.redis.timeout_seconds,
-                           socket_connect_timeout=config.redis.timeout_seconds,
-                           health_check_interval=30, max_connections=200)
+    redis = open_redis(config)
     app[redis_key] = redis
     app[limiter_key] = RateLimiter(redis)
     app[timelines_key] = Timelines(redis, cap=config.feed.cap)
+    app[tray_cache_key] = stories.TrayCache(redis, config.stories.tray_ttl)
     yield
     await redis.aclose()
 
@@ -110,6 +141,9 @@ class KafkaProducer:
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None
+
+
+kafka_producer_key: web.AppKey[KafkaProducer | None] = web.AppKey("kafka_producer")
 
 
 async def kafka_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -190,13 +224,8 @@ def realtime_ctx(sockets: weakref.WeakSet):
     `sockets` is the app's set of open websockets that shutdown closes."""
 
     def build(app: web.Application) -> Gateway:
-        c = app[config_key].realtime
-        settings = Settings(max_frame_bytes=c.ws_max_frame_bytes, idle_timeout=c.ws_idle_timeout,
-                            heartbeat=c.ws_heartbeat, send_queue=c.ws_send_queue, max_inflight=c.ws_max_inflight,
-                            presence_ttl=c.presence_ttl, presence_refresh=c.presence_refresh,
-                            publish_give_up=c.bus_publish_give_up_seconds)
-        return Gateway(app[redis_key], settings, on_frame=handle_frame, on_delivered=on_delivered, sockets=sockets,
-                       verify_session=lambda user_id, session_id: check_session(app, user_id, session_id))
+        return Gateway(app[redis_key], app[config_key].realtime, on_frame=handle_frame, on_delivered=on_delivered,
+                       sockets=sockets, verify_session=lambda user_id, session_id: check_session(app, user_id, session_id))
 
     start_gateway = gateway_ctx(build)
 

@@ -20,6 +20,8 @@ from typing import Annotated, ClassVar, Literal
 import msgspec
 from msgspec import Meta
 
+from realtime.settings import Settings
+
 PositiveInt = Annotated[int, Meta(gt=0)]
 PositiveFloat = Annotated[float, Meta(gt=0)]
 Port = Annotated[int, Meta(ge=0, le=65535)]
@@ -40,6 +42,7 @@ class Section(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=T
     """A group of settings whose variables share a prefix."""
 
     prefix: ClassVar[str] = ""
+    env_names: ClassVar[dict[str, str]] = {}  # field -> variable without GLINT_, where not prefix + field
 
 
 class DatabaseConfig(Section):
@@ -65,6 +68,9 @@ class RedisConfig(Section):
     prefix: ClassVar[str] = "redis_"
     url: str = "redis://127.0.0.1:63799/0"
     timeout_seconds: Annotated[PositiveFloat, doc("connect and per-command socket timeout")] = 5.0
+    # a Redis Cluster: the URL names any one node (a `redis+cluster://` URL chooses it as well)
+    cluster: Annotated[bool, doc("`true`: `GLINT_REDIS_URL` names one node of a Redis Cluster; a "
+                                 "`redis+cluster://` URL does the same")] = False
 
 
 class S3Config(Section):
@@ -212,23 +218,17 @@ class MediaConfig(Section):
         "the key media links are signed with, shared with that proxy; empty: derived from `GLINT_JWT_SECRET`")] = ""
 
 
-class RealtimeConfig(Section):
-    """Realtime and direct messages: websocket frame limit, idle timeout (nothing at all from the
-    client, not even a pong), server ping interval, per-socket send queue (overflow closes with
-    4408), frames handled at once per socket, typing cap per conversation, presence key TTL /
-    refresh throttle / presence.subscribe list cap"""
+class RealtimeConfig(Settings, Section):
+    """Realtime and direct messages: the gateway's settings (realtime/settings.py), then the typing
+    cap per conversation and the presence.subscribe list cap"""
 
-    ws_max_frame_bytes: PositiveInt = 64 * 1024
-    ws_idle_timeout: PositiveFloat = 300.0
-    ws_heartbeat: PositiveFloat = 25.0
-    ws_send_queue: PositiveInt = 256
-    ws_max_inflight: PositiveInt = 32
+    env_names: ClassVar[dict[str, str]] = {
+        "max_frame_bytes": "ws_max_frame_bytes", "idle_timeout": "ws_idle_timeout", "heartbeat": "ws_heartbeat",
+        "send_queue": "ws_send_queue", "max_inflight": "ws_max_inflight",
+        "publish_give_up": "bus_publish_give_up_seconds",
+    }
     typing_min_interval: PositiveFloat = 2.0
-    presence_ttl: PositiveInt = 60
-    presence_refresh: PositiveFloat = 20.0
     presence_subscribe_max: PositiveInt = 200
-    bus_publish_give_up_seconds: Annotated[PositiveFloat, doc(
-        "messages the bus cannot take are retried this long, then their users get `resync`")] = 5.0
 
 
 class FeedConfig(Section):
@@ -325,6 +325,7 @@ def _settings() -> list[Setting]:
         hints = typing.get_type_hints(cls, include_extras=True)
         for field in msgspec.structs.fields(cls):
             name, note, shown = _leaf_meta(hints[field.name])
+            name = name or cls.env_names.get(field.name, "")
             found.append(Setting(env="GLINT_" + (name or cls.prefix + field.name).upper(), section=section.name,
                                  field=field.name, default=field.default, note=note, shown=shown))
     return found

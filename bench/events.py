@@ -216,7 +216,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="glint-bench-events-"))
     services = ["postgres", "redis", "s3", "kafka"]
     env = devstack.up(root, ports={s: devstack.free_port() for s in services}, services=services, fast=True,
-                   log=lambda *a: None)
+                      log=lambda *a: None)
     try:
         conn = await asyncpg.connect(env["GLINT_DATABASE_URL"])
         try:

@@ -1,6 +1,7 @@
 """Search latency, postgres backend against elasticsearch (osmem-server), on the same seeded data.
 
     python -m bench.search [--users 10000] [--posts 100000] [--requests 300] [--out results.json]
+                           [--compare OTHER_TREE --rounds 2]
 
 Starts its own stack (PostgreSQL, Valkey, osmem) on free ports in a temporary folder, seeds users
 and posts with COPY (captions from a word list with hashtags, some locations, a tenth of the
@@ -8,6 +9,11 @@ accounts private, a few blocks and follows for the viewer), rebuilds the Elastic
 with the same code as `glint search reindex`, then serves the real app once per backend and times
 GET /api/search/{kind}/ over HTTP, one request at a time: prefixes, whole words and one-letter
 typos. Prints p50/p90/p99 per backend and kind (and writes them as JSON with --out).
+
+With --compare, the postgres backend of another checkout of glint (a `git worktree` of an older
+commit) is timed in the same run, on a database of its own made by its own migrations and seeded
+with the same seed; the two are timed in turn, `--rounds` times each, the other tree's app in a
+child process of its own (its code imported from that tree).
 """
 
 from __future__ import annotations
@@ -17,7 +23,10 @@ import asyncio
 import json
 import math
 import random
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -162,25 +171,72 @@ async def measure(config, viewer: int, requests: int, seed_: int) -> dict[str, d
     return out
 
 
-async def run(args: argparse.Namespace, env: dict[str, str]) -> dict:
-    base = env["GLINT_DATABASE_URL"].rsplit("/", 1)[0]
+async def fresh_database(base: str, name: str, tree: Path | None = None) -> str:
+    """An empty database migrated by this tree's migrations, or by another tree's; its URL."""
     conn = await asyncpg.connect(base + "/postgres")
     try:
-        await conn.execute("DROP DATABASE IF EXISTS glint_bench_search")
-        await conn.execute("CREATE DATABASE glint_bench_search")
+        await conn.execute(f"DROP DATABASE IF EXISTS {name}")
+        await conn.execute(f"CREATE DATABASE {name}")
     finally:
         await conn.close()
-    dsn = f"{base}/glint_bench_search"
-    conn = await asyncpg.connect(dsn)
-    try:
-        await db.migrate(conn)
-    finally:
-        await conn.close()
+    dsn = f"{base}/{name}"
+    if tree is None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await db.migrate(conn)
+        finally:
+            await conn.close()
+    else:
+        await asyncio.to_thread(_in_tree, tree, "import asyncio, asyncpg, sys\nfrom storage import db\n"
+                                "async def go():\n    conn = await asyncpg.connect(sys.argv[1])\n"
+                                "    await db.migrate(conn)\n    await conn.close()\nasyncio.run(go())", dsn)
+    return dsn
+
+
+def _in_tree(tree: Path, code: str, *argv: str, env: dict[str, str] | None = None) -> str:
+    """Run Python code with another tree's packages first on the path; its standard output."""
+    prelude = f"import sys; sys.path.insert(0, {str(tree)!r})\n"
+    done = subprocess.run([sys.executable, "-c", prelude + code, *argv], cwd=tree, env=env or os.environ.copy(),
+                          capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise RuntimeError(f"{tree}: {done.stderr[-2000:]}")
+    return done.stdout
+
+
+def measure_in_tree(tree: Path, env: dict[str, str], viewer: int, requests: int, seed_: int) -> dict:
+    """measure() of another tree's app, in a child process importing that tree's code."""
+    code = ("import asyncio, json, os, sys\nfrom app.config import load_config\nfrom bench.search import measure\n"
+            "config = load_config({k: v for k, v in os.environ.items() if k.startswith('GLINT_')})\n"
+            "print(json.dumps(asyncio.run(measure(config, int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])))))")
+    out = _in_tree(tree, code, str(viewer), str(requests), str(seed_), env={**os.environ, **env})
+    return json.loads(out.strip().splitlines()[-1])
+
+
+async def run(args: argparse.Namespace, env: dict[str, str]) -> dict:
+    base = env["GLINT_DATABASE_URL"].rsplit("/", 1)[0]
+    dsn = await fresh_database(base, "glint_bench_search")
     viewer = await seed(dsn, args.users, args.posts, random.Random(args.seed))
     common = {k: v for k, v in env.items() if k.startswith("GLINT_")}
     common.update(GLINT_DATABASE_URL=dsn, GLINT_ACCESS_LOG="false", GLINT_JOBS_ENABLED="false",
                   GLINT_RATE_LIMIT_PER_HOUR="100000000", GLINT_ELASTICSEARCH_INDEX_PREFIX="glint-bench-")
     results: dict = {"users": args.users, "posts": args.posts, "requests_per_kind": args.requests}
+    if args.compare:
+        other = await fresh_database(base, "glint_bench_search_b", args.compare)
+        other_viewer = await seed(other, args.users, args.posts, random.Random(args.seed))
+        other_env = {**common, "GLINT_DATABASE_URL": other, "GLINT_SEARCH_BACKEND": "postgres"}
+        config = load_config({**common, "GLINT_SEARCH_BACKEND": "postgres"})
+        rounds: list[dict] = []
+        for number in range(args.rounds):
+            before = await asyncio.to_thread(measure_in_tree, args.compare, other_env, other_viewer, args.requests,
+                                             args.seed)
+            after = await measure(config, viewer, args.requests, args.seed)
+            rounds.append({"round": number + 1, "load_average": [round(x, 2) for x in os.getloadavg()],
+                           "before": before, "after": after})
+            print(json.dumps(rounds[-1]), file=sys.stderr)
+            if args.out:  # each round as it ends: a run cut short keeps what it measured
+                args.out.write_text(json.dumps({**results, "compare": str(args.compare), "rounds": rounds}, indent=2) + "\n")
+        results.update(compare=str(args.compare), rounds=rounds)
+        return results
     for backend in args.backend or ["postgres", "elasticsearch"]:
         config = load_config({**common, "GLINT_SEARCH_BACKEND": backend})
         if backend == "elasticsearch":
@@ -198,12 +254,17 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--backend", action="append", choices=["postgres", "elasticsearch"],
                         help="only this backend (repeatable; default both)")
+    parser.add_argument("--compare", type=Path, default=None,
+                        help="another checkout of glint whose postgres backend is timed in the same run")
+    parser.add_argument("--rounds", type=int, default=2, help="with --compare: timings of each tree, in turn")
     args = parser.parse_args()
+    if args.compare:
+        args.backend = ["postgres"]
     root = Path(tempfile.mkdtemp(prefix="glint-bench-search-"))
     services = ["postgres", "redis"] + (["osmem"] if "elasticsearch" in (args.backend or ["elasticsearch"]) else [])
     try:
         env = devstack.up(root, ports={s: devstack.free_port() for s in services}, services=services, fast=True,
-                       log=lambda *a: None)
+                          log=lambda *a: None)
         try:
             results = asyncio.run(run(args, env))
         finally:

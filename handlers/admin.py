@@ -18,10 +18,9 @@ from handlers.common import (
     Conflict, Forbidden, NotFound, Page, Routes, Struct, ValidationFailed, check_role, encode_cursor, has_role,
     json_response, make_page, page_request, path_id, read_json,
 )
-from handlers.context import config_key, pool_key, redis_key, s3_key
+from handlers.context import app_now, config_key, pool_key, redis_key, s3_key, tray_cache_key
 from handlers.posts import cursor_id, emit_txn, remove_post_objects
 from handlers.reports import TargetRef
-from handlers.stories import app_now, tray_cache
 from realtime import frames
 from realtime.gateway import CLOSE_SUSPENDED, Gateway, gateway_key
 from storage import comments, events, moderation, outbox, posts, stories, tokens, users
@@ -383,7 +382,7 @@ async def after_remove(app: web.Application, kind: str, target_id: int, owner: i
         await posts.forget_cached(app[redis_key], [target_id])
         await remove_post_objects(app[s3_key], app[config_key].s3.bucket, target_id, removed["object_keys"])
     elif kind == "story":
-        await tray_cache(app).drop([owner, *await stories.follower_ids(pool, owner)])
+        await app[tray_cache_key].drop([owner, *await stories.follower_ids(pool, owner)])
     elif kind == "message":
         frame = frames.encode(frames.MessageRemoved(conversation_id=str(removed["conversation_id"]),
                                                     seq=removed["seq"]))

@@ -261,7 +261,7 @@ class InvalidCursor(ValidationFailed):
 
 def _cursor_part(value: Any, kind: type) -> Any:
     """One value of a cursor as `kind`: int (0..2^63-1), str (short, storable), float (finite),
-    datetime (ISO text with a zone); anything else raises InvalidCursor."""
+    datetime (ISO text with a zone); anything else raises ValueError."""
     if kind is int and type(value) is int and 0 <= value <= BIGINT_MAX:
         return value
     if kind is float and type(value) in (int, float) and math.isfinite(value):
@@ -269,13 +269,10 @@ def _cursor_part(value: Any, kind: type) -> Any:
     if kind is str and type(value) is str and len(value) <= 200 and bad_str(value) is None:
         return value
     if kind is datetime and type(value) is str and len(value) <= 40:
-        try:
-            moment = datetime.fromisoformat(value)
-        except ValueError:
-            raise InvalidCursor() from None
+        moment = datetime.fromisoformat(value)
         if moment.tzinfo is not None:
             return moment
-    raise InvalidCursor()
+    raise ValueError(f"not a cursor {kind.__name__}")
 
 
 def decode_cursor(cursor: str | None, *kinds: type) -> list[Any] | None:
@@ -286,34 +283,36 @@ def decode_cursor(cursor: str | None, *kinds: type) -> list[Any] | None:
         return None
     try:
         if len(cursor) > CURSOR_MAX:
-            raise ValueError
+            raise ValueError("too long")
         parts = msgspec.json.decode(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if not isinstance(parts, list) or len(parts) != len(kinds):
+            raise ValueError("not a list of the kinds")
+        return [_cursor_part(value, kind) for value, kind in zip(parts, kinds)]
     except Exception:
         raise InvalidCursor() from None
-    if not isinstance(parts, list) or len(parts) != len(kinds):
-        raise InvalidCursor()
-    return [_cursor_part(value, kind) for value, kind in zip(parts, kinds)]
 
 
-def make_page(request: web.Request, items: Sequence[T], limit: int, cursor_of: Callable[[T], str]) -> Page[T]:
-    """A Page whose `next` is this path with the cursor after the last item, when there may be more."""
+def id_string_cursor(cursor: str | None) -> int | None:
+    """The id inside a cursor made by encode_cursor from an id string; a bad one is 400."""
+    parts = decode_cursor(cursor, str)
+    return None if parts is None else parse_id(parts[0], "cursor")
+
+
+def next_link(request: web.Request, limit: int, **params: str) -> str:
+    """A Page's `next`: this list's path and query with `params` (the cursor after the last item
+    shown) and the page size put in. Every list route builds its `next` here."""
+    return str(request.rel_url.with_query({**request.query, **params, "limit": str(limit)}))
+
+
+def make_page(request: web.Request, items: Sequence[T], limit: int, cursor_of: Callable[[T], str],
+              param: str = "cursor") -> Page[T]:
+    """A Page of the first `limit` items whose `next`, when there may be more, is this path with
+    `param` (?cursor= unless a list pages by another parameter) set to `cursor_of(last item)`."""
     items = list(items)
     if len(items) <= limit:
         return Page(results=items, next=None)
     items = items[:limit]
-    query = dict(request.query)
-    query["cursor"] = cursor_of(items[-1])
-    query["limit"] = str(limit)
-    return Page(results=items, next=str(request.rel_url.with_query(query)))
-
-
-def make_next(request: web.Request, items: list, limit: int, query_of) -> Page:
-    """A page of at most `limit` items whose `next` carries `query_of(last item)`."""
-    if len(items) <= limit:
-        return Page(results=items, next=None)
-    items = items[:limit]
-    query = {**request.query, **query_of(items[-1]), "limit": str(limit)}
-    return Page(results=items, next=str(request.rel_url.with_query(query)))
+    return Page(results=items, next=next_link(request, limit, **{param: cursor_of(items[-1])}))
 
 
 # ---------------------------------------------------------------- roles

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from handlers.auth import current_user
-from handlers.common import Page, Routes, encode_cursor, json_response, page_request, read_pool
+from handlers.common import Page, Routes, encode_cursor, json_response, next_link, page_request, read_pool
 from handlers.context import config_key, pool_key, redis_key, timelines_key
 from handlers.posts import PostOut, cursor_id, render_posts
 from storage import explore, timelines as tl
@@ -41,8 +41,7 @@ async def home_feed(request: web.Request) -> web.Response:
     next_url = None
     if len(candidates) > page.limit:
         # the cursor is the last id considered, shown or hidden, so no post is skipped or repeated
-        query = {**request.query, "cursor": encode_cursor(shown[-1]), "limit": str(page.limit)}
-        next_url = str(request.rel_url.with_query(query))
+        next_url = next_link(request, page.limit, cursor=encode_cursor(shown[-1]))
     return json_response(Page(results=results, next=next_url))
 
 
@@ -55,12 +54,10 @@ async def explore_feed(request: web.Request) -> web.Response:
     offset = parts or 0
     pool = await read_pool(request)
     ranked = await explore.read_trending(request.app[redis_key], offset, page.limit)
-    authors = await explore.authors_of(pool, ranked)
-    hidden = await explore.hidden_authors(pool, viewer, list(set(authors.values())))
-    keep = [p for p in ranked if p in authors and authors[p] not in hidden]
+    shown = await explore.shown_posts(pool, viewer, ranked)
+    keep = [p for p in ranked if p in shown]
     results = await render_posts(request, viewer, keep, hide_muted=True)
     next_url = None
     if len(ranked) == page.limit:
-        query = {**request.query, "cursor": encode_cursor(offset + page.limit), "limit": str(page.limit)}
-        next_url = str(request.rel_url.with_query(query))
+        next_url = next_link(request, page.limit, cursor=encode_cursor(offset + page.limit))
     return json_response(Page(results=results, next=next_url))

@@ -17,8 +17,8 @@ from handlers.common import (
     NotFound, Page, PageRequest, Routes, Struct, ValidationFailed, decode_cursor, encode_cursor, json_response,
     make_page, no_content, page_request, parse_id, path_id, read_json,
 )
-from handlers.context import config_key, pool_key, redis_key
-from storage import events, graph, outbox, stories, visibility
+from handlers.context import pool_key, tray_cache_key
+from storage import events, graph, outbox, visibility
 
 routes = Routes("graph")
 
@@ -126,7 +126,7 @@ async def do_unmute(app: web.Application, viewer: int, target: int) -> None:
 
 async def _forget_tray(app: web.Application, viewer: int) -> None:
     """After commit: the viewer's cached story tray is rebuilt with the mute as it is now."""
-    await stories.TrayCache(app[redis_key], app[config_key].stories.tray_ttl).drop([viewer])
+    await app[tray_cache_key].drop([viewer])
 
 
 # ---------------------------------------------------------------- routes

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from contextlib import aclosing
 from dataclasses import dataclass
 
 import asyncpg
@@ -50,9 +51,10 @@ class FeedConsumer:
         pushes: list[asyncio.Future[int]] = []
         targets = 0
         try:
-            async for chunk in tl.fanout_targets(self.pool, author_id, self.active_days):
-                targets += len(chunk)
-                pushes.append(asyncio.ensure_future(self.timelines.push_to_home(chunk, [post_id])))
+            async with aclosing(tl.fanout_targets(self.pool, author_id, self.active_days)) as chunks:
+                async for chunk in chunks:
+                    targets += len(chunk)
+                    pushes.append(asyncio.ensure_future(self.timelines.push_to_home(chunk, [post_id])))
         finally:  # a failed read still waits for the pushes under way (the retry pushes again)
             results = await asyncio.gather(*pushes, return_exceptions=True)
         for result in results:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
@@ -22,6 +21,7 @@ import asyncpg
 from redis.asyncio import Redis
 
 from realtime import frames
+from realtime.bus import queue_publish
 from realtime.gateway import Gateway, user_channel
 from storage import comments, events, outbox, users, visibility
 from storage import notifications as store
@@ -32,7 +32,6 @@ from storage.sinks import PushSink
 
 log = logging.getLogger("glint.notifications")
 
-MENTION = re.compile(r"(?<![\w@.])@([A-Za-z0-9._]{1,30})")  # as posts parse captions
 PREF_KIND = {"follow_request_approved": "follow_request"}  # the preference a kind follows
 
 PHRASES = {
@@ -148,8 +147,7 @@ class NotificationConsumer:
                 wanted[parent_row["author_id"]] = self._item(event, parent_row["author_id"], commenter, "reply",
                                                              "comment", parent, **common)
         wanted.setdefault(post_author, self._item(event, post_author, commenter, "comment", "post", post, **common))
-        names = list(dict.fromkeys(n.rstrip(".").lower() for n in MENTION.findall(text) if n.rstrip(".")))
-        for user_id in await store.user_ids_by_names(self.pool, names[:20]):
+        for user_id in await store.user_ids_by_names(self.pool, users.mentioned_usernames(text)[:20]):
             if user_id not in wanted and await visibility.can_see(self.pool, user_id, post_author):
                 wanted[user_id] = self._item(event, user_id, commenter, "mention", "comment", comment, **common)
         run.add(list(wanted.values()))
@@ -269,7 +267,7 @@ class NotificationConsumer:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for recipient, view in sent:
                     frame = frames.encode(frames.NotificationNew(notification=view))
-                    pipe.publish(user_channel(recipient), Gateway.envelope(frame))
+                    queue_publish(self.redis, pipe, user_channel(recipient), Gateway.envelope(frame))
                 await pipe.execute()
         except Exception:
             log.exception("publishing notification.new failed; clients see it in the list")

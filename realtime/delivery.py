@@ -16,18 +16,20 @@ from collections import defaultdict
 
 import asyncpg
 from aiohttp import web
+from prometheus_client import Counter
 
 from realtime import frames
 from realtime.gateway import Connection, Delivery, Gateway
 from realtime.render import message_out, render_shares
 from storage import events, faults, outbox
 from storage import messages as store
-from storage.metrics import MESSAGES_SENT
 
 log = logging.getLogger("glint.messages")
 outages = faults.OutageLog(log)
 
 BATCH_MAX = 500
+
+MESSAGES_SENT = Counter("glint_messages_sent_total", "Direct messages written")
 
 
 class Unstorable(Exception):

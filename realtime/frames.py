@@ -7,6 +7,7 @@ one encoder. A frame that does not decode raises FrameError, which the gateway a
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Annotated, Any, Literal, Union
 
 import msgspec
@@ -22,19 +23,38 @@ Ref = Union[Annotated[str, Meta(max_length=64)], Annotated[int, Meta(ge=-BIGINT_
 MAX_TEXT = 4000
 
 
+def iso(moment: datetime) -> str:
+    """An aware time as frames and bodies write it: ISO 8601 UTC with a `Z`."""
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def iso_ms(ms: int | None) -> str | None:
+    """An epoch-milliseconds time (presence's last_seen) as iso() writes it; None stays None."""
+    return None if ms is None else iso(datetime.fromtimestamp(ms / 1000, timezone.utc))
+
+
 class ClientFrame(msgspec.Struct, tag_field="type", kw_only=True, forbid_unknown_fields=True):
     """A frame a client sends; `ref` is echoed in the reply."""
 
     ref: Ref = None
 
 
-class SendMessage(ClientFrame, tag="message.send"):
-    conversation_id: IdStr
+# a message as its sender writes it: the body of POST /api/conversations/{id}/messages/ and, with
+# the conversation's id, the message.send frame (no docstring: it would become the body's OpenAPI
+# description)
+class SendBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     client_id: Annotated[str, Meta(min_length=1, max_length=64)]
     text: Annotated[str, Meta(max_length=MAX_TEXT)] = ""
     media_id: IdStr | None = None
     reply_to_seq: PositiveSeq | None = None
     share: ShareRef | None = None
+
+
+# a ClientFrame, though not its subclass: msgspec joins no two bases that both have fields, so it
+# repeats the tag and `ref`
+class SendMessage(SendBody, tag_field="type", tag="message.send"):
+    conversation_id: IdStr
+    ref: Ref = None
 
 
 class ShareRef(msgspec.Struct, forbid_unknown_fields=True):

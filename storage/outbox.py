@@ -1,7 +1,7 @@
 """The event outbox: events are rows written in the caller's transaction, relayed after commit.
 
 An event exists once the transaction that made it true commits, and never if it rolls back. The
-relay (jobs/events.py) moves unsent rows to Kafka, or straight to the in-process consumers, and
+relay (jobs/events.py `Relay`) moves unsent rows to Kafka, or straight to the in-process consumers, and
 marks them sent. What an event says is one of the Structs of the catalogue (storage/events.py):
 `add` encodes it into the row's payload, `body_of` decodes it back for a consumer.
 """

@@ -14,7 +14,8 @@ from typing import AsyncIterator, Iterable, Sequence
 
 import asyncpg
 from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
+
+from storage.cluster import queue_script, run_scripted, slot_groups
 
 SENTINEL = "0"
 
@@ -60,20 +61,17 @@ class Timelines:
 
         One non-transactional pipeline of script calls, `chunk` timelines a call. On a Redis
         Cluster a script's keys must share a slot and every user's timeline has its own, so there
-        each call takes one timeline and the cluster pipeline groups the calls per node."""
+        the call is made per slot and the cluster pipeline groups the calls per node."""
         args: list[object] = [self.cap]
         for post_id in post_ids:
             args += [post_id, post_id]
-        key = self.key
-        keys = [key(u) for u in user_ids]
-        if isinstance(self.redis, RedisCluster):
-            groups = [[k] for k in keys]
-        else:
-            groups = [keys[start:start + chunk] for start in range(0, len(keys), chunk)]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for group in groups:
-                await self._push(keys=group, args=args, client=pipe)
-            return sum(map(int, await pipe.execute()))
+
+        async def queue(pipe) -> None:
+            for start in range(0, len(user_ids), chunk):
+                for keys in slot_groups(self.redis, [self.key(u) for u in user_ids[start:start + chunk]]):
+                    await queue_script(self.redis, pipe, self._push, keys, args)
+
+        return sum(int(result) for result in await run_scripted(self.redis, self._push, queue))
 
     async def unpush_from_home(self, user_id: int, post_ids: Iterable[int]) -> None:
         """Remove posts (e.g. of an unfollowed or blocked author) from a user's timeline."""
@@ -136,8 +134,8 @@ async def fanout_targets(pool: asyncpg.Pool, author_id: int, active_days: int,
     who mute the author, in lists of up to `chunk` as PostgreSQL produces them (one query, read
     through a cursor, so the first timelines are written while the rest are still being read).
 
-    The followers come from an index-only scan of follows (followee_id, follower_id) (migration
-    0018a). The mute test is muted_by(follower, author) written as an anti-join: the function, a
+    The followers come from index-only scans of follows (followee_id, follower_id) and of the
+    active users' (id, last_active_at) (migration 0018a). The mute test is muted_by(follower, author) written as an anti-join: the function, a
     subquery, is not inlined, and a call per follower costs more than the rest of the query."""
     yield [author_id]
     async with pool.acquire() as conn, conn.transaction(readonly=True):

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tests.support import metric_names
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -80,28 +81,6 @@ def as_list(command) -> list[str]:
 
 
 # --------------------------------------------------------------------- PromQL
-
-_KEYWORDS = {"and", "or", "unless", "bool", "offset", "by", "without", "on",
-             "ignoring", "group_left", "group_right", "inf", "nan"}
-
-
-def metric_names(expr: str) -> set[str]:
-    """Metric names referenced by a PromQL expression (functions/labels excluded)."""
-    s = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)          # string literals
-    s = re.sub(r"\{[^}]*\}", "", s)                         # label matchers
-    s = re.sub(r"\[[^\]]*\]", "", s)                        # range / subquery
-    s = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", s)
-    names = set()
-    for m in re.finditer(r"[A-Za-z_:][A-Za-z0-9_:]*", s):
-        tok = m.group(0)
-        if tok.lower() in _KEYWORDS:
-            continue
-        if s[m.end():].lstrip().startswith("("):        # function / aggregation
-            continue
-        if m.start() > 0 and (s[m.start() - 1].isdigit() or s[m.start() - 1] in ".$"):
-            continue                                     # 1e3, 0.5e-1, $var
-        names.add(tok)
-    return names
 
 
 def base_metric(name: str) -> str:

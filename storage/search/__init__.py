@@ -91,40 +91,32 @@ def like_prefix(text: str) -> str:
 # ---------------------------------------------------------------- what a viewer may see
 
 
+async def _rows_by_id(conn: Conn, sql: str, viewer: int, ids: list[int]) -> dict[int, asyncpg.Record]:
+    """The rows `sql` ($1 the viewer, $2 the ids) gives for these ids, by id; no ids, no query."""
+    if not ids:
+        return {}
+    return {r["id"]: r for r in await conn.fetch(sql, viewer, ids)}
+
+
 async def visible_users(conn: Conn, viewer: int, user_ids: list[int]) -> dict[int, asyncpg.Record]:
     """Of these users, those the viewer may be shown (storage.visibility)."""
-    if not user_ids:
-        return {}
-    rows = await conn.fetch(
-        "SELECT u.id, u.username, u.full_name, u.avatar_media_id, u.is_private, u.is_verified FROM users u"
-        " WHERE u.id = ANY($2::bigint[]) AND user_shown($1, u.id)",
-        viewer, user_ids,
-    )
-    return {r["id"]: r for r in rows}
+    return await _rows_by_id(
+        conn, "SELECT u.id, u.username, u.full_name, u.avatar_media_id, u.is_private, u.is_verified FROM users u"
+        " WHERE u.id = ANY($2::bigint[]) AND user_shown($1, u.id)", viewer, user_ids)
 
 
 async def hashtags_with_posts(conn: Conn, viewer: int, hashtag_ids: list[int]) -> dict[int, asyncpg.Record]:
     """Of these hashtags, those on some post the viewer may see, with id, name and post_count
     (counting only those posts)."""
-    if not hashtag_ids:
-        return {}
-    rows = await conn.fetch(
-        "SELECT h.id, h.name, count(*) AS post_count FROM hashtags h JOIN post_hashtags ph ON ph.hashtag_id = h.id"
+    return await _rows_by_id(
+        conn, "SELECT h.id, h.name, count(*) AS post_count FROM hashtags h JOIN post_hashtags ph ON ph.hashtag_id = h.id"
         " JOIN posts p ON p.id = ph.post_id"
-        " WHERE h.id = ANY($2::bigint[]) AND visible_to($1, p.author_id) GROUP BY h.id",
-        viewer, hashtag_ids,
-    )
-    return {r["id"]: r for r in rows}
+        " WHERE h.id = ANY($2::bigint[]) AND visible_to($1, p.author_id) GROUP BY h.id", viewer, hashtag_ids)
 
 
 async def locations_with_posts(conn: Conn, viewer: int, location_ids: list[int]) -> dict[int, asyncpg.Record]:
     """Of these locations, those some post the viewer may see is at, with id, name, lat, lng and
     post_count (counting only those posts)."""
-    if not location_ids:
-        return {}
-    rows = await conn.fetch(
-        "SELECT l.id, l.name, l.lat, l.lng, count(*) AS post_count FROM locations l JOIN posts p ON p.location_id = l.id"
-        " WHERE l.id = ANY($2::bigint[]) AND visible_to($1, p.author_id) GROUP BY l.id",
-        viewer, location_ids,
-    )
-    return {r["id"]: r for r in rows}
+    return await _rows_by_id(
+        conn, "SELECT l.id, l.name, l.lat, l.lng, count(*) AS post_count FROM locations l JOIN posts p ON p.location_id = l.id"
+        " WHERE l.id = ANY($2::bigint[]) AND visible_to($1, p.author_id) GROUP BY l.id", viewer, location_ids)

@@ -15,8 +15,7 @@ import re
 
 from app.main import ROUTE_MODULES, create_app
 from tests.conftest import make_config
-from tests.handlers.test_posts import new_media, new_post
-from tests.support import login, register
+from tests.support import login, new_media, new_post, register
 
 ROLES = ("anonymous", "blocked", "stranger", "follower", "owner")
 ALLOWED = {

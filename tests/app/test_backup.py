@@ -18,9 +18,7 @@ from app import backup
 from app.clients import open_s3
 from app.main import create_app
 from tests.conftest import make_config
-from tests.handlers.test_media import jpeg, upload
-from tests.realtime.helpers import bearer, start_conversation
-from tests.support import login, user_with_token
+from tests.support import bearer, jpeg, login, start_conversation, upload, user_with_token
 
 
 @pytest.fixture(scope="module")

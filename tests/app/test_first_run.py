@@ -25,9 +25,8 @@ from app import logs
 from app.config import ConfigError, check_secrets, read_env_file
 from app.middlewares import setup_logging
 from handlers.auth import make_access_token
-from tests.app.test_process import ROOT, glint_process, wait_http
 from tests.conftest import make_config, wait_for
-from tests.support import login, register
+from tests.support import ROOT, glint_process, login, register, wait_http
 
 # ---------------------------------------------------------------- install files
 

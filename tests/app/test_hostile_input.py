@@ -12,8 +12,9 @@ from aiohttp import WSMsgType
 
 from app.main import create_app
 from tests.conftest import make_config
-from tests.handlers.test_posts import new_media, new_post
-from tests.realtime.helpers import bearer, frame_of, next_frame, open_socket, start_conversation, user_and_token
+from tests.support import (
+    bearer, frame_of, new_media, new_post, next_frame, open_socket, start_conversation, user_and_token,
+)
 
 TOO_BIG = "9999999999999999999"
 

@@ -11,12 +11,10 @@ import aiohttp
 from app.main import create_app
 from handlers.context import config_key
 from tests.conftest import make_config
-from tests.handlers.test_posts import new_media, new_post
-from tests.realtime.helpers import bearer, start_conversation, user_and_token
-from tests.support import register
+from tests.support import bearer, new_media, new_post, register, start_conversation, user_and_token
 
 
-async def test_login_takes_as_long_for_an_unknown_account_as_for_a_wrong_password(client):
+async def test_login_takes_as_long_for_an_unknown_account_as_for_a_wrong_password(client, production_hashing):
     user = await register(client)
 
     async def timed(username: str) -> float:

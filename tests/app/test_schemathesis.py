@@ -15,8 +15,7 @@ from hypothesis import HealthCheck, Phase
 
 from app.main import create_app
 from tests.conftest import make_config
-from tests.handlers.test_posts import new_post
-from tests.support import login, register
+from tests.support import login, new_post, register
 
 CASES_PER_OPERATION = 12
 

@@ -25,9 +25,7 @@ import devstack
 from app.middlewares import JsonFormatter
 from app.tracing import setup_tracing
 from tests.conftest import make_config, wait_for
-from tests.handlers.test_media import form, jpeg
-from tests.realtime.helpers import frame_of, open_socket
-from tests.support import user_with_token
+from tests.support import form, frame_of, jpeg, open_socket, user_with_token
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -18,8 +18,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import wait_for
-from tests.realtime.helpers import bearer, frame_of, open_socket, start_conversation, user_and_token
-from tests.test_deploy import metric_names
+from tests.support import bearer, frame_of, metric_names, open_socket, start_conversation, user_and_token
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 # labels Prometheus adds at scrape time, and the synthetic series it makes itself

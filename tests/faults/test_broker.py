@@ -10,9 +10,7 @@ from app.main import create_app
 from handlers.context import pool_key
 from tests.conftest import wait_for
 from tests.faults.conftest import fault_config, stopped
-from tests.handlers.test_feed import feed_ids, follow
-from tests.handlers.test_posts import new_post
-from tests.support import user_with_token
+from tests.support import feed_ids, follow, new_post, user_with_token
 
 
 async def test_posts_and_likes_while_the_broker_is_stopped_all_arrive_once(

@@ -11,7 +11,7 @@ from handlers.context import pool_key
 from realtime.gateway import gateway_key
 from tests.conftest import wait_for
 from tests.faults.conftest import fault_config, frozen
-from tests.realtime.helpers import frame_of, next_frame, open_socket, start_conversation, user_and_token
+from tests.support import frame_of, next_frame, open_socket, start_conversation, user_and_token
 
 
 async def sent_acked(ws, conversation_id: str, client_id: str) -> dict:

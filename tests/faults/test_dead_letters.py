@@ -18,17 +18,7 @@ from storage.outbox import Event
 from storage.timelines import Timelines
 from tests.conftest import wait_for
 from tests.faults.conftest import fault_config, frozen, glint_cli
-from tests.handlers.test_feed import feed_ids, follow
-from tests.handlers.test_posts import new_media
-from tests.support import user_with_token
-
-
-def metric(text: str, name: str, **labels: str) -> float | None:
-    """One sample's value from the Prometheus text format (None when absent)."""
-    wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    pattern = re.escape(name) + (r"\{" + re.escape(wanted) + r"\}" if labels else "") + r" (\S+)"
-    found = re.search(r"^" + pattern + "$", text, re.M)
-    return float(found.group(1)) if found else None
+from tests.support import feed_ids, follow, metric, new_media, user_with_token
 
 
 async def letters(pool) -> dict[str, dict]:

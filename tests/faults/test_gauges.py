@@ -13,8 +13,7 @@ from jobs.events import FunctionConsumer
 from storage import outbox
 from storage.outbox import Event
 from tests.conftest import make_config, wait_for
-from tests.faults.test_dead_letters import metric
-from tests.realtime.helpers import open_socket, user_and_token
+from tests.support import metric, open_socket, user_and_token
 
 
 async def scrape(client) -> str:

@@ -10,7 +10,7 @@ from app.main import create_app
 from handlers.context import pool_key
 from tests.conftest import wait_for
 from tests.faults.conftest import fault_config, stopped
-from tests.realtime.helpers import bearer, next_frame, open_socket, start_conversation, user_and_token
+from tests.support import bearer, next_frame, open_socket, start_conversation, user_and_token
 
 
 async def send(ws, conversation_id: str, client_id: str, ref: int) -> dict:

@@ -10,8 +10,7 @@ import signal
 import aiohttp
 import asyncpg
 
-from tests.realtime.helpers import bearer
-from tests.realtime.test_processes import new_user, start_glint
+from tests.support import bearer, new_user, start_glint
 
 SENDERS = 4
 PER_SENDER = 40

@@ -6,10 +6,7 @@ from __future__ import annotations
 from app.main import create_app
 from tests.conftest import wait_for
 from tests.faults.conftest import fault_config, stopped
-from tests.handlers.test_feed import feed_ids, follow
-from tests.handlers.test_posts import new_post
-from tests.realtime.helpers import frame_of, open_socket
-from tests.support import login, user_with_token
+from tests.support import feed_ids, follow, frame_of, login, new_post, open_socket, user_with_token
 
 
 async def test_redis_restarted_empty_rebuilds_feeds_keeps_revocations_and_resyncs_sockets(

@@ -8,23 +8,7 @@ import asyncio
 import pytest
 
 from app import cli
-from handlers.admin import create_superuser
-from tests.support import login, user_with_token
-
-
-async def admin_headers(client, pool, username: str = "root") -> tuple[dict, dict[str, str]]:
-    """An admin made as `glint createsuperuser` makes one, logged in."""
-    row = await create_superuser(pool, username, f"{username}@example.com", "correct horse battery")
-    tokens = await login(client, username)
-    return {"id": str(row["id"]), "username": username}, {"Authorization": f"Bearer {tokens['access']}"}
-
-
-async def moderator_headers(client, admin_h) -> tuple[dict, dict[str, str]]:
-    """A new account an admin made moderator."""
-    user, headers = await user_with_token(client)
-    response = await client.patch(f"/api/admin/users/{user['id']}/", headers=admin_h, json={"role": "moderator"})
-    assert response.status == 200, await response.text()
-    return user, headers
+from tests.support import admin_headers, login, moderator_headers, user_with_token
 
 
 async def test_every_account_has_a_role_shown_on_its_own_profile(client):

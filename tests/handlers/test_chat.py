@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.handlers.test_messages import send
-from tests.handlers.test_notifications import wait_notifications
-from tests.realtime.helpers import bearer, frame_of, open_socket, start_conversation, user_and_token
+from tests.support import (
+    bearer, frame_of, open_socket, send, start_conversation, user_and_token, wait_notifications,
+)
 
 
 async def history(client, token: str, conversation_id: str) -> list[dict]:

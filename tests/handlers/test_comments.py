@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from tests.handlers.test_posts import events, new_post
-from tests.support import user_with_token
+from tests.support import events, new_post, user_with_token
 
 
 async def comment(client, headers, post_id: str, text: str, parent_id: str | None = None) -> dict:

@@ -3,36 +3,12 @@
 from __future__ import annotations
 
 from app.main import create_app
+from storage.posts import post_cache_key
 from storage.timelines import Timelines
 from tests.conftest import make_config, wait_for
-from tests.handlers.test_posts import new_post
-from tests.support import login, user_with_token
-
-
-async def feed_ids(client, headers, **query) -> list[str]:
-    response = await client.get("/api/posts/feed/", headers=headers, params=query)
-    assert response.status == 200, await response.text()
-    return [p["id"] for p in (await response.json())["results"]]
-
-
-async def follow(client, headers, user) -> None:
-    response = await client.post(f"/api/accounts/users/{user['id']}/follow/", headers=headers)
-    assert response.status in (200, 201), await response.text()
-
-
-async def followed_post(client, redis, caption: str = "a post") -> tuple[dict, dict, dict, dict]:
-    """A reader following an author (timeline built), and a post of the author's already fanned out."""
-    reader, reader_h = await user_with_token(client)
-    author, author_h = await user_with_token(client)
-    await follow(client, reader_h, author)
-    await feed_ids(client, reader_h)
-    post = await new_post(client, author_h, caption)
-    await wait_for(lambda: _contains(redis, reader, post["id"]))
-    return reader_h, author_h, post, reader
-
-
-async def timeline(redis, user) -> list[str]:
-    return [m.decode() for m in await redis.zrevrange(Timelines.key(int(user["id"])), 0, -1) if m != b"0"]
+from tests.support import (
+    feed_ids, follow, followed_post, in_timeline, login, new_post, timeline, user_with_token,
+)
 
 
 async def test_a_post_fans_out_to_followers_timelines_and_the_authors_own(client, redis_clean):
@@ -42,7 +18,7 @@ async def test_a_post_fans_out_to_followers_timelines_and_the_authors_own(client
     assert await feed_ids(client, reader_h) == []  # builds the (empty) timeline
     assert await feed_ids(client, author_h) == []
     post = await new_post(client, author_h, "hello followers")
-    await wait_for(lambda: _contains(redis_clean, reader, post["id"]))
+    await wait_for(lambda: in_timeline(redis_clean, reader, post["id"]))
     assert await feed_ids(client, reader_h) == [post["id"]]
     assert await feed_ids(client, author_h) == [post["id"]]
 
@@ -63,7 +39,7 @@ async def test_a_new_follow_merges_the_followees_recent_posts(client, redis_clea
     old = await new_post(client, author_h, "before the follow")
     assert await feed_ids(client, reader_h) == []
     await follow(client, reader_h, author)
-    await wait_for(lambda: _contains(redis_clean, reader, old["id"]))
+    await wait_for(lambda: in_timeline(redis_clean, reader, old["id"]))
     assert await feed_ids(client, reader_h) == [old["id"]]
 
 
@@ -76,7 +52,7 @@ async def test_unfollow_and_block_remove_the_authors_posts_from_the_timeline(cli
     await feed_ids(client, reader_h)
     p1 = await new_post(client, first_h, "one")
     p2 = await new_post(client, second_h, "two")
-    await wait_for(lambda: _contains(redis_clean, reader, p2["id"]))
+    await wait_for(lambda: in_timeline(redis_clean, reader, p2["id"]))
     assert await feed_ids(client, reader_h) == [p2["id"], p1["id"]]
 
     assert (await client.post(f"/api/accounts/users/{first['id']}/unfollow/", headers=reader_h)).status == 204
@@ -99,7 +75,7 @@ async def test_celebrities_are_merged_at_read_time_not_fanned_out(aiohttp_client
     await feed_ids(client, fan1_h)
     await feed_ids(client, star_h)
     post = await new_post(client, star_h, "to the masses")
-    await wait_for(lambda: _contains(redis_clean, star, post["id"]))  # the author's own timeline
+    await wait_for(lambda: in_timeline(redis_clean, star, post["id"]))  # the author's own timeline
     assert await timeline(redis_clean, fan1) == []  # not fanned out...
     assert await feed_ids(client, fan1_h) == [post["id"]]  # ...but merged when read
 
@@ -113,7 +89,7 @@ async def test_only_recently_active_followers_get_the_fan_out(client, redis_clea
         await feed_ids(client, h)
     await pool.execute("UPDATE users SET last_active_at = now() - interval '40 days' WHERE id = $1", int(away["id"]))
     post = await new_post(client, author_h, "news")
-    await wait_for(lambda: _contains(redis_clean, active, post["id"]))
+    await wait_for(lambda: in_timeline(redis_clean, active, post["id"]))
     assert await timeline(redis_clean, away) == []
 
 
@@ -122,7 +98,7 @@ async def test_timelines_are_capped(aiohttp_client, stack_env, config, redis_cle
     author, author_h = await user_with_token(client)
     await feed_ids(client, author_h)
     posts = [await new_post(client, author_h, str(i)) for i in range(5)]
-    await wait_for(lambda: _contains(redis_clean, author, posts[-1]["id"]))
+    await wait_for(lambda: in_timeline(redis_clean, author, posts[-1]["id"]))
     assert await timeline(redis_clean, author) == [p["id"] for p in reversed(posts)][:3]
 
 
@@ -132,12 +108,12 @@ async def test_pages_have_no_duplicates_and_no_gaps_while_new_posts_arrive(clien
     await follow(client, reader_h, author)
     await feed_ids(client, reader_h)
     older = [await new_post(client, author_h, f"old {i}") for i in range(5)]
-    await wait_for(lambda: _contains(redis_clean, reader, older[-1]["id"]))
+    await wait_for(lambda: in_timeline(redis_clean, reader, older[-1]["id"]))
     response = await client.get("/api/posts/feed/", headers=reader_h, params={"limit": "2"})
     page = await response.json()
     seen = [p["id"] for p in page["results"]]
     newer = [await new_post(client, author_h, f"new {i}") for i in range(2)]
-    await wait_for(lambda: _contains(redis_clean, reader, newer[-1]["id"]))
+    await wait_for(lambda: in_timeline(redis_clean, reader, newer[-1]["id"]))
     while page["next"]:
         page = await (await client.get(page["next"], headers=reader_h)).json()
         seen += [p["id"] for p in page["results"]]
@@ -184,18 +160,14 @@ async def test_explore_shows_trending_public_posts_from_accounts_the_viewer_does
     assert quiet["id"] not in ids
 
 
-async def _contains(redis, user, post_id: str) -> bool:
-    return await redis.zscore(Timelines.key(int(user["id"])), post_id) is not None
-
-
 async def _lacks(redis, user, post_id: str) -> bool:
-    return not await _contains(redis, user, post_id)
+    return not await in_timeline(redis, user, post_id)
 
 
 async def test_feed_hydration_caches_posts_and_an_edit_or_like_shows_at_once(client, redis_clean):
     reader_h, author_h, post, _ = await followed_post(client, redis_clean, "first words #one")
     await feed_ids(client, reader_h)
-    assert await redis_clean.exists(f"post:{post['id']}")  # hydrated once, then cached
+    assert await redis_clean.exists(post_cache_key(int(post['id'])))  # hydrated once, then cached
     await client.patch(f"/api/posts/{post['id']}/", json={"caption": "second words #two"}, headers=author_h)
     await client.post(f"/api/posts/{post['id']}/like/", headers=reader_h)
     body = await (await client.get("/api/posts/feed/", headers=reader_h)).json()
@@ -215,4 +187,4 @@ async def test_a_returning_user_counts_as_active_again_once_they_log_in_or_refre
     assert await pool.fetchval("SELECT last_active_at > now() - interval '1 minute' FROM users WHERE id = $1",
                                int(away["id"]))
     post = await new_post(client, author_h, "welcome back")
-    await wait_for(lambda: _contains(redis_clean, away, post["id"]))
+    await wait_for(lambda: in_timeline(redis_clean, away, post["id"]))

@@ -5,12 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.realtime.helpers import bearer, start_conversation, user_and_token
-
-
-async def send(client, token: str, conversation_id: str, client_id: str, text: str = "hello", **extra):
-    return await client.post(f"/api/conversations/{conversation_id}/messages/",
-                             json={"client_id": client_id, "text": text, **extra}, headers=bearer(token))
+from tests.support import bearer, send, start_conversation, user_and_token
 
 
 async def block(pool, blocker: str, blocked: str) -> None:

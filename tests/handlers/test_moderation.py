@@ -6,10 +6,10 @@ from aiohttp import WSMsgType
 
 from handlers.admin import lift_expired_suspensions
 from tests.conftest import wait_for
-from tests.handlers.test_admin import admin_headers, moderator_headers
-from tests.handlers.test_posts import new_post
-from tests.realtime.helpers import frame_of, open_socket, start_conversation
-from tests.support import login, user_with_token
+from tests.support import (
+    admin_headers, frame_of, login, moderator_headers, new_post, open_socket, start_conversation,
+    user_with_token,
+)
 
 
 async def report(client, headers, kind: str, target_id: str, reason: str = "spam", expect: int = 201, **extra):

@@ -7,10 +7,9 @@ from handlers.context import redis_key
 from storage import explore
 from storage.timelines import Timelines
 from tests.conftest import wait_for
-from tests.handlers.test_feed import feed_ids, follow, followed_post, timeline
-from tests.handlers.test_posts import new_post
-from tests.handlers.test_stories import new_story, tray
-from tests.support import user_with_token
+from tests.support import (
+    feed_ids, follow, followed_post, new_post, new_story, timeline, tray, user_with_token,
+)
 
 
 async def mute(client, headers, user, expect: int = 204, **body) -> None:

@@ -7,7 +7,7 @@ import asyncio
 
 from realtime.delivery import Unstorable, writer_key
 from storage import messages as store
-from tests.realtime.helpers import bearer, frame_of, open_socket, start_conversation, user_and_token
+from tests.support import bearer, frame_of, open_socket, start_conversation, user_and_token
 
 
 async def test_a_hostile_senders_values_do_not_fail_concurrent_sends_by_others(client, pool):

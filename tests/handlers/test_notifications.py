@@ -11,26 +11,7 @@ from datetime import timedelta
 from app.main import create_app
 from storage import email, sinks
 from tests.conftest import make_config, wait_for
-from tests.handlers.test_posts import new_post
-from tests.support import user_with_token
-
-
-async def notifications(client, headers, **query) -> list[dict]:
-    response = await client.get("/api/notifications/", params=query, headers=headers)
-    assert response.status == 200, await response.text()
-    return (await response.json())["results"]
-
-
-async def wait_notifications(client, headers, n: int, **query) -> list[dict]:
-    """The list once it has (at least) n notifications."""
-    found: list[dict] = []
-
-    async def enough() -> bool:
-        found[:] = await notifications(client, headers, **query)
-        return len(found) >= n
-
-    await wait_for(enough)
-    return found
+from tests.support import new_post, notifications, user_with_token, wait_notifications
 
 
 async def unread(client, headers) -> int:

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from storage import email
 from tests.conftest import wait_for
-from tests.handlers.test_sessions import bearer, client, clock, me_status  # noqa: F401 (fixtures)
-from tests.support import login, register
+from tests.support import bearer, login, me_status, register
+
+
+@pytest.fixture
+def client(clocked_client):
+    return clocked_client
 
 PASSWORD = "correct horse battery"
 

@@ -10,8 +10,7 @@ import pytest
 
 from app.main import create_app
 from tests.conftest import make_config, wait_for
-from tests.handlers.test_posts import new_post
-from tests.support import user_with_token
+from tests.support import new_post, user_with_token
 
 _prefixes = itertools.count(1)
 

@@ -6,38 +6,20 @@ from __future__ import annotations
 import jwt
 import pytest
 
-from app.main import create_app
 from handlers.auth import make_access_token
-from handlers.context import clock_key, config_key, redis_key
+from handlers.context import config_key, redis_key
 from realtime.gateway import gateway_key
 from storage import tokens
-from tests.conftest import make_config
-from tests.support import Clock, login, register
+from tests.support import bearer, login, me_status, register
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-async def client(aiohttp_client, stack_env, config, clock):
-    """The real app on the test's clock, with login limits high enough for the many logins a test makes."""
-    app = create_app(make_config(stack_env, database_url=config.database.url, rate_limit_auth_per_minute=100_000))
-    app[clock_key] = clock
-    return await aiohttp_client(app)
-
-
-def bearer(pair: dict) -> dict[str, str]:
-    return {"Authorization": f"Bearer {pair['access']}"}
+def client(clocked_client):
+    return clocked_client
 
 
 def _sid(pair: dict) -> int:
     return int(jwt.decode(pair["access"], options={"verify_signature": False})["sid"])
-
-
-async def me_status(client, pair: dict) -> int:
-    return (await client.get("/api/accounts/users/me/", headers=bearer(pair))).status
 
 
 async def test_a_revoked_session_stays_refused_after_redis_is_wiped(client, redis_clean):
@@ -71,6 +53,7 @@ async def test_an_unknown_session_id_is_refused_not_allowed(client, redis_clean)
     assert await me_status(client, {"access": forged}) == 401
 
 
+@pytest.mark.redis_cluster
 async def test_a_socket_of_a_revoked_session_is_closed_after_redis_is_wiped(client, redis_clean):
     user = await register(client)
     pair = await login(client, user["username"])

@@ -7,38 +7,13 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from app.main import create_app
-from handlers.context import clock_key
 from storage.stories import TrayCache
-from tests.handlers.test_media import mp4, upload
-from tests.handlers.test_posts import new_media
-from tests.support import Clock, user_with_token
+from tests.support import follow, mp4, new_media, new_story, tray, upload, user_with_token, view
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-async def client(aiohttp_client, config, clock):
-    """The real app, with the test's clock deciding expiry."""
-    app = create_app(config)
-    app[clock_key] = clock
-    return await aiohttp_client(app)
-
-
-async def new_story(client, headers, caption: str = "", **extra) -> dict:
-    (media_id,) = await new_media(client, headers)
-    response = await client.post("/api/stories/", json={"media_id": media_id, "caption": caption, **extra},
-                                 headers=headers)
-    assert response.status == 201, await response.text()
-    return await response.json()
-
-
-async def follow(client, headers, user) -> None:
-    response = await client.post(f"/api/accounts/users/{user['id']}/follow/", headers=headers)
-    assert response.status in (200, 201), await response.text()
+def client(clocked_client):
+    return clocked_client
 
 
 async def block(client, headers, user) -> None:
@@ -46,18 +21,8 @@ async def block(client, headers, user) -> None:
     assert response.status == 204, await response.text()
 
 
-async def tray(client, headers) -> list[dict]:
-    response = await client.get("/api/stories/feed/", headers=headers)
-    assert response.status == 200, await response.text()
-    return (await response.json())["results"]
-
-
 def tray_summary(entries: list[dict]) -> list[tuple[str, list[str]]]:
     return [(e["user"]["id"], [s["id"] for s in e["stories"]]) for e in entries]
-
-
-async def view(client, headers, story) -> int:
-    return (await client.post(f"/api/stories/{story['id']}/view/", headers=headers)).status
 
 
 async def viewers(client, headers, story, **query) -> tuple[int, dict]:

@@ -5,10 +5,15 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 import pyotp
 
-from tests.handlers.test_sessions import bearer, client, clock  # noqa: F401 (fixtures)
-from tests.support import PASSWORD, login, register
+from tests.support import PASSWORD, bearer, login, register
+
+
+@pytest.fixture
+def client(clocked_client):
+    return clocked_client
 
 
 async def token_status(client, username: str, code: str | None = None) -> tuple[int, dict]:

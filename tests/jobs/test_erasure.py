@@ -5,23 +5,18 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from app.main import account_job_factory
-from tests.handlers.test_posts import new_post
-from tests.handlers.test_sessions import bearer, client, clock  # noqa: F401 (fixtures)
-from tests.jobs.test_stories_jobs import objects_of
-from tests.support import PASSWORD, login, register
+import pytest
+
+from tests.support import (
+    PASSWORD, bearer, delete_account, login, new_post, objects_of, register, run_erasure,
+)
+
+
+@pytest.fixture
+def client(clocked_client):
+    return clocked_client
 
 GRACE = timedelta(days=30)
-
-
-async def run_erasure(client) -> int:
-    """One run of the app's erasure job, as the job runner would make it (on the test's clock)."""
-    (job,) = [j for j in account_job_factory(client.app) if j.name == "erase_deleted_accounts"]
-    return await job.fn()
-
-
-async def delete_account(client, pair: dict, password: str = PASSWORD):
-    return await client.delete("/api/accounts/users/me/", json={"password": password}, headers=bearer(pair))
 
 
 async def test_a_deleted_account_is_hidden_at_once_and_a_login_within_30_days_cancels(client, clock, pool):

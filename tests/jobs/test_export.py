@@ -8,16 +8,18 @@ import json
 import zipfile
 from datetime import timedelta
 
+import pytest
 import aiohttp
 
 from handlers.context import config_key, s3_key
 from jobs.export import remove_expired_exports
 from tests.conftest import wait_for
-from tests.handlers.test_posts import new_post
-from tests.handlers.test_sessions import bearer, client, clock  # noqa: F401 (fixtures)
-from tests.handlers.test_stories import new_story
-from tests.jobs.test_erasure import delete_account, run_erasure
-from tests.support import login, register
+from tests.support import bearer, delete_account, login, new_post, new_story, register, run_erasure
+
+
+@pytest.fixture
+def client(clocked_client):
+    return clocked_client
 
 
 async def export_state(client, pair: dict) -> tuple[int, dict]:

@@ -27,23 +27,8 @@ from storage import outbox, sinks
 from storage.email import TableSink
 from storage.outbox import Event
 from storage.sinks import HttpPushSink, TablePushSink
-from tests.app.test_process import ROOT, glint_env, wait_http
 from tests.conftest import make_config, wait_for
-from tests.handlers.test_posts import new_post
-from tests.support import user_with_token
-
-_n = itertools.count(1)
-
-
-async def make_users(pool, n: int) -> list[int]:
-    """Users straight in the table (these tests are about events, not registration)."""
-    ids = []
-    for _ in range(n):
-        name = f"nc{os.getpid()}_{next(_n)}"
-        ids.append(await pool.fetchval(
-            "INSERT INTO users (username, email, password_hash) VALUES ($1, $2, 'x') RETURNING id",
-            name, f"{name}@example.com"))
-    return ids
+from tests.support import ROOT, glint_env, make_users, new_post, start_endpoint, user_with_token, wait_http
 
 
 def liked(author: int, fan: int, post: int) -> Event:
@@ -111,26 +96,6 @@ async def test_events_naming_a_missing_actor_are_skipped_not_retried_forever(poo
 
 
 # ---------------------------------------------------------------- the HTTP push sink
-
-
-async def start_endpoint(answers: dict[str, list[int]]) -> tuple[web.AppRunner, str, dict[str, list[dict]]]:
-    """A local push service: each path answers its statuses in turn (the last one repeats)."""
-    seen: dict[str, list[dict]] = {}
-
-    async def receive(request: web.Request) -> web.Response:
-        name = request.match_info["name"]
-        seen.setdefault(name, []).append({"body": await request.json(), "ttl": request.headers.get("TTL")})
-        statuses = answers[name]
-        status = statuses[min(len(seen[name]), len(statuses)) - 1]
-        return web.Response(status=status, headers={"Retry-After": "0"} if status == 429 else None)
-
-    app = web.Application()
-    app.router.add_post("/push/{name}", receive)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = devstack.free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    return runner, f"http://127.0.0.1:{port}/push/", seen
 
 
 async def test_http_push_retries_then_delivers_forgets_gone_devices_and_dead_letters(pool):

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from jobs.periodic import Job, lock_key, run_job_once
 
 
+@pytest.mark.redis_cluster
 async def test_a_job_lock_held_by_one_process_keeps_a_second_from_running_the_job(redis_clean):
     runs: list[str] = []
 

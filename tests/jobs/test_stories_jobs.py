@@ -5,21 +5,21 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from app.background import background_key
 from app.main import create_app
 from handlers.context import clock_key, config_key, s3_key
 from jobs.stories import archive_expired_stories, remove_expired_story_media
 from tests.conftest import make_config
-from tests.handlers.test_stories import Clock, clock, client, new_story, view  # noqa: F401  (fixtures)
-from tests.support import user_with_token
+from tests.support import Clock, new_story, objects_of, user_with_token, view
+
+
+@pytest.fixture
+def client(clocked_client):
+    return clocked_client
 
 GRACE = timedelta(hours=1)
-
-
-async def objects_of(client, user_id: str) -> list[str]:
-    listing = await client.app[s3_key].list_objects_v2(Bucket=client.app[config_key].s3.bucket,
-                                                       Prefix=f"media/{user_id}/")
-    return [o["Key"] for o in listing.get("Contents", [])]
 
 
 async def archive(client, headers) -> list[dict]:

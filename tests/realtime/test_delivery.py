@@ -9,7 +9,7 @@ import socket
 from app.main import create_app
 from realtime.gateway import gateway_key
 from tests.conftest import make_config, wait_for
-from tests.realtime.helpers import bearer, frame_of, next_frame, open_socket, start_conversation, user_and_token
+from tests.support import bearer, frame_of, next_frame, open_socket, start_conversation, user_and_token
 
 
 def send_frame(conversation_id: str, client_id: str, text: str = "hi", ref=None) -> dict:

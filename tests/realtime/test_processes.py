@@ -5,45 +5,11 @@ get gapless seqs."""
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import aiohttp
 import pytest
 
-import devstack
-from tests.realtime.helpers import bearer, frame_of, open_socket
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-async def start_glint(stack_env: dict[str, str], database_url: str) -> tuple[asyncio.subprocess.Process, str]:
-    """A `glint serve` process on a free port; (process, base url) once it answers."""
-    port = devstack.free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GLINT_")}
-    env.update({k: v for k, v in stack_env.items() if k.startswith("GLINT_")})
-    env.update(GLINT_DATABASE_URL=database_url, GLINT_EVENTS_TRANSPORT="inline", GLINT_ACCESS_LOG="false",
-               GLINT_JOBS_ENABLED="false", GLINT_STACK_DIR="/nonexistent-glint-stack", GLINT_LOG_LEVEL="WARNING")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "app.cli", "serve", "--no-consumers", "--port", str(port), cwd=ROOT, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 30
-    async with aiohttp.ClientSession() as session:
-        while True:
-            try:
-                async with session.get(base + "/healthz") as response:
-                    if response.status == 200:
-                        return proc, base
-            except aiohttp.ClientError:
-                pass
-            if loop.time() > deadline or proc.returncode is not None:
-                raise AssertionError("glint serve did not start")
-            await asyncio.sleep(0.1)
-
+from tests.support import bearer, frame_of, new_user, open_socket, start_glint
 
 @pytest.fixture
 async def two_processes(stack_env, database_url, redis_clean):
@@ -55,15 +21,6 @@ async def two_processes(stack_env, database_url, redis_clean):
         proc.terminate()
     for proc, _ in started:
         await asyncio.wait_for(proc.wait(), 30)
-
-
-async def new_user(session, base: str, name: str) -> tuple[dict, str]:
-    body = {"username": name, "email": f"{name}@example.com", "password": "correct horse battery"}
-    async with session.post(base + "/api/accounts/users/register/", json=body) as response:
-        assert response.status == 201, await response.text()
-        user = await response.json()
-    async with session.post(base + "/api/token/", json={"username": name, "password": body["password"]}) as response:
-        return user, (await response.json())["access"]
 
 
 async def test_messages_receipts_typing_and_presence_cross_processes(two_processes):

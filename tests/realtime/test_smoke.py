@@ -1,4 +1,4 @@
-from tests.realtime.helpers import bearer, frame_of, open_socket, start_conversation, user_and_token
+from tests.support import bearer, frame_of, open_socket, start_conversation, user_and_token
 
 
 async def test_a_message_sent_over_the_socket_reaches_the_other_member(client):

@@ -14,7 +14,7 @@ from handlers.auth import make_access_token
 from realtime.gateway import gateway_key
 from storage.tokens import mark_session_revoked
 from tests.conftest import make_config, wait_for
-from tests.realtime.helpers import bearer, frame_of, next_frame, open_socket, user_and_token
+from tests.support import bearer, frame_of, next_frame, open_socket, user_and_token
 
 
 async def test_no_token_or_an_expired_token_is_refused_before_the_upgrade(client, config):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 
 from storage.sinks import HttpPushSink, is_public
-from tests.jobs.test_notifications_consumer import make_users, start_endpoint
+from tests.support import make_users, start_endpoint
 
 
 async def test_the_http_push_sink_refuses_loopback_private_and_link_local_targets(pool):

@@ -3,8 +3,7 @@ search of hashtags and places, presence, and replies through parent_id."""
 
 from __future__ import annotations
 
-from tests.handlers.test_posts import new_post
-from tests.realtime.helpers import bearer, frame_of, open_socket, start_conversation, user_and_token
+from tests.support import bearer, frame_of, new_post, open_socket, start_conversation, user_and_token
 
 
 async def block(client, token: str, target: str) -> None:

@@ -6,8 +6,8 @@ from __future__ import annotations
 from playwright.async_api import expect
 
 from handlers.admin import create_superuser
-from tests.support import login
 from tests.web.conftest import Person, person, signed_in
+from tests.support import login
 
 
 async def test_an_admin_makes_a_moderator_in_admin_and_the_audit_log_shows_it(server, api, browser, pool):

@@ -6,8 +6,8 @@ from __future__ import annotations
 from playwright.async_api import expect
 
 from handlers.admin import create_superuser
-from tests.support import login
 from tests.web.conftest import Person, make_post, person, signed_in
+from tests.support import login
 
 
 async def test_a_reported_post_is_removed_from_the_admin_queue(server, api, browser, pool):

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from playwright.async_api import expect
 
-from tests.support import login
 from tests.web.conftest import PHONE, Person, follow, make_post, person, photo, signed_in, upload
+from tests.support import login
 
 
 async def test_sign_up_then_a_two_photo_post_from_the_composer_reaches_a_follower_feed(server, api, browser, tmp_path):
