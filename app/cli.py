@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from app.config import Config, ConfigError, check_secrets, load_config, stack_dir
+from app.fdlimit import raise_open_file_limit
 from app.tracing import setup_tracing
 
 log = logging.getLogger("glint")
@@ -93,6 +94,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     config = _config(secrets=True, **overrides)
     setup_logging(config.server.log_level)
+    raise_open_file_limit()  # a socket is a file: hold as many as the hard limit allows
     _require_migrated(config)
     stop_tracing = setup_tracing(config, "glint-api" if args.no_consumers else "glint")
     app = create_app(config, consumers=not args.no_consumers)

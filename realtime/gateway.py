@@ -27,6 +27,7 @@ import asyncio
 import itertools
 import logging
 import os
+import struct
 import time
 import uuid
 import weakref
@@ -35,26 +36,47 @@ from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
 
 from aiohttp import WSMsgType, web
+from multidict import CIMultiDict, CIMultiDictProxy
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
+from prometheus_client import Counter, Gauge
 from redis.asyncio import Redis
 
 from realtime import frames
 from realtime.bus import Bus
-from realtime.presence import PresenceStore, iso
+from realtime.presence import PresenceStore
 from realtime.publisher import Publisher
 from realtime.settings import Settings
+from storage import faults
 from storage.cluster import queue_mget
-from storage.metrics import WS_CLOSED_SLOW, WS_FRAMES_IN, WS_FRAMES_OUT
 from storage.tracecontext import context_of, current_traceparent
 
+WS_FRAMES = Counter("glint_ws_frames_total", "Websocket frames received from and written to clients", ["direction"])
+WS_FRAMES_IN = WS_FRAMES.labels("in")
+WS_FRAMES_OUT = WS_FRAMES.labels("out")
+WS_CLOSED_SLOW = Counter("glint_ws_slow_closes_total", "Sockets closed because the client could not keep up")
+WS_SWEEP_SECONDS = Gauge("glint_ws_sweep_seconds", "The last heartbeat sweep over this process's sockets"
+                         " (pings, timeouts, token and session checks), by clock: wall or cpu", ["clock"])
+WS_SWEEP_SOCKETS = Gauge("glint_ws_sweep_sockets", "Sockets the last heartbeat sweep went over")
+
 log = logging.getLogger("glint.realtime")
+outages = faults.OutageLog(log)
 tracer = trace.get_tracer("glint.realtime")
 
 CLOSE_IDLE = 4000
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_SUSPENDED = 4403
 CLOSE_TOO_SLOW = 4408
+
+
+def user_channel(user_id: int) -> str:
+    """The bus channel of one user's sockets, in every process: frames meant for them go here."""
+    return f"u:{user_id}"
+
+
+def presence_channel(user_id: int) -> str:
+    """The bus channel of one user's presence, for the sockets watching it."""
+    return f"p:{user_id}"
 
 
 @dataclass(frozen=True)
@@ -70,9 +92,34 @@ FrameHandler = Callable[["Connection", frames.AnyClientFrame], Awaitable[None]]
 DeliveryHandler = Callable[["Connection", Delivery], None]
 
 
+HIGH_WATER = 64 * 1024  # bytes a socket's transport may hold before frames wait in its queue
+PING_FRAME = b"\x89\x00"  # a websocket ping with no payload, as a server sends it (unmasked)
+_SHORT_HEADERS = [bytes((0x81, n)) for n in range(126)]
+_NOTHING: frozenset[int] = frozenset()
+
+
+def text_frame(data: bytes) -> bytes:
+    """A websocket text frame as a server writes it (unmasked, uncompressed, final)."""
+    n = len(data)
+    if n < 126:
+        return _SHORT_HEADERS[n] + data
+    if n < 65536:
+        return struct.pack("!BBH", 0x81, 126, n) + data
+    return struct.pack("!BBQ", 0x81, 127, n) + data
+
+
 class Connection:
-    """One accepted socket: who it speaks for, its send queue and writer task, and a small state
-    dict that handlers use (caches, typing timestamps)."""
+    """One accepted socket: who it speaks for, and what waits to be written to it.
+
+    An idle socket costs little: a frame is written to the transport at once while the peer
+    keeps up, and only a peer that falls behind (more than HIGH_WATER bytes unsent) gets a
+    queue and a writer task, both gone again once it has caught up. The per-socket structures
+    handlers use (`state`, the sync bookkeeping, the in-flight bound) are made on first use."""
+
+    __slots__ = ("gateway", "request", "app", "ws", "transport", "user_id", "session_id", "expires_at",
+                 "revoke_keys", "presence_visible", "id", "limit", "queue", "started", "writer", "space",
+                 "sending", "sending_since", "tasks", "inflight", "_state", "watching", "closing",
+                 "refreshed_at", "seen", "pinged_at", "holding", "floors", "recent")
 
     def __init__(self, gateway: Gateway, request: web.Request, ws: web.WebSocketResponse, user_id: int,
                  session_id: int, expires_at: float, revoke_keys: tuple[str, ...], presence_visible: bool) -> None:
@@ -80,6 +127,7 @@ class Connection:
         self.request = request
         self.app = request.app
         self.ws = ws
+        self.transport = request.transport
         self.user_id = user_id
         self.session_id = session_id
         self.expires_at = expires_at
@@ -87,96 +135,140 @@ class Connection:
         self.presence_visible = presence_visible
         self.id = f"{gateway.process_id}:{next(gateway._ids)}"
         self.limit = gateway.settings.send_queue
-        self.queue: deque[tuple[bytes, Delivery | None]] = deque()
-        self._ready = asyncio.Event()
-        self._space = asyncio.Event()
+        self.queue: deque[tuple[bytes, Delivery | None]] | None = None  # frames waiting for the peer
+        self.started = False  # hello is out: frames may be written
+        self.writer: asyncio.Task | None = None  # drains `queue` while the peer is behind
+        self.space: asyncio.Future | None = None  # a reply waiting for room in the queue
         self.sending = False  # True only while the writer is suspended in a send: the peer is behind
         self.sending_since = 0.0
-        self.writer: asyncio.Task | None = None
-        self.tasks: set[asyncio.Task] = set()
-        self.inflight = asyncio.Semaphore(gateway.settings.max_inflight)
-        self.state: dict[str, Any] = {}
-        self.watching: set[int] = set()
+        self.tasks: set[asyncio.Task] | None = None
+        self.inflight: asyncio.Semaphore | None = None
+        self._state: dict[str, Any] | None = None
+        self.watching: set[int] | frozenset[int] = _NOTHING
         self.closing = False
-        self.refreshed_at = time.monotonic()
+        self.refreshed_at = self.seen = time.monotonic()  # seen: when the client last sent anything
+        self.pinged_at = 0.0  # when the sweeper pinged a socket that had been quiet (0: no ping unanswered)
         # while `sync` replays a conversation, live message.new frames of it wait in `holding`;
         # afterwards, any at or below the replayed seq (`floors`) are dropped: never twice
-        self.holding: dict[int, list[tuple[bytes, Delivery]]] = {}
-        self.floors: dict[int, int] = {}
+        self.holding: dict[int, list[tuple[bytes, Delivery]]] | None = None
+        self.floors: dict[int, int] | None = None
         # the last few live seqs queued per conversation, so a replay skips what just went out live
-        self.recent: dict[int, deque[int]] = {}
+        self.recent: dict[int, deque[int]] | None = None
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """A small dict handlers keep per socket (caches, typing timestamps)."""
+        if self._state is None:
+            self._state = {}
+        return self._state
 
     def push(self, data: bytes, delivery: Delivery | None = None) -> None:
-        """Queue a frame pushed by someone else; a full queue means the client cannot keep up,
+        """Send a frame pushed by someone else; a full queue means the client cannot keep up,
         and it is cut off (4408) rather than allowed to grow memory."""
         if self.closing:
             return
         if delivery is not None:
-            held = self.holding.get(delivery.conversation_id)
-            if held is not None:
-                held.append((data, delivery))
+            cid = delivery.conversation_id
+            if self.holding is not None:
+                held = self.holding.get(cid)
+                if held is not None:
+                    held.append((data, delivery))
+                    return
+            if self.floors is not None and delivery.seq <= self.floors.get(cid, 0):
                 return
-            if delivery.seq <= self.floors.get(delivery.conversation_id, 0):
-                return
-            recent = self.recent.get(delivery.conversation_id)
+            if self.recent is None:
+                self.recent = {}
+            recent = self.recent.get(cid)
             if recent is None:
                 if len(self.recent) >= 256:
                     self.recent.clear()
-                recent = self.recent[delivery.conversation_id] = deque(maxlen=64)
+                recent = self.recent[cid] = deque(maxlen=64)
             recent.append(delivery.seq)
-        waiting = len(self.queue)
+        waiting = len(self.queue) if self.queue is not None else 0
         # a full queue behind a stalled writer, or a burst past four times the bound: too slow
         if waiting >= self.limit and (self.sending or waiting >= 4 * self.limit):
             self.gateway.stats["cut_slow"] += 1
             WS_CLOSED_SLOW.inc()
             self.gateway.cut(self, CLOSE_TOO_SLOW, b"too slow: send queue overflowed")
             return
-        self.queue.append((data, delivery))
-        self._ready.set()
+        self._out(data, delivery)
+
+    def _out(self, data: bytes, delivery: Delivery | None) -> None:
+        """Write a frame now, or queue it behind what already waits for the peer."""
+        queue = self.queue
+        if queue is None:
+            transport = self.transport
+            if self.started and transport is not None and transport.get_write_buffer_size() < HIGH_WATER:
+                if not transport.is_closing():  # else the peer is gone: the read loop cleans up
+                    transport.write(text_frame(data))
+                    WS_FRAMES_OUT.inc()
+                    if delivery is not None:
+                        self.gateway.on_delivered(self, delivery)
+                return
+            queue = self.queue = deque()
+        queue.append((data, delivery))
+        if self.started and self.writer is None:
+            self.writer = asyncio.create_task(self._write_loop())
+
+    def start(self, hello: bytes) -> None:
+        """Write the hello frame, then what the bus brought meanwhile."""
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(text_frame(hello))
+            WS_FRAMES_OUT.inc()
+        self.started = True
+        if self.queue is not None and self.writer is None:
+            self.writer = asyncio.create_task(self._write_loop())
 
     def hold(self, conversation_id: int) -> None:
         """Start holding live messages of a conversation (sync is about to replay it)."""
+        if self.holding is None:
+            self.holding = {}
         self.holding.setdefault(conversation_id, [])
 
     def sent_live(self, conversation_id: int, seq: int) -> bool:
         """Did this message just go out live (so a replay must skip it)?"""
-        recent = self.recent.get(conversation_id)
+        recent = self.recent.get(conversation_id) if self.recent is not None else None
         return recent is not None and seq in recent
 
     def release(self, conversation_id: int, replayed_to: int) -> None:
         """Sync replayed up to `replayed_to`: let the held messages after it through, in order."""
-        held = self.holding.pop(conversation_id, [])
-        if len(self.floors) >= 1000:
-            self.floors.clear()
+        held = self.holding.pop(conversation_id, []) if self.holding is not None else []
+        if self.floors is None or len(self.floors) >= 1000:
+            self.floors = {}
         self.floors[conversation_id] = max(self.floors.get(conversation_id, 0), replayed_to)
         for data, delivery in sorted(held, key=lambda item: item[1].seq):
             self.push(data, delivery)
 
     async def reply(self, data: bytes) -> None:
-        """Queue a reply to the client's own frame, waiting for room (the client's reads pace its
+        """Send a reply to the client's own frame, waiting for room (the client's reads pace its
         own requests)."""
-        while len(self.queue) >= self.limit and not self.closing:
-            self._space.clear()
-            await self._space.wait()
+        while self.queue is not None and len(self.queue) >= self.limit and not self.closing:
+            if self.space is None:
+                self.space = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self.space)
         if not self.closing:
-            self.queue.append((data, None))
-            self._ready.set()
+            self._out(data, None)
 
     async def send(self, frame: frames.ServerFrame) -> None:
-        """Encode and queue a reply frame."""
+        """Encode and send a reply frame."""
         await self.reply(frames.encode(frame))
 
+    def _wake_repliers(self) -> None:
+        if self.space is not None:
+            if not self.space.done():
+                self.space.set_result(None)
+            self.space = None
+
     async def _write_loop(self) -> None:
+        """While the peer is behind: write the queued frames with aiohttp's flow control (it
+        waits for the peer once the transport holds too much), then stop."""
         ws, queue, delivered, limit = self.ws, self.queue, self.gateway.on_delivered, self.limit
         try:
-            while True:
-                if not queue:
-                    self._ready.clear()
-                    await self._ready.wait()
-                    continue
+            while queue:
                 data, delivery = queue.popleft()
                 if len(queue) < limit:
-                    self._space.set()
+                    self._wake_repliers()
                 self.sending, self.sending_since = True, time.monotonic()
                 await ws.send_frame(data, WSMsgType.TEXT)
                 WS_FRAMES_OUT.inc()
@@ -184,9 +276,44 @@ class Connection:
                 if delivery is not None:
                     delivered(self, delivery)
         except (ConnectionError, RuntimeError):
-            pass  # the peer went away; the read loop notices and cleans up
+            queue.clear()  # the peer went away; the read loop notices and cleans up
         finally:
-            self._space.set()  # wake repliers so they see `closing`
+            self.sending = False
+            if self.writer is asyncio.current_task():
+                self.writer = None
+                if not queue:
+                    self.queue = None  # caught up: frames go straight out again
+            self._wake_repliers()  # repliers see room, or `closing`
+
+
+_NO_HEADERS: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
+
+
+class Socket(web.WebSocketResponse):
+    """The /ws response. aiohttp ends every response with write_eof() once the handler (and
+    every middleware around it) has returned: the socket's life runs there, so the frames of the
+    request's middlewares are not kept alive for the hours an idle socket lasts."""
+
+    conn: Connection | None = None
+
+    async def write_eof(self) -> None:  # type: ignore[override]
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            forget_headers(conn.request)
+            await conn.gateway._run(conn)
+        await super().write_eof()
+
+
+def forget_headers(request: web.Request) -> None:
+    """Let go of a request's parsed headers once nothing will read them again (its middlewares
+    have returned): aiohttp keeps an upgraded request alive as long as its socket, and its
+    headers and their raw copies are the largest part of an idle socket. Where aiohttp keeps
+    them elsewhere than it does today, they stay."""
+    message = getattr(request, "_message", None)
+    if message is not None and hasattr(message, "_replace") and hasattr(request, "_headers"):
+        request._message = message._replace(headers=_NO_HEADERS, raw_headers=())
+        request._headers = _NO_HEADERS
+        getattr(request, "_cache", {}).pop("query", None)  # holds the token, as parsed by authentication
 
 
 class Gateway:
@@ -207,7 +334,7 @@ class Gateway:
         self.publisher = Publisher(self, give_up_after=settings.publish_give_up)
         self.process_id = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._ids = itertools.count(1)
-        self.local: dict[int, set[Connection]] = {}
+        self.local: dict[int, tuple[Connection, ...]] = {}
         self.watchers: dict[int, set[Connection]] = {}
         self.stats = {"frames_in": 0, "bus_in": 0, "cut_slow": 0}
         self.bus = Bus(redis, on_message=self._on_bus, on_subscribed=self._on_subscribed,
@@ -228,7 +355,7 @@ class Gateway:
         """Publish what is queued, cut remaining sockets and stop the bus."""
         await self.publisher.stop()
         for conns in list(self.local.values()):
-            for conn in list(conns):
+            for conn in conns:
                 self.cut(conn, 1001, b"server shutdown")
         for task in self._tasks:
             task.cancel()
@@ -243,24 +370,35 @@ class Gateway:
 
     async def serve(self, request: web.Request, *, user_id: int, session_id: int, expires_at: float,
                     revoke_keys: tuple[str, ...], presence_visible: bool) -> web.WebSocketResponse:
-        """Run one authenticated socket until it closes."""
+        """Accept one authenticated socket (the handshake) and return its response; the socket's
+        life runs once the request's middlewares have returned (Socket.write_eof)."""
         s = self.settings
-        ws = web.WebSocketResponse(compress=False, heartbeat=s.heartbeat, max_msg_size=s.max_frame_bytes,
-                                   timeout=2.0, decode_text=False)
+        # no heartbeat= nor receive timeout: the gateway's one sweeper pings and times out every
+        # socket (aiohttp's would keep a timer per socket); autoping off, so pongs reach the loop
+        ws = Socket(compress=False, autoping=False, max_msg_size=s.max_frame_bytes, timeout=2.0, decode_text=False)
         await ws.prepare(request)
         self.sockets.add(ws)
         conn = Connection(self, request, ws, user_id, session_id, expires_at, revoke_keys, presence_visible)
+        ws.conn = conn
+        return ws
+
+    async def _run(self, conn: Connection) -> None:
+        """One socket's life: attached to the registry and the bus, hello, its frames until it closes."""
+        ws = conn.ws
         try:
             await self._attach(conn)
-            # hello goes first, before frames the bus brought while attaching; then the writer starts
-            conn.queue.appendleft((frames.encode(frames.Hello(user_id=str(user_id), session_id=str(session_id),
-                                                               heartbeat=s.heartbeat)), None))
-            conn.writer = asyncio.create_task(conn._write_loop())
-            conn._ready.set()
+            # hello goes first, before frames the bus brought while attaching
+            conn.start(frames.encode(frames.Hello(user_id=str(conn.user_id), session_id=str(conn.session_id),
+                                                  heartbeat=self.settings.heartbeat)))
             await self._read_loop(conn)
+        except Exception as exc:  # nobody above can answer a socket: say it here
+            if faults.is_unavailable(exc):
+                outages.note("a websocket", exc)
+            else:
+                log.exception("websocket failed")
         finally:
             conn.closing = True
-            for task in [conn.writer, *conn.tasks]:
+            for task in [conn.writer, *(conn.tasks or ())]:
                 if task is not None:
                     task.cancel()
             await self._detach(conn)
@@ -269,16 +407,12 @@ class Gateway:
                     await asyncio.wait_for(ws.close(), 2)
                 except (asyncio.TimeoutError, ConnectionError):
                     pass
-        return ws
 
     async def _read_loop(self, conn: Connection) -> None:
-        ws = conn.ws
+        ws, clock = conn.ws, time.monotonic
         while not conn.closing:
-            try:
-                msg = await ws.receive(timeout=self.settings.idle_timeout)
-            except asyncio.TimeoutError:
-                self.cut(conn, CLOSE_IDLE, b"idle")
-                return
+            msg = await ws.receive()
+            conn.seen = clock()
             if msg.type is WSMsgType.TEXT:
                 self.stats["frames_in"] += 1
                 WS_FRAMES_IN.inc()
@@ -290,10 +424,16 @@ class Gateway:
                 if isinstance(frame, frames.Ping):
                     await conn.reply(frames.encode(frames.Pong(ref=frame.ref)))
                     continue
+                if conn.inflight is None:
+                    conn.inflight, conn.tasks = asyncio.Semaphore(self.settings.max_inflight), set()
                 await conn.inflight.acquire()
                 task = asyncio.create_task(self._dispatch(conn, frame))
                 conn.tasks.add(task)
                 task.add_done_callback(lambda t: (conn.tasks.discard(t), conn.inflight.release()))
+            elif msg.type is WSMsgType.PONG:
+                continue  # `seen` moved on: the sweeper's ping was answered
+            elif msg.type is WSMsgType.PING:
+                await ws.pong(msg.data)
             elif msg.type is WSMsgType.BINARY:
                 await conn.reply(frames.error("text_only", "Frames are JSON text, not binary."))
             else:  # CLOSE, CLOSING, CLOSED, ERROR
@@ -317,7 +457,7 @@ class Gateway:
         if conn.closing:
             return
         conn.closing = True
-        conn._space.set()
+        conn._wake_repliers()
         if conn.writer is not None:
             conn.writer.cancel()
         task = asyncio.create_task(self._close(conn, code, reason))
@@ -338,21 +478,23 @@ class Gateway:
     # ------------------------------------------------------------ the registry
 
     async def _attach(self, conn: Connection) -> None:
-        conns = self.local.setdefault(conn.user_id, set())
-        conns.add(conn)
+        # a tuple per user (most have one socket or two): smaller than a set
+        conns = self.local[conn.user_id] = (*self.local.get(conn.user_id, ()), conn)
         if len(conns) == 1:
-            await self._subscribe(f"u:{conn.user_id}")
+            await self._subscribe(user_channel(conn.user_id))
         came_online = await self.presence.connect(conn.user_id, conn.id)
         if came_online and conn.presence_visible:
             await self.publish_presence(conn.user_id, online=True, last_seen_ms=None)
 
     async def _detach(self, conn: Connection) -> None:
         conns = self.local.get(conn.user_id)
-        if conns is not None:
-            conns.discard(conn)
-            if not conns:
+        if conns is not None and conn in conns:
+            rest = tuple(c for c in conns if c is not conn)
+            if rest:
+                self.local[conn.user_id] = rest
+            else:
                 del self.local[conn.user_id]
-                await self._unsubscribe(f"u:{conn.user_id}")
+                await self._unsubscribe(user_channel(conn.user_id))
         await self.watch(conn, ())
         try:
             went_offline = await self.presence.disconnect(conn.user_id, conn.id)
@@ -377,12 +519,12 @@ class Gateway:
                 watchers.discard(conn)
                 if not watchers:
                     del self.watchers[uid]
-                    await self._unsubscribe(f"p:{uid}")
+                    await self._unsubscribe(presence_channel(uid))
         for uid in wanted - conn.watching:
             watchers = self.watchers.setdefault(uid, set())
             watchers.add(conn)
             if len(watchers) == 1:
-                await self._subscribe(f"p:{uid}")
+                await self._subscribe(presence_channel(uid))
         conn.watching = wanted
 
     # ------------------------------------------------------------ the bus
@@ -417,7 +559,7 @@ class Gateway:
         """Push a `resync` frame to every socket of this process."""
         frame = frames.encode(frames.Resync())
         for conns in list(self.local.values()):
-            for conn in list(conns):
+            for conn in conns:
                 conn.push(frame)
 
     def _on_bus(self, channel: bytes, data: bytes) -> None:
@@ -427,7 +569,7 @@ class Gateway:
         kind, exclude = parts[0], parts[1].decode()
         uid = int(channel[2:])
         if kind == b"c":  # close every socket of the user, in every process: `c|code`, the reason
-            for conn in list(self.local.get(uid, ())):
+            for conn in self.local.get(uid, ()):
                 self.cut(conn, int(exclude), frame)
             return
         if channel.startswith(b"p:"):
@@ -444,7 +586,7 @@ class Gateway:
             self._push_local(uid, exclude, frame, delivery)
 
     def _push_local(self, uid: int, exclude: str, frame: bytes, delivery: Delivery | None) -> None:
-        for conn in list(self.local.get(uid, ())):
+        for conn in self.local.get(uid, ()):
             if conn.id != exclude:
                 conn.push(frame, delivery)
 
@@ -467,33 +609,72 @@ class Gateway:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
             for user_id, envelope in items:
-                self.bus.queue_publish(pipe, f"u:{user_id}", envelope)
+                self.bus.queue_publish(pipe, user_channel(user_id), envelope)
             return [int(n) for n in await pipe.execute()]
 
     async def close_user(self, user_id: int, code: int, reason: bytes) -> None:
         """Close every socket of a user in every process (e.g. 4403 on suspension)."""
-        await self.bus.publish(f"u:{user_id}", b"c|%d\n%s" % (code, reason))
+        await self.bus.publish(user_channel(user_id), b"c|%d\n%s" % (code, reason))
 
     async def publish_presence(self, user_id: int, *, online: bool, last_seen_ms: int | None) -> None:
         """Tell the watchers of a user, in every process, that they came online or went offline."""
         frame = frames.encode(frames.Presence(user_id=str(user_id), status="online" if online else "offline",
-                                              last_seen=iso(last_seen_ms)))
-        await self.bus.publish(f"p:{user_id}", b"f|\n" + frame)
+                                              last_seen=frames.iso_ms(last_seen_ms)))
+        await self.bus.publish(presence_channel(user_id), b"f|\n" + frame)
 
     # ------------------------------------------------------------ heartbeats
 
     async def _sweep(self) -> None:
-        """Every heartbeat: close sockets whose token expired or whose session was revoked (4401),
-        and push the presence expiry of the others forward (throttled), in one pipeline per
-        thousand sockets."""
+        """The one timer of every socket here. Each tick: close sockets the client has sent nothing
+        on for the idle timeout (4000). Each heartbeat: drop sockets that did not answer the last
+        ping (a dead peer), ping the ones that have been quiet, and check tokens and sessions
+        (check_connections). What the last sweep cost is in /metrics (glint_ws_sweep_seconds)."""
+        s = self.settings
+        tick = min(s.heartbeat, s.idle_timeout / 2)
+        next_beat = time.monotonic() + s.heartbeat
         while True:
-            await asyncio.sleep(self.settings.heartbeat)
+            await asyncio.sleep(tick)
             try:
-                await self.check_connections()
+                self.cut_idle()
+                if time.monotonic() >= next_beat - tick / 10:
+                    next_beat = time.monotonic() + s.heartbeat
+                    started, cpu = time.perf_counter(), time.process_time()
+                    self.ping_quiet()
+                    await self.check_connections()
+                    WS_SWEEP_SECONDS.labels("cpu").set(time.process_time() - cpu)
+                    WS_SWEEP_SECONDS.labels("wall").set(time.perf_counter() - started)
+                    WS_SWEEP_SOCKETS.set(self.connection_count())
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("heartbeat sweep failed")
+
+    def cut_idle(self) -> None:
+        """Close the sockets nothing arrived on (not even a pong) for the idle timeout (4000)."""
+        oldest = time.monotonic() - self.settings.idle_timeout
+        for conns in list(self.local.values()):
+            for conn in conns:
+                if conn.seen < oldest and not conn.closing:
+                    self.cut(conn, CLOSE_IDLE, b"idle")
+
+    def ping_quiet(self) -> None:
+        """Ping each socket the client has been quiet on for a heartbeat; one that has not
+        answered the previous ping (nothing arrived since) is a dead peer: its connection is
+        dropped, as aiohttp's own heartbeat does."""
+        now = time.monotonic()
+        quiet = now - self.settings.heartbeat / 2
+        for conns in list(self.local.values()):
+            for conn in conns:
+                transport = conn.transport
+                if conn.closing or transport is None or transport.is_closing():
+                    continue
+                if conn.pinged_at and conn.seen < conn.pinged_at:
+                    transport.abort()  # no close frame: the peer is not there to read it
+                elif conn.seen < quiet:
+                    transport.write(PING_FRAME)  # whole frames only: never inside another one
+                    conn.pinged_at = now
+                else:
+                    conn.pinged_at = 0.0
 
     async def check_connections(self) -> None:
         """One sweep (the sweeper's body; tests call it to avoid waiting)."""

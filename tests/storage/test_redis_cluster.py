@@ -12,6 +12,8 @@ from handlers.context import config_key, redis_key, timelines_key
 from realtime.bus import Bus
 from realtime.gateway import gateway_key
 from storage.cluster import is_cluster, slot_groups
+from storage.posts import post_cache_key
+from storage.stories import TrayCache
 from storage.timelines import Timelines
 from tests.conftest import make_config, wait_for
 from tests.support import (bearer, feed_ids, follow, frame_of, in_timeline, login, new_post, open_socket, register,
@@ -62,7 +64,7 @@ async def test_fan_out_rebuild_celebrity_merge_and_the_post_cache_across_primari
     assert await feed_ids(client, fan_h) == [celebrity["id"], post["id"]]  # ...but merged
 
     # the bodies were hydrated once and cached, one entry per post, each on its own slot
-    assert await redis_clean.exists(f"post:{post['id']}", f"post:{celebrity['id']}") == 2
+    assert await redis_clean.exists(post_cache_key(int(post["id"])), post_cache_key(int(celebrity["id"]))) == 2
     # an edit drops the cached body, so the next read shows it at once
     await client.patch(f"/api/posts/{post['id']}/", json={"caption": "edited"}, headers=author_h)
     # a lost timeline is rebuilt from PostgreSQL on the next read, never shown empty
@@ -84,6 +86,14 @@ async def test_one_push_reaches_timelines_on_every_primary(redis_clean):
     assert await timelines.push_to_home(list(users), [101, 102, 103], chunk=16) == 30
     assert await timelines.read_home(7, None, 10) == [103, 102]
     assert await timelines.read_home(35, None, 10) is None
+
+
+async def test_story_trays_of_many_viewers_are_dropped_across_slots(redis_clean):
+    trays = TrayCache(redis_clean, ttl_seconds=60)
+    for viewer in range(1, 30):
+        await trays.store(viewer, b"tray")
+    await trays.drop(range(1, 20), chunk=8)
+    assert [await trays.read(v) for v in (1, 19, 20, 29)] == [None, None, b"tray", b"tray"]
 
 
 async def test_rate_limits_and_revocation_markers_share_the_users_slot(aiohttp_client, stack_env, config,
