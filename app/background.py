@@ -10,7 +10,8 @@ from typing import AsyncIterator, Callable
 
 from aiohttp import web
 
-from handlers.context import config_key, kafka_producer_key, pool_key, redis_key
+from app.clients import kafka_producer_key
+from handlers.context import config_key, pool_key, redis_key
 from jobs.events import (
     Consumer, DeadLetterReplayer, Dispatcher, InlineSender, KafkaConsumerRunner, KafkaSender, Relay,
 )

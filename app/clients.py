@@ -17,12 +17,12 @@ from redis.asyncio.cluster import RedisCluster
 
 from app.config import Config
 from handlers.auth import check_session
-from handlers.context import config_key, kafka_producer_key, limiter_key, pool_key, redis_key, s3_key, timelines_key
-from handlers.context import links_key, presigner_key, replicas_key, search_key
+from handlers.context import config_key, email_sink_key, limiter_key, pool_key, redis_key, s3_key, timelines_key
+from handlers.context import links_key, presigner_key, replicas_key, search_key, tray_cache_key
 from handlers.socket import handle_frame
 from realtime.delivery import MessageWriter, ReceiptWriter, on_delivered, receipts_key, writer_key
 from realtime.gateway import Gateway, gateway_ctx, gateway_key
-from storage import db, media
+from storage import db, email, media, stories
 from storage.ratelimit import RateLimiter
 from storage.replicas import Replicas
 from storage.timelines import Timelines
@@ -31,13 +31,23 @@ log = logging.getLogger("glint.clients")
 
 
 async def postgres_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The asyncpg pool."""
+    """The asyncpg pool, and the e-mail sink (the table sink writes through it)."""
     config = app[config_key]
     pool = await db.create_pool(config.database.url, min_size=config.database.pool_min,
                                 max_size=config.database.pool_max)
     app[pool_key] = pool
+    app[email_sink_key] = email_sink(config, pool)
     yield
     await pool.close()
+
+
+def email_sink(config: Config, pool) -> email.EmailSink:
+    """SMTP when configured, otherwise the sent_emails table on this pool."""
+    smtp = None
+    if config.email.host:
+        smtp = email.SmtpSettings(config.email.host, config.email.port, config.email.username, config.email.password,
+                                  config.email.starttls, config.email.sender)
+    return email.make_sink(pool, smtp)
 
 
 def redis_cluster_url(config: Config) -> str | None:
@@ -62,12 +72,13 @@ def open_redis(config: Config, **options) -> Redis | RedisCluster:
 
 
 async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The Redis client (hiredis parser), and the rate limiter and timelines on it."""
+    """The Redis client (hiredis parser), and the rate limiter, timelines and story trays on it."""
     config = app[config_key]
     redis = open_redis(config)
     app[redis_key] = redis
     app[limiter_key] = RateLimiter(redis)
     app[timelines_key] = Timelines(redis, cap=config.feed.cap)
+    app[tray_cache_key] = stories.TrayCache(redis, config.stories.tray_ttl)
     yield
     await redis.aclose()
 
@@ -130,6 +141,9 @@ class KafkaProducer:
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None
+
+
+kafka_producer_key: web.AppKey[KafkaProducer | None] = web.AppKey("kafka_producer")
 
 
 async def kafka_ctx(app: web.Application) -> AsyncIterator[None]:

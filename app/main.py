@@ -19,7 +19,7 @@ from handlers import (
     reports, safety, search, socket, stories,
 )
 from handlers.common import Routes
-from handlers.context import config_key, pool_key, redis_key, s3_key, search_key, timelines_key
+from handlers.context import app_now, config_key, email_sink_key, pool_key, redis_key, s3_key, search_key, timelines_key
 from jobs.erasure import erasure_jobs
 from jobs.events import Consumer
 from jobs.export import ExportConsumer, export_jobs
@@ -79,7 +79,7 @@ def media_job_factory(app: web.Application) -> list[Job]:
 def story_job_factory(app: web.Application) -> list[Job]:
     """Archiving expired stories and removing their media after the grace period."""
     config = app[config_key]
-    return story_jobs(app[pool_key], app[s3_key], config.s3.bucket, lambda: stories.app_now(app),
+    return story_jobs(app[pool_key], app[s3_key], config.s3.bucket, lambda: app_now(app),
                       config.stories.media_grace, config.stories.job_interval)
 
 
@@ -89,7 +89,7 @@ def notification_consumers(app: web.Application) -> list[Consumer]:
     pool = app[pool_key]
     push = TablePushSink(pool) if settings.push_sink == "table" else HttpPushSink(
         pool, settings.push_timeout_seconds, settings.push_max_attempts, settings.push_retry_base_seconds)
-    return [NotificationConsumer(pool, app[redis_key], push, accounts.email_sink(app), settings.group_window)]
+    return [NotificationConsumer(pool, app[redis_key], push, app[email_sink_key], settings.group_window)]
 
 
 def moderation_jobs(app: web.Application) -> list[Job]:
@@ -114,7 +114,7 @@ def account_job_factory(app: web.Application) -> list[Job]:
     pool, s3, bucket = app[pool_key], app[s3_key], config.s3.bucket
 
     def clock():
-        return stories.app_now(app)
+        return app_now(app)
 
     return [*erasure_jobs(pool, s3, bucket, clock, config.accounts.deletion_grace_days, config.accounts.jobs_interval,
                           key_sources=(exports.object_keys_of,)),
@@ -124,10 +124,10 @@ def account_job_factory(app: web.Application) -> list[Job]:
 def safety_consumers(app: web.Application) -> list[Consumer]:
     """Account safety work done off the request: reset tokens minted and mailed, exports built."""
     config = app[config_key]
-    return [PasswordResetConsumer(app[pool_key], accounts.email_sink(app), config.auth.password_reset_ttl,
+    return [PasswordResetConsumer(app[pool_key], app[email_sink_key], config.auth.password_reset_ttl,
                                   config.server.public_url),
             ExportConsumer(app[pool_key], app[s3_key], config.s3.bucket, config.accounts.export_ttl,
-                           lambda: stories.app_now(app))]
+                           lambda: app_now(app))]
 
 
 def create_app(config: Config, *, consumers: bool = True, extra_consumers: list[Consumer] | None = None,

@@ -10,15 +10,22 @@ from typing import Any, Awaitable, Callable
 
 import msgspec
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Gauge, generate_latest
 
 from app.background import background_key
+from app.clients import kafka_producer_key
 from handlers.common import RouteDoc, json_response
-from handlers.context import config_key, kafka_producer_key, pool_key, redis_key, s3_key, search_key
+from handlers.context import config_key, pool_key, redis_key, s3_key, search_key
 from realtime import frames
 from realtime.gateway import gateway_key
 from storage import deadletters, outbox
-from storage.metrics import DEAD_LETTERS_PENDING, DEPENDENCY_UP, OUTBOX_BACKLOG, WS_CONNECTIONS
+
+# set when /metrics is scraped, from the truth (the socket registry, the outbox and dead-letter
+# tables), so they never go stale
+WS_CONNECTIONS = Gauge("glint_ws_connections", "Open websocket connections")
+OUTBOX_BACKLOG = Gauge("glint_outbox_backlog", "Committed events not yet relayed (NaN: PostgreSQL unreachable)")
+DEAD_LETTERS_PENDING = Gauge("glint_dead_letters_pending", "Dead letters not replayed yet, by cause", ["kind"])
+DEPENDENCY_UP = Gauge("glint_dependency_up", "1 when the last readiness check reached the dependency", ["dependency"])
 
 CHECK_TIMEOUT = 2.0
 

@@ -1,7 +1,7 @@
 """`glint bench`: seed data, run a scenario against one or two servers, write the results.
 
     glint bench seed [--users 100000] [--reset] [--manifest PATH]
-    glint bench SCENARIO --url URL [--compare URL2] [--duration S] [--concurrency N] [--out DIR]
+    glint bench SCENARIO --url URL [--compare URL2|reference] [--reference] [--duration S] [--concurrency N] [--out DIR]
     glint bench list
     glint bench soak --url URL [--minutes 30] [--concurrency N] [--out DIR]
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 import time
@@ -21,6 +22,9 @@ from typing import Any
 
 SCENARIOS = {
     "feed": "home feed pages (GET /api/posts/feed/) by many users",
+    "explore": "explore pages (GET /api/posts/explore/) by many users",
+    "profile": "profile grids (GET /api/posts/?author=) of the seeded authors, by many users",
+    "saved": "saved-post pages (GET /api/posts/saved/) by many users",
     "fanout": "a post, then the time until it is in every active follower's timeline",
     "messages": "direct messages over /ws (delegates to bench/chat.py)",
     "capacity": "idle websockets one process holds, and memory per socket (from /metrics)",
@@ -72,7 +76,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for name, summary in SCENARIOS.items():
         p = sub.add_parser(name, help=summary, description=summary)
         p.add_argument("--url", required=True, help="the server under test (loopback only)")
-        p.add_argument("--compare", default=None, metavar="URL2", help="a second server, run alternately with --url")
+        p.add_argument("--compare", default=None, metavar="URL2",
+                       help="a second server, run alternately with --url; `reference` starts the reference ceiling (bench/reference.py)")
+        p.add_argument("--reference", action="store_true",
+                       help="also run the reference ceiling (bench/reference.py, started here on the configured Redis) "
+                            "alternately, and report each target's share of it")
         p.add_argument("--label", default="A", help="the name of --url in the results")
         p.add_argument("--compare-label", default="B", help="the name of --compare in the results")
         p.add_argument("--rounds", type=int, default=None, help="rounds per target (default 1, or 3 with --compare)")
@@ -131,15 +139,61 @@ def load_manifest(path: Path) -> dict[str, Any]:
 
 
 def cmd_scenario(args: argparse.Namespace, config: Any) -> dict[str, Any]:
-    from bench import report
-    from bench.runner import Options, ScenarioSkipped, Target, default_processes, run_scenario
+    from bench.runner import Target
 
     scenario = args.bench_command
     manifest = load_manifest(args.manifest or default_manifest(config))
     targets = [Target(args.label, args.url, manifest)]
-    if args.compare:
+    reference = args.reference or args.compare == "reference"
+    if args.compare and args.compare != "reference":
         targets.append(Target(args.compare_label, args.compare, manifest))
-    rounds = args.rounds or (3 if args.compare else 1)
+    with reference_server(config.redis.url) if reference else contextlib.nullcontext() as reference_url:
+        if reference_url:
+            targets.append(Target(REFERENCE, reference_url, manifest))
+        return _run_targets(args, config, scenario, manifest, targets)
+
+
+REFERENCE = "reference"
+
+
+@contextlib.contextmanager
+def reference_server(redis_url: str):
+    """Start bench/reference.py on a free loopback port for the run; yield its URL."""
+    import socket
+    import subprocess
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([sys.executable, "-m", "bench.reference", "--port", str(port), "--redis-url", redis_url],
+                            cwd=Path(__file__).resolve().parents[1])
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(url + "/api/openapi.json", timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    sys.exit("glint bench: the reference server did not start")
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _run_targets(args: argparse.Namespace, config: Any, scenario: str, manifest: dict[str, Any],
+                 targets: list) -> dict[str, Any]:
+    from bench import report
+    from bench.runner import Options, ScenarioSkipped, default_processes, run_scenario
+
+    rounds = args.rounds or (3 if len(targets) > 1 else 1)
     options = Options(duration=args.duration, concurrency=args.concurrency,
                       processes=args.processes or default_processes(), warmup=args.warmup, timeout=args.timeout,
                       jwt_secret=config.auth.jwt_secret, redis_url=config.redis.url, database_url=config.database.url,
@@ -153,6 +207,7 @@ def cmd_scenario(args: argparse.Namespace, config: Any) -> dict[str, Any]:
     except ValueError as exc:
         sys.exit(f"glint bench {scenario}: {exc}")
     settings = {"scenario": scenario, "rounds": rounds, "targets": [{"label": t.label, "url": t.url} for t in targets],
+                "reference": REFERENCE if targets[-1].label == REFERENCE else None,
                 "manifest": {"seeded_at": manifest.get("seeded_at"), "plan": manifest.get("plan")}}
     result = report.build_result(scenario, runs, options, settings)
     stamp = time.strftime("%Y%m%d-%H%M%S")

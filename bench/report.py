@@ -92,10 +92,31 @@ def build_result(scenario: str, runs: list, options, settings: dict[str, Any]) -
         "targets": targets,
     }
     result["settings"]["options"].pop("jwt_secret", None)
-    if len(targets) == 2:
+    if len(targets) >= 2 and not (len(targets) == 2 and settings.get("reference")):
         result["comparison"] = {"a": targets[0]["label"], "b": targets[1]["label"],
                                 "b_over_a": ratios(targets[0]["figures"], targets[1]["figures"])}
+    if settings.get("reference"):
+        result["ceiling"] = ceiling(targets)
     return _clean(result)
+
+
+def ceiling(targets: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each target's share of the reference ceiling (the last target) in the same run: its
+    throughput over the reference's, with its server CPU per operation and bytes per operation."""
+    *served, ref = targets
+    ref_ops = ref["figures"]["total"]["throughput"] or float("nan")
+    out: dict[str, Any] = {}
+    for target in [*served, ref]:
+        f = target["figures"]
+        out[target["label"]] = {
+            "share_of_ceiling": f["total"]["throughput"] / ref_ops,
+            "throughput": f["total"]["throughput"],
+            "server_cpu_ms_per_op": f["gauges"].get("server_cpu_ms_per_op"),
+            "p99_ms": {op: o["latency_ms"]["p99"] for op, o in f["ops"].items()},
+            "bytes_per_op": {name.removesuffix("_bytes"): d["p50"] for name, d in f["values"].items()
+                             if name.endswith("_bytes")},
+        }
+    return {"reference": ref["label"], "targets": out}
 
 
 def write_json(result: dict[str, Any], path: Path) -> Path:
@@ -154,6 +175,14 @@ def summary(result: dict[str, Any]) -> str:
             out.append(f"  {name}: " + "  ".join(f"{k} x{_fmt(v, 2)}" for k, v in row.items()))
         for name, v in r.get("gauges", {}).items():
             out.append(f"  {name}: x{_fmt(v, 2)}")
+    ceiling_ = result.get("ceiling")
+    if ceiling_:
+        out.append(f"share of the reference ceiling ({ceiling_['reference']}, same run):")
+        for label, row in ceiling_["targets"].items():
+            if label != ceiling_["reference"]:
+                out.append(f"  {label}: {_fmt(100 * row['share_of_ceiling'], 1)} % of its throughput, "
+                           f"server CPU {_fmt(row['server_cpu_ms_per_op'], 3)} ms per op, "
+                           f"bytes per op {row['bytes_per_op']}, p99 ms {row['p99_ms']}")
     return "\n".join(out)
 
 

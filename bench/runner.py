@@ -124,8 +124,10 @@ class WorkerContext:
         return {"Authorization": f"Bearer {token}"}
 
     async def request(self, op: str, method: str, path: str, *, token: str | None = None, json: Any = None,
-                      data: Any = None, expect: tuple[int, ...] = (200,)) -> Any:
-        """One timed request; returns the decoded JSON body (or None for an error or an empty body)."""
+                      data: Any = None, expect: tuple[int, ...] = (200,), decode: bool = True) -> Any:
+        """One timed request; returns the decoded JSON body (or None for an error, an empty body, or
+        decode=False: the load generator then spends nothing on parsing). The body's size goes into
+        the values as `{op}_bytes`."""
         import aiohttp
 
         headers = self.headers(token) if token else None
@@ -138,7 +140,8 @@ class WorkerContext:
                     self.record(op, elapsed, f"http_{resp.status}")
                     return None
                 self.record(op, elapsed)
-                if body and resp.content_type == "application/json":
+                self.value(f"{op}_bytes", len(body))
+                if decode and body and resp.content_type == "application/json":
                     import json as json_mod
                     return json_mod.loads(body)
                 return None
@@ -178,7 +181,9 @@ async def _worker_async(scenario: str, url: str, options: Options, plan: dict, i
     limit = max(clients * 2, 10)
     connector = aiohttp.TCPConnector(limit=limit, limit_per_host=limit, force_close=False)
     timeout = aiohttp.ClientTimeout(total=options.timeout)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+    # uncompressed, as glint answers behind nginx (which compresses at the edge); --set gzip=true asks for it
+    headers = {} if options.extra.get("gzip") else {"Accept-Encoding": "identity"}
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout, headers=headers) as session:
         recorder = Recorder()
         ctx = WorkerContext(index, processes, url, options, plan, recorder, session, clients, first)
         setup = getattr(module, "setup", None)
@@ -226,9 +231,10 @@ def _worker_main(scenario: str, url: str, options: Options, plan: dict, index: i
         events.put(("failed", index, f"{type(exc).__name__}: {exc}"))
 
 
-def run_round(scenario: str, target: Target, options: Options, plan: dict, progress=None) -> tuple[list[dict], float]:
+def run_round(scenario: str, target: Target, options: Options, plan: dict, progress=None,
+              on_go: Callable[[float], None] | None = None) -> tuple[list[dict], float]:
     """Run one round against one target in `options.processes` worker processes; return the
-    workers' dumps and the measured seconds."""
+    workers' dumps and the measured seconds. `on_go(t0)` hears when the workers were started."""
     ctx = mp.get_context("spawn")
     events = ctx.Queue()
     ready = ctx.Queue()
@@ -251,6 +257,8 @@ def run_round(scenario: str, target: Target, options: Options, plan: dict, progr
                 raise RuntimeError(f"{scenario}: the workers did not set up within {GRACE_SECONDS * 2:.0f} s")
         t0_value.value = time.time()
         go.set()
+        if on_go:
+            on_go(t0_value.value)
         dumps: dict[int, dict] = {}
         failures: list[str] = []
         started = time.monotonic()
@@ -323,26 +331,75 @@ async def run_scenario(scenario: str, targets: list[Target], options: Options, r
     for run in runs:
         run.plan = await module.prepare(run.target, options)
     offsets = {id(run): 0.0 for run in runs}
+    loop = asyncio.get_running_loop()
     for number in range(rounds):
         for run in runs:
             label = f"{scenario} {run.target.label} round {number + 1}/{rounds}"
             bar, update = _bar(label, options.warmup + options.duration, show_progress)
+            started: asyncio.Future = loop.create_future()
+            cpu = asyncio.ensure_future(cpu_in_window(run.target.url, started, options.warmup, options.duration))
             try:
-                dumps, elapsed = await asyncio.to_thread(run_round, scenario, run.target, options, run.plan, update)
+                dumps, elapsed = await asyncio.to_thread(
+                    run_round, scenario, run.target, options, run.plan, update,
+                    lambda t0: loop.call_soon_threadsafe(started.set_result, t0))
             finally:
                 bar.close()
+                if not started.done():
+                    started.cancel()
             before = len(run.samples.timeline)
             run.samples.add(dumps, elapsed, offsets[id(run)])
             offsets[id(run)] += elapsed
             ok = sum(t[1] for t in run.samples.timeline[before:])
             errors = sum(t[2] for t in run.samples.timeline[before:])
-            run.rounds.append({"round": number + 1, "ok": ok, "errors": errors, "throughput": ok / elapsed})
-            log(f"  {label}: {ok / elapsed:,.0f} ops/s, {errors} errors")
+            round_ = {"round": number + 1, "ok": ok, "errors": errors, "throughput": ok / elapsed}
+            cpu_seconds = await cpu
+            if cpu_seconds is not None:
+                round_["server_cpu_seconds"] = cpu_seconds
+                round_["server_cpu_ms_per_op"] = 1000 * cpu_seconds / max(ok, 1)
+            run.rounds.append(round_)
+            log(f"  {label}: {ok / elapsed:,.0f} ops/s, {errors} errors" +
+                (f", server CPU {round_['server_cpu_ms_per_op']:.3f} ms per op" if cpu_seconds is not None else ""))
+    for run in runs:
+        spent = [r["server_cpu_seconds"] for r in run.rounds if "server_cpu_seconds" in r]
+        if spent and len(spent) == len(run.rounds):
+            run.samples.gauges["server_cpu_seconds"] = sum(spent)
+            run.samples.gauges["server_cpu_ms_per_op"] = 1000 * sum(spent) / max(sum(r["ok"] for r in run.rounds), 1)
     finish = getattr(module, "finish", None)
     if finish:
         for run in runs:
             await finish(run.target, options, run.plan, run.samples)
     return runs
+
+
+async def server_cpu_seconds(url: str) -> float | None:
+    """The server process's CPU seconds so far, from its /metrics (process_cpu_seconds_total), or
+    None where it has none."""
+    import aiohttp
+
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+            async with session.get(url.rstrip("/") + "/metrics") as resp:
+                text = await resp.text() if resp.status == 200 else ""
+    except (aiohttp.ClientError, asyncio.TimeoutError):
+        return None
+    for line in text.splitlines():
+        if line.startswith("process_cpu_seconds_total "):
+            return float(line.split()[1])
+    return None
+
+
+async def cpu_in_window(url: str, started: asyncio.Future, warmup: float, duration: float) -> float | None:
+    """The server's CPU seconds over a round's measured window (from `warmup` after the workers
+    started, for `duration`), read from /metrics at both ends; None without them."""
+    try:
+        t0 = await started
+    except asyncio.CancelledError:
+        return None
+    await asyncio.sleep(max(0.0, t0 + warmup - time.time()))
+    first = await server_cpu_seconds(url)
+    await asyncio.sleep(max(0.0, t0 + warmup + duration - time.time()))
+    last = await server_cpu_seconds(url)
+    return None if first is None or last is None else last - first
 
 
 def default_processes() -> int:

@@ -7,25 +7,28 @@ import logging
 import re
 from datetime import datetime
 from functools import wraps
-from typing import Annotated, Awaitable, Callable, Literal, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Awaitable, Callable, Literal, ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
 import asyncpg
 from aiohttp import web
 from msgspec import UNSET, Meta, UnsetType
+from redis.asyncio import Redis
 
 from handlers.auth import check_address_limit, current_user, hash_password, verify_password
 from handlers.common import (
     Conflict, NotFound, Page, Routes, Struct, ValidationFailed, decode_cursor, encode_cursor, json_response,
     make_page, no_content, page_request, parse_id, path_id, read_json, read_pool,
 )
-from handlers.context import config_key, pool_key, redis_key
-from storage import email, graph, outbox, tokens, users, visibility
+from handlers.context import config_key, email_sink_key, pool_key, redis_key
+from storage import email, events, graph, outbox, tokens, users, visibility
+
+if TYPE_CHECKING:  # only app/ reads configuration; handlers only see the decoded Struct
+    from app.config import Config
 
 log = logging.getLogger("glint.accounts")
 routes = Routes("accounts")
 
-TOPIC = "accounts"  # the outbox topic of account and graph events
 USERNAME = re.compile(r"^[A-Za-z0-9._]{1,30}$")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 COMMON_PASSWORDS = frozenset("""
@@ -174,46 +177,36 @@ def password_problem(username: str, password: str) -> str | None:
     return None
 
 
-def email_sink(app: web.Application) -> email.EmailSink:
-    """SMTP when configured, otherwise the sent_emails table."""
-    config = app[config_key]
-    smtp = None
-    if config.email.host:
-        smtp = email.SmtpSettings(config.email.host, config.email.port, config.email.username, config.email.password,
-                                  config.email.starttls, config.email.sender)
-    return email.make_sink(app[pool_key], smtp)
-
-
-async def send_verification(app: web.Application, address: str, token: str) -> None:
+async def send_verification(sink: email.EmailSink, public_url: str, address: str, token: str) -> None:
     """Mail the verification token (after commit); a failing sink is logged, the account stays."""
     message = email.Email(
         to=address, subject="Verify your e-mail address for glint",
-        body=(f"Your verification token: {token}\n\nOpen {app[config_key].server.public_url.rstrip('/')}/verify?token={token}"
+        body=(f"Your verification token: {token}\n\nOpen {public_url.rstrip('/')}/verify?token={token}"
               f" or send it to POST /api/accounts/verify-email/ as {{\"token\": ...}}."),
     )
     try:
-        await email_sink(app).send(message)
+        await sink.send(message)
     except Exception:  # SMTP down must not turn a created account into an error
         log.exception("could not send the verification e-mail")
 
 
-async def create_account(app: web.Application, body: RegisterRequest) -> asyncpg.Record:
+async def create_account(pool: asyncpg.Pool, sink: email.EmailSink, config: Config,
+                         body: RegisterRequest) -> asyncpg.Record:
     """Create the user, its verification token and the user_registered event in one transaction,
     then mail the token; a taken username or e-mail is 409."""
     password_hash = await hash_password(body.password)
     token = tokens.new_token()
-    async with app[pool_key].acquire() as conn:
+    async with pool.acquire() as conn:
         try:
             async with conn.transaction():
                 row = await users.create_user_txn(conn, body.username, body.email, password_hash, body.full_name)
                 await users.add_email_verification_txn(conn, row["id"], row["email"], tokens.hash_token(token),
-                                                       app[config_key].email.verification_ttl)
-                await outbox.add_event(conn, TOPIC, "user_registered", row["id"],
-                                       {"user_id": str(row["id"]), "username": row["username"]})
+                                                       config.email.verification_ttl)
+                await outbox.add(conn, events.UserRegistered(user_id=str(row["id"]), username=row["username"]), row["id"])
         except asyncpg.UniqueViolationError as exc:
             field = "email" if "email" in (exc.constraint_name or "") else "username"
             raise Conflict(f"This {field} is taken.", fields={field: "Already taken."}) from None
-    await send_verification(app, row["email"], token)
+    await send_verification(sink, config.server.public_url, row["email"], token)
     return row
 
 
@@ -223,7 +216,8 @@ async def register(request: web.Request) -> web.Response:
     body = await read_json(request, RegisterRequest)
     check_registration(body)
     await check_address_limit(request, "registration")
-    return json_response(user_out(await create_account(request.app, body)), status=201)
+    row = await create_account(request.app[pool_key], request.app[email_sink_key], request.app[config_key], body)
+    return json_response(user_out(row), status=201)
 
 
 class VerifyEmailRequest(Struct):
@@ -297,7 +291,7 @@ async def update_profile(pool: asyncpg.Pool, user_id: int, body: MePatch) -> asy
             set_avatar=body.avatar_media_id is not UNSET, avatar_media_id=avatar_id,
         )
         # the search index (and any other reader of profiles) follows the edit
-        await outbox.add_event(conn, TOPIC, "user_updated", user_id, {"user_id": str(user_id)})
+        await outbox.add(conn, events.UserUpdated(user_id=str(user_id)), user_id)
         return row
 
 
@@ -313,18 +307,18 @@ class PasswordRequest(Struct):
     password: Annotated[str, Meta(min_length=1, max_length=1024)]
 
 
-async def deactivate_account(app: web.Application, user_id: int, password: str) -> None:
+async def deactivate_account(pool: asyncpg.Pool, redis: Redis, access_token_ttl: int, user_id: int,
+                             password: str) -> None:
     """Deactivate after the password is confirmed: refresh tokens revoked, and (after commit) every
     access token refused at once."""
-    pool = app[pool_key]
     row = await users.get_user(pool, user_id)
     if row is None or not await verify_password(row["password_hash"], password):
         raise ValidationFailed("password: incorrect.", fields={"password": "Incorrect password."})
     async with pool.acquire() as conn, conn.transaction():
         await users.deactivate_txn(conn, user_id)
         await tokens.revoke_all_for_user(conn, user_id)
-        await outbox.add_event(conn, TOPIC, "user_deactivated", user_id, {"user_id": str(user_id)})
-    await tokens.mark_user_inactive(app[redis_key], user_id, app[config_key].auth.access_token_ttl)
+        await outbox.add(conn, events.UserDeactivated(user_id=str(user_id)), user_id)
+    await tokens.mark_user_inactive(redis, user_id, access_token_ttl)
 
 
 @routes.route("POST", "/api/accounts/users/me/deactivate/", body=PasswordRequest, status=204)
@@ -332,7 +326,9 @@ async def deactivate(request: web.Request) -> web.Response:
     """Deactivate the viewer's account (confirm with the password); its tokens stop working at once."""
     user_id = current_user(request)
     body = await read_json(request, PasswordRequest)
-    await deactivate_account(request.app, user_id, body.password)
+    config = request.app[config_key]
+    await deactivate_account(request.app[pool_key], request.app[redis_key], config.auth.access_token_ttl, user_id,
+                             body.password)
     return no_content()
 
 
@@ -381,8 +377,8 @@ async def update_settings(pool: asyncpg.Pool, user_id: int, body: SettingsPatch)
         )
         if current["is_private"] and not row["is_private"]:
             for requester in await graph.approve_all_requests_txn(conn, user_id):
-                await outbox.add_event(conn, TOPIC, "follow_request_approved", requester,
-                                       {"requester_id": str(requester), "target_id": str(user_id)})
+                await outbox.add(conn, events.FollowRequestApproved(requester_id=str(requester), target_id=str(user_id)),
+                                 requester)
     return row
 
 

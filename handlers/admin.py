@@ -11,22 +11,19 @@ import asyncpg
 from aiohttp import web
 from msgspec import UNSET, Meta, UnsetType
 
-from handlers.accounts import TOPIC, MeOut, RegisterRequest, check_registration, me_out
+from handlers.accounts import MeOut, RegisterRequest, check_registration, me_out
 from handlers.auth import current_user, hash_password
 from handlers.comments import comment_event
 from handlers.common import (
     Conflict, Forbidden, NotFound, Page, Routes, Struct, ValidationFailed, check_role, encode_cursor, has_role,
     json_response, make_page, page_request, path_id, read_json,
 )
-from handlers.context import config_key, pool_key, redis_key, s3_key
+from handlers.context import app_now, config_key, pool_key, redis_key, s3_key, tray_cache_key
 from handlers.posts import cursor_id, emit_txn, remove_post_objects
-from handlers.reports import TOPIC as MODERATION_TOPIC
 from handlers.reports import TargetRef
-from handlers.stories import TOPIC as STORIES_TOPIC
-from handlers.stories import app_now, tray_cache
 from realtime import frames
 from realtime.gateway import CLOSE_SUSPENDED, Gateway, gateway_key
-from storage import comments, moderation, outbox, posts, stories, tokens, users
+from storage import comments, events, moderation, outbox, posts, stories, tokens, users
 from storage import messages as message_store
 
 routes = Routes("admin")
@@ -56,12 +53,12 @@ async def change_role(pool: asyncpg.Pool, actor: int, user_id: int, body: UserAd
         if row["role"] != row["old_role"]:
             await moderation.audit_txn(conn, actor, "role_changed", "user", user_id,
                                        details={"from": row["old_role"], "to": row["role"]})
-            await outbox.add_event(conn, TOPIC, "user_role_changed", user_id, {
-                "user_id": str(user_id), "actor_id": str(actor), "role": row["role"], "previous": row["old_role"]})
+            await outbox.add(conn, events.UserRoleChanged(user_id=str(user_id), actor_id=str(actor), role=row["role"],
+                                                    previous=row["old_role"]), user_id)
         if row["is_verified"] != row["old_verified"]:
             await moderation.audit_txn(conn, actor, "verified_changed", "user", user_id,
                                        details={"from": row["old_verified"], "to": row["is_verified"]})
-            await outbox.add_event(conn, TOPIC, "user_updated", user_id, {"user_id": str(user_id)})
+            await outbox.add(conn, events.UserUpdated(user_id=str(user_id)), user_id)
     return row
 
 
@@ -85,10 +82,9 @@ async def create_superuser(pool: asyncpg.Pool, username: str, email: str, passwo
                 row = await moderation.set_role_txn(conn, row["id"], "admin", True)
                 await moderation.audit_txn(conn, None, "superuser_created", "user", row["id"],
                                            details={"to": "admin"})
-                await outbox.add_event(conn, TOPIC, "user_registered", row["id"],
-                                       {"user_id": str(row["id"]), "username": row["username"]})
-                await outbox.add_event(conn, TOPIC, "user_role_changed", row["id"], {
-                    "user_id": str(row["id"]), "actor_id": None, "role": "admin", "previous": "user"})
+                await outbox.add(conn, events.UserRegistered(user_id=str(row["id"]), username=row["username"]), row["id"])
+                await outbox.add(conn, events.UserRoleChanged(user_id=str(row["id"]), actor_id=None, role="admin",
+                                                              previous="user"), row["id"])
         except asyncpg.UniqueViolationError as exc:
             field = "email" if "email" in (exc.constraint_name or "") else "username"
             raise Conflict(f"This {field} is taken.", fields={field: "Already taken."}) from None
@@ -188,9 +184,8 @@ async def suspend_txn(conn: asyncpg.Connection, actor: int | None, user_id: int,
     await tokens.revoke_all_for_user(conn, user_id)
     await moderation.audit_txn(conn, actor, "user_suspended", "user", user_id, note,
                                {"reason": reason, "until": until.isoformat() if until else None})
-    await outbox.add_event(conn, MODERATION_TOPIC, "user_suspended", user_id, {
-        "user_id": str(user_id), "actor_id": None if actor is None else str(actor), "reason": reason,
-        "until": until.isoformat() if until else None})
+    await outbox.add(conn, events.UserSuspended(user_id=str(user_id), actor_id=None if actor is None else str(actor),
+                                                reason=reason, until=until), user_id)
     return row
 
 
@@ -219,8 +214,8 @@ async def unsuspend_user(app: web.Application, actor: int | None, user_id: int, 
         if row is None:
             return None
         await moderation.audit_txn(conn, actor, "user_unsuspended", "user", user_id, note)
-        await outbox.add_event(conn, MODERATION_TOPIC, "user_unsuspended", user_id, {
-            "user_id": str(user_id), "actor_id": None if actor is None else str(actor)})
+        await outbox.add(conn, events.UserUnsuspended(user_id=str(user_id),
+                                                      actor_id=None if actor is None else str(actor)), user_id)
     await tokens.clear_user_mark(app[redis_key], user_id)
     return row
 
@@ -357,26 +352,25 @@ async def remove_target_txn(app: web.Application, conn: asyncpg.Connection, kind
     if kind == "post":
         deleted = await posts.delete_post_txn(conn, target_id, owner)
         if deleted is not None:
-            await emit_txn(conn, "post_deleted", deleted.row, removed_by="moderator")
+            await emit_txn(conn, events.PostDeleted, deleted.row, removed_by="moderator")
         return None if deleted is None else {"object_keys": deleted.object_keys}
     if kind == "comment":
         row = await comments.get_comment(conn, target_id)
         deleted = await comments.delete_comment_txn(conn, target_id) if row is not None else None
         if deleted is not None:
-            await outbox.add_event(conn, "posts", "comment_deleted", row["post_author_id"],
-                                   comment_event(deleted, row["post_author_id"]))
+            await outbox.add(conn, comment_event(events.CommentDeleted, deleted, row["post_author_id"]),
+                             row["post_author_id"])
         return None if deleted is None else {}
     if kind == "story":
         story = await stories.delete_story_txn(conn, target_id, owner, app_now(app))
         if story is not None:
-            await outbox.add_event(conn, STORIES_TOPIC, "story_deleted", owner,
-                                   {"story_id": str(target_id), "owner_id": str(owner)})
+            await outbox.add(conn, events.StoryDeleted(story_id=str(target_id), owner_id=str(owner)), owner)
         return None if story is None else {}
     message = await moderation.remove_message_txn(conn, target_id)
     if message is not None:
-        await outbox.add_event(conn, "messages", "message_removed", message["conversation_id"], {
-            "message_id": str(message["id"]), "conversation_id": str(message["conversation_id"]),
-            "seq": message["seq"], "sender_id": str(message["sender_id"])})
+        await outbox.add(conn, events.MessageRemoved(
+            message_id=str(message["id"]), conversation_id=str(message["conversation_id"]), seq=message["seq"],
+            sender_id=str(message["sender_id"])), message["conversation_id"])
     return None if message is None else {"conversation_id": message["conversation_id"], "seq": message["seq"]}
 
 
@@ -388,7 +382,7 @@ async def after_remove(app: web.Application, kind: str, target_id: int, owner: i
         await posts.forget_cached(app[redis_key], [target_id])
         await remove_post_objects(app[s3_key], app[config_key].s3.bucket, target_id, removed["object_keys"])
     elif kind == "story":
-        await tray_cache(app).drop([owner, *await stories.follower_ids(pool, owner)])
+        await app[tray_cache_key].drop([owner, *await stories.follower_ids(pool, owner)])
     elif kind == "message":
         frame = frames.encode(frames.MessageRemoved(conversation_id=str(removed["conversation_id"]),
                                                     seq=removed["seq"]))
@@ -428,11 +422,11 @@ async def resolve_report(app: web.Application, actor: int, report_id: int, body:
         ids = [str(r["id"]) for r in resolved]
         await moderation.audit_txn(conn, actor, f"report_{body.action}", kind, target_id, body.note,
                                    {"report_ids": ids, "owner_id": str(owner), "removed": removed is not None})
-        await outbox.add_event(conn, MODERATION_TOPIC, "report_resolved", target_id, {
-            "report_ids": ids, "reporter_ids": sorted({str(r["reporter_id"]) for r in resolved}),
-            "reports": [{"report_id": str(r["id"]), "reporter_id": str(r["reporter_id"])} for r in resolved],
-            "moderator_id": str(actor), "action": body.action, "target_type": kind, "target_id": str(target_id),
-            "target_owner_id": str(owner)})
+        await outbox.add(conn, events.ReportResolved(
+            report_ids=ids, reporter_ids=sorted({str(r["reporter_id"]) for r in resolved}),
+            reports=[events.ResolvedReport(report_id=str(r["id"]), reporter_id=str(r["reporter_id"])) for r in resolved],
+            moderator_id=str(actor), action=body.action, target_type=kind, target_id=str(target_id),
+            target_owner_id=str(owner)), target_id)
     if removed is not None:
         await after_remove(app, kind, target_id, owner, removed)
     if body.action == "suspend":

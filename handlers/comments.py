@@ -15,8 +15,8 @@ from handlers.common import (
     page_request, parse_id, path_id, query_id, read_json,
 )
 from handlers.context import pool_key
-from handlers.posts import CAPTION_MAX, TOPIC, LikeState, UserBrief, cursor_id, user_brief, visible_post
-from storage import comments, outbox, users, visibility
+from handlers.posts import CAPTION_MAX, LikeState, UserBrief, cursor_id, user_brief, visible_post
+from storage import comments, events, outbox, users, visibility
 
 routes = Routes("comments")
 
@@ -48,11 +48,11 @@ def comment_out(row: asyncpg.Record, liked: bool, author: UserBrief) -> CommentO
     )
 
 
-def comment_event(row: asyncpg.Record, post_author_id: int) -> dict[str, object]:
-    """What comment events carry: the post's author is whom a notification goes to."""
-    return {"post_id": str(row["post_id"]), "author_id": str(post_author_id), "comment_id": str(row["id"]),
-            "user_id": str(row["author_id"]), "parent_id": None if row["parent_id"] is None else str(row["parent_id"]),
-            "text": row["text"], "created_at": row["created_at"].isoformat()}
+def comment_event(kind: type[events.CommentEvent], row: asyncpg.Record, post_author_id: int) -> events.CommentEvent:
+    """A comment event of this kind: the post's author is whom a notification goes to."""
+    return kind(post_id=str(row["post_id"]), author_id=str(post_author_id), comment_id=str(row["id"]),
+                user_id=str(row["author_id"]), parent_id=None if row["parent_id"] is None else str(row["parent_id"]),
+                text=row["text"], created_at=row["created_at"])
 
 
 async def visible_comment(pool: asyncpg.Pool, viewer: int, comment_id: int) -> asyncpg.Record:
@@ -85,7 +85,7 @@ async def add_comment(pool: asyncpg.Pool, viewer: int, body: CommentCreate) -> a
             row = None
         if row is None:
             raise NotFound()
-        await outbox.add_event(conn, TOPIC, "comment_created", post["author_id"], comment_event(row, post["author_id"]))
+        await outbox.add(conn, comment_event(events.CommentCreated, row, post["author_id"]), post["author_id"])
     return row
 
 
@@ -98,8 +98,8 @@ async def remove_comment(pool: asyncpg.Pool, viewer: int, comment_id: int) -> No
         deleted = await comments.delete_comment_txn(conn, comment_id)
         if deleted is None:
             raise NotFound()
-        await outbox.add_event(conn, TOPIC, "comment_deleted", row["post_author_id"],
-                               comment_event(deleted, row["post_author_id"]))
+        await outbox.add(conn, comment_event(events.CommentDeleted, deleted, row["post_author_id"]),
+                         row["post_author_id"])
 
 
 async def set_comment_like(pool: asyncpg.Pool, viewer: int, comment_id: int, liked: bool) -> LikeState:

@@ -315,14 +315,6 @@ def make_page(request: web.Request, items: Sequence[T], limit: int, cursor_of: C
     return Page(results=items, next=next_link(request, limit, **{param: cursor_of(items[-1])}))
 
 
-def make_next(request: web.Request, items: list, limit: int, query_of) -> Page:
-    """A page of at most `limit` items whose `next` carries `query_of(last item)`."""
-    if len(items) <= limit:
-        return Page(results=items, next=None)
-    items = items[:limit]
-    return Page(results=items, next=next_link(request, limit, **query_of(items[-1])))
-
-
 # ---------------------------------------------------------------- roles
 
 ROLES = ("user", "moderator", "admin")  # each includes the powers of those before it

@@ -15,12 +15,13 @@ from msgspec import UNSET, Meta, UnsetType
 from handlers.auth import current_user
 from handlers.common import (
     Forbidden, NotFound, Page, Routes, Struct, ValidationFailed, decode_cursor, encode_cursor, json_response,
-    make_next, no_content, page_request, parse_id, path_id, read_json,
+    make_page, no_content, page_request, parse_id, path_id, read_json,
 )
 from handlers.context import pool_key
-from realtime.frames import IdStr, Message
-from realtime.render import iso, messages_for
+from realtime.frames import IdStr, Message, iso
+from realtime.render import messages_for
 from storage import messages as store
+from storage import users as user_store
 from storage import visibility
 
 routes = Routes("messages")
@@ -119,7 +120,8 @@ async def create_conversation(pool: asyncpg.Pool, creator: int, body: CreateConv
 
 async def unreachable(pool: asyncpg.Pool, sender: int, users: set[int]) -> set[int]:
     """Of these users, those the sender may not add or message: unknown, inactive, or kept apart."""
-    return users - (await store.existing_active_users(pool, users) & await visibility.reachable(pool, sender, users))
+    active = await user_store.existing_active_users(pool, users)
+    return users - (active & await visibility.reachable(pool, sender, users))
 
 
 async def conversation_detail(pool: asyncpg.Pool, conversation_id: int, viewer: int) -> ConversationOut:
@@ -169,8 +171,7 @@ async def list_conversations(request: web.Request) -> web.Response:
         last_message_at=iso(r["last_message_at"]), muted=r["muted"], pinned=r["pinned_at"] is not None,
         request=not r["accepted"],
     ) for r, last in zip(pinned + rows, lasts)]
-    listed = make_next(request, items[len(pinned):], page.limit,
-                       lambda c: {"cursor": encode_cursor(c.last_message_at, c.id)})
+    listed = make_page(request, items[len(pinned):], page.limit, lambda c: encode_cursor(c.last_message_at, c.id))
     return json_response(Page(results=items[:len(pinned)] + listed.results, next=listed.next))
 
 

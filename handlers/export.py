@@ -10,12 +10,11 @@ import asyncpg
 from aiohttp import web
 from msgspec import UNSET, UnsetType
 
-from handlers.accounts import TOPIC
 from handlers.auth import current_user
 from handlers.common import NotFound, Routes, Struct, json_response
 from handlers.context import pool_key
 from handlers.media import media_links
-from storage import exports, outbox
+from storage import events, exports, outbox
 
 routes = Routes("accounts")
 
@@ -38,8 +37,7 @@ async def request_export(pool: asyncpg.Pool, user_id: int) -> asyncpg.Record:
     async with pool.acquire() as conn, conn.transaction():
         row, created = await exports.request_txn(conn, user_id)
         if created:
-            await outbox.add_event(conn, TOPIC, "export_requested", user_id,
-                                   {"user_id": str(user_id), "export_id": str(row["id"])})
+            await outbox.add(conn, events.ExportRequested(user_id=str(user_id), export_id=str(row["id"])), user_id)
     return row
 
 

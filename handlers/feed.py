@@ -54,9 +54,8 @@ async def explore_feed(request: web.Request) -> web.Response:
     offset = parts or 0
     pool = await read_pool(request)
     ranked = await explore.read_trending(request.app[redis_key], offset, page.limit)
-    authors = await explore.authors_of(pool, ranked)
-    hidden = await explore.hidden_authors(pool, viewer, list(set(authors.values())))
-    keep = [p for p in ranked if p in authors and authors[p] not in hidden]
+    shown = await explore.shown_posts(pool, viewer, ranked)
+    keep = [p for p in ranked if p in shown]
     results = await render_posts(request, viewer, keep, hide_muted=True)
     next_url = None
     if len(ranked) == page.limit:

@@ -11,22 +11,22 @@ from typing import Awaitable, Callable, Literal
 import asyncpg
 from aiohttp import web
 
-from handlers.accounts import TOPIC, UserSummary, retry_on_deadlock, user_summary
+from handlers.accounts import UserSummary, retry_on_deadlock, user_summary
 from handlers.auth import current_user
 from handlers.common import (
     NotFound, Page, PageRequest, Routes, Struct, ValidationFailed, decode_cursor, encode_cursor, json_response,
     make_page, no_content, page_request, parse_id, path_id, read_json,
 )
-from handlers.context import config_key, pool_key, redis_key
-from storage import graph, outbox, stories, visibility
+from handlers.context import pool_key, tray_cache_key
+from storage import events, graph, outbox, visibility
 
 routes = Routes("graph")
 
 PAGE_QUERY = {"limit": "1..100", "cursor": "from `next`"}
 
 
-def _pair(a: int, b: int) -> dict[str, str]:
-    return {"actor_id": str(a), "target_id": str(b)}
+def _pair(kind: type[events.PairEvent], actor: int, target: int) -> events.PairEvent:
+    return kind(actor_id=str(actor), target_id=str(target))
 
 
 async def _lock_visible_pair_txn(conn: asyncpg.Connection, viewer: int, target: int) -> asyncpg.Record:
@@ -52,10 +52,10 @@ async def do_follow(pool: asyncpg.Pool, viewer: int, target: int) -> FollowStatu
         row = await _lock_visible_pair_txn(conn, viewer, target)
         if row["is_private"] and not await graph.follows(conn, viewer, target):
             if await graph.add_follow_request_txn(conn, viewer, target):
-                await outbox.add_event(conn, TOPIC, "follow_request_created", viewer, _pair(viewer, target))
+                await outbox.add(conn, _pair(events.FollowRequestCreated, viewer, target), viewer)
             return "requested"
         if await graph.add_follow_txn(conn, viewer, target):
-            await outbox.add_event(conn, TOPIC, "follow_created", viewer, _pair(viewer, target))
+            await outbox.add(conn, _pair(events.FollowCreated, viewer, target), viewer)
         return "following"
 
 
@@ -65,7 +65,7 @@ async def do_unfollow(pool: asyncpg.Pool, viewer: int, target: int) -> None:
     async with pool.acquire() as conn, conn.transaction():
         await _lock_visible_pair_txn(conn, viewer, target)
         if await graph.remove_follows_txn(conn, [(viewer, target)]):
-            await outbox.add_event(conn, TOPIC, "follow_removed", viewer, _pair(viewer, target))
+            await outbox.add(conn, _pair(events.FollowRemoved, viewer, target), viewer)
         await graph.remove_follow_requests_txn(conn, [(viewer, target)])
 
 
@@ -77,8 +77,8 @@ async def do_answer_request(pool: asyncpg.Pool, owner: int, requester: int, appr
         if not await graph.remove_follow_requests_txn(conn, [(requester, owner)]):
             raise NotFound()
         if approve and await graph.add_follow_txn(conn, requester, owner):
-            await outbox.add_event(conn, TOPIC, "follow_request_approved", requester,
-                                   {"requester_id": str(requester), "target_id": str(owner)})
+            await outbox.add(conn, events.FollowRequestApproved(requester_id=str(requester), target_id=str(owner)),
+                             requester)
 
 
 @retry_on_deadlock
@@ -92,10 +92,10 @@ async def do_block(pool: asyncpg.Pool, viewer: int, target: int) -> None:
             raise NotFound()
         both_ways = [(viewer, target), (target, viewer)]
         for follower, followee in await graph.remove_follows_txn(conn, both_ways):
-            await outbox.add_event(conn, TOPIC, "follow_removed", follower, _pair(follower, followee))
+            await outbox.add(conn, _pair(events.FollowRemoved, follower, followee), follower)
         await graph.remove_follow_requests_txn(conn, both_ways)
         if await graph.add_block_txn(conn, viewer, target):
-            await outbox.add_event(conn, TOPIC, "user_blocked", viewer, _pair(viewer, target))
+            await outbox.add(conn, _pair(events.UserBlocked, viewer, target), viewer)
 
 
 async def do_unblock(pool: asyncpg.Pool, viewer: int, target: int) -> None:
@@ -111,7 +111,8 @@ async def do_mute(app: web.Application, viewer: int, target: int, stories_too: b
     async with app[pool_key].acquire() as conn, conn.transaction():
         await _lock_visible_pair_txn(conn, viewer, target)
         if await graph.add_mute(conn, viewer, target, stories_too):
-            await outbox.add_event(conn, TOPIC, "user_muted", viewer, {**_pair(viewer, target), "stories": stories_too})
+            await outbox.add(conn, events.UserMuted(actor_id=str(viewer), target_id=str(target), stories=stories_too),
+                             viewer)
     await _forget_tray(app, viewer)
 
 
@@ -119,13 +120,13 @@ async def do_unmute(app: web.Application, viewer: int, target: int) -> None:
     """Lift the viewer's mute of target (idempotent); emits user_unmuted when there was one."""
     async with app[pool_key].acquire() as conn, conn.transaction():
         if await graph.remove_mute(conn, viewer, target):
-            await outbox.add_event(conn, TOPIC, "user_unmuted", viewer, _pair(viewer, target))
+            await outbox.add(conn, _pair(events.UserUnmuted, viewer, target), viewer)
     await _forget_tray(app, viewer)
 
 
 async def _forget_tray(app: web.Application, viewer: int) -> None:
     """After commit: the viewer's cached story tray is rebuilt with the mute as it is now."""
-    await stories.TrayCache(app[redis_key], app[config_key].stories.tray_ttl).drop([viewer])
+    await app[tray_cache_key].drop([viewer])
 
 
 # ---------------------------------------------------------------- routes

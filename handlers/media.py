@@ -27,20 +27,25 @@ class RenditionOut(Struct):
     height: int | None
 
 
-class MediaOut(Struct):
+class MediaStatic(Struct):
+    """A MediaOut without its link (which expires): what the post cache keeps pre-encoded."""
+
     id: str
     kind: str
     content_type: str
     width: int | None
     height: int | None
     placeholder: str
+    renditions: Annotated[dict[str, RenditionOut], Meta(description=(
+        "by file name: an image's renditions (`{width}.webp` and `{width}.jpg` per width), a "
+        "video's `original`"))]
+
+
+class MediaOut(MediaStatic):
     url: Annotated[str, Meta(description=(
         "a signed, expiring link that each rendition's name completes: the file of rendition "
         "`320.webp` is `url + \"320.webp\"`, ready for <img src> and srcset (absolute when a media "
         "host is configured, else a path on this origin)"))]
-    renditions: Annotated[dict[str, RenditionOut], Meta(description=(
-        "by file name: an image's renditions (`{width}.webp` and `{width}.jpg` per width), a "
-        "video's `original`"))]
 
 
 def media_links(request: web.Request) -> media.MediaLinks:
@@ -48,16 +53,19 @@ def media_links(request: web.Request) -> media.MediaLinks:
     return request.app[links_key]
 
 
-def media_out(links: media.MediaLinks, row: Any, owner_id: int | None = None) -> MediaOut:
-    """The public shape of a media row (or its cached copy, with its owner given: the author of the
-    post or story that shows it), one signed link for all its files. Images list their renditions;
-    a video its original."""
+def media_fields(row: Any) -> dict[str, Any]:
+    """The fields of a media row's public shape but its link. Images list their renditions; a
+    video its original."""
     renditions = {name: RenditionOut(width=r["width"], height=r["height"]) for name, r in row["renditions"].items()}
     if row["kind"] == "video":
         renditions["original"] = RenditionOut(width=row["width"], height=row["height"])
-    return MediaOut(id=str(row["id"]), kind=row["kind"], content_type=row["content_type"], width=row["width"],
-                    height=row["height"], placeholder=row["placeholder"],
-                    url=links.folder(row["owner_id"] if owner_id is None else owner_id, row["id"], row["kind"]), renditions=renditions)
+    return {"id": str(row["id"]), "kind": row["kind"], "content_type": row["content_type"], "width": row["width"],
+            "height": row["height"], "placeholder": row["placeholder"], "renditions": renditions}
+
+
+def media_out(links: media.MediaLinks, row: Any) -> MediaOut:
+    """The public shape of a media row (or of its cached copy), one signed link for all its files."""
+    return MediaOut(**media_fields(row), url=links.folder(media.media_folder(row), row["kind"]))
 
 
 async def receive_upload(request: web.Request, spool: media.Spool) -> str:

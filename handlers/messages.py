@@ -16,13 +16,13 @@ from msgspec import Meta
 
 from handlers.auth import current_user
 from handlers.common import (
-    ApiError, Forbidden, NotFound, Page, Routes, Struct, ValidationFailed, json_response, make_next, no_content,
+    ApiError, Forbidden, NotFound, Page, Routes, Struct, ValidationFailed, json_response, make_page, no_content,
     page_request, parse_id, path_id, read_json, read_pool,
 )
 from handlers.context import pool_key
 from realtime import delivery, frames
 from realtime.delivery import MessageWriter, writer_key
-from realtime.frames import IdStr, Message, PositiveSeq, Seq
+from realtime.frames import Message, SendBody, Seq
 from realtime.gateway import Connection, Gateway, gateway_key
 from realtime.render import message_out, messages_for
 from storage import messages as store
@@ -32,14 +32,6 @@ routes = Routes("messages")
 
 
 # ---------------------------------------------------------------- wire shapes
-
-
-class SendBody(Struct):
-    client_id: Annotated[str, Meta(min_length=1, max_length=64)]
-    text: Annotated[str, Meta(max_length=frames.MAX_TEXT)] = ""
-    media_id: IdStr | None = None
-    reply_to_seq: PositiveSeq | None = None
-    share: frames.ShareRef | None = None
 
 
 class ReadBody(Struct):
@@ -70,7 +62,7 @@ class EditWindowClosed(ApiError):
 
 
 async def send_message(pool: asyncpg.Pool, writer: MessageWriter, sender: int, conversation_id: int,
-                       body: SendBody | frames.SendMessage, origin: Connection | None = None) -> tuple[Message, bool]:
+                       body: SendBody, origin: Connection | None = None) -> tuple[Message, bool]:
     """Store a message (or find the original of a resend); (message, created). Members only; not
     into a 1:1 with a block either way; text, media or a share required (a share of something the
     sender may see)."""
@@ -193,7 +185,7 @@ async def list_messages(request: web.Request) -> web.Response:
     rows = await store.history(pool, conversation_id, before, after, page.limit)
     name = "after_seq" if after is not None else "before_seq"
     items = await messages_for(pool, viewer, rows)
-    return json_response(make_next(request, items, page.limit, lambda m: {name: str(m.seq)}))
+    return json_response(make_page(request, items, page.limit, lambda m: str(m.seq), param=name))
 
 
 def seq_param(request: web.Request, name: str) -> int | None:

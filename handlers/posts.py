@@ -12,9 +12,10 @@ from __future__ import annotations
 import logging
 import re
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Mapping
 
 import asyncpg
+import msgspec
 from aiohttp import web
 from msgspec import Meta
 from redis.asyncio import Redis
@@ -25,14 +26,13 @@ from handlers.common import (
     no_content, page_request, parse_id, path_id, query_id, read_json, read_pool,
 )
 from handlers.context import config_key, pool_key, redis_key, s3_key
-from handlers.media import MediaOut, media_links, media_out
-from storage import media, outbox, posts, users, visibility
+from handlers.media import MediaOut, MediaStatic, media_fields, media_links
+from storage import events, media, outbox, posts, users, visibility
 
 log = logging.getLogger("glint.posts")
 
 routes = Routes("posts")
 
-TOPIC = "posts"
 CAPTION_MAX = 2200
 HASHTAG = re.compile(r"(?<![\w#&])#(\w{1,100})")
 Coordinate = Annotated[float, Meta(ge=-180, le=180)]
@@ -104,11 +104,6 @@ def parse_caption(caption: str) -> tuple[list[str], list[str]]:
     return tags, users.mentioned_usernames(caption)
 
 
-def post_event(post: asyncpg.Record) -> dict[str, object]:
-    """The payload every post event starts from."""
-    return {"post_id": str(post["id"]), "author_id": str(post["author_id"]), "created_at": post["created_at"].isoformat()}
-
-
 async def create_post(pool: asyncpg.Pool, author_id: int, body: PostCreate) -> int:
     """Create a post with its media, location, hashtags and mentions; emits post_created and a
     mention_created per mentioned user in the same transaction."""
@@ -128,9 +123,9 @@ async def create_post(pool: asyncpg.Pool, author_id: int, body: PostCreate) -> i
                                    fields={"media_ids": ", ".join(map(str, exc.ids))}) from None
         await posts.set_hashtags_txn(conn, post["id"], tags)
         mentioned = await posts.set_mentions_txn(conn, post["id"], author_id, names)
-        await emit_txn(conn, "post_created", post, hashtags=tags, media_ids=[str(m) for m in media_ids])
+        await emit_txn(conn, events.PostCreated, post, hashtags=tags, media_ids=[str(m) for m in media_ids])
         for user_id in mentioned:
-            await emit_txn(conn, "mention_created", post, user_id=str(user_id))
+            await emit_txn(conn, events.MentionCreated, post, user_id=str(user_id))
     return post["id"]
 
 
@@ -143,9 +138,9 @@ async def edit_caption(pool: asyncpg.Pool, redis: Redis, author_id: int, post_id
             raise NotFound()
         await posts.set_hashtags_txn(conn, post_id, tags)
         mentioned = await posts.set_mentions_txn(conn, post_id, author_id, names)
-        await emit_txn(conn, "post_updated", post, hashtags=tags)
+        await emit_txn(conn, events.PostUpdated, post, hashtags=tags)
         for user_id in mentioned:
-            await emit_txn(conn, "mention_created", post, user_id=str(user_id))
+            await emit_txn(conn, events.MentionCreated, post, user_id=str(user_id))
     await posts.forget_cached(redis, [post_id])
 
 
@@ -157,7 +152,7 @@ async def delete_post(pool: asyncpg.Pool, redis: Redis, s3: Any, bucket: str, au
         deleted = await posts.delete_post_txn(conn, post_id, author_id)
         if deleted is None:
             raise NotFound()
-        await emit_txn(conn, "post_deleted", deleted.row)
+        await emit_txn(conn, events.PostDeleted, deleted.row)
     await posts.forget_cached(redis, [post_id])
     await remove_post_objects(s3, bucket, post_id, deleted.object_keys)
 
@@ -171,9 +166,11 @@ async def remove_post_objects(s3: Any, bucket: str, post_id: int, object_keys: l
         log.warning("removing the objects of deleted post %s failed; the media job will", post_id, exc_info=True)
 
 
-async def emit_txn(conn: asyncpg.Connection, type_: str, post: asyncpg.Record, **extra: object) -> None:
-    """An event on the "posts" topic, keyed by the post's author so one author's events stay in order."""
-    await outbox.add_event(conn, TOPIC, type_, post["author_id"], {**post_event(post), **extra})
+async def emit_txn(conn: asyncpg.Connection, kind: type[events.PostEvent], post: asyncpg.Record,
+                   **extra: object) -> None:
+    """A post event of this kind, keyed by the post's author so one author's events stay in order."""
+    await outbox.add(conn, kind(post_id=str(post["id"]), author_id=str(post["author_id"]),
+                                created_at=post["created_at"], **extra), post["author_id"])
 
 
 async def visible_post(pool: asyncpg.Pool, viewer: int, post_id: int) -> asyncpg.Record:
@@ -193,7 +190,7 @@ async def set_like(pool: asyncpg.Pool, viewer: int, post_id: int, liked: bool) -
         except asyncpg.ForeignKeyViolationError:  # deleted meanwhile
             raise NotFound() from None
         if changed:
-            await emit_txn(conn, "post_liked" if liked else "post_unliked", post, user_id=str(viewer))
+            await emit_txn(conn, events.PostLiked if liked else events.PostUnliked, post, user_id=str(viewer))
         count = await conn.fetchval("SELECT like_count FROM posts WHERE id = $1", post_id)
     if count is None:
         raise NotFound()
@@ -209,36 +206,84 @@ def user_brief(row: asyncpg.Record, id_field: str = "id") -> UserBrief:
                      is_verified=row["is_verified"])
 
 
-async def render_posts(request: web.Request, viewer: int, post_ids: list[int], hide_muted: bool = False) -> list[PostOut]:
-    """The posts the viewer may see, in the order given; deleted and hidden ones are left out (and
-    those of accounts the viewer mutes, with hide_muted: the home feed and explore).
+class PostHead(Struct):
+    """What every viewer sees of a post but its media: encoded once into the post cache."""
+
+    id: str
+    author: UserBrief
+    caption: str
+    hashtags: list[str]
+    location: LocationOut | None
+    created_at: datetime
+    edited_at: datetime | None
+
+
+class CachedMedia(msgspec.Struct, array_like=True):
+    folder: str  # where its files are in S3 (storage.media.media_folder): what its link signs
+    kind: str
+    body: msgspec.Raw  # MediaStatic's JSON
+
+
+class CachedPost(msgspec.Struct, array_like=True):
+    """A post cache entry: the media, and the rest of the post's JSON, all pre-encoded, so a page
+    splices bytes instead of building objects."""
+
+    media: list[CachedMedia]
+    head: msgspec.Raw  # PostHead's JSON
+
+
+_encode = msgspec.json.Encoder().encode
+decode_cached_post = msgspec.json.Decoder(CachedPost).decode
+
+
+def cache_entry(row: asyncpg.Record) -> bytes:
+    """The post cache's bytes for a post row (storage.posts.cached_posts)."""
+    location = None
+    if row["location_id"] is not None:
+        location = LocationOut(id=str(row["location_id"]), name=row["location_name"], lat=row["lat"], lng=row["lng"])
+    head = PostHead(id=str(row["id"]), author=UserBrief(id=str(row["author_id"]), username=row["username"],
+                                                        full_name=row["full_name"], is_verified=row["is_verified"]),
+                    caption=row["caption"], hashtags=list(row["hashtags"]), location=location,
+                    created_at=row["created_at"], edited_at=row["edited_at"])
+    media_ = [CachedMedia(folder=media.media_folder(m), kind=m["kind"],
+                          body=msgspec.Raw(_encode(MediaStatic(**media_fields(m))))) for m in row["media"]]
+    return _encode(CachedPost(media=media_, head=msgspec.Raw(_encode(head))))
+
+
+def post_body(links: media.MediaLinks, post: CachedPost, now: Mapping[str, Any], expires: int) -> msgspec.Raw:
+    """A PostOut's JSON from a cache entry and the live part: the pre-encoded bytes with each
+    media item's link (one MD5, memoized for its window) and the counts and flags spliced in."""
+    items = b",".join(b'{"url":%s,%s' % (_encode(links.folder(m.folder, m.kind, expires=expires)),
+                                         bytes(m.body)[1:]) for m in post.media)
+    return msgspec.Raw(b'%s,"media":[%s],"like_count":%d,"comment_count":%d,"liked":%s,"saved":%s}' % (
+        bytes(post.head)[:-1], items, now["like_count"], now["comment_count"], b"true" if now["liked"] else b"false",
+        b"true" if now["saved"] else b"false"))
+
+
+async def post_bodies(request: web.Request, viewer: int, post_ids: list[int],
+                      hide_muted: bool = False) -> dict[int, msgspec.Raw]:
+    """The JSON (PostOut) of each post the viewer may see, by id; deleted and hidden ones are left
+    out (and those of accounts the viewer mutes, with hide_muted: the home feed and explore).
 
     One Redis MGET for what every viewer sees (the misses in one query, then cached) and one query
     for counts, the viewer's flags and visibility."""
-    pool = request.app[pool_key]
     live = await posts.live_posts(await read_pool(request), viewer, post_ids, hide_muted)
     # cache misses are filled from the primary, so a lagging replica never caches stale content
-    static = await posts.cached_posts(pool, request.app[redis_key], [i for i in post_ids if i in live])
+    static = await posts.cached_posts(request.app[pool_key], request.app[redis_key], [i for i in post_ids if i in live],
+                                      cache_entry, decode_cached_post)
     links = media_links(request)
-    out = []
-    for post_id in post_ids:
-        p, now = static.get(post_id), live.get(post_id)
-        if p is None or now is None:
-            continue
-        location = None
-        if p.location_id is not None:
-            location = LocationOut(id=str(p.location_id), name=p.location_name, lat=p.lat, lng=p.lng)
-        out.append(PostOut(
-            id=str(p.id), author=UserBrief(id=str(p.author_id), username=p.username, full_name=p.full_name,
-                                           is_verified=p.is_verified),
-            caption=p.caption, media=[media_out(links, m, p.author_id) for m in p.media], hashtags=p.hashtags,
-            location=location, like_count=now.like_count, comment_count=now.comment_count,
-            liked=now.liked, saved=now.saved, created_at=p.created_at, edited_at=p.edited_at,
-        ))
-    return out
+    expires = links.expires()
+    return {post_id: post_body(links, p, live[post_id], expires) for post_id, p in static.items()}
 
 
-async def render_post(request: web.Request, viewer: int, post_id: int) -> PostOut:
+async def render_posts(request: web.Request, viewer: int, post_ids: list[int],
+                       hide_muted: bool = False) -> list[msgspec.Raw]:
+    """The posts the viewer may see (post_bodies), in the order given: JSON a Page splices in."""
+    bodies = await post_bodies(request, viewer, post_ids, hide_muted)
+    return [bodies[i] for i in post_ids if i in bodies]
+
+
+async def render_post(request: web.Request, viewer: int, post_id: int) -> msgspec.Raw:
     """One post for the viewer, or 404."""
     rendered = await render_posts(request, viewer, [post_id])
     if not rendered:
@@ -271,11 +316,11 @@ async def list_by_author(request: web.Request) -> web.Response:
     author = query_id(request, "author") or viewer
     page = page_request(request)
     pool = request.app[pool_key]
-    if not await visibility.can_see(pool, viewer, author):
+    ids = await posts.author_post_ids(pool, author, cursor_id(request, page.cursor), page.limit + 1, viewer)
+    if not ids and not await visibility.can_see(pool, viewer, author):  # hidden, or just no posts?
         raise NotFound()
-    ids = await posts.author_post_ids(pool, author, cursor_id(request, page.cursor), page.limit + 1)
-    rendered = await render_posts(request, viewer, ids)
-    return json_response(make_page(request, rendered, page.limit, lambda p: encode_cursor(int(p.id))))
+    shown = make_page(request, ids, page.limit, encode_cursor)
+    return json_response(Page(results=await render_posts(request, viewer, shown.results), next=shown.next))
 
 
 @routes.route("GET", "/api/posts/saved/", response=Page[PostOut])

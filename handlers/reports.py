@@ -16,11 +16,10 @@ from handlers.common import IdIn, NotFound, Routes, Struct, ValidationFailed, js
 from handlers.context import pool_key
 from handlers.posts import visible_post
 from handlers.stories import app_now, visible_story
-from storage import moderation, outbox, visibility
+from storage import events, moderation, outbox, visibility
 
 routes = Routes("reports")
 
-TOPIC = "moderation"  # the outbox topic of reports, resolutions and suspensions
 
 TargetType = Literal["post", "comment", "story", "message", "user"]
 Reason = Literal["spam", "harassment", "hate", "nudity", "violence", "self_harm", "ip", "other"]
@@ -81,9 +80,9 @@ async def file_report(app: web.Application, reporter: int, body: ReportCreate) -
         row, created = await moderation.create_report_txn(conn, reporter, body.target.type, target_id, owner,
                                                           body.reason, body.text.strip())
         if created:
-            await outbox.add_event(conn, TOPIC, "report_created", row["id"], {
-                "report_id": str(row["id"]), "reporter_id": str(reporter), "target_type": body.target.type,
-                "target_id": str(target_id), "target_owner_id": str(owner), "reason": body.reason})
+            await outbox.add(conn, events.ReportCreated(
+                report_id=str(row["id"]), reporter_id=str(reporter), target_type=body.target.type,
+                target_id=str(target_id), target_owner_id=str(owner), reason=body.reason), row["id"])
     return row, created
 
 

@@ -22,7 +22,7 @@ from typing import Annotated
 from aiohttp import web
 from msgspec import Meta
 
-from handlers.accounts import TOPIC, fail, password_problem
+from handlers.accounts import fail, password_problem
 from handlers.auth import Identity, check_address_limit, hash_password, verify_password
 from handlers import two_factor as two_factor_rules
 from handlers.common import (
@@ -30,7 +30,7 @@ from handlers.common import (
     read_json,
 )
 from handlers.context import app_now, config_key, identity_key, pool_key, redis_key
-from storage import erasure, outbox, safety, sessions, tokens, two_factor, users
+from storage import erasure, events, outbox, safety, sessions, tokens, two_factor, users
 
 routes = Routes("accounts")
 
@@ -70,8 +70,8 @@ async def change_password(app: web.Application, identity: Identity, old: str, ne
     async with pool.acquire() as conn, conn.transaction():
         await users.set_password_hash(conn, identity.user_id, new_hash)
         revoked = await tokens.revoke_all_for_user(conn, identity.user_id, keep_family=identity.session_id)
-        await outbox.add_event(conn, TOPIC, "password_changed", identity.user_id,
-                               {"user_id": str(identity.user_id), "via": "change", "sessions_revoked": len(revoked)})
+        await outbox.add(conn, events.PasswordChanged(user_id=str(identity.user_id), via="change",
+                                                    sessions_revoked=len(revoked)), identity.user_id)
     await revoke_sessions(app, identity.user_id, revoked)
 
 
@@ -105,7 +105,7 @@ async def request_reset(request: web.Request) -> web.Response:
     body = await read_json(request, ResetRequest)
     await check_address_limit(request, "password-reset")
     async with request.app[pool_key].acquire() as conn, conn.transaction():
-        await outbox.add_event(conn, TOPIC, "password_reset_requested", body.email.lower(), {"email": body.email})
+        await outbox.add(conn, events.PasswordResetRequested(email=body.email), body.email.lower())
     return json_response(Accepted(), status=202)
 
 
@@ -134,8 +134,8 @@ async def confirm_reset(app: web.Application, token: str, new: str) -> None:
             raise bad_token()
         await users.set_password_hash(conn, user_id, new_hash)
         revoked = await tokens.revoke_all_for_user(conn, user_id)
-        await outbox.add_event(conn, TOPIC, "password_changed", user_id,
-                               {"user_id": str(user_id), "via": "reset", "sessions_revoked": len(revoked)})
+        await outbox.add(conn, events.PasswordChanged(user_id=str(user_id), via="reset", sessions_revoked=len(revoked)),
+                         user_id)
     await revoke_sessions(app, user_id, revoked)
 
 
@@ -197,8 +197,7 @@ async def revoke_session(app: web.Application, user_id: int, session_id: int) ->
         if not await sessions.is_live_own(conn, user_id, session_id):
             raise NotFound()
         await tokens.revoke_family_txn(conn, session_id)
-        await outbox.add_event(conn, TOPIC, "session_revoked", user_id,
-                               {"user_id": str(user_id), "session_id": str(session_id)})
+        await outbox.add(conn, events.SessionRevoked(user_id=str(user_id), session_id=str(session_id)), user_id)
     await revoke_sessions(app, user_id, [session_id])
 
 
@@ -266,7 +265,7 @@ async def confirm_two_factor(request: web.Request) -> web.Response:
     async with app[pool_key].acquire() as conn, conn.transaction():
         if not await two_factor.confirm_txn(conn, user_id, [two_factor_rules.hash_recovery_code(c) for c in codes]):
             raise Conflict("Two-factor is already on.")
-        await outbox.add_event(conn, TOPIC, "two_factor_enabled", user_id, {"user_id": str(user_id)})
+        await outbox.add(conn, events.TwoFactorEnabled(user_id=str(user_id)), user_id)
     return json_response(RecoveryCodes(recovery_codes=codes))
 
 
@@ -285,7 +284,7 @@ async def disable_two_factor(request: web.Request) -> web.Response:
         raise bad_code()
     async with app[pool_key].acquire() as conn, conn.transaction():
         await two_factor.disable_txn(conn, user_id)
-        await outbox.add_event(conn, TOPIC, "two_factor_disabled", user_id, {"user_id": str(user_id)})
+        await outbox.add(conn, events.TwoFactorDisabled(user_id=str(user_id)), user_id)
     return no_content()
 
 
@@ -313,8 +312,7 @@ async def request_deletion(app: web.Application, user_id: int, password: str) ->
         if not await erasure.request_txn(conn, user_id, now):
             raise NotFound()
         revoked = await tokens.revoke_all_for_user(conn, user_id)
-        await outbox.add_event(conn, TOPIC, "account_deletion_requested", user_id,
-                               {"user_id": str(user_id), "erase_after": erase_after.isoformat()})
+        await outbox.add(conn, events.AccountDeletionRequested(user_id=str(user_id), erase_after=erase_after), user_id)
     await tokens.mark_user_inactive(app[redis_key], user_id, app[config_key].auth.access_token_ttl)
     await revoke_sessions(app, user_id, revoked)
     return erase_after

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Awaitable, Callable
 
+import msgspec
 from aiohttp import web
 
 from handlers.accounts import UserSummary, user_summary
@@ -19,7 +20,7 @@ from handlers.common import (
     json_response, page_request, read_pool,
 )
 from handlers.context import search_key
-from handlers.posts import PostOut, render_posts
+from handlers.posts import PostOut, post_bodies
 from storage import search
 from storage.search import Hit, Kind
 
@@ -54,8 +55,8 @@ async def _users(request: web.Request, viewer: int, ids: list[int]) -> dict[int,
     return {i: user_summary(r) for i, r in rows.items()}
 
 
-async def _posts(request: web.Request, viewer: int, ids: list[int]) -> dict[int, PostOut]:
-    return {int(p.id): p for p in await render_posts(request, viewer, ids)}
+async def _posts(request: web.Request, viewer: int, ids: list[int]) -> dict[int, msgspec.Raw]:
+    return await post_bodies(request, viewer, ids)  # each a PostOut's JSON
 
 
 async def _hashtags(request: web.Request, viewer: int, ids: list[int]) -> dict[int, HashtagOut]:

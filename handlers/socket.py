@@ -9,10 +9,9 @@ from __future__ import annotations
 import logging
 import time
 
-import jwt
 from aiohttp import web
 
-from handlers.auth import auth_markers, bearer_token
+from handlers.auth import auth_markers
 from handlers.common import (
     ApiError, NotAuthenticated, NotFound, RateLimited, Routes, ValidationFailed, client_error, error_frame,
 )
@@ -21,9 +20,8 @@ from handlers.messages import delete_message, edit_message, react_to_message, re
 from realtime import frames
 from realtime.delivery import Delivery, receipts_key, writer_key
 from realtime.gateway import Connection, Gateway, gateway_key
-from realtime.presence import iso as ms_iso
 from realtime.render import messages_for
-from storage import faults, visibility
+from storage import faults, users, visibility
 from storage import messages as store
 from storage.ratelimit import user_key
 
@@ -39,11 +37,9 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     identity = request.get(identity_key)
     if identity is None:
         raise NotAuthenticated()
-    token = bearer_token(request) or request.query.get("token", "")
-    expires_at = float(jwt.decode(token, options={"verify_signature": False})["exp"])
-    hidden = await store.presence_hidden(request.app[pool_key], [identity.user_id])
+    hidden = await users.presence_hidden(request.app[pool_key], [identity.user_id])
     return await request.app[gateway_key].serve(
-        request, user_id=identity.user_id, session_id=identity.session_id, expires_at=expires_at,
+        request, user_id=identity.user_id, session_id=identity.session_id, expires_at=identity.expires_at,
         revoke_keys=auth_markers(identity), presence_visible=identity.user_id not in hidden)
 
 
@@ -149,7 +145,7 @@ async def subscribe_presence(conn: Connection, frame: frames.SubscribePresence) 
     for uid in wanted:
         online, seen = states.get(uid, (False, None))
         await conn.send(frames.Presence(user_id=str(uid), status="online" if online else "offline",
-                                        last_seen=None if online else ms_iso(seen)))
+                                        last_seen=None if online else frames.iso_ms(seen)))
 
 
 SYNC_PAGE = 200

@@ -22,26 +22,20 @@ from handlers.common import (
     NotFound, Page, Routes, Struct, ValidationFailed, decode_cursor, encode_cursor, id_string_cursor, json_response,
     make_page, no_content, page_request, path_id, read_json,
 )
-from handlers.context import app_now, config_key, pool_key, redis_key
+from handlers.context import app_now, pool_key, tray_cache_key
 from handlers.media import MediaOut, media_links, media_out
-from handlers.messages import SendBody, send_message
+from handlers.messages import send_message
 from handlers.posts import UserBrief, user_brief
-from realtime.delivery import writer_key
-from realtime.frames import IdStr, Message
-from storage import media, outbox, stories, visibility
+from realtime.delivery import MessageWriter, writer_key
+from realtime.frames import IdStr, Message, SendBody
+from storage import events, media, outbox, stories, visibility
 from storage import messages as message_store
 
 routes = Routes("stories")
 
-TOPIC = "stories"
 CAPTION_MAX = 2200
 CLOSE_FRIENDS_MAX = 10_000
 PAGE_QUERY = {"limit": "page size, 1..100 (default 20)", "cursor": "from the previous page's `next`"}
-
-
-def tray_cache(app: web.Application) -> stories.TrayCache:
-    """The per-viewer tray cache with the configured lifetime."""
-    return stories.TrayCache(app[redis_key], app[config_key].stories.tray_ttl)
 
 
 # ---------------------------------------------------------------- bodies
@@ -134,7 +128,7 @@ def story_out(request: web.Request, row: Any, media_row: Any, seen: bool, view_c
     """A story as clients see it, its media URLs freshly signed."""
     return StoryOut(
         id=str(row["id"]), owner_id=str(row["owner_id"]),
-        media=media_out(media_links(request), media_row, row["owner_id"]) if media_row is not None else None,
+        media=media_out(media_links(request), media_row) if media_row is not None else None,
         caption=row["caption"], close_friends_only=row["close_friends_only"], created_at=row["created_at"],
         expires_at=row["expires_at"], seen=seen, view_count=view_count,
     )
@@ -163,44 +157,41 @@ async def visible_story(pool: asyncpg.Pool, viewer: int, story_id: int, now: dat
     return story
 
 
-async def create_story(app: web.Application, owner: int, body: StoryCreate) -> tuple[asyncpg.Record, asyncpg.Record]:
+async def create_story(pool: asyncpg.Pool, trays: stories.TrayCache, now: datetime, owner: int,
+                       body: StoryCreate) -> tuple[asyncpg.Record, asyncpg.Record]:
     """Make a story of one of the owner's unused uploads, live for 24 hours; emits story_created;
     after commit, drops the trays of the owner and every follower."""
-    pool = app[pool_key]
     async with pool.acquire() as conn, conn.transaction():
         story = await stories.create_story_txn(conn, owner, int(body.media_id), body.caption,
-                                               body.close_friends_only, app_now(app))
+                                               body.close_friends_only, now)
         if story is None:
             raise ValidationFailed("media_id: not your unused upload.", fields={"media_id": "Not your unused upload."})
-        await outbox.add_event(conn, TOPIC, "story_created", owner, {
-            "story_id": str(story["id"]), "owner_id": str(owner), "close_friends_only": story["close_friends_only"],
-            "expires_at": story["expires_at"].isoformat(),
-        })
-    await tray_cache(app).drop([owner, *await stories.follower_ids(pool, owner)])
+        await outbox.add(conn, events.StoryCreated(story_id=str(story["id"]), owner_id=str(owner),
+                                                 close_friends_only=story["close_friends_only"],
+                                                 expires_at=story["expires_at"]), owner)
+    await trays.drop([owner, *await stories.follower_ids(pool, owner)])
     return story, await media.get_media(pool, story["media_id"])
 
 
-async def delete_story(app: web.Application, owner: int, story_id: int) -> None:
+async def delete_story(pool: asyncpg.Pool, trays: stories.TrayCache, now: datetime, owner: int, story_id: int) -> None:
     """The owner deletes a story (live or archived); its media is retired; emits story_deleted;
     trays are dropped."""
-    pool = app[pool_key]
     async with pool.acquire() as conn, conn.transaction():
-        if await stories.delete_story_txn(conn, story_id, owner, app_now(app)) is None:
+        if await stories.delete_story_txn(conn, story_id, owner, now) is None:
             raise NotFound()
-        await outbox.add_event(conn, TOPIC, "story_deleted", owner, {"story_id": str(story_id), "owner_id": str(owner)})
-    await tray_cache(app).drop([owner, *await stories.follower_ids(pool, owner)])
+        await outbox.add(conn, events.StoryDeleted(story_id=str(story_id), owner_id=str(owner)), owner)
+    await trays.drop([owner, *await stories.follower_ids(pool, owner)])
 
 
-async def view_story(app: web.Application, viewer: int, story_id: int) -> None:
+async def view_story(pool: asyncpg.Pool, trays: stories.TrayCache, now: datetime, viewer: int, story_id: int) -> None:
     """Record the viewer's view once; the owner's own views are not recorded."""
-    pool = app[pool_key]
-    now = app_now(app)
     story = await visible_story(pool, viewer, story_id, now)
     if story["owner_id"] != viewer and await stories.record_view(pool, story_id, viewer, now):
-        await tray_cache(app).drop([viewer])
+        await trays.drop([viewer])
 
 
-async def react_to_story(app: web.Application, sender: int, story_id: int, body: ReactBody) -> ReactionOut:
+async def react_to_story(pool: asyncpg.Pool, writer: MessageWriter, now: datetime, sender: int, story_id: int,
+                         body: ReactBody) -> ReactionOut:
     """An emoji or a text reply to a story the sender may see: a direct message to the owner in
     their 1:1 conversation, linked to the story, and a story_reaction event. A retry with the same
     client_id finds the same message and emits nothing more."""
@@ -209,23 +200,19 @@ async def react_to_story(app: web.Application, sender: int, story_id: int, body:
     kind, content = ("emoji", body.emoji) if body.emoji is not None else ("text", body.text)
     if not content.strip():
         raise ValidationFailed(f"{kind} is blank.", fields={kind: "Blank."})
-    pool = app[pool_key]
-    now = app_now(app)
     story = await visible_story(pool, sender, story_id, now)
     owner = story["owner_id"]
     if owner == sender:
         raise ValidationFailed("You cannot react to your own story.", fields={kind: "Your own story."})
     conversation_id, _ = await message_store.get_or_create_direct(pool, sender, owner)
     client_id = f"story:{story_id}:{body.client_id or uuid.uuid4().hex}"
-    message, _ = await send_message(pool, app[writer_key], sender, conversation_id,
+    message, _ = await send_message(pool, writer, sender, conversation_id,
                                     SendBody(client_id=client_id, text=content))
     async with pool.acquire() as conn, conn.transaction():
         if await stories.record_reply_txn(conn, int(message.id), conversation_id, story_id, sender, kind, now):
-            await outbox.add_event(conn, TOPIC, "story_reaction", owner, {
-                "story_id": str(story_id), "owner_id": str(owner), "actor_id": str(sender), "kind": kind,
-                "emoji": body.emoji, "text": body.text, "conversation_id": str(conversation_id),
-                "message_id": message.id,
-            })
+            await outbox.add(conn, events.StoryReaction(
+                story_id=str(story_id), owner_id=str(owner), actor_id=str(sender), kind=kind, emoji=body.emoji,
+                text=body.text, conversation_id=str(conversation_id), message_id=message.id), owner)
     return ReactionOut(story_id=str(story_id), conversation_id=str(conversation_id), message=message)
 
 
@@ -249,17 +236,14 @@ async def build_tray(pool: asyncpg.Pool, viewer: int, now: datetime) -> list[Cac
     return list(owners.values())
 
 
-async def get_tray(app: web.Application, viewer: int) -> list[CachedOwner]:
+async def get_tray(pool: asyncpg.Pool, trays: stories.TrayCache, now: datetime, viewer: int) -> list[CachedOwner]:
     """The viewer's tray, cached per viewer: the viewer first, then owners with unseen stories,
     then by latest story. A cached tray is re-checked against the clock and the graph, so an
     expired story, an unfollowed or a blocking owner never shows from the cache."""
-    pool = app[pool_key]
-    now = app_now(app)
-    cache = tray_cache(app)
-    cached = await cache.read(viewer)
+    cached = await trays.read(viewer)
     if cached is None:
         owners = await build_tray(pool, viewer, now)
-        await cache.store(viewer, _tray_encoder.encode(owners))
+        await trays.store(viewer, _tray_encoder.encode(owners))
     else:
         owners = _tray_decoder.decode(cached)
         allowed = await stories.still_in_tray(pool, viewer, [o.id for o in owners])
@@ -280,25 +264,24 @@ def tray_entry(request: web.Request, viewer: int, owner: CachedOwner) -> TrayEnt
         has_unseen=not own and not all(s.seen for s in owner.stories),
         latest_at=max(s.created_at for s in owner.stories),
         stories=[StoryOut(id=str(s.id), owner_id=str(owner.id),
-                          media=media_out(media_links(request), s.media, owner.id) if s.media is not None else None,
+                          media=media_out(media_links(request), s.media) if s.media is not None else None,
                           caption=s.caption, close_friends_only=s.close_friends_only, created_at=s.created_at,
                           expires_at=s.expires_at, seen=s.seen or own)
                  for s in owner.stories],
     )
 
 
-async def set_close_friends(app: web.Application, owner: int, body: CloseFriendsBody) -> None:
+async def set_close_friends(pool: asyncpg.Pool, trays: stories.TrayCache, owner: int, body: CloseFriendsBody) -> None:
     """Replace the owner's close-friends list; unknown, blocked or own ids are 400 and change
     nothing. The trays of everyone added or removed are dropped."""
     ids = list(dict.fromkeys(int(u) for u in body.user_ids))
-    pool = app[pool_key]
     unknown = set(ids) - await stories.eligible_friends(pool, owner, ids)
     if unknown:
         raise ValidationFailed("user_ids: unknown users.",
                                fields={"user_ids": "Unknown: " + ", ".join(str(u) for u in sorted(unknown))})
     async with pool.acquire() as conn, conn.transaction():
         changed = await stories.replace_close_friends_txn(conn, owner, ids)
-    await tray_cache(app).drop(changed)
+    await trays.drop(changed)
 
 
 # ---------------------------------------------------------------- routes (fixed paths before {id})
@@ -309,7 +292,8 @@ async def post_story(request: web.Request) -> web.Response:
     """Share a story: one of your uploads, live for exactly 24 hours."""
     owner = current_user(request)
     body = await read_json(request, StoryCreate)
-    story, media_row = await create_story(request.app, owner, body)
+    story, media_row = await create_story(request.app[pool_key], request.app[tray_cache_key], app_now(request.app),
+                                          owner, body)
     return json_response(story_out(request, story, media_row, True, 0), status=201)
 
 
@@ -331,7 +315,7 @@ async def story_tray(request: web.Request) -> web.Response:
     page = page_request(request)
     cursor = decode_cursor(page.cursor, int)
     start = cursor[0] if cursor is not None else 0
-    owners = await get_tray(request.app, viewer)
+    owners = await get_tray(request.app[pool_key], request.app[tray_cache_key], app_now(request.app), viewer)
     window = owners[start:start + page.limit + 1]
     entries = [(start + i, tray_entry(request, viewer, o)) for i, o in enumerate(window)]
     result = make_page(request, entries, page.limit, lambda item: encode_cursor(item[0] + 1))
@@ -366,7 +350,7 @@ async def put_close_friends(request: web.Request) -> web.Response:
     """Replace your close-friends list with these users."""
     owner = current_user(request)
     body = await read_json(request, CloseFriendsBody)
-    await set_close_friends(request.app, owner, body)
+    await set_close_friends(request.app[pool_key], request.app[tray_cache_key], owner, body)
     return no_content()
 
 
@@ -374,7 +358,8 @@ async def put_close_friends(request: web.Request) -> web.Response:
 async def post_view(request: web.Request) -> web.Response:
     """Record that you saw a story (once; repeats change nothing)."""
     viewer = current_user(request)
-    await view_story(request.app, viewer, path_id(request))
+    await view_story(request.app[pool_key], request.app[tray_cache_key], app_now(request.app), viewer,
+                     path_id(request))
     return no_content()
 
 
@@ -400,12 +385,15 @@ async def react(request: web.Request) -> web.Response:
     """React with an emoji or reply with text: it reaches the owner as a direct message."""
     sender = current_user(request)
     body = await read_json(request, ReactBody)
-    return json_response(await react_to_story(request.app, sender, path_id(request), body), status=201)
+    reaction = await react_to_story(request.app[pool_key], request.app[writer_key], app_now(request.app), sender,
+                                    path_id(request), body)
+    return json_response(reaction, status=201)
 
 
 @routes.route("DELETE", "/api/stories/{id}/", sees="owner", status=204)
 async def remove_story(request: web.Request) -> web.Response:
     """Delete your story."""
     owner = current_user(request)
-    await delete_story(request.app, owner, path_id(request))
+    await delete_story(request.app[pool_key], request.app[tray_cache_key], app_now(request.app), owner,
+                       path_id(request))
     return no_content()

@@ -14,12 +14,11 @@ from typing import Any, Awaitable, Callable
 import asyncpg
 
 from jobs.periodic import Job
-from storage import erasure, media, outbox
+from storage import erasure, events, media, outbox
 
 log = logging.getLogger("glint.erasure")
 
 BATCH = 100
-TOPIC = "accounts"
 
 # more objects an account owns besides its media (its export archives): (pool, user_id) -> keys
 KeySource = Callable[[asyncpg.Pool, int], Awaitable[list[str]]]
@@ -35,7 +34,7 @@ async def erase_account(pool: asyncpg.Pool, s3: Any, bucket: str, user_id: int,
     async with pool.acquire() as conn, conn.transaction():
         if not await erasure.erase_txn(conn, user_id):
             return False
-        await outbox.add_event(conn, TOPIC, "account_erased", user_id, {"user_id": str(user_id)})
+        await outbox.add(conn, events.AccountErased(user_id=str(user_id)), user_id)
     log.info("erased account %s (%d objects)", user_id, len(keys))
     return True
 

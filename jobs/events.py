@@ -27,14 +27,32 @@ import asyncpg
 import msgspec
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
+from prometheus_client import Counter, Gauge, Histogram
 
 from storage import deadletters, faults, leases, outbox
-from storage.metrics import (
-    CONSUMER_LAG, DEAD_LETTER_REPLAYS, DEAD_LETTERS, EVENT_LAG, EVENTS_HANDLED, EVENTS_PUBLISHED, HANDLER_FAILURES,
-    count_store_error,
-)
 from storage.outbox import Event
 from storage.tracecontext import context_of
+
+EVENTS_PUBLISHED = Counter("glint_events_published_total", "Events relayed from the outbox", ["topic"])
+CONSUMER_LAG = Gauge("glint_consumer_lag", "Messages behind the end of a partition", ["topic", "partition", "group"])
+EVENTS_HANDLED = Counter("glint_events_handled_total", "Events a consumer handled", ["consumer"])
+HANDLER_FAILURES = Counter("glint_event_handler_failures_total", "Failed attempts to handle an event", ["consumer"])
+DEAD_LETTERS = Counter("glint_dead_letters_total", "Events given up on after every retry", ["consumer"])
+DEAD_LETTER_REPLAYS = Counter("glint_dead_letter_replays_total", "Dead-letter replays", ["consumer", "outcome"])
+EVENT_LAG = Histogram(
+    "glint_event_lag_seconds", "From an event's commit to a consumer having handled it", ["consumer"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+STORE_ERRORS = Counter("glint_store_errors_total", "Failed calls to a store, by store", ["store"])
+
+
+def count_store_error(exc: BaseException, default: str | None = None) -> None:
+    """Count a failed store call (a plain OSError is counted under `default`, when given); the
+    request path counts its failures here too."""
+    store = faults.store_of(exc) or (default if isinstance(exc, OSError) else None)
+    if store is not None:
+        STORE_ERRORS.labels(store).inc()
+
 
 log = logging.getLogger("glint.events")
 tracer = trace.get_tracer("glint.events")

@@ -20,7 +20,7 @@ import asyncpg
 import msgspec
 
 from jobs.periodic import Job
-from storage import exports, media
+from storage import events, exports, media, outbox
 from storage.outbox import Event
 
 BATCH = 200
@@ -86,7 +86,8 @@ class ExportConsumer:
         """Build the archive of a pending export; other events, and exports done already, are skipped."""
         if event.type != "export_requested":
             return
-        export = await exports.get_pending(self.pool, int(event.payload["export_id"]))
+        body = outbox.body_of(event, events.ExportRequested)
+        export = await exports.get_pending(self.pool, int(body.export_id))
         if export is None:
             return
         key = archive_key(export["user_id"], export["id"])

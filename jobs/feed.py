@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from storage import graph, timelines as tl
+from storage import events, graph, outbox, timelines as tl
 from storage.outbox import Event
 from storage.timelines import Timelines
 
@@ -37,12 +37,12 @@ class FeedConsumer:
         """Dispatch by event type; other types are not the feed's business."""
         handler = getattr(self, f"on_{event.type}", None)
         if handler is not None:
-            await handler(event.payload)
+            await handler(outbox.body_of(event))
 
-    async def on_post_created(self, payload: dict) -> None:
+    async def on_post_created(self, e: events.PostCreated) -> None:
         """Fan out to the author and their recently active followers, unless the author is a
         celebrity (their posts are merged at read time)."""
-        author_id, post_id = int(payload["author_id"]), int(payload["post_id"])
+        author_id, post_id = int(e.author_id), int(e.post_id)
         started = time.perf_counter()
         if await tl.followers_count(self.pool, author_id) >= self.celebrity_threshold:
             await self.timelines.push_to_home([author_id], [post_id])
@@ -63,35 +63,32 @@ class FeedConsumer:
         log.info("fan-out of post %s to %d/%d timelines in %.1f ms", post_id, sum(results), targets,
                  (time.perf_counter() - started) * 1000)
 
-    async def on_follow_created(self, payload: dict) -> None:
+    async def on_follow_created(self, e: events.FollowCreated) -> None:
         """A new follow merges the followee's recent posts into the follower's timeline."""
-        follower, followee = int(payload["actor_id"]), int(payload["target_id"])
-        await self._merge(follower, followee)
+        await self._merge(int(e.actor_id), int(e.target_id))
 
-    async def on_follow_request_approved(self, payload: dict) -> None:
+    async def on_follow_request_approved(self, e: events.FollowRequestApproved) -> None:
         """An approved request is a new follow."""
-        follower = int(payload.get("requester_id") or payload["actor_id"])
-        await self._merge(follower, int(payload["target_id"]))
+        await self._merge(int(e.requester_id), int(e.target_id))
 
-    async def on_follow_removed(self, payload: dict) -> None:
+    async def on_follow_removed(self, e: events.FollowRemoved) -> None:
         """An unfollow takes the author's posts out of the follower's timeline."""
-        follower, followee = int(payload["actor_id"]), int(payload["target_id"])
-        await self._unmerge(follower, followee)
+        await self._unmerge(int(e.actor_id), int(e.target_id))
 
-    async def on_user_blocked(self, payload: dict) -> None:
+    async def on_user_blocked(self, e: events.UserBlocked) -> None:
         """A block takes each one's posts out of the other's timeline."""
-        a, b = int(payload["actor_id"]), int(payload["target_id"])
+        a, b = int(e.actor_id), int(e.target_id)
         await self._unmerge(a, b)
         await self._unmerge(b, a)
 
-    async def on_user_muted(self, payload: dict) -> None:
+    async def on_user_muted(self, e: events.UserMuted) -> None:
         """A mute takes the muted account's posts out of the muter's timeline (reads drop them too,
         for what this misses or a fan-out that raced it)."""
-        await self._unmerge(int(payload["actor_id"]), int(payload["target_id"]))
+        await self._unmerge(int(e.actor_id), int(e.target_id))
 
-    async def on_user_unmuted(self, payload: dict) -> None:
+    async def on_user_unmuted(self, e: events.UserUnmuted) -> None:
         """An unmute brings a followed account's recent posts back, as a new follow does."""
-        muter, muted = int(payload["actor_id"]), int(payload["target_id"])
+        muter, muted = int(e.actor_id), int(e.target_id)
         if await graph.follows(self.pool, muter, muted):
             await self._merge(muter, muted)
 

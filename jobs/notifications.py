@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-import msgspec
 from redis.asyncio import Redis
 
+from realtime import frames
 from realtime.bus import queue_publish
-from realtime.gateway import Gateway
-from storage import comments, users, visibility
+from realtime.gateway import Gateway, user_channel
+from storage import comments, events, outbox, users, visibility
 from storage import notifications as store
 from storage.email import Email, EmailSink
 from storage.notifications import NewItem, NotificationView
@@ -49,28 +49,11 @@ PHRASES = {
 }
 
 
-class NotificationNew(msgspec.Struct, tag="notification.new", tag_field="type", kw_only=True):
-    """The websocket frame of a new (or newly grown) notification."""
-
-    notification: NotificationView
-
-
-_encoder = msgspec.json.Encoder()
-
-
 def describe(kind: str, actor: str, others: int = 0, text: str | None = None) -> str:
     """One line for push and e-mail: "ana and 3 others liked your post"."""
     who = actor if others <= 0 else f"{actor} and {others} other{'s' if others > 1 else ''}"
     line = f"{who} {PHRASES.get(kind, kind)}"
     return f"{line}: {text}" if text else line
-
-
-def _int(payload: dict[str, Any], *names: str) -> int | None:
-    for name in names:
-        value = payload.get(name)
-        if value not in (None, ""):
-            return int(value)
-    return None
 
 
 @dataclass
@@ -89,55 +72,54 @@ class NotificationConsumer:
         """Dispatch by event type; other types notify nobody."""
         handler = getattr(self, f"on_{event.type}", None)
         if handler is not None:
-            await handler(event, event.payload)
+            await handler(event, outbox.body_of(event))
 
     # ------------------------------------------------------------ accounts
 
-    async def on_follow_created(self, event: Event, p: dict) -> None:
-        target = int(p["target_id"])
-        await self.notify([self._item(event, target, int(p["actor_id"]), "follow", "user", target)])
+    async def on_follow_created(self, event: Event, e: events.FollowCreated) -> None:
+        target = int(e.target_id)
+        await self.notify([self._item(event, target, int(e.actor_id), "follow", "user", target)])
 
-    async def on_follow_request_created(self, event: Event, p: dict) -> None:
-        target = int(p["target_id"])
-        await self.notify([self._item(event, target, int(p["actor_id"]), "follow_request", "user", target)])
+    async def on_follow_request_created(self, event: Event, e: events.FollowRequestCreated) -> None:
+        target = int(e.target_id)
+        await self.notify([self._item(event, target, int(e.actor_id), "follow_request", "user", target)])
 
-    async def on_follow_request_approved(self, event: Event, p: dict) -> None:
+    async def on_follow_request_approved(self, event: Event, e: events.FollowRequestApproved) -> None:
         """The request's notification goes; the requester hears it was accepted."""
-        requester, target = int(p["requester_id"]), int(p["target_id"])
+        requester, target = int(e.requester_id), int(e.target_id)
         await store.remove_follow_request(self.pool, requester, target)
         await self.notify([self._item(event, requester, target, "follow_request_approved", "user", target)])
 
-    async def on_follow_removed(self, event: Event, p: dict) -> None:
-        await store.remove_follow(self.pool, int(p["actor_id"]), int(p["target_id"]))
+    async def on_follow_removed(self, event: Event, e: events.FollowRemoved) -> None:
+        await store.remove_follow(self.pool, int(e.actor_id), int(e.target_id))
 
-    async def on_user_blocked(self, event: Event, p: dict) -> None:
-        await store.remove_between(self.pool, int(p["actor_id"]), int(p["target_id"]))
+    async def on_user_blocked(self, event: Event, e: events.UserBlocked) -> None:
+        await store.remove_between(self.pool, int(e.actor_id), int(e.target_id))
 
     # ------------------------------------------------------------ posts and comments
 
-    async def on_post_liked(self, event: Event, p: dict) -> None:
-        post = int(p["post_id"])
-        await self.notify([self._item(event, int(p["author_id"]), int(p["user_id"]), "like", "post", post,
-                                      post_id=post)])
+    async def on_post_liked(self, event: Event, e: events.PostLiked) -> None:
+        post = int(e.post_id)
+        await self.notify([self._item(event, int(e.author_id), int(e.user_id), "like", "post", post, post_id=post)])
 
-    async def on_post_unliked(self, event: Event, p: dict) -> None:
-        await store.remove_like(self.pool, int(p["post_id"]), int(p["user_id"]))
+    async def on_post_unliked(self, event: Event, e: events.PostUnliked) -> None:
+        await store.remove_like(self.pool, int(e.post_id), int(e.user_id))
 
-    async def on_post_deleted(self, event: Event, p: dict) -> None:
-        await store.remove_for_post(self.pool, int(p["post_id"]))
+    async def on_post_deleted(self, event: Event, e: events.PostDeleted) -> None:
+        await store.remove_for_post(self.pool, int(e.post_id))
 
-    async def on_mention_created(self, event: Event, p: dict) -> None:
+    async def on_mention_created(self, event: Event, e: events.MentionCreated) -> None:
         """Mentioned in a caption: only someone who may see the post hears of it."""
-        post, author, mentioned = int(p["post_id"]), int(p["author_id"]), int(p["user_id"])
+        post, author, mentioned = int(e.post_id), int(e.author_id), int(e.user_id)
         if await visibility.can_see(self.pool, mentioned, author):
             await self.notify([self._item(event, mentioned, author, "mention", "post", post, post_id=post)])
 
-    async def on_comment_created(self, event: Event, p: dict) -> None:
+    async def on_comment_created(self, event: Event, e: events.CommentCreated) -> None:
         """A reply reaches the parent's author, a comment the post's author, a mention each named
         user who may see the post; each recipient once, in that order of precedence."""
-        post, post_author, commenter = int(p["post_id"]), int(p["author_id"]), int(p["user_id"])
-        comment, parent = int(p["comment_id"]), _int(p, "parent_id")
-        text = str(p.get("text") or "")[:200]
+        post, post_author, commenter = int(e.post_id), int(e.author_id), int(e.user_id)
+        comment, parent = int(e.comment_id), None if e.parent_id is None else int(e.parent_id)
+        text = e.text[:200]
         common = dict(post_id=post, comment_id=comment, parent_comment_id=parent, text=text)
         wanted: dict[int, NewItem] = {}
         if parent is not None:
@@ -151,51 +133,38 @@ class NotificationConsumer:
                 wanted[user_id] = self._item(event, user_id, commenter, "mention", "comment", comment, **common)
         await self.notify(list(wanted.values()))
 
-    async def on_comment_deleted(self, event: Event, p: dict) -> None:
-        await store.remove_for_comment(self.pool, int(p["comment_id"]))
+    async def on_comment_deleted(self, event: Event, e: events.CommentDeleted) -> None:
+        await store.remove_for_comment(self.pool, int(e.comment_id))
 
     # ------------------------------------------------------------ stories and messages
 
-    async def on_story_reaction(self, event: Event, p: dict) -> None:
-        owner, story = _int(p, "owner_id", "author_id"), _int(p, "story_id")
-        actor = _int(p, "user_id", "actor_id", "reactor_id")
-        if owner is None or story is None or actor is None:
-            log.warning("story_reaction %s without owner, story or actor: skipped", event.event_id)
-            return
-        text = p.get("emoji") or p.get("text")
-        await self.notify([self._item(event, owner, actor, "story_reaction", "story", story,
-                                      text=None if text is None else str(text)[:200])])
+    async def on_story_reaction(self, event: Event, e: events.StoryReaction) -> None:
+        text = e.emoji or e.text
+        await self.notify([self._item(event, int(e.owner_id), int(e.actor_id), "story_reaction", "story",
+                                      int(e.story_id), text=None if text is None else text[:200])])
 
-    async def on_story_deleted(self, event: Event, p: dict) -> None:
-        story = _int(p, "story_id")
-        if story is not None:
-            await store.remove_for_target(self.pool, "story", story)
+    async def on_story_deleted(self, event: Event, e: events.StoryDeleted) -> None:
+        await store.remove_for_target(self.pool, "story", int(e.story_id))
 
-    async def on_message_sent(self, event: Event, p: dict) -> None:
+    async def on_message_sent(self, event: Event, e: events.MessageSent) -> None:
         """Sent to recipients with no connected socket (the messages work decides who)."""
-        sender, conversation = int(p["sender_id"]), int(p["conversation_id"])
-        text = str(p.get("preview") or "")[:200] or None
-        await self.notify([self._item(event, int(r), sender, "message", "conversation", conversation, text=text)
-                           for r in p.get("recipient_ids", ())])
+        sender, conversation = int(e.sender_id), int(e.conversation_id)
+        await self.notify([self._item(event, int(r), sender, "message", "conversation", conversation,
+                                      text=e.preview[:200] or None) for r in e.recipient_ids])
 
-    async def on_message_reaction(self, event: Event, p: dict) -> None:
+    async def on_message_reaction(self, event: Event, e: events.MessageReaction) -> None:
         """A member reacted to someone's message (the messages work records it only for a sender
         who has not muted the conversation)."""
-        owner, actor, conversation = _int(p, "sender_id"), _int(p, "user_id"), _int(p, "conversation_id")
-        if owner is None or actor is None or conversation is None:
-            log.warning("message_reaction %s without sender, reactor or conversation: skipped", event.event_id)
-            return
-        emoji = p.get("emoji")
-        await self.notify([self._item(event, owner, actor, "message_reaction", "conversation", conversation,
-                                      text=None if emoji is None else str(emoji)[:200])])
+        await self.notify([self._item(event, int(e.sender_id), int(e.user_id), "message_reaction", "conversation",
+                                      int(e.conversation_id), text=e.emoji[:200])])
 
     # ------------------------------------------------------------ moderation
 
-    async def on_report_resolved(self, event: Event, p: dict) -> None:
+    async def on_report_resolved(self, event: Event, e: events.ReportResolved) -> None:
         """Each reporter hears that their report was dealt with (not how, nor about whom)."""
-        moderator = int(p["moderator_id"])
-        await self.notify([self._item(event, int(r["reporter_id"]), moderator, "report_resolved", "report",
-                                      int(r["report_id"])) for r in p.get("reports", ())])
+        moderator = int(e.moderator_id)
+        await self.notify([self._item(event, int(r.reporter_id), moderator, "report_resolved", "report",
+                                      int(r.report_id)) for r in e.reports])
 
     # ------------------------------------------------------------ making and delivering
 
@@ -247,17 +216,17 @@ class NotificationConsumer:
                                    for item, channels, view in outside))
         return [g for _, _, g in made if g is not None]
 
-    async def publish(self, frames: list[tuple[int, NotificationView]]) -> None:
+    async def publish(self, sent: list[tuple[int, NotificationView]]) -> None:
         """After commit: `notification.new` on each recipient's channel of the realtime bus, which
         every process holding one of their sockets writes out. Lossy like the bus: the list is the
         truth, so a failure is logged, never raised."""
-        if not frames:
+        if not sent:
             return
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
-                for recipient, view in frames:
-                    frame = _encoder.encode(NotificationNew(notification=view))
-                    queue_publish(self.redis, pipe, f"u:{recipient}", Gateway.envelope(frame))
+                for recipient, view in sent:
+                    frame = frames.encode(frames.NotificationNew(notification=view))
+                    queue_publish(self.redis, pipe, user_channel(recipient), Gateway.envelope(frame))
                 await pipe.execute()
         except Exception:
             log.exception("publishing notification.new failed; clients see it in the list")

@@ -14,9 +14,11 @@ import uuid
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 
+from prometheus_client import Counter, Histogram
 from redis.asyncio import Redis
 
-from storage.metrics import JOB_DURATION, JOB_RUNS
+JOB_RUNS = Counter("glint_job_runs_total", "Periodic job runs", ["job", "outcome"])
+JOB_DURATION = Histogram("glint_job_duration_seconds", "Periodic job duration", ["job"])
 
 log = logging.getLogger("glint.jobs")
 

@@ -8,7 +8,7 @@ import logging
 
 import asyncpg
 
-from storage import email, safety, tokens
+from storage import email, events, outbox, safety, tokens
 from storage.outbox import Event
 
 log = logging.getLogger("glint.safety")
@@ -28,7 +28,8 @@ class PasswordResetConsumer:
         """Mail a token for a known address; other events and unknown addresses are skipped."""
         if event.type != "password_reset_requested":
             return
-        user = await safety.active_user_by_email(self.pool, str(event.payload.get("email", "")))
+        body = outbox.body_of(event, events.PasswordResetRequested)
+        user = await safety.active_user_by_email(self.pool, body.email)
         if user is None:
             return
         token = tokens.new_token()

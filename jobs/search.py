@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 
+from storage import outbox
+from storage.events import EventBody
 from storage.outbox import Event
 from storage.search import SearchBackend
 
@@ -32,14 +34,8 @@ ACCOUNT_STATE_EVENTS = {"user_deactivated", "account_deletion_requested", "accou
 POST_EVENTS = {"post_created", "post_updated", "post_deleted"}
 
 
-def _ids(payload: dict, names: tuple[str, ...]) -> list[int]:
-    out = []
-    for name in names:
-        try:
-            out.append(int(payload[name]))
-        except (KeyError, TypeError, ValueError):
-            pass
-    return out
+def _ids(body: EventBody, names: tuple[str, ...]) -> list[int]:
+    return [int(getattr(body, name)) for name in names]
 
 
 class SearchConsumer:
@@ -53,12 +49,11 @@ class SearchConsumer:
 
     async def handle(self, event: Event) -> None:
         """Sync what the event touched; events search does not care about are skipped."""
-        payload = event.payload
         if event.type in ACCOUNT_STATE_EVENTS:  # the account and all its posts leave or rejoin the index
-            for user_id in _ids(payload, ("user_id",)):
+            for user_id in _ids(outbox.body_of(event), ("user_id",)):
                 await self.backend.sync_users([user_id])
                 await self.backend.sync_author_posts(user_id)
         elif event.type in USER_EVENTS:
-            await self.backend.sync_users(_ids(payload, USER_EVENTS[event.type]))
+            await self.backend.sync_users(_ids(outbox.body_of(event), USER_EVENTS[event.type]))
         elif event.type in POST_EVENTS:
-            await self.backend.sync_posts(_ids(payload, ("post_id",)))
+            await self.backend.sync_posts(_ids(outbox.body_of(event), ("post_id",)))

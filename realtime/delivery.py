@@ -16,18 +16,20 @@ from collections import defaultdict
 
 import asyncpg
 from aiohttp import web
+from prometheus_client import Counter
 
 from realtime import frames
 from realtime.gateway import Connection, Delivery, Gateway
 from realtime.render import message_out, render_shares
-from storage import faults, outbox
+from storage import events, faults, outbox
 from storage import messages as store
-from storage.metrics import MESSAGES_SENT
 
 log = logging.getLogger("glint.messages")
 outages = faults.OutageLog(log)
 
 BATCH_MAX = 500
+
+MESSAGES_SENT = Counter("glint_messages_sent_total", "Direct messages written")
 
 
 class Unstorable(Exception):
@@ -194,11 +196,10 @@ class MessageWriter:
         try:
             async with self.pool.acquire() as conn, conn.transaction():
                 for row, recipients in rows:
-                    await outbox.add_event(conn, "messages", "message_sent", row["conversation_id"], {
-                        "message_id": str(row["id"]), "conversation_id": str(row["conversation_id"]),
-                        "seq": row["seq"], "sender_id": str(row["sender_id"]),
-                        "recipient_ids": [str(r) for r in recipients], "preview": row["text"][:100],
-                    })
+                    await outbox.add(conn, events.MessageSent(
+                        message_id=str(row["id"]), conversation_id=str(row["conversation_id"]), seq=row["seq"],
+                        sender_id=str(row["sender_id"]), recipient_ids=[str(r) for r in recipients],
+                        preview=row["text"][:100]), row["conversation_id"])
         except Exception as exc:
             if faults.is_unavailable(exc):
                 outages.note("recording message_sent events", exc)

@@ -7,12 +7,14 @@ one encoder. A frame that does not decode raises FrameError, which the gateway a
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Annotated, Any, Literal, Union
 
 import msgspec
 from msgspec import Meta
 
 from storage.bounds import BIGINT_MAX, ID_PATTERN, bad_text
+from storage.notifications import NotificationView
 
 IdStr = Annotated[str, Meta(pattern=ID_PATTERN, description="a 64-bit id as a string (1..2^63-1)")]
 Seq = Annotated[int, Meta(ge=0, le=BIGINT_MAX, description="a position in a conversation")]
@@ -21,19 +23,38 @@ Ref = Union[Annotated[str, Meta(max_length=64)], Annotated[int, Meta(ge=-BIGINT_
 MAX_TEXT = 4000
 
 
+def iso(moment: datetime) -> str:
+    """An aware time as frames and bodies write it: ISO 8601 UTC with a `Z`."""
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def iso_ms(ms: int | None) -> str | None:
+    """An epoch-milliseconds time (presence's last_seen) as iso() writes it; None stays None."""
+    return None if ms is None else iso(datetime.fromtimestamp(ms / 1000, timezone.utc))
+
+
 class ClientFrame(msgspec.Struct, tag_field="type", kw_only=True, forbid_unknown_fields=True):
     """A frame a client sends; `ref` is echoed in the reply."""
 
     ref: Ref = None
 
 
-class SendMessage(ClientFrame, tag="message.send"):
-    conversation_id: IdStr
+# a message as its sender writes it: the body of POST /api/conversations/{id}/messages/ and, with
+# the conversation's id, the message.send frame (no docstring: it would become the body's OpenAPI
+# description)
+class SendBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     client_id: Annotated[str, Meta(min_length=1, max_length=64)]
     text: Annotated[str, Meta(max_length=MAX_TEXT)] = ""
     media_id: IdStr | None = None
     reply_to_seq: PositiveSeq | None = None
     share: ShareRef | None = None
+
+
+# a ClientFrame, though not its subclass: msgspec joins no two bases that both have fields, so it
+# repeats the tag and `ref`
+class SendMessage(SendBody, tag_field="type", tag="message.send"):
+    conversation_id: IdStr
+    ref: Ref = None
 
 
 class ShareRef(msgspec.Struct, forbid_unknown_fields=True):
@@ -249,6 +270,12 @@ class Resync(ServerFrame, tag="resync"):
     the last seq held per conversation) to fetch what was missed."""
 
     reason: str = "bus"
+
+
+class NotificationNew(ServerFrame, tag="notification.new"):
+    """A new (or newly grown) notification; the notifications consumer sends it through the bus."""
+
+    notification: NotificationView
 
 
 AnyServerFrame = Union[Hello, MessageAck, MessageNew, MessageDelivered, MessageReadReceipt, MessageDeleted,

@@ -39,17 +39,25 @@ from aiohttp import WSMsgType, web
 from multidict import CIMultiDict, CIMultiDictProxy
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
+from prometheus_client import Counter, Gauge
 from redis.asyncio import Redis
 
 from realtime import frames
 from realtime.bus import Bus
-from realtime.presence import PresenceStore, iso
+from realtime.presence import PresenceStore
 from realtime.publisher import Publisher
 from realtime.settings import Settings
 from storage import faults
 from storage.cluster import queue_mget, slot_groups
-from storage.metrics import WS_CLOSED_SLOW, WS_FRAMES_IN, WS_FRAMES_OUT, WS_SWEEP_SECONDS, WS_SWEEP_SOCKETS
 from storage.tracecontext import context_of, current_traceparent
+
+WS_FRAMES = Counter("glint_ws_frames_total", "Websocket frames received from and written to clients", ["direction"])
+WS_FRAMES_IN = WS_FRAMES.labels("in")
+WS_FRAMES_OUT = WS_FRAMES.labels("out")
+WS_CLOSED_SLOW = Counter("glint_ws_slow_closes_total", "Sockets closed because the client could not keep up")
+WS_SWEEP_SECONDS = Gauge("glint_ws_sweep_seconds", "The last heartbeat sweep over this process's sockets"
+                         " (pings, timeouts, token and session checks), by clock: wall or cpu", ["clock"])
+WS_SWEEP_SOCKETS = Gauge("glint_ws_sweep_sockets", "Sockets the last heartbeat sweep went over")
 
 log = logging.getLogger("glint.realtime")
 outages = faults.OutageLog(log)
@@ -59,6 +67,16 @@ CLOSE_IDLE = 4000
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_SUSPENDED = 4403
 CLOSE_TOO_SLOW = 4408
+
+
+def user_channel(user_id: int) -> str:
+    """The bus channel of one user's sockets, in every process: frames meant for them go here."""
+    return f"u:{user_id}"
+
+
+def presence_channel(user_id: int) -> str:
+    """The bus channel of one user's presence, for the sockets watching it."""
+    return f"p:{user_id}"
 
 
 @dataclass(frozen=True)
@@ -463,7 +481,7 @@ class Gateway:
         # a tuple per user (most have one socket or two): smaller than a set
         conns = self.local[conn.user_id] = (*self.local.get(conn.user_id, ()), conn)
         if len(conns) == 1:
-            await self._subscribe(f"u:{conn.user_id}")
+            await self._subscribe(user_channel(conn.user_id))
         came_online = await self.presence.connect(conn.user_id, conn.id)
         if came_online and conn.presence_visible:
             await self.publish_presence(conn.user_id, online=True, last_seen_ms=None)
@@ -476,7 +494,7 @@ class Gateway:
                 self.local[conn.user_id] = rest
             else:
                 del self.local[conn.user_id]
-                await self._unsubscribe(f"u:{conn.user_id}")
+                await self._unsubscribe(user_channel(conn.user_id))
         await self.watch(conn, ())
         try:
             went_offline = await self.presence.disconnect(conn.user_id, conn.id)
@@ -501,12 +519,12 @@ class Gateway:
                 watchers.discard(conn)
                 if not watchers:
                     del self.watchers[uid]
-                    await self._unsubscribe(f"p:{uid}")
+                    await self._unsubscribe(presence_channel(uid))
         for uid in wanted - conn.watching:
             watchers = self.watchers.setdefault(uid, set())
             watchers.add(conn)
             if len(watchers) == 1:
-                await self._subscribe(f"p:{uid}")
+                await self._subscribe(presence_channel(uid))
         conn.watching = wanted
 
     # ------------------------------------------------------------ the bus
@@ -591,18 +609,18 @@ class Gateway:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
             for user_id, envelope in items:
-                self.bus.queue_publish(pipe, f"u:{user_id}", envelope)
+                self.bus.queue_publish(pipe, user_channel(user_id), envelope)
             return [int(n) for n in await pipe.execute()]
 
     async def close_user(self, user_id: int, code: int, reason: bytes) -> None:
         """Close every socket of a user in every process (e.g. 4403 on suspension)."""
-        await self.bus.publish(f"u:{user_id}", b"c|%d\n%s" % (code, reason))
+        await self.bus.publish(user_channel(user_id), b"c|%d\n%s" % (code, reason))
 
     async def publish_presence(self, user_id: int, *, online: bool, last_seen_ms: int | None) -> None:
         """Tell the watchers of a user, in every process, that they came online or went offline."""
         frame = frames.encode(frames.Presence(user_id=str(user_id), status="online" if online else "offline",
-                                              last_seen=iso(last_seen_ms)))
-        await self.bus.publish(f"p:{user_id}", b"f|\n" + frame)
+                                              last_seen=frames.iso_ms(last_seen_ms)))
+        await self.bus.publish(presence_channel(user_id), b"f|\n" + frame)
 
     # ------------------------------------------------------------ heartbeats
 

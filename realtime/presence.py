@@ -10,7 +10,6 @@ real transitions are published.
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
 from typing import Iterable
 
 from redis.asyncio import Redis
@@ -48,13 +47,6 @@ def last_seen_key(user_id: int) -> str:
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def iso(ms: int | None) -> str | None:
-    """An epoch-milliseconds time as ISO 8601 UTC."""
-    if ms is None:
-        return None
-    return datetime.fromtimestamp(ms / 1000, timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 class PresenceStore:

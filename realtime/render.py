@@ -4,19 +4,13 @@ message is a tombstone). REST, the socket's replay and the writer's live frames 
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Iterable
 
 import asyncpg
 
 from realtime import frames
-from realtime.frames import Message
+from realtime.frames import Message, iso
 from storage import messages as store
-
-
-def iso(moment: datetime) -> str:
-    """An aware time as ISO 8601 UTC with a `Z`, as every time on the wire is written."""
-    return moment.isoformat().replace("+00:00", "Z")
 
 
 def message_out(row: asyncpg.Record, prefix: str = "", reactions: Iterable[tuple[int, str]] = (),

@@ -48,22 +48,17 @@ async def read_trending(redis: Redis, offset: int, count: int) -> list[int]:
     return [int(m) for m in await redis.zrevrange(KEY, offset, offset + count - 1)]
 
 
-async def hidden_authors(conn: asyncpg.Pool | asyncpg.Connection, viewer: int, authors: list[int]) -> set[int]:
-    """Which of these authors explore must not show the viewer: the viewer, followed accounts,
-    private ones, anyone the viewer may not see (storage.visibility), and those the viewer mutes."""
+async def shown_posts(conn: asyncpg.Pool | asyncpg.Connection, viewer: int, post_ids: list[int]) -> set[int]:
+    """Which of these posts explore may show the viewer, in one query: those that exist, unless
+    their author is the viewer, followed, private, inactive, someone the viewer may not see
+    (storage.visibility) or mutes."""
     rows = await conn.fetch(
         """
-        SELECT u.id FROM users u WHERE u.id = ANY($2::bigint[]) AND (
+        SELECT p.id FROM posts p JOIN users u ON u.id = p.author_id WHERE p.id = ANY($2::bigint[]) AND NOT (
             u.id = $1 OR u.is_private OR NOT u.is_active OR muted_by($1, u.id)
             OR EXISTS (SELECT 1 FROM follows f WHERE f.follower_id = $1 AND f.followee_id = u.id)
             OR NOT visible_to($1, u.id))
         """,
-        viewer, authors,
+        viewer, post_ids,
     )
     return {r["id"] for r in rows}
-
-
-async def authors_of(conn: asyncpg.Pool | asyncpg.Connection, post_ids: list[int]) -> dict[int, int]:
-    """post id → author id."""
-    rows = await conn.fetch("SELECT id, author_id FROM posts WHERE id = ANY($1::bigint[])", post_ids)
-    return {r["id"]: r["author_id"] for r in rows}

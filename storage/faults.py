@@ -92,3 +92,16 @@ class OutageLog:
         folded, self._folded, self._last = self._folded, 0, now
         self.logger.warning("%s: %s unavailable: %r%s", what, dependency_of(exc) or "a store", exc,
                             f" (and {folded} more like it)" if folded else "")
+
+
+_STORES = {"asyncpg": "postgres", "redis": "redis", "botocore": "s3", "aiobotocore": "s3",
+           "aiokafka": "kafka", "kafka": "kafka", "elasticsearch": "search", "elastic_transport": "search"}
+
+
+def store_of(exc: BaseException) -> str | None:
+    """The store an exception came from, by the package that raised it; None if not a store's."""
+    for cls in type(exc).__mro__:
+        store = _STORES.get(cls.__module__.split(".", 1)[0])
+        if store is not None:
+            return store
+    return None

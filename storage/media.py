@@ -350,14 +350,16 @@ def _presign(signer: UrlSigner, key: str, stamp: int, window: int) -> str:
 #   /api/media/{scope}/{expires}/{signature}/{path}     signature = base64url(md5(
 #                                                          "{expires}:{scope}:{signed path}:{secret}"))
 #
-#   scope i (an image's renditions): path "{owner}/{media}/" + a rendition name ("320.webp"); the
-#           signed path is the folder, so one link serves every rendition, but never the original
-#           (which keeps the uploader's metadata): the proxy admits only "<digits>.webp|jpg" files
-#   scope v (a video): path "{owner}/{media}/original", the signed path the folder as for i
+#   scope i (an image's renditions): path the S3 folder of its renditions ("media/{owner}/{media}/")
+#           + a rendition name ("320.webp"); the signed path is the folder, so one link serves
+#           every rendition, but never the original (which keeps the uploader's metadata): the
+#           proxy admits only "<digits>.webp|jpg" files
+#   scope v (a video): path its folder + "original", signed as for i
 #   scope f (one object, e.g. an export archive): path the object's key, signed whole
 
 LINK_PREFIX = "/api/media"
 RENDITION_FILE = r"[0-9]{1,5}\.(?:webp|jpg)"
+LINK_FOLDER = r"(?:[A-Za-z0-9_-]{1,40}/){1,4}"  # what deploy/nginx.conf admits: no dots, so no ".."
 
 
 def link_signature(expires: int, scope: str, path: str, secret: str) -> str:
@@ -388,10 +390,12 @@ class MediaLinks:
         window = max(self.ttl // 4, 1)
         return int(now if now is not None else time.time()) // window * window + self.ttl
 
-    def folder(self, owner_id: int, media_id: int, kind: str, now: float | None = None) -> str:
-        """The link a media item's file names complete: its renditions for an image ("320.webp"),
-        "original" for a video."""
-        return _folder_link(self, "v" if kind == "video" else "i", f"{owner_id}/{media_id}/", self.expires(now))
+    def folder(self, folder: str, kind: str, now: float | None = None, expires: int | None = None) -> str:
+        """The link a media item's file names complete, from the S3 folder its files are in
+        (media_folder): its renditions for an image ("320.webp"), "original" for a video
+        (`expires` from expires(), when a page reads the clock once)."""
+        return _folder_link(self, "v" if kind == "video" else "i", folder,
+                            self.expires(now) if expires is None else expires)
 
     def file(self, key: str, now: float | None = None) -> str:
         """A link to one object by its S3 key."""
@@ -404,11 +408,11 @@ class MediaLinks:
         if scope == "f":
             signed, key = path, path
         elif scope in ("i", "v"):
-            owner, _, name = path.rpartition("/")
-            signed, key = owner + "/", f"media/{path}"
+            folder, _, name = path.rpartition("/")
+            signed, key = folder + "/", path
             if scope == "i" and not re.fullmatch(RENDITION_FILE, name) or scope == "v" and name != "original":
                 return None
-            if not re.fullmatch(r"[0-9]{1,19}/[0-9]{1,19}", owner):
+            if not re.fullmatch(LINK_FOLDER, signed):
                 return None
         else:
             return None
@@ -418,6 +422,11 @@ class MediaLinks:
                                                                 signature):
             return None
         return key
+
+
+def media_folder(row: Any) -> str:
+    """The S3 folder of a media row's files (where its renditions and original are), "/"-ended."""
+    return row["original_key"].rpartition("/")[0] + "/"
 
 
 @lru_cache(maxsize=65536)

@@ -16,7 +16,7 @@ from typing import Iterable, Sequence
 
 import asyncpg
 
-from storage import outbox
+from storage import events, outbox
 
 Conn = asyncpg.Connection | asyncpg.Pool
 
@@ -101,11 +101,6 @@ async def add_members_txn(conn: asyncpg.Connection, conversation_id: int, invite
     """Inside a transaction: add members (existing ones are kept; a request for those who do not
     follow the inviter); return the member count after."""
     await add_members_as_requests(conn, conversation_id, inviter, user_ids)
-    return await count_members_txn(conn, conversation_id)
-
-
-async def count_members_txn(conn: asyncpg.Connection, conversation_id: int) -> int:
-    """How many members a conversation has."""
     return await conn.fetchval("SELECT count(*) FROM conversation_members WHERE conversation_id = $1", conversation_id)
 
 
@@ -114,12 +109,6 @@ async def remove_member(conn: Conn, conversation_id: int, user_id: int) -> bool:
     status = await conn.execute(
         "DELETE FROM conversation_members WHERE conversation_id = $1 AND user_id = $2", conversation_id, user_id)
     return status.endswith(" 1")
-
-
-async def existing_active_users(conn: Conn, user_ids: Iterable[int]) -> set[int]:
-    """Which of these ids are active users."""
-    rows = await conn.fetch("SELECT id FROM users WHERE id = ANY($1::bigint[]) AND is_active", list(set(user_ids)))
-    return {r["id"] for r in rows}
 
 
 MAX_PINNED = 5
@@ -409,10 +398,9 @@ async def set_reaction(pool: asyncpg.Pool, conversation_id: int, seq: int, user_
         if emoji is not None and owner != user_id and await conn.fetchval(
                 "SELECT NOT muted AND accepted FROM conversation_members WHERE conversation_id = $1 AND user_id = $2",
                 conversation_id, owner):
-            await outbox.add_event(conn, "messages", "message_reaction", conversation_id, {
-                "conversation_id": str(conversation_id), "seq": seq, "message_id": str(message["id"]),
-                "sender_id": str(owner), "user_id": str(user_id), "emoji": emoji,
-            })
+            await outbox.add(conn, events.MessageReaction(
+                conversation_id=str(conversation_id), seq=seq, message_id=str(message["id"]), sender_id=str(owner),
+                user_id=str(user_id), emoji=emoji), conversation_id)
         return Reacted(message, True, change)
 
 
@@ -541,14 +529,3 @@ async def mark_delivered_batch(conn: Conn, positions: Sequence[tuple[int, int, i
         """,
         [p[0] for p in positions], [p[1] for p in positions], [p[2] for p in positions])
     return [(r["conversation_id"], r["user_id"], r["delivered_seq"]) for r in rows]
-
-
-# ---------------------------------------------------------------- presence settings
-
-async def presence_hidden(conn: Conn, user_ids: Iterable[int]) -> set[int]:
-    """Which of these users hide their presence (or do not exist, or are inactive)."""
-    ids = list(set(user_ids))
-    rows = await conn.fetch(
-        "SELECT id FROM users WHERE id = ANY($1::bigint[]) AND is_active AND show_presence", ids)
-    shown = {r["id"] for r in rows}
-    return set(ids) - shown

@@ -1,19 +1,21 @@
 """The event outbox: events are rows written in the caller's transaction, relayed after commit.
 
 An event exists once the transaction that made it true commits, and never if it rolls back. The
-relay (jobs/relay.py) moves unsent rows to Kafka, or straight to the in-process consumers, and
-marks them sent.
+relay (jobs/events.py `Relay`) moves unsent rows to Kafka, or straight to the in-process consumers, and
+marks them sent. What an event says is one of the Structs of the catalogue (storage/events.py):
+`add` encodes it into the row's payload, `body_of` decodes it back for a consumer.
 """
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar, overload
 
 import asyncpg
 import msgspec
 
+from storage.events import CATALOGUE, EventBody, type_of
 from storage.tracecontext import current_traceparent
 
 NOTIFY_CHANNEL = "glint_outbox"
@@ -47,8 +49,34 @@ def decode_event(data: bytes) -> Event:
     return _decoder.decode(data)
 
 
+B = TypeVar("B", bound=EventBody)
+
+
+@overload
+def body_of(event: Event) -> EventBody: ...
+@overload
+def body_of(event: Event, kind: type[B]) -> B: ...
+def body_of(event: Event, kind: type[EventBody] | None = None) -> EventBody:
+    """What the event says, as its type's Struct (which must be `kind` when given); raises
+    msgspec.ValidationError when the payload does not fit it (a bad event), KeyError for a type
+    the catalogue lacks."""
+    cls = CATALOGUE[event.type]
+    if kind is not None and cls is not kind:
+        raise TypeError(f"a {event.type} event is not a {type_of(kind)}")
+    return msgspec.convert(event.payload, cls)
+
+
+async def add(conn: asyncpg.Connection, body: EventBody, key: object) -> uuid.UUID:
+    """Record a catalogued event inside the caller's transaction, on its topic, keyed by `key`
+    (the aggregate whose events must stay in order)."""
+    payload = msgspec.to_builtins(body)
+    del payload["type"]  # the row's type column carries the tag
+    return await add_event(conn, body.topic, type_of(body), key, payload)
+
+
 async def add_event(conn: asyncpg.Connection, topic: str, type: str, key: object, payload: dict[str, Any]) -> uuid.UUID:
-    """Record an event inside the caller's transaction; it is relayed only if that commits."""
+    """Record an event inside the caller's transaction; it is relayed only if that commits.
+    The app's events go through `add`; this is the runtime's own form, for any payload."""
     event_id = await conn.fetchval(
         "INSERT INTO outbox (topic, type, key, payload, traceparent) VALUES ($1, $2, $3, $4, $5) RETURNING event_id",
         topic, type, str(key), payload, current_traceparent(),

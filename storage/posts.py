@@ -6,9 +6,8 @@ the same transaction, so they stay exact under concurrent, repeated requests.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, Iterable
+from dataclasses import dataclass
+from typing import Callable, Iterable, TypeVar
 
 import asyncpg
 import msgspec
@@ -17,6 +16,7 @@ from redis.asyncio import Redis
 from storage import cluster, media, visibility
 
 Conn = asyncpg.Connection | asyncpg.Pool
+T = TypeVar("T")
 
 
 class MediaUnavailable(Exception):
@@ -165,11 +165,14 @@ async def get_post(conn: Conn, post_id: int) -> asyncpg.Record | None:
     return await conn.fetchrow("SELECT * FROM posts WHERE id = $1", post_id)
 
 
-async def author_post_ids(conn: Conn, author_id: int, before_id: int | None, limit: int) -> list[int]:
-    """The author's post ids, newest first, below the cursor."""
+async def author_post_ids(conn: Conn, author_id: int, before_id: int | None, limit: int,
+                          viewer: int | None) -> list[int]:
+    """The author's post ids, newest first, below the cursor; none unless the viewer may see the
+    author's things (storage.visibility)."""
     rows = await conn.fetch(
-        "SELECT id FROM posts WHERE author_id = $1 AND ($2::bigint IS NULL OR id < $2) ORDER BY id DESC LIMIT $3",
-        author_id, before_id, limit,
+        "SELECT id FROM posts WHERE author_id = $1 AND ($2::bigint IS NULL OR id < $2)"
+        " AND (SELECT visible_to($4::bigint, $1)) ORDER BY id DESC LIMIT $3",  # an InitPlan: checked once
+        author_id, before_id, limit, viewer,
     )
     return [r["id"] for r in rows]
 
@@ -195,49 +198,19 @@ async def likers(conn: Conn, post_id: int, before_like_id: int | None, limit: in
 # ---------------------------------------------------------------- the post cache
 #
 # What a post looks like to everyone (author, caption, media, hashtags, location) is cached in
-# Redis for ten minutes and dropped when the post is edited or deleted. What changes all the time
-# or differs per viewer (counts, liked, saved) and whether the viewer may see it at all come from
+# Redis for ten minutes, in whatever form the caller renders it to (handlers/posts.py keeps it as
+# pre-encoded JSON), and dropped when the post is edited or deleted. What changes all the time or
+# differs per viewer (counts, liked, saved) and whether the viewer may see it at all come from
 # one PostgreSQL query per page, which also drops deleted posts: so a feed page costs one MGET and
 # one query, plus one query for the posts not in the cache.
 
 POST_CACHE_TTL = 600
 
 
-class CachedPost(msgspec.Struct, kw_only=True):
-    """The viewer-independent part of a post."""
-
-    id: int
-    author_id: int
-    username: str
-    full_name: str
-    is_verified: bool
-    caption: str
-    location_id: int | None
-    location_name: str | None
-    lat: float | None
-    lng: float | None
-    media: list[dict[str, Any]]
-    hashtags: list[str]
-    created_at: datetime
-    edited_at: datetime | None
-
-
-class LivePost(msgspec.Struct, kw_only=True):
-    """The per-viewer, ever-changing part of a post."""
-
-    like_count: int
-    comment_count: int
-    liked: bool
-    saved: bool
-
-
-_cached_encoder = msgspec.json.Encoder()
-_cached_decoder = msgspec.json.Decoder(CachedPost)
-
-
 def post_cache_key(post_id: int) -> str:
-    """The cache entry of a post."""
-    return f"post:{post_id}"
+    """The cache entry of a post (v2: the pre-encoded form; a new name, so processes of an older
+    release, during a rolling deploy, never read an entry they cannot decode, nor overwrite one)."""
+    return f"post:v2:{post_id}"
 
 
 _STATIC = """
@@ -264,37 +237,42 @@ WHERE p.id = ANY($2::bigint[]) AND visible_to($1::bigint, p.author_id)
 """
 
 
-async def cached_posts(pool: asyncpg.Pool, redis: Redis, post_ids: list[int]) -> dict[int, CachedPost]:
-    """The viewer-independent part of posts: from the cache, the misses in one query (then cached)."""
+async def cached_posts(pool: asyncpg.Pool, redis: Redis, post_ids: list[int], encode: Callable[[asyncpg.Record], bytes],
+                       decode: Callable[[bytes], T]) -> dict[int, T]:
+    """The viewer-independent part of posts, as `decode` makes it of the cached bytes: from the
+    cache, the misses in one query, rendered to bytes by `encode` (a post row: id, author, caption,
+    location, created_at, edited_at, media as dicts, hashtags) and cached. An entry `decode`
+    refuses (one of an older form) counts as a miss."""
     ids = list(dict.fromkeys(post_ids))
     if not ids:
         return {}
-    found: dict[int, CachedPost] = {}
+    found: dict[int, T] = {}
     for post_id, raw in zip(ids, await cluster.mget(redis, [post_cache_key(i) for i in ids])):
         if raw is not None:
-            found[post_id] = _cached_decoder.decode(raw)
+            try:
+                found[post_id] = decode(raw)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                pass
     missing = [i for i in ids if i not in found]
     if missing:
-        rows = await pool.fetch(_STATIC, missing)
-        loaded = {r["id"]: CachedPost(**{k: r[k] for k in CachedPost.__struct_fields__}) for r in rows}
-        if loaded:
+        encoded = {r["id"]: encode(r) for r in await pool.fetch(_STATIC, missing)}
+        if encoded:
             async with redis.pipeline(transaction=False) as pipe:
-                for post_id, post in loaded.items():
-                    pipe.set(post_cache_key(post_id), _cached_encoder.encode(post), ex=POST_CACHE_TTL)
+                for post_id, data in encoded.items():
+                    pipe.set(post_cache_key(post_id), data, ex=POST_CACHE_TTL)
                 await pipe.execute()
-        found.update(loaded)
+        found.update((post_id, decode(data)) for post_id, data in encoded.items())
     return found
 
 
 async def live_posts(pool: asyncpg.Pool, viewer: int | None, post_ids: list[int],
-                     hide_muted: bool = False) -> dict[int, LivePost]:
-    """Counts and the viewer's flags of the posts that exist and that the viewer may see (and,
-    with hide_muted, whose authors the viewer does not mute: the home feed and explore)."""
+                     hide_muted: bool = False) -> dict[int, asyncpg.Record]:
+    """The per-viewer, ever-changing part (like_count, comment_count, liked, saved) of the posts
+    that exist and that the viewer may see (and, with hide_muted, whose authors the viewer does
+    not mute: the home feed and explore)."""
     if not post_ids:
         return {}
-    rows = await pool.fetch(_LIVE, viewer, list(set(post_ids)), hide_muted)
-    return {r["id"]: LivePost(like_count=r["like_count"], comment_count=r["comment_count"],
-                              liked=r["liked"], saved=r["saved"]) for r in rows}
+    return {r["id"]: r for r in await pool.fetch(_LIVE, viewer, list(set(post_ids)), hide_muted)}
 
 
 async def forget_cached(redis: Redis, post_ids: Iterable[int]) -> None:

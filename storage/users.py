@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Iterable
 
 import asyncpg
 
@@ -99,9 +100,7 @@ async def update_profile_txn(conn: asyncpg.Connection, user_id: int, *, full_nam
 
 async def attach_own_media_txn(conn: asyncpg.Connection, user_id: int, media_id: int) -> bool:
     """Mark the user's own media row as in use (so it is not swept as an orphan upload); False if
-    there is no such row, or no media table yet."""
-    if await conn.fetchval("SELECT to_regclass('media') IS NULL"):
-        return False
+    there is no such row."""
     return await conn.fetchval(
         "UPDATE media SET attached_at = coalesce(attached_at, now())"
         " WHERE id = $1 AND owner_id = $2 AND deleted_at IS NULL RETURNING true",
@@ -196,3 +195,18 @@ async def get_profile(conn: asyncpg.Pool | asyncpg.Connection, user_id: int, vie
         " FROM users u WHERE u.id = $1 AND u.is_active",
         user_id, viewer,
     )
+
+
+async def existing_active_users(conn: asyncpg.Pool | asyncpg.Connection, user_ids: Iterable[int]) -> set[int]:
+    """Which of these ids are active users."""
+    rows = await conn.fetch("SELECT id FROM users WHERE id = ANY($1::bigint[]) AND is_active", list(set(user_ids)))
+    return {r["id"] for r in rows}
+
+
+async def presence_hidden(conn: asyncpg.Pool | asyncpg.Connection, user_ids: Iterable[int]) -> set[int]:
+    """Which of these users hide their presence (or do not exist, or are inactive)."""
+    ids = list(set(user_ids))
+    rows = await conn.fetch(
+        "SELECT id FROM users WHERE id = ANY($1::bigint[]) AND is_active AND show_presence", ids)
+    shown = {r["id"] for r in rows}
+    return set(ids) - shown

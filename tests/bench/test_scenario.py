@@ -5,32 +5,50 @@ from __future__ import annotations
 
 import json
 
+import aiohttp
+import msgspec
+
 from bench.runner import Options, Target, run_scenario
 from bench.seed import Plan, seed
+from handlers.common import Page
+from handlers.posts import PostOut
 from tests.conftest import make_config
 
 
-async def run_seeded(scenario: str, aiohttp_server, stack_env, database_url, tmp_path, duration: float = 2.0):
-    """Seed 200 users, serve them from an in-test app, and run a scenario from a worker process."""
+async def run_seeded(scenario: str, aiohttp_server, stack_env, database_url, tmp_path, duration: float = 2.0,
+                     reference: bool = False):
+    """Seed 200 users, serve them from an in-test app, and run a scenario from a worker process
+    (then against the reference ceiling too, with reference=True)."""
     from app.main import create_app
+    from bench.reference import build
 
     config = make_config(stack_env, database_url=database_url, rate_limit_per_hour=1_000_000)
     manifest_path = tmp_path / "seed.json"
     await seed(config, Plan(users=200, images=1), manifest_path, log=lambda *_: None)
-    server = await aiohttp_server(create_app(config), host="127.0.0.1")
-    target = Target("A", str(server.make_url("/")), json.loads(manifest_path.read_text()))
+    manifest = json.loads(manifest_path.read_text())
+    servers = [await aiohttp_server(create_app(config), host="127.0.0.1")]
+    if reference:
+        servers.append(await aiohttp_server(build(config.redis.url), host="127.0.0.1"))
+    targets = [Target(label, str(s.make_url("/")), manifest) for label, s in zip("AR", servers)]
     options = Options(duration=duration, warmup=0.5, concurrency=4, processes=1, jwt_secret=config.auth.jwt_secret)
-    [run] = await run_scenario(scenario, [target], options, rounds=1, show_progress=False, log=lambda *_: None)
-    return run
+    runs = await run_scenario(scenario, targets, options, rounds=1, show_progress=False, log=lambda *_: None)
+    return runs if reference else runs[0]
 
 
 async def test_feed_scenario_reads_feeds_from_a_worker_process(aiohttp_server, stack_env, database_url,
                                                                redis_clean, tmp_path):
-    run = await run_seeded("feed", aiohttp_server, stack_env, database_url, tmp_path)
+    run, ref = await run_seeded("feed", aiohttp_server, stack_env, database_url, tmp_path, reference=True)
     ops = run.samples.latencies
     assert len(ops["feed"]) > 20  # a few hundred requests in two seconds, even on a busy machine
-    assert not run.samples.errors
-    assert run.rounds[0]["throughput"] > 10
+    assert not run.samples.errors and not ref.samples.errors
+    assert run.rounds[0]["throughput"] > 10 and ref.rounds[0]["throughput"] > 10
+    # the server's CPU per page from its /metrics (the in-test servers share the test's process)
+    assert run.samples.gauges["server_cpu_ms_per_op"] > 0 and ref.samples.gauges["server_cpu_ms_per_op"] > 0
+    assert min(run.samples.values["feed_bytes"]) > 1000  # seeded timelines: pages of posts
+    async with aiohttp.ClientSession() as session:  # the ceiling's page has the shape of glint's
+        token = run.plan["tokens"][0]
+        async with session.get(ref.target.url + "api/posts/feed/", headers={"Authorization": f"Bearer {token}"}) as page:
+            msgspec.json.decode(await page.read(), type=Page[PostOut])
 
 
 async def test_mixed_scenario_holds_sockets_and_sends_messages(aiohttp_server, stack_env, database_url,

@@ -80,6 +80,21 @@ def test_result_json_summary_and_png(tmp_path):
     assert png is not None and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_the_ceiling_is_each_targets_share_of_the_reference_in_the_same_run():
+    runs = []
+    for label, ok, cpu in (("new", 50, 0.5), ("old", 25, 1.0), ("reference", 100, 0.25)):
+        run = TargetRun(Target(label, "http://127.0.0.1:1", {}))
+        run.samples.add([_dump([0.01] * ok)], elapsed=1.0)
+        run.samples.gauges["server_cpu_ms_per_op"] = cpu
+        runs.append(run)
+    options = Options(duration=1.0, concurrency=4, processes=1)
+    result = report.build_result("feed", runs, options, {"rounds": 1, "reference": "reference"})
+    ceiling = result["ceiling"]["targets"]
+    assert (ceiling["new"]["share_of_ceiling"], ceiling["old"]["share_of_ceiling"]) == (0.5, 0.25)
+    assert ceiling["new"]["server_cpu_ms_per_op"] == 0.5 and result["comparison"]["b"] == "old"
+    assert "share of the reference ceiling" in report.summary(result)
+
+
 def test_only_loopback_targets_are_accepted():
     check_loopback("http://127.0.0.1:8080")
     check_loopback("http://localhost:8080")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from app.main import create_app
+from storage.posts import post_cache_key
 from storage.timelines import Timelines
 from tests.conftest import make_config, wait_for
 from tests.support import (
@@ -166,7 +167,7 @@ async def _lacks(redis, user, post_id: str) -> bool:
 async def test_feed_hydration_caches_posts_and_an_edit_or_like_shows_at_once(client, redis_clean):
     reader_h, author_h, post, _ = await followed_post(client, redis_clean, "first words #one")
     await feed_ids(client, reader_h)
-    assert await redis_clean.exists(f"post:{post['id']}")  # hydrated once, then cached
+    assert await redis_clean.exists(post_cache_key(int(post['id'])))  # hydrated once, then cached
     await client.patch(f"/api/posts/{post['id']}/", json={"caption": "second words #two"}, headers=author_h)
     await client.post(f"/api/posts/{post['id']}/like/", headers=reader_h)
     body = await (await client.get("/api/posts/feed/", headers=reader_h)).json()

@@ -212,31 +212,33 @@ async def test_links_are_checked_then_redirected_to_the_public_endpoint(aiohttp_
     _, headers = await user_with_token(client)
     body = await (await upload(client, headers, jpeg(200, 100))).json()
     head, _, tail = body["url"].partition("/api/media/i/")
-    expires, signature, owner, media_id, _ = tail.split("/")
+    expires, signature, _, owner, media_id, _ = tail.split("/")
     assert head == "" and int(expires) <= time.time() + client.app[config_key].s3.url_ttl
     response = await client.get(body["url"] + "150.webp", allow_redirects=False)
     assert response.status == 307 and response.headers["Location"].startswith(public + "/")
     assert (await fetch(client.make_url(body["url"] + "150.webp")))[0] == 200
     forged = [body["url"] + "original",  # the original keeps the upload's metadata: never through a link
-              f"/api/media/i/{expires}/{signature}/{owner}/{int(media_id) + 1}/150.webp",
-              f"/api/media/i/{int(expires) + 1}/{signature}/{owner}/{media_id}/150.webp",
+              f"/api/media/i/{expires}/{signature}/media/{owner}/{int(media_id) + 1}/150.webp",
+              f"/api/media/i/{int(expires) + 1}/{signature}/media/{owner}/{media_id}/150.webp",
               f"/api/media/f/{expires}/{signature}/media/{owner}/{media_id}/150.webp",
-              f"/api/media/i/{expires}/{signature[:-1]}{'B' if signature.endswith('A') else 'A'}/{owner}/{media_id}/150.webp"]
+              f"/api/media/i/{expires}/{signature}/media/{owner}/{media_id}.x/150.webp",
+              f"/api/media/i/{expires}/{'B' if signature[0] == 'A' else 'A'}{signature[1:]}/media/{owner}/{media_id}/150.webp"]
     for url in forged:
         assert (await client.get(url, allow_redirects=False)).status == 404, url
     links = client.app[links_key]
-    assert links.check("i", expires, signature, f"{owner}/{media_id}/150.jpg") == f"media/{owner}/{media_id}/150.jpg"
-    assert links.check("i", expires, signature, f"{owner}/{media_id}/150.jpg", now=int(expires) + 1) is None
+    key = f"media/{owner}/{media_id}/150.jpg"
+    assert links.check("i", expires, signature, key) == key
+    assert links.check("i", expires, signature, key, now=int(expires) + 1) is None
 
 
 def test_links_point_at_the_media_host_with_one_signature_per_item():
     links = MediaLinks("https://media.example.com", "s3cret", 3600)
-    url = links.folder(7, 42, "image", now=1_000_000)
+    url = links.folder("media/7/42/", "image", now=1_000_000)
     expires = 1_000_000 // 900 * 900 + 3600
-    digest = base64.urlsafe_b64encode(hashlib.md5(f"{expires}:i:7/42/:s3cret".encode()).digest()).rstrip(b"=")
-    assert url == f"https://media.example.com/api/media/i/{expires}/{digest.decode()}/7/42/"
-    assert links.folder(7, 42, "image", now=1_000_000 + 899 - 1_000_000 % 900) == url  # stable in its window
-    assert "/api/media/v/" in links.folder(7, 42, "video") and links.folder(7, 42, "image") != url
+    digest = base64.urlsafe_b64encode(hashlib.md5(f"{expires}:i:media/7/42/:s3cret".encode()).digest()).rstrip(b"=")
+    assert url == f"https://media.example.com/api/media/i/{expires}/{digest.decode()}/media/7/42/"
+    assert links.folder("media/7/42/", "image", now=1_000_000 + 899 - 1_000_000 % 900) == url  # stable in its window
+    assert "/api/media/v/" in links.folder("media/7/42/", "video") and links.folder("media/7/42/", "image") != url
 
 
 async def test_media_job_removes_unattached_uploads_after_a_day_and_deleted_posts_media(client, pool):

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+import msgspec
+
 from handlers.auth import make_access_token
+from handlers.posts import PostOut
 from tests.support import events, new_media, new_post, user_with_token
 
 
@@ -22,6 +25,10 @@ async def test_post_parses_hashtags_and_mentions_and_reuses_its_location(client,
     assert post["location"]["name"] == "Lisbon" and post["location"]["lat"] == 38.72
     assert len(post["media"]) == 1 and post["media"][0]["renditions"]
     assert (post["like_count"], post["comment_count"], post["liked"], post["saved"]) == (0, 0, False, False)
+    # the page splices pre-encoded bytes: what it makes is exactly a PostOut, as the cache hit is
+    cached = await client.get(f"/api/posts/{post['id']}/", headers=headers)
+    assert msgspec.json.decode(await cached.read(), type=PostOut) == msgspec.json.decode(
+        msgspec.json.encode(post), type=PostOut)
     again = await new_post(client, headers, "again", location={"name": "lisbon", "lat": 38.72, "lng": -9.14})
     assert again["location"]["id"] == post["location"]["id"]
     mentioned = await pool.fetch("SELECT user_id FROM mentions WHERE post_id = $1", int(post["id"]))

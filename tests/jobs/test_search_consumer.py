@@ -111,7 +111,7 @@ async def test_deactivation_removes_the_user_and_their_posts(backend, pool):
     consumer = SearchConsumer(backend)
     user = await make_user(pool, "quitter")
     posts = [await make_post(pool, user, f"farewell {i}") for i in range(3)]
-    await consumer.handle(event("accounts", "user_registered", user_id=user))
+    await consumer.handle(event("accounts", "user_registered", user_id=user, username="quitter"))
     for post in posts:
         await consumer.handle(event("posts", "post_created", post_id=post, author_id=user))
     assert len(await ids(backend, "posts", "farewell")) == 3
@@ -133,7 +133,7 @@ async def test_graph_events_refresh_both_users_documents(backend, pool):
 async def test_the_postgres_backend_has_nothing_to_index(pool):
     consumer = SearchConsumer(PostgresSearch(pool))
     user = await make_user(pool, "plain")
-    await consumer.handle(event("accounts", "user_registered", user_id=user))
+    await consumer.handle(event("accounts", "user_registered", user_id=user, username="plain"))
     assert [h.id for h in await consumer.backend.search("users", user, parse_query("pla"), None, 10)] == [user]
 
 

@@ -12,6 +12,7 @@ from handlers.context import config_key, redis_key, timelines_key
 from realtime.bus import Bus
 from realtime.gateway import gateway_key
 from storage.cluster import is_cluster, slot_groups
+from storage.posts import post_cache_key
 from storage.stories import TrayCache
 from storage.timelines import Timelines
 from tests.conftest import make_config, wait_for
@@ -63,7 +64,7 @@ async def test_fan_out_rebuild_celebrity_merge_and_the_post_cache_across_primari
     assert await feed_ids(client, fan_h) == [celebrity["id"], post["id"]]  # ...but merged
 
     # the bodies were hydrated once and cached, one entry per post, each on its own slot
-    assert await redis_clean.exists(f"post:{post['id']}", f"post:{celebrity['id']}") == 2
+    assert await redis_clean.exists(post_cache_key(int(post["id"])), post_cache_key(int(celebrity["id"]))) == 2
     # an edit drops the cached body, so the next read shows it at once
     await client.patch(f"/api/posts/{post['id']}/", json={"caption": "edited"}, headers=author_h)
     # a lost timeline is rebuilt from PostgreSQL on the next read, never shown empty
