@@ -48,7 +48,7 @@ from realtime.presence import PresenceStore
 from realtime.publisher import Publisher
 from realtime.settings import Settings
 from storage import faults
-from storage.cluster import queue_mget
+from storage.cluster import queue_mget, slot_groups
 from storage.tracecontext import context_of, current_traceparent
 
 WS_FRAMES = Counter("glint_ws_frames_total", "Websocket frames received from and written to clients", ["direction"])
@@ -677,41 +677,44 @@ class Gateway:
                     conn.pinged_at = 0.0
 
     async def check_connections(self) -> None:
-        """One sweep (the sweeper's body; tests call it to avoid waiting)."""
+        """One sweep (the sweeper's body; tests call it to avoid waiting). The session and user
+        markers of a chunk of sockets are read by one MGET per slot (one on a node), each key
+        once however many sockets share it, rather than a command per socket."""
         now, mono = time.time(), time.monotonic()
         conns = [c for group in self.local.values() for c in group if not c.closing]
         for start in range(0, len(conns), 1000):
-            chunk = conns[start:start + 1000]
             checked: list[Connection] = []
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for conn in chunk:
-                    if conn.expires_at <= now:
-                        self.cut(conn, CLOSE_UNAUTHORIZED, b"token expired")
-                        continue
-                    if conn.sending and mono - conn.sending_since > self.settings.heartbeat:
-                        self.stats["cut_slow"] += 1  # one frame unwritten for a whole heartbeat
-                        WS_CLOSED_SLOW.inc()
-                        self.cut(conn, CLOSE_TOO_SLOW, b"too slow: a write stalled")
-                        continue
-                    queue_mget(pipe, conn.revoke_keys)
+            for conn in conns[start:start + 1000]:
+                if conn.expires_at <= now:
+                    self.cut(conn, CLOSE_UNAUTHORIZED, b"token expired")
+                elif conn.sending and mono - conn.sending_since > self.settings.heartbeat:
+                    self.stats["cut_slow"] += 1  # one frame unwritten for a whole heartbeat
+                    WS_CLOSED_SLOW.inc()
+                    self.cut(conn, CLOSE_TOO_SLOW, b"too slow: a write stalled")
+                else:
                     checked.append(conn)
+            if not checked:
+                continue
+            groups = slot_groups(self.redis, list(dict.fromkeys(k for c in checked for k in c.revoke_keys)))
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for keys in groups:
+                    queue_mget(pipe, keys)
+                for conn in checked:
                     if mono - conn.refreshed_at >= self.settings.presence_refresh:
                         conn.refreshed_at = mono
                         self.presence.refresh(pipe, conn.user_id, conn.id)
-                replies = await pipe.execute() if checked else []
-            position = 0
+                replies = await pipe.execute()
+            marks = {key: state for keys, states in zip(groups, replies) for key, state in zip(keys, states)}
             unknown: list[Connection] = []
             for conn in checked:
-                states = replies[position]
+                states = [marks[key] for key in conn.revoke_keys]
                 if any(state is not None and state != b"1" for state in states):
                     self.cut(conn, CLOSE_UNAUTHORIZED, b"session revoked")
                 elif None in states:
                     unknown.append(conn)
-                position += 3 if conn.refreshed_at == mono else 1
             for conn in unknown:  # the cache lost its answer: the truth decides, never "allowed"
                 if self.verify_session is None or not await self.verify_session(conn.user_id, conn.session_id):
                     self.cut(conn, CLOSE_UNAUTHORIZED, b"session revoked")
-
 
 gateway_key = web.AppKey("gateway", Gateway)
 

@@ -24,6 +24,15 @@ async def test_reads_go_to_the_replica_except_after_a_write_and_while_it_lags(
     replicas = client.app[replicas_key]
     ana, ana_headers = await user_with_token(client)
     bob, bob_headers = await user_with_token(client)
+
+    async def replica_has_the_database() -> bool:  # its CREATE DATABASE may not be replayed yet
+        conn = await asyncpg.connect(f"{replica_base_url}/postgres")
+        try:
+            return await conn.fetchval("SELECT true FROM pg_database WHERE datname = $1", name) is True
+        finally:
+            await conn.close()
+
+    await wait_for(replica_has_the_database)
     replica = await asyncpg.connect(f"{replica_base_url}/{name}")
 
     async def bio_seen_by(headers) -> str:
