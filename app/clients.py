@@ -17,8 +17,10 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
 from app.config import Config
+from handlers.admin import Enforcement
 from handlers.auth import check_session
-from handlers.context import config_key, email_sink_key, limiter_key, pool_key, redis_key, s3_key, timelines_key
+from handlers.context import config_key, email_sink_key, enforcement_key, limiter_key, pool_key, redis_key, s3_key
+from handlers.context import timelines_key
 from handlers.context import links_key, presigner_key, replicas_key, search_key, secret_box_key, tray_cache_key
 from handlers.socket import handle_frame
 from handlers.two_factor import secret_box
@@ -245,6 +247,14 @@ def realtime_ctx(sockets: weakref.WeakSet):
                 await receipts.stop()
 
     return ctx
+
+
+async def enforcement_ctx(app: web.Application) -> AsyncIterator[None]:
+    """What a moderator's resolution reaches after commit; after realtime_ctx, which makes the gateway."""
+    config = app[config_key]
+    app[enforcement_key] = Enforcement(app[pool_key], app[redis_key], app[s3_key], config.s3.bucket,
+                                       app[tray_cache_key], app[gateway_key], config.auth.access_token_ttl)
+    yield
 
 
 def add_client_contexts(app: web.Application, config: Config) -> None:
