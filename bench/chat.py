@@ -454,6 +454,11 @@ def rss(pid: int) -> int:
     return psutil.Process(pid).memory_info().rss
 
 
+def settings(args: argparse.Namespace) -> dict:
+    """Every option of the run (under `glint bench chat` the namespace also holds the CLI's own)."""
+    return {k: v for k, v in vars(args).items() if k not in ("command", "bench_command", "func")}
+
+
 def mode_of(args: argparse.Namespace) -> str:
     return "pairs" if args.pairs else "group" if args.group else "open"
 
@@ -644,7 +649,7 @@ def run(args: argparse.Namespace) -> dict:
         devstack.down(root, log=lambda *a: None)
         shutil.rmtree(root, ignore_errors=True)
     if len(trees) == 1 and rounds == 1:
-        return {"settings": {k: v for k, v in vars(args).items()}, **runs["A"][0], **presence}
+        return {"settings": settings(args), **runs["A"][0], **presence}
     return compared(args, trees, runs, presence)
 
 
@@ -655,7 +660,7 @@ def compared(args: argparse.Namespace, trees: list[tuple[str, Path]], runs: dict
 
     keys = COMPARED + (COMPARED_GROUP if args.group else ()) + (COMPARED_IDLE if args.idle else ())
     out = {"scenario": "chat", "mode": mode_of(args), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-           "settings": {k: v for k, v in vars(args).items()}, "machine": report.machine(),
+           "settings": settings(args), "machine": report.machine(),
            **bench_trees.summarize(trees, runs, keys), **presence}
     return report._clean(out)
 
@@ -745,34 +750,19 @@ async def measure_presence(redis_url: str, count: int) -> dict:
 
 
 def arguments(argv: list[str] | None = None) -> argparse.Namespace:
-    """The command line of `python -m bench.chat`."""
+    """The command line of `python -m bench.chat` (the same as `glint bench chat`)."""
+    from bench.cli import chat_arguments
+
     parser = argparse.ArgumentParser(prog="python -m bench.chat", description=__doc__.splitlines()[0])
-    parser.add_argument("--clients", type=int, default=200, help="connected clients, each sending")
-    parser.add_argument("--conversations", type=int, default=100, help="conversations they are spread over")
-    parser.add_argument("--rate", type=float, default=5.0, help="messages per second per client")
-    parser.add_argument("--duration", type=float, default=15.0, help="measured seconds")
-    parser.add_argument("--workers", type=int, default=2, help="load-generator processes")
-    parser.add_argument("--servers", type=int, default=2, choices=(1, 2), help="glint processes")
-    parser.add_argument("--send-queue", type=int, default=256, help="GLINT_WS_SEND_QUEUE of the servers")
-    parser.add_argument("--idle", type=int, default=0, help="idle sockets to open afterwards (0: skip)")
-    parser.add_argument("--presence", type=int, default=5000, help="connections for the presence cost (0: skip)")
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--pairs", type=int, default=0, metavar="K",
-                      help="K closed-loop sender/receiver pairs, each in its own 1:1 conversation (--rate unused)")
-    mode.add_argument("--group", type=int, default=0, metavar="N",
-                      help="one conversation of N members, one of them sending at --rate; ack -> last member")
-    parser.add_argument("--compare", default=None, metavar="OLD_TREE",
-                        help="another glint checkout (a worktree of an older commit), measured in alternating rounds")
-    parser.add_argument("--rounds", type=int, default=None, help="rounds per tree (default 1, or 3 with --compare)")
-    parser.add_argument("--out", default="", help="also write the JSON report here")
-    args = parser.parse_args(argv)
+    chat_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def run_cli(args: argparse.Namespace) -> dict:
+    """Run, print the JSON report (and with two trees or rounds a table of the medians on stderr),
+    write it to --out."""
     if args.group == 1 or args.group > 256 or args.pairs < 0:
-        parser.error("--group takes 2 to 256 members (a group's limit), --pairs a positive count")
-    return args
-
-
-def main(argv: list[str] | None = None) -> None:
-    args = arguments(argv)
+        sys.exit("bench.chat: --group takes 2 to 256 members (a group's limit), --pairs a positive count")
     report = run(args)
     text = json.dumps(report, indent=2)
     print(text)
@@ -780,6 +770,11 @@ def main(argv: list[str] | None = None) -> None:
         print(table(report), file=sys.stderr)
     if args.out:
         Path(args.out).write_text(text)
+    return report
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_cli(arguments(argv))
 
 
 if __name__ == "__main__":
