@@ -7,6 +7,7 @@ only if start-up did. create_app() chains them in order.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import weakref
 from typing import AsyncIterator
@@ -16,10 +17,13 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
 from app.config import Config
+from handlers.admin import Enforcement
 from handlers.auth import check_session
-from handlers.context import config_key, email_sink_key, limiter_key, pool_key, redis_key, s3_key, timelines_key
-from handlers.context import links_key, presigner_key, replicas_key, search_key, tray_cache_key
+from handlers.context import config_key, email_sink_key, enforcement_key, limiter_key, pool_key, redis_key, s3_key
+from handlers.context import timelines_key
+from handlers.context import links_key, presigner_key, replicas_key, search_key, secret_box_key, tray_cache_key
 from handlers.socket import handle_frame
+from handlers.two_factor import secret_box
 from realtime.delivery import MessageWriter, ReceiptWriter, on_delivered, receipts_key, writer_key
 from realtime.gateway import Gateway, gateway_ctx, gateway_key
 from storage import db, email, media, stories
@@ -225,7 +229,8 @@ def realtime_ctx(sockets: weakref.WeakSet):
 
     def build(app: web.Application) -> Gateway:
         return Gateway(app[redis_key], app[config_key].realtime, on_frame=handle_frame, on_delivered=on_delivered,
-                       sockets=sockets, verify_session=lambda user_id, session_id: check_session(app, user_id, session_id))
+                       sockets=sockets, verify_session=functools.partial(
+                           check_session, app[pool_key], app[redis_key], app[config_key].auth.access_token_ttl))
 
     start_gateway = gateway_ctx(build)
 
@@ -244,9 +249,18 @@ def realtime_ctx(sockets: weakref.WeakSet):
     return ctx
 
 
+async def enforcement_ctx(app: web.Application) -> AsyncIterator[None]:
+    """What a moderator's resolution reaches after commit; after realtime_ctx, which makes the gateway."""
+    config = app[config_key]
+    app[enforcement_key] = Enforcement(app[pool_key], app[redis_key], app[s3_key], config.s3.bucket,
+                                       app[tray_cache_key], app[gateway_key], config.auth.access_token_ttl)
+    yield
+
+
 def add_client_contexts(app: web.Application, config: Config) -> None:
-    """Register the clients' cleanup contexts, in start-up order; the media link signer and the S3
-    presigner, which hold no connection, are made here once."""
+    """Register the clients' cleanup contexts, in start-up order; the media link signer, the S3
+    presigner and the box of two-factor secrets, which hold no connection, are made here once."""
+    app[secret_box_key] = secret_box(config.auth.two_factor_key, config.auth.jwt_secret)
     app[links_key] = media.MediaLinks(config.media.url.rstrip("/"),
                                       media.link_secret(config.media.link_secret, config.auth.jwt_secret),
                                       config.s3.url_ttl)

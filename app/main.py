@@ -10,7 +10,7 @@ from aiohttp import WSCloseCode, web
 
 from app import middlewares
 from app.background import Background, background_ctx, background_key, platform_jobs
-from app.clients import add_client_contexts, realtime_ctx
+from app.clients import add_client_contexts, enforcement_ctx, realtime_ctx
 from app.config import Config, check_secrets
 from app.ops import add_openapi_routes, add_ops_routes
 from app.web import DEFAULT_DIST, add_web_routes
@@ -94,7 +94,8 @@ def notification_consumers(app: web.Application) -> list[Consumer]:
 
 def moderation_jobs(app: web.Application) -> list[Job]:
     """Lifting suspensions whose `until` has passed, every minute."""
-    return [Job("suspensions", 60, lambda: admin.lift_expired_suspensions(app))]
+    pool, redis = app[pool_key], app[redis_key]
+    return [Job("suspensions", 60, lambda: admin.lift_expired_suspensions(pool, redis))]
 
 
 def notification_jobs(app: web.Application) -> list[Job]:
@@ -164,6 +165,7 @@ def create_app(config: Config, *, consumers: bool = True, extra_consumers: list[
     add_ops_routes(app)
     if http:
         app.cleanup_ctx.append(realtime_ctx(app[sockets_key]))  # /ws gateway, bus, writers
+        app.cleanup_ctx.append(enforcement_ctx)  # on the gateway
         docs = [doc for module in ROUTE_MODULES for doc in module.docs]
         for module in ROUTE_MODULES:
             module.add_to(app)

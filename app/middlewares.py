@@ -23,7 +23,7 @@ from handlers.common import (
     ApiError, MethodNotAllowed, NotAuthenticated, NotFound, PayloadTooLarge, RateLimited, ValidationFailed,
     client_error, encode,
 )
-from handlers.context import config_key, identity_key, limiter_key, redis_key, request_id_key
+from handlers.context import config_key, identity_key, limiter_key, pool_key, redis_key, request_id_key
 from jobs.events import count_store_error
 from storage import bounds
 from storage.faults import OutageLog
@@ -257,8 +257,9 @@ async def authenticate(request: web.Request, handler):
     if identity is not None:
         limit, window = config.rate_limits.per_hour, 3600
         hit = await request.app[limiter_key].hit(user_key(identity.user_id, "h"), window, auth_markers(identity))
-        if hit.refused or (hit.unknown and not await check_session(request.app, identity.user_id,
-                                                                  identity.session_id)):
+        if hit.refused or (hit.unknown and not await check_session(
+                request.app[pool_key], request.app[redis_key], auth.access_token_ttl, identity.user_id,
+                identity.session_id)):
             raise NotAuthenticated("This session has been revoked.")
         request[identity_key] = identity
     else:

@@ -4,12 +4,14 @@ it needs (the `role=` option of the route decorator), and every action is audite
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import asyncpg
 from aiohttp import web
 from msgspec import UNSET, Meta, UnsetType
+from redis.asyncio import Redis
 
 from handlers.accounts import MeOut, RegisterRequest, check_registration, me_out
 from handlers.auth import current_user, hash_password
@@ -18,13 +20,16 @@ from handlers.common import (
     Conflict, Forbidden, NotFound, Page, Routes, Struct, ValidationFailed, check_role, encode_cursor, has_role,
     json_response, make_page, page_request, path_id, read_json,
 )
-from handlers.context import app_now, config_key, pool_key, redis_key, s3_key, tray_cache_key
+from handlers.context import app_now, config_key, enforcement_key, pool_key, redis_key
 from handlers.posts import cursor_id, emit_txn, remove_post_objects
 from handlers.reports import TargetRef
 from realtime import frames
 from realtime.gateway import CLOSE_SUSPENDED, Gateway, gateway_key
 from storage import comments, events, moderation, outbox, posts, stories, tokens, users
 from storage import messages as message_store
+
+if TYPE_CHECKING:
+    from aiobotocore.client import AioBaseClient
 
 routes = Routes("admin")
 
@@ -189,42 +194,44 @@ async def suspend_txn(conn: asyncpg.Connection, actor: int | None, user_id: int,
     return row
 
 
-async def after_suspend(app: web.Application, user_id: int) -> None:
-    """After commit: the account's access tokens are refused at once, its sockets close with 4403."""
-    await tokens.mark_user_inactive(app[redis_key], user_id, app[config_key].auth.access_token_ttl)
-    await app[gateway_key].close_user(user_id, CLOSE_SUSPENDED, b"account suspended")
+async def after_suspend(redis: Redis, gateway: Gateway, access_ttl: int, user_id: int) -> None:
+    """After commit: the account's access tokens are refused at once (for as long as one lives),
+    its sockets close with 4403."""
+    await tokens.mark_user_inactive(redis, user_id, access_ttl)
+    await gateway.close_user(user_id, CLOSE_SUSPENDED, b"account suspended")
 
 
-async def suspend_user(app: web.Application, actor: int, user_id: int, body: SuspendBody) -> asyncpg.Record:
+async def suspend_user(pool: asyncpg.Pool, redis: Redis, gateway: Gateway, access_ttl: int, actor: int, user_id: int,
+                       body: SuspendBody) -> asyncpg.Record:
     """A moderator suspends an account: it cannot log in, its tokens stop at once, and it and
     everything it made are hidden from everyone until unsuspended; nothing is deleted."""
-    pool = app[pool_key]
     await check_may_act_on(pool, actor, user_id)
     async with pool.acquire() as conn, conn.transaction():
         row = await suspend_txn(conn, actor, user_id, body.reason.strip(), body.until)
-    await after_suspend(app, user_id)
+    await after_suspend(redis, gateway, access_ttl, user_id)
     return row
 
 
-async def unsuspend_user(app: web.Application, actor: int | None, user_id: int, note: str = "") -> asyncpg.Record | None:
+async def unsuspend_user(pool: asyncpg.Pool, redis: Redis, actor: int | None, user_id: int,
+                         note: str = "") -> asyncpg.Record | None:
     """Lift a suspension (a moderator, or the expiry job with no actor): the account and its things
     are back as they were; audited, emits user_unsuspended. None if it was not suspended."""
-    async with app[pool_key].acquire() as conn, conn.transaction():
+    async with pool.acquire() as conn, conn.transaction():
         row = await moderation.unsuspend_txn(conn, user_id)
         if row is None:
             return None
         await moderation.audit_txn(conn, actor, "user_unsuspended", "user", user_id, note)
         await outbox.add(conn, events.UserUnsuspended(user_id=str(user_id),
                                                       actor_id=None if actor is None else str(actor)), user_id)
-    await tokens.clear_user_mark(app[redis_key], user_id)
+    await tokens.clear_user_mark(redis, user_id)
     return row
 
 
-async def lift_expired_suspensions(app: web.Application) -> int:
+async def lift_expired_suspensions(pool: asyncpg.Pool, redis: Redis) -> int:
     """The periodic job: suspensions whose `until` has passed are lifted."""
     lifted = 0
-    for user_id in await moderation.expired_suspensions(app[pool_key]):
-        lifted += await unsuspend_user(app, None, user_id, "expired") is not None
+    for user_id in await moderation.expired_suspensions(pool):
+        lifted += await unsuspend_user(pool, redis, None, user_id, "expired") is not None
     return lifted
 
 
@@ -232,7 +239,10 @@ async def lift_expired_suspensions(app: web.Application) -> int:
 async def suspend(request: web.Request) -> web.Response:
     """Suspend an account (until a time, or until unsuspended): no log-in, tokens and sockets cut, all of it hidden."""
     body = await read_json(request, SuspendBody)
-    return json_response(standing(await suspend_user(request.app, current_user(request), path_id(request), body)))
+    app = request.app
+    row = await suspend_user(app[pool_key], app[redis_key], app[gateway_key], app[config_key].auth.access_token_ttl,
+                             current_user(request), path_id(request), body)
+    return json_response(standing(row))
 
 
 @routes.route("POST", "/api/admin/users/{id}/unsuspend/", body=NoteBody, response=Standing, role="moderator")
@@ -241,7 +251,7 @@ async def unsuspend(request: web.Request) -> web.Response:
     body = await read_json(request, NoteBody) if request.body_exists else NoteBody()
     user_id = path_id(request)
     await check_may_act_on(request.app[pool_key], current_user(request), user_id)
-    row = await unsuspend_user(request.app, current_user(request), user_id, body.note)
+    row = await unsuspend_user(request.app[pool_key], request.app[redis_key], current_user(request), user_id, body.note)
     if row is None:
         raise Conflict("This account is not suspended.")
     return json_response(standing(row))
@@ -344,11 +354,26 @@ class Resolution(Struct):
     resolved_report_ids: list[str]
 
 
-async def remove_target_txn(app: web.Application, conn: asyncpg.Connection, kind: str, target_id: int,
-                            owner: int) -> dict[str, Any] | None:
-    """Inside a transaction: delete a reported post, comment or story, or make a message a removed
-    tombstone, emitting what the owner's own deletion emits; what after_remove() needs, or None
-    when the target is already gone."""
+@dataclass(frozen=True)
+class Enforcement:
+    """What a moderator's resolution reaches after its commit: the caches that forget a removed
+    thing, the bucket of its media, the sockets of a removed message's members or of a suspended
+    owner. Made once at start-up, when the gateway is up (app/clients.py, enforcement_key)."""
+
+    pool: asyncpg.Pool
+    redis: Redis
+    s3: AioBaseClient
+    bucket: str
+    trays: stories.TrayCache
+    gateway: Gateway
+    access_ttl: int  # how long an access token lives: how long a suspended owner's stay refused
+
+
+async def remove_target_txn(conn: asyncpg.Connection, kind: str, target_id: int, owner: int,
+                            now: datetime) -> dict[str, Any] | None:
+    """Inside a transaction: delete a reported post, comment or story (as of `now`), or make a
+    message a removed tombstone, emitting what the owner's own deletion emits; what after_remove()
+    needs, or None when the target is already gone."""
     if kind == "post":
         deleted = await posts.delete_post_txn(conn, target_id, owner)
         if deleted is not None:
@@ -362,7 +387,7 @@ async def remove_target_txn(app: web.Application, conn: asyncpg.Connection, kind
                              row["post_author_id"])
         return None if deleted is None else {}
     if kind == "story":
-        story = await stories.delete_story_txn(conn, target_id, owner, app_now(app))
+        story = await stories.delete_story_txn(conn, target_id, owner, now)
         if story is not None:
             await outbox.add(conn, events.StoryDeleted(story_id=str(target_id), owner_id=str(owner)), owner)
         return None if story is None else {}
@@ -374,27 +399,30 @@ async def remove_target_txn(app: web.Application, conn: asyncpg.Connection, kind
     return None if message is None else {"conversation_id": message["conversation_id"], "seq": message["seq"]}
 
 
-async def after_remove(app: web.Application, kind: str, target_id: int, owner: int, removed: dict[str, Any]) -> None:
+async def after_remove(enforcement: Enforcement, kind: str, target_id: int, owner: int,
+                       removed: dict[str, Any]) -> None:
     """After commit: caches forget the removed thing; every member of a removed message's
     conversation gets message.removed."""
-    pool = app[pool_key]
+    pool = enforcement.pool
     if kind == "post":
-        await posts.forget_cached(app[redis_key], [target_id])
-        await remove_post_objects(app[s3_key], app[config_key].s3.bucket, target_id, removed["object_keys"])
+        await posts.forget_cached(enforcement.redis, [target_id])
+        await remove_post_objects(enforcement.s3, enforcement.bucket, target_id, removed["object_keys"])
     elif kind == "story":
-        await app[tray_cache_key].drop([owner, *await stories.follower_ids(pool, owner)])
+        await enforcement.trays.drop([owner, *await stories.follower_ids(pool, owner)])
     elif kind == "message":
         frame = frames.encode(frames.MessageRemoved(conversation_id=str(removed["conversation_id"]),
                                                     seq=removed["seq"]))
         members = await message_store.member_ids(pool, removed["conversation_id"])
-        await app[gateway_key].publish([(m, Gateway.envelope(frame)) for m in members])
+        await enforcement.gateway.publish([(m, Gateway.envelope(frame)) for m in members])
 
 
-async def resolve_report(app: web.Application, actor: int, report_id: int, body: ResolveBody) -> Resolution:
+async def resolve_report(enforcement: Enforcement, now: datetime, actor: int, report_id: int,
+                         body: ResolveBody) -> Resolution:
     """Resolve a report and every other open report on its target with one action: dismiss,
-    remove the target, or suspend its owner. Never on one's own reports or things, and a moderator
-    never removes or suspends an admin's. Audited; reporters are told (report_resolved)."""
-    pool = app[pool_key]
+    remove the target (as of `now`), or suspend its owner. Never on one's own reports or things,
+    and a moderator never removes or suspends an admin's. Audited; reporters are told
+    (report_resolved)."""
+    pool = enforcement.pool
     await check_role(pool, actor, "moderator")
     report = await moderation.get_report(pool, report_id)
     if report is None:
@@ -413,7 +441,7 @@ async def resolve_report(app: web.Application, actor: int, report_id: int, body:
     removed = None
     async with pool.acquire() as conn, conn.transaction():
         if body.action == "remove":
-            removed = await remove_target_txn(app, conn, kind, target_id, owner)
+            removed = await remove_target_txn(conn, kind, target_id, owner, now)
         elif body.action == "suspend":
             await suspend_txn(conn, actor, owner, f"report {report_id}: {report['reason']}", None, body.note)
         resolved = await moderation.resolve_target_txn(conn, kind, target_id, body.action, body.note, actor)
@@ -428,9 +456,9 @@ async def resolve_report(app: web.Application, actor: int, report_id: int, body:
             moderator_id=str(actor), action=body.action, target_type=kind, target_id=str(target_id),
             target_owner_id=str(owner)), target_id)
     if removed is not None:
-        await after_remove(app, kind, target_id, owner, removed)
+        await after_remove(enforcement, kind, target_id, owner, removed)
     if body.action == "suspend":
-        await after_suspend(app, owner)
+        await after_suspend(enforcement.redis, enforcement.gateway, enforcement.access_ttl, owner)
     return Resolution(action=body.action, target=TargetRef(type=kind, id=str(target_id)), resolved_report_ids=ids)
 
 
@@ -438,7 +466,9 @@ async def resolve_report(app: web.Application, actor: int, report_id: int, body:
 async def resolve(request: web.Request) -> web.Response:
     """Resolve a report and every open report on the same target: dismiss, remove the target, or suspend its owner."""
     body = await read_json(request, ResolveBody)
-    return json_response(await resolve_report(request.app, current_user(request), path_id(request), body))
+    app = request.app
+    return json_response(await resolve_report(app[enforcement_key], app_now(app), current_user(request),
+                                              path_id(request), body))
 
 
 # ---------------------------------------------------------------- the overview

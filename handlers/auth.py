@@ -6,19 +6,22 @@ import asyncio
 import functools
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Annotated
+
+import asyncpg
 
 import jwt
 from aiohttp import web
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from msgspec import UNSET, Meta, UnsetType
+from redis.asyncio import Redis
 
 from handlers.common import (
     NotAuthenticated, RateLimited, Routes, Struct, TokenExpired, json_response, no_content, read_json,
 )
-from handlers.context import app_now, config_key, identity_key, limiter_key, pool_key, redis_key
+from handlers.context import app_now, config_key, identity_key, limiter_key, pool_key, redis_key, secret_box_key
 from handlers.two_factor import check_second_factor
 from storage import erasure, events, outbox, sessions, tokens, two_factor, users
 from storage.ratelimit import address_key
@@ -145,11 +148,11 @@ def auth_markers(identity: Identity) -> tuple[str, ...]:
     return (tokens.session_key(identity.user_id, identity.session_id), tokens.inactive_key(identity.user_id))
 
 
-async def check_session(app: web.Application, user_id: int, session_id: int) -> bool:
-    """Ask PostgreSQL whether a session may still be used (the cache had no answer), and cache it."""
-    state = await sessions.load_state(app[pool_key], user_id, session_id)
-    await tokens.fill_cache(app[redis_key], user_id, session_id, state.session_ok, state.user_ok,
-                            app[config_key].auth.access_token_ttl)
+async def check_session(pool: asyncpg.Pool, redis: Redis, access_ttl: int, user_id: int, session_id: int) -> bool:
+    """Ask PostgreSQL whether a session may still be used (the cache had no answer), and cache it
+    for an access token's lifetime."""
+    state = await sessions.load_state(pool, user_id, session_id)
+    await tokens.fill_cache(redis, user_id, session_id, state.session_ok, state.user_ok, access_ttl)
     return state.allowed
 
 
@@ -208,15 +211,14 @@ async def start_session(request: web.Request, user_id: int) -> TokenPair:
                      refresh=refresh)
 
 
-async def cancel_deletion(app: web.Application, user_id: int) -> None:
+async def cancel_deletion(pool: asyncpg.Pool, redis: Redis, now: datetime, grace_days: int, user_id: int) -> None:
     """The owner logged in within the grace period: the account is shown again and not erased."""
-    config = app[config_key]
-    not_before = app_now(app) - timedelta(days=config.accounts.deletion_grace_days)
-    async with app[pool_key].acquire() as conn, conn.transaction():
+    not_before = now - timedelta(days=grace_days)
+    async with pool.acquire() as conn, conn.transaction():
         if not await erasure.cancel_txn(conn, user_id, not_before):
             raise NotAuthenticated("No active account found with the given credentials.")
         await outbox.add(conn, events.AccountDeletionCancelled(user_id=str(user_id)), user_id)
-    await tokens.clear_user_mark(app[redis_key], user_id)
+    await tokens.clear_user_mark(redis, user_id)
 
 
 @routes.route("POST", "/api/token/", body=TokenRequest, response=TokenPair, auth=False)
@@ -248,10 +250,11 @@ async def obtain_token(request: web.Request) -> web.Response:
     if await two_factor.is_enabled(pool, user["id"]):
         if body.code is UNSET:
             raise TwoFactorRequired()
-        if not await check_second_factor(request.app, user["id"], body.code):
+        if not await check_second_factor(pool, request.app[secret_box_key], app_now(request.app), user["id"], body.code):
             raise TwoFactorInvalid()
     if pending_deletion:
-        await cancel_deletion(request.app, user["id"])
+        await cancel_deletion(pool, request.app[redis_key], app_now(request.app),
+                              request.app[config_key].accounts.deletion_grace_days, user["id"])
     if _hasher.check_needs_rehash(user["password_hash"]):
         await users.set_password_hash(pool, user["id"], await hash_password(body.password))
     return json_response(await start_session(request, user["id"]))

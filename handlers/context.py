@@ -24,7 +24,9 @@ if TYPE_CHECKING:  # only app/ reads configuration; handlers only see the decode
     from aiobotocore.client import AioBaseClient
 
     from app.config import Config
+    from handlers.admin import Enforcement
     from handlers.auth import Identity
+    from handlers.two_factor import SecretBox
 
 config_key: web.AppKey[Config] = web.AppKey("config")
 pool_key = web.AppKey("pool", asyncpg.Pool)
@@ -35,6 +37,12 @@ s3_key: web.AppKey[AioBaseClient] = web.AppKey("s3")
 email_sink_key: web.AppKey[EmailSink] = web.AppKey("email_sink")
 # the per-viewer story tray cache, made once per app with the configured lifetime
 tray_cache_key = web.AppKey("tray_cache", TrayCache)
+
+# the box TOTP secrets are sealed in (handlers.two_factor.SecretBox), made once per app from the configured key
+secret_box_key: web.AppKey[SecretBox] = web.AppKey("secret_box")
+
+# what a moderator's resolution reaches after commit (handlers.admin.Enforcement), made once the gateway is up
+enforcement_key: web.AppKey[Enforcement] = web.AppKey("enforcement")
 
 # per-request storage
 request_id_key = web.RequestKey("request_id", str)

@@ -7,15 +7,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
+import asyncpg
 from aiohttp import web
 from msgspec import Meta
 
 from handlers.auth import current_user
 from handlers.comments import visible_comment
 from handlers.common import IdIn, NotFound, Routes, Struct, ValidationFailed, json_response, parse_id, read_json
-from handlers.context import pool_key
+from handlers.context import app_now, pool_key
 from handlers.posts import visible_post
-from handlers.stories import app_now, visible_story
+from handlers.stories import visible_story
 from storage import events, moderation, outbox, visibility
 
 routes = Routes("reports")
@@ -50,15 +51,15 @@ def report_out(row) -> ReportOut:
                      id=str(row["target_id"])), reason=row["reason"], text=row["text"], created_at=row["created_at"])
 
 
-async def visible_target_owner(app: web.Application, viewer: int, kind: str, target_id: int) -> int:
-    """Whose the target is, if the viewer may see it; 404 otherwise (as reading it would answer)."""
-    pool = app[pool_key]
+async def visible_target_owner(pool: asyncpg.Pool, now: datetime, viewer: int, kind: str, target_id: int) -> int:
+    """Whose the target is, if the viewer may see it (a story: live at `now`); 404 otherwise (as
+    reading it would answer)."""
     if kind == "post":
         return (await visible_post(pool, viewer, target_id))["author_id"]
     if kind == "comment":
         return (await visible_comment(pool, viewer, target_id))["author_id"]
     if kind == "story":
-        return (await visible_story(pool, viewer, target_id, app_now(app)))["owner_id"]
+        return (await visible_story(pool, viewer, target_id, now))["owner_id"]
     if kind == "message":
         message = await moderation.get_message_by_id(pool, target_id, viewer)
         if message is None:
@@ -69,14 +70,14 @@ async def visible_target_owner(app: web.Application, viewer: int, kind: str, tar
     return target_id
 
 
-async def file_report(app: web.Application, reporter: int, body: ReportCreate) -> tuple[object, bool]:
-    """Report a target the reporter can see (not their own); emits report_created when new."""
+async def file_report(pool: asyncpg.Pool, now: datetime, reporter: int, body: ReportCreate) -> tuple[object, bool]:
+    """Report a target the reporter can see at `now` (not their own); emits report_created when new."""
     target_id = parse_id(str(body.target.id), "target.id")
-    owner = await visible_target_owner(app, reporter, body.target.type, target_id)
+    owner = await visible_target_owner(pool, now, reporter, body.target.type, target_id)
     if owner == reporter:
         raise ValidationFailed("You cannot report yourself or what you made.",
                                fields={"target": "Your own."})
-    async with app[pool_key].acquire() as conn, conn.transaction():
+    async with pool.acquire() as conn, conn.transaction():
         row, created = await moderation.create_report_txn(conn, reporter, body.target.type, target_id, owner,
                                                           body.reason, body.text.strip())
         if created:
@@ -91,5 +92,5 @@ async def create(request: web.Request) -> web.Response:
     """Report a post, comment, story, message or account: 201, or 200 with the open report already filed."""
     reporter = current_user(request)
     body = await read_json(request, ReportCreate)
-    row, created = await file_report(request.app, reporter, body)
+    row, created = await file_report(request.app[pool_key], app_now(request.app), reporter, body)
     return json_response(report_out(row), status=201 if created else 200)

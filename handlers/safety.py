@@ -19,17 +19,20 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Annotated
 
+import asyncpg
 from aiohttp import web
 from msgspec import Meta
+from redis.asyncio import Redis
 
 from handlers.accounts import fail, password_problem
 from handlers.auth import Identity, check_address_limit, hash_password, verify_password
 from handlers import two_factor as two_factor_rules
+from handlers.two_factor import SecretBox
 from handlers.common import (
     Conflict, NotAuthenticated, NotFound, Page, Routes, Struct, ValidationFailed, json_response, no_content, path_id,
     read_json,
 )
-from handlers.context import app_now, config_key, identity_key, pool_key, redis_key
+from handlers.context import app_now, config_key, identity_key, pool_key, redis_key, secret_box_key
 from storage import erasure, events, outbox, safety, sessions, tokens, two_factor, users
 
 routes = Routes("accounts")
@@ -45,9 +48,14 @@ def viewer_identity(request: web.Request) -> Identity:
     return identity
 
 
-async def revoke_sessions(app: web.Application, user_id: int, family_ids: list[int]) -> None:
+def access_ttl(request: web.Request) -> int:
+    """How long an access token lives: how long the cache must refuse a revoked session's."""
+    return request.app[config_key].auth.access_token_ttl
+
+
+async def revoke_sessions(redis: Redis, access_ttl: int, user_id: int, family_ids: list[int]) -> None:
     """After a commit that revoked sessions: refuse their access tokens at once."""
-    await tokens.mark_sessions_revoked(app[redis_key], user_id, family_ids, app[config_key].auth.access_token_ttl)
+    await tokens.mark_sessions_revoked(redis, user_id, family_ids, access_ttl)
 
 
 # ---------------------------------------------------------------- password change
@@ -58,9 +66,9 @@ class PasswordChange(Struct):
     new_password: NewPassword
 
 
-async def change_password(app: web.Application, identity: Identity, old: str, new: str) -> None:
+async def change_password(pool: asyncpg.Pool, redis: Redis, access_ttl: int, identity: Identity, old: str,
+                          new: str) -> None:
     """Replace the password once the old one is confirmed; every other session is revoked."""
-    pool = app[pool_key]
     row = await users.get_user(pool, identity.user_id)
     if row is None or not await verify_password(row["password_hash"], old):
         raise ValidationFailed("old_password: incorrect.", fields={"old_password": "Incorrect password."})
@@ -72,7 +80,7 @@ async def change_password(app: web.Application, identity: Identity, old: str, ne
         revoked = await tokens.revoke_all_for_user(conn, identity.user_id, keep_family=identity.session_id)
         await outbox.add(conn, events.PasswordChanged(user_id=str(identity.user_id), via="change",
                                                     sessions_revoked=len(revoked)), identity.user_id)
-    await revoke_sessions(app, identity.user_id, revoked)
+    await revoke_sessions(redis, access_ttl, identity.user_id, revoked)
 
 
 @routes.route("POST", "/api/accounts/password/", body=PasswordChange, status=204)
@@ -80,7 +88,8 @@ async def post_password(request: web.Request) -> web.Response:
     """Change the password (confirm the old one); every other session of the account is revoked."""
     identity = viewer_identity(request)
     body = await read_json(request, PasswordChange)
-    await change_password(request.app, identity, body.old_password, body.new_password)
+    await change_password(request.app[pool_key], request.app[redis_key], access_ttl(request), identity,
+                          body.old_password, body.new_password)
     return no_content()
 
 
@@ -118,9 +127,8 @@ def bad_token() -> ValidationFailed:
     return ValidationFailed("token: invalid or expired.", fields={"token": "Invalid or expired."})
 
 
-async def confirm_reset(app: web.Application, token: str, new: str) -> None:
+async def confirm_reset(pool: asyncpg.Pool, redis: Redis, access_ttl: int, token: str, new: str) -> None:
     """Spend a reset token: the password is replaced and every session of the account revoked."""
-    pool = app[pool_key]
     token_hash = tokens.hash_token(token)
     owner = await safety.reset_owner(pool, token_hash)
     if owner is None:
@@ -136,14 +144,15 @@ async def confirm_reset(app: web.Application, token: str, new: str) -> None:
         revoked = await tokens.revoke_all_for_user(conn, user_id)
         await outbox.add(conn, events.PasswordChanged(user_id=str(user_id), via="reset", sessions_revoked=len(revoked)),
                          user_id)
-    await revoke_sessions(app, user_id, revoked)
+    await revoke_sessions(redis, access_ttl, user_id, revoked)
 
 
 @routes.route("POST", "/api/accounts/password-reset/confirm/", body=ResetConfirm, status=204, auth=False)
 async def post_reset_confirm(request: web.Request) -> web.Response:
     """Set a new password with a reset token (single use, 1 hour); every session is revoked."""
     body = await read_json(request, ResetConfirm)
-    await confirm_reset(request.app, body.token, body.new_password)
+    await confirm_reset(request.app[pool_key], request.app[redis_key], access_ttl(request), body.token,
+                        body.new_password)
     return no_content()
 
 
@@ -190,22 +199,22 @@ async def list_sessions(request: web.Request) -> web.Response:
     return json_response(Page(results=results, next=None))
 
 
-async def revoke_session(app: web.Application, user_id: int, session_id: int) -> None:
+async def revoke_session(pool: asyncpg.Pool, redis: Redis, access_ttl: int, user_id: int, session_id: int) -> None:
     """Log one of the user's own sessions out; someone else's, or a revoked one, is 404."""
-    pool = app[pool_key]
     async with pool.acquire() as conn, conn.transaction():
         if not await sessions.is_live_own(conn, user_id, session_id):
             raise NotFound()
         await tokens.revoke_family_txn(conn, session_id)
         await outbox.add(conn, events.SessionRevoked(user_id=str(user_id), session_id=str(session_id)), user_id)
-    await revoke_sessions(app, user_id, [session_id])
+    await revoke_sessions(redis, access_ttl, user_id, [session_id])
 
 
 @routes.route("DELETE", "/api/accounts/sessions/{id}/", sees="owner", status=204)
 async def delete_session(request: web.Request) -> web.Response:
     """Log out one of the account's sessions (the current one too); 404 if it is not the viewer's."""
     identity = viewer_identity(request)
-    await revoke_session(request.app, identity.user_id, path_id(request))
+    await revoke_session(request.app[pool_key], request.app[redis_key], access_ttl(request), identity.user_id,
+                         path_id(request))
     return no_content()
 
 
@@ -234,18 +243,40 @@ def bad_code() -> ValidationFailed:
     return ValidationFailed("code: wrong, expired or already used.", fields={"code": "Wrong, expired or already used."})
 
 
+async def start_two_factor(pool: asyncpg.Pool, box: SecretBox, user_id: int) -> TwoFactorSetup:
+    """A new TOTP secret, sealed at rest, and its otpauth:// URL; 409 once two-factor is on."""
+    row = await users.get_user(pool, user_id)
+    if row is None:
+        raise NotFound()
+    secret = two_factor_rules.new_secret()
+    if not await two_factor.start_setup(pool, user_id, box.seal(secret)):
+        raise Conflict("Two-factor is already on; disable it first.")
+    return TwoFactorSetup(secret=secret, otpauth_url=two_factor_rules.otpauth_url(secret, row["username"]))
+
+
 @routes.route("POST", "/api/accounts/2fa/setup/", response=TwoFactorSetup)
 async def setup_two_factor(request: web.Request) -> web.Response:
     """Start TOTP set-up: a new secret and its otpauth:// URL (409 once two-factor is on)."""
     identity = viewer_identity(request)
-    row = await users.get_user(request.app[pool_key], identity.user_id)
+    return json_response(await start_two_factor(request.app[pool_key], request.app[secret_box_key], identity.user_id))
+
+
+async def turn_on_two_factor(pool: asyncpg.Pool, box: SecretBox, now: datetime, user_id: int, code: str) -> list[str]:
+    """Confirm the set-up with a code of its secret (right for `now`): two-factor is on; the
+    recovery codes, shown once."""
+    row = await two_factor.get(pool, user_id)
     if row is None:
-        raise NotFound()
-    secret = two_factor_rules.new_secret()
-    if not await two_factor.start_setup(request.app[pool_key], identity.user_id,
-                                        two_factor_rules.secret_box(request.app).seal(secret)):
-        raise Conflict("Two-factor is already on; disable it first.")
-    return json_response(TwoFactorSetup(secret=secret, otpauth_url=two_factor_rules.otpauth_url(secret, row["username"])))
+        raise ValidationFailed("Start with POST /api/accounts/2fa/setup/.", fields={"code": "No set-up started."})
+    if row["confirmed_at"] is not None:
+        raise Conflict("Two-factor is already on.")
+    if not await two_factor_rules.check_totp(pool, box, now, user_id, row["secret"], code):
+        raise bad_code()
+    codes = two_factor_rules.new_recovery_codes()
+    async with pool.acquire() as conn, conn.transaction():
+        if not await two_factor.confirm_txn(conn, user_id, [two_factor_rules.hash_recovery_code(c) for c in codes]):
+            raise Conflict("Two-factor is already on.")
+        await outbox.add(conn, events.TwoFactorEnabled(user_id=str(user_id)), user_id)
+    return codes
 
 
 @routes.route("POST", "/api/accounts/2fa/confirm/", body=CodeRequest, response=RecoveryCodes)
@@ -253,20 +284,24 @@ async def confirm_two_factor(request: web.Request) -> web.Response:
     """Turn two-factor on with a code from the new secret; returns the recovery codes, shown once."""
     identity = viewer_identity(request)
     body = await read_json(request, CodeRequest)
-    app, user_id = request.app, identity.user_id
-    row = await two_factor.get(app[pool_key], user_id)
-    if row is None:
-        raise ValidationFailed("Start with POST /api/accounts/2fa/setup/.", fields={"code": "No set-up started."})
-    if row["confirmed_at"] is not None:
-        raise Conflict("Two-factor is already on.")
-    if not await two_factor_rules.check_totp(app, user_id, row["secret"], body.code):
-        raise bad_code()
-    codes = two_factor_rules.new_recovery_codes()
-    async with app[pool_key].acquire() as conn, conn.transaction():
-        if not await two_factor.confirm_txn(conn, user_id, [two_factor_rules.hash_recovery_code(c) for c in codes]):
-            raise Conflict("Two-factor is already on.")
-        await outbox.add(conn, events.TwoFactorEnabled(user_id=str(user_id)), user_id)
+    app = request.app
+    codes = await turn_on_two_factor(app[pool_key], app[secret_box_key], app_now(app), identity.user_id, body.code)
     return json_response(RecoveryCodes(recovery_codes=codes))
+
+
+async def turn_off_two_factor(pool: asyncpg.Pool, box: SecretBox, now: datetime, user_id: int, password: str,
+                              code: str) -> None:
+    """Turn two-factor off, once the password and a TOTP (right for `now`) or recovery code are confirmed."""
+    row = await users.get_user(pool, user_id)
+    if row is None or not await verify_password(row["password_hash"], password):
+        raise ValidationFailed("password: incorrect.", fields={"password": "Incorrect password."})
+    if not await two_factor.is_enabled(pool, user_id):
+        raise Conflict("Two-factor is not on.")
+    if not await two_factor_rules.check_second_factor(pool, box, now, user_id, code):
+        raise bad_code()
+    async with pool.acquire() as conn, conn.transaction():
+        await two_factor.disable_txn(conn, user_id)
+        await outbox.add(conn, events.TwoFactorDisabled(user_id=str(user_id)), user_id)
 
 
 @routes.route("POST", "/api/accounts/2fa/disable/", body=DisableTwoFactor, status=204)
@@ -274,17 +309,9 @@ async def disable_two_factor(request: web.Request) -> web.Response:
     """Turn two-factor off, confirmed with the password and a TOTP or recovery code."""
     identity = viewer_identity(request)
     body = await read_json(request, DisableTwoFactor)
-    app, user_id = request.app, identity.user_id
-    row = await users.get_user(app[pool_key], user_id)
-    if row is None or not await verify_password(row["password_hash"], body.password):
-        raise ValidationFailed("password: incorrect.", fields={"password": "Incorrect password."})
-    if not await two_factor.is_enabled(app[pool_key], user_id):
-        raise Conflict("Two-factor is not on.")
-    if not await two_factor_rules.check_second_factor(app, user_id, body.code):
-        raise bad_code()
-    async with app[pool_key].acquire() as conn, conn.transaction():
-        await two_factor.disable_txn(conn, user_id)
-        await outbox.add(conn, events.TwoFactorDisabled(user_id=str(user_id)), user_id)
+    app = request.app
+    await turn_off_two_factor(app[pool_key], app[secret_box_key], app_now(app), identity.user_id, body.password,
+                              body.code)
     return no_content()
 
 
@@ -299,22 +326,21 @@ class DeletionScheduled(Struct):
     erase_after: datetime
 
 
-async def request_deletion(app: web.Application, user_id: int, password: str) -> datetime:
-    """Hide the account at once and schedule its erasure after the grace period (a login within
-    it cancels); every session is revoked. When it will be erased."""
-    pool = app[pool_key]
+async def request_deletion(pool: asyncpg.Pool, redis: Redis, access_ttl: int, now: datetime, grace_days: int,
+                           user_id: int, password: str) -> datetime:
+    """Hide the account at once (`now`) and schedule its erasure after the grace period (a login
+    within it cancels); every session is revoked. When it will be erased."""
     row = await users.get_user(pool, user_id)
     if row is None or not await verify_password(row["password_hash"], password):
         raise ValidationFailed("password: incorrect.", fields={"password": "Incorrect password."})
-    now = app_now(app)
-    erase_after = now + timedelta(days=app[config_key].accounts.deletion_grace_days)
+    erase_after = now + timedelta(days=grace_days)
     async with pool.acquire() as conn, conn.transaction():
         if not await erasure.request_txn(conn, user_id, now):
             raise NotFound()
         revoked = await tokens.revoke_all_for_user(conn, user_id)
         await outbox.add(conn, events.AccountDeletionRequested(user_id=str(user_id), erase_after=erase_after), user_id)
-    await tokens.mark_user_inactive(app[redis_key], user_id, app[config_key].auth.access_token_ttl)
-    await revoke_sessions(app, user_id, revoked)
+    await tokens.mark_user_inactive(redis, user_id, access_ttl)
+    await revoke_sessions(redis, access_ttl, user_id, revoked)
     return erase_after
 
 
@@ -324,5 +350,7 @@ async def delete_me(request: web.Request) -> web.Response:
     the owner logs in again before then."""
     identity = viewer_identity(request)
     body = await read_json(request, DeletionRequest)
-    erase_after = await request_deletion(request.app, identity.user_id, body.password)
+    app = request.app
+    erase_after = await request_deletion(app[pool_key], app[redis_key], access_ttl(request), app_now(app),
+                                         app[config_key].accounts.deletion_grace_days, identity.user_id, body.password)
     return json_response(DeletionScheduled(erase_after=erase_after), status=202)

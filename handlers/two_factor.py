@@ -17,14 +17,13 @@ import re
 import secrets
 from datetime import datetime
 
+import asyncpg
 import pyotp
-from aiohttp import web
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from handlers.context import app_now, config_key, pool_key
 from storage import two_factor
 
 ISSUER = "glint"
@@ -53,14 +52,14 @@ class SecretBox:
             return None
 
 
-def secret_box(app: web.Application) -> SecretBox:
-    """The box of the configured key (or of the key derived from the JWT secret)."""
-    config = app[config_key]
-    if config.auth.two_factor_key:
-        key = base64.b64decode(config.auth.two_factor_key)
+def secret_box(two_factor_key: str, jwt_secret: str) -> SecretBox:
+    """The box of the configured key (base64), or of the key derived from the JWT secret when
+    none is set; app/ makes it once per process (handlers.context.secret_box_key)."""
+    if two_factor_key:
+        key = base64.b64decode(two_factor_key)
     else:
         key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"glint two-factor secrets").derive(
-            config.auth.jwt_secret.encode())
+            jwt_secret.encode())
     return SecretBox(key)
 
 
@@ -98,21 +97,22 @@ def new_recovery_codes() -> list[str]:
     return codes
 
 
-async def check_totp(app: web.Application, user_id: int, sealed: bytes, code: str) -> bool:
+async def check_totp(pool: asyncpg.Pool, box: SecretBox, now: datetime, user_id: int, sealed: bytes,
+                     code: str) -> bool:
     """Accept a TOTP code once: right for now (±1 step) and of a step later than the last one used."""
-    secret = secret_box(app).open(sealed)
+    secret = box.open(sealed)
     code = code.strip().replace(" ", "")
     if secret is None or not _TOTP_CODE.match(code):
         return False
-    step = matching_step(secret, code, app_now(app))
-    return step is not None and await two_factor.accept_step(app[pool_key], user_id, step)
+    step = matching_step(secret, code, now)
+    return step is not None and await two_factor.accept_step(pool, user_id, step)
 
 
-async def check_second_factor(app: web.Application, user_id: int, code: str) -> bool:
+async def check_second_factor(pool: asyncpg.Pool, box: SecretBox, now: datetime, user_id: int, code: str) -> bool:
     """A TOTP code or an unused recovery code (spent now) of an account with two-factor on."""
-    row = await two_factor.get(app[pool_key], user_id)
+    row = await two_factor.get(pool, user_id)
     if row is None or row["confirmed_at"] is None:
         return False
     if _TOTP_CODE.match(code.strip().replace(" ", "")):
-        return await check_totp(app, user_id, row["secret"], code)
-    return await two_factor.spend_recovery_code(app[pool_key], user_id, hash_recovery_code(code))
+        return await check_totp(pool, box, now, user_id, row["secret"], code)
+    return await two_factor.spend_recovery_code(pool, user_id, hash_recovery_code(code))

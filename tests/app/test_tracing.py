@@ -1,8 +1,9 @@
 """Tracing across processes: with GLINT_OTLP_ENDPOINT set, one like produces one trace that
 spans the API process (the request, its store calls, the push to a socket) and the `glint
 consume` process (the notification consumer continuing from the traceparent carried in the
-event over Kafka). The spans are received by an OTLP/HTTP endpoint inside the test, decoded with
-the OTLP protobuf schema, exactly as Jaeger or a collector would receive them."""
+event over Kafka), and an upload's S3 calls are client spans in its request's trace. The spans
+are received by an OTLP/HTTP endpoint inside the test, decoded with the OTLP protobuf schema,
+exactly as Jaeger or a collector would receive them."""
 
 from __future__ import annotations
 
@@ -18,8 +19,10 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+import wrapt
 from aiohttp import web
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 import devstack
 from app.middlewares import JsonFormatter
@@ -46,7 +49,8 @@ class Receiver:
                     self.spans.append({
                         "service": attributes.get("service.name"), "trace": span.trace_id.hex(),
                         "id": span.span_id.hex(), "parent": span.parent_span_id.hex(), "name": span.name,
-                        "scope": scope_spans.scope.name,
+                        "scope": scope_spans.scope.name, "kind": span.kind,
+                        "attributes": {a.key: a.value.string_value or a.value.int_value for a in span.attributes},
                     })
         return web.Response(body=b"", content_type="application/x-protobuf")
 
@@ -65,6 +69,16 @@ async def receiver(aiohttp_server):
     server = await aiohttp_server(app)
     found.url = f"http://127.0.0.1:{server.port}"
     return found
+
+
+def ancestors(span: dict, spans: list[dict]) -> list[str]:
+    """The ids above a span in its trace, nearest first."""
+    by_id = {s["id"]: s for s in spans}
+    chain = []
+    while span["parent"] in by_id:
+        span = by_id[span["parent"]]
+        chain.append(span["id"])
+    return chain
 
 
 async def start(args: list[str], env: dict[str, str], port: int) -> asyncio.subprocess.Process:
@@ -118,7 +132,14 @@ async def test_one_like_is_one_trace_across_the_api_and_the_consumer(stack_env, 
                     return spans
             return None
 
-        await wait_for(lambda: like_trace() is not None, timeout=20)
+        def upload_trace() -> list[dict] | None:
+            for spans in receiver.traces().values():
+                if (any(s["name"] == "S3.PutObject" for s in spans)
+                        and any(not s["parent"] and "media" in s["name"] for s in spans)):
+                    return spans
+            return None
+
+        await wait_for(lambda: like_trace() is not None and upload_trace() is not None, timeout=20)
     finally:
         for proc in procs:
             proc.terminate()
@@ -126,33 +147,38 @@ async def test_one_like_is_one_trace_across_the_api_and_the_consumer(stack_env, 
             await asyncio.wait_for(proc.wait(), 30)
 
     spans = like_trace()
-    by_id = {s["id"]: s for s in spans}
     request = next(s for s in spans if s["service"] == "glint-api" and "like" in s["name"] and not s["parent"])
     consumed = next(s for s in spans if s["name"] == "notifications post_liked")
     push = next(s for s in spans if s["name"] == "ws push")
 
-    def ancestors(span: dict) -> list[str]:
-        chain = []
-        while span["parent"] in by_id:
-            span = by_id[span["parent"]]
-            chain.append(span["id"])
-        return chain
-
     # one tree: the consumer's span hangs under the request, the push under the consumer's span
-    assert request["id"] in ancestors(consumed)
-    assert consumed["id"] in ancestors(push)
+    assert request["id"] in ancestors(consumed, spans)
+    assert consumed["id"] in ancestors(push, spans)
     # store calls are child spans, in both processes
     scopes = {(s["service"], s["scope"].rsplit(".", 1)[-1]) for s in spans}
     assert ("glint-api", "asyncpg") in scopes and ("glint-consumer", "asyncpg") in scopes
     assert ("glint-consumer", "redis") in scopes
 
+    # the upload's renditions are put to S3 inside the request: client spans under its span
+    spans = upload_trace()
+    upload = next(s for s in spans if not s["parent"] and "media" in s["name"])
+    puts = [s for s in spans if s["name"] == "S3.PutObject"]
+    assert len(puts) >= 2  # every width in WebP and JPEG
+    for put in puts:
+        assert put["service"] == "glint-api" and put["kind"] == Span.SPAN_KIND_CLIENT
+        assert upload["id"] in ancestors(put, spans)
+        assert put["attributes"]["rpc.system"] == "aws-api" and put["attributes"]["rpc.service"] == "S3"
+        assert put["attributes"]["rpc.method"] == "PutObject" and put["attributes"]["http.status_code"] == 200
+
 
 def test_tracing_is_off_without_an_endpoint(stack_env):
     """No endpoint: nothing instrumented, no provider set, and log lines carry no trace id."""
+    from aiobotocore.client import AioBaseClient
     from opentelemetry import trace
 
     stop = setup_tracing(make_config(stack_env, otlp_endpoint=""), "glint-api")
     stop()
     assert type(trace.get_tracer_provider()).__name__ == "ProxyTracerProvider"
+    assert not isinstance(AioBaseClient.__dict__["_make_api_call"], wrapt.FunctionWrapper)  # S3 pays no wrapper
     record = logging.LogRecord("glint", logging.INFO, __file__, 1, "hello", (), None)
     assert "trace_id" not in json.loads(JsonFormatter().format(record))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import WSMsgType
 
 from handlers.admin import lift_expired_suspensions
+from handlers.context import pool_key, redis_key
 from tests.conftest import wait_for
 from tests.support import (
     admin_headers, frame_of, login, moderator_headers, new_post, open_socket, start_conversation,
@@ -203,7 +204,8 @@ async def test_a_suspended_account_is_hidden_and_its_open_socket_closes_with_440
                       json={"reason": "cool off", "until": "2999-01-01T00:00:00Z"})
     await pool.execute("UPDATE users SET suspended_until = now() - interval '1 second' WHERE id = $1",
                        int(author["id"]))
-    assert await lift_expired_suspensions(client.server.app) == 1
+    app = client.server.app
+    assert await lift_expired_suspensions(app[pool_key], app[redis_key]) == 1
     assert (await client.get(f"/api/posts/{post['id']}/", headers=reader_h)).status == 200
     assert len((await (await client.get(f"/api/comments/?post_id={hosted['id']}",
                                         headers=reader_h)).json())["results"]) == 1
