@@ -367,7 +367,7 @@ def idle_worker(url: str, tokens: list[str], ready, release, results) -> None:
 
 
 async def prepare(target, options) -> dict:
-    """In the parent: seats (conversation, member, token) from the seed manifest; `--set rate=5`."""
+    """In the parent: seats (token, conversation, member) from the seed manifest; `--set rate=5`."""
     from bench.runner import ScenarioSkipped
     from bench.scenarios import mint_tokens, option, require_routes
 
@@ -377,23 +377,19 @@ async def prepare(target, options) -> dict:
         raise ScenarioSkipped("the seed manifest has no conversations")
     seats = [(str(cid), member) for cid, members in conversations for member in members[:2]][: options.concurrency]
     tokens = mint_tokens(options.jwt_secret, [m for _, m in seats], options.token_ttl)
-    return {"seats": [(cid, str(m), t) for (cid, m), t in zip(seats, tokens)],
+    return {"seats": [(t, cid, str(m)) for (cid, m), t in zip(seats, tokens)],
             "rate": float(option(options, "rate", 5.0))}
 
 
 async def work(ctx) -> None:
     """In each worker: every client holds a socket and sends at the plan's rate; `message` is send
     -> message.ack, the value `send_to_receive` is send -> message.new at another member."""
-    from bench.scenarios import open_socket
+    from bench.scenarios import seated_sockets
 
-    seats, period = ctx.plan["seats"], 1.0 / ctx.plan["rate"]
-    ws_url = ctx.url.replace("http", "ws", 1) + "/ws"
+    period = 1.0 / ctx.plan["rate"]
 
-    async def client(number: int) -> None:
-        cid, uid, token = seats[number % len(seats)]
-        ws = await open_socket(ctx, ws_url, token)
-        if ws is None:
-            return
+    async def client(number: int, seat: tuple[str, str, str], ws) -> None:
+        _, cid, uid = seat
         sent: dict[str, float] = {}
 
         async def reader() -> None:
@@ -417,10 +413,9 @@ async def work(ctx) -> None:
                                               "client_id": ref[:64], "text": repr(time.time())}))
                 await asyncio.sleep(period)
         finally:
-            await ws.close()
             task.cancel()
 
-    await ctx.each_client(client)
+    await seated_sockets(ctx, client)
 
 
 # ---------------------------------------------------------------- the run

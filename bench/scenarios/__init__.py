@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from bench.runner import ScenarioSkipped, Target
 
@@ -91,3 +91,27 @@ async def open_socket(ctx: Any, ws_url: str, token: str) -> Any:
         await asyncio.sleep(0.5)
         return None
     return ws
+
+
+def socket_url(ctx: Any) -> str:
+    """The run's /ws address."""
+    return ctx.url.replace("http", "ws", 1) + "/ws"
+
+
+async def seated_sockets(ctx: Any, run: Callable[[int, Any, Any], Awaitable[None]]) -> None:
+    """Each client of this worker on its seat of the plan's `seats` (taken round robin; a seat's
+    first item is its token) with its /ws open: `run(number, seat, ws)`, the socket closed after.
+    A client whose socket is refused does nothing more (open_socket records it)."""
+    seats = ctx.plan["seats"]
+
+    async def client(number: int) -> None:
+        seat = seats[number % len(seats)]
+        ws = await open_socket(ctx, socket_url(ctx), seat[0])
+        if ws is None:
+            return
+        try:
+            await run(number, seat, ws)
+        finally:
+            await ws.close()
+
+    await ctx.each_client(client)

@@ -21,7 +21,7 @@ import asyncio
 import time
 
 from bench.runner import ScenarioSkipped
-from bench.scenarios import mint_tokens, option, sample_users
+from bench.scenarios import mint_tokens, option, sample_users, socket_url
 
 
 async def server_metrics(url: str) -> dict[str, float]:
@@ -84,7 +84,7 @@ async def work(ctx) -> None:
     readers: list[asyncio.Task] = []
     failed = 0
     gate = asyncio.Semaphore(max(1, ctx.clients))
-    ws_url = ctx.url.replace("http", "ws", 1) + "/ws"
+    ws_url = socket_url(ctx)
 
     async def open_one(token: str) -> None:
         nonlocal failed

@@ -16,7 +16,7 @@ import time
 import uuid
 
 from bench.runner import ScenarioSkipped
-from bench.scenarios import mint_tokens, open_socket, option, require_routes
+from bench.scenarios import mint_tokens, option, require_routes, seated_sockets
 from bench.scenarios.media import jpeg, upload
 
 WEIGHTS = "message=50,typing=20,ping=10,presence=5,feed=12,post=3"
@@ -33,22 +33,17 @@ async def prepare(target, options) -> dict:
     if "POST /api/posts/" not in served:
         weights.pop("post", None)
     tokens = mint_tokens(options.jwt_secret, [s[1] for s in seats], options.token_ttl)
-    return {"seats": [(cid, token, others) for (cid, _, others), token in zip(seats, tokens)],
+    return {"seats": [(token, cid, others) for (cid, _, others), token in zip(seats, tokens)],
             "weights": weights, "think": float(option(options, "think", 0.05)), "jpeg": jpeg(320, 240)}
 
 
 async def work(ctx) -> None:
     rng = random.Random(ctx.index)
-    seats = ctx.plan["seats"]
     kinds, weights = zip(*ctx.plan["weights"].items())
     refs = itertools.count()
-    ws_url = ctx.url.replace("http", "ws", 1) + "/ws"
 
-    async def client(number: int) -> None:
-        cid, token, others = seats[number % len(seats)]
-        ws = await open_socket(ctx, ws_url, token)
-        if ws is None:
-            return
+    async def client(number: int, seat: tuple[str, str, list[str]], ws) -> None:
+        token, cid, others = seat
         waiters: dict[str, asyncio.Future] = {}
 
         async def reader() -> None:
@@ -103,6 +98,5 @@ async def work(ctx) -> None:
                 await asyncio.sleep(ctx.plan["think"])
         finally:
             read.cancel()
-            await ws.close()
 
-    await ctx.each_client(client)
+    await seated_sockets(ctx, client)
