@@ -1,5 +1,5 @@
 // Shared pieces: images with placeholders, avatars, error lines, paginated lists.
-import { ReactNode, useCallback, useEffect, useRef, useState } from "react";
+import { FormEvent, ReactNode, useCallback, useEffect, useRef, useState } from "react";
 import { ApiError, get, Id, Media, Page, smallestUrl, srcset, UserBrief } from "./api";
 import { Link } from "./router";
 
@@ -85,6 +85,28 @@ export function timeAgo(iso: string | undefined): string {
   if (s < 3600) return `${Math.floor(s / 60)}m`;
   if (s < 86400) return `${Math.floor(s / 3600)}h`;
   return `${Math.floor(s / 86400)}d`;
+}
+
+/** A form's submit: `busy` while `act` runs, and what it threw as `error` (cleared on each try;
+ * `failed` may say what to show instead, null for nothing). */
+export function useSubmit(act: () => Promise<void>, failed: (err: unknown) => unknown = (err) => err) {
+  const [error, setError] = useState<unknown>(null);
+  const [busy, setBusy] = useState(false);
+
+  async function submit(e: FormEvent) {
+    e.preventDefault();
+    setBusy(true);
+    setError(null);
+    try {
+      await act();
+    } catch (err) {
+      setError(failed(err));
+    } finally {
+      setBusy(false);
+    }
+  }
+
+  return { submit, busy, error };
 }
 
 /** A cursor-paginated list that loads the next page when its end scrolls into view. */

@@ -1,9 +1,9 @@
 // Signing up, verifying the e-mail, logging in (with a 2FA code when asked), resetting a password.
-import { FormEvent, useEffect, useState } from "react";
+import { useEffect, useState } from "react";
 import { ApiError, api, post, tokens } from "../api";
 import { Link, navigate } from "../router";
 import { loadMe } from "../state";
-import { ErrorLine } from "../ui";
+import { ErrorLine, useSubmit } from "../ui";
 
 function AuthCard({ title, children }: { title: string; children: React.ReactNode }) {
   return (
@@ -22,28 +22,17 @@ export function Login() {
   const [password, setPassword] = useState("");
   const [code, setCode] = useState("");
   const [needCode, setNeedCode] = useState(false);
-  const [error, setError] = useState<unknown>(null);
-  const [busy, setBusy] = useState(false);
-
-  async function submit(e: FormEvent) {
-    e.preventDefault();
-    setBusy(true);
-    setError(null);
-    try {
-      const body: Record<string, string> = { username, password };
-      if (needCode) body.code = code;
-      tokens.set(await api<{ access: string; refresh: string }>("POST", "/api/token/", body));
-      await loadMe();
-      navigate("/", true);
-    } catch (err) {
-      if (err instanceof ApiError && err.code === "2fa_required") {
-        setNeedCode(true);
-        if (needCode) setError(err);
-      } else setError(err);
-    } finally {
-      setBusy(false);
-    }
-  }
+  const { submit, busy, error } = useSubmit(async () => {
+    const body: Record<string, string> = { username, password };
+    if (needCode) body.code = code;
+    tokens.set(await api<{ access: string; refresh: string }>("POST", "/api/token/", body));
+    await loadMe();
+    navigate("/", true);
+  }, (err) => {
+    if (!(err instanceof ApiError && err.code === "2fa_required")) return err;
+    setNeedCode(true);
+    return needCode ? err : null;
+  });
 
   return (
     <AuthCard title="Log in">
@@ -66,25 +55,13 @@ export function Login() {
 
 export function Register() {
   const [form, setForm] = useState({ username: "", email: "", full_name: "", password: "" });
-  const [error, setError] = useState<unknown>(null);
-  const [busy, setBusy] = useState(false);
   const set = (k: keyof typeof form) => (e: React.ChangeEvent<HTMLInputElement>) => setForm({ ...form, [k]: e.target.value });
-
-  async function submit(e: FormEvent) {
-    e.preventDefault();
-    setBusy(true);
-    setError(null);
-    try {
-      await post("/api/accounts/users/register/", form);
-      tokens.set(await post<{ access: string; refresh: string }>("/api/token/", { username: form.username, password: form.password }));
-      await loadMe();
-      navigate("/", true);
-    } catch (err) {
-      setError(err);
-    } finally {
-      setBusy(false);
-    }
-  }
+  const { submit, busy, error } = useSubmit(async () => {
+    await post("/api/accounts/users/register/", form);
+    tokens.set(await post<{ access: string; refresh: string }>("/api/token/", { username: form.username, password: form.password }));
+    await loadMe();
+    navigate("/", true);
+  });
 
   return (
     <AuthCard title="Sign up">
@@ -125,23 +102,15 @@ export function Reset({ token }: { token: string | null }) {
   const [email, setEmail] = useState("");
   const [password, setPassword] = useState("");
   const [done, setDone] = useState("");
-  const [error, setError] = useState<unknown>(null);
-
-  async function submit(e: FormEvent) {
-    e.preventDefault();
-    setError(null);
-    try {
-      if (token) {
-        await post("/api/accounts/password-reset/confirm/", { token, new_password: password });
-        setDone("Your password is changed. You can log in with it now.");
-      } else {
-        await post("/api/accounts/password-reset/", { email });
-        setDone("If that address has an account, a reset link is on its way.");
-      }
-    } catch (err) {
-      setError(err);
+  const { submit, error } = useSubmit(async () => {
+    if (token) {
+      await post("/api/accounts/password-reset/confirm/", { token, new_password: password });
+      setDone("Your password is changed. You can log in with it now.");
+    } else {
+      await post("/api/accounts/password-reset/", { email });
+      setDone("If that address has an account, a reset link is on its way.");
     }
-  }
+  });
 
   return (
     <AuthCard title="Reset your password">

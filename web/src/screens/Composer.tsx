@@ -1,8 +1,8 @@
 // A new post (1 to 10 photos, uploaded as soon as chosen, with progress) or a new story.
-import { FormEvent, useState } from "react";
+import { useState } from "react";
 import { Media, post, Post, upload } from "../api";
 import { navigate } from "../router";
-import { ErrorLine, Photo } from "../ui";
+import { ErrorLine, Photo, useSubmit } from "../ui";
 
 interface Item { key: string; name: string; preview: string; progress: number; media?: Media; error?: unknown }
 
@@ -12,8 +12,6 @@ export function Composer() {
   const [location, setLocation] = useState("");
   const [story, setStory] = useState(false);
   const [closeFriends, setCloseFriends] = useState(false);
-  const [error, setError] = useState<unknown>(null);
-  const [busy, setBusy] = useState(false);
 
   const update = (key: string, patch: Partial<Item>) => setItems((list) => list.map((i) => (i.key === key ? { ...i, ...patch } : i)));
 
@@ -33,27 +31,18 @@ export function Composer() {
 
   const ready = items.length > 0 && items.every((i) => i.media);
 
-  async function submit(e: FormEvent) {
-    e.preventDefault();
-    setBusy(true);
-    setError(null);
-    try {
-      const ids = items.map((i) => i.media!.id);
-      if (story) {
-        for (const id of ids) await post("/api/stories/", { media_id: id, caption, close_friends_only: closeFriends });
-        navigate("/");
-      } else {
-        const body: Record<string, unknown> = { caption, media_ids: ids };
-        if (location.trim()) body.location = { name: location.trim() };
-        const created = await post<Post>("/api/posts/", body);
-        navigate(`/p/${created.id}`);
-      }
-    } catch (err) {
-      setError(err);
-    } finally {
-      setBusy(false);
+  const { submit, busy, error } = useSubmit(async () => {
+    const ids = items.map((i) => i.media!.id);
+    if (story) {
+      for (const id of ids) await post("/api/stories/", { media_id: id, caption, close_friends_only: closeFriends });
+      navigate("/");
+    } else {
+      const body: Record<string, unknown> = { caption, media_ids: ids };
+      if (location.trim()) body.location = { name: location.trim() };
+      const created = await post<Post>("/api/posts/", body);
+      navigate(`/p/${created.id}`);
     }
-  }
+  });
 
   return (
     <main className="page composer">
