@@ -15,7 +15,7 @@ from handlers.common import (
     page_request, parse_id, path_id, query_id, read_json,
 )
 from handlers.context import pool_key
-from handlers.posts import CAPTION_MAX, LikeState, UserBrief, cursor_id, user_brief, visible_post
+from handlers.posts import CAPTION_MAX, LikeState, UserBrief, cursor_id, like_routes, user_brief, visible_post
 from storage import comments, events, outbox, users, visibility
 
 routes = Routes("comments")
@@ -155,13 +155,5 @@ async def delete(request: web.Request) -> web.Response:
     return no_content()
 
 
-@routes.route("POST", "/api/comments/{id}/like/", sees="audience", response=LikeState)
-async def like(request: web.Request) -> web.Response:
-    """Like a comment (idempotent)."""
-    return json_response(await set_comment_like(request.app[pool_key], current_user(request), path_id(request), True))
-
-
-@routes.route("POST", "/api/comments/{id}/unlike/", sees="audience", response=LikeState)
-async def unlike(request: web.Request) -> web.Response:
-    """Take back a comment like (idempotent)."""
-    return json_response(await set_comment_like(request.app[pool_key], current_user(request), path_id(request), False))
+like, unlike = like_routes(routes, "/api/comments/{id}/", set_comment_like, "Like a comment (idempotent).",
+                           "Take back a comment like (idempotent).")

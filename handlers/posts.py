@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import re
 from datetime import datetime
-from typing import Annotated, Any, Mapping
+from typing import Annotated, Any, Awaitable, Callable, Mapping
 
 import asyncpg
 import msgspec
@@ -22,7 +22,7 @@ from redis.asyncio import Redis
 
 from handlers.auth import current_user
 from handlers.common import (
-    IdIn, NotFound, Page, Routes, Struct, ValidationFailed, decode_cursor, encode_cursor, json_response, make_page,
+    Handler, IdIn, NotFound, Page, Routes, Struct, ValidationFailed, decode_cursor, encode_cursor, json_response, make_page,
     no_content, page_request, parse_id, path_id, query_id, read_json, read_pool,
 )
 from handlers.context import config_key, pool_key, redis_key, s3_key
@@ -197,6 +197,25 @@ async def set_like(pool: asyncpg.Pool, viewer: int, post_id: int, liked: bool) -
     return LikeState(liked=liked, like_count=count)
 
 
+SetLike = Callable[[asyncpg.Pool, int, int, bool], Awaitable[LikeState]]
+
+
+def like_routes(routes: Routes, path: str, set_like: SetLike, like_doc: str, unlike_doc: str) -> tuple[Handler, Handler]:
+    """POST {path}like/ and {path}unlike/ (`path` names a post or a comment by {id}): the signed-in
+    account likes it or takes the like back, idempotently, through `set_like`, and gets the
+    LikeState. The handlers are `like` and `unlike` with these docstrings (the OpenAPI summaries)."""
+
+    def route(liked: bool, doc: str) -> Handler:
+        async def handler(request: web.Request) -> web.Response:
+            return json_response(await set_like(request.app[pool_key], current_user(request), path_id(request), liked))
+
+        handler.__name__ = handler.__qualname__ = "like" if liked else "unlike"
+        handler.__doc__ = doc
+        return routes.route("POST", f"{path}{handler.__name__}/", sees="audience", response=LikeState)(handler)
+
+    return route(True, like_doc), route(False, unlike_doc)
+
+
 # ---------------------------------------------------------------- rendering
 
 
@@ -357,16 +376,8 @@ async def delete(request: web.Request) -> web.Response:
     return no_content()
 
 
-@routes.route("POST", "/api/posts/{id}/like/", sees="audience", response=LikeState)
-async def like(request: web.Request) -> web.Response:
-    """Like a post (idempotent)."""
-    return json_response(await set_like(request.app[pool_key], current_user(request), path_id(request), True))
-
-
-@routes.route("POST", "/api/posts/{id}/unlike/", sees="audience", response=LikeState)
-async def unlike(request: web.Request) -> web.Response:
-    """Take back a like (idempotent)."""
-    return json_response(await set_like(request.app[pool_key], current_user(request), path_id(request), False))
+like, unlike = like_routes(routes, "/api/posts/{id}/", set_like, "Like a post (idempotent).",
+                           "Take back a like (idempotent).")
 
 
 @routes.route("GET", "/api/posts/{id}/likes/", sees="audience", response=Page[UserBrief])

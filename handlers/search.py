@@ -127,35 +127,26 @@ async def search_page(request: web.Request, kind: Kind, viewer: int, query: sear
     return Page(results=[item for _, item in shown], next=next_url)
 
 
-async def _respond(request: web.Request, kind: Kind) -> web.Response:
-    viewer = current_user(request)
-    page = page_request(request)
-    query = read_query(request)
-    return json_response(await search_page(request, kind, viewer, query, page))
+def _search_route(kind: Kind, response: type, summary: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """GET /api/search/{kind}/: one page of `kind` for ?q=, as Page[response]; its handler is
+    `search_{kind}` (the OpenAPI operation) and `summary` its docstring."""
+
+    async def handler(request: web.Request) -> web.Response:
+        viewer = current_user(request)
+        page = page_request(request)
+        query = read_query(request)
+        return json_response(await search_page(request, kind, viewer, query, page))
+
+    handler.__name__ = handler.__qualname__ = f"search_{kind}"
+    handler.__doc__ = summary
+    return routes.route("GET", f"/api/search/{kind}/", response=Page[response], query=QUERY_DOC)(handler)
 
 
 # ---------------------------------------------------------------- routes
 
 
-@routes.route("GET", "/api/search/users/", response=Page[UserSummary], query=QUERY_DOC)
-async def search_users(request: web.Request) -> web.Response:
-    """Users by username or full name, best match first."""
-    return await _respond(request, "users")
-
-
-@routes.route("GET", "/api/search/posts/", response=Page[PostOut], query=QUERY_DOC)
-async def search_posts(request: web.Request) -> web.Response:
-    """Posts by caption, best match first, only those the viewer may see."""
-    return await _respond(request, "posts")
-
-
-@routes.route("GET", "/api/search/hashtags/", response=Page[HashtagOut], query=QUERY_DOC)
-async def search_hashtags(request: web.Request) -> web.Response:
-    """Hashtags in use, with their post counts, best match first."""
-    return await _respond(request, "hashtags")
-
-
-@routes.route("GET", "/api/search/locations/", response=Page[LocationOut], query=QUERY_DOC)
-async def search_locations(request: web.Request) -> web.Response:
-    """Locations posts were made at, with their post counts, best match first."""
-    return await _respond(request, "locations")
+search_users = _search_route("users", UserSummary, "Users by username or full name, best match first.")
+search_posts = _search_route("posts", PostOut, "Posts by caption, best match first, only those the viewer may see.")
+search_hashtags = _search_route("hashtags", HashtagOut, "Hashtags in use, with their post counts, best match first.")
+search_locations = _search_route("locations", LocationOut,
+                                 "Locations posts were made at, with their post counts, best match first.")

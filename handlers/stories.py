@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Awaitable, Callable
 
 import asyncpg
 import msgspec
@@ -284,6 +284,17 @@ async def set_close_friends(pool: asyncpg.Pool, trays: stories.TrayCache, owner:
     await trays.drop(changed)
 
 
+StoryAct = Callable[[asyncpg.Pool, stories.TrayCache, datetime, int, int], Awaitable[None]]
+
+
+async def _on_story(request: web.Request, act: StoryAct) -> web.Response:
+    """What a route answers after `act` (view_story, delete_story) is done by the signed-in
+    account on the story in the path: 204."""
+    await act(request.app[pool_key], request.app[tray_cache_key], app_now(request.app), current_user(request),
+              path_id(request))
+    return no_content()
+
+
 # ---------------------------------------------------------------- routes (fixed paths before {id})
 
 
@@ -357,10 +368,7 @@ async def put_close_friends(request: web.Request) -> web.Response:
 @routes.route("POST", "/api/stories/{id}/view/", sees="audience", status=204)
 async def post_view(request: web.Request) -> web.Response:
     """Record that you saw a story (once; repeats change nothing)."""
-    viewer = current_user(request)
-    await view_story(request.app[pool_key], request.app[tray_cache_key], app_now(request.app), viewer,
-                     path_id(request))
-    return no_content()
+    return await _on_story(request, view_story)
 
 
 @routes.route("GET", "/api/stories/{id}/viewers/", sees="owner", response=ViewersPage, query=PAGE_QUERY)
@@ -393,7 +401,4 @@ async def react(request: web.Request) -> web.Response:
 @routes.route("DELETE", "/api/stories/{id}/", sees="owner", status=204)
 async def remove_story(request: web.Request) -> web.Response:
     """Delete your story."""
-    owner = current_user(request)
-    await delete_story(request.app[pool_key], request.app[tray_cache_key], app_now(request.app), owner,
-                       path_id(request))
-    return no_content()
+    return await _on_story(request, delete_story)
