@@ -5,6 +5,7 @@
     glint bench list
     glint bench soak --url URL [--minutes 30] [--concurrency N] [--out DIR]
     glint bench notifications [--events N] [--transport kafka|inline] [--compare OLD_TREE] [--out DIR]
+    glint bench chat [--clients N --rate R | --pairs K | --group N] [--servers 1|2] [--compare OLD_TREE] [--out FILE]
 
 app/cli.py adds the `bench` subcommand with add_arguments() and calls run() with the decoded
 Config; this module imports nothing heavy at import time (the parser is built on every `glint`).
@@ -44,7 +45,7 @@ def default_manifest(config: Any = None) -> Path:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The `glint bench` arguments (a subcommand per scenario, and `seed`)."""
-    sub = parser.add_subparsers(dest="bench_command", required=True, metavar="{seed,list,soak,notifications," + ",".join(SCENARIOS) + "}")
+    sub = parser.add_subparsers(dest="bench_command", required=True, metavar="{seed,list,soak,notifications,chat," + ",".join(SCENARIOS) + "}")
 
     seed = sub.add_parser("seed", help="seed a realistic graph into PostgreSQL (COPY) and Redis timelines")
     seed.add_argument("--users", type=int, default=100_000, help="how many users (default 100000)")
@@ -65,6 +66,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     notifications_arguments(sub.add_parser(
         "notifications", help="events/s one consumer process turns into notifications, on a private stack"))
+
+    chat_arguments(sub.add_parser(
+        "chat", help="messages/s and latencies of glint serve processes on a private stack (bench/chat.py)"))
 
     soak_p = sub.add_parser("soak", help="the mixed scenario for N minutes: RSS, fds, p50/p99 and errors per minute")
     soak_p.add_argument("--url", required=True, help="the server under test (loopback only)")
@@ -113,6 +117,29 @@ def notifications_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=int, default=None, help="rounds per tree (default 1, or 3 with --compare)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds one worker may take")
     parser.add_argument("--out", type=Path, default=None, help="folder for the JSON (bench/results/ to commit it)")
+
+
+def chat_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of `glint bench chat` and `python -m bench.chat` (bench/chat.py)."""
+    parser.add_argument("--clients", type=int, default=200, help="connected clients, each sending")
+    parser.add_argument("--conversations", type=int, default=100, help="conversations they are spread over")
+    parser.add_argument("--rate", type=float, default=5.0,
+                        help="messages per second per client (with --group: of the one sender)")
+    parser.add_argument("--duration", type=float, default=15.0, help="measured seconds")
+    parser.add_argument("--workers", type=int, default=2, help="load-generator processes")
+    parser.add_argument("--servers", type=int, default=2, choices=(1, 2), help="glint processes")
+    parser.add_argument("--send-queue", type=int, default=256, help="GLINT_WS_SEND_QUEUE of the servers")
+    parser.add_argument("--idle", type=int, default=0, help="idle sockets to open afterwards (0: skip)")
+    parser.add_argument("--presence", type=int, default=5000, help="connections for the presence cost (0: skip)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--pairs", type=int, default=0, metavar="K",
+                      help="K closed-loop sender/receiver pairs, each in its own 1:1 conversation (--rate unused)")
+    mode.add_argument("--group", type=int, default=0, metavar="N",
+                      help="one conversation of N members, one of them sending at --rate; ack -> last member")
+    parser.add_argument("--compare", default=None, metavar="OLD_TREE",
+                        help="another glint checkout (a worktree of an older commit), measured in alternating rounds")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds per tree (default 1, or 3 with --compare)")
+    parser.add_argument("--out", default="", help="also write the JSON report to this file")
 
 
 def _parse_sets(items: list[str]) -> dict[str, Any]:
@@ -273,6 +300,10 @@ def run(args: argparse.Namespace, config: Any) -> None:
         from bench import notifications
 
         notifications.run_cli(args)
+    elif args.bench_command == "chat":
+        from bench import chat
+
+        chat.run_cli(args)
     elif args.bench_command == "list":
         for name, summary in SCENARIOS.items():
             print(f"  {name:<10} {summary}")

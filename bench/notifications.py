@@ -31,7 +31,6 @@ import asyncio
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -43,7 +42,7 @@ import asyncpg
 
 import devstack
 from app.clients import KafkaProducer
-from bench import report
+from bench import report, trees as bench_trees
 from jobs.events import KafkaSender, Relay
 from storage import db
 
@@ -103,8 +102,8 @@ def time_worker(tree: Path, env: dict[str, str], args: argparse.Namespace, extra
             "--redis", env["GLINT_REDIS_URL"], "--events", str(args.events)]
     for name, value in extra.items():
         argv += [name, value]
-    child_env = {**os.environ, "PYTHONPATH": str(tree)}
-    done = subprocess.run(argv, cwd=tree, env=child_env, capture_output=True, text=True, timeout=args.timeout)
+    done = subprocess.run(argv, cwd=tree, env=bench_trees.tree_env(tree), capture_output=True, text=True,
+                          timeout=args.timeout)
     if done.returncode != 0:
         raise RuntimeError(f"the worker in {tree} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -119,8 +118,7 @@ async def outcome(pool: asyncpg.Pool) -> dict[str, int]:
 
 
 async def run(args: argparse.Namespace) -> dict:
-    targets = [("A", ROOT)] + ([("B", Path(args.compare).resolve())] if args.compare else [])
-    rounds = args.rounds or (3 if args.compare else 1)
+    targets, rounds = bench_trees.targets(args.compare, args.rounds)
     root = Path(tempfile.mkdtemp(prefix="glint-bench-notifications-"))
     services = ["postgres", "redis"] + (["s3", "kafka"] if args.transport == "kafka" else [])
     env = devstack.up(root, ports={s: devstack.free_port() for s in services}, services=services, fast=True,
@@ -133,14 +131,13 @@ async def run(args: argparse.Namespace) -> dict:
         await conn.close()
         pool = await db.create_pool(dsn, min_size=1, max_size=4)
         try:
-            for n in range(rounds):
-                for label, tree in targets if n % 2 == 0 else targets[::-1]:  # alternate who goes first
-                    extra = await prepare(pool, args, env.get("GLINT_KAFKA_BOOTSTRAP") if args.transport == "kafka"
-                                          else None)
-                    figures = await asyncio.to_thread(time_worker, tree, env, args, extra)
-                    figures.update(round=n + 1, load_average=list(os.getloadavg()), **await outcome(pool))
-                    runs[label].append(figures)
-                    print(json.dumps({"target": label, **figures}), file=sys.stderr)
+            for n, label, tree in bench_trees.alternate(targets, rounds):
+                extra = await prepare(pool, args, env.get("GLINT_KAFKA_BOOTSTRAP") if args.transport == "kafka"
+                                      else None)
+                figures = await asyncio.to_thread(time_worker, tree, env, args, extra)
+                figures.update(round=n + 1, load_average=list(os.getloadavg()), **await outcome(pool))
+                runs[label].append(figures)
+                print(json.dumps({"target": label, **figures}), file=sys.stderr)
         finally:
             await pool.close()
     finally:
@@ -158,18 +155,9 @@ def result(args: argparse.Namespace, targets: list[tuple[str, Path]], runs: dict
         "settings": {"transport": args.transport, "events": args.events, "authors": args.authors, "fans": args.fans,
                      "posts_per_author": args.posts_per_author},
         "machine": report.machine(),
-        "targets": [],
+        **bench_trees.summarize(targets, runs, ("events_per_second", "seconds", "cpu_ms_per_event")),
     }
-    for label, tree in targets:
-        rows = runs[label]
-        out["targets"].append({
-            "label": label, "tree": str(tree), "git": report.git_commit(tree), "rounds": rows,
-            "median": {k: statistics.median(r[k] for r in rows)
-                       for k in ("events_per_second", "seconds", "cpu_ms_per_event")},
-        })
     if len(targets) == 2:
-        a, b = (t["median"] for t in out["targets"])
-        out["comparison"] = {"a": "A", "b": "B", "b_over_a": {k: b[k] / a[k] for k in a if a[k]}}
         out["same_outcome"] = all(ra[k] == rb[k] for ra, rb in zip(runs["A"], runs["B"])
                                   for k in ("notifications", "items", "actors", "pushes"))
     return report._clean(out)
