@@ -173,20 +173,8 @@ async def measure(config, viewer: int, requests: int, seed_: int) -> dict[str, d
 
 async def fresh_database(base: str, name: str, tree: Path | None = None) -> str:
     """An empty database migrated by this tree's migrations, or by another tree's; its URL."""
-    conn = await asyncpg.connect(base + "/postgres")
-    try:
-        await conn.execute(f"DROP DATABASE IF EXISTS {name}")
-        await conn.execute(f"CREATE DATABASE {name}")
-    finally:
-        await conn.close()
-    dsn = f"{base}/{name}"
-    if tree is None:
-        conn = await asyncpg.connect(dsn)
-        try:
-            await db.migrate(conn)
-        finally:
-            await conn.close()
-    else:
+    dsn = await devstack.fresh_database(base, name, migrate=tree is None)
+    if tree is not None:
         await asyncio.to_thread(_in_tree, tree, "import asyncio, asyncpg, sys\nfrom storage import db\n"
                                 "async def go():\n    conn = await asyncpg.connect(sys.argv[1])\n"
                                 "    await db.migrate(conn)\n    await conn.close()\nasyncio.run(go())", dsn)

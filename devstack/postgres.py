@@ -205,6 +205,29 @@ def url(port: int) -> str:
     return f"postgresql://{USER}@127.0.0.1:{port}/{DATABASE}"
 
 
+async def fresh_database(base: str, name: str, migrate: bool = True) -> str:
+    """Database `name` made anew (dropped first if it exists) on the server at `base` (a URL
+    without the database), migrated by this tree's migrations unless `migrate` is false; its URL."""
+    import asyncpg
+
+    from storage import db
+
+    conn = await asyncpg.connect(base + "/postgres")
+    try:
+        await conn.execute(f"DROP DATABASE IF EXISTS {name}")
+        await conn.execute(f"CREATE DATABASE {name}")
+    finally:
+        await conn.close()
+    dsn = f"{base}/{name}"
+    if migrate:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await db.migrate(conn)
+        finally:
+            await conn.close()
+    return dsn
+
+
 def settings(st: StackState) -> dict[str, str]:
     return {"GLINT_DATABASE_URL": url(st.ports["postgres"])}
 

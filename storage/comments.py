@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncpg
 
+from storage import likes
+
 Conn = asyncpg.Connection | asyncpg.Pool
 
 COLUMNS = ("c.id, c.post_id, c.author_id, c.parent_id, c.text, c.like_count, c.reply_count, c.created_at,"
@@ -77,24 +79,9 @@ async def liked_by(conn: Conn, user_id: int, comment_ids: list[int]) -> set[int]
     return {r["comment_id"] for r in rows}
 
 
-async def like_comment_txn(conn: asyncpg.Connection, comment_id: int, user_id: int) -> bool:
-    """Like a comment; True if this made a new like."""
-    inserted = await conn.fetchval(
-        "INSERT INTO comment_likes (comment_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING true",
-        comment_id, user_id,
-    )
-    if inserted:
-        await conn.execute("UPDATE comments SET like_count = like_count + 1 WHERE id = $1", comment_id)
-    return bool(inserted)
-
-
-async def unlike_comment_txn(conn: asyncpg.Connection, comment_id: int, user_id: int) -> bool:
-    """Take back a comment like; True if there was one."""
-    deleted = await conn.fetchval(
-        "DELETE FROM comment_likes WHERE comment_id = $1 AND user_id = $2 RETURNING true", comment_id, user_id)
-    if deleted:
-        await conn.execute("UPDATE comments SET like_count = like_count - 1 WHERE id = $1", comment_id)
-    return bool(deleted)
+COMMENT_LIKES = likes.Likes("comment_likes", "comment_id", "comments")
+like_comment_txn = COMMENT_LIKES.like_txn  # (conn, comment_id, user_id): True if this made a new like
+unlike_comment_txn = COMMENT_LIKES.unlike_txn  # (conn, comment_id, user_id): True if there was one
 
 
 async def like_count(conn: Conn, comment_id: int) -> int | None:

@@ -13,7 +13,7 @@ import asyncpg
 import msgspec
 from redis.asyncio import Redis
 
-from storage import cluster, media, visibility
+from storage import cluster, likes, media, visibility
 
 Conn = asyncpg.Connection | asyncpg.Pool
 T = TypeVar("T")
@@ -125,24 +125,9 @@ class DeletedPost:
     object_keys: list[str]
 
 
-async def like_txn(conn: asyncpg.Connection, post_id: int, user_id: int) -> bool:
-    """Like a post; True if this made a new like (the count moves only then)."""
-    inserted = await conn.fetchval(
-        "INSERT INTO likes (post_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING true",
-        post_id, user_id,
-    )
-    if inserted:
-        await conn.execute("UPDATE posts SET like_count = like_count + 1 WHERE id = $1", post_id)
-    return bool(inserted)
-
-
-async def unlike_txn(conn: asyncpg.Connection, post_id: int, user_id: int) -> bool:
-    """Take a like back; True if there was one."""
-    deleted = await conn.fetchval("DELETE FROM likes WHERE post_id = $1 AND user_id = $2 RETURNING true",
-                                  post_id, user_id)
-    if deleted:
-        await conn.execute("UPDATE posts SET like_count = like_count - 1 WHERE id = $1", post_id)
-    return bool(deleted)
+POST_LIKES = likes.Likes("likes", "post_id", "posts")
+like_txn = POST_LIKES.like_txn  # (conn, post_id, user_id): True if this made a new like
+unlike_txn = POST_LIKES.unlike_txn  # (conn, post_id, user_id): True if there was one
 
 
 async def save(conn: Conn, post_id: int, user_id: int) -> bool:

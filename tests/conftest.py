@@ -95,20 +95,7 @@ def stack_env(request, stack_root: Path) -> dict[str, str]:
     try:
         base = env["GLINT_DATABASE_URL"].rsplit("/", 1)[0]
 
-        async def make_template() -> None:
-            conn = await asyncpg.connect(base + "/postgres")
-            try:
-                await conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE}")
-                await conn.execute(f"CREATE DATABASE {TEMPLATE}")
-            finally:
-                await conn.close()
-            conn = await asyncpg.connect(f"{base}/{TEMPLATE}")
-            try:
-                await db.migrate(conn)
-            finally:
-                await conn.close()
-
-        asyncio.run(make_template())
+        asyncio.run(devstack.fresh_database(base, TEMPLATE))  # what each test's database is cloned from
         if os.environ.get("TEST_REDIS") == "cluster":
             env = {**env, "GLINT_REDIS_URL": request.getfixturevalue("redis_cluster_url")}
         yield env

@@ -83,6 +83,16 @@ def bearer(token: str | dict) -> dict[str, str]:
     return {"Authorization": f"Bearer {token['access'] if isinstance(token, dict) else token}"}
 
 
+async def all_pages(client, path: str, headers) -> list[dict]:
+    """Every result of a cursor-paginated list, following `next` from `path` to the last page."""
+    results: list[dict] = []
+    while path:
+        body = await (await client.get(path, headers=headers)).json()
+        results += body["results"]
+        path = body["next"]
+    return results
+
+
 async def open_socket(session_or_client, token: str, base: str = ""):
     """A websocket to /ws, past its hello frame."""
     ws = await session_or_client.ws_connect(f"{base}/ws?token={token}")

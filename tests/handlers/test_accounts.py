@@ -12,7 +12,7 @@ from app.main import create_app
 from handlers.accounts import DEADLOCK_ATTEMPTS, retry_on_deadlock
 from storage import email, users
 from tests.conftest import make_config
-from tests.support import login, register, user_with_token
+from tests.support import all_pages, login, register, user_with_token
 
 
 @pytest.fixture
@@ -319,11 +319,7 @@ async def test_users_list_pages_with_a_cursor(client):
     _, headers = await user_with_token(client, "page0")
     for i in range(1, 5):
         await register(client, f"page{i}")
-    seen, path = [], "/api/accounts/users/?q=page&limit=2"
-    while path:
-        body = await (await client.get(path, headers=headers)).json()
-        seen += [u["username"] for u in body["results"]]
-        path = body["next"]
+    seen = [u["username"] for u in await all_pages(client, "/api/accounts/users/?q=page&limit=2", headers)]
     assert seen == [f"page{i}" for i in range(5)]
     bad = await client.get("/api/accounts/users/?cursor=%%%", headers=headers)
     assert bad.status == 400 and "cursor" in (await bad.json())["error"]["fields"]

@@ -11,7 +11,7 @@ from datetime import timedelta
 from app.main import create_app
 from storage import email, sinks
 from tests.conftest import make_config, wait_for
-from tests.support import new_post, notifications, user_with_token, wait_notifications
+from tests.support import all_pages, new_post, notifications, user_with_token, wait_notifications
 
 
 async def unread(client, headers) -> int:
@@ -189,12 +189,7 @@ async def test_the_list_pages_newest_first_with_a_cursor(client, pool):
     for post in posts:
         await like(client, fh, post["id"])
         await settled(pool)
-    seen, url = [], "/api/notifications/?limit=2"
-    while url:
-        response = await client.get(url, headers=ah)
-        body = await response.json()
-        seen += [n["target"]["id"] for n in body["results"]]
-        url = body["next"]
+    seen = [n["target"]["id"] for n in await all_pages(client, "/api/notifications/?limit=2", ah)]
     assert seen == [p["id"] for p in reversed(posts)]
     response = await client.get("/api/notifications/?cursor=garbage", headers=ah)
     assert response.status == 400

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from storage.stories import TrayCache
-from tests.support import follow, mp4, new_media, new_story, tray, upload, user_with_token, view
+from tests.support import all_pages, follow, mp4, new_media, new_story, tray, upload, user_with_token, view
 
 
 @pytest.fixture
@@ -175,12 +175,7 @@ async def test_the_tray_pages_with_a_cursor(client):
         await follow(client, viewer_h, author)
         await new_story(client, author_h)
         authors.append(author["id"])
-    seen, path = [], "/api/stories/feed/?limit=2"
-    while path:
-        response = await client.get(path, headers=viewer_h)
-        body = await response.json()
-        seen += [e["user"]["id"] for e in body["results"]]
-        path = body["next"]
+    seen = [e["user"]["id"] for e in await all_pages(client, "/api/stories/feed/?limit=2", viewer_h)]
     assert seen == list(reversed(authors))
     assert (await client.get("/api/stories/feed/?cursor=bad", headers=viewer_h)).status == 400
 
