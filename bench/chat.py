@@ -38,7 +38,8 @@ medians and `comparison.a_over_b` (new over old) and `b_over_a`; a table of them
 
     python -m bench.chat --pairs 20 --servers 1 --compare /tmp/glint-old --rounds 3 --out chat.json
 
-The loops are bounded by `--duration`; every target is on 127.0.0.1.
+The loops are bounded by `--warmup` (the same load first, not counted) and `--duration`; every
+target is on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -175,14 +176,17 @@ def tokens_for(secret: str, user_ids: list[int]) -> list[str]:
 # ---------------------------------------------------------------- the workers
 
 LOST_AFTER = 5.0  # seconds a closed-loop pair waits for a delivery before it counts the message lost
+WARM = "w"  # the client ids of messages sent during the warm-up start with it: they are not counted
 
 
-def worker(mode: str, share: list, rate: float, duration: float, nonce: str, ready, start, results) -> None:
-    """One load process: connect its clients, wait for the common start, send and receive.
-    `mode` is open (every client sends at `rate`), pairs (closed loops) or group (one sender)."""
+def worker(mode: str, share: list, rate: float, window: tuple[float, float], nonce: str, ready, start,
+           results) -> None:
+    """One load process: connect its clients, wait for the common start, send and receive for the
+    window's (warm-up, measured) seconds. `mode` is open (every client sends at `rate`), pairs
+    (closed loops) or group (one sender)."""
     import uvloop
 
-    outcome = uvloop.run((_pairs if mode == "pairs" else _work)(share, rate, duration, nonce, ready, start))
+    outcome = uvloop.run((_pairs if mode == "pairs" else _work)(share, rate, window, nonce, ready, start))
     if mode == "open":  # per message only for the group's last member
         for key in ("sent_at", "acked_at", "arrivals"):
             outcome.pop(key, None)
@@ -202,7 +206,15 @@ def send_frame(cid: int, ref: str, text: str) -> str:
                        "text": text})
 
 
-async def _work(clients, rate, duration, nonce, ready, start) -> dict:
+def measured(ref: str) -> bool:
+    return not ref.startswith(WARM)
+
+
+def message_ref(uid: int, nonce: str, n: int, warm: bool) -> str:
+    return f"{WARM if warm else ''}{uid}-{nonce}-{n}"
+
+
+async def _work(clients, rate, window, nonce, ready, start) -> dict:
     """Open loop: each client marked to send does so at `rate` whatever comes back; each socket notes
     the messages of others that reach it, and per message how many members it reached here and
     when the last of them did. Times are CLOCK_MONOTONIC, which every process of the machine shares
@@ -220,7 +232,8 @@ async def _work(clients, rate, duration, nonce, ready, start) -> dict:
         sockets = [(uid, cid, sends, await connect(session, url, token)) for uid, cid, token, url, sends in clients]
         ready.set()
         await loop.run_in_executor(None, start.wait)
-        t_end = loop.time() + duration
+        t_begin = loop.time() + window[0]
+        t_end = t_begin + window[1]
 
         async def sender(uid: int, cid: int, ws) -> None:
             period = 1.0 / rate
@@ -229,10 +242,11 @@ async def _work(clients, rate, duration, nonce, ready, start) -> dict:
             next_at = loop.time()
             while loop.time() < t_end:
                 n += 1
-                ref = f"{uid}-{nonce}-{n}"
-                sent_at[ref] = time.monotonic()
-                await ws.send_str(send_frame(cid, ref, repr(sent_at[ref])))
-                counts["sent"] += 1
+                ref = message_ref(uid, nonce, n, loop.time() < t_begin)
+                if measured(ref):
+                    sent_at[ref] = time.monotonic()
+                    counts["sent"] += 1
+                await ws.send_str(send_frame(cid, ref, repr(time.monotonic())))
                 next_at += period
                 await asyncio.sleep(max(next_at - loop.time(), 0))
 
@@ -244,12 +258,14 @@ async def _work(clients, rate, duration, nonce, ready, start) -> dict:
                 frame = json.loads(msg.data)
                 kind = frame["type"]
                 if kind == "message.new" and frame["message"]["sender_id"] != str(uid):
+                    if not measured(frame["message"]["client_id"]):
+                        continue
                     counts["received"] += 1
                     latencies.append(now - float(frame["message"]["text"]))
                     seen = arrivals.setdefault(frame["message"]["client_id"], [0, now])
                     seen[0] += 1
                     seen[1] = max(seen[1], now)
-                elif kind == "message.ack":
+                elif kind == "message.ack" and measured(frame["ref"]):
                     counts["acked"] += 1
                     started = sent_at.get(frame["ref"])
                     if started is not None:
@@ -274,7 +290,7 @@ async def _close(sockets: list, tasks: list) -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def _pairs(pairs, rate, duration, nonce, ready, start) -> dict:
+async def _pairs(pairs, rate, window, nonce, ready, start) -> dict:
     """Closed loops: each pair's sender sends its next message as soon as the receiver's socket has
     the previous one (message.new); one that does not arrive in LOST_AFTER s counts as lost."""
     import aiohttp
@@ -288,7 +304,8 @@ async def _pairs(pairs, rate, duration, nonce, ready, start) -> dict:
                    for (s_uid, cid, s_token, s_url), (_, _, r_token, r_url) in pairs]
         ready.set()
         await loop.run_in_executor(None, start.wait)
-        t_end = loop.time() + duration
+        t_begin = loop.time() + window[0]
+        t_end = t_begin + window[1]
 
         async def pair(uid: int, cid: int, sender_ws, receiver_ws) -> None:
             current = {"ref": "", "sent": 0.0}
@@ -300,8 +317,9 @@ async def _pairs(pairs, rate, duration, nonce, ready, start) -> dict:
                         break
                     frame = json.loads(msg.data)
                     if frame["type"] == "message.new" and frame["message"]["client_id"] == current["ref"]:
-                        latencies.append(time.perf_counter() - current["sent"])
-                        counts["received"] += 1
+                        if measured(current["ref"]):
+                            latencies.append(time.perf_counter() - current["sent"])
+                            counts["received"] += 1
                         arrived.set()
 
             async def acknowledge() -> None:
@@ -309,7 +327,7 @@ async def _pairs(pairs, rate, duration, nonce, ready, start) -> dict:
                     if msg.type != aiohttp.WSMsgType.TEXT:
                         break
                     frame = json.loads(msg.data)
-                    if frame["type"] == "message.ack":
+                    if frame["type"] == "message.ack" and measured(frame["ref"]):
                         counts["acked"] += 1
                         if frame["ref"] == current["ref"]:
                             acks.append(time.perf_counter() - current["sent"])
@@ -323,13 +341,13 @@ async def _pairs(pairs, rate, duration, nonce, ready, start) -> dict:
             while loop.time() < t_end:
                 n += 1
                 arrived.clear()
-                current.update(ref=f"{uid}-{nonce}-{n}", sent=time.perf_counter())
+                current.update(ref=message_ref(uid, nonce, n, loop.time() < t_begin), sent=time.perf_counter())
                 await sender_ws.send_str(send_frame(cid, current["ref"], repr(time.monotonic())))
-                counts["sent"] += 1
+                counts["sent"] += measured(current["ref"])
                 try:
                     await asyncio.wait_for(arrived.wait(), LOST_AFTER)
                 except TimeoutError:
-                    counts["lost"] += 1
+                    counts["lost"] += measured(current["ref"])
             await asyncio.sleep(0.5)  # the last acknowledgements
             await _close([sender_ws, receiver_ws], tasks)
 
@@ -489,15 +507,16 @@ def drive(args: argparse.Namespace, server_pids: list[int], work: list[list]) ->
     ready = [ctx.Event() for _ in work]
     start, results = ctx.Event(), ctx.Queue()
     nonce = os.urandom(4).hex()  # client ids never repeat over rounds on the same database
-    procs = [ctx.Process(target=worker, args=(mode_of(args), share, args.rate, args.duration, nonce, ready[w], start,
-                                              results)) for w, share in enumerate(work)]
+    procs = [ctx.Process(target=worker, args=(mode_of(args), share, args.rate, (args.warmup, args.duration), nonce,
+                                              ready[w], start, results)) for w, share in enumerate(work)]
     for p in procs:
         p.start()
     for event in ready:
         if not event.wait(120):
             raise SystemExit("load workers did not connect")
-    cpu0, machine0, t0 = cpu_seconds(server_pids), machine_cpu(), time.perf_counter()
     start.set()
+    time.sleep(args.warmup)  # the same load, not measured: the fresh servers' pools and caches fill
+    cpu0, machine0, t0 = cpu_seconds(server_pids), machine_cpu(), time.perf_counter()
     time.sleep(args.duration)
     cpu1, machine1, t1 = cpu_seconds(server_pids), machine_cpu(), time.perf_counter()
     outcomes = [results.get(timeout=120) for _ in procs]

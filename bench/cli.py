@@ -126,6 +126,7 @@ def chat_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate", type=float, default=5.0,
                         help="messages per second per client (with --group: of the one sender)")
     parser.add_argument("--duration", type=float, default=15.0, help="measured seconds")
+    parser.add_argument("--warmup", type=float, default=0.0, help="seconds of the same load before them, not measured")
     parser.add_argument("--workers", type=int, default=2, help="load-generator processes")
     parser.add_argument("--servers", type=int, default=2, choices=(1, 2), help="glint processes")
     parser.add_argument("--send-queue", type=int, default=256, help="GLINT_WS_SEND_QUEUE of the servers")

@@ -19,6 +19,7 @@ from handlers.common import (
 )
 from handlers.context import pool_key, tray_cache_key
 from storage import events, graph, outbox, visibility
+from storage.stories import TrayCache
 
 routes = Routes("graph")
 
@@ -104,29 +105,29 @@ async def do_unblock(pool: asyncpg.Pool, viewer: int, target: int) -> None:
         raise NotFound()
 
 
-async def do_mute(app: web.Application, viewer: int, target: int, stories_too: bool) -> None:
+async def do_mute(pool: asyncpg.Pool, trays: TrayCache, viewer: int, target: int, stories_too: bool) -> None:
     """Mute target, silently and one way (target sees no difference): their posts leave the
     viewer's home feed and explore, their stories the tray (when stories_too), and the viewer gets
     no notifications of theirs. Emits user_muted when something changed."""
-    async with app[pool_key].acquire() as conn, conn.transaction():
+    async with pool.acquire() as conn, conn.transaction():
         await _lock_visible_pair_txn(conn, viewer, target)
         if await graph.add_mute(conn, viewer, target, stories_too):
             await outbox.add(conn, events.UserMuted(actor_id=str(viewer), target_id=str(target), stories=stories_too),
                              viewer)
-    await _forget_tray(app, viewer)
+    await _forget_tray(trays, viewer)
 
 
-async def do_unmute(app: web.Application, viewer: int, target: int) -> None:
+async def do_unmute(pool: asyncpg.Pool, trays: TrayCache, viewer: int, target: int) -> None:
     """Lift the viewer's mute of target (idempotent); emits user_unmuted when there was one."""
-    async with app[pool_key].acquire() as conn, conn.transaction():
+    async with pool.acquire() as conn, conn.transaction():
         if await graph.remove_mute(conn, viewer, target):
             await outbox.add(conn, _pair(events.UserUnmuted, viewer, target), viewer)
-    await _forget_tray(app, viewer)
+    await _forget_tray(trays, viewer)
 
 
-async def _forget_tray(app: web.Application, viewer: int) -> None:
+async def _forget_tray(trays: TrayCache, viewer: int) -> None:
     """After commit: the viewer's cached story tray is rebuilt with the mute as it is now."""
-    await app[tray_cache_key].drop([viewer])
+    await trays.drop([viewer])
 
 
 # ---------------------------------------------------------------- routes
@@ -191,14 +192,14 @@ async def mute(request: web.Request) -> web.Response:
     """Mute a user (silent, one-way): their posts leave your feed, their stories your tray (stories: true, the default)."""
     viewer = current_user(request)
     body = await read_json(request, MuteBody) if request.body_exists else MuteBody()
-    await do_mute(request.app, viewer, path_id(request), body.stories)
+    await do_mute(request.app[pool_key], request.app[tray_cache_key], viewer, path_id(request), body.stories)
     return no_content()
 
 
 @routes.route("POST", "/api/accounts/users/{id}/unmute/", sees="self", status=204)  # lifting one is always allowed
 async def unmute(request: web.Request) -> web.Response:
     """Unmute a user (idempotent)."""
-    await do_unmute(request.app, current_user(request), path_id(request))
+    await do_unmute(request.app[pool_key], request.app[tray_cache_key], current_user(request), path_id(request))
     return no_content()
 
 

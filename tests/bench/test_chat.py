@@ -8,8 +8,8 @@ from bench.trees import ROOT
 
 
 def test_closed_loop_pairs_report_throughput_latency_and_cpu_on_one_process():
-    report = chat.run(chat.arguments(["--pairs", "2", "--servers", "1", "--workers", "1", "--duration", "1.5",
-                                      "--presence", "0"]))
+    report = chat.run(chat.arguments(["--pairs", "2", "--servers", "1", "--workers", "1", "--warmup", "0.5",
+                                      "--duration", "1.5", "--presence", "0"]))
     assert report["mode"] == "pairs" and report["pairs"] == 2 and report["servers"] == 1
     assert report["acked"] > 0 and report["received"] > 0 and report["messages_per_s"] > 0
     assert report["errors"] == 0 and report["lost"] == 0
