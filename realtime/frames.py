@@ -195,35 +195,32 @@ class MessageNew(ServerFrame, tag="message.new"):
     message: Message
 
 
-class MessageDelivered(ServerFrame, tag="message.delivered"):
+class AtMessage(ServerFrame):
+    """A frame about the message at `seq` of a conversation."""
+
     conversation_id: str
     seq: int
+
+
+class MessageDelivered(AtMessage, tag="message.delivered"):
     user_id: str
 
 
-class MessageReadReceipt(ServerFrame, tag="message.read"):
-    conversation_id: str
-    seq: int
+class MessageReadReceipt(AtMessage, tag="message.read"):
     user_id: str
 
 
-class MessageDeleted(ServerFrame, tag="message.deleted"):
-    conversation_id: str
-    seq: int
+class MessageDeleted(AtMessage, tag="message.deleted"):
+    pass
 
 
-class MessageRemoved(ServerFrame, tag="message.removed"):
+class MessageRemoved(AtMessage, tag="message.removed"):
     """A moderator removed this message: clients show it as removed (it is a tombstone in history)."""
 
-    conversation_id: str
-    seq: int
 
-
-class MessageReaction(ServerFrame, tag="message.reaction"):
+class MessageReaction(AtMessage, tag="message.reaction"):
     """A member set (emoji) or took back (null) their reaction to a message."""
 
-    conversation_id: str
-    seq: int
     user_id: str
     emoji: str | None
     change_seq: int
