@@ -65,7 +65,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def start_stack(root: Path) -> dict[str, str]:
     import devstack
 
-    return devstack.up(root, services=("postgres", "redis"), fast=True, log=lambda *a: None)
+    services = ("postgres", "redis")
+    return devstack.up(root, ports={s: devstack.free_port() for s in services}, services=services, fast=True,
+                       log=lambda *a: None)
 
 
 MIGRATE = ("import asyncio, sys, asyncpg\nfrom storage import db\n"
