@@ -413,6 +413,27 @@ class Routes:
             app.router.add_route(doc.method, doc.path, doc.handler)
 
 
+FrameRule = Callable[[Any, Any], Awaitable[None]]  # (the socket's Connection, the decoded frame)
+
+
+class FrameRules:
+    """What client frames do, by their type: a module registers each frame's rule beside the rule's
+    REST twin, as `Routes` holds its routes (`@frame_rules.on(frames.ReactMessage)`), and
+    handlers/socket.py dispatches every frame through the rules of all such modules."""
+
+    def __init__(self) -> None:
+        self.rules: dict[type, FrameRule] = {}
+
+    def on(self, *kinds: type) -> Callable[[FrameRule], FrameRule]:
+        def register(rule: FrameRule) -> FrameRule:
+            for kind in kinds:
+                if kind in self.rules:
+                    raise ValueError(f"{kind.__name__} already has a rule")
+                self.rules[kind] = rule
+            return rule
+        return register
+
+
 async def read_pool(request: web.Request) -> asyncpg.Pool:
     """The pool for a read that tolerates replica lag: a usable replica, except right after the
     viewer's own write (read-your-writes); the primary when no replica is configured."""

@@ -1,6 +1,7 @@
 """Direct messages over REST: history, send, edit, delete, react and read, and the rules each of
-them shares with its websocket twin in handlers/socket.py (`send_message`, `read_messages`,
-`delete_message`, `edit_message`, `react_to_message`): one function per act, whichever way it came.
+them shares with its websocket twin, registered here too (`frame_rules`, dispatched by
+handlers/socket.py): `send_message`, `read_messages`, `delete_message`, `edit_message`,
+`react_to_message`, one function per act, whichever way it came.
 
 Sends go through the process's group-commit writer (realtime/delivery.py); every other act
 publishes its frame to the members' bus channels after its commit.
@@ -16,8 +17,8 @@ from msgspec import Meta
 
 from handlers.auth import current_user
 from handlers.common import (
-    ApiError, Forbidden, NotFound, Page, Routes, Struct, ValidationFailed, json_response, make_page, no_content,
-    page_request, parse_id, path_id, read_json, read_pool,
+    ApiError, Forbidden, FrameRules, NotFound, Page, Routes, Struct, ValidationFailed, json_response, make_page,
+    no_content, page_request, parse_id, path_id, read_json, read_pool,
 )
 from handlers.context import pool_key
 from realtime import delivery, frames
@@ -29,6 +30,7 @@ from storage import messages as store
 from storage import visibility
 
 routes = Routes("messages")
+frame_rules = FrameRules()  # the websocket twins of the routes below (dispatched by handlers/socket.py)
 
 
 # ---------------------------------------------------------------- wire shapes
@@ -163,6 +165,40 @@ async def edit_message(pool: asyncpg.Pool, gateway: Gateway, sender: int, conver
     await publish_to_members(pool, gateway, sender, conversation_id,
                              frames.encode(frames.MessageEdited(message=message)))
     return message
+
+
+# ---------------------------------------------------------------- websocket frames
+
+
+@frame_rules.on(frames.SendMessage)
+async def on_send(conn: Connection, frame: frames.SendMessage) -> None:
+    message, _ = await send_message(conn.app[pool_key], conn.app[writer_key], conn.user_id,
+                                    int(frame.conversation_id), frame, origin=conn)
+    await conn.send(frames.MessageAck(ref=frame.ref, message=message))
+
+
+@frame_rules.on(frames.ReadMessages)
+async def on_read(conn: Connection, frame: frames.ReadMessages) -> None:
+    await read_messages(conn.app[pool_key], conn.gateway, conn.user_id, int(frame.conversation_id), frame.seq,
+                        origin=conn)
+
+
+@frame_rules.on(frames.DeleteMessage)
+async def on_delete(conn: Connection, frame: frames.DeleteMessage) -> None:
+    await delete_message(conn.app[pool_key], conn.gateway, conn.user_id, int(frame.conversation_id), frame.seq)
+
+
+@frame_rules.on(frames.ReactMessage, frames.UnreactMessage)
+async def on_react(conn: Connection, frame: frames.ReactMessage | frames.UnreactMessage) -> None:
+    emoji = frame.emoji if isinstance(frame, frames.ReactMessage) else None
+    await react_to_message(conn.app[pool_key], conn.gateway, conn.user_id, int(frame.conversation_id), frame.seq,
+                           emoji)
+
+
+@frame_rules.on(frames.EditMessage)
+async def on_edit(conn: Connection, frame: frames.EditMessage) -> None:
+    await edit_message(conn.app[pool_key], conn.gateway, conn.user_id, int(frame.conversation_id), frame.seq,
+                       frame.text)
 
 
 # ---------------------------------------------------------------- REST routes

@@ -1,7 +1,8 @@
 """The websocket: opening /ws, and what each client frame does (frames in realtime/frames.py, the
-socket's life in realtime/gateway.py). A message frame calls the same rule as its REST twin in
-handlers/messages.py; typing, presence subscriptions and `sync` (the catch-up after a reconnect)
-exist only here. Every frame but a dropped typing notice counts against the user's request budget.
+socket's life in realtime/gateway.py). A message frame's rule is registered beside its REST twin
+in handlers/messages.py (`frame_rules`); typing, presence subscriptions and `sync` (the catch-up
+after a reconnect) exist only here. Every frame but a dropped typing notice counts against the
+user's request budget.
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ from aiohttp import web
 
 from handlers.auth import auth_markers
 from handlers.common import (
-    ApiError, NotAuthenticated, NotFound, RateLimited, Routes, ValidationFailed, client_error, error_frame,
+    ApiError, FrameRules, NotAuthenticated, NotFound, RateLimited, Routes, ValidationFailed, client_error,
+    error_frame,
 )
 from handlers.context import config_key, identity_key, limiter_key, pool_key
-from handlers.messages import delete_message, edit_message, react_to_message, read_messages, send_message
+from handlers import messages
 from realtime import frames
-from realtime.delivery import Delivery, receipts_key, writer_key
+from realtime.delivery import Delivery, receipts_key
 from realtime.gateway import Connection, Gateway, gateway_key
 from realtime.render import messages_for
 from storage import faults, users, visibility
@@ -29,6 +31,7 @@ log = logging.getLogger("glint.messages")
 outages = faults.OutageLog(log)
 
 routes = Routes("messages")
+frame_rules = FrameRules()  # the frames that exist only on the socket: typing, presence, sync
 
 
 @routes.route("GET", "/ws", query={"token": "the access token (or send the Authorization header)"})
@@ -71,29 +74,11 @@ async def charge_frame(conn: Connection) -> None:
 
 
 async def _handle(conn: Connection, frame: frames.AnyClientFrame) -> None:
-    pool, gateway = conn.app[pool_key], conn.gateway
     if not isinstance(frame, frames.Typing):  # typing is charged only when not dropped anyway
         await charge_frame(conn)
-    if isinstance(frame, frames.SendMessage):
-        message, _ = await send_message(pool, conn.app[writer_key], conn.user_id, int(frame.conversation_id), frame,
-                                        origin=conn)
-        await conn.send(frames.MessageAck(ref=frame.ref, message=message))
-    elif isinstance(frame, frames.ReadMessages):
-        await read_messages(pool, gateway, conn.user_id, int(frame.conversation_id), frame.seq, origin=conn)
-    elif isinstance(frame, frames.DeleteMessage):
-        await delete_message(pool, gateway, conn.user_id, int(frame.conversation_id), frame.seq)
-    elif isinstance(frame, frames.ReactMessage):
-        await react_to_message(pool, gateway, conn.user_id, int(frame.conversation_id), frame.seq, frame.emoji)
-    elif isinstance(frame, frames.UnreactMessage):
-        await react_to_message(pool, gateway, conn.user_id, int(frame.conversation_id), frame.seq, None)
-    elif isinstance(frame, frames.EditMessage):
-        await edit_message(pool, gateway, conn.user_id, int(frame.conversation_id), frame.seq, frame.text)
-    elif isinstance(frame, frames.Typing):
-        await send_typing(conn, int(frame.conversation_id))
-    elif isinstance(frame, frames.SubscribePresence):
-        await subscribe_presence(conn, frame)
-    elif isinstance(frame, frames.Sync):
-        await sync(conn, frame)
+    rule = FRAME_RULES.get(type(frame))
+    if rule is not None:  # a ping has none: the gateway answered it
+        await rule(conn, frame)
 
 
 async def cached_members(conn: Connection, conversation_id: int) -> list[int]:
@@ -110,6 +95,11 @@ async def cached_members(conn: Connection, conversation_id: int) -> list[int]:
     if conn.user_id not in hit[1]:
         raise NotFound()
     return hit[1]
+
+
+@frame_rules.on(frames.Typing)
+async def on_typing(conn: Connection, frame: frames.Typing) -> None:
+    await send_typing(conn, int(frame.conversation_id))
 
 
 async def send_typing(conn: Connection, conversation_id: int) -> None:
@@ -129,6 +119,7 @@ async def send_typing(conn: Connection, conversation_id: int) -> None:
     await conn.gateway.publish([(m, Gateway.envelope(frame)) for m in members if m != conn.user_id and m in reached])
 
 
+@frame_rules.on(frames.SubscribePresence)
 async def subscribe_presence(conn: Connection, frame: frames.SubscribePresence) -> None:
     """Watch these users' presence (replacing the previous list); answer their current state.
     Users whose presence the viewer may not watch (storage.visibility) always look offline, with no
@@ -151,6 +142,7 @@ async def subscribe_presence(conn: Connection, frame: frames.SubscribePresence) 
 SYNC_PAGE = 200
 
 
+@frame_rules.on(frames.Sync)
 async def sync(conn: Connection, frame: frames.Sync) -> None:
     """Everything after each given seq, oldest first, as message.new frames; then, for messages up
     to that seq edited or reacted to after the given change counter (without one: in the last 200
@@ -188,3 +180,6 @@ async def sync(conn: Connection, frame: frames.Sync) -> None:
             since = rows[-1]["change_seq"]
     await conn.send(frames.SyncDone(ref=frame.ref, changes={str(c): n for c, n in counters.items()}))
 
+
+# every client frame's rule, from each module that registers some (add a module here when one does)
+FRAME_RULES = {**messages.frame_rules.rules, **frame_rules.rules}

@@ -119,3 +119,16 @@ async def test_shutdown_closes_sockets_with_going_away(aiohttp_client, stack_env
     await client.server.close()
     msg = await ws.receive(timeout=5)
     assert msg.type == WSMsgType.CLOSE and msg.data == aiohttp.WSCloseCode.GOING_AWAY
+
+
+def test_every_client_frame_but_ping_has_one_rule():
+    """Each client frame's rule is registered beside its REST twin (handlers/messages.py) or with the
+    socket-only ones (handlers/socket.py); the gateway answers a ping itself."""
+    import typing
+
+    from handlers.socket import FRAME_RULES
+    from realtime import frames
+
+    kinds = set(typing.get_args(frames.AnyClientFrame))
+    assert kinds - set(FRAME_RULES) == {frames.Ping}
+    assert set(FRAME_RULES) <= kinds
