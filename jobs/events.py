@@ -25,6 +25,7 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass, field
+from contextlib import nullcontext
 from typing import Awaitable, Callable, ContextManager, Protocol, runtime_checkable
 
 import asyncpg
@@ -110,7 +111,7 @@ class Dispatcher:
     async def deliver(self, consumer: Consumer, event: Event) -> bool:
         """Run the consumer's handler for the event once in effect; False if it was dead-lettered.
         Its span continues the trace of the request that wrote the event."""
-        with _event_span(consumer, event):
+        with event_span(consumer, event):
             return await self._deliver(consumer, event)
 
     async def deliver_batch(self, consumer: Consumer, events: list[Event]) -> None:
@@ -123,7 +124,7 @@ class Dispatcher:
                 await self.deliver(consumer, event)
             return
         if len(events) == 1:
-            span = _event_span(consumer, events[0])
+            span = event_span(consumer, events[0])
         else:  # a batch span, linked to the trace of each event in it
             links = [Link(c) for c in (trace.get_current_span(context_of(e.traceparent)).get_span_context()
                                        for e in events if e.traceparent) if c.is_valid]
@@ -206,12 +207,25 @@ class Dispatcher:
             await self.deliver_batch(consumer, [e for e in events if e.topic in consumer.topics])
 
 
-def _event_span(consumer: Consumer, event: Event) -> ContextManager[trace.Span]:
+def event_span(consumer: Consumer, event: Event) -> ContextManager[trace.Span]:
     """The span of one consumer handling one event, continuing the trace of the request that wrote it."""
     return tracer.start_as_current_span(
         f"{consumer.name} {event.type}", context=context_of(event.traceparent), kind=SpanKind.CONSUMER,
         attributes={"messaging.destination.name": event.topic, "messaging.message.id": str(event.event_id),
                     "glint.consumer": consumer.name})
+
+
+def event_span_in_batch(consumer: Consumer, event: Event) -> ContextManager[object]:
+    """For a BatchConsumer, around one event's part of a batch: a span of its own in the trace of
+    the request that wrote the event (the batch's span is only linked to those traces), so what
+    that part does, and what it publishes, continues the request's trace. Nothing new when the
+    current span already continues it (a batch of one) or the event carries no trace."""
+    if event.traceparent is None:
+        return nullcontext()
+    current = trace.get_current_span().get_span_context()
+    if current.is_valid and event.traceparent.split("-")[1] == f"{current.trace_id:032x}":
+        return nullcontext()
+    return event_span(consumer, event)
 
 
 async def _nothing() -> None:

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
 import asyncpg
 from redis.asyncio import Redis
 
+from jobs.events import event_span_in_batch
 from realtime import frames
 from realtime.bus import queue_publish
 from realtime.gateway import Gateway, user_channel
@@ -28,6 +30,7 @@ from storage import notifications as store
 from storage.email import Email, EmailSink
 from storage.notifications import NewItem, NotificationView
 from storage.outbox import Event
+from storage.tracecontext import current_traceparent
 from storage.sinks import PushSink
 
 log = logging.getLogger("glint.notifications")
@@ -89,9 +92,11 @@ class NotificationConsumer:
         for event in batch:
             handler = getattr(self, f"on_{event.type}", None)
             if handler is not None:
-                await handler(run, event, outbox.body_of(event))
+                with event_span_in_batch(self, event):
+                    run.causes[event.event_id] = current_traceparent()
+                    await handler(run, event, outbox.body_of(event))
         await run.flush()
-        return await self._delivery(conn, run.made)
+        return await self._delivery(conn, run.made, run.causes)
 
     # ------------------------------------------------------------ accounts
 
@@ -232,8 +237,10 @@ class NotificationConsumer:
                 return [None]
         return [g for item in items for g in await self._add(conn, [item])]
 
-    async def _delivery(self, conn: asyncpg.Connection, made: list[Made]) -> Callable[[], Awaitable[None]]:
-        """Read what delivery needs inside the transaction; the delivery itself, for after commit."""
+    async def _delivery(self, conn: asyncpg.Connection, made: list[Made],
+                        causes: dict[uuid.UUID, str | None]) -> Callable[[], Awaitable[None]]:
+        """Read what delivery needs inside the transaction; the delivery itself, for after commit.
+        Each frame carries the trace of the event that made it (`causes`: event id -> traceparent)."""
         views: dict[int, NotificationView] = {}
         outside: list[tuple[NewItem, dict[str, bool], NotificationView | None]] = []
         people: dict[int, Any] = {}
@@ -247,7 +254,7 @@ class NotificationConsumer:
             pushed = [i.recipient_id for i, channels, _ in outside if channels.get("push")]
             devices = await store.devices_of(conn, pushed) if pushed else {}
         # one frame per notification made or grown, showing it as the batch left it
-        shown = {g: (item.recipient_id, views[g]) for item, _, g in made if g in views}
+        shown = {g: (item.recipient_id, views[g], causes.get(item.event_id)) for item, _, g in made if g in views}
 
         async def deliver() -> None:
             await self.publish(list(shown.values()))
@@ -257,7 +264,7 @@ class NotificationConsumer:
                                        for item, channels, view in outside))
         return deliver
 
-    async def publish(self, sent: list[tuple[int, NotificationView]]) -> None:
+    async def publish(self, sent: list[tuple[int, NotificationView, str | None]]) -> None:
         """After commit: `notification.new` on each recipient's channel of the realtime bus, which
         every process holding one of their sockets writes out. Lossy like the bus: the list is the
         truth, so a failure is logged, never raised."""
@@ -265,9 +272,10 @@ class NotificationConsumer:
             return
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
-                for recipient, view in sent:
+                for recipient, view, traceparent in sent:
                     frame = frames.encode(frames.NotificationNew(notification=view))
-                    queue_publish(self.redis, pipe, user_channel(recipient), Gateway.envelope(frame))
+                    queue_publish(self.redis, pipe, user_channel(recipient),
+                                  Gateway.envelope(frame, traceparent=traceparent))
                 await pipe.execute()
         except Exception:
             log.exception("publishing notification.new failed; clients see it in the list")
@@ -302,6 +310,7 @@ class _Run:
     conn: asyncpg.Connection
     pending: list[NewItem] = field(default_factory=list)
     made: list[Made] = field(default_factory=list)
+    causes: dict[uuid.UUID, str | None] = field(default_factory=dict)  # each event's traceparent, as handled
 
     def add(self, items: list[NewItem]) -> None:
         self.pending += items

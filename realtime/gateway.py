@@ -591,11 +591,12 @@ class Gateway:
                 conn.push(frame, delivery)
 
     @staticmethod
-    def envelope(frame: bytes, *, exclude: Connection | None = None, delivery: Delivery | None = None) -> bytes:
-        """A frame as it travels the bus: a one-line header (ending with the publisher's
-        traceparent when it is in a trace), then the encoded frame once."""
+    def envelope(frame: bytes, *, exclude: Connection | None = None, delivery: Delivery | None = None,
+                 traceparent: str | None = None) -> bytes:
+        """A frame as it travels the bus: a one-line header (ending with a traceparent: the one
+        given, else the publisher's when it is in a trace), then the encoded frame once."""
         skip = exclude.id if exclude is not None else ""
-        traceparent = current_traceparent()
+        traceparent = traceparent or current_traceparent()
         tail = b"|" + traceparent.encode() if traceparent else b""
         if delivery is None:
             return b"f|%s%s\n%s" % (skip.encode(), tail, frame)

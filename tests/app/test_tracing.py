@@ -18,6 +18,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 import pytest
 import wrapt
 from aiohttp import web
@@ -27,6 +28,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 import devstack
 from app.middlewares import JsonFormatter
 from app.tracing import setup_tracing
+from jobs.notifications import NotificationConsumer
 from tests.conftest import make_config, wait_for
 from tests.support import form, frame_of, jpeg, open_socket, user_with_token
 
@@ -98,6 +100,18 @@ async def start(args: list[str], env: dict[str, str], port: int) -> asyncio.subp
     return proc
 
 
+async def notifications_caught_up(database_url: str) -> bool:
+    """Whether the notifications consumer has handled every event written so far on its topics."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        return await conn.fetchval(
+            "SELECT NOT EXISTS (SELECT 1 FROM outbox o WHERE o.topic = ANY($1::text[]) AND NOT EXISTS"
+            " (SELECT 1 FROM processed_events p WHERE p.consumer = 'notifications' AND p.event_id = o.event_id))",
+            list(NotificationConsumer.topics))
+    finally:
+        await conn.close()
+
+
 async def test_one_like_is_one_trace_across_the_api_and_the_consumer(stack_env, database_url, redis_clean,
                                                                       receiver):
     run = uuid.uuid4().hex[:8]
@@ -118,6 +132,10 @@ async def test_one_like_is_one_trace_across_the_api_and_the_consumer(stack_env, 
             post = await (await api.post("/api/posts/", json={"caption": "traced", "media_ids": [media["id"]]},
                                          headers=ana_headers)).json()
             ws = await open_socket(api, ana_headers["Authorization"].split()[1])
+            # the like alone in the consumer's next batch: a batch of several events has one span,
+            # linked to each event's trace, for the work the events share (its writes), and only
+            # each event's own part (its rules, its push) continues the event's trace
+            await wait_for(lambda: notifications_caught_up(database_url), timeout=30, interval=0.1)
             liked = await api.post(f"/api/posts/{post['id']}/like/", headers=bob_headers)
             assert liked.status in (200, 201, 204)
             # the consumer process writes the notification and publishes it; the API process pushes it
