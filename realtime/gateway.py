@@ -1,5 +1,7 @@
-"""The websocket gateway: the /ws socket loop, the local registry (user id -> this process's
-sockets), per-socket bounded send queues with their own writer task, and the cross-process bus.
+"""The websocket gateway: the /ws sockets (aiohttp does the handshake, then each socket's
+Connection is its transport's protocol: frames are parsed as bytes arrive, with no task per idle
+socket), the local registry (user id -> this process's sockets), per-socket bounded send queues
+with a writer task while the peer is behind, and the cross-process bus.
 
 Transport only: what a client frame does is decided by the `on_frame` callback that handlers/
 provides, and a frame for a user reaches every socket of theirs in every process through Redis
@@ -36,7 +38,8 @@ from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
 
 from aiohttp import WSMsgType, web
-from multidict import CIMultiDict, CIMultiDictProxy
+from aiohttp._websocket.reader import WebSocketDataQueue, WebSocketReader
+from aiohttp.http_websocket import WebSocketError
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 from prometheus_client import Counter, Gauge
@@ -108,26 +111,56 @@ def text_frame(data: bytes) -> bytes:
     return struct.pack("!BBQ", 0x81, 127, n) + data
 
 
-class Connection:
-    """One accepted socket: who it speaks for, and what waits to be written to it.
+class Sink(WebSocketDataQueue):
+    """Where the frame parsers of all the process's sockets put what they parsed: the socket being
+    read takes it at once (Connection.data_received), so no socket has a queue of its own."""
 
-    An idle socket costs little: a frame is written to the transport at once while the peer
-    keeps up, and only a peer that falls behind (more than HIGH_WATER bytes unsent) gets a
-    queue and a writer task, both gone again once it has caught up. The per-socket structures
-    handlers use (`state`, the sync bookkeeping, the in-flight bound) are made on first use."""
+    def __init__(self) -> None:
+        super().__init__(None, 1 << 30, loop=None)
+        self.parsed: list[Any] = []
+        self.error: BaseException | None = None
 
-    __slots__ = ("gateway", "request", "app", "ws", "transport", "user_id", "session_id", "expires_at",
+    def feed_data(self, data: Any, size: int) -> None:  # type: ignore[override]
+        self.parsed.append(data)
+
+    def set_exception(self, exc: BaseException, exc_cause: BaseException | None = None) -> None:  # type: ignore[override]
+        self.error = exc
+
+    def feed_eof(self) -> None:
+        pass
+
+
+def close_frame(code: int, reason: bytes) -> bytes:
+    """A websocket close frame as a server writes it."""
+    payload = struct.pack("!H", code) + reason[:123]
+    return bytes((0x88, len(payload))) + payload
+
+
+class Connection(asyncio.Protocol):
+    """One accepted socket: who it speaks for, and what waits to be written to it. Once the
+    handshake is done it is the socket's protocol itself: the transport hands it the bytes, and
+    aiohttp's request, its handler and their tasks are gone.
+
+    An idle socket costs little: no task, no timer, no queue; the bytes that arrive are parsed at
+    once and each client frame gets a task of its own while it is handled. A frame is written to
+    the transport at once while the peer keeps up, and only a peer that falls behind (more than
+    HIGH_WATER bytes unsent) gets a queue and a writer task, both gone again once it has caught
+    up. The per-socket structures handlers use (`state`, the sync bookkeeping, the in-flight
+    tasks) are made on first use."""
+
+    __slots__ = ("gateway", "app", "transport", "reader", "user_id", "session_id", "expires_at",
                  "revoke_keys", "presence_visible", "id", "limit", "queue", "started", "writer", "space",
-                 "sending", "sending_since", "tasks", "inflight", "_state", "watching", "closing",
-                 "refreshed_at", "seen", "pinged_at", "holding", "floors", "recent")
+                 "sending", "sending_since", "tasks", "backlog", "paused", "drained", "gone", "_state",
+                 "watching", "closing", "finished", "refreshed_at", "seen", "pinged_at", "holding", "floors",
+                 "recent", "__weakref__")
 
-    def __init__(self, gateway: Gateway, request: web.Request, ws: web.WebSocketResponse, user_id: int,
-                 session_id: int, expires_at: float, revoke_keys: tuple[str, ...], presence_visible: bool) -> None:
+    def __init__(self, gateway: Gateway, app: web.Application, user_id: int, session_id: int, expires_at: float,
+                 revoke_keys: tuple[str, ...], presence_visible: bool) -> None:
         self.gateway = gateway
-        self.request = request
-        self.app = request.app
-        self.ws = ws
-        self.transport = request.transport
+        self.app = app
+        self.transport: asyncio.Transport | None = None  # set by take_over, None once the peer is gone
+        self.reader = WebSocketReader(gateway.sink, gateway.settings.max_frame_bytes, compress=False,
+                                      decode_text=False)
         self.user_id = user_id
         self.session_id = session_id
         self.expires_at = expires_at
@@ -136,16 +169,20 @@ class Connection:
         self.id = f"{gateway.process_id}:{next(gateway._ids)}"
         self.limit = gateway.settings.send_queue
         self.queue: deque[tuple[bytes, Delivery | None]] | None = None  # frames waiting for the peer
-        self.started = False  # hello is out: frames may be written
+        self.started = False  # hello is out: frames may be written, and client frames are handled
         self.writer: asyncio.Task | None = None  # drains `queue` while the peer is behind
         self.space: asyncio.Future | None = None  # a reply waiting for room in the queue
-        self.sending = False  # True only while the writer is suspended in a send: the peer is behind
+        self.sending = False  # True only while the writer waits for the peer to read: it is behind
         self.sending_since = 0.0
-        self.tasks: set[asyncio.Task] | None = None
-        self.inflight: asyncio.Semaphore | None = None
+        self.tasks: set[asyncio.Task] | None = None  # client frames being handled
+        self.backlog: deque[Any] | None = None  # parsed client frames waiting to be handled
+        self.paused = False  # the transport holds more than its high-water mark
+        self.drained: asyncio.Future | None = None  # the writer waiting for the transport to drain
+        self.gone: asyncio.Future | None = None  # a server-side close waiting for the peer's close frame
         self._state: dict[str, Any] | None = None
         self.watching: set[int] | frozenset[int] = _NOTHING
         self.closing = False
+        self.finished = False  # detached from the registry: nothing more happens
         self.refreshed_at = self.seen = time.monotonic()  # seen: when the client last sent anything
         self.pinged_at = 0.0  # when the sweeper pinged a socket that had been quiet (0: no ping unanswered)
         # while `sync` replays a conversation, live message.new frames of it wait in `holding`;
@@ -161,6 +198,80 @@ class Connection:
         if self._state is None:
             self._state = {}
         return self._state
+
+    # ------------------------------------------------------------ the transport's protocol
+
+    def take_over(self, request: web.Request) -> None:
+        """Become the protocol of the request's transport (the 101 is on its way). Reading waits
+        for hello; what arrived behind the handshake is parsed now and handled after it."""
+        handler = request.protocol
+        transport = self.transport = request.transport
+        if transport is None:
+            raise ConnectionResetError("Connection lost")
+        tail, handler._message_tail = handler._message_tail, b""
+        transport.set_protocol(self)
+        transport.pause_reading()
+        if tail:
+            self.data_received(tail)
+
+    def data_received(self, data: bytes) -> None:
+        self.seen = time.monotonic()
+        sink = self.gateway.sink
+        self.reader.feed_data(data)
+        if sink.parsed or sink.error is not None:
+            backlog = self.backlog
+            if backlog is None:
+                backlog = self.backlog = deque()
+            backlog.extend(sink.parsed)
+            sink.parsed.clear()
+            if sink.error is not None:
+                backlog.append(sink.error)  # the parser gave up: handled after the frames before it
+                sink.error = None
+            self.gateway._take(self)
+
+    def eof_received(self) -> bool | None:
+        return None  # the transport closes itself
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.transport = None
+        self.closing = True
+        self._wake(self.gone, None)
+        self._wake(self.drained, ConnectionResetError("Connection lost"))
+        self.drained = None
+        if self.started:  # else serve's hand-over detaches it once attached
+            self.gateway._lost(self)
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        self._wake(self.drained, None)
+        self.drained = None
+
+    @staticmethod
+    def _wake(future: asyncio.Future | None, outcome: BaseException | None) -> None:
+        if future is not None and not future.done():
+            if outcome is None:
+                future.set_result(None)
+            else:
+                future.set_exception(outcome)
+
+    def _read(self, reading: bool) -> None:
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            if reading:
+                transport.resume_reading()
+            else:
+                transport.pause_reading()
+
+    async def close(self, *, code: int = 1000, message: bytes = b"") -> None:
+        """Close from the server side (shutdown: GOING_AWAY) and wait until it is closed."""
+        closer = self.gateway.cut(self, code, message)
+        if closer is not None:
+            await asyncio.shield(closer)
+
+    # ------------------------------------------------------------ sending
 
     def push(self, data: bytes, delivery: Delivery | None = None) -> None:
         """Send a frame pushed by someone else; a full queue means the client cannot keep up,
@@ -199,7 +310,7 @@ class Connection:
         if queue is None:
             transport = self.transport
             if self.started and transport is not None and transport.get_write_buffer_size() < HIGH_WATER:
-                if not transport.is_closing():  # else the peer is gone: the read loop cleans up
+                if not transport.is_closing():  # else the peer is gone: connection_lost cleans up
                     transport.write(text_frame(data))
                     WS_FRAMES_OUT.inc()
                     if delivery is not None:
@@ -211,7 +322,7 @@ class Connection:
             self.writer = asyncio.create_task(self._write_loop())
 
     def start(self, hello: bytes) -> None:
-        """Write the hello frame, then what the bus brought meanwhile."""
+        """Write the hello frame, then what the bus brought meanwhile; then read the client."""
         transport = self.transport
         if transport is not None and not transport.is_closing():
             transport.write(text_frame(hello))
@@ -219,6 +330,8 @@ class Connection:
         self.started = True
         if self.queue is not None and self.writer is None:
             self.writer = asyncio.create_task(self._write_loop())
+        self._read(True)
+        self.gateway._take(self)
 
     def hold(self, conversation_id: int) -> None:
         """Start holding live messages of a conversation (sync is about to replay it)."""
@@ -240,6 +353,12 @@ class Connection:
         for data, delivery in sorted(held, key=lambda item: item[1].seq):
             self.push(data, delivery)
 
+    def answer(self, data: bytes) -> None:
+        """Send the gateway's own answer to a client frame (an error, a pong); the client's
+        frames wait meanwhile once the queue is full (Gateway._take)."""
+        if not self.closing:
+            self._out(data, None)
+
     async def reply(self, data: bytes) -> None:
         """Send a reply to the client's own frame, waiting for room (the client's reads pace its
         own requests)."""
@@ -259,24 +378,48 @@ class Connection:
             if not self.space.done():
                 self.space.set_result(None)
             self.space = None
+        if self.backlog:
+            self.gateway._take(self)
+
+    def _frame_done(self, task: asyncio.Task) -> None:
+        tasks = self.tasks
+        if tasks is not None:
+            tasks.discard(task)
+            if not tasks:
+                self.tasks = None
+        if self.backlog:
+            self.gateway._take(self)
+
+    async def _drain(self) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            raise ConnectionResetError("Cannot write to closing transport")
+        if self.paused:
+            if self.drained is None:
+                self.drained = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self.drained)
 
     async def _write_loop(self) -> None:
-        """While the peer is behind: write the queued frames with aiohttp's flow control (it
-        waits for the peer once the transport holds too much), then stop."""
-        ws, queue, delivered, limit = self.ws, self.queue, self.gateway.on_delivered, self.limit
+        """While the peer is behind: write the queued frames, waiting for the peer to read
+        whenever the transport holds more than its high-water mark, then stop."""
+        queue, delivered, limit = self.queue, self.gateway.on_delivered, self.limit
         try:
             while queue:
                 data, delivery = queue.popleft()
                 if len(queue) < limit:
                     self._wake_repliers()
                 self.sending, self.sending_since = True, time.monotonic()
-                await ws.send_frame(data, WSMsgType.TEXT)
+                transport = self.transport
+                if transport is None or transport.is_closing():
+                    raise ConnectionResetError("Cannot write to closing transport")
+                transport.write(text_frame(data))
+                await self._drain()
                 WS_FRAMES_OUT.inc()
                 self.sending = False
                 if delivery is not None:
                     delivered(self, delivery)
         except (ConnectionError, RuntimeError):
-            queue.clear()  # the peer went away; the read loop notices and cleans up
+            queue.clear()  # the peer went away; connection_lost cleans up
         finally:
             self.sending = False
             if self.writer is asyncio.current_task():
@@ -286,34 +429,44 @@ class Connection:
             self._wake_repliers()  # repliers see room, or `closing`
 
 
-_NO_HEADERS: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
-
-
 class Socket(web.WebSocketResponse):
-    """The /ws response. aiohttp ends every response with write_eof() once the handler (and
-    every middleware around it) has returned: the socket's life runs there, so the frames of the
-    request's middlewares are not kept alive for the hours an idle socket lasts."""
+    """The /ws response. Once aiohttp has written its handshake, the socket's Connection becomes
+    the transport's protocol; aiohttp ends every response with write_eof() once the handler (and
+    every middleware around it) has returned: there the socket is attached and greeted, and
+    aiohttp lets go of the connection, so neither its request nor its tasks stay alive for the
+    hours an idle socket lasts."""
 
     conn: Connection | None = None
 
+    def _post_start(self, request: web.BaseRequest, protocol: str | None, writer: Any) -> None:
+        if self.conn is None:
+            super()._post_start(request, protocol, writer)
+            return
+        self._ws_protocol = protocol
+        self.conn.take_over(request)  # type: ignore[arg-type]
+        request.protocol.keep_alive(False)
+
     async def write_eof(self) -> None:  # type: ignore[override]
         conn, self.conn = self.conn, None
-        if conn is not None:
-            forget_headers(conn.request)
-            await conn.gateway._run(conn)
-        await super().write_eof()
+        if conn is None:
+            await super().write_eof()
+            return
+        release(self._req)
+        await conn.gateway._begin(conn)
 
 
-def forget_headers(request: web.Request) -> None:
-    """Let go of a request's parsed headers once nothing will read them again (its middlewares
-    have returned): aiohttp keeps an upgraded request alive as long as its socket, and its
-    headers and their raw copies are the largest part of an idle socket. Where aiohttp keeps
-    them elsewhere than it does today, they stay."""
-    message = getattr(request, "_message", None)
-    if message is not None and hasattr(message, "_replace") and hasattr(request, "_headers"):
-        request._message = message._replace(headers=_NO_HEADERS, raw_headers=())
-        request._headers = _NO_HEADERS
-        getattr(request, "_cache", {}).pop("query", None)  # holds the token, as parsed by authentication
+def release(request: web.BaseRequest | None) -> None:
+    """aiohttp's side of an upgraded connection lets go of it: its handler neither lingers nor
+    closes the transport (the Connection owns it now) and leaves the server's list of
+    connections, so its request, parser and tasks are freed when the request ends."""
+    if request is None:
+        return
+    handler = request.protocol
+    handler._force_close = True
+    handler.transport = None
+    manager = handler._manager
+    if manager is not None:
+        manager.connection_lost(handler, None)
 
 
 class Gateway:
@@ -329,7 +482,8 @@ class Gateway:
         self.settings = settings
         self.on_frame = on_frame
         self.on_delivered = on_delivered or (lambda conn, delivery: None)
-        self.sockets = sockets if sockets is not None else weakref.WeakSet()
+        self.sockets = sockets if sockets is not None else weakref.WeakSet()  # of Connection
+        self.sink = Sink()  # every socket's frame parser writes here; the socket read takes it at once
         self.presence = PresenceStore(redis, settings.presence_ttl)
         self.publisher = Publisher(self, give_up_after=settings.publish_give_up)
         self.process_id = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -371,73 +525,125 @@ class Gateway:
     async def serve(self, request: web.Request, *, user_id: int, session_id: int, expires_at: float,
                     revoke_keys: tuple[str, ...], presence_visible: bool) -> web.WebSocketResponse:
         """Accept one authenticated socket (the handshake) and return its response; the socket's
-        life runs once the request's middlewares have returned (Socket.write_eof)."""
-        s = self.settings
+        life starts once the request's middlewares have returned (Socket.write_eof)."""
         # no heartbeat= nor receive timeout: the gateway's one sweeper pings and times out every
-        # socket (aiohttp's would keep a timer per socket); autoping off, so pongs reach the loop
-        ws = Socket(compress=False, autoping=False, max_msg_size=s.max_frame_bytes, timeout=2.0, decode_text=False)
+        # socket (aiohttp's would keep a timer per socket); no compression
+        ws = Socket(compress=False, autoping=False, max_msg_size=self.settings.max_frame_bytes)
+        conn = ws.conn = Connection(self, request.app, user_id, session_id, expires_at, revoke_keys,
+                                    presence_visible)
         await ws.prepare(request)
-        self.sockets.add(ws)
-        conn = Connection(self, request, ws, user_id, session_id, expires_at, revoke_keys, presence_visible)
-        ws.conn = conn
+        self.sockets.add(conn)
         return ws
 
-    async def _run(self, conn: Connection) -> None:
-        """One socket's life: attached to the registry and the bus, hello, its frames until it closes."""
-        ws = conn.ws
+    async def _begin(self, conn: Connection) -> None:
+        """A socket's start: attached to the registry and the bus, hello, then its frames are read.
+        From then on it lives in its transport's callbacks; `_lost` ends it."""
         try:
             await self._attach(conn)
-            # hello goes first, before frames the bus brought while attaching
-            conn.start(frames.encode(frames.Hello(user_id=str(conn.user_id), session_id=str(conn.session_id),
-                                                  heartbeat=self.settings.heartbeat)))
-            await self._read_loop(conn)
         except Exception as exc:  # nobody above can answer a socket: say it here
-            if faults.is_unavailable(exc):
-                outages.note("a websocket", exc)
-            else:
-                log.exception("websocket failed")
-        finally:
-            conn.closing = True
-            for task in [conn.writer, *(conn.tasks or ())]:
-                if task is not None:
-                    task.cancel()
-            await self._detach(conn)
-            if not ws.closed:
-                try:
-                    await asyncio.wait_for(ws.close(), 2)
-                except (asyncio.TimeoutError, ConnectionError):
-                    pass
+            self._failed(exc)
+            await self._finish(conn)
+            if conn.transport is not None:
+                conn.transport.abort()
+            return
+        if conn.transport is None:  # gone while attaching
+            await self._finish(conn)
+            return
+        # hello goes first, before frames the bus brought while attaching
+        conn.start(frames.encode(frames.Hello(user_id=str(conn.user_id), session_id=str(conn.session_id),
+                                              heartbeat=self.settings.heartbeat)))
 
-    async def _read_loop(self, conn: Connection) -> None:
-        ws, clock = conn.ws, time.monotonic
-        while not conn.closing:
-            msg = await ws.receive()
-            conn.seen = clock()
-            if msg.type is WSMsgType.TEXT:
-                self.stats["frames_in"] += 1
-                WS_FRAMES_IN.inc()
-                try:
-                    frame = frames.decode_client(msg.data)
-                except frames.FrameError as exc:
-                    await conn.reply(frames.error(exc.code, exc.message, exc.ref))
-                    continue
-                if isinstance(frame, frames.Ping):
-                    await conn.reply(frames.encode(frames.Pong(ref=frame.ref)))
-                    continue
-                if conn.inflight is None:
-                    conn.inflight, conn.tasks = asyncio.Semaphore(self.settings.max_inflight), set()
-                await conn.inflight.acquire()
-                task = asyncio.create_task(self._dispatch(conn, frame))
-                conn.tasks.add(task)
-                task.add_done_callback(lambda t: (conn.tasks.discard(t), conn.inflight.release()))
-            elif msg.type is WSMsgType.PONG:
-                continue  # `seen` moved on: the sweeper's ping was answered
-            elif msg.type is WSMsgType.PING:
-                await ws.pong(msg.data)
-            elif msg.type is WSMsgType.BINARY:
-                await conn.reply(frames.error("text_only", "Frames are JSON text, not binary."))
-            else:  # CLOSE, CLOSING, CLOSED, ERROR
+    @staticmethod
+    def _failed(exc: BaseException) -> None:
+        if faults.is_unavailable(exc):
+            outages.note("a websocket", exc)
+        else:
+            log.error("websocket failed", exc_info=exc)
+
+    def _lost(self, conn: Connection) -> None:
+        """The peer is gone (or the server closed the socket): detach it."""
+        task = asyncio.create_task(self._finish(conn))
+        self._closers.add(task)
+        task.add_done_callback(self._closers.discard)
+
+    async def _finish(self, conn: Connection) -> None:
+        if conn.finished:
+            return
+        conn.finished = conn.closing = True
+        conn.backlog = None
+        for task in [conn.writer, *(conn.tasks or ())]:
+            if task is not None:
+                task.cancel()
+        try:
+            await self._detach(conn)
+        except Exception as exc:
+            self._failed(exc)
+
+    def _take(self, conn: Connection) -> None:
+        """Handle the client frames that arrived, in order, while the socket may: a frame waits
+        (and reading pauses) while max_inflight frames are being handled, or while the send queue
+        is full (the client's reads pace its own requests)."""
+        backlog = conn.backlog
+        if backlog is None or not conn.started:
+            return
+        limit = self.settings.max_inflight
+        while backlog:
+            if conn.closing:
+                self._closing_frames(conn, backlog)
                 return
+            if (conn.tasks is not None and len(conn.tasks) >= limit) or (
+                    conn.queue is not None and len(conn.queue) >= conn.limit):
+                conn._read(False)
+                return
+            self._on_frame(conn, backlog.popleft())
+        conn.backlog = None
+        conn._read(True)
+
+    def _closing_frames(self, conn: Connection, backlog: deque) -> None:
+        """A socket being closed from the server side reads only the peer's close frame."""
+        for msg in backlog:
+            if isinstance(msg, BaseException) or msg.type is WSMsgType.CLOSE:
+                Connection._wake(conn.gone, None)
+                break
+        backlog.clear()
+        conn.backlog = None
+
+    def _on_frame(self, conn: Connection, msg: Any) -> None:
+        """One frame from the client."""
+        if isinstance(msg, BaseException):  # the parser gave up: too large (1009), or not websocket
+            self.cut(conn, msg.code if isinstance(msg, WebSocketError) else 1002, b"")
+            return
+        kind = msg.type
+        if kind is WSMsgType.TEXT:
+            self.stats["frames_in"] += 1
+            WS_FRAMES_IN.inc()
+            try:
+                frame = frames.decode_client(msg.data)
+            except frames.FrameError as exc:
+                conn.answer(frames.error(exc.code, exc.message, exc.ref))
+                return
+            if isinstance(frame, frames.Ping):
+                conn.answer(frames.encode(frames.Pong(ref=frame.ref)))
+                return
+            if conn.tasks is None:
+                conn.tasks = set()
+            task = asyncio.create_task(self._dispatch(conn, frame))
+            conn.tasks.add(task)
+            task.add_done_callback(conn._frame_done)
+        elif kind is WSMsgType.PONG:
+            pass  # `seen` moved on: the sweeper's ping was answered
+        elif kind is WSMsgType.PING:
+            transport = conn.transport
+            if transport is not None and not transport.is_closing():
+                transport.write(bytes((0x8A, len(msg.data))) + msg.data)
+        elif kind is WSMsgType.BINARY:
+            conn.answer(frames.error("text_only", "Frames are JSON text, not binary."))
+        elif kind is WSMsgType.CLOSE:  # the client closes: answer, and the transport goes
+            conn.closing = True
+            transport = conn.transport
+            if transport is not None and not transport.is_closing():
+                transport.write(close_frame(1000, b""))
+                transport.close()
 
     async def _dispatch(self, conn: Connection, frame: frames.AnyClientFrame) -> None:
         kind = type(frame).__struct_config__.tag
@@ -451,11 +657,12 @@ class Gateway:
             log.exception("frame %s failed", type(frame).__name__)
             await conn.reply(frames.error("internal_error", "Something went wrong on our side.", frame.ref))
 
-    def cut(self, conn: Connection, code: int, reason: bytes) -> None:
+    def cut(self, conn: Connection, code: int, reason: bytes) -> asyncio.Task | None:
         """Close a socket from the server side without waiting on it: its writer stops at once,
-        and a client that does not read the close frame is dropped."""
+        and a client that does not answer the close frame within 2 s is dropped. Returns the
+        closing task (None if it was already closing)."""
         if conn.closing:
-            return
+            return None
         conn.closing = True
         conn._wake_repliers()
         if conn.writer is not None:
@@ -463,17 +670,24 @@ class Gateway:
         task = asyncio.create_task(self._close(conn, code, reason))
         self._closers.add(task)
         task.add_done_callback(self._closers.discard)
+        return task
 
     async def _close(self, conn: Connection, code: int, reason: bytes) -> None:
+        transport = conn.transport
+        if transport is None:
+            return
         try:
-            await asyncio.wait_for(conn.ws.close(code=code, message=reason), 2)
-        except (asyncio.TimeoutError, ConnectionError, RuntimeError):
+            if not transport.is_closing():
+                conn.gone = asyncio.get_running_loop().create_future()
+                transport.write(close_frame(code, reason))
+                conn._read(True)  # the peer's close frame is the one thing still read
+                await asyncio.wait_for(asyncio.shield(conn.gone), 2)
+        except asyncio.TimeoutError:
             pass
         finally:
+            conn.gone = None
             # a graceful close of a congested transport waits for its buffer to flush: never
-            transport = conn.request.transport
-            if transport is not None:
-                transport.abort()
+            transport.abort()
 
     # ------------------------------------------------------------ the registry
 

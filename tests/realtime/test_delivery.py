@@ -167,7 +167,7 @@ async def cut_off_while_others_receive(client, ana_ws, cy_ws, group, bob) -> Non
     await wait_for(lambda: len(list(gateway.connections(int(bob["id"])))) == 1)
     # and a slow network: the server's side of bob's socket buffers little
     slow, = gateway.connections(int(bob["id"]))
-    slow.request.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    slow.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
     total = 300
 
     async def count(ws, type_: str) -> int:
