@@ -123,22 +123,27 @@ async def work(ctx, redis) -> None:
             if waiting:
                 await asyncio.sleep(0.005)
 
+    async def post_once(number: int, token: str) -> tuple[str, float, float] | None:
+        # upload, then post: the post's id, when it was sent and when its 201 came (None on a failure)
+        media = await upload(ctx, token)
+        if not media:
+            return None
+        sent = time.perf_counter()
+        post = await ctx.request("post", "POST", "/api/posts/", token=token,
+                                 json={"caption": f"bench fan-out {number}", "media_ids": [media["id"]]}, expect=(201,))
+        return (post["id"], sent, time.perf_counter()) if post else None
+
     async def client(number: int) -> None:
         author = authors[number % len(authors)]
         token = ctx.plan["tokens"][str(author)]
         if ctx.plan["via"] == "feed":
-            await client_via_feed(author, token)
+            await client_via_feed(number, author, token)
             return
         keys = await built([Timelines.key(f) for f in ctx.plan["followers"][str(author)]] + [Timelines.key(author)])
-        media = await upload(ctx, token)
-        if not media:
+        posted = await post_once(number, token)
+        if not posted:
             return
-        sent = time.perf_counter()
-        post = await ctx.request("post", "POST", "/api/posts/", token=token,
-                                 json={"caption": f"bench fan-out {number}", "media_ids": [media["id"]]}, expect=(201,))
-        if not post:
-            return
-        member, committed = post["id"], time.perf_counter()
+        member, sent, committed = posted
         done = 0
         while done < len(keys) and time.perf_counter() - sent < ctx.plan["wait"]:
             done += await present(keys[done:], member)
@@ -154,19 +159,14 @@ async def work(ctx, redis) -> None:
         ctx.value("fanout_timelines", len(keys))
         await asyncio.sleep(ctx.plan["pause"])
 
-    async def client_via_feed(author: int, token: str) -> None:
+    async def client_via_feed(number: int, author: int, token: str) -> None:
         readers = [ctx.plan["reader_tokens"][str(r)] for r in ctx.plan["readers"][str(author)]]
-        media = await upload(ctx, token)
-        if not media or not readers:
+        posted = await post_once(number, token) if readers else None
+        if not posted:
             return
-        sent = time.perf_counter()
-        post = await ctx.request("post", "POST", "/api/posts/", token=token,
-                                 json={"caption": f"bench fan-out {author}", "media_ids": [media["id"]]}, expect=(201,))
-        if not post:
-            return
-        committed = time.perf_counter()
+        member, sent, committed = posted
         try:
-            await asyncio.wait_for(on_pages(readers, post["id"]), ctx.plan["wait"])
+            await asyncio.wait_for(on_pages(readers, member), ctx.plan["wait"])
         except asyncio.TimeoutError:
             ctx.value("fanout_incomplete", 1)
         else:
