@@ -17,6 +17,7 @@ import msgspec
 from aiohttp import web
 from msgspec import Meta
 
+import events
 from handlers.auth import current_user
 from handlers.common import (
     NotFound, Page, Routes, Struct, ValidationFailed, decode_cursor, encode_cursor, id_string_cursor, json_response,
@@ -28,7 +29,7 @@ from handlers.messages import send_message
 from handlers.posts import UserBrief, user_brief
 from realtime.delivery import MessageWriter, writer_key
 from realtime.frames import IdStr, Message, SendBody
-from storage import events, media, outbox, stories, visibility
+from storage import media, outbox, stories, visibility
 from storage import messages as message_store
 
 routes = Routes("stories")

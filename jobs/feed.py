@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from storage import events, graph, outbox, timelines as tl
+import events
+from storage import graph, outbox, timelines as tl
 from storage.outbox import Event
 from storage.timelines import Timelines
 

@@ -16,7 +16,8 @@ from typing import Iterable, Sequence
 
 import asyncpg
 
-from storage import events, outbox
+import events
+from storage import outbox
 
 Conn = asyncpg.Connection | asyncpg.Pool
 
