@@ -129,11 +129,21 @@ class FollowRequestApproved(AccountEvent, tag="follow_request_approved"):
     target_id: Id
 
 
-class UserBlocked(PairEvent, tag="user_blocked"):
-    pass
+class KeptApart(PairEvent):
+    """A hiding rule now keeps the target's things from the actor, and with `both_ways` the
+    actor's from the target. Consumers act on the family (`on_kept_apart`) by what these class
+    settings say, so a new rule that users set is one more subclass here and no consumer change."""
+
+    both_ways: ClassVar[bool] = False  # each one's things are kept from the other
+    forgets_notifications: ClassVar[bool] = False  # notifications between the two are removed
 
 
-class UserMuted(PairEvent, tag="user_muted"):
+class UserBlocked(KeptApart, tag="user_blocked"):
+    both_ways = True
+    forgets_notifications = True
+
+
+class UserMuted(KeptApart, tag="user_muted"):
     stories: bool  # their stories too
 
 

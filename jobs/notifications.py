@@ -22,7 +22,7 @@ import asyncpg
 from redis.asyncio import Redis
 
 import events
-from jobs.events import event_span_in_batch
+from jobs.events import event_span_in_batch, handler_for
 from realtime import frames
 from realtime.bus import queue_publish
 from realtime.gateway import Gateway, user_channel
@@ -76,7 +76,7 @@ class NotificationConsumer:
         notify nobody); returns the delivery to run once the transaction has committed."""
         run = _Run(self, conn)
         for event in batch:
-            handler = getattr(self, f"on_{event.type}", None)
+            handler = handler_for(self, event.type)
             if handler is not None:
                 with event_span_in_batch(self, event):
                     run.causes[event.event_id] = current_traceparent()
@@ -103,8 +103,10 @@ class NotificationConsumer:
     async def on_follow_removed(self, run: _Run, event: Event, e: events.FollowRemoved) -> None:
         await run.remove(store.remove_follow, int(e.actor_id), int(e.target_id))
 
-    async def on_user_blocked(self, run: _Run, event: Event, e: events.UserBlocked) -> None:
-        await run.remove(store.remove_between, int(e.actor_id), int(e.target_id))
+    async def on_kept_apart(self, run: _Run, event: Event, e: events.KeptApart) -> None:
+        """A hiding rule that forgets what the two were notified of each other (a block)."""
+        if e.forgets_notifications:
+            await run.remove(store.remove_between, int(e.actor_id), int(e.target_id))
 
     # ------------------------------------------------------------ posts and comments
 
