@@ -7,24 +7,25 @@ from aiohttp import web
 from handlers.auth import current_user
 from handlers.common import Page, Routes, encode_cursor, json_response, next_link, page_request, read_pool
 from handlers.context import config_key, pool_key, redis_key, timelines_key
-from handlers.posts import PostOut, cursor_id, render_posts
+from handlers.posts import PostOut, cursor_id, render_live
 from storage import explore, timelines as tl
+from storage.posts import LivePage
 from storage.timelines import Timelines
 
 routes = Routes("feed")
 
 
-async def home_feed_ids(timelines: Timelines, pool, viewer: int, before: int | None, count: int,
-                        celebrity_threshold: int) -> list[int]:
-    """Up to `count` post ids for the viewer's home feed below `before`: the timeline (rebuilt from
-    PostgreSQL when missing, never shown empty) merged with followed celebrities' recent posts."""
+async def home_feed_page(timelines: Timelines, pool, viewer: int, before: int | None, count: int,
+                         celebrity_threshold: int) -> LivePage:
+    """Up to `count` posts of the viewer's home feed below `before`, with the live part of those
+    the viewer may see: the timeline (rebuilt from PostgreSQL when missing, never shown empty)
+    merged with followed celebrities' recent posts."""
     ids = await timelines.read_home(viewer, before, count)
     if ids is None:
         rebuilt = await tl.rebuild_ids(pool, viewer, celebrity_threshold, timelines.cap)
         await timelines.store_home(viewer, rebuilt)
         ids = [i for i in rebuilt if before is None or i < before][:count]
-    celebrities = await tl.celebrity_posts(pool, viewer, celebrity_threshold, before, count)
-    return sorted(set(ids) | set(celebrities), reverse=True)[:count]
+    return await tl.home_page(pool, viewer, ids, celebrity_threshold, before, count)
 
 
 @routes.route("GET", "/api/posts/feed/", response=Page[PostOut], query={"limit": "page size", "cursor": "from `next`"})
@@ -34,12 +35,12 @@ async def home_feed(request: web.Request) -> web.Response:
     page = page_request(request)
     before = cursor_id(request, page.cursor)
     config = request.app[config_key]
-    candidates = await home_feed_ids(request.app[timelines_key], request.app[pool_key], viewer, before,
-                                     page.limit + 1, config.feed.celebrity_threshold)
-    shown = candidates[: page.limit]
-    results = await render_posts(request, viewer, shown, hide_muted=True)  # a mute made after fan-out acts here
+    found = await home_feed_page(request.app[timelines_key], request.app[pool_key], viewer, before,
+                                 page.limit + 1, config.feed.celebrity_threshold)
+    shown = found.ids[: page.limit]
+    results = await render_live(request, found.live, shown)
     next_url = None
-    if len(candidates) > page.limit:
+    if len(found.ids) > page.limit:
         # the cursor is the last id considered, shown or hidden, so no post is skipped or repeated
         next_url = next_link(request, page.limit, cursor=encode_cursor(shown[-1]))
     return json_response(Page(results=results, next=next_url))
@@ -54,9 +55,7 @@ async def explore_feed(request: web.Request) -> web.Response:
     offset = parts or 0
     pool = await read_pool(request)
     ranked = await explore.read_trending(request.app[redis_key], offset, page.limit)
-    shown = await explore.shown_posts(pool, viewer, ranked)
-    keep = [p for p in ranked if p in shown]
-    results = await render_posts(request, viewer, keep, hide_muted=True)
+    results = await render_live(request, await explore.shown_live(pool, viewer, ranked), ranked)
     next_url = None
     if len(ranked) == page.limit:
         next_url = next_link(request, page.limit, cursor=encode_cursor(offset + page.limit))

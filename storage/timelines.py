@@ -15,6 +15,7 @@ from typing import AsyncIterator, Iterable, Sequence
 import asyncpg
 from redis.asyncio import Redis
 
+from storage import posts
 from storage.cluster import queue_script, run_scripted, slot_groups
 
 SENTINEL = "0"
@@ -153,23 +154,33 @@ async def fanout_targets(pool: asyncpg.Pool, author_id: int, active_days: int,
                 break
 
 
-async def celebrity_posts(conn: asyncpg.Pool | asyncpg.Connection, user_id: int, celebrity_threshold: int,
-                          before: int | None, limit: int) -> list[int]:
-    """Recent posts of the celebrities a user follows (not fanned out: merged when the feed is read)."""
+async def home_page(conn: asyncpg.Pool | asyncpg.Connection, viewer: int, timeline_ids: list[int],
+                    celebrity_threshold: int, before: int | None, count: int) -> posts.LivePage:
+    """The home feed's next `count` posts below `before`: the timeline's ids merged with the recent
+    posts of the celebrities the viewer follows (not fanned out: merged when the feed is read),
+    newest first, with the live part of those the viewer may see (not deleted, visible, author not
+    muted: a mute made after fan-out acts here), in one query."""
     rows = await conn.fetch(
-        """
-        SELECT p.id FROM follows f
-        JOIN users u ON u.id = f.followee_id AND u.followers_count >= $2
-        JOIN LATERAL (
-            SELECT id FROM posts WHERE author_id = f.followee_id AND ($3::bigint IS NULL OR id < $3)
-            ORDER BY id DESC LIMIT $4
-        ) p ON true
-        WHERE f.follower_id = $1
-        ORDER BY p.id DESC LIMIT $4
+        f"""
+        WITH candidates AS (
+            SELECT t.id FROM unnest($2::bigint[]) AS t(id)
+            UNION
+            SELECT c.id FROM follows f
+            JOIN users u ON u.id = f.followee_id AND u.followers_count >= $3
+            JOIN LATERAL (
+                SELECT id FROM posts WHERE author_id = f.followee_id AND ($4::bigint IS NULL OR id < $4)
+                ORDER BY id DESC LIMIT $5
+            ) c ON true
+            WHERE f.follower_id = $1
+            ORDER BY id DESC LIMIT $5
+        )
+        SELECT c.id, {posts.LIVE_COLUMNS},
+               p.id IS NOT NULL AND visible_to($1::bigint, p.author_id) AND NOT muted_by($1::bigint, p.author_id) AS shown
+        FROM candidates c LEFT JOIN posts p ON p.id = c.id
         """,
-        user_id, celebrity_threshold, before, limit,
+        viewer, timeline_ids, celebrity_threshold, before, count,
     )
-    return [r["id"] for r in rows]
+    return posts.LivePage(sorted((r["id"] for r in rows), reverse=True), {r["id"]: r for r in rows if r["shown"]})
 
 
 async def recent_post_ids(conn: asyncpg.Pool | asyncpg.Connection, author_id: int, limit: int) -> list[int]:
