@@ -4,23 +4,25 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from handlers.auth import current_user
+from handlers.auth import Identity, current_user, first_read, ridden
 from handlers.common import Page, Routes, encode_cursor, json_response, next_link, page_request, read_pool
 from handlers.context import config_key, pool_key, redis_key, timelines_key
 from handlers.posts import PostOut, cursor_id, render_live
 from storage import explore, timelines as tl
 from storage.posts import LivePage
+from storage.ratelimit import Rider
 from storage.timelines import Timelines
 
 routes = Routes("feed")
 
 
 async def home_feed_page(timelines: Timelines, pool, viewer: int, before: int | None, count: int,
-                         celebrity_threshold: int) -> LivePage:
+                         celebrity_threshold: int, read: list | None = None) -> LivePage:
     """Up to `count` posts of the viewer's home feed below `before`, with the live part of those
     the viewer may see: the timeline (rebuilt from PostgreSQL when missing, never shown empty)
-    merged with followed celebrities' recent posts."""
-    ids = await timelines.read_home(viewer, before, count)
+    merged with followed celebrities' recent posts. `read`: the timeline's read already made
+    (Timelines.home_rider's reply)."""
+    ids = timelines.home_of(read, before, count) if read is not None else await timelines.read_home(viewer, before, count)
     if ids is None:
         rebuilt = await tl.rebuild_ids(pool, viewer, celebrity_threshold, timelines.cap)
         await timelines.store_home(viewer, rebuilt)
@@ -28,7 +30,14 @@ async def home_feed_page(timelines: Timelines, pool, viewer: int, before: int | 
     return await tl.home_page(pool, viewer, ids, celebrity_threshold, before, count)
 
 
+def timeline_read(request: web.Request, identity: Identity) -> Rider:
+    """The feed's first read, its page of the timeline, made with the rate limit (first_read)."""
+    page = page_request(request)
+    return request.app[timelines_key].home_rider(identity.user_id, cursor_id(request, page.cursor), page.limit + 1)
+
+
 @routes.route("GET", "/api/posts/feed/", response=Page[PostOut], query={"limit": "page size", "cursor": "from `next`"})
+@first_read(timeline_read)
 async def home_feed(request: web.Request) -> web.Response:
     """The viewer's home feed, newest first."""
     viewer = current_user(request)
@@ -36,7 +45,7 @@ async def home_feed(request: web.Request) -> web.Response:
     before = cursor_id(request, page.cursor)
     config = request.app[config_key]
     found = await home_feed_page(request.app[timelines_key], request.app[pool_key], viewer, before,
-                                 page.limit + 1, config.feed.celebrity_threshold)
+                                 page.limit + 1, config.feed.celebrity_threshold, ridden(request))
     shown = found.ids[: page.limit]
     results = await render_live(request, found.live, shown)
     next_url = None

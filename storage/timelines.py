@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 
 from storage import posts
 from storage.cluster import queue_script, run_scripted, slot_groups
+from storage.ratelimit import Rider
 
 SENTINEL = "0"
 
@@ -43,6 +44,15 @@ return pushed
 """
 
 
+# a page of a home timeline, as the body of a Lua function(k, a) (a storage.ratelimit.Rider):
+# KEYS[k] the timeline; ARGV[a], ARGV[a + 1], ARGV[a + 2] the upper bound (inclusive), how many,
+# the TTL to renew. Returns {members, 1 if the timeline is built}.
+_READ_HOME = """
+local members = redis.call('ZREVRANGEBYSCORE', KEYS[k], ARGV[a], '(0', 'LIMIT', 0, ARGV[a + 1])
+return {members, redis.call('EXPIRE', KEYS[k], ARGV[a + 2], 'XX')}
+"""
+
+
 class Timelines:
     """The FeedManager of glint: verbs in pairs, one place for keys and the cap."""
 
@@ -51,6 +61,7 @@ class Timelines:
         self.cap = cap
         self.ttl = ttl_seconds
         self._push = redis.register_script(_PUSH)
+        self._read = redis.register_script(f"local function read(k, a)\n{_READ_HOME}\nend\nreturn read(1, 1)")
 
     @staticmethod
     def key(user_id: int) -> str:
@@ -96,13 +107,19 @@ class Timelines:
 
     async def read_home(self, user_id: int, before: int | None, count: int) -> list[int] | None:
         """Up to `count` post ids older than `before` (newest first); None if the timeline is not built."""
-        key = self.key(user_id)
-        high = "+inf" if before is None else before
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zrevrangebyscore(key, high, "(0", start=0, num=count + 8)
-            pipe.expire(key, self.ttl, xx=True)
-            members, exists = await pipe.execute()
-        if not members and not exists:
+        rider = self.home_rider(user_id, before, count)
+        return self.home_of(await self._read(keys=rider.keys, args=rider.args), before, count)
+
+    def home_rider(self, user_id: int, before: int | None, count: int) -> Rider:
+        """read_home as a read that rides in another script call on the user's slot (the rate
+        limit's: storage.ratelimit); home_of reads its reply."""
+        return Rider(_READ_HOME, (self.key(user_id),), ("+inf" if before is None else before, count + 8, self.ttl))
+
+    @staticmethod
+    def home_of(reply: list, before: int | None, count: int) -> list[int] | None:
+        """read_home's answer from the reply of a home_rider read."""
+        members, built = reply
+        if not members and not built:
             return None
         ids = [int(m) for m in members]
         if before is not None:
