@@ -15,13 +15,14 @@ from aiohttp import web
 from msgspec import UNSET, Meta, UnsetType
 from redis.asyncio import Redis
 
+import events
 from handlers.auth import check_address_limit, current_user, hash_password, verify_password
 from handlers.common import (
     Conflict, NotFound, Page, Routes, Struct, ValidationFailed, decode_cursor, encode_cursor, json_response,
     make_page, no_content, page_request, parse_id, path_id, read_json, read_pool,
 )
 from handlers.context import config_key, email_sink_key, pool_key, redis_key
-from storage import email, events, graph, outbox, tokens, users, visibility
+from storage import email, graph, outbox, tokens, users, visibility
 
 if TYPE_CHECKING:  # only app/ reads configuration; handlers only see the decoded Struct
     from app.config import Config

@@ -7,6 +7,8 @@ from typing import Iterable
 
 import asyncpg
 
+import events
+
 MENTION = re.compile(r"(?<![\w@.])@([A-Za-z0-9._]{1,30})")
 
 
@@ -108,8 +110,8 @@ async def attach_own_media_txn(conn: asyncpg.Connection, user_id: int, media_id:
     ) is not None
 
 
-NOTIFICATION_KINDS = ("like", "comment", "reply", "mention", "follow", "follow_request", "message", "message_reaction",
-                      "story_reaction", "report_resolved")
+# the kinds a user sets channels for (the rest go by another kind's)
+NOTIFICATION_KINDS = tuple(kind for kind, about in events.NOTIFICATION_KINDS.items() if about.follows is None)
 NOTIFICATION_CHANNELS = ("in_app", "push", "email")
 # in-app and push on, e-mail off, unless the user said otherwise
 DEFAULT_CHANNELS = {"in_app": True, "push": True, "email": False}

@@ -120,3 +120,23 @@ async def test_only_one_relay_at_a_time_takes_the_outbox(config, pool):
 
 async def _backlog_is(pool, n: int) -> bool:
     return await outbox.backlog(pool) == n
+
+
+def test_a_consumer_handles_a_family_of_events_by_its_base_unless_it_has_its_own_handler():
+    """A new hiding rule is one more KeptApart subclass: the feed and notifications consumers
+    already act on it through `on_kept_apart`, by what its class settings say."""
+    import events
+    from jobs.feed import FeedConsumer
+    from jobs.events import handler_for
+    from jobs.notifications import NotificationConsumer
+
+    kept_apart = [t for t, cls in events.CATALOGUE.items() if issubclass(cls, events.KeptApart)]
+    assert {"user_blocked", "user_muted"} <= set(kept_apart)
+    for consumer in (FeedConsumer, NotificationConsumer):
+        for event_type in kept_apart:
+            assert handler_for(consumer, event_type) is consumer.on_kept_apart
+    assert handler_for(FeedConsumer, "user_unmuted") is FeedConsumer.on_user_unmuted  # its own, not the family's
+    assert handler_for(FeedConsumer, "follow_created") is FeedConsumer.on_follow_created
+    assert handler_for(FeedConsumer, "story_created") is None and handler_for(FeedConsumer, "no_such_type") is None
+    assert events.UserBlocked.both_ways and events.UserBlocked.forgets_notifications
+    assert not events.UserMuted.both_ways and not events.UserMuted.forgets_notifications
