@@ -146,14 +146,14 @@ def current_user(request: web.Request) -> int:
     return identity.user_id
 
 
-FirstRead = Callable[[web.Request, Identity], Rider]
+FirstRead = Callable[[web.Request, Identity], Rider | None]
 _first_reads: dict[Handler, FirstRead] = {}
 
 
 def first_read(read: FirstRead) -> Callable[[Handler], Handler]:
     """Declare a route's first read, of the signed-in user's own Redis keys (their cluster slot):
-    `read(request, identity)` names it (a storage.ratelimit.Rider; a request it cannot read, e.g. a
-    bad cursor, raises an ApiError the handler answers itself) and authentication makes it in the
+    `read(request, identity)` names it (a storage.ratelimit.Rider, or None when it cannot ride; a
+    request it cannot read, e.g. a bad cursor, raises an ApiError the handler answers itself) and authentication makes it in the
     same script call as the rate limit and the session check, so it costs no round trip of its
     own; the handler finds the reply with ridden(request) (None: not made, read it yourself)."""
     def register(handler: Handler) -> Handler:

@@ -9,6 +9,7 @@ from handlers.common import Page, Routes, encode_cursor, json_response, next_lin
 from handlers.context import config_key, pool_key, redis_key, timelines_key
 from handlers.posts import PostOut, cursor_id, render_live
 from storage import explore, timelines as tl
+from storage.cluster import is_cluster
 from storage.posts import LivePage
 from storage.ratelimit import Rider
 from storage.timelines import Timelines
@@ -55,7 +56,16 @@ async def home_feed(request: web.Request) -> web.Response:
     return json_response(Page(results=results, next=next_url))
 
 
+def ranking_read(request: web.Request, identity: Identity) -> Rider | None:
+    """Explore's first read, its slice of the ranking, made with the rate limit on one Redis node (first_read)."""
+    if is_cluster(request.app[redis_key]):
+        return None
+    page = page_request(request)
+    return explore.trending_rider(cursor_id(request, page.cursor) or 0, page.limit)
+
+
 @routes.route("GET", "/api/posts/explore/", response=Page[PostOut], query={"limit": "page size", "cursor": "from `next`"})
+@first_read(ranking_read)
 async def explore_feed(request: web.Request) -> web.Response:
     """Trending posts from public accounts the viewer does not follow."""
     viewer = current_user(request)
@@ -63,7 +73,9 @@ async def explore_feed(request: web.Request) -> web.Response:
     parts = cursor_id(request, page.cursor)
     offset = parts or 0
     pool = await read_pool(request)
-    ranked = await explore.read_trending(request.app[redis_key], offset, page.limit)
+    read = ridden(request)
+    ranked = (explore.trending_of(read) if read is not None
+              else await explore.read_trending(request.app[redis_key], offset, page.limit))
     results = await render_live(request, await explore.shown_live(pool, viewer, ranked), ranked)
     next_url = None
     if len(ranked) == page.limit:

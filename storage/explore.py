@@ -10,6 +10,7 @@ import asyncpg
 from redis.asyncio import Redis
 
 from storage import posts
+from storage.ratelimit import Rider
 
 KEY = "explore:trending"
 SIZE = 1000
@@ -47,7 +48,19 @@ async def store_trending(redis: Redis, ranking: list[tuple[int, float]]) -> None
 
 async def read_trending(redis: Redis, offset: int, count: int) -> list[int]:
     """A slice of the ranking, best first."""
-    return [int(m) for m in await redis.zrevrange(KEY, offset, offset + count - 1)]
+    return trending_of(await redis.zrevrange(KEY, offset, offset + count - 1))
+
+
+def trending_rider(offset: int, count: int) -> Rider:
+    """read_trending as a read that rides in another script call (the rate limit's:
+    storage.ratelimit) on one Redis node; on a cluster the ranking lies in a slot of its own, so
+    it is read by itself there. trending_of reads its reply."""
+    return Rider("return redis.call('ZREVRANGE', KEYS[k], ARGV[a], ARGV[a + 1])", (KEY,), (offset, offset + count - 1))
+
+
+def trending_of(reply: list) -> list[int]:
+    """read_trending's answer from a reply of ZREVRANGE over the ranking."""
+    return [int(m) for m in reply]
 
 
 async def shown_live(conn: asyncpg.Pool | asyncpg.Connection, viewer: int,

@@ -41,8 +41,8 @@ return {count, ttl, state, ride(markers + 2, 3)}
 class Rider:
     """A read that rides in the rate limit's script call, so that a request's first read costs no
     round trip of its own. `lua` is the body of a Lua function(k, a) that reads KEYS[k..] (`keys`)
-    and ARGV[a..] (`args`) and returns one reply; the keys must share the counter's cluster slot
-    (a user's own keys, by their hash tag)."""
+    and ARGV[a..] (`args`) and returns one reply; on a Redis Cluster the keys must share the
+    counter's slot (a user's own keys, by their hash tag)."""
 
     lua: str
     keys: tuple[str, ...]
