@@ -32,9 +32,11 @@ async def home_feed_page(timelines: Timelines, pool, viewer: int, before: int | 
 
 
 def timeline_read(request: web.Request, identity: Identity) -> Rider:
-    """The feed's first read, its page of the timeline, made with the rate limit (first_read)."""
+    """The feed's first read, its page of the timeline (and on one Redis node the posts' cache
+    entries), made with the rate limit (first_read)."""
     page = page_request(request)
-    return request.app[timelines_key].home_rider(identity.user_id, cursor_id(request, page.cursor), page.limit + 1)
+    return request.app[timelines_key].home_rider(identity.user_id, cursor_id(request, page.cursor), page.limit + 1,
+                                                 with_posts=not is_cluster(request.app[redis_key]))
 
 
 @routes.route("GET", "/api/posts/feed/", response=Page[PostOut], query={"limit": "page size", "cursor": "from `next`"})
@@ -45,10 +47,11 @@ async def home_feed(request: web.Request) -> web.Response:
     page = page_request(request)
     before = cursor_id(request, page.cursor)
     config = request.app[config_key]
+    read = ridden(request)
     found = await home_feed_page(request.app[timelines_key], request.app[pool_key], viewer, before,
-                                 page.limit + 1, config.feed.celebrity_threshold, ridden(request))
+                                 page.limit + 1, config.feed.celebrity_threshold, read)
     shown = found.ids[: page.limit]
-    results = await render_live(request, found.live, shown)
+    results = await render_live(request, found.live, shown, Timelines.cached_of(read) if read is not None else None)
     next_url = None
     if len(found.ids) > page.limit:
         # the cursor is the last id considered, shown or hidden, so no post is skipped or repeated

@@ -289,14 +289,14 @@ async def post_bodies(request: web.Request, viewer: int, post_ids: list[int]) ->
     return await live_bodies(request, live, post_ids)
 
 
-async def live_bodies(request: web.Request, live: Mapping[int, Mapping[str, Any]],
-                      post_ids: list[int]) -> dict[int, msgspec.Raw]:
+async def live_bodies(request: web.Request, live: Mapping[int, Mapping[str, Any]], post_ids: list[int],
+                      cached: Mapping[int, bytes | None] | None = None) -> dict[int, msgspec.Raw]:
     """The JSON (PostOut) of each of `post_ids` that has a live part (storage.posts.LIVE_COLUMNS,
     read by whatever query picked the page), by id: one Redis MGET for what every viewer sees (the
-    misses in one query, then cached)."""
+    misses in one query, then cached), but for the cache entries already read (`cached`)."""
     # cache misses are filled from the primary, so a lagging replica never caches stale content
     static = await posts.cached_posts(request.app[pool_key], request.app[redis_key], [i for i in post_ids if i in live],
-                                      cache_entry, decode_cached_post)
+                                      cache_entry, decode_cached_post, cached)
     links = media_links(request)
     expires = links.expires()
     return {post_id: post_body(links, p, live[post_id], expires) for post_id, p in static.items()}
@@ -308,9 +308,10 @@ async def render_posts(request: web.Request, viewer: int, post_ids: list[int]) -
     return [bodies[i] for i in post_ids if i in bodies]
 
 
-async def render_live(request: web.Request, live: Mapping[int, Mapping[str, Any]], post_ids: list[int]) -> list[msgspec.Raw]:
+async def render_live(request: web.Request, live: Mapping[int, Mapping[str, Any]], post_ids: list[int],
+                      cached: Mapping[int, bytes | None] | None = None) -> list[msgspec.Raw]:
     """The posts of `post_ids` that have a live part (live_bodies), in the order given."""
-    bodies = await live_bodies(request, live, post_ids)
+    bodies = await live_bodies(request, live, post_ids, cached)
     return [bodies[i] for i in post_ids if i in bodies]
 
 

@@ -7,7 +7,7 @@ the same transaction, so they stay exact under concurrent, repeated requests.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterable, TypeVar
+from typing import Callable, Iterable, Mapping, TypeVar
 
 import asyncpg
 import msgspec
@@ -195,10 +195,14 @@ async def likers(conn: Conn, post_id: int, before_like_id: int | None, limit: in
 POST_CACHE_TTL = 600
 
 
+# (v2: the pre-encoded form; a new name, so processes of an older release, during a rolling
+# deploy, never read an entry they cannot decode, nor overwrite one)
+POST_CACHE_PREFIX = "post:v2:"
+
+
 def post_cache_key(post_id: int) -> str:
-    """The cache entry of a post (v2: the pre-encoded form; a new name, so processes of an older
-    release, during a rolling deploy, never read an entry they cannot decode, nor overwrite one)."""
-    return f"post:v2:{post_id}"
+    """The cache entry of a post."""
+    return f"{POST_CACHE_PREFIX}{post_id}"
 
 
 _STATIC = """
@@ -238,16 +242,23 @@ class LivePage:
 
 
 async def cached_posts(pool: asyncpg.Pool, redis: Redis, post_ids: list[int], encode: Callable[[asyncpg.Record], bytes],
-                       decode: Callable[[bytes], T]) -> dict[int, T]:
+                       decode: Callable[[bytes], T], read: Mapping[int, bytes | None] | None = None) -> dict[int, T]:
     """The viewer-independent part of posts, as `decode` makes it of the cached bytes: from the
-    cache, the misses in one query, rendered to bytes by `encode` (a post row: id, author, caption,
-    location, created_at, edited_at, media as dicts, hashtags) and cached. An entry `decode`
-    refuses (one of an older form) counts as a miss."""
+    cache (the entries in `read` already read from it, None where there was none; the others in
+    one MGET), the misses in one
+    query, rendered to bytes by `encode` (a post row: id, author, caption, location, created_at,
+    edited_at, media as dicts, hashtags) and cached. An entry `decode` refuses (one of an older
+    form) counts as a miss."""
     ids = list(dict.fromkeys(post_ids))
     if not ids:
         return {}
+    read = read or {}
+    unread = [i for i in ids if i not in read]
+    entries = [(i, read[i]) for i in ids if i in read]
+    if unread:
+        entries += zip(unread, await cluster.mget(redis, [post_cache_key(i) for i in unread]))
     found: dict[int, T] = {}
-    for post_id, raw in zip(ids, await cluster.mget(redis, [post_cache_key(i) for i in ids])):
+    for post_id, raw in entries:
         if raw is not None:
             try:
                 found[post_id] = decode(raw)

@@ -46,10 +46,20 @@ return pushed
 
 # a page of a home timeline, as the body of a Lua function(k, a) (a storage.ratelimit.Rider):
 # KEYS[k] the timeline; ARGV[a], ARGV[a + 1], ARGV[a + 2] the upper bound (inclusive), how many,
-# the TTL to renew. Returns {members, 1 if the timeline is built}.
+# the TTL to renew; ARGV[a + 3], if given, the post cache's key prefix (storage.posts): the cache
+# entry of each post is read too ('' when there is none), on one Redis node only (the entries are
+# keys of other slots, which a script on a cluster may not touch). Returns {members, 1 if the
+# timeline is built, entries}.
 _READ_HOME = """
 local members = redis.call('ZREVRANGEBYSCORE', KEYS[k], ARGV[a], '(0', 'LIMIT', 0, ARGV[a + 1])
-return {members, redis.call('EXPIRE', KEYS[k], ARGV[a + 2], 'XX')}
+local built = redis.call('EXPIRE', KEYS[k], ARGV[a + 2], 'XX')
+local entries = {}
+if ARGV[a + 3] then
+    for i, member in ipairs(members) do
+        entries[i] = redis.call('GET', ARGV[a + 3] .. member) or ''
+    end
+end
+return {members, built, entries}
 """
 
 
@@ -110,15 +120,23 @@ class Timelines:
         rider = self.home_rider(user_id, before, count)
         return self.home_of(await self._read(keys=rider.keys, args=rider.args), before, count)
 
-    def home_rider(self, user_id: int, before: int | None, count: int) -> Rider:
+    def home_rider(self, user_id: int, before: int | None, count: int, with_posts: bool = False) -> Rider:
         """read_home as a read that rides in another script call on the user's slot (the rate
-        limit's: storage.ratelimit); home_of reads its reply."""
-        return Rider(_READ_HOME, (self.key(user_id),), ("+inf" if before is None else before, count + 8, self.ttl))
+        limit's: storage.ratelimit); home_of reads its reply. with_posts (on one Redis node only)
+        reads the posts' cache entries in the same call: cached_of."""
+        args: tuple = ("+inf" if before is None else before, count + 8, self.ttl)
+        return Rider(_READ_HOME, (self.key(user_id),), (*args, posts.POST_CACHE_PREFIX) if with_posts else args)
+
+    @staticmethod
+    def cached_of(reply: list) -> dict[int, bytes | None]:
+        """The post cache entries a home_rider read with_posts found (None: not cached), by post id."""
+        members, _, entries = reply
+        return {int(m): e or None for m, e in zip(members, entries)}
 
     @staticmethod
     def home_of(reply: list, before: int | None, count: int) -> list[int] | None:
         """read_home's answer from the reply of a home_rider read."""
-        members, built = reply
+        members, built, _ = reply
         if not members and not built:
             return None
         ids = [int(m) for m in members]
