@@ -40,6 +40,19 @@ def queue_publish(redis: Any, pipe: Any, channel: str, data: bytes) -> None:
         pipe.publish(channel, data)
 
 
+# ARGV[1]: n, the distinct messages; ARGV[2..n+1]: the messages; then (channel, message number)
+# pairs. Publishes each in order; returns each one's receiver count. One command for a fan-out,
+# where a pipeline is a command per channel, each packed and its reply parsed on its own.
+_PUBLISH_MANY = """
+local n = tonumber(ARGV[1])
+local out = {}
+for i = n + 2, #ARGV, 2 do
+    out[#out + 1] = redis.call('PUBLISH', ARGV[i], ARGV[1 + tonumber(ARGV[i + 1])])
+end
+return out
+"""
+
+
 class Bus:
     """Subscribe, unsubscribe and publish on the bus; incoming messages go to `on_message`,
     subscription confirmations to `on_subscribed`, and `on_reconnect` runs after a connection
@@ -56,8 +69,29 @@ class Bus:
         self._shards: dict[str, _Shard] = {}
         self._where: dict[str, str] = {}  # shard channel -> the primary it is subscribed on
         self._tasks: list[asyncio.Task] = []
+        self._publish_many = None if self.sharded else redis.register_script(_PUBLISH_MANY)
 
     # ------------------------------------------------------------ publishing
+
+    async def publish_many(self, items: list[tuple[str, bytes]]) -> list[int]:
+        """Publish messages to channels in order; per item, how many processes took it. On one
+        node a single script call carries them all, each distinct message once; on a cluster a
+        pipeline of SPUBLISH (a script may touch one slot only)."""
+        if not items:
+            return []
+        if self._publish_many is None:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for channel, data in items:
+                    pipe.spublish(channel, data)
+                return [int(n) for n in await pipe.execute()]
+        numbers: dict[bytes, int] = {}
+        pairs: list[str | bytes | int] = []
+        for channel, data in items:
+            number = numbers.get(data)
+            if number is None:
+                number = numbers[data] = len(numbers) + 1
+            pairs += (channel, number)
+        return [int(n) for n in await self._publish_many(args=[len(numbers), *numbers, *pairs])]
 
     def queue_publish(self, pipe: Any, channel: str, data: bytes) -> None:
         """Queue a publish on a pipeline (its reply: how many processes hold the channel)."""
