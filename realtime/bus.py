@@ -17,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from typing import Any, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
+from redis._parsers.hiredis import NOT_ENOUGH_DATA, _AsyncHiredisParser
 from redis.asyncio import ConnectionPool
 from redis.asyncio.client import PubSub
 from redis.crc import key_slot
@@ -163,14 +164,13 @@ class Bus:
     async def _listen(self, pubsub: PubSub, shard: _Shard | None) -> None:
         while True:
             try:
-                async for message in pubsub.listen():
-                    kind = message["type"]
+                async for kind, channel, data in received(pubsub):
                     if kind in ("message", "smessage"):
-                        self.on_message(message["channel"], message["data"])
+                        self.on_message(channel, data)
                     elif kind in ("subscribe", "ssubscribe"):
-                        self.on_subscribed(message["channel"])
+                        self.on_subscribed(channel)
                     elif kind == "sunsubscribe" and shard is not None:
-                        channel = message["channel"].decode()
+                        channel = channel.decode()
                         if self._where.get(channel) == shard.node.name:  # not asked for: its slot moved
                             await self._reroute()
                 if shard is None:
@@ -203,6 +203,44 @@ class Bus:
                 await self.on_reconnect(None)
         except Exception:
             log.exception("bus: reading the cluster's slot map failed")
+
+
+_MESSAGES = {b"message": "message", b"smessage": "smessage"}
+
+
+async def received(pubsub: PubSub) -> AsyncIterator[tuple[str, Any, Any]]:
+    """What arrives on a subscriber connection, as (type, channel, data), in order: what
+    PubSub.listen gives, except that the replies one read brought beyond the first are taken from
+    the connection's hiredis reader at once, and a message skips redis-py's bookkeeping of each
+    (a dict, a metric, a debug line of its whole payload), which a fan-out pays hundreds of times.
+    Subscription replies still go through redis-py, which keeps its state from them."""
+    while pubsub.subscribed:
+        response = await pubsub.parse_response(block=True)
+        while response is not None:
+            if isinstance(response, list) and len(response) == 3 and response[0] in _MESSAGES:
+                yield _MESSAGES[response[0]], response[1], response[2]
+            else:
+                message = await pubsub.handle_message(response)
+                if message is not None:
+                    yield message["type"], message["channel"], message["data"]
+            response = _buffered(pubsub)
+
+
+def _buffered(pubsub: PubSub) -> Any:
+    """The next reply the subscriber connection's hiredis reader already holds whole, else None
+    (also without hiredis: then each reply is read by redis-py)."""
+    conn = pubsub.connection
+    parser = getattr(conn, "_parser", None)
+    if not isinstance(parser, _AsyncHiredisParser) or parser._reader is None:
+        return None
+    while True:
+        response = parser._reader.gets()
+        if response is False or response is NOT_ENOUGH_DATA:
+            return None
+        if isinstance(response, Exception):
+            raise response
+        if not (conn.health_check_interval and response in pubsub.health_check_response):
+            return response
 
 
 class _ShardPubSub(PubSub):
