@@ -18,12 +18,13 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from msgspec import UNSET, Meta, UnsetType
 from redis.asyncio import Redis
 
+import events
 from handlers.common import (
     NotAuthenticated, RateLimited, Routes, Struct, TokenExpired, json_response, no_content, read_json,
 )
 from handlers.context import app_now, config_key, identity_key, limiter_key, pool_key, redis_key, secret_box_key
 from handlers.two_factor import check_second_factor
-from storage import erasure, events, outbox, sessions, tokens, two_factor, users
+from storage import erasure, outbox, sessions, tokens, two_factor, users
 from storage.ratelimit import address_key
 
 routes = Routes("auth")

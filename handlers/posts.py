@@ -20,6 +20,7 @@ from aiohttp import web
 from msgspec import Meta
 from redis.asyncio import Redis
 
+import events
 from handlers.auth import current_user
 from handlers.common import (
     Handler, IdIn, NotFound, Page, Routes, Struct, ValidationFailed, decode_cursor, encode_cursor, json_response, make_page,
@@ -27,7 +28,7 @@ from handlers.common import (
 )
 from handlers.context import config_key, pool_key, redis_key, s3_key
 from handlers.media import MediaOut, MediaStatic, media_fields, media_links
-from storage import events, media, outbox, posts, users, visibility
+from storage import media, outbox, posts, users, visibility
 
 log = logging.getLogger("glint.posts")
 

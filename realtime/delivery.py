@@ -19,10 +19,11 @@ import asyncpg
 from aiohttp import web
 from prometheus_client import Counter
 
+import events
 from realtime import frames
 from realtime.gateway import Connection, Delivery, Gateway
-from realtime.render import message_out, render_shares
-from storage import events, faults, outbox
+from realtime.frames import message_out, render_shares
+from storage import faults, outbox
 from storage import messages as store
 
 log = logging.getLogger("glint.messages")
