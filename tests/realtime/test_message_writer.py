@@ -85,14 +85,17 @@ async def test_each_conversation_keeps_its_order_and_gapless_seqs_under_concurre
     assert published == {c: list(range(1, len(sent[c]) + 1)) for c in conversations}
 
 
-async def test_a_draft_sent_twice_at_once_is_stored_once_whichever_lanes_take_it(pool):
+async def two_lanes(pool: asyncpg.Pool) -> tuple[list[int], int, int, MessageWriter]:
+    """Users, a conversation of lane 0 and one of lane 1, and a started writer of two lanes."""
     users, conversations = await users_in_groups(pool, 2, 8)
-    by_lane: dict[int, int] = {}
-    for c in conversations:
-        by_lane.setdefault(c % 2, c)
-    same_lane, other_lane = by_lane[0], by_lane[1]
+    first = {c % 2: c for c in reversed(conversations)}
     writer = MessageWriter(pool, Gateway(), lanes=2)
     writer.start()
+    return users, first[0], first[1], writer
+
+
+async def test_a_draft_sent_twice_at_once_is_stored_once_whichever_lanes_take_it(pool):
+    users, same_lane, other_lane, writer = await two_lanes(pool)
     try:
         sender = users[1]
         for round_ in range(5):
@@ -113,13 +116,7 @@ async def test_a_draft_sent_twice_at_once_is_stored_once_whichever_lanes_take_it
 
 
 async def test_a_lane_stores_its_batch_while_another_lane_waits_for_its_commit(pool):
-    users, conversations = await users_in_groups(pool, 2, 6)
-    by_lane: dict[int, int] = {}
-    for c in conversations:
-        by_lane.setdefault(c % 2, c)
-    blocked, free = by_lane[0], by_lane[1]
-    writer = MessageWriter(pool, Gateway(), lanes=2)
-    writer.start()
+    users, blocked, free, writer = await two_lanes(pool)
     try:
         async with pool.acquire() as conn, conn.transaction():
             # another writer holds the conversation's row lock: lane 0's statement waits for it
