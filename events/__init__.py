@@ -147,7 +147,15 @@ class UserMuted(KeptApart, tag="user_muted"):
     stories: bool  # their stories too
 
 
-class UserUnmuted(PairEvent, tag="user_unmuted"):
+class KeptApartNoMore(PairEvent):
+    """A hiding rule was lifted: the target's things may reach the actor again, and with
+    `both_ways` the actor's the target. Consumers act on the family (`on_kept_apart_no_more`), as
+    on KeptApart."""
+
+    both_ways: ClassVar[bool] = False
+
+
+class UserUnmuted(KeptApartNoMore, tag="user_unmuted"):
     pass
 
 

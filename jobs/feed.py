@@ -86,11 +86,13 @@ class FeedConsumer:
         if e.both_ways:
             await self._unmerge(b, a)
 
-    async def on_user_unmuted(self, e: events.UserUnmuted) -> None:
-        """An unmute brings a followed account's recent posts back, as a new follow does."""
-        muter, muted = int(e.actor_id), int(e.target_id)
-        if await graph.follows(self.pool, muter, muted):
-            await self._merge(muter, muted)
+    async def on_kept_apart_no_more(self, e: events.KeptApartNoMore) -> None:
+        """A lifted rule (an unmute) brings a followed account's recent posts back, as a new follow
+        does (both ways when the rule was)."""
+        a, b = int(e.actor_id), int(e.target_id)
+        for reader, author in ((a, b), (b, a)) if e.both_ways else ((a, b),):
+            if await graph.follows(self.pool, reader, author):
+                await self._merge(reader, author)
 
     async def _merge(self, follower: int, followee: int) -> None:
         if await tl.followers_count(self.pool, followee) >= self.celebrity_threshold:

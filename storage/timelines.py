@@ -5,7 +5,8 @@ holds a sentinel member "0" (score 0) from the moment it is built, so "exists" m
 fan-out pushes only into timelines that exist, and a missing one is rebuilt from PostgreSQL on
 read, never shown empty. Scores are doubles, exact to 53 bits, and ids are 64-bit: two ids that
 round to the same score are told apart by their member, so pages are read with an inclusive bound
-and filtered exactly.
+and filtered exactly. A rebuild writes the newest `cap` posts; pushes let a timeline grow to
+`cap + cap // 8` before trimming it back to `cap`.
 """
 
 from __future__ import annotations
@@ -21,20 +22,21 @@ from storage.ratelimit import Rider
 
 SENTINEL = "0"
 
-# push only into built timelines (KEYS: the timelines; ARGV: cap, then score/member pairs). A built
-# timeline holds at least its sentinel, so ZCARD > 0 is "exists"; the trim runs only when a push
-# took a timeline past its cap (two calls per timeline in the common case instead of three).
+# push only into built timelines (KEYS: the timelines; ARGV: cap, slack, then score/member pairs).
+# A built timeline holds at least its sentinel, so ZCARD > 0 is "exists". The trim runs only once a
+# timeline is `slack` past its cap, and takes it back to the cap: a full timeline costs two calls a
+# push, not three (ZCARD and ZADD; the trim once in `slack` pushes).
 _PUSH = """
-local cap = tonumber(ARGV[1])
+local cap, slack = tonumber(ARGV[1]), tonumber(ARGV[2])
 local pushed = 0
 for i = 1, #KEYS do
     local key = KEYS[i]
     local size = redis.call('ZCARD', key)
     if size > 0 then
-        for j = 2, #ARGV, 2 do
+        for j = 3, #ARGV, 2 do
             size = size + redis.call('ZADD', key, ARGV[j], ARGV[j + 1])
         end
-        if size > cap + 1 then
+        if size > cap + 1 + slack then
             redis.call('ZREMRANGEBYRANK', key, 1, size - cap - 1)
         end
         pushed = pushed + 1
@@ -70,6 +72,7 @@ class Timelines:
         self.redis = redis
         self.cap = cap
         self.ttl = ttl_seconds
+        self.slack = cap // 8  # how far past the cap a pushed timeline may grow before it is trimmed
         self._push = redis.register_script(_PUSH)
         self._read = redis.register_script(f"local function read(k, a)\n{_READ_HOME}\nend\nreturn read(1, 1)")
 
@@ -84,7 +87,7 @@ class Timelines:
         One non-transactional pipeline of script calls, `chunk` timelines a call. On a Redis
         Cluster a script's keys must share a slot and every user's timeline has its own, so there
         the call is made per slot and the cluster pipeline groups the calls per node."""
-        args: list[object] = [self.cap]
+        args: list[object] = [self.cap, self.slack]
         for post_id in post_ids:
             args += [post_id, post_id]
 
