@@ -84,16 +84,8 @@ class MeOut(UserOut):
     role: Literal["user", "moderator", "admin"]
 
 
-class Relationship(Struct):
-    following: bool
-    followed_by: bool
-    requested: bool
-    blocking: bool
-    muting: bool  # the viewer mutes this account (only the muter ever sees it true)
-
-
 class ProfileOut(UserOut):
-    relationship: Relationship
+    relationship: graph.Relationship
 
 
 class UserSummary(Struct):
@@ -425,6 +417,4 @@ async def get_profile(request: web.Request) -> web.Response:
     row = await users.get_profile(pool, user_id, viewer)
     if row is None or not await visibility.may_be_shown(pool, viewer, user_id):
         raise NotFound()
-    relationship = Relationship(following=row["following"], followed_by=row["followed_by"],
-                                requested=row["requested"], blocking=row["blocking"], muting=row["muting"])
-    return json_response(ProfileOut(**_user_fields(row), relationship=relationship))
+    return json_response(ProfileOut(**_user_fields(row), relationship=graph.relationship_of(row)))
