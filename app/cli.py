@@ -58,12 +58,24 @@ def run_server(app, host: str, port: int, shutdown_timeout: float, banner: str |
     """Serve an app on uvloop until SIGTERM/SIGINT: stop accepting, let in-flight requests finish
     within the deadline, close websockets (GOING_AWAY), run the clean-ups (the producer flushes).
     `banner` is printed once the port is listening."""
+    import gc
+
     import uvloop
     from aiohttp import web
 
     def announce(_: str) -> None:
         print(banner, flush=True)
 
+    async def freeze_startup_objects(_: web.Application) -> None:
+        # what start-up made (modules, the app, pools) lives as long as the process: out of the
+        # collector's sight, a full collection no longer walks it; and a collection of the young
+        # generation every 10,000 allocations instead of 700 (a page allocates thousands, nearly
+        # all freed by reference counting at once), so the collector stops costing a page's CPU
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(10_000, 10, 10)
+
+    app.on_startup.append(freeze_startup_objects)
     web.run_app(app, host=host, port=port, print=announce if banner else None, access_log=None,
                 shutdown_timeout=shutdown_timeout, loop=uvloop.new_event_loop(), handle_signals=True)
 

@@ -18,12 +18,12 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from app import logs
 from app.web import is_app_path
-from handlers.auth import auth_markers, bearer_token, check_session, read_access_token, verifying_secrets
+from handlers.auth import auth_markers, bearer_token, check_session, read_access_token, rider_for, verifying_secrets
 from handlers.common import (
     ApiError, MethodNotAllowed, NotAuthenticated, NotFound, PayloadTooLarge, RateLimited, ValidationFailed,
     client_error, encode,
 )
-from handlers.context import config_key, identity_key, limiter_key, pool_key, redis_key, request_id_key
+from handlers.context import config_key, identity_key, limiter_key, pool_key, redis_key, request_id_key, ridden_key
 from jobs.events import count_store_error
 from storage import bounds
 from storage.faults import OutageLog
@@ -245,7 +245,8 @@ _UNLIMITED = frozenset({"/healthz", "/readyz", "/metrics"})
 async def authenticate(request: web.Request, handler):
     """Read the bearer token, count the request against its limit (per user, or per address when
     anonymous) and refuse revoked sessions and inactive users, all in one Redis round trip while
-    their states are cached; a state not cached is read from PostgreSQL, never assumed."""
+    their states are cached (with the route's first read of the user's keys, if it declares one:
+    handlers.auth.first_read); a state not cached is read from PostgreSQL, never assumed."""
     if request.path in _UNLIMITED or request.method == "OPTIONS" or is_app_path(request.path):
         return await handler(request)
     config = request.app[config_key]
@@ -256,12 +257,15 @@ async def authenticate(request: web.Request, handler):
     identity = read_access_token(verifying_secrets(auth.jwt_secret, auth.jwt_previous_secret), token) if token else None
     if identity is not None:
         limit, window = config.rate_limits.per_hour, 3600
-        hit = await request.app[limiter_key].hit(user_key(identity.user_id, "h"), window, auth_markers(identity))
+        rider = rider_for(request, identity)  # the route's first read, in the same script call
+        hit = await request.app[limiter_key].hit(user_key(identity.user_id, "h"), window, auth_markers(identity), rider)
         if hit.refused or (hit.unknown and not await check_session(
                 request.app[pool_key], request.app[redis_key], auth.access_token_ttl, identity.user_id,
                 identity.session_id)):
             raise NotAuthenticated("This session has been revoked.")
         request[identity_key] = identity
+        if rider is not None:
+            request[ridden_key] = hit.ridden
     else:
         limit, window = config.rate_limits.anonymous_per_hour, 3600
         hit = await request.app[limiter_key].hit(address_key("anon", request.remote or "unknown"), window)

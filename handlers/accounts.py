@@ -15,13 +15,14 @@ from aiohttp import web
 from msgspec import UNSET, Meta, UnsetType
 from redis.asyncio import Redis
 
+import events
 from handlers.auth import check_address_limit, current_user, hash_password, verify_password
 from handlers.common import (
     Conflict, NotFound, Page, Routes, Struct, ValidationFailed, decode_cursor, encode_cursor, json_response,
     make_page, no_content, page_request, parse_id, path_id, read_json, read_pool,
 )
 from handlers.context import config_key, email_sink_key, pool_key, redis_key
-from storage import email, events, graph, outbox, tokens, users, visibility
+from storage import email, graph, outbox, tokens, users, visibility
 
 if TYPE_CHECKING:  # only app/ reads configuration; handlers only see the decoded Struct
     from app.config import Config
@@ -83,16 +84,8 @@ class MeOut(UserOut):
     role: Literal["user", "moderator", "admin"]
 
 
-class Relationship(Struct):
-    following: bool
-    followed_by: bool
-    requested: bool
-    blocking: bool
-    muting: bool  # the viewer mutes this account (only the muter ever sees it true)
-
-
 class ProfileOut(UserOut):
-    relationship: Relationship
+    relationship: graph.Relationship
 
 
 class UserSummary(Struct):
@@ -424,6 +417,4 @@ async def get_profile(request: web.Request) -> web.Response:
     row = await users.get_profile(pool, user_id, viewer)
     if row is None or not await visibility.may_be_shown(pool, viewer, user_id):
         raise NotFound()
-    relationship = Relationship(following=row["following"], followed_by=row["followed_by"],
-                                requested=row["requested"], blocking=row["blocking"], muting=row["muting"])
-    return json_response(ProfileOut(**_user_fields(row), relationship=relationship))
+    return json_response(ProfileOut(**_user_fields(row), relationship=graph.relationship_of(row)))

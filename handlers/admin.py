@@ -13,6 +13,7 @@ from aiohttp import web
 from msgspec import UNSET, Meta, UnsetType
 from redis.asyncio import Redis
 
+import events
 from handlers.accounts import MeOut, RegisterRequest, check_registration, me_out
 from handlers.auth import current_user, hash_password
 from handlers.comments import comment_event
@@ -25,7 +26,7 @@ from handlers.posts import cursor_id, emit_txn, remove_post_objects
 from handlers.reports import TargetRef
 from realtime import frames
 from realtime.gateway import CLOSE_SUSPENDED, Gateway, gateway_key
-from storage import comments, events, moderation, outbox, posts, stories, tokens, users
+from storage import comments, moderation, outbox, posts, stories, tokens, users
 from storage import messages as message_store
 
 if TYPE_CHECKING:

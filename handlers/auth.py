@@ -7,7 +7,7 @@ import functools
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any, Callable
 
 import asyncpg
 
@@ -18,13 +18,16 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from msgspec import UNSET, Meta, UnsetType
 from redis.asyncio import Redis
 
+import events
 from handlers.common import (
-    NotAuthenticated, RateLimited, Routes, Struct, TokenExpired, json_response, no_content, read_json,
+    ApiError, Handler, NotAuthenticated, RateLimited, Routes, Struct, TokenExpired, json_response, no_content, read_json,
 )
-from handlers.context import app_now, config_key, identity_key, limiter_key, pool_key, redis_key, secret_box_key
+from handlers.context import (
+    app_now, config_key, identity_key, limiter_key, pool_key, redis_key, ridden_key, secret_box_key,
+)
 from handlers.two_factor import check_second_factor
-from storage import erasure, events, outbox, sessions, tokens, two_factor, users
-from storage.ratelimit import address_key
+from storage import erasure, outbox, sessions, tokens, two_factor, users
+from storage.ratelimit import Rider, address_key
 
 routes = Routes("auth")
 
@@ -141,6 +144,38 @@ def current_user(request: web.Request) -> int:
     if identity is None:
         raise NotAuthenticated()
     return identity.user_id
+
+
+FirstRead = Callable[[web.Request, Identity], Rider | None]
+_first_reads: dict[Handler, FirstRead] = {}
+
+
+def first_read(read: FirstRead) -> Callable[[Handler], Handler]:
+    """Declare a route's first read, of the signed-in user's own Redis keys (their cluster slot):
+    `read(request, identity)` names it (a storage.ratelimit.Rider, or None when it cannot ride; a
+    request it cannot read, e.g. a bad cursor, raises an ApiError the handler answers itself) and authentication makes it in the
+    same script call as the rate limit and the session check, so it costs no round trip of its
+    own; the handler finds the reply with ridden(request) (None: not made, read it yourself)."""
+    def register(handler: Handler) -> Handler:
+        _first_reads[handler] = read
+        return handler
+    return register
+
+
+def rider_for(request: web.Request, identity: Identity) -> Rider | None:
+    """The first read of the route this request matched, if it declares one (first_read)."""
+    read = _first_reads.get(request.match_info.handler)
+    if read is None:
+        return None
+    try:
+        return read(request, identity)
+    except ApiError:
+        return None
+
+
+def ridden(request: web.Request) -> Any:
+    """The reply of this request's first read (first_read), or None when it was not made."""
+    return request.get(ridden_key)
 
 
 def auth_markers(identity: Identity) -> tuple[str, ...]:

@@ -9,6 +9,7 @@ import asyncpg
 from aiohttp import web
 from msgspec import Meta
 
+import events
 from handlers.auth import current_user
 from handlers.common import (
     Forbidden, IdIn, NotFound, Page, Routes, Struct, ValidationFailed, encode_cursor, json_response, make_page, no_content,
@@ -16,7 +17,7 @@ from handlers.common import (
 )
 from handlers.context import pool_key
 from handlers.posts import CAPTION_MAX, LikeState, UserBrief, cursor_id, like_routes, user_brief, visible_post
-from storage import comments, events, outbox, users, visibility
+from storage import comments, outbox, users, visibility
 
 routes = Routes("comments")
 

@@ -6,7 +6,7 @@ app/ fills them in its cleanup contexts; handlers read them from `request.app`.
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import asyncpg
 from aiohttp import web
@@ -47,6 +47,8 @@ enforcement_key: web.AppKey[Enforcement] = web.AppKey("enforcement")
 # per-request storage
 request_id_key = web.RequestKey("request_id", str)
 identity_key: web.RequestKey[Identity] = web.RequestKey("identity")
+# the reply of the route's first read, made in the rate limit's script call (handlers.auth.first_read)
+ridden_key: web.RequestKey[Any] = web.RequestKey("ridden")
 
 # media links (storage.media.MediaLinks) and the S3 presigner (storage.media.UrlSigner), made once per app
 links_key = web.AppKey("links", MediaLinks)

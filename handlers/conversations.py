@@ -19,7 +19,7 @@ from handlers.common import (
 )
 from handlers.context import pool_key
 from realtime.frames import IdStr, Message, iso
-from realtime.render import messages_for
+from realtime.frames import messages_for
 from storage import messages as store
 from storage import users as user_store
 from storage import visibility

@@ -10,11 +10,12 @@ import asyncpg
 from aiohttp import web
 from msgspec import UNSET, UnsetType
 
+import events
 from handlers.auth import current_user
 from handlers.common import NotFound, Routes, Struct, json_response
 from handlers.context import pool_key
 from handlers.media import media_links
-from storage import events, exports, outbox
+from storage import exports, outbox
 
 routes = Routes("accounts")
 

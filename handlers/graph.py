@@ -11,6 +11,7 @@ from typing import Awaitable, Callable, Literal
 import asyncpg
 from aiohttp import web
 
+import events
 from handlers.accounts import UserSummary, retry_on_deadlock, user_summary
 from handlers.auth import current_user
 from handlers.common import (
@@ -18,7 +19,7 @@ from handlers.common import (
     make_page, no_content, page_request, parse_id, path_id, read_json,
 )
 from handlers.context import pool_key, tray_cache_key
-from storage import events, graph, outbox, visibility
+from storage import graph, outbox, visibility
 from storage.stories import TrayCache
 
 routes = Routes("graph")

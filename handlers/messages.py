@@ -25,7 +25,7 @@ from realtime import delivery, frames
 from realtime.delivery import MessageWriter, writer_key
 from realtime.frames import Message, SendBody, Seq
 from realtime.gateway import Connection, Gateway, gateway_key
-from realtime.render import message_out, messages_for
+from realtime.frames import message_out, messages_for
 from storage import messages as store
 from storage import visibility
 

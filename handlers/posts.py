@@ -3,8 +3,10 @@
 Routes with fixed paths under /api/posts/ (saved/ here, feed/ and explore/ in handlers/feed.py)
 must be registered before /api/posts/{id}/, which would otherwise take them (and answer 404).
 
-render_posts() is how any list of posts (an author's, the saved list, the home feed, explore)
-becomes JSON for a viewer: it loads them in four queries and drops what the viewer may not see.
+render_live() is how a page of posts (an author's, the saved list, the home feed, explore) becomes
+JSON for a viewer: the query that picked the page also read each post's counts, flags and
+visibility (storage.posts.LIVE_COLUMNS), and the rest comes from the post cache; render_posts()
+does the same for posts named by id.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from aiohttp import web
 from msgspec import Meta
 from redis.asyncio import Redis
 
+import events
 from handlers.auth import current_user
 from handlers.common import (
     Handler, IdIn, NotFound, Page, Routes, Struct, ValidationFailed, decode_cursor, encode_cursor, json_response, make_page,
@@ -27,7 +30,7 @@ from handlers.common import (
 )
 from handlers.context import config_key, pool_key, redis_key, s3_key
 from handlers.media import MediaOut, MediaStatic, media_fields, media_links
-from storage import events, media, outbox, posts, users, visibility
+from storage import media, outbox, posts, users, visibility
 
 log = logging.getLogger("glint.posts")
 
@@ -279,26 +282,36 @@ def post_body(links: media.MediaLinks, post: CachedPost, now: Mapping[str, Any],
         b"true" if now["saved"] else b"false"))
 
 
-async def post_bodies(request: web.Request, viewer: int, post_ids: list[int],
-                      hide_muted: bool = False) -> dict[int, msgspec.Raw]:
+async def post_bodies(request: web.Request, viewer: int, post_ids: list[int]) -> dict[int, msgspec.Raw]:
     """The JSON (PostOut) of each post the viewer may see, by id; deleted and hidden ones are left
-    out (and those of accounts the viewer mutes, with hide_muted: the home feed and explore).
+    out. One query for counts, the viewer's flags and visibility, then live_bodies."""
+    live = await posts.live_posts(await read_pool(request), viewer, post_ids)
+    return await live_bodies(request, live, post_ids)
 
-    One Redis MGET for what every viewer sees (the misses in one query, then cached) and one query
-    for counts, the viewer's flags and visibility."""
-    live = await posts.live_posts(await read_pool(request), viewer, post_ids, hide_muted)
+
+async def live_bodies(request: web.Request, live: Mapping[int, Mapping[str, Any]], post_ids: list[int],
+                      cached: Mapping[int, bytes | None] | None = None) -> dict[int, msgspec.Raw]:
+    """The JSON (PostOut) of each of `post_ids` that has a live part (storage.posts.LIVE_COLUMNS,
+    read by whatever query picked the page), by id: one Redis MGET for what every viewer sees (the
+    misses in one query, then cached), but for the cache entries already read (`cached`)."""
     # cache misses are filled from the primary, so a lagging replica never caches stale content
     static = await posts.cached_posts(request.app[pool_key], request.app[redis_key], [i for i in post_ids if i in live],
-                                      cache_entry, decode_cached_post)
+                                      cache_entry, decode_cached_post, cached)
     links = media_links(request)
     expires = links.expires()
     return {post_id: post_body(links, p, live[post_id], expires) for post_id, p in static.items()}
 
 
-async def render_posts(request: web.Request, viewer: int, post_ids: list[int],
-                       hide_muted: bool = False) -> list[msgspec.Raw]:
+async def render_posts(request: web.Request, viewer: int, post_ids: list[int]) -> list[msgspec.Raw]:
     """The posts the viewer may see (post_bodies), in the order given: JSON a Page splices in."""
-    bodies = await post_bodies(request, viewer, post_ids, hide_muted)
+    bodies = await post_bodies(request, viewer, post_ids)
+    return [bodies[i] for i in post_ids if i in bodies]
+
+
+async def render_live(request: web.Request, live: Mapping[int, Mapping[str, Any]], post_ids: list[int],
+                      cached: Mapping[int, bytes | None] | None = None) -> list[msgspec.Raw]:
+    """The posts of `post_ids` that have a live part (live_bodies), in the order given."""
+    bodies = await live_bodies(request, live, post_ids, cached)
     return [bodies[i] for i in post_ids if i in bodies]
 
 
@@ -335,11 +348,11 @@ async def list_by_author(request: web.Request) -> web.Response:
     author = query_id(request, "author") or viewer
     page = page_request(request)
     pool = request.app[pool_key]
-    ids = await posts.author_post_ids(pool, author, cursor_id(request, page.cursor), page.limit + 1, viewer)
-    if not ids and not await visibility.can_see(pool, viewer, author):  # hidden, or just no posts?
+    found = await posts.author_page(pool, viewer, author, cursor_id(request, page.cursor), page.limit + 1)
+    if not found.ids and not await visibility.can_see(pool, viewer, author):  # hidden, or just no posts?
         raise NotFound()
-    shown = make_page(request, ids, page.limit, encode_cursor)
-    return json_response(Page(results=await render_posts(request, viewer, shown.results), next=shown.next))
+    shown = make_page(request, found.ids, page.limit, encode_cursor)
+    return json_response(Page(results=await render_live(request, found.live, shown.results), next=shown.next))
 
 
 @routes.route("GET", "/api/posts/saved/", response=Page[PostOut])
@@ -347,9 +360,9 @@ async def list_saved(request: web.Request) -> web.Response:
     """The viewer's saved posts, most recently saved first."""
     viewer = current_user(request)
     page = page_request(request)
-    saved = await posts.saved_post_ids(request.app[pool_key], viewer, cursor_id(request, page.cursor), page.limit + 1)
+    saved, live = await posts.saved_page(request.app[pool_key], viewer, cursor_id(request, page.cursor), page.limit + 1)
     shown = make_page(request, saved, page.limit, lambda s: encode_cursor(s[0]))
-    rendered = await render_posts(request, viewer, [post_id for _, post_id in shown.results])
+    rendered = await render_live(request, live, [post_id for _, post_id in shown.results])
     return json_response(Page(results=rendered, next=shown.next))
 
 

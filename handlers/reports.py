@@ -11,13 +11,14 @@ import asyncpg
 from aiohttp import web
 from msgspec import Meta
 
+import events
 from handlers.auth import current_user
 from handlers.comments import visible_comment
 from handlers.common import IdIn, NotFound, Routes, Struct, ValidationFailed, json_response, parse_id, read_json
 from handlers.context import app_now, pool_key
 from handlers.posts import visible_post
 from handlers.stories import visible_story
-from storage import events, moderation, outbox, visibility
+from storage import moderation, outbox, visibility
 
 routes = Routes("reports")
 

@@ -24,6 +24,7 @@ from aiohttp import web
 from msgspec import Meta
 from redis.asyncio import Redis
 
+import events
 from handlers.accounts import fail, password_problem
 from handlers.auth import Identity, check_address_limit, hash_password, verify_password
 from handlers import two_factor as two_factor_rules
@@ -33,7 +34,7 @@ from handlers.common import (
     read_json,
 )
 from handlers.context import app_now, config_key, identity_key, pool_key, redis_key, secret_box_key
-from storage import erasure, events, outbox, safety, sessions, tokens, two_factor, users
+from storage import erasure, outbox, safety, sessions, tokens, two_factor, users
 
 routes = Routes("accounts")
 

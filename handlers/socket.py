@@ -22,7 +22,7 @@ from handlers import messages
 from realtime import frames
 from realtime.delivery import Delivery, receipts_key
 from realtime.gateway import Connection, Gateway, gateway_key
-from realtime.render import messages_for
+from realtime.frames import messages_for
 from storage import faults, users, visibility
 from storage import messages as store
 from storage.ratelimit import user_key

@@ -17,6 +17,7 @@ import msgspec
 from aiohttp import web
 from msgspec import Meta
 
+import events
 from handlers.auth import current_user
 from handlers.common import (
     NotFound, Page, Routes, Struct, ValidationFailed, decode_cursor, encode_cursor, id_string_cursor, json_response,
@@ -28,7 +29,7 @@ from handlers.messages import send_message
 from handlers.posts import UserBrief, user_brief
 from realtime.delivery import MessageWriter, writer_key
 from realtime.frames import IdStr, Message, SendBody
-from storage import events, media, outbox, stories, visibility
+from storage import media, outbox, stories
 from storage import messages as message_store
 
 routes = Routes("stories")
@@ -143,17 +144,12 @@ async def media_rows(pool: asyncpg.Pool, rows: list[Any]) -> dict[int, asyncpg.R
 
 
 async def visible_story(pool: asyncpg.Pool, viewer: int, story_id: int, now: datetime) -> asyncpg.Record:
-    """A live story the viewer may see, or 404: the owner's own; otherwise blocks and private
-    accounts as everywhere (visibility.can_see), and close-friends stories only to the owner's list."""
-    story = await stories.get_live_story(pool, story_id, now)
+    """A live story the viewer may see, or 404 (the policy's `story_visible_to`: the owner's own;
+    otherwise blocks and private accounts as everywhere, and close-friends stories only to the
+    owner's list)."""
+    story = await stories.get_live_story(pool, viewer, story_id, now)
     if story is None:
         raise NotFound()
-    owner = story["owner_id"]
-    if owner != viewer:
-        if not await visibility.can_see(pool, viewer, owner):
-            raise NotFound()
-        if story["close_friends_only"] and not await stories.is_close_friend(pool, owner, viewer):
-            raise NotFound()
     return story
 
 

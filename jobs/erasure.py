@@ -13,8 +13,9 @@ from typing import Any, Awaitable, Callable
 
 import asyncpg
 
+import events
 from jobs.periodic import Job
-from storage import erasure, events, media, outbox
+from storage import erasure, media, outbox
 
 log = logging.getLogger("glint.erasure")
 

@@ -26,7 +26,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from contextlib import nullcontext
-from typing import Awaitable, Callable, ContextManager, Protocol, runtime_checkable
+from typing import Any, Awaitable, Callable, ContextManager, Protocol, runtime_checkable
 
 import asyncpg
 import msgspec
@@ -34,6 +34,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind
 from prometheus_client import Counter, Gauge, Histogram
 
+from events import CATALOGUE, EventBody
 from storage import deadletters, faults, leases, outbox
 from storage.outbox import Event
 from storage.tracecontext import context_of
@@ -79,6 +80,24 @@ class BatchConsumer(Consumer, Protocol):
     effects (publishing, push) to run after the commit."""
 
     async def handle_batch(self, conn: asyncpg.Connection, events: list[Event]) -> Callable[[], Awaitable[None]]: ...
+
+
+def handler_for(consumer: object, event_type: str) -> Callable[..., Awaitable[Any]] | None:
+    """The consumer's handler for an event type: its `on_<type>`, else the handler of the nearest
+    family the type belongs to (a base Struct of the catalogue, snake-cased: `KeptApart` is
+    `on_kept_apart`), so one handler can serve every kind of, say, hiding rule; None when the
+    consumer does not care."""
+    own = getattr(consumer, f"on_{event_type}", None)
+    if own is not None:
+        return own
+    for family in getattr(CATALOGUE.get(event_type), "__mro__", ())[1:]:
+        if family is EventBody:
+            break
+        name = "".join("_" + c.lower() if c.isupper() else c for c in family.__name__).lstrip("_")
+        shared = getattr(consumer, f"on_{name}", None)
+        if shared is not None:
+            return shared
+    return None
 
 
 @dataclass

@@ -19,8 +19,9 @@ from typing import Any, BinaryIO, Callable
 import asyncpg
 import msgspec
 
+import events
 from jobs.periodic import Job
-from storage import events, exports, media, outbox
+from storage import exports, media, outbox
 from storage.outbox import Event
 
 BATCH = 200

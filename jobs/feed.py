@@ -13,7 +13,9 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from storage import events, graph, outbox, timelines as tl
+import events
+from jobs.events import handler_for
+from storage import graph, outbox, timelines as tl
 from storage.outbox import Event
 from storage.timelines import Timelines
 
@@ -35,7 +37,7 @@ class FeedConsumer:
 
     async def handle(self, event: Event) -> None:
         """Dispatch by event type; other types are not the feed's business."""
-        handler = getattr(self, f"on_{event.type}", None)
+        handler = handler_for(self, event.type)
         if handler is not None:
             await handler(outbox.body_of(event))
 
@@ -75,22 +77,22 @@ class FeedConsumer:
         """An unfollow takes the author's posts out of the follower's timeline."""
         await self._unmerge(int(e.actor_id), int(e.target_id))
 
-    async def on_user_blocked(self, e: events.UserBlocked) -> None:
-        """A block takes each one's posts out of the other's timeline."""
+    async def on_kept_apart(self, e: events.KeptApart) -> None:
+        """A hiding rule (a mute, a block) takes the target's posts out of the actor's timeline, and
+        both ways the actor's out of the target's (reads drop them too, for what this misses or a
+        fan-out that raced it)."""
         a, b = int(e.actor_id), int(e.target_id)
         await self._unmerge(a, b)
-        await self._unmerge(b, a)
+        if e.both_ways:
+            await self._unmerge(b, a)
 
-    async def on_user_muted(self, e: events.UserMuted) -> None:
-        """A mute takes the muted account's posts out of the muter's timeline (reads drop them too,
-        for what this misses or a fan-out that raced it)."""
-        await self._unmerge(int(e.actor_id), int(e.target_id))
-
-    async def on_user_unmuted(self, e: events.UserUnmuted) -> None:
-        """An unmute brings a followed account's recent posts back, as a new follow does."""
-        muter, muted = int(e.actor_id), int(e.target_id)
-        if await graph.follows(self.pool, muter, muted):
-            await self._merge(muter, muted)
+    async def on_kept_apart_no_more(self, e: events.KeptApartNoMore) -> None:
+        """A lifted rule (an unmute) brings a followed account's recent posts back, as a new follow
+        does (both ways when the rule was)."""
+        a, b = int(e.actor_id), int(e.target_id)
+        for reader, author in ((a, b), (b, a)) if e.both_ways else ((a, b),):
+            if await graph.follows(self.pool, reader, author):
+                await self._merge(reader, author)
 
     async def _merge(self, follower: int, followee: int) -> None:
         if await tl.followers_count(self.pool, followee) >= self.celebrity_threshold:

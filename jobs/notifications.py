@@ -21,11 +21,12 @@ from typing import Any, Awaitable, Callable
 import asyncpg
 from redis.asyncio import Redis
 
-from jobs.events import event_span_in_batch
+import events
+from jobs.events import event_span_in_batch, handler_for
 from realtime import frames
 from realtime.bus import queue_publish
 from realtime.gateway import Gateway, user_channel
-from storage import comments, events, outbox, users, visibility
+from storage import comments, outbox, users, visibility
 from storage import notifications as store
 from storage.email import Email, EmailSink
 from storage.notifications import NewItem, NotificationView
@@ -35,27 +36,12 @@ from storage.sinks import PushSink
 
 log = logging.getLogger("glint.notifications")
 
-PREF_KIND = {"follow_request_approved": "follow_request"}  # the preference a kind follows
-
-PHRASES = {
-    "like": "liked your post",
-    "comment": "commented on your post",
-    "reply": "replied to your comment",
-    "mention": "mentioned you",
-    "follow": "started following you",
-    "follow_request": "asked to follow you",
-    "follow_request_approved": "accepted your follow request",
-    "story_reaction": "reacted to your story",
-    "message": "sent you a message",
-    "message_reaction": "reacted to your message",
-    "report_resolved": "reviewed your report",
-}
-
 
 def describe(kind: str, actor: str, others: int = 0, text: str | None = None) -> str:
     """One line for push and e-mail: "ana and 3 others liked your post"."""
     who = actor if others <= 0 else f"{actor} and {others} other{'s' if others > 1 else ''}"
-    line = f"{who} {PHRASES.get(kind, kind)}"
+    known = events.NOTIFICATION_KINDS.get(kind)
+    line = f"{who} {known.phrase if known else kind}"
     return f"{line}: {text}" if text else line
 
 
@@ -90,7 +76,7 @@ class NotificationConsumer:
         notify nobody); returns the delivery to run once the transaction has committed."""
         run = _Run(self, conn)
         for event in batch:
-            handler = getattr(self, f"on_{event.type}", None)
+            handler = handler_for(self, event.type)
             if handler is not None:
                 with event_span_in_batch(self, event):
                     run.causes[event.event_id] = current_traceparent()
@@ -117,8 +103,10 @@ class NotificationConsumer:
     async def on_follow_removed(self, run: _Run, event: Event, e: events.FollowRemoved) -> None:
         await run.remove(store.remove_follow, int(e.actor_id), int(e.target_id))
 
-    async def on_user_blocked(self, run: _Run, event: Event, e: events.UserBlocked) -> None:
-        await run.remove(store.remove_between, int(e.actor_id), int(e.target_id))
+    async def on_kept_apart(self, run: _Run, event: Event, e: events.KeptApart) -> None:
+        """A hiding rule that forgets what the two were notified of each other (a block)."""
+        if e.forgets_notifications:
+            await run.remove(store.remove_between, int(e.actor_id), int(e.target_id))
 
     # ------------------------------------------------------------ posts and comments
 
@@ -210,7 +198,7 @@ class NotificationConsumer:
         allowed = await visibility.notifiable_pairs(conn, [(i.recipient_id, i.actor_id) for i in items])
         passed: list[tuple[NewItem, dict[str, bool]]] = []
         for item in items:
-            channels = prefs.get(item.recipient_id, {}).get(PREF_KIND.get(item.kind, item.kind))
+            channels = prefs.get(item.recipient_id, {}).get(events.NOTIFICATION_KINDS[item.kind].follows or item.kind)
             if channels is not None and any(channels.values()) and (item.recipient_id, item.actor_id) in allowed:
                 passed.append((item, channels))
         in_app = [item for item, channels in passed if channels.get("in_app")]

@@ -8,7 +8,8 @@ import logging
 
 import asyncpg
 
-from storage import email, events, outbox, safety, tokens
+import events
+from storage import email, outbox, safety, tokens
 from storage.outbox import Event
 
 log = logging.getLogger("glint.safety")

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 
+from events import EventBody
 from storage import outbox
-from storage.events import EventBody
 from storage.outbox import Event
 from storage.search import SearchBackend
 

@@ -17,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from typing import Any, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
+from redis._parsers.hiredis import NOT_ENOUGH_DATA, _AsyncHiredisParser
 from redis.asyncio import ConnectionPool
 from redis.asyncio.client import PubSub
 from redis.crc import key_slot
@@ -40,6 +41,19 @@ def queue_publish(redis: Any, pipe: Any, channel: str, data: bytes) -> None:
         pipe.publish(channel, data)
 
 
+# ARGV[1]: n, the distinct messages; ARGV[2..n+1]: the messages; then (channel, message number)
+# pairs. Publishes each in order; returns each one's receiver count. One command for a fan-out,
+# where a pipeline is a command per channel, each packed and its reply parsed on its own.
+_PUBLISH_MANY = """
+local n = tonumber(ARGV[1])
+local out = {}
+for i = n + 2, #ARGV, 2 do
+    out[#out + 1] = redis.call('PUBLISH', ARGV[i], ARGV[1 + tonumber(ARGV[i + 1])])
+end
+return out
+"""
+
+
 class Bus:
     """Subscribe, unsubscribe and publish on the bus; incoming messages go to `on_message`,
     subscription confirmations to `on_subscribed`, and `on_reconnect` runs after a connection
@@ -56,8 +70,29 @@ class Bus:
         self._shards: dict[str, _Shard] = {}
         self._where: dict[str, str] = {}  # shard channel -> the primary it is subscribed on
         self._tasks: list[asyncio.Task] = []
+        self._publish_many = None if self.sharded else redis.register_script(_PUBLISH_MANY)
 
     # ------------------------------------------------------------ publishing
+
+    async def publish_many(self, items: list[tuple[str, bytes]]) -> list[int]:
+        """Publish messages to channels in order; per item, how many processes took it. On one
+        node a single script call carries them all, each distinct message once; on a cluster a
+        pipeline of SPUBLISH (a script may touch one slot only)."""
+        if not items:
+            return []
+        if self._publish_many is None:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for channel, data in items:
+                    pipe.spublish(channel, data)
+                return [int(n) for n in await pipe.execute()]
+        numbers: dict[bytes, int] = {}
+        pairs: list[str | bytes | int] = []
+        for channel, data in items:
+            number = numbers.get(data)
+            if number is None:
+                number = numbers[data] = len(numbers) + 1
+            pairs += (channel, number)
+        return [int(n) for n in await self._publish_many(args=[len(numbers), *numbers, *pairs])]
 
     def queue_publish(self, pipe: Any, channel: str, data: bytes) -> None:
         """Queue a publish on a pipeline (its reply: how many processes hold the channel)."""
@@ -129,14 +164,13 @@ class Bus:
     async def _listen(self, pubsub: PubSub, shard: _Shard | None) -> None:
         while True:
             try:
-                async for message in pubsub.listen():
-                    kind = message["type"]
+                async for kind, channel, data in received(pubsub):
                     if kind in ("message", "smessage"):
-                        self.on_message(message["channel"], message["data"])
+                        self.on_message(channel, data)
                     elif kind in ("subscribe", "ssubscribe"):
-                        self.on_subscribed(message["channel"])
+                        self.on_subscribed(channel)
                     elif kind == "sunsubscribe" and shard is not None:
-                        channel = message["channel"].decode()
+                        channel = channel.decode()
                         if self._where.get(channel) == shard.node.name:  # not asked for: its slot moved
                             await self._reroute()
                 if shard is None:
@@ -169,6 +203,44 @@ class Bus:
                 await self.on_reconnect(None)
         except Exception:
             log.exception("bus: reading the cluster's slot map failed")
+
+
+_MESSAGES = {b"message": "message", b"smessage": "smessage"}
+
+
+async def received(pubsub: PubSub) -> AsyncIterator[tuple[str, Any, Any]]:
+    """What arrives on a subscriber connection, as (type, channel, data), in order: what
+    PubSub.listen gives, except that the replies one read brought beyond the first are taken from
+    the connection's hiredis reader at once, and a message skips redis-py's bookkeeping of each
+    (a dict, a metric, a debug line of its whole payload), which a fan-out pays hundreds of times.
+    Subscription replies still go through redis-py, which keeps its state from them."""
+    while pubsub.subscribed:
+        response = await pubsub.parse_response(block=True)
+        while response is not None:
+            if isinstance(response, list) and len(response) == 3 and response[0] in _MESSAGES:
+                yield _MESSAGES[response[0]], response[1], response[2]
+            else:
+                message = await pubsub.handle_message(response)
+                if message is not None:
+                    yield message["type"], message["channel"], message["data"]
+            response = _buffered(pubsub)
+
+
+def _buffered(pubsub: PubSub) -> Any:
+    """The next reply the subscriber connection's hiredis reader already holds whole, else None
+    (also without hiredis: then each reply is read by redis-py)."""
+    conn = pubsub.connection
+    parser = getattr(conn, "_parser", None)
+    if not isinstance(parser, _AsyncHiredisParser) or parser._reader is None:
+        return None
+    while True:
+        response = parser._reader.gets()
+        if response is False or response is NOT_ENOUGH_DATA:
+            return None
+        if isinstance(response, Exception):
+            raise response
+        if not (conn.health_check_interval and response in pubsub.health_check_response):
+            return response
 
 
 class _ShardPubSub(PubSub):

@@ -1,11 +1,12 @@
 """The delivery writers, one of each per process (group commit).
 
-`MessageWriter`: every send queued while the previous commit ran is stored by one statement, then
-acknowledged, then published to each member's bus channel in one pipeline; recipients with no
+`MessageWriter`: every send queued while the previous commit of its lane ran (a lane per
+conversation id modulo LANES, each on a connection of its own) is stored by one statement, then
+acknowledged, then published to each member's bus channel in one round trip; recipients with no
 socket anywhere get a `message_sent` event (for a push). `ReceiptWriter`: delivered receipts,
-coalesced per (conversation, recipient), one statement per flush. Publishing is lossy by design:
-clients catch up with `sync`. Neither writer shares fate across senders: a value the database
-refuses fails its own send (or receipt), never the batch's.
+coalesced per (conversation, recipient) over RECEIPT_LINGER, one statement per flush. Publishing
+is lossy by design: clients catch up with `sync`. Neither writer shares fate across senders: a
+value the database refuses fails its own send (or receipt), never the batch's.
 """
 
 from __future__ import annotations
@@ -18,18 +19,32 @@ import asyncpg
 from aiohttp import web
 from prometheus_client import Counter
 
+import events
 from realtime import frames
 from realtime.gateway import Connection, Delivery, Gateway
-from realtime.render import message_out, render_shares
-from storage import events, faults, outbox
+from realtime.frames import message_out, render_shares
+from storage import faults, outbox
 from storage import messages as store
 
 log = logging.getLogger("glint.messages")
 outages = faults.OutageLog(log)
 
 BATCH_MAX = 500
+LANES = 2  # message writer queues per process, each storing its batches on a connection of its own
+RECEIPT_LINGER = 0.02  # seconds delivered receipts gather after the first, before they are stored
 
 MESSAGES_SENT = Counter("glint_messages_sent_total", "Direct messages written")
+
+
+class _Lane:
+    """One of the message writer's queues, with the task that stores it."""
+
+    __slots__ = ("queue", "wakeup", "task")
+
+    def __init__(self) -> None:
+        self.queue: list[tuple[store.Draft, asyncio.Future, Connection | None]] = []
+        self.wakeup = asyncio.Event()
+        self.task: asyncio.Task | None = None
 
 
 class Unstorable(Exception):
@@ -48,40 +63,49 @@ def refused(exc: BaseException) -> BaseException:
 
 class MessageWriter:
     """One per process: stores queued drafts a batch per statement, acks, publishes after commit,
-    and records `message_sent` events for recipients with no socket anywhere."""
+    and records `message_sent` events for recipients with no socket anywhere.
 
-    def __init__(self, pool: asyncpg.Pool, gateway: Gateway) -> None:
+    The drafts go into `lanes` queues by conversation id, each stored by a task of its own, so a
+    batch need not wait for another conversation's commit: the lanes' statements run at once on
+    their own connections. A conversation's drafts always take the same lane, one batch after
+    another, so they keep their order; seqs stay gapless as across processes (each statement
+    numbers its conversations under their row locks, and lanes never share a conversation)."""
+
+    def __init__(self, pool: asyncpg.Pool, gateway: Gateway, lanes: int = LANES) -> None:
         self.pool = pool
         self.gateway = gateway
-        self.queue: list[tuple[store.Draft, asyncio.Future, Connection | None]] = []
-        self.wakeup = asyncio.Event()
-        self.task: asyncio.Task | None = None
+        self.lanes = [_Lane() for _ in range(lanes)]
         self.stats = {"batches": 0, "messages": 0}
 
     def start(self) -> None:
-        self.task = asyncio.create_task(self._run(), name="message-writer")
+        for n, lane in enumerate(self.lanes):
+            lane.task = asyncio.create_task(self._run(lane), name=f"message-writer-{n}")
 
     async def stop(self) -> None:
         """Finish what is queued, then stop."""
-        if self.task is not None:
-            self.queue.append(None)  # type: ignore[arg-type]  # the stop marker
-            self.wakeup.set()
-            await self.task
+        for lane in self.lanes:
+            if lane.task is not None:
+                lane.queue.append(None)  # type: ignore[arg-type]  # the stop marker
+                lane.wakeup.set()
+        for lane in self.lanes:
+            if lane.task is not None:
+                await lane.task
 
     def submit(self, draft: store.Draft, origin: Connection | None) -> asyncio.Future:
         """Queue a draft (synchronously, so a socket's sends keep their order); the future gives
         its store.Written."""
         future = asyncio.get_running_loop().create_future()
-        self.queue.append((draft, future, origin))
-        self.wakeup.set()
+        lane = self.lanes[draft.conversation_id % len(self.lanes)]
+        lane.queue.append((draft, future, origin))
+        lane.wakeup.set()
         return future
 
-    async def _run(self) -> None:
+    async def _run(self, lane: _Lane) -> None:
         while True:
-            await self.wakeup.wait()
-            self.wakeup.clear()
-            while self.queue:
-                batch, self.queue = self.queue[:BATCH_MAX], self.queue[BATCH_MAX:]
+            await lane.wakeup.wait()
+            lane.wakeup.clear()
+            while lane.queue:
+                batch, lane.queue = lane.queue[:BATCH_MAX], lane.queue[BATCH_MAX:]
                 stop = any(item is None for item in batch)
                 batch = [item for item in batch if item is not None]
                 if batch:
@@ -250,6 +274,10 @@ class ReceiptWriter:
     async def _run(self) -> None:
         while True:
             await self.wakeup.wait()
+            if not self.stopping:
+                # the receipts of a fan-out (and of the messages right behind it) gather for a
+                # moment: one statement for all of them, run after the fan-out rather than in it
+                await asyncio.sleep(RECEIPT_LINGER)
             self.wakeup.clear()
             if self.pending:
                 pending, self.pending = self.pending, {}

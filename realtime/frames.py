@@ -3,16 +3,20 @@
 Client frames are one msgspec tagged union behind one decoder; server frames are Structs encoded by
 one encoder. A frame that does not decode raises FrameError, which the gateway answers with an
 `error` frame (echoing the frame's `ref` when it can find one) and keeps the socket open.
+
+At the end, how a stored message renders into the `Message` body for one viewer.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Iterable, Literal, Union
 
+import asyncpg
 import msgspec
 from msgspec import Meta
 
+from storage import messages as store
 from storage.bounds import BIGINT_MAX, ID_PATTERN, bad_text
 from storage.notifications import NotificationView
 
@@ -334,3 +338,70 @@ def encode(frame: ServerFrame) -> bytes:
 def error(code: str, message: str, ref: Ref = None, retry_after: int | None = None) -> bytes:
     """An encoded `error` frame."""
     return _encoder.encode(Error(ref=ref, code=code, message=message, retry_after=retry_after))
+
+
+# ---------------------------------------------------------------- a stored message as a viewer sees it
+#
+# The `Message` body with its reactions, and a shared post, story or profile rendered for the
+# viewer by storage.visibility's policy (a deleted message is a tombstone). REST history, the
+# socket's replay and the writer's live frames all render here, so a new message field is a field
+# on `Message` and a line in `message_out`.
+
+
+def message_out(row: asyncpg.Record, prefix: str = "", reactions: Iterable[tuple[int, str]] = (),
+                share: SharedItem | None = None) -> Message:
+    """A stored message as clients see it (a deleted one is a tombstone); `share` is its shared
+    item as rendered for the viewer."""
+    media_id = row[prefix + "media_id"]
+    edited_at = row[prefix + "edited_at"]
+    return Message(
+        id=str(row[prefix + "id"]), conversation_id=str(row[prefix + "conversation_id"]), seq=row[prefix + "seq"],
+        sender_id=str(row[prefix + "sender_id"]), client_id=row[prefix + "client_id"], text=row[prefix + "text"],
+        media=Media(id=str(media_id)) if media_id is not None else None,
+        reply_to_seq=row[prefix + "reply_to_seq"], deleted=row[prefix + "deleted_at"] is not None,
+        removed=row[prefix + "removed_at"] is not None, created_at=iso(row[prefix + "created_at"]),
+        reactions=[Reaction(user_id=str(u), emoji=e) for u, e in reactions],
+        edited_at=iso(edited_at) if edited_at is not None else None, share=share, change_seq=row[prefix + "change_seq"],
+    )
+
+
+async def messages_for(pool: asyncpg.Pool, viewer: int, rows: list[asyncpg.Record], prefix: str = "") -> list[Message]:
+    """Stored messages as this viewer sees them: with their reactions, and shares rendered for them."""
+    live = [r for r in rows if r[prefix + "id"] is not None]
+    reactions = await store.reactions_of(pool, [r[prefix + "id"] for r in live])
+    shares = await render_shares(pool, [viewer], live, prefix)
+    return [message_out(r, prefix, reactions.get(r[prefix + "id"], ()), shares.get((viewer, r[prefix + "id"])))
+            for r in rows]
+
+
+async def render_shares(pool: asyncpg.Pool, viewers: Iterable[int], rows: list[asyncpg.Record],
+                        prefix: str = "") -> dict[tuple[int, int], SharedItem]:
+    """Each (viewer, message id) of the messages that share something: the shared item as that
+    viewer may see it (storage.visibility's policy), else only its type and id, unavailable."""
+    shared = [r for r in rows if r[prefix + "share_type"] is not None and r[prefix + "deleted_at"] is None]
+    if not shared:
+        return {}
+    viewers = list(viewers)
+    pairs = [(v, r[prefix + "share_type"], r[prefix + "share_id"]) for r in shared for v in viewers]
+    seen = await store.shared_items(pool, pairs)
+    out: dict[tuple[int, int], SharedItem] = {}
+    for row in shared:
+        kind, item_id = row[prefix + "share_type"], row[prefix + "share_id"]
+        for viewer in viewers:
+            found = seen.get((viewer, kind, item_id))
+            out[(viewer, row[prefix + "id"])] = shared_out(kind, item_id, found)
+    return out
+
+
+def shared_out(kind: str, item_id: int, found: asyncpg.Record | None) -> SharedItem:
+    if found is None:
+        return SharedItem(type=kind, id=str(item_id), available=False, unavailable=True)
+    if kind == "user":
+        return SharedItem(type=kind, id=str(item_id), username=found["username"], name=found["full_name"])
+    expires = found["expires_at"]
+    return SharedItem(
+        type=kind, id=str(item_id), caption=found["caption"],
+        author_id=str(found["owner_id"]) if kind == "post" else None,
+        owner_id=str(found["owner_id"]) if kind == "story" else None,
+        expires_at=iso(expires) if expires is not None else None)
+

@@ -818,14 +818,9 @@ class Gateway:
                                          delivery.sender_id, tail, frame)
 
     async def publish(self, items: list[tuple[int, bytes]]) -> list[int]:
-        """Publish envelopes to users' channels in one pipeline; per item, how many processes
+        """Publish envelopes to users' channels in one round trip; per item, how many processes
         hold a socket of that user (0: the user has no connected socket anywhere)."""
-        if not items:
-            return []
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for user_id, envelope in items:
-                self.bus.queue_publish(pipe, user_channel(user_id), envelope)
-            return [int(n) for n in await pipe.execute()]
+        return await self.bus.publish_many([(user_channel(user_id), envelope) for user_id, envelope in items])
 
     async def close_user(self, user_id: int, code: int, reason: bytes) -> None:
         """Close every socket of a user in every process (e.g. 4403 on suspension)."""

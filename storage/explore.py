@@ -9,6 +9,9 @@ from __future__ import annotations
 import asyncpg
 from redis.asyncio import Redis
 
+from storage import posts
+from storage.ratelimit import Rider
+
 KEY = "explore:trending"
 SIZE = 1000
 
@@ -45,20 +48,36 @@ async def store_trending(redis: Redis, ranking: list[tuple[int, float]]) -> None
 
 async def read_trending(redis: Redis, offset: int, count: int) -> list[int]:
     """A slice of the ranking, best first."""
-    return [int(m) for m in await redis.zrevrange(KEY, offset, offset + count - 1)]
+    return trending_of(await redis.zrevrange(KEY, offset, offset + count - 1))
 
 
-async def shown_posts(conn: asyncpg.Pool | asyncpg.Connection, viewer: int, post_ids: list[int]) -> set[int]:
-    """Which of these posts explore may show the viewer, in one query: those that exist, unless
-    their author is the viewer, followed, private, inactive, someone the viewer may not see
-    (storage.visibility) or mutes."""
+def trending_rider(offset: int, count: int) -> Rider:
+    """read_trending as a read that rides in another script call (the rate limit's:
+    storage.ratelimit) on one Redis node; on a cluster the ranking lies in a slot of its own, so
+    it is read by itself there. trending_of reads its reply."""
+    return Rider("return redis.call('ZREVRANGE', KEYS[k], ARGV[a], ARGV[a + 1])", (KEY,), (offset, offset + count - 1))
+
+
+def trending_of(reply: list) -> list[int]:
+    """read_trending's answer from a reply of ZREVRANGE over the ranking."""
+    return [int(m) for m in reply]
+
+
+async def shown_live(conn: asyncpg.Pool | asyncpg.Connection, viewer: int,
+                     post_ids: list[int]) -> dict[int, asyncpg.Record]:
+    """The live part (storage.posts.LIVE_COLUMNS) of the posts explore may show the viewer, by id,
+    in one query: those that exist, unless their author is the viewer, followed, private,
+    inactive, someone the viewer may not see (storage.visibility) or mutes."""
+    if not post_ids:
+        return {}
     rows = await conn.fetch(
-        """
-        SELECT p.id FROM posts p JOIN users u ON u.id = p.author_id WHERE p.id = ANY($2::bigint[]) AND NOT (
+        f"""
+        SELECT p.id, {posts.LIVE_COLUMNS} FROM posts p JOIN users u ON u.id = p.author_id
+        WHERE p.id = ANY($2::bigint[]) AND NOT (
             u.id = $1 OR u.is_private OR NOT u.is_active OR muted_by($1, u.id)
             OR EXISTS (SELECT 1 FROM follows f WHERE f.follower_id = $1 AND f.followee_id = u.id)
             OR NOT visible_to($1, u.id))
         """,
         viewer, post_ids,
     )
-    return {r["id"] for r in rows}
+    return {r["id"]: r for r in rows}

@@ -7,8 +7,40 @@ from datetime import datetime
 from typing import Iterable
 
 import asyncpg
+import msgspec
 
 Conn = asyncpg.Connection | asyncpg.Pool
+
+
+# ---------------------------------------------------------------- the viewer's relationship to a user
+
+
+# The viewer's edges to an account, as its profile shows them (no docstring: it would become the
+# OpenAPI schema's description). A new rule users set that the profile shows is a field here and
+# its column in _RELATIONSHIP.
+class Relationship(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    following: bool
+    followed_by: bool
+    requested: bool
+    blocking: bool
+    muting: bool  # the viewer mutes this account (only the muter ever sees it true)
+
+
+# each Relationship flag as a column over the viewer ($2) and the user row `u`
+_RELATIONSHIP = {
+    "following": "EXISTS (SELECT 1 FROM follows WHERE follower_id = $2 AND followee_id = u.id)",
+    "followed_by": "EXISTS (SELECT 1 FROM follows WHERE follower_id = u.id AND followee_id = $2)",
+    "requested": "EXISTS (SELECT 1 FROM follow_requests WHERE requester_id = $2 AND target_id = u.id)",
+    "blocking": "EXISTS (SELECT 1 FROM blocks WHERE blocker_id = $2 AND blocked_id = u.id)",
+    "muting": "muted_by($2, u.id)",
+}
+assert set(_RELATIONSHIP) == set(Relationship.__struct_fields__)
+RELATIONSHIP_COLUMNS = ", ".join(f"{sql} AS {name}" for name, sql in _RELATIONSHIP.items())
+
+
+def relationship_of(row: asyncpg.Record) -> Relationship:
+    """The Relationship of a row selected with RELATIONSHIP_COLUMNS."""
+    return Relationship(**{name: row[name] for name in Relationship.__struct_fields__})
 
 
 # ---------------------------------------------------------------- mutes: silent and one-way

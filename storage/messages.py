@@ -16,7 +16,8 @@ from typing import Iterable, Sequence
 
 import asyncpg
 
-from storage import events, outbox
+import events
+from storage import outbox
 
 Conn = asyncpg.Connection | asyncpg.Pool
 
@@ -457,10 +458,8 @@ WHERE w.type = 'post' AND visible_to(w.viewer, p.author_id)
 UNION ALL
 SELECT w.viewer, w.type, w.id, s.owner_id, s.caption, NULL, NULL, s.expires_at
 FROM want w JOIN stories s ON s.id = w.id
-WHERE w.type = 'story' AND s.deleted_at IS NULL AND s.expires_at > now() AND visible_to(w.viewer, s.owner_id)
-  -- the stories rule: a close-friends story only to the owner's list
-  AND (NOT s.close_friends_only OR s.owner_id = w.viewer
-       OR EXISTS (SELECT 1 FROM close_friends f WHERE f.owner_id = s.owner_id AND f.friend_id = w.viewer))
+WHERE w.type = 'story' AND s.deleted_at IS NULL AND s.expires_at > now()
+  AND story_visible_to(w.viewer, s.owner_id, s.close_friends_only)
 UNION ALL
 SELECT w.viewer, w.type, w.id, u.id, NULL, u.username, u.full_name, NULL
 FROM want w JOIN users u ON u.id = w.id

@@ -2,7 +2,7 @@
 
 An event exists once the transaction that made it true commits, and never if it rolls back. The
 relay (jobs/events.py `Relay`) moves unsent rows to Kafka, or straight to the in-process consumers, and
-marks them sent. What an event says is one of the Structs of the catalogue (storage/events.py):
+marks them sent. What an event says is one of the Structs of the catalogue (events/):
 `add` encodes it into the row's payload, `body_of` decodes it back for a consumer.
 """
 
@@ -15,7 +15,7 @@ from typing import Any, TypeVar, overload
 import asyncpg
 import msgspec
 
-from storage.events import CATALOGUE, EventBody, type_of
+from events import CATALOGUE, EventBody, type_of
 from storage.tracecontext import current_traceparent
 
 NOTIFY_CHANNEL = "glint_outbox"

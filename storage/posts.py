@@ -7,7 +7,7 @@ the same transaction, so they stay exact under concurrent, repeated requests.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterable, TypeVar
+from typing import Callable, Iterable, Mapping, TypeVar
 
 import asyncpg
 import msgspec
@@ -150,25 +150,27 @@ async def get_post(conn: Conn, post_id: int) -> asyncpg.Record | None:
     return await conn.fetchrow("SELECT * FROM posts WHERE id = $1", post_id)
 
 
-async def author_post_ids(conn: Conn, author_id: int, before_id: int | None, limit: int,
-                          viewer: int | None) -> list[int]:
-    """The author's post ids, newest first, below the cursor; none unless the viewer may see the
-    author's things (storage.visibility)."""
+async def author_page(conn: Conn, viewer: int, author_id: int, before_id: int | None, limit: int) -> LivePage:
+    """The author's posts below the cursor, newest first, with their live part, in one query;
+    none unless the viewer may see the author's things (storage.visibility)."""
     rows = await conn.fetch(
-        "SELECT id FROM posts WHERE author_id = $1 AND ($2::bigint IS NULL OR id < $2)"
-        " AND (SELECT visible_to($4::bigint, $1)) ORDER BY id DESC LIMIT $3",  # an InitPlan: checked once
-        author_id, before_id, limit, viewer,
+        f"SELECT p.id, {LIVE_COLUMNS} FROM posts p WHERE p.author_id = $2 AND ($3::bigint IS NULL OR p.id < $3)"
+        " AND (SELECT visible_to($1::bigint, $2)) ORDER BY p.id DESC LIMIT $4",  # an InitPlan: checked once
+        viewer, author_id, before_id, limit,
     )
-    return [r["id"] for r in rows]
+    return LivePage([r["id"] for r in rows], {r["id"]: r for r in rows})
 
 
-async def saved_post_ids(conn: Conn, user_id: int, before_save_id: int | None, limit: int) -> list[tuple[int, int]]:
-    """(save id, post id) of the user's saved posts, most recently saved first."""
+async def saved_page(conn: Conn, viewer: int, before_save_id: int | None,
+                     limit: int) -> tuple[list[tuple[int, int]], dict[int, asyncpg.Record]]:
+    """(save id, post id) of the viewer's saved posts, most recently saved first, and the live
+    part of those the viewer may still see, in one query."""
     rows = await conn.fetch(
-        "SELECT id, post_id FROM saves WHERE user_id = $1 AND ($2::bigint IS NULL OR id < $2)"
-        " ORDER BY id DESC LIMIT $3", user_id, before_save_id, limit,
+        f"SELECT s.id AS save_id, s.post_id AS id, {LIVE_COLUMNS}, visible_to($1::bigint, p.author_id) AS shown"
+        " FROM saves s JOIN posts p ON p.id = s.post_id WHERE s.user_id = $1 AND ($2::bigint IS NULL OR s.id < $2)"
+        " ORDER BY s.id DESC LIMIT $3", viewer, before_save_id, limit,
     )
-    return [(r["id"], r["post_id"]) for r in rows]
+    return [(r["save_id"], r["id"]) for r in rows], {r["id"]: r for r in rows if r["shown"]}
 
 
 async def likers(conn: Conn, post_id: int, before_like_id: int | None, limit: int) -> list[asyncpg.Record]:
@@ -186,16 +188,21 @@ async def likers(conn: Conn, post_id: int, before_like_id: int | None, limit: in
 # Redis for ten minutes, in whatever form the caller renders it to (handlers/posts.py keeps it as
 # pre-encoded JSON), and dropped when the post is edited or deleted. What changes all the time or
 # differs per viewer (counts, liked, saved) and whether the viewer may see it at all come from
-# one PostgreSQL query per page, which also drops deleted posts: so a feed page costs one MGET and
-# one query, plus one query for the posts not in the cache.
+# one PostgreSQL query per page (LIVE_COLUMNS, read by the same query that picks the page's posts),
+# which also drops deleted posts: so a page costs one MGET and one query, plus one query for the
+# posts not in the cache.
 
 POST_CACHE_TTL = 600
 
 
+# (v2: the pre-encoded form; a new name, so processes of an older release, during a rolling
+# deploy, never read an entry they cannot decode, nor overwrite one)
+POST_CACHE_PREFIX = "post:v2:"
+
+
 def post_cache_key(post_id: int) -> str:
-    """The cache entry of a post (v2: the pre-encoded form; a new name, so processes of an older
-    release, during a rolling deploy, never read an entry they cannot decode, nor overwrite one)."""
-    return f"post:v2:{post_id}"
+    """The cache entry of a post."""
+    return f"{POST_CACHE_PREFIX}{post_id}"
 
 
 _STATIC = """
@@ -212,27 +219,46 @@ FROM posts p JOIN users u ON u.id = p.author_id LEFT JOIN locations l ON l.id = 
 WHERE p.id = ANY($1::bigint[])
 """
 
-_LIVE = """
-SELECT p.id, p.like_count, p.comment_count,
+# The live part of a post `p` for the viewer $1: a query that picks a page's posts selects these
+# beside them, so a page's ids, counts, flags and visibility come in one round trip.
+LIVE_COLUMNS = """p.like_count, p.comment_count,
        EXISTS (SELECT 1 FROM likes k WHERE k.post_id = p.id AND k.user_id = $1) AS liked,
-       EXISTS (SELECT 1 FROM saves s WHERE s.user_id = $1 AND s.post_id = p.id) AS saved
+       EXISTS (SELECT 1 FROM saves s WHERE s.user_id = $1 AND s.post_id = p.id) AS saved"""
+
+_LIVE = f"""
+SELECT p.id, {LIVE_COLUMNS}
 FROM posts p
 WHERE p.id = ANY($2::bigint[]) AND visible_to($1::bigint, p.author_id)
-  AND NOT ($3::boolean AND muted_by($1::bigint, p.author_id))
 """
 
 
+@dataclass(frozen=True)
+class LivePage:
+    """A page's post ids in their order, shown or not (the cursor follows the last), and the live
+    part (LIVE_COLUMNS) of those the viewer may see, by id."""
+
+    ids: list[int]
+    live: dict[int, asyncpg.Record]
+
+
 async def cached_posts(pool: asyncpg.Pool, redis: Redis, post_ids: list[int], encode: Callable[[asyncpg.Record], bytes],
-                       decode: Callable[[bytes], T]) -> dict[int, T]:
+                       decode: Callable[[bytes], T], read: Mapping[int, bytes | None] | None = None) -> dict[int, T]:
     """The viewer-independent part of posts, as `decode` makes it of the cached bytes: from the
-    cache, the misses in one query, rendered to bytes by `encode` (a post row: id, author, caption,
-    location, created_at, edited_at, media as dicts, hashtags) and cached. An entry `decode`
-    refuses (one of an older form) counts as a miss."""
+    cache (the entries in `read` already read from it, None where there was none; the others in
+    one MGET), the misses in one
+    query, rendered to bytes by `encode` (a post row: id, author, caption, location, created_at,
+    edited_at, media as dicts, hashtags) and cached. An entry `decode` refuses (one of an older
+    form) counts as a miss."""
     ids = list(dict.fromkeys(post_ids))
     if not ids:
         return {}
+    read = read or {}
+    unread = [i for i in ids if i not in read]
+    entries = [(i, read[i]) for i in ids if i in read]
+    if unread:
+        entries += zip(unread, await cluster.mget(redis, [post_cache_key(i) for i in unread]))
     found: dict[int, T] = {}
-    for post_id, raw in zip(ids, await cluster.mget(redis, [post_cache_key(i) for i in ids])):
+    for post_id, raw in entries:
         if raw is not None:
             try:
                 found[post_id] = decode(raw)
@@ -250,14 +276,12 @@ async def cached_posts(pool: asyncpg.Pool, redis: Redis, post_ids: list[int], en
     return found
 
 
-async def live_posts(pool: asyncpg.Pool, viewer: int | None, post_ids: list[int],
-                     hide_muted: bool = False) -> dict[int, asyncpg.Record]:
+async def live_posts(pool: asyncpg.Pool, viewer: int | None, post_ids: list[int]) -> dict[int, asyncpg.Record]:
     """The per-viewer, ever-changing part (like_count, comment_count, liked, saved) of the posts
-    that exist and that the viewer may see (and, with hide_muted, whose authors the viewer does
-    not mute: the home feed and explore)."""
+    that exist and that the viewer may see (pages read it with their ids: LIVE_COLUMNS)."""
     if not post_ids:
         return {}
-    return {r["id"]: r for r in await pool.fetch(_LIVE, viewer, list(set(post_ids)), hide_muted)}
+    return {r["id"]: r for r in await pool.fetch(_LIVE, viewer, list(set(post_ids)))}
 
 
 async def forget_cached(redis: Redis, post_ids: Iterable[int]) -> None:

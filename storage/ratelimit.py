@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from redis.asyncio import Redis
 
-# KEYS[1]: the window counter; KEYS[2..]: cached states that must all be "1" to allow the request.
-# ARGV[1]: the window in milliseconds. Returns {count, ms left in the window, state}: state 0 all
-# allowed, 1 one refused, 2 none refused but one not cached (the caller asks the truth).
+# KEYS[1]: the window counter; KEYS[2..n+1]: cached states that must all be "1" to allow the
+# request; then a rider's keys. ARGV[1]: the window in milliseconds; ARGV[2]: n; then a rider's
+# arguments. Returns {count, ms left in the window, state, the rider's reply}: state 0 all allowed,
+# 1 one refused (and the rider not run), 2 none refused but one not cached (the caller asks the truth).
 _SCRIPT = """
 local count = redis.call('INCR', KEYS[1])
 local ttl = redis.call('PTTL', KEYS[1])
@@ -17,9 +19,10 @@ if ttl < 0 then
     ttl = tonumber(ARGV[1])
 end
 local state = 0
-if #KEYS > 1 then
-    local values = redis.call('MGET', unpack(KEYS, 2))
-    for i = 1, #KEYS - 1 do
+local markers = tonumber(ARGV[2])
+if markers > 0 then
+    local values = redis.call('MGET', unpack(KEYS, 2, markers + 1))
+    for i = 1, markers do
         if values[i] == false then
             state = 2
         elseif values[i] ~= '1' then
@@ -27,8 +30,23 @@ if #KEYS > 1 then
         end
     end
 end
-return {count, ttl, state}
+local function ride(k, a)
+%s
+end
+return {count, ttl, state, ride(markers + 2, 3)}
 """
+
+
+@dataclass(frozen=True)
+class Rider:
+    """A read that rides in the rate limit's script call, so that a request's first read costs no
+    round trip of its own. `lua` is the body of a Lua function(k, a) that reads KEYS[k..] (`keys`)
+    and ARGV[a..] (`args`) and returns one reply; on a Redis Cluster the keys must share the
+    counter's slot (a user's own keys, by their hash tag)."""
+
+    lua: str
+    keys: tuple[str, ...]
+    args: tuple[Any, ...]
 
 
 @dataclass(frozen=True)
@@ -39,6 +57,7 @@ class Hit:
     reset_ms: int
     refused: bool
     unknown: bool = False  # a state was not cached: neither allowed nor refused yet
+    ridden: Any = None  # the rider's reply
 
     def remaining(self, limit: int) -> int:
         return max(limit - self.count, 0)
@@ -48,12 +67,23 @@ class RateLimiter:
     """Counts requests per key and window; the script is loaded once and called by hash."""
 
     def __init__(self, redis: Redis) -> None:
-        self._script = redis.register_script(_SCRIPT)
+        self._redis = redis
+        self._scripts = {"return nil": redis.register_script(_SCRIPT % "return nil")}
 
-    async def hit(self, key: str, window_seconds: int, markers: tuple[str, ...] = ()) -> Hit:
-        """Count one request; also report whether the cached states refuse it, or are missing."""
-        count, ttl, state = await self._script(keys=[key, *markers], args=[window_seconds * 1000])
-        return Hit(int(count), int(ttl), int(state) == 1, int(state) == 2)
+    async def hit(self, key: str, window_seconds: int, markers: tuple[str, ...] = (), rider: Rider | None = None) -> Hit:
+        """Count one request; also report whether the cached states refuse it, or are missing, and
+        run the rider's read unless they refuse it."""
+        lua = "return nil" if rider is None else rider.lua
+        script = self._scripts.get(lua)
+        if script is None:  # one script per kind of rider, made on its first use
+            script = self._scripts[lua] = self._redis.register_script(_SCRIPT % lua)
+        keys, args = [key, *markers], [window_seconds * 1000, len(markers)]
+        if rider is not None:
+            keys += rider.keys
+            args += rider.args
+        reply = await script(keys=keys, args=args)
+        state = int(reply[2])
+        return Hit(int(reply[0]), int(reply[1]), state == 1, state == 2, reply[3] if len(reply) > 3 else None)
 
 
 def user_key(user_id: int, window: str) -> str:

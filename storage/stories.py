@@ -79,12 +79,14 @@ async def story_of_message(conn: Conn, message_id: int) -> int | None:
 # ---------------------------------------------------------------- reading
 
 
-async def get_live_story(conn: Conn, story_id: int, now: datetime) -> asyncpg.Record | None:
-    """A story that is not deleted nor expired at `now`, of an active owner."""
+async def get_live_story(conn: Conn, viewer_id: int, story_id: int, now: datetime) -> asyncpg.Record | None:
+    """A story that is not deleted nor expired at `now`, of an active owner, that the viewer may
+    see (SQL `story_visible_to`, the policy's rule for stories)."""
     return await conn.fetchrow(
         "SELECT s.* FROM stories s JOIN users u ON u.id = s.owner_id"
-        " WHERE s.id = $1 AND s.deleted_at IS NULL AND s.expires_at > $2 AND u.is_active",
-        story_id, now,
+        " WHERE s.id = $1 AND s.deleted_at IS NULL AND s.expires_at > $2 AND u.is_active"
+        " AND story_visible_to($3, s.owner_id, s.close_friends_only)",
+        story_id, now, viewer_id,
     )
 
 
@@ -93,13 +95,6 @@ async def get_own_story(conn: Conn, story_id: int, owner_id: int) -> asyncpg.Rec
     return await conn.fetchrow(
         "SELECT * FROM stories WHERE id = $1 AND owner_id = $2 AND deleted_at IS NULL", story_id, owner_id
     )
-
-
-async def is_close_friend(conn: Conn, owner_id: int, friend_id: int) -> bool:
-    """Is friend on the owner's close-friends list?"""
-    return bool(await conn.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM close_friends WHERE owner_id = $1 AND friend_id = $2)", owner_id, friend_id
-    ))
 
 
 async def own_live_stories(conn: Conn, owner_id: int, now: datetime) -> list[asyncpg.Record]:
@@ -126,11 +121,8 @@ async def tray_rows(conn: Conn, viewer_id: int, now: datetime) -> list[asyncpg.R
         FROM stories s JOIN users u ON u.id = s.owner_id
         WHERE s.owner_id IN (SELECT followee_id FROM follows WHERE follower_id = $1 UNION ALL SELECT $1)
           AND s.deleted_at IS NULL AND s.expires_at > $2 AND u.is_active
-          AND (s.owner_id = $1 OR (
-                visible_to($1, s.owner_id)
-            AND NOT muted_by($1, s.owner_id, true)
-            AND (NOT s.close_friends_only OR EXISTS (
-                SELECT 1 FROM close_friends c WHERE c.owner_id = s.owner_id AND c.friend_id = $1))))
+          AND story_visible_to($1, s.owner_id, s.close_friends_only)
+          AND (s.owner_id = $1 OR NOT muted_by($1, s.owner_id, true))
         ORDER BY s.owner_id, s.created_at, s.id
         """,
         viewer_id, now,

@@ -5,7 +5,8 @@ holds a sentinel member "0" (score 0) from the moment it is built, so "exists" m
 fan-out pushes only into timelines that exist, and a missing one is rebuilt from PostgreSQL on
 read, never shown empty. Scores are doubles, exact to 53 bits, and ids are 64-bit: two ids that
 round to the same score are told apart by their member, so pages are read with an inclusive bound
-and filtered exactly.
+and filtered exactly. A rebuild writes the newest `cap` posts; pushes let a timeline grow to
+`cap + cap // 8` before trimming it back to `cap`.
 """
 
 from __future__ import annotations
@@ -15,30 +16,52 @@ from typing import AsyncIterator, Iterable, Sequence
 import asyncpg
 from redis.asyncio import Redis
 
+from storage import posts
 from storage.cluster import queue_script, run_scripted, slot_groups
+from storage.ratelimit import Rider
 
 SENTINEL = "0"
 
-# push only into built timelines (KEYS: the timelines; ARGV: cap, then score/member pairs). A built
-# timeline holds at least its sentinel, so ZCARD > 0 is "exists"; the trim runs only when a push
-# took a timeline past its cap (two calls per timeline in the common case instead of three).
+# push only into built timelines (KEYS: the timelines; ARGV: cap, slack, then score/member pairs).
+# A built timeline holds at least its sentinel, so ZCARD > 0 is "exists". The trim runs only once a
+# timeline is `slack` past its cap, and takes it back to the cap: a full timeline costs two calls a
+# push, not three (ZCARD and ZADD; the trim once in `slack` pushes).
 _PUSH = """
-local cap = tonumber(ARGV[1])
+local cap, slack = tonumber(ARGV[1]), tonumber(ARGV[2])
 local pushed = 0
 for i = 1, #KEYS do
     local key = KEYS[i]
     local size = redis.call('ZCARD', key)
     if size > 0 then
-        for j = 2, #ARGV, 2 do
+        for j = 3, #ARGV, 2 do
             size = size + redis.call('ZADD', key, ARGV[j], ARGV[j + 1])
         end
-        if size > cap + 1 then
+        if size > cap + 1 + slack then
             redis.call('ZREMRANGEBYRANK', key, 1, size - cap - 1)
         end
         pushed = pushed + 1
     end
 end
 return pushed
+"""
+
+
+# a page of a home timeline, as the body of a Lua function(k, a) (a storage.ratelimit.Rider):
+# KEYS[k] the timeline; ARGV[a], ARGV[a + 1], ARGV[a + 2] the upper bound (inclusive), how many,
+# the TTL to renew; ARGV[a + 3], if given, the post cache's key prefix (storage.posts): the cache
+# entry of each post is read too ('' when there is none), on one Redis node only (the entries are
+# keys of other slots, which a script on a cluster may not touch). Returns {members, 1 if the
+# timeline is built, entries}.
+_READ_HOME = """
+local members = redis.call('ZREVRANGEBYSCORE', KEYS[k], ARGV[a], '(0', 'LIMIT', 0, ARGV[a + 1])
+local built = redis.call('EXPIRE', KEYS[k], ARGV[a + 2], 'XX')
+local entries = {}
+if ARGV[a + 3] then
+    for i, member in ipairs(members) do
+        entries[i] = redis.call('GET', ARGV[a + 3] .. member) or ''
+    end
+end
+return {members, built, entries}
 """
 
 
@@ -49,7 +72,9 @@ class Timelines:
         self.redis = redis
         self.cap = cap
         self.ttl = ttl_seconds
+        self.slack = cap // 8  # how far past the cap a pushed timeline may grow before it is trimmed
         self._push = redis.register_script(_PUSH)
+        self._read = redis.register_script(f"local function read(k, a)\n{_READ_HOME}\nend\nreturn read(1, 1)")
 
     @staticmethod
     def key(user_id: int) -> str:
@@ -62,7 +87,7 @@ class Timelines:
         One non-transactional pipeline of script calls, `chunk` timelines a call. On a Redis
         Cluster a script's keys must share a slot and every user's timeline has its own, so there
         the call is made per slot and the cluster pipeline groups the calls per node."""
-        args: list[object] = [self.cap]
+        args: list[object] = [self.cap, self.slack]
         for post_id in post_ids:
             args += [post_id, post_id]
 
@@ -95,13 +120,27 @@ class Timelines:
 
     async def read_home(self, user_id: int, before: int | None, count: int) -> list[int] | None:
         """Up to `count` post ids older than `before` (newest first); None if the timeline is not built."""
-        key = self.key(user_id)
-        high = "+inf" if before is None else before
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zrevrangebyscore(key, high, "(0", start=0, num=count + 8)
-            pipe.expire(key, self.ttl, xx=True)
-            members, exists = await pipe.execute()
-        if not members and not exists:
+        rider = self.home_rider(user_id, before, count)
+        return self.home_of(await self._read(keys=rider.keys, args=rider.args), before, count)
+
+    def home_rider(self, user_id: int, before: int | None, count: int, with_posts: bool = False) -> Rider:
+        """read_home as a read that rides in another script call on the user's slot (the rate
+        limit's: storage.ratelimit); home_of reads its reply. with_posts (on one Redis node only)
+        reads the posts' cache entries in the same call: cached_of."""
+        args: tuple = ("+inf" if before is None else before, count + 8, self.ttl)
+        return Rider(_READ_HOME, (self.key(user_id),), (*args, posts.POST_CACHE_PREFIX) if with_posts else args)
+
+    @staticmethod
+    def cached_of(reply: list) -> dict[int, bytes | None]:
+        """The post cache entries a home_rider read with_posts found (None: not cached), by post id."""
+        members, _, entries = reply
+        return {int(m): e or None for m, e in zip(members, entries)}
+
+    @staticmethod
+    def home_of(reply: list, before: int | None, count: int) -> list[int] | None:
+        """read_home's answer from the reply of a home_rider read."""
+        members, built, _ = reply
+        if not members and not built:
             return None
         ids = [int(m) for m in members]
         if before is not None:
@@ -153,23 +192,33 @@ async def fanout_targets(pool: asyncpg.Pool, author_id: int, active_days: int,
                 break
 
 
-async def celebrity_posts(conn: asyncpg.Pool | asyncpg.Connection, user_id: int, celebrity_threshold: int,
-                          before: int | None, limit: int) -> list[int]:
-    """Recent posts of the celebrities a user follows (not fanned out: merged when the feed is read)."""
+async def home_page(conn: asyncpg.Pool | asyncpg.Connection, viewer: int, timeline_ids: list[int],
+                    celebrity_threshold: int, before: int | None, count: int) -> posts.LivePage:
+    """The home feed's next `count` posts below `before`: the timeline's ids merged with the recent
+    posts of the celebrities the viewer follows (not fanned out: merged when the feed is read),
+    newest first, with the live part of those the viewer may see (not deleted, visible, author not
+    muted: a mute made after fan-out acts here), in one query."""
     rows = await conn.fetch(
-        """
-        SELECT p.id FROM follows f
-        JOIN users u ON u.id = f.followee_id AND u.followers_count >= $2
-        JOIN LATERAL (
-            SELECT id FROM posts WHERE author_id = f.followee_id AND ($3::bigint IS NULL OR id < $3)
-            ORDER BY id DESC LIMIT $4
-        ) p ON true
-        WHERE f.follower_id = $1
-        ORDER BY p.id DESC LIMIT $4
+        f"""
+        WITH candidates AS (
+            SELECT t.id FROM unnest($2::bigint[]) AS t(id)
+            UNION
+            SELECT c.id FROM follows f
+            JOIN users u ON u.id = f.followee_id AND u.followers_count >= $3
+            JOIN LATERAL (
+                SELECT id FROM posts WHERE author_id = f.followee_id AND ($4::bigint IS NULL OR id < $4)
+                ORDER BY id DESC LIMIT $5
+            ) c ON true
+            WHERE f.follower_id = $1
+            ORDER BY id DESC LIMIT $5
+        )
+        SELECT c.id, {posts.LIVE_COLUMNS},
+               p.id IS NOT NULL AND visible_to($1::bigint, p.author_id) AND NOT muted_by($1::bigint, p.author_id) AS shown
+        FROM candidates c LEFT JOIN posts p ON p.id = c.id
         """,
-        user_id, celebrity_threshold, before, limit,
+        viewer, timeline_ids, celebrity_threshold, before, count,
     )
-    return [r["id"] for r in rows]
+    return posts.LivePage(sorted((r["id"] for r in rows), reverse=True), {r["id"]: r for r in rows if r["shown"]})
 
 
 async def recent_post_ids(conn: asyncpg.Pool | asyncpg.Connection, author_id: int, limit: int) -> list[int]:

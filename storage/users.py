@@ -7,6 +7,9 @@ from typing import Iterable
 
 import asyncpg
 
+import events
+from storage import graph
+
 MENTION = re.compile(r"(?<![\w@.])@([A-Za-z0-9._]{1,30})")
 
 
@@ -108,8 +111,8 @@ async def attach_own_media_txn(conn: asyncpg.Connection, user_id: int, media_id:
     ) is not None
 
 
-NOTIFICATION_KINDS = ("like", "comment", "reply", "mention", "follow", "follow_request", "message", "message_reaction",
-                      "story_reaction", "report_resolved")
+# the kinds a user sets channels for (the rest go by another kind's)
+NOTIFICATION_KINDS = tuple(kind for kind, about in events.NOTIFICATION_KINDS.items() if about.follows is None)
 NOTIFICATION_CHANNELS = ("in_app", "push", "email")
 # in-app and push on, e-mail off, unless the user said otherwise
 DEFAULT_CHANNELS = {"in_app": True, "push": True, "email": False}
@@ -183,18 +186,10 @@ async def search_users(conn: asyncpg.Pool | asyncpg.Connection, viewer: int, pre
 
 
 async def get_profile(conn: asyncpg.Pool | asyncpg.Connection, user_id: int, viewer: int) -> asyncpg.Record | None:
-    """An active user's row with the viewer's relationship flags (following, followed_by, requested,
-    blocking, muting); visibility is the caller's check (storage.visibility)."""
+    """An active user's row with the viewer's relationship flags (storage.graph.Relationship's);
+    visibility is the caller's check (storage.visibility)."""
     return await conn.fetchrow(
-        "SELECT u.*,"
-        " EXISTS (SELECT 1 FROM follows WHERE follower_id = $2 AND followee_id = u.id) AS following,"
-        " EXISTS (SELECT 1 FROM follows WHERE follower_id = u.id AND followee_id = $2) AS followed_by,"
-        " EXISTS (SELECT 1 FROM follow_requests WHERE requester_id = $2 AND target_id = u.id) AS requested,"
-        " EXISTS (SELECT 1 FROM blocks WHERE blocker_id = $2 AND blocked_id = u.id) AS blocking,"
-        " muted_by($2, u.id) AS muting"
-        " FROM users u WHERE u.id = $1 AND u.is_active",
-        user_id, viewer,
-    )
+        f"SELECT u.*, {graph.RELATIONSHIP_COLUMNS} FROM users u WHERE u.id = $1 AND u.is_active", user_id, viewer)
 
 
 async def existing_active_users(conn: asyncpg.Pool | asyncpg.Connection, user_ids: Iterable[int]) -> set[int]:

@@ -1,12 +1,14 @@
 """Who may see what: glint's one visibility policy.
 
-Every reader asks here (or calls the SQL functions of migration 0010 inside its own query, which
-is the same policy): may viewer V see X, reach U, be shown U. The questions, each batched:
+Every reader asks here (or calls the SQL functions of migrations 0010, 0012 and 0018b inside its
+own query, which is the same policy): may viewer V see X, reach U, be shown U. The questions, each batched:
 
     shown_users(V, us)        may V be shown these users at all (profiles, lists, search, likers,
                               commenters, story viewers, group members)
     visible_owners(V, os)     may V see these owners' things (posts, stories, comments, and
-                              hashtags and places through the posts), i.e. SQL `visible_to`
+                              hashtags and places through the posts), i.e. SQL `visible_to`;
+                              a story is SQL `story_visible_to(V, owner, close_friends_only)`,
+                              which adds the close-friends list
     reachable(S, rs)          may S put something in front of these users (messages, mentions,
                               group membership, close friends, story replies)
     notifiable(R, as)         may R be notified of what these actors did
@@ -26,7 +28,9 @@ Where a new rule goes (write it once, in the SQL function; the Python here only 
   - a suspension is `users.is_active` turned off (storage.moderation), so `user_shown()`,
     `visible_to()` and `may_authenticate()` hide the account and refuse its tokens as they do a
     deactivated one;
-  - who may watch presence: `presence_shown()`.
+  - who may watch presence: `presence_shown()`;
+  - a rule about one kind of thing (who may see a story): that kind's function
+    (`story_visible_to()`), which every reader of that kind calls.
 
 Storage modules that filter rows in SQL use the functions directly (`visible_to($1, p.author_id)`,
 `user_shown($1, u.id)`, `NOT hidden_between(a, b)`), never a `blocks` subquery of their own.

@@ -11,7 +11,13 @@ follower timeline holding it (polled in Redis every 5 ms by a script that walks 
 timeline still without it); `fanout_after_response_seconds` from the 201 arriving (the post
 committed before it was sent) to the last timeline, so commit to last timeline lies between them; `fanout_timelines`, how many timelines each post had to reach;
 `fanout_incomplete`, posts not everywhere after `wait` seconds.
-Options: wait (30), pause (0.5 s between an author's posts), followers (a comma list).
+With `via=feed` the clock stops instead when the post is on the first feed page of each of
+`readers` (3) of the author's followers, polled every 5 ms through GET /api/posts/feed/: the
+celebrity path (an author from GLINT_CELEBRITY_THRESHOLD followers up is merged into the page when
+it is read, not pushed), timed the same way: `visible_seconds` from sending the post and
+`visible_after_response_seconds` from the 201, to the last reader's page holding it.
+Options: wait (30), pause (0.5 s between an author's posts), followers (a comma list), via
+(timelines or feed), readers (3).
 """
 
 from __future__ import annotations
@@ -33,6 +39,12 @@ return #KEYS
 """
 
 
+def spread(items: list, count: int) -> list:
+    """Up to `count` of the items, evenly spaced from the first."""
+    step = max(len(items) // max(count, 1), 1)
+    return items[::step][:count]
+
+
 async def prepare(target, options) -> dict:
     import asyncpg
 
@@ -51,7 +63,16 @@ async def prepare(target, options) -> dict:
     finally:
         await conn.close()
     followers = {r["followee_id"]: list(r["followers"]) for r in rows}
-    return {"authors": authors, "followers": {str(a): followers.get(a, []) for a in authors},
+    via = str(option(options, "via", "timelines"))
+    if via not in ("timelines", "feed"):
+        raise ValueError(f"via={via}: timelines or feed")
+    count = int(option(options, "readers", 3))
+    # the readers of an author's posts: followers spread over the list
+    readers = {str(a): spread(sorted(followers.get(a, [])), count) for a in authors} if via == "feed" else {}
+    reader_ids = sorted({r for rs in readers.values() for r in rs})
+    return {"authors": authors, "followers": {str(a): followers.get(a, []) for a in authors}, "via": via,
+            "readers": readers, "reader_tokens": dict(zip(map(str, reader_ids),
+                                                          mint_tokens(options.jwt_secret, reader_ids, options.token_ttl))),
             "tokens": dict(zip(map(str, authors), mint_tokens(options.jwt_secret, authors, options.token_ttl))),
             "jpeg": jpeg(320, 240), "wait": float(option(options, "wait", 30.0)),
             "pause": float(option(options, "pause", 0.5))}
@@ -92,19 +113,37 @@ async def work(ctx, redis) -> None:
                 break
         return done
 
-    async def client(number: int) -> None:
-        author = authors[number % len(authors)]
-        token = ctx.plan["tokens"][str(author)]
-        keys = await built([Timelines.key(f) for f in ctx.plan["followers"][str(author)]] + [Timelines.key(author)])
+    async def on_pages(readers: list[str], member: str) -> None:
+        # each reader's first feed page, polled until it holds the post
+        waiting = list(readers)
+        while waiting:
+            pages = await asyncio.gather(*(ctx.request("feed", "GET", "/api/posts/feed/?limit=5", token=token)
+                                           for token in waiting))
+            waiting = [t for t, page in zip(waiting, pages) if not page or member not in [p["id"] for p in page["results"]]]
+            if waiting:
+                await asyncio.sleep(0.005)
+
+    async def post_once(number: int, token: str) -> tuple[str, float, float] | None:
+        # upload, then post: the post's id, when it was sent and when its 201 came (None on a failure)
         media = await upload(ctx, token)
         if not media:
-            return
+            return None
         sent = time.perf_counter()
         post = await ctx.request("post", "POST", "/api/posts/", token=token,
                                  json={"caption": f"bench fan-out {number}", "media_ids": [media["id"]]}, expect=(201,))
-        if not post:
+        return (post["id"], sent, time.perf_counter()) if post else None
+
+    async def client(number: int) -> None:
+        author = authors[number % len(authors)]
+        token = ctx.plan["tokens"][str(author)]
+        if ctx.plan["via"] == "feed":
+            await client_via_feed(number, author, token)
             return
-        member, committed = post["id"], time.perf_counter()
+        keys = await built([Timelines.key(f) for f in ctx.plan["followers"][str(author)]] + [Timelines.key(author)])
+        posted = await post_once(number, token)
+        if not posted:
+            return
+        member, sent, committed = posted
         done = 0
         while done < len(keys) and time.perf_counter() - sent < ctx.plan["wait"]:
             done += await present(keys[done:], member)
@@ -118,6 +157,22 @@ async def work(ctx, redis) -> None:
             ctx.value("fanout_seconds", done - sent)
             ctx.value("fanout_after_response_seconds", done - committed)
         ctx.value("fanout_timelines", len(keys))
+        await asyncio.sleep(ctx.plan["pause"])
+
+    async def client_via_feed(number: int, author: int, token: str) -> None:
+        readers = [ctx.plan["reader_tokens"][str(r)] for r in ctx.plan["readers"][str(author)]]
+        posted = await post_once(number, token) if readers else None
+        if not posted:
+            return
+        member, sent, committed = posted
+        try:
+            await asyncio.wait_for(on_pages(readers, member), ctx.plan["wait"])
+        except asyncio.TimeoutError:
+            ctx.value("fanout_incomplete", 1)
+        else:
+            done = time.perf_counter()
+            ctx.value("visible_seconds", done - sent)
+            ctx.value("visible_after_response_seconds", done - committed)
         await asyncio.sleep(ctx.plan["pause"])
 
     await ctx.each_client(client)

@@ -16,13 +16,13 @@ from tests.conftest import make_config
 
 
 async def run_seeded(scenario: str, aiohttp_server, stack_env, database_url, tmp_path, duration: float = 2.0,
-                     reference: bool = False):
+                     reference: bool = False, extra: dict | None = None, concurrency: int = 4, **settings):
     """Seed 200 users, serve them from an in-test app, and run a scenario from a worker process
     (then against the reference ceiling too, with reference=True)."""
     from app.main import create_app
     from bench.reference import build
 
-    config = make_config(stack_env, database_url=database_url, rate_limit_per_hour=1_000_000)
+    config = make_config(stack_env, database_url=database_url, rate_limit_per_hour=1_000_000, **settings)
     manifest_path = tmp_path / "seed.json"
     await seed(config, Plan(users=200, images=1), manifest_path, log=lambda *_: None)
     manifest = json.loads(manifest_path.read_text())
@@ -30,7 +30,8 @@ async def run_seeded(scenario: str, aiohttp_server, stack_env, database_url, tmp
     if reference:
         servers.append(await aiohttp_server(build(config.redis.url), host="127.0.0.1"))
     targets = [Target(label, str(s.make_url("/")), manifest) for label, s in zip("AR", servers)]
-    options = Options(duration=duration, warmup=0.5, concurrency=4, processes=1, jwt_secret=config.auth.jwt_secret)
+    options = Options(duration=duration, warmup=0.5, concurrency=concurrency, processes=1, jwt_secret=config.auth.jwt_secret,
+                      database_url=config.database.url, redis_url=config.redis.url, extra=extra or {})
     runs = await run_scenario(scenario, targets, options, rounds=1, show_progress=False, log=lambda *_: None)
     return runs if reference else runs[0]
 
@@ -63,3 +64,23 @@ async def test_messages_scenario_sends_over_sockets_from_a_worker_process(aiohtt
     run = await run_seeded("messages", aiohttp_server, stack_env, database_url, tmp_path)
     assert "connect" not in run.samples.errors
     assert len(run.samples.latencies.get("message", [])) > 5
+
+
+async def test_fanout_scenario_times_the_push_into_timelines(aiohttp_server, stack_env, database_url,
+                                                             redis_clean, tmp_path):
+    run = await run_seeded("fanout", aiohttp_server, stack_env, database_url, tmp_path, duration=3.0,
+                           concurrency=1, extra={"pause": 0.1})
+    assert not run.samples.errors
+    assert run.samples.values["fanout_seconds"] and "fanout_incomplete" not in run.samples.values
+    assert max(run.samples.values["fanout_timelines"]) > 1
+
+
+async def test_fanout_scenario_via_feed_times_the_celebrity_path_on_followers_pages(
+        aiohttp_server, stack_env, database_url, redis_clean, tmp_path):
+    # every author is a celebrity here: nothing is pushed to followers, their pages merge the post
+    run = await run_seeded("fanout", aiohttp_server, stack_env, database_url, tmp_path, duration=3.0,
+                           concurrency=1, extra={"pause": 0.1, "via": "feed", "readers": 2, "followers": "30"},
+                           celebrity_threshold=1)
+    assert not run.samples.errors
+    assert run.samples.values["visible_seconds"] and "fanout_incomplete" not in run.samples.values
+    assert len(run.samples.latencies["feed"]) >= 2 * len(run.samples.values["visible_seconds"])

@@ -120,3 +120,31 @@ async def test_only_one_relay_at_a_time_takes_the_outbox(config, pool):
 
 async def _backlog_is(pool, n: int) -> bool:
     return await outbox.backlog(pool) == n
+
+
+def test_a_consumer_handles_a_family_of_events_by_its_base_unless_it_has_its_own_handler():
+    """A new hiding rule is one more KeptApart subclass (and its lifting a KeptApartNoMore): the
+    feed and notifications consumers already act on it through the family's handler, by what its
+    class settings say; a handler of the type's own comes first."""
+    import events
+    from jobs.feed import FeedConsumer
+    from jobs.events import handler_for
+    from jobs.notifications import NotificationConsumer
+
+    kept_apart = [t for t, cls in events.CATALOGUE.items() if issubclass(cls, events.KeptApart)]
+    assert {"user_blocked", "user_muted"} <= set(kept_apart)
+    for consumer in (FeedConsumer, NotificationConsumer):
+        for event_type in kept_apart:
+            assert handler_for(consumer, event_type) is consumer.on_kept_apart
+    assert handler_for(FeedConsumer, "user_unmuted") is FeedConsumer.on_kept_apart_no_more
+    assert handler_for(NotificationConsumer, "user_unmuted") is None
+    assert handler_for(FeedConsumer, "follow_created") is FeedConsumer.on_follow_created
+
+    class OwnHandler:
+        async def on_kept_apart(self, e): ...
+        async def on_user_blocked(self, e): ...
+    assert handler_for(OwnHandler, "user_blocked") is OwnHandler.on_user_blocked
+    assert handler_for(OwnHandler, "user_muted") is OwnHandler.on_kept_apart
+    assert handler_for(FeedConsumer, "story_created") is None and handler_for(FeedConsumer, "no_such_type") is None
+    assert events.UserBlocked.both_ways and events.UserBlocked.forgets_notifications
+    assert not events.UserMuted.both_ways and not events.UserMuted.forgets_notifications

@@ -9,8 +9,9 @@ import { Grid } from "./Profile";
 const VERBS: Record<string, string> = {
   like: "liked your post", comment: "commented on your post", reply: "replied to your comment",
   mention: "mentioned you", follow: "started following you", follow_request: "asked to follow you",
-  follow_request_approved: "accepted your follow request", comment_like: "liked your comment",
-  message: "sent you a message", story_reaction: "reacted to your story",
+  follow_request_approved: "accepted your follow request", message: "sent you a message",
+  message_reaction: "reacted to your message", story_reaction: "reacted to your story",
+  report_resolved: "reviewed your report",
 };
 
 function targetLink(n: Notification): string {

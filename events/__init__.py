@@ -6,6 +6,9 @@ spelling and one type. Ids travel as decimal strings, as everywhere in glint's J
 that does not decode into its type's Struct is a bad event: the consumer fails on it, and after
 its retries it becomes a dead letter.
 
+The catalogue is the bottom layer (`app -> handlers | jobs -> realtime -> storage -> events`): it
+imports only msgspec, so every writer and every consumer can share it.
+
 Adding an event type: a Struct here (its tag is the type, `topic` the topic it goes to), then a
 handler `on_<type>` in each consumer that cares.
 """
@@ -126,15 +129,33 @@ class FollowRequestApproved(AccountEvent, tag="follow_request_approved"):
     target_id: Id
 
 
-class UserBlocked(PairEvent, tag="user_blocked"):
-    pass
+class KeptApart(PairEvent):
+    """A hiding rule now keeps the target's things from the actor, and with `both_ways` the
+    actor's from the target. Consumers act on the family (`on_kept_apart`) by what these class
+    settings say, so a new rule that users set is one more subclass here and no consumer change."""
+
+    both_ways: ClassVar[bool] = False  # each one's things are kept from the other
+    forgets_notifications: ClassVar[bool] = False  # notifications between the two are removed
 
 
-class UserMuted(PairEvent, tag="user_muted"):
+class UserBlocked(KeptApart, tag="user_blocked"):
+    both_ways = True
+    forgets_notifications = True
+
+
+class UserMuted(KeptApart, tag="user_muted"):
     stories: bool  # their stories too
 
 
-class UserUnmuted(PairEvent, tag="user_unmuted"):
+class KeptApartNoMore(PairEvent):
+    """A hiding rule was lifted: the target's things may reach the actor again, and with
+    `both_ways` the actor's the target. Consumers act on the family (`on_kept_apart_no_more`), as
+    on KeptApart."""
+
+    both_ways: ClassVar[bool] = False
+
+
+class UserUnmuted(KeptApartNoMore, tag="user_unmuted"):
     pass
 
 
@@ -311,3 +332,29 @@ def _types(cls: type[EventBody]) -> list[type[EventBody]]:
 
 
 CATALOGUE: dict[str, type[EventBody]] = {type_of(cls): cls for cls in _types(EventBody)}
+
+
+# ---------------------------------------------------------------- the notifications they make
+
+
+class NotificationKind(msgspec.Struct, frozen=True):
+    """A kind of notification the notifications consumer makes from these events."""
+
+    phrase: str  # push's and e-mail's line after the actor: "ana liked your post"
+    follows: str | None = None  # the kind whose preferences it goes by (None: its own)
+
+
+NOTIFICATION_KINDS: dict[str, NotificationKind] = {
+    "like": NotificationKind("liked your post"),
+    "comment": NotificationKind("commented on your post"),
+    "reply": NotificationKind("replied to your comment"),
+    "mention": NotificationKind("mentioned you"),
+    "follow": NotificationKind("started following you"),
+    "follow_request": NotificationKind("asked to follow you"),
+    "follow_request_approved": NotificationKind("accepted your follow request", follows="follow_request"),
+    "message": NotificationKind("sent you a message"),
+    "message_reaction": NotificationKind("reacted to your message"),
+    "story_reaction": NotificationKind("reacted to your story"),
+    "report_resolved": NotificationKind("reviewed your report"),
+}
+
