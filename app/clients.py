@@ -13,9 +13,8 @@ import weakref
 from typing import AsyncIterator
 
 from aiohttp import web
-from redis.asyncio import Connection, Redis
+from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import ConnectionError as RedisConnectionError
 
 from app.config import Config
 from handlers.admin import Enforcement
@@ -63,30 +62,6 @@ def redis_cluster_url(config: Config) -> str | None:
     return config.redis.url if config.redis.cluster else None
 
 
-class PromptConnection(Connection):
-    """A Redis connection that writes a command straight into the socket when nothing is queued
-    before it. redis-py bounds every write by socket_timeout through asyncio.wait_for, which on
-    this Python makes a task per command (a good part of a cached page's Redis time); a write into
-    an empty buffer never waits, so only one the kernel does not take at once is waited for, under
-    the same bound, by redis-py's own path (its errors and disconnect included)."""
-
-    async def send_packed_command(self, command, check_health: bool = True) -> None:
-        writer = self._writer
-        if not self.is_connected or writer is None or writer.transport.get_write_buffer_size():
-            return await super().send_packed_command(command, check_health)
-        if check_health:
-            await self.check_health()
-        if isinstance(command, str):
-            command = command.encode()
-        try:
-            writer.writelines([command] if isinstance(command, bytes) else command)
-        except Exception as exc:
-            await self.disconnect(nowait=True)
-            raise RedisConnectionError(f"Error while writing to socket. {exc}.") from exc
-        if writer.transport.get_write_buffer_size():
-            await super().send_packed_command([], check_health=False)  # drain, bounded by socket_timeout
-
-
 def open_redis(config: Config, **options) -> Redis | RedisCluster:
     """A client of the configured Redis: one node, or a cluster (its slot map read from the node
     the URL names, on first use). Options override the configured timeouts and pool size."""
@@ -97,7 +72,7 @@ def open_redis(config: Config, **options) -> Redis | RedisCluster:
     if cluster_url is not None:
         # max_connections is per node on a cluster
         return RedisCluster.from_url(cluster_url, **settings)
-    return Redis.from_url(config.redis.url, **{"connection_class": PromptConnection, **settings})
+    return Redis.from_url(config.redis.url, **settings)
 
 
 async def redis_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -10,7 +10,8 @@ from redis.asyncio import Redis
 # KEYS[1]: the window counter; KEYS[2..n+1]: cached states that must all be "1" to allow the
 # request; then a rider's keys. ARGV[1]: the window in milliseconds; ARGV[2]: n; then a rider's
 # arguments. Returns {count, ms left in the window, state, the rider's reply}: state 0 all allowed,
-# 1 one refused (and the rider not run), 2 none refused but one not cached (the caller asks the truth).
+# 1 one refused (the rider runs anyway, and authentication drops its reply with the request), 2
+# none refused but one not cached (the caller asks the truth).
 _SCRIPT = """
 local count = redis.call('INCR', KEYS[1])
 local ttl = redis.call('PTTL', KEYS[1])

@@ -83,4 +83,6 @@ async def test_fanout_scenario_via_feed_times_the_celebrity_path_on_followers_pa
                            celebrity_threshold=1)
     assert not run.samples.errors
     assert run.samples.values["visible_seconds"] and "fanout_incomplete" not in run.samples.values
-    assert len(run.samples.latencies["feed"]) >= 2 * len(run.samples.values["visible_seconds"])
+    # each post was watched on the readers' pages (a post straddling the warm-up's end had some of its
+    # page reads before the measured seconds)
+    assert len(run.samples.latencies["feed"]) >= len(run.samples.values["visible_seconds"])
