@@ -142,9 +142,7 @@ def create_app(config: Config, *, consumers: bool = True, extra_consumers: list[
     app = web.Application(
         client_max_size=config.server.max_body_bytes,
         middlewares=[
-            middlewares.request_context,
-            middlewares.security_headers,
-            middlewares.errors,
+            middlewares.request_context,  # with the errors' envelope and the security headers
             middlewares.refuse_unstorable,
             middlewares.cors(config.server.cors_origins),
             middlewares.gzip(config.server.gzip_min_bytes),

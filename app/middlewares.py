@@ -1,5 +1,5 @@
-"""The request pipeline, outermost first: request id + access log + metrics, errors, CORS,
-authentication + rate limit, gzip."""
+"""The request pipeline, outermost first: request id + access log + metrics with errors and
+security headers (one layer), unstorable text, CORS, gzip, authentication + rate limit."""
 
 from __future__ import annotations
 
@@ -58,9 +58,28 @@ def route_template(request: web.Request) -> str:
     return resource.canonical
 
 
+_children: dict[tuple[str, str, str], tuple] = {}  # (route, method, status): its counter and histogram
+CHILDREN_MAX = 4096  # label sets remembered (routes x methods x statuses; a bound for odd methods)
+
+
+def _observe(route: str, method: str, status: int, elapsed: float) -> None:
+    """Count a request and its latency under its labels (the metric children looked up once per
+    label set: prometheus_client's labels() takes a lock and builds its key on every call)."""
+    key = (route, method, str(status))
+    children = _children.get(key)
+    if children is None:
+        children = (HTTP_REQUESTS.labels(*key), HTTP_LATENCY.labels(route, method))
+        if len(_children) < CHILDREN_MAX:
+            _children[key] = children
+    children[0].inc()
+    children[1].observe(elapsed)
+
+
 @web.middleware
 async def request_context(request: web.Request, handler):
-    """Request id (taken from X-Request-ID or made), one JSON log line and metrics per request."""
+    """The outermost layer, one coroutine for three jobs: the request id (taken from X-Request-ID
+    or made), one JSON log line and metrics per request; every error as the JSON envelope of
+    API.md (errors); the security headers on every response (secure)."""
     incoming = request.headers.get("X-Request-ID", "")
     request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
     request[request_id_key] = request_id
@@ -68,7 +87,18 @@ async def request_context(request: web.Request, handler):
     HTTP_IN_FLIGHT.inc()
     status = 500
     try:
-        response = await handler(request)
+        try:
+            response = await handler(request)
+        except ApiError as exc:
+            response = error_response(exc)
+        except HTTPException as exc:
+            if exc.status < 400:
+                raise
+            response = error_response(_from_http_exception(exc))
+        except Exception as exc:
+            response = _unexpected(request, exc)
+        if not response.prepared:  # a websocket, or a stream already under way
+            secure(request, response)
         status = response.status
         response.headers["X-Request-ID"] = request_id
         return response
@@ -76,8 +106,7 @@ async def request_context(request: web.Request, handler):
         HTTP_IN_FLIGHT.dec()
         elapsed = time.perf_counter() - started
         route = route_template(request)
-        HTTP_REQUESTS.labels(route, request.method, str(status)).inc()
-        HTTP_LATENCY.labels(route, request.method).observe(elapsed)
+        _observe(route, request.method, status, elapsed)
         if request.app[config_key].server.access_log:
             identity = request.get(identity_key)
             access_log.info("request", extra={"fields": {
@@ -93,27 +122,17 @@ def error_response(error: ApiError) -> web.Response:
                         content_type="application/json", charset="utf-8")
 
 
-@web.middleware
-async def errors(request: web.Request, handler):
-    """Every error as the JSON envelope of API.md; anything unexpected is a logged 500 with no details."""
-    try:
-        return await handler(request)
-    except ApiError as exc:
-        return error_response(exc)
-    except HTTPException as exc:
-        if exc.status < 400:
-            raise
-        return error_response(_from_http_exception(exc))
-    except Exception as exc:
-        error = client_error(exc)
-        if error is None:
-            count_store_error(exc)
-            log.exception("unhandled error", extra={"fields": {"request_id": request.get(request_id_key)}})
-            return error_response(_internal())
-        # a store is away or overloaded: the client may retry, it is not a bug
-        count_store_error(exc, default="other")
-        outages.note(f"{request.method} {route_template(request)}", exc)
-        return error_response(error)
+def _unexpected(request: web.Request, exc: Exception) -> web.Response:
+    """Anything unexpected is a logged 500 with no details; a store away or overloaded is the
+    error the client may retry (client_error), not a bug."""
+    error = client_error(exc)
+    if error is None:
+        count_store_error(exc)
+        log.exception("unhandled error", extra={"fields": {"request_id": request.get(request_id_key)}})
+        return error_response(_internal())
+    count_store_error(exc, default="other")
+    outages.note(f"{request.method} {route_template(request)}", exc)
+    return error_response(error)
 
 
 def _internal() -> ApiError:
@@ -145,25 +164,22 @@ API_CSP = "default-src 'none'; frame-ancestors 'none'"
 BASE_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY"}
 
 
-@web.middleware
-async def security_headers(request: web.Request, handler):
-    """On every response: no MIME sniffing, no referrer, never framed; JSON gets a CSP that allows
-    nothing, /api/docs/ its own; a response to an authenticated request is never cached."""
-    response = await handler(request)
-    if response.prepared:  # a websocket, or a stream already under way
-        return response
+_JSON_HEADERS = (*BASE_HEADERS.items(), ("Content-Security-Policy", API_CSP))
+_OTHER_HEADERS = (*BASE_HEADERS.items(), ("Content-Security-Policy", "frame-ancestors 'none'"))
+
+
+def secure(request: web.Request, response: web.StreamResponse) -> None:
+    """On every response not yet under way: no MIME sniffing, no referrer, never framed; JSON gets
+    a CSP that allows nothing, /api/docs/ its own; a response to an authenticated request is never
+    cached. A header the handler set itself is kept (but /api/docs/'s CSP and Cache-Control)."""
     headers = response.headers
-    for name, value in BASE_HEADERS.items():
-        headers.setdefault(name, value)
+    for name, value in _JSON_HEADERS if response.content_type == "application/json" else _OTHER_HEADERS:
+        if name not in headers:
+            headers[name] = value
     if request.path == "/api/docs/":
         headers["Content-Security-Policy"] = DOCS_CSP
-    elif response.content_type == "application/json":
-        headers.setdefault("Content-Security-Policy", API_CSP)
-    else:
-        headers.setdefault("Content-Security-Policy", "frame-ancestors 'none'")
     if request.get(identity_key) is not None or "Authorization" in request.headers:
         headers["Cache-Control"] = "no-store"
-    return response
 
 
 class UnstorableText(ValidationFailed):
@@ -176,7 +192,8 @@ async def refuse_unstorable(request: web.Request, handler):
     so any store) sees it: PostgreSQL refuses such text, and one refused value in a batched
     statement would fail everyone's rows."""
     problem = bounds.bad_url(request.raw_path)
-    if problem is None:
+    values = "".join(request.headers.values())
+    if problem is None and not (values.isascii() and "\x00" not in values):  # else every header is fine
         for name, value in request.headers.items():
             problem = bounds.bad_str(value)
             if problem is not None:
