@@ -275,11 +275,41 @@ def cache_entry(row: asyncpg.Record) -> bytes:
 def post_body(links: media.MediaLinks, post: CachedPost, now: Mapping[str, Any], expires: int) -> msgspec.Raw:
     """A PostOut's JSON from a cache entry and the live part: the pre-encoded bytes with each
     media item's link (one MD5, memoized for its window) and the counts and flags spliced in."""
+    return live_part(static_part(links, post, expires), now)
+
+
+def static_part(links: media.MediaLinks, post: CachedPost, expires: int) -> bytes:
+    """A PostOut's JSON up to its live part: the cache entry's bytes with each media item's link."""
     items = b",".join(b'{"url":%s,%s' % (_encode(links.folder(m.folder, m.kind, expires=expires)),
                                          bytes(m.body)[1:]) for m in post.media)
-    return msgspec.Raw(b'%s,"media":[%s],"like_count":%d,"comment_count":%d,"liked":%s,"saved":%s}' % (
-        bytes(post.head)[:-1], items, now["like_count"], now["comment_count"], b"true" if now["liked"] else b"false",
+    return b'%s,"media":[%s]' % (bytes(post.head)[:-1], items)
+
+
+def live_part(static: bytes, now: Mapping[str, Any]) -> msgspec.Raw:
+    """A PostOut's JSON: its static part (static_part) with the counts and flags spliced in."""
+    return msgspec.Raw(b'%s,"like_count":%d,"comment_count":%d,"liked":%s,"saved":%s}' % (
+        static, now["like_count"], now["comment_count"], b"true" if now["liked"] else b"false",
         b"true" if now["saved"] else b"false"))
+
+
+_statics: dict[tuple[bytes, media.MediaLinks, int], bytes] = {}
+STATICS_MAX = 8192  # static parts remembered per process (each about 1.5 KB with its key)
+
+
+def static_of(links: media.MediaLinks, expires: int) -> Callable[[bytes], bytes]:
+    """The decode for posts.cached_posts that makes a cache entry's static part (static_part) at
+    once: remembered by the entry's bytes, so a post on many pages is decoded and linked once per
+    link window (an edited post has new bytes, hence a new entry)."""
+    def decode(raw: bytes) -> bytes:
+        key = (raw, links, expires)
+        static = _statics.get(key)
+        if static is None:
+            static = static_part(links, decode_cached_post(raw), expires)  # an entry of an older form raises
+            if len(_statics) >= STATICS_MAX:
+                del _statics[next(iter(_statics))]  # the oldest remembered
+            _statics[key] = static
+        return static
+    return decode
 
 
 async def post_bodies(request: web.Request, viewer: int, post_ids: list[int]) -> dict[int, msgspec.Raw]:
@@ -295,11 +325,10 @@ async def live_bodies(request: web.Request, live: Mapping[int, Mapping[str, Any]
     read by whatever query picked the page), by id: one Redis MGET for what every viewer sees (the
     misses in one query, then cached), but for the cache entries already read (`cached`)."""
     # cache misses are filled from the primary, so a lagging replica never caches stale content
-    static = await posts.cached_posts(request.app[pool_key], request.app[redis_key], [i for i in post_ids if i in live],
-                                      cache_entry, decode_cached_post, cached)
     links = media_links(request)
-    expires = links.expires()
-    return {post_id: post_body(links, p, live[post_id], expires) for post_id, p in static.items()}
+    static = await posts.cached_posts(request.app[pool_key], request.app[redis_key], [i for i in post_ids if i in live],
+                                      cache_entry, static_of(links, links.expires()), cached)
+    return {post_id: live_part(p, live[post_id]) for post_id, p in static.items()}
 
 
 async def render_posts(request: web.Request, viewer: int, post_ids: list[int]) -> list[msgspec.Raw]:
