@@ -65,7 +65,7 @@ async def charge_frame(conn: Connection) -> None:
     the limit it is refused with a `rate_limited` error (the socket stays open)."""
     config = conn.app[config_key]
     try:
-        hit = await conn.app[limiter_key].hit(user_key(conn.user_id, "h"), 3600)
+        hit = await conn.app[limiter_key].count(user_key(conn.user_id, "h"), 3600)
     except faults.UNAVAILABLE as exc:  # the counter is away: the frame goes on uncounted, as messages are stored without Redis
         outages.note("charging a frame", exc)
         return

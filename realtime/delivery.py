@@ -1,7 +1,8 @@
 """The delivery writers, one of each per process (group commit).
 
 `MessageWriter`: every send queued while the previous commit of its lane ran (a lane per
-conversation id modulo LANES, each on a connection of its own) is stored by one statement, then
+conversation id modulo LANES, on a pool of LANES connections of its own whose statements are
+planned once, not per execution) is stored by one statement, then
 acknowledged, then published to each member's bus channel in one round trip; recipients with no
 socket anywhere get a `message_sent` event (for a push). `ReceiptWriter`: delivered receipts,
 coalesced per (conversation, recipient) over RECEIPT_LINGER, one statement per flush. Publishing
@@ -71,8 +72,12 @@ class MessageWriter:
     another, so they keep their order; seqs stay gapless as across processes (each statement
     numbers its conversations under their row locks, and lanes never share a conversation)."""
 
-    def __init__(self, pool: asyncpg.Pool, gateway: Gateway, lanes: int = LANES) -> None:
+    def __init__(self, pool: asyncpg.Pool, gateway: Gateway, lanes: int = LANES,
+                 store_pool: asyncpg.Pool | None = None) -> None:
         self.pool = pool
+        # where the batches are stored: a pool of generic plans (db.create_pool), as planning the
+        # batch statement anew cost more than running it; `pool` for everything else
+        self.store_pool = store_pool if store_pool is not None else pool
         self.gateway = gateway
         self.lanes = [_Lane() for _ in range(lanes)]
         self.stats = {"batches": 0, "messages": 0}
@@ -169,7 +174,7 @@ class MessageWriter:
     async def _store(self, drafts: list[store.Draft]) -> list[store.Written]:
         for attempt in range(5):
             try:
-                return await store.write_batch(self.pool, drafts)
+                return await store.write_batch(self.store_pool, drafts)
             except (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError):
                 # another process stored one of these client ids meanwhile (a retry finds the
                 # original), or lock orders crossed; the statement changed nothing

@@ -33,10 +33,24 @@ class Connection(asyncpg.Connection):
         return ""
 
 
-async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 20) -> asyncpg.Pool:
-    """An asyncpg pool whose connections decode json/jsonb."""
+GENERIC_PLAN_QUERIES = 1000  # queries a connection of generic plans runs before it is made anew
+
+
+async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 20,
+                      generic_plans: bool = False) -> asyncpg.Pool:
+    """An asyncpg pool whose connections decode json/jsonb.
+
+    With `generic_plans` its prepared statements are planned once per connection (plan_cache_mode
+    force_generic_plan), not at every execution: for a pool that runs a hot statement whose plan
+    does not depend on its values. A plan made on small tables (a fresh database) scans them, and
+    would go on scanning them as they grow; so each connection is replaced after
+    GENERIC_PLAN_QUERIES queries, and the next one plans for the tables as they are then."""
+    if not generic_plans:
+        return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=_init_connection,
+                                         connection_class=Connection)
     return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=_init_connection,
-                                     connection_class=Connection)
+                                     connection_class=Connection, max_queries=GENERIC_PLAN_QUERIES,
+                                     server_settings={"plan_cache_mode": "force_generic_plan"})
 
 
 def migration_files() -> list[tuple[str, str]]:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.crc import key_slot
+
+from storage.cluster import is_cluster
 
 # KEYS[1]: the window counter; KEYS[2..n+1]: cached states that must all be "1" to allow the
 # request; then a rider's keys. ARGV[1]: the window in milliseconds; ARGV[2]: n; then a rider's
@@ -35,6 +39,24 @@ local function ride(k, a)
 %s
 end
 return {count, ttl, state, ride(markers + 2, 3)}
+"""
+
+
+# KEYS: window counters; ARGV[1]: the window in milliseconds, ARGV[i + 1]: the requests counted
+# against KEYS[i]. Returns {count, ms left in the window} per key, flattened.
+_COUNT_MANY = """
+local out = {}
+for i = 1, #KEYS do
+    local count = redis.call('INCRBY', KEYS[i], ARGV[i + 1])
+    local ttl = redis.call('PTTL', KEYS[i])
+    if ttl < 0 then
+        redis.call('PEXPIRE', KEYS[i], ARGV[1])
+        ttl = tonumber(ARGV[1])
+    end
+    out[#out + 1] = count
+    out[#out + 1] = ttl
+end
+return out
 """
 
 
@@ -70,6 +92,9 @@ class RateLimiter:
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
         self._scripts = {"return nil": redis.register_script(_SCRIPT % "return nil")}
+        self._count_many = redis.register_script(_COUNT_MANY)
+        self._pending: list[tuple[str, int, asyncio.Future]] = []  # (key, window ms, its Hit)
+        self._counting: asyncio.Task | None = None
 
     async def hit(self, key: str, window_seconds: int, markers: tuple[str, ...] = (), rider: Rider | None = None) -> Hit:
         """Count one request; also report whether the cached states refuse it, or are missing, and
@@ -85,6 +110,56 @@ class RateLimiter:
         reply = await script(keys=keys, args=args)
         state = int(reply[2])
         return Hit(int(reply[0]), int(reply[1]), state == 1, state == 2, reply[3] if len(reply) > 3 else None)
+
+
+    async def count(self, key: str, window_seconds: int) -> Hit:
+        """Count one request (no markers, no rider), as `hit` does, but counted together with the
+        others that arrive while a count is on its way: one script call for all of them (on a
+        cluster one per slot), each key incremented by its number of requests, and each request
+        given the count it would have had alone (the counts in between, in arrival order)."""
+        future = asyncio.get_running_loop().create_future()
+        self._pending.append((key, window_seconds * 1000, future))
+        if self._counting is None:
+            self._counting = asyncio.create_task(self._count_pending())
+        return await future
+
+    async def _count_pending(self) -> None:
+        try:
+            while self._pending:
+                pending, self._pending = self._pending, []
+                waiting: dict[tuple[str, int], list[asyncio.Future]] = {}
+                for key, window, future in pending:
+                    waiting.setdefault((key, window), []).append(future)
+                try:
+                    counted = await self._count_keys({k: len(f) for k, f in waiting.items()})
+                except Exception as exc:
+                    for future in (f for _, _, f in pending):
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                for (key, window), futures in waiting.items():
+                    count, ttl = counted[(key, window)]
+                    for n, future in enumerate(futures, start=count - len(futures) + 1):
+                        if not future.done():
+                            future.set_result(Hit(n, ttl, False))
+        finally:
+            self._counting = None
+
+    async def _count_keys(self, counts: dict[tuple[str, int], int]) -> dict[tuple[str, int], tuple[int, int]]:
+        """INCRBY each (key, window) by its number; its count after and its ms left."""
+        by_window: dict[tuple[int, int], list[tuple[str, int]]] = {}
+        for (key, window), n in counts.items():
+            slot = key_slot(key.encode()) if is_cluster(self._redis) else 0  # a script touches one slot
+            by_window.setdefault((window, slot), []).append((key, n))
+        groups = list(by_window.items())
+        replies = await asyncio.gather(*(
+            self._count_many(keys=[k for k, _ in keys], args=[window, *(n for _, n in keys)])
+            for (window, _), keys in groups))
+        out: dict[tuple[str, int], tuple[int, int]] = {}
+        for ((window, _), keys), reply in zip(groups, replies):
+            for i, (key, _) in enumerate(keys):
+                out[(key, window)] = (int(reply[2 * i]), int(reply[2 * i + 1]))
+        return out
 
 
 def user_key(user_id: int, window: str) -> str:
