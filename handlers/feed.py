@@ -77,9 +77,10 @@ async def explore_feed(request: web.Request) -> web.Response:
     offset = parts or 0
     pool = await read_pool(request)
     read = ridden(request)
-    ranked = (explore.trending_of(read) if read is not None
+    ranked = (explore.ridden_trending_of(read) if read is not None
               else await explore.read_trending(request.app[redis_key], offset, page.limit))
-    results = await render_live(request, await explore.shown_live(pool, viewer, ranked), ranked)
+    results = await render_live(request, await explore.shown_live(pool, viewer, ranked), ranked,
+                                explore.ridden_cached_of(read) if read is not None else None)
     next_url = None
     if len(ranked) == page.limit:
         next_url = next_link(request, page.limit, cursor=encode_cursor(offset + page.limit))

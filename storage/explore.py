@@ -51,16 +51,38 @@ async def read_trending(redis: Redis, offset: int, count: int) -> list[int]:
     return trending_of(await redis.zrevrange(KEY, offset, offset + count - 1))
 
 
+_READ_RANKED = """
+local members = redis.call('ZREVRANGE', KEYS[k], ARGV[a], ARGV[a + 1])
+local entries = {}
+for i, member in ipairs(members) do
+    entries[i] = redis.call('GET', ARGV[a + 2] .. member) or ''
+end
+return {members, entries}
+"""
+
+
 def trending_rider(offset: int, count: int) -> Rider:
     """read_trending as a read that rides in another script call (the rate limit's:
-    storage.ratelimit) on one Redis node; on a cluster the ranking lies in a slot of its own, so
-    it is read by itself there. trending_of reads its reply."""
-    return Rider("return redis.call('ZREVRANGE', KEYS[k], ARGV[a], ARGV[a + 1])", (KEY,), (offset, offset + count - 1))
+    storage.ratelimit) on one Redis node, with the ranked posts' cache entries (so a page needs
+    no MGET of its own); on a cluster the ranking lies in a slot of its own, so it is read by
+    itself there. ridden_trending_of reads its reply, ridden_cached_of the entries."""
+    return Rider(_READ_RANKED, (KEY,), (offset, offset + count - 1, posts.POST_CACHE_PREFIX))
 
 
 def trending_of(reply: list) -> list[int]:
     """read_trending's answer from a reply of ZREVRANGE over the ranking."""
     return [int(m) for m in reply]
+
+
+def ridden_trending_of(reply: list) -> list[int]:
+    """read_trending's answer from the reply of a trending_rider read."""
+    return trending_of(reply[0])
+
+
+def ridden_cached_of(reply: list) -> dict[int, bytes | None]:
+    """The post cache entries a trending_rider read found (None: not cached), by post id."""
+    members, entries = reply
+    return {int(m): e or None for m, e in zip(members, entries)}
 
 
 async def shown_live(conn: asyncpg.Pool | asyncpg.Connection, viewer: int,
