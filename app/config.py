@@ -55,7 +55,7 @@ class DatabaseConfig(Section):
     prefix: ClassVar[str] = "database_"
     url: str = "postgresql://glint@127.0.0.1:54329/glint"
     pool_min: PositiveInt = 2
-    pool_max: PositiveInt = 20
+    pool_max: Annotated[PositiveInt, doc("each `glint serve` also opens up to 2 more of its own, for the message writer's batches")] = 20
     replica_urls: Annotated[str, doc("none: every read goes to the primary")] = ""
     replica_max_lag: Annotated[PositiveFloat, env("replica_max_lag")] = 5.0
     replica_check_seconds: Annotated[PositiveFloat, env("replica_check_seconds")] = 1.0
