@@ -45,12 +45,10 @@ async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 20,
     does not depend on its values. A plan made on small tables (a fresh database) scans them, and
     would go on scanning them as they grow; so each connection is replaced after
     GENERIC_PLAN_QUERIES queries, and the next one plans for the tables as they are then."""
-    if not generic_plans:
-        return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=_init_connection,
-                                         connection_class=Connection)
+    planned_once = ({"max_queries": GENERIC_PLAN_QUERIES, "server_settings": {"plan_cache_mode": "force_generic_plan"}}
+                    if generic_plans else {})
     return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=_init_connection,
-                                     connection_class=Connection, max_queries=GENERIC_PLAN_QUERIES,
-                                     server_settings={"plan_cache_mode": "force_generic_plan"})
+                                     connection_class=Connection, **planned_once)
 
 
 def migration_files() -> list[tuple[str, str]]:

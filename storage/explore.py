@@ -54,11 +54,9 @@ async def read_trending(redis: Redis, offset: int, count: int) -> list[int]:
 _READ_RANKED = """
 local members = redis.call('ZREVRANGE', KEYS[k], ARGV[a], ARGV[a + 1])
 local entries = {}
-for i, member in ipairs(members) do
-    entries[i] = redis.call('GET', ARGV[a + 2] .. member) or ''
-end
+%s
 return {members, entries}
-"""
+""" % (posts.ENTRIES_LUA % "ARGV[a + 2]")
 
 
 def trending_rider(offset: int, count: int) -> Rider:
@@ -82,7 +80,7 @@ def ridden_trending_of(reply: list) -> list[int]:
 def ridden_cached_of(reply: list) -> dict[int, bytes | None]:
     """The post cache entries a trending_rider read found (None: not cached), by post id."""
     members, entries = reply
-    return {int(m): e or None for m, e in zip(members, entries)}
+    return posts.entries_of(members, entries)
 
 
 async def shown_live(conn: asyncpg.Pool | asyncpg.Connection, viewer: int,

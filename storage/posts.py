@@ -205,6 +205,20 @@ def post_cache_key(post_id: int) -> str:
     return f"{POST_CACHE_PREFIX}{post_id}"
 
 
+# Lua for a script that read a page of post ids (`members`) on one Redis node: the cache entry of
+# each ('' where there is none) into `entries`, the prefix (POST_CACHE_PREFIX) passed as the ARGV
+# named by the format argument. The entries are keys of other slots, which a script on a cluster
+# may not touch. The riders of storage.timelines and storage.explore use it; entries_of reads it.
+ENTRIES_LUA = """for i, member in ipairs(members) do
+    entries[i] = redis.call('GET', %s .. member) or ''
+end"""
+
+
+def entries_of(members: list, entries: list) -> dict[int, bytes | None]:
+    """The post cache entries an ENTRIES_LUA read found (None: not cached), by post id."""
+    return {int(m): e or None for m, e in zip(members, entries)}
+
+
 _STATIC = """
 SELECT p.id, p.author_id, p.caption, p.location_id, p.created_at, p.edited_at,
        u.username, u.full_name, u.is_verified, l.name AS location_name, l.lat, l.lng,

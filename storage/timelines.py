@@ -57,12 +57,10 @@ local members = redis.call('ZREVRANGEBYSCORE', KEYS[k], ARGV[a], '(0', 'LIMIT', 
 local built = redis.call('EXPIRE', KEYS[k], ARGV[a + 2], 'XX')
 local entries = {}
 if ARGV[a + 3] then
-    for i, member in ipairs(members) do
-        entries[i] = redis.call('GET', ARGV[a + 3] .. member) or ''
-    end
+%s
 end
 return {members, built, entries}
-"""
+""" % (posts.ENTRIES_LUA % "ARGV[a + 3]")
 
 
 class Timelines:
@@ -134,7 +132,7 @@ class Timelines:
     def cached_of(reply: list) -> dict[int, bytes | None]:
         """The post cache entries a home_rider read with_posts found (None: not cached), by post id."""
         members, _, entries = reply
-        return {int(m): e or None for m, e in zip(members, entries)}
+        return posts.entries_of(members, entries)
 
     @staticmethod
     def home_of(reply: list, before: int | None, count: int) -> list[int] | None:
