@@ -21,12 +21,14 @@ async def request_txn(conn: asyncpg.Connection, user_id: int) -> tuple[asyncpg.R
     await conn.execute(
         "UPDATE exports SET status = 'failed' WHERE user_id = $1 AND status = 'pending'"
         " AND requested_at < now() - $2::interval", user_id, STALE)
+    # one statement that either makes the pending export or returns the one there is, however
+    # requests and the export's own build race: DO NOTHING and a SELECT after it found nothing when
+    # the pending one was built between the two (a 500 for a repeated request). The update
+    # changes nothing; xmax = 0 marks a row this statement inserted.
     row = await conn.fetchrow(
-        "INSERT INTO exports (user_id) VALUES ($1) ON CONFLICT (user_id) WHERE status = 'pending' DO NOTHING"
-        " RETURNING *", user_id)
-    if row is not None:
-        return row, True
-    return await conn.fetchrow("SELECT * FROM exports WHERE user_id = $1 AND status = 'pending'", user_id), False
+        "INSERT INTO exports (user_id) VALUES ($1) ON CONFLICT (user_id) WHERE status = 'pending'"
+        " DO UPDATE SET requested_at = exports.requested_at RETURNING *, xmax = 0 AS created", user_id)
+    return row, row["created"]
 
 
 async def latest(conn: Conn, user_id: int) -> asyncpg.Record | None:

@@ -3,6 +3,7 @@ URL as a zip of JSON files and original media bytes, then removed by the job onc
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import zipfile
@@ -13,6 +14,7 @@ import aiohttp
 
 from handlers.context import config_key, s3_key
 from jobs.export import remove_expired_exports
+from storage import exports
 from tests.conftest import wait_for
 from tests.support import bearer, delete_account, login, new_post, new_story, register, run_erasure
 
@@ -119,3 +121,33 @@ async def test_an_export_pending_for_over_an_hour_is_replaced_by_a_new_request(c
     assert (await client.post("/api/accounts/export/", headers=bearer(pair))).status == 202
     assert await pool.fetchval("SELECT array_agg(status ORDER BY id) FROM exports") in (
         ["failed", "pending"], ["failed", "ready"])
+
+
+async def test_a_request_racing_the_pending_exports_build_gets_an_export(client, pool):
+    """The pending export is finished while a new request waits on it: the request makes a new
+    one, which the next request joins (the request is one statement: a conflict and a read after
+    it once found no export at all when the build finished in between, a 500)."""
+    owner = await register(client)
+    user_id = int(owner["id"])
+    pending = await pool.fetchval("INSERT INTO exports (user_id) VALUES ($1) RETURNING id", user_id)
+    async with pool.acquire() as builder, pool.acquire() as requester:
+        build = builder.transaction()
+        await build.start()
+        await builder.execute("UPDATE exports SET status = 'ready', object_key = 'k' WHERE id = $1", pending)
+
+        async def request():
+            async with requester.transaction():
+                return await exports.request_txn(requester, user_id)
+
+        asked = asyncio.create_task(request())
+
+        async def waiting_on_the_build() -> bool:  # the request waits for the build's row lock
+            return await pool.fetchval("SELECT count(*) FROM pg_locks WHERE NOT granted") > 0
+
+        await wait_for(waiting_on_the_build, timeout=10)
+        await build.commit()
+        row, created = await asked
+    assert created and row["status"] == "pending" and row["id"] != pending
+    assert await pool.fetchval("SELECT array_agg(status ORDER BY id) FROM exports") == ["ready", "pending"]
+    again, created = await exports.request_txn(pool, user_id)
+    assert not created and again["id"] == row["id"]
