@@ -24,6 +24,20 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1280, "height": 860}
 
+# aiohttp's FileResponse opens a file in an executor thread; a request for one of the client's
+# files that is still opening it when the test's server shuts down is cancelled, and the file it
+# opened is left to the garbage collector, which pytest reports as an unraisable ResourceWarning
+# (it failed a browser test once in five suite runs). Only that warning, only for web/dist files:
+# every other warning is still an error.
+SHUTDOWN_FILE_LEAK = pytest.mark.filterwarnings(
+    r"ignore:Exception ignored in. <_io.FileIO name='[^']*/web/dist/:pytest.PytestUnraisableExceptionWarning")
+
+
+def pytest_collection_modifyitems(items) -> None:
+    for item in items:
+        if Path(str(item.fspath)).parent == Path(__file__).parent:
+            item.add_marker(SHUTDOWN_FILE_LEAK)
+
 
 def chromium_path() -> str | None:
     return shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
