@@ -144,6 +144,12 @@ async def test_preferences_are_the_settings_table_and_suppress_each_channel(clie
     await settled(pool)
     [note] = await notifications(client, ah)
     assert note["kind"] == "comment" and note["text"] == "lovely"
+
+    async def sent() -> bool:  # push and e-mail follow the consumer's commit, so after settled()
+        mails = await email.sent_to(pool, f"{author['username']}@example.com")
+        return len(await sinks.sent_pushes(pool, int(author["id"]))) >= 2 and any("commented" in m.subject for m in mails)
+
+    await wait_for(sent)
     pushes = await sinks.sent_pushes(pool, int(author["id"]))
     assert [(str(p["device_id"]), p["payload"]["kind"]) for p in pushes] == [(device["id"], "like"), (device["id"], "comment")]
     assert pushes[0]["payload"]["body"] == f"{fan['username']} liked your post"
