@@ -23,7 +23,7 @@ from msgspec import Meta
 from redis.asyncio import Redis
 
 import events
-from handlers.auth import current_user
+from handlers.auth import Identity, current_user, first_read, ridden
 from handlers.common import (
     Handler, IdIn, NotFound, Page, Routes, Struct, ValidationFailed, decode_cursor, encode_cursor, json_response, make_page,
     no_content, page_request, parse_id, path_id, query_id, read_json, read_pool,
@@ -31,6 +31,8 @@ from handlers.common import (
 from handlers.context import config_key, pool_key, redis_key, s3_key
 from handlers.media import MediaOut, MediaStatic, media_fields, media_links
 from storage import media, outbox, posts, users, visibility
+from storage.cluster import is_cluster
+from storage.ratelimit import Rider
 
 log = logging.getLogger("glint.posts")
 
@@ -370,28 +372,81 @@ async def create(request: web.Request) -> web.Response:
     return json_response(await render_post(request, viewer, post_id), status=201)
 
 
+# Pages whose posts come out of a PostgreSQL query (an author's, the saved list) cannot read their
+# cache entries in the rate limit's script as the feed does, not knowing them yet. The posts a page
+# showed when this process last served it are the guess instead: their entries ride in the script
+# call (storage.posts.entries_rider), so a page that shows the same posts again needs no MGET, and
+# one that does not reads the others as before. Only what the query returns for this viewer is
+# used; a guess only saves a round trip.
+_shown: dict[tuple[str, int, int | None, int], list[int]] = {}
+SHOWN_MAX = 8192  # pages remembered per process, each a key and up to a page of ids
+
+
+def page_place(request: web.Request, kind: str, owner: int) -> tuple[str, int, int | None, int]:
+    """Which page a request reads: its list's kind and owner (the author, or the saved list's
+    viewer), cursor and size."""
+    page = page_request(request)
+    return kind, owner, cursor_id(request, page.cursor), page.limit
+
+
+def shown_before(kind: str, owner_of: Callable[[web.Request, int], int]) -> Callable[[web.Request, Identity], Rider | None]:
+    """The first read (handlers.auth.first_read) of a page list: the cache entries of the posts
+    its page showed last time (remember_shown), on one Redis node."""
+    def read(request: web.Request, identity: Identity) -> Rider | None:
+        if is_cluster(request.app[redis_key]):
+            return None
+        ids = _shown.get(page_place(request, kind, owner_of(request, identity.user_id)))
+        return posts.entries_rider(ids) if ids else None
+    return read
+
+
+def remember_shown(place: tuple[str, int, int | None, int], post_ids: list[int]) -> None:
+    """Remember the posts a page showed, as the next read of it guesses them (shown_before)."""
+    if _shown.get(place) != post_ids:
+        if place not in _shown and len(_shown) >= SHOWN_MAX:
+            del _shown[next(iter(_shown))]  # the oldest remembered
+        _shown[place] = post_ids
+
+
+def ridden_entries(request: web.Request) -> dict[int, bytes | None] | None:
+    """The cache entries a shown_before read found, if it was made."""
+    read = ridden(request)
+    return None if read is None else posts.ridden_entries_of(read)
+
+
+def author_of(request: web.Request, viewer: int) -> int:
+    """The author whose posts the request lists: ?author=, or the viewer."""
+    return query_id(request, "author") or viewer
+
+
 @routes.route("GET", "/api/posts/", sees="audience", response=Page[PostOut], query={"author": "user id (default: the viewer)"})
+@first_read(shown_before("author", author_of))
 async def list_by_author(request: web.Request) -> web.Response:
     """An author's posts, newest first."""
     viewer = current_user(request)
-    author = query_id(request, "author") or viewer
+    author = author_of(request, viewer)
     page = page_request(request)
     pool = request.app[pool_key]
     found = await posts.author_page(pool, viewer, author, cursor_id(request, page.cursor), page.limit + 1)
     if not found.ids and not await visibility.can_see(pool, viewer, author):  # hidden, or just no posts?
         raise NotFound()
     shown = make_page(request, found.ids, page.limit, encode_cursor)
-    return json_response(Page(results=await render_live(request, found.live, shown.results), next=shown.next))
+    results = await render_live(request, found.live, shown.results, ridden_entries(request))
+    remember_shown(page_place(request, "author", author), shown.results)
+    return json_response(Page(results=results, next=shown.next))
 
 
 @routes.route("GET", "/api/posts/saved/", response=Page[PostOut])
+@first_read(shown_before("saved", lambda request, viewer: viewer))
 async def list_saved(request: web.Request) -> web.Response:
     """The viewer's saved posts, most recently saved first."""
     viewer = current_user(request)
     page = page_request(request)
     saved, live = await posts.saved_page(request.app[pool_key], viewer, cursor_id(request, page.cursor), page.limit + 1)
     shown = make_page(request, saved, page.limit, lambda s: encode_cursor(s[0]))
-    rendered = await render_live(request, live, [post_id for _, post_id in shown.results])
+    post_ids = [post_id for _, post_id in shown.results]
+    rendered = await render_live(request, live, post_ids, ridden_entries(request))
+    remember_shown(page_place(request, "saved", viewer), post_ids)
     return json_response(Page(results=rendered, next=shown.next))
 
 

@@ -7,13 +7,14 @@ the same transaction, so they stay exact under concurrent, repeated requests.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterable, Mapping, TypeVar
+from typing import Callable, Iterable, Mapping, Sequence, TypeVar
 
 import asyncpg
 import msgspec
 from redis.asyncio import Redis
 
 from storage import cluster, likes, media, visibility
+from storage.ratelimit import Rider
 
 Conn = asyncpg.Connection | asyncpg.Pool
 T = TypeVar("T")
@@ -217,6 +218,25 @@ end"""
 def entries_of(members: list, entries: list) -> dict[int, bytes | None]:
     """The post cache entries an ENTRIES_LUA read found (None: not cached), by post id."""
     return {int(m): e or None for m, e in zip(members, entries)}
+
+
+_READ_ENTRIES = """
+local members = {unpack(ARGV, a + 1)}
+local entries = {}
+%s
+return {members, entries}
+""" % (ENTRIES_LUA % "ARGV[a]")
+
+
+def entries_rider(post_ids: Sequence[int]) -> Rider:
+    """The cache entries of posts named beforehand, as a read that rides in another script call
+    (the rate limit's: storage.ratelimit) on one Redis node; ridden_entries_of reads its reply."""
+    return Rider(_READ_ENTRIES, (), (POST_CACHE_PREFIX, *post_ids))
+
+
+def ridden_entries_of(reply: list) -> dict[int, bytes | None]:
+    """The post cache entries an entries_rider read found (None: not cached), by post id."""
+    return entries_of(*reply)
 
 
 _STATIC = """
