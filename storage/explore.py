@@ -93,10 +93,10 @@ async def shown_live(conn: asyncpg.Pool | asyncpg.Connection, viewer: int,
     rows = await conn.fetch(
         f"""
         SELECT p.id, {posts.LIVE_COLUMNS} FROM posts p JOIN users u ON u.id = p.author_id
-        WHERE p.id = ANY($2::bigint[]) AND NOT (
-            u.id = $1 OR u.is_private OR NOT u.is_active OR muted_by($1, u.id)
-            OR EXISTS (SELECT 1 FROM follows f WHERE f.follower_id = $1 AND f.followee_id = u.id)
-            OR NOT visible_to($1, u.id))
+        CROSS JOIN LATERAL visibility($1, u.id) v CROSS JOIN LATERAL muting($1, u.id) m
+        WHERE p.id = ANY($2::bigint[]) AND v.visible AND NOT (
+            u.id = $1 OR u.is_private OR NOT u.is_active OR m.muted
+            OR EXISTS (SELECT 1 FROM follows f WHERE f.follower_id = $1 AND f.followee_id = u.id))
         """,
         viewer, post_ids,
     )

@@ -167,8 +167,9 @@ async def saved_page(conn: Conn, viewer: int, before_save_id: int | None,
     """(save id, post id) of the viewer's saved posts, most recently saved first, and the live
     part of those the viewer may still see, in one query."""
     rows = await conn.fetch(
-        f"SELECT s.id AS save_id, s.post_id AS id, {LIVE_COLUMNS}, visible_to($1::bigint, p.author_id) AS shown"
-        " FROM saves s JOIN posts p ON p.id = s.post_id WHERE s.user_id = $1 AND ($2::bigint IS NULL OR s.id < $2)"
+        f"SELECT s.id AS save_id, s.post_id AS id, {LIVE_COLUMNS}, v.visible AS shown FROM saves s"
+        " JOIN posts p ON p.id = s.post_id CROSS JOIN LATERAL visibility($1::bigint, p.author_id) v"
+        " WHERE s.user_id = $1 AND ($2::bigint IS NULL OR s.id < $2)"
         " ORDER BY s.id DESC LIMIT $3", viewer, before_save_id, limit,
     )
     return [(r["save_id"], r["id"]) for r in rows], {r["id"]: r for r in rows if r["shown"]}
@@ -261,8 +262,8 @@ LIVE_COLUMNS = """p.like_count, p.comment_count,
 
 _LIVE = f"""
 SELECT p.id, {LIVE_COLUMNS}
-FROM posts p
-WHERE p.id = ANY($2::bigint[]) AND visible_to($1::bigint, p.author_id)
+FROM posts p CROSS JOIN LATERAL visibility($1::bigint, p.author_id) v
+WHERE p.id = ANY($2::bigint[]) AND v.visible
 """
 
 

@@ -211,8 +211,10 @@ async def home_page(conn: asyncpg.Pool | asyncpg.Connection, viewer: int, timeli
             ORDER BY id DESC LIMIT $5
         )
         SELECT c.id, {posts.LIVE_COLUMNS},
-               p.id IS NOT NULL AND visible_to($1::bigint, p.author_id) AND NOT muted_by($1::bigint, p.author_id) AS shown
+               p.id IS NOT NULL AND v.visible AND NOT m.muted AS shown
         FROM candidates c LEFT JOIN posts p ON p.id = c.id
+        LEFT JOIN LATERAL visibility($1::bigint, p.author_id) v ON true
+        LEFT JOIN LATERAL muting($1::bigint, p.author_id) m ON true
         """,
         viewer, timeline_ids, celebrity_threshold, before, count,
     )
