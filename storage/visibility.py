@@ -1,7 +1,7 @@
 """Who may see what: glint's one visibility policy.
 
-Every reader asks here (or calls the SQL functions of migrations 0010, 0012 and 0018b inside its
-own query, which is the same policy): may viewer V see X, reach U, be shown U. The questions, each batched:
+Every reader asks here (or calls the SQL functions of migrations 0010, 0012, 0018b and 0019 inside
+its own query, which is the same policy): may viewer V see X, reach U, be shown U. The questions, each batched:
 
     shown_users(V, us)        may V be shown these users at all (profiles, lists, search, likers,
                               commenters, story viewers, group members)
@@ -20,20 +20,25 @@ Where a new rule goes (write it once, in the SQL function; the Python here only 
 
   - a rule that hides two users from each other both ways (a block): `hidden_users()`;
   - a rule that hides an account from everyone (a suspension, a deactivation): `user_shown()`
-    and `visible_to()` (the account's things), and `may_reach()` if it may not send either;
+    and `visibility()` (the account's things; `visible_to()` asks it), and `may_reach()` if it
+    may not send either;
   - a rule that only silences one side (a mute): not a hiding rule. Notifications from the muted
     go in `may_notify()`; the home feed (fan-out and reads), explore and the tray filter it with
-    `muted_by()` where they read (it hides nothing elsewhere: the muted account sees no
+    `muting()` (`muted_by()` asks it) where they read (it hides nothing elsewhere: the muted account sees no
     difference);
   - a suspension is `users.is_active` turned off (storage.moderation), so `user_shown()`,
-    `visible_to()` and `may_authenticate()` hide the account and refuse its tokens as they do a
+    `visibility()` and `may_authenticate()` hide the account and refuse its tokens as they do a
     deactivated one;
   - who may watch presence: `presence_shown()`;
   - a rule about one kind of thing (who may see a story): that kind's function
     (`story_visible_to()`), which every reader of that kind calls.
 
 Storage modules that filter rows in SQL use the functions directly (`visible_to($1, p.author_id)`,
-`user_shown($1, u.id)`, `NOT hidden_between(a, b)`), never a `blocks` subquery of their own.
+`user_shown($1, u.id)`, `NOT hidden_between(a, b)`), never a `blocks` subquery of their own. A
+query that asks per row of a page (its posts' authors) selects the row forms instead, which
+PostgreSQL inlines and plans with the query, where a scalar function with a sub-select runs as a
+call per row (migration 0019): `CROSS JOIN LATERAL visibility($1, p.author_id) v ... v.visible`,
+`muting($1, u.id) m ... m.muted`.
 """
 
 from __future__ import annotations

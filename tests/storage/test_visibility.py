@@ -3,7 +3,10 @@ search of hashtags and places, presence, and replies through parent_id."""
 
 from __future__ import annotations
 
-from tests.support import bearer, frame_of, new_post, open_socket, start_conversation, user_and_token
+from tests.support import (
+    bearer, feed_ids, follow as follow_user, frame_of, new_post, open_socket, start_conversation, user_and_token,
+    user_with_token,
+)
 
 
 async def block(client, token: str, target: str) -> None:
@@ -109,3 +112,34 @@ async def test_a_blocked_user_cannot_reply_to_the_blockers_comment_through_paren
     # commenting on the post itself (the author blocks nobody) is still fine
     assert (await client.post("/api/comments/", json={"post_id": post["id"], "text": "hi"},
                               headers=bearer(foe_token))).status == 201
+
+
+async def test_pages_that_ask_per_post_hide_by_every_rule_of_the_policy(client, pool, redis_clean):
+    """The saved list and the home feed ask the policy's row forms per post (visibility() and
+    muting(), migration 0019): each author's post shows there exactly as the rules say."""
+    viewer, viewer_h = await user_with_token(client)
+    kinds = ("public", "blocking", "went_private", "approved", "suspended", "muted")
+    authors = {kind: await user_with_token(client) for kind in kinds}
+    approved, approved_h = authors["approved"]
+    assert (await client.patch("/api/accounts/settings/", json={"is_private": True}, headers=approved_h)).status == 200
+    for kind, (author, _) in authors.items():
+        if kind != "went_private":
+            await follow_user(client, viewer_h, author)
+    approval = await client.post(f"/api/accounts/follow-requests/{viewer['id']}/approve/", headers=approved_h)
+    assert approval.status in (200, 204), await approval.text()
+    posts = {}
+    for kind, (_, headers) in authors.items():
+        posts[kind] = (await new_post(client, headers, kind))["id"]
+        assert (await client.post(f"/api/posts/{posts[kind]}/save/", headers=viewer_h)).status in (200, 201)
+    blocked = await client.post(f"/api/accounts/users/{viewer['id']}/block/", headers=authors["blocking"][1])
+    assert blocked.status == 204
+    assert (await client.patch("/api/accounts/settings/", json={"is_private": True},
+                               headers=authors["went_private"][1])).status == 200
+    await pool.execute("UPDATE users SET is_active = false WHERE id = $1", int(authors["suspended"][0]["id"]))
+    assert (await client.post(f"/api/accounts/users/{authors['muted'][0]['id']}/mute/", headers=viewer_h)).status == 204
+    saved = await (await client.get("/api/posts/saved/", headers=viewer_h)).json()
+    assert {p["caption"] for p in saved["results"]} == {"public", "approved", "muted"}  # a mute hides nothing there
+    async for key in redis_clean.scan_iter("timeline:*"):  # the feed is read from PostgreSQL
+        await redis_clean.delete(key)
+    shown = set(await feed_ids(client, viewer_h))
+    assert shown == {posts["public"], posts["approved"]}
