@@ -2,9 +2,10 @@
 
 `MessageWriter`: every send queued while the previous commit of its lane ran (a lane per
 conversation id modulo LANES, on a pool of LANES connections of its own whose statements are
-planned once, not per execution) is stored by one statement, then
-acknowledged, then published to each member's bus channel in one round trip; recipients with no
-socket anywhere get a `message_sent` event (for a push). `ReceiptWriter`: delivered receipts,
+planned once, not per execution) is stored by one statement, then acknowledged, pushed to the
+members' sockets on this process at once, and published to each member's bus channel for the
+other processes in one round trip; recipients with no socket anywhere get a `message_sent` event
+(for a push). `ReceiptWriter`: delivered receipts,
 coalesced per (conversation, recipient) over RECEIPT_LINGER, one statement per flush. Publishing
 is lossy by design: clients catch up with `sync`. Neither writer shares fate across senders: a
 value the database refuses fails its own send (or receipt), never the batch's.
@@ -189,9 +190,13 @@ class MessageWriter:
             return exc if faults.is_unavailable(exc) else refused(exc)
 
     async def _publish(self, written: list[tuple[store.Written, Connection | None]]) -> None:
-        """Hand the frames to the bus publisher (the writer never waits on the bus). Once they are
-        out, recipients no process holds a socket of get `message_sent`, for a push; when the bus
-        could not take them, every recipient counts as offline: a push too many, never one missing."""
+        """Push the frames to the members' sockets here, in commit order, and hand them to the bus
+        publisher for the other processes (the writer never waits on the bus). Once they are out,
+        recipients no process holds a socket of get `message_sent`, for a push; when the bus could
+        not take them, every recipient not reached here counts as offline: a push too many, never
+        one missing."""
+        gateway = self.gateway
+        here = gateway.process_id
         items: list[tuple[int, bytes]] = []
         owners: list[int | None] = []
         for w, origin in written:
@@ -204,9 +209,10 @@ class MessageWriter:
             for member in w.member_ids:
                 own = frame if not shares else frames.encode(frames.MessageNew(
                     message=message_out(row, share=shares[(member, row["id"])])))
-                items.append((member, Gateway.envelope(own, exclude=origin if member == sender else None,
-                                                       delivery=delivery)))
-                owners.append(None if member == sender or member in w.quiet_ids else id(w))
+                exclude = origin if member == sender else None
+                reached = gateway.push_here(member, own, exclude=exclude, delivery=delivery)
+                items.append((member, Gateway.envelope(own, exclude=exclude, delivery=delivery, origin=here)))
+                owners.append(None if member == sender or member in w.quiet_ids or reached else id(w))
 
         async def published(counts: list[int] | None) -> None:
             offline: dict[int, list[int]] = defaultdict(list)
@@ -216,7 +222,7 @@ class MessageWriter:
             if offline:
                 await self._record_offline([(w.message, offline[id(w)]) for w, _ in written if id(w) in offline])
 
-        self.gateway.publisher.submit(items, published)
+        gateway.publisher.submit(items, published)
 
     async def _record_offline(self, rows: list[tuple[asyncpg.Record, list[int]]]) -> None:
         """`message_sent` for recipients no process holds a socket of, for the notifications work.

@@ -6,7 +6,9 @@ with a writer task while the peer is behind, and the cross-process bus.
 Transport only: what a client frame does is decided by the `on_frame` callback that handlers/
 provides, and a frame for a user reaches every socket of theirs in every process through Redis
 pub/sub, one channel per connected user (`u:{id}`) and one per watched user's presence (`p:{id}`);
-on a Redis Cluster these are shard channels (realtime/bus.py).
+on a Redis Cluster these are shard channels (realtime/bus.py). The publishing process pushes the
+frame to its own sockets of the user at once (`publish`, `push_here`), without the bus's round
+trip; the envelope names the process it came from, which skips the bus's copy when it comes back.
 The bus is lossy by design; clients catch up by sequence number with `sync`. Frames that may have
 been lost are announced: a socket gets `{"type": "resync", "reason": "bus"}` when its process's
 bus connection was made again, or when messages for its user could not be published (the
@@ -487,10 +489,13 @@ class Gateway:
         self.presence = PresenceStore(redis, settings.presence_ttl)
         self.publisher = Publisher(self, give_up_after=settings.publish_give_up)
         self.process_id = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        # an envelope's origin field starts with this when this process published it: its sockets
+        # here had the frame when it was published, so the bus's copy is not pushed again
+        self._mine = f"{self.process_id}:".encode()
         self._ids = itertools.count(1)
         self.local: dict[int, tuple[Connection, ...]] = {}
         self.watchers: dict[int, set[Connection]] = {}
-        self.stats = {"frames_in": 0, "bus_in": 0, "cut_slow": 0}
+        self.stats = {"frames_in": 0, "bus_in": 0, "bus_own": 0, "cut_slow": 0}
         self.bus = Bus(redis, on_message=self._on_bus, on_subscribed=self._on_subscribed,
                        on_reconnect=self._on_bus_reconnect)
         self._confirm: dict[bytes, list[asyncio.Future]] = {}
@@ -778,48 +783,85 @@ class Gateway:
 
     def _on_bus(self, channel: bytes, data: bytes) -> None:
         self.stats["bus_in"] += 1
+        if data.startswith(self._mine, 2):  # `m|` or `f|`, then this process: pushed here already
+            self.stats["bus_own"] += 1
+            return
+        uid = int(channel[2:])
+        if channel.startswith(b"p:"):
+            frame = data.partition(b"\n")[2]
+            for conn in list(self.watchers.get(uid, ())):
+                conn.push(frame)
+            return
+        self._push_envelope(uid, data, True)
+
+    def _push_envelope(self, uid: int, data: bytes, traced: bool) -> None:
+        """An envelope for a user's channel, pushed to their sockets here (the bus's copy, or one
+        this process is publishing); `traced`: a traceparent in it makes this process's part of
+        the trace (a push in the publisher's own process is already in it)."""
         head, _, frame = data.partition(b"\n")
         parts = head.split(b"|")
         kind, exclude = parts[0], parts[1].decode()
-        uid = int(channel[2:])
         if kind == b"c":  # close every socket of the user, in every process: `c|code`, the reason
             for conn in self.local.get(uid, ()):
                 self.cut(conn, int(exclude), frame)
             return
-        if channel.startswith(b"p:"):
-            for conn in list(self.watchers.get(uid, ())):
-                conn.push(frame)
-            return
         delivery = Delivery(int(parts[2]), int(parts[3]), int(parts[4])) if kind == b"m" else None
-        traced = len(parts) > (5 if kind == b"m" else 2)
-        if traced:  # the publisher was in a trace: this process's part of it is the push
+        if traced and len(parts) > (5 if kind == b"m" else 2):  # the publisher was in a trace
             with tracer.start_as_current_span("ws push", context=context_of(parts[-1].decode()),
                                               kind=SpanKind.CONSUMER, attributes={"glint.user_id": uid}):
                 self._push_local(uid, exclude, frame, delivery)
         else:
             self._push_local(uid, exclude, frame, delivery)
 
-    def _push_local(self, uid: int, exclude: str, frame: bytes, delivery: Delivery | None) -> None:
+    def _push_local(self, uid: int, exclude: str, frame: bytes, delivery: Delivery | None) -> int:
+        pushed = 0
         for conn in self.local.get(uid, ()):
             if conn.id != exclude:
                 conn.push(frame, delivery)
+                pushed += 1
+        return pushed
+
+    def push_here(self, user_id: int, frame: bytes, *, exclude: Connection | None = None,
+                  delivery: Delivery | None = None) -> int:
+        """Push a frame to this process's sockets of a user now (but `exclude`); how many got it.
+        Its bus copy, an envelope made with `origin=` this process, is then not pushed here again."""
+        if user_id not in self.local:
+            return 0
+        return self._push_local(user_id, exclude.id if exclude is not None else "", frame, delivery)
 
     @staticmethod
     def envelope(frame: bytes, *, exclude: Connection | None = None, delivery: Delivery | None = None,
-                 traceparent: str | None = None) -> bytes:
+                 traceparent: str | None = None, origin: str = "") -> bytes:
         """A frame as it travels the bus: a one-line header (ending with a traceparent: the one
-        given, else the publisher's when it is in a trace), then the encoded frame once."""
-        skip = exclude.id if exclude is not None else ""
+        given, else the publisher's when it is in a trace), then the encoded frame once. The
+        header's second field is `process:socket`: the socket not to push to (`exclude`, the
+        sender's own), or with `origin` (a process id) only `process:`, saying that this process's
+        sockets had the frame when it was published (Gateway.push_here); empty for neither."""
+        skip = exclude.id.encode() if exclude is not None else b"%s:" % origin.encode() if origin else b""
         traceparent = traceparent or current_traceparent()
         tail = b"|" + traceparent.encode() if traceparent else b""
         if delivery is None:
-            return b"f|%s%s\n%s" % (skip.encode(), tail, frame)
-        return b"m|%s|%d|%d|%d%s\n%s" % (skip.encode(), delivery.conversation_id, delivery.seq,
+            return b"f|%s%s\n%s" % (skip, tail, frame)
+        return b"m|%s|%d|%d|%d%s\n%s" % (skip, delivery.conversation_id, delivery.seq,
                                          delivery.sender_id, tail, frame)
 
     async def publish(self, items: list[tuple[int, bytes]]) -> list[int]:
-        """Publish envelopes to users' channels in one round trip; per item, how many processes
-        hold a socket of that user (0: the user has no connected socket anywhere)."""
+        """Push envelopes to their users' sockets here at once, and publish them to the users'
+        channels for the other processes in one round trip; per item, how many processes hold a
+        socket of that user (this one included; 0: the user has no connected socket anywhere)."""
+        mine = self._mine
+        marked: list[tuple[int, bytes]] = []
+        for user_id, envelope in items:
+            if user_id in self.local:
+                self._push_envelope(user_id, envelope, False)
+            if envelope[2:3] in (b"|", b"\n"):  # no origin yet (else it names a socket here): this one
+                envelope = envelope[:2] + mine + envelope[2:]
+            marked.append((user_id, envelope))
+        return await self.publish_elsewhere(marked)
+
+    async def publish_elsewhere(self, items: list[tuple[int, bytes]]) -> list[int]:
+        """Publish envelopes already pushed here (made with `origin=` this process, or excluding a
+        socket here) to users' channels in one round trip, as `publish` does."""
         return await self.bus.publish_many([(user_channel(user_id), envelope) for user_id, envelope in items])
 
     async def close_user(self, user_id: int, code: int, reason: bytes) -> None:

@@ -1,7 +1,8 @@
 """Publishing frames to the bus off the caller's path.
 
-The message writer hands each committed batch's frames here and goes on with the next batch: it
-never waits on Redis. One task publishes them in order, a pipeline per round. When Redis fails it
+The message writer pushes each committed batch's frames to this process's sockets itself, hands
+their envelopes here for the other processes, and goes on with the next batch: it never waits on
+Redis. One task publishes them in order, a pipeline per round. When Redis fails it
 retries the same frames with back-off; when the failure lasts past `give_up_after` (or is not an
 outage) the frames are dropped and their users remembered, and once a publish succeeds again each
 of them gets a `resync` frame: the client runs `sync` and fetches what it missed from PostgreSQL.
@@ -76,7 +77,8 @@ class Publisher:
             await asyncio.wait(list(self._callbacks), timeout=timeout)
 
     def submit(self, items: list[tuple[int, bytes]], done: Done | None = None) -> None:
-        """Queue envelopes for users' channels; returns at once."""
+        """Queue envelopes for users' channels, already pushed to the sockets here (Gateway.push_here,
+        an envelope with this process as its origin); returns at once."""
         if items:
             self.queue.append(Publication(items, done))
             self.queued += len(items)
@@ -93,7 +95,7 @@ class Publisher:
                     pass
             round_ = self._take_round()
             try:
-                counts = await self.gateway.publish([item for p in round_ for item in p.items])
+                counts = await self.gateway.publish_elsewhere([item for p in round_ for item in p.items])
             except asyncio.CancelledError:
                 self.queue.extendleft(reversed(round_))
                 raise
@@ -158,9 +160,10 @@ class Publisher:
 
     async def _send_resync(self) -> None:
         users, self.stale = self.stale, set()
-        envelope = self.gateway.envelope(frames.encode(frames.Resync()))
+        # the sockets here had the frames: only the other processes' are owed a resync
+        envelope = self.gateway.envelope(frames.encode(frames.Resync()), origin=self.gateway.process_id)
         try:
-            await self.gateway.publish([(user, envelope) for user in sorted(users)])
+            await self.gateway.publish_elsewhere([(user, envelope) for user in sorted(users)])
         except BaseException:
             self.stale |= users
             raise

@@ -1,6 +1,7 @@
 """Messages sent while Redis is frozen: acked at once (the writer never waits on the bus), stored,
-and once Redis is back every socket of a recipient gets `resync`, so a client that only syncs when
-told to still gets every message; recipients the bus could not reach count as offline (push)."""
+pushed to the recipients' sockets on the sender's process at once, and once Redis is back every
+socket of a recipient on another process gets `resync`, so a client that only syncs when told to
+still gets every message; recipients the bus could not reach count as offline (push)."""
 
 from __future__ import annotations
 
@@ -22,15 +23,17 @@ async def sent_acked(ws, conversation_id: str, client_id: str) -> dict:
 
 async def test_messages_sent_while_redis_is_frozen_reach_recipients_through_resync(
         aiohttp_client, stack_env, stack_root, database_url, redis_clean):
-    app = create_app(fault_config(stack_env, database_url, redis_timeout_seconds=1.0,
-                                  bus_publish_give_up_seconds=0.5))
+    config = fault_config(stack_env, database_url, redis_timeout_seconds=1.0, bus_publish_give_up_seconds=0.5)
+    app = create_app(config)
     client = await aiohttp_client(app)
+    other = await aiohttp_client(create_app(config))  # another process's gateway, on the same bus
     (ana, ana_token), (bob, bob_token), (carol, _) = [await user_and_token(client) for _ in range(3)]
     group = await start_conversation(client, ana_token, bob["id"], carol["id"], title="g")
     # accepted, not a message request: its members get pushes
     await app[pool_key].execute("UPDATE conversation_members SET accepted = true WHERE conversation_id = $1",
                                 int(group["id"]))
-    ana_ws, bob_ws = await open_socket(client, ana_token), await open_socket(client, bob_token)
+    ana_ws, ana_laptop = await open_socket(client, ana_token), await open_socket(client, ana_token)
+    bob_ws = await open_socket(other, bob_token)
     assert (await sent_acked(ana_ws, group["id"], "m1"))["message"]["seq"] == 1
     assert (await frame_of(bob_ws, "message.new"))["message"]["seq"] == 1
 
@@ -43,6 +46,8 @@ async def test_messages_sent_while_redis_is_frozen_reach_recipients_through_resy
         # the writer never waits on the bus; each frame still waits once for the per-frame rate
         # counter in Redis to time out (1 s) and then goes on uncounted
         assert took < 5 * 1.0 + 3.0, took
+        # ana's other socket is on the sender's process: it has each of them without the bus
+        assert [(await frame_of(ana_laptop, "message.new"))["message"]["seq"] for _ in range(6)] == [1, 2, 3, 4, 5, 6]
         publisher = app[gateway_key].publisher
         await wait_for(lambda: publisher.stats["dropped"] >= 5 * 3, timeout=15)  # given up: 5 messages x 3 members
 
@@ -66,4 +71,5 @@ async def test_messages_sent_while_redis_is_frozen_reach_recipients_through_resy
 
     await wait_for(pushes_recorded, timeout=10)
     await ana_ws.close()
+    await ana_laptop.close()
     await bob_ws.close()

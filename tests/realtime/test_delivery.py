@@ -1,13 +1,17 @@
-"""Delivery within one process: every device, receipts, typing, deletion, presence, resync after a
-killed client, and the slow reader that is cut off while others keep receiving."""
+"""Delivery within one process: every device, once (pushed by the writer, the bus's copy skipped),
+receipts, typing, deletion, presence, resync after a killed client, and the slow reader that is
+cut off while others keep receiving."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
 
+import pytest
+
 from app.main import create_app
-from realtime.gateway import gateway_key
+from realtime import frames
+from realtime.gateway import gateway_key, user_channel
 from tests.conftest import make_config, wait_for
 from tests.support import bearer, frame_of, next_frame, open_socket, start_conversation, user_and_token
 
@@ -34,6 +38,40 @@ async def test_a_message_reaches_every_device_and_the_senders_other_devices(clie
     await bob_phone.send_json({"type": "ping", "ref": "after"})
     frame = await frame_of(bob_phone, "pong")
     assert frame["ref"] == "after"
+
+
+async def frames_until(ws, type_: str, **match) -> list[dict]:
+    """The frames a socket gets up to and including the first of this type (and matching fields)."""
+    got = []
+    while True:
+        frame = await next_frame(ws)
+        got.append(frame)
+        if frame["type"] == type_ and all(frame.get(k) == v for k, v in match.items()):
+            return got
+
+
+@pytest.mark.redis_cluster
+async def test_a_message_to_sockets_on_the_senders_process_arrives_once(client):
+    (ana, ana_token), (bob, bob_token) = await user_and_token(client), await user_and_token(client)
+    conv = await start_conversation(client, ana_token, bob["id"])
+    ana_phone, ana_laptop = await open_socket(client, ana_token), await open_socket(client, ana_token)
+    bob_ws = await open_socket(client, bob_token)
+    gateway = client.app[gateway_key]
+    published = gateway.publisher.stats["published"]
+    await ana_phone.send_json(send_frame(conv["id"], "m1", "once"))
+    seq = (await frame_of(ana_phone, "message.ack"))["message"]["seq"]
+    # the bus's copies (to ana's channel and bob's) are out: a marker published after them comes
+    # back to this process behind them, so each socket has had every copy of m1 once it has it
+    await wait_for(lambda: gateway.publisher.stats["published"] >= published + 2)
+    marker = b"f|\n" + frames.encode(frames.Pong(ref="marker"))
+    for user in (ana, bob):
+        await gateway.bus.publish(user_channel(int(user["id"])), marker)
+    for ws in (ana_laptop, bob_ws):
+        got = await frames_until(ws, "pong", ref="marker")
+        assert [f["message"]["seq"] for f in got if f["type"] == "message.new"] == [seq]
+    assert gateway.stats["bus_own"] >= 2  # the copies came back and were skipped
+    for ws in (ana_phone, ana_laptop, bob_ws):
+        await ws.close()
 
 
 async def test_read_receipts_over_the_socket_reach_the_sender_and_the_readers_devices(client):

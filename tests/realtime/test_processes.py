@@ -1,6 +1,6 @@
 """Two real `glint serve` processes on different ports sharing one stack: messages, receipts,
-typing, presence, reactions, edits and shares cross between them, and concurrent senders on both
-get gapless seqs."""
+typing, presence, reactions, edits and shares cross between them, a message reaches each socket
+once whichever process holds it, and concurrent senders on both get gapless seqs."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import asyncio
 import aiohttp
 import pytest
 
-from tests.support import bearer, frame_of, new_user, open_socket, start_glint
+from realtime import frames
+from tests.support import bearer, frame_of, new_user, next_frame, open_socket, start_glint
 
 @pytest.fixture
 async def two_processes(stack_env, database_url, redis_clean):
@@ -66,6 +67,34 @@ async def test_messages_receipts_typing_and_presence_cross_processes(two_process
     await bob_ws.close()
     offline = await frame_of(ana_ws, "presence", user_id=bob["id"])
     assert offline["status"] == "offline" and offline["last_seen"]
+
+
+async def test_a_message_reaches_each_socket_once_on_the_senders_process_and_the_other(two_processes,
+                                                                                       redis_clean):
+    session, (a, b) = two_processes
+    (ana, ana_token), (bob, bob_token) = await new_user(session, a, "ana"), await new_user(session, b, "bob")
+    async with session.post(a + "/api/conversations/", json={"member_ids": [bob["id"]]},
+                            headers=bearer(ana_token)) as response:
+        conv = await response.json()
+    ana_a, ana_b = await open_socket(session, ana_token, a), await open_socket(session, ana_token, b)
+    bob_a, bob_b = await open_socket(session, bob_token, a), await open_socket(session, bob_token, b)
+    await ana_a.send_json({"type": "message.send", "ref": 1, "conversation_id": conv["id"], "client_id": "o1",
+                           "text": "once"})
+    seq = (await frame_of(ana_a, "message.ack"))["message"]["seq"]
+    # b has it from the bus: a's copies are published; a marker published now reaches both
+    # processes behind them, so each socket has had every copy of the message once it has it
+    assert (await frame_of(bob_b, "message.new"))["message"]["seq"] == seq
+    assert (await frame_of(ana_b, "message.new"))["message"]["seq"] == seq
+    marker = b"f|\n" + frames.encode(frames.Pong(ref="marker"))
+    for user in (ana, bob):
+        await redis_clean.publish(f"u:{user['id']}", marker)
+    for ws, before in ((bob_a, 0), (bob_b, 1), (ana_b, 1)):
+        got = []
+        while (frame := await next_frame(ws)) != {"type": "pong", "ref": "marker"}:
+            got.append(frame)
+        assert [f["message"]["seq"] for f in got if f["type"] == "message.new"] == [seq][before:]
+    for ws in (ana_a, ana_b, bob_a, bob_b):
+        await ws.close()
 
 
 async def test_concurrent_senders_on_two_processes_get_gapless_seqs(two_processes):
