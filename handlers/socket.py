@@ -62,10 +62,11 @@ async def handle_frame(conn: Connection, frame: frames.AnyClientFrame) -> None:
 
 async def charge_frame(conn: Connection) -> None:
     """Count a frame against its user's request budget, the same counter REST requests use; over
-    the limit it is refused with a `rate_limited` error (the socket stays open)."""
+    the limit it is refused with a `rate_limited` error (the socket stays open). Far from the limit
+    the frame goes on without waiting for the count (storage/ratelimit.py `charge`)."""
     config = conn.app[config_key]
     try:
-        hit = await conn.app[limiter_key].count(user_key(conn.user_id, "h"), 3600)
+        hit = await conn.app[limiter_key].charge(user_key(conn.user_id, "h"), 3600, config.rate_limits.per_hour)
     except faults.UNAVAILABLE as exc:  # the counter is away: the frame goes on uncounted, as messages are stored without Redis
         outages.note("charging a frame", exc)
         return

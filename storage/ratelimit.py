@@ -1,8 +1,20 @@
-"""Fixed-window rate limits in Redis, checked in one round trip with the cached auth states."""
+"""Fixed-window rate limits in Redis, checked in one round trip with the cached auth states.
+
+`RateLimiter.charge` counts a request without waiting for Redis while the count is far from its
+limit: the process keeps, per key, the count Redis last answered (every process's requests up to
+then) and adds its own requests since; they are sent to Redis at once, batched, and each answer
+refreshes the count. Only while that count plus this process's own unsent requests stays
+`headroom(limit)` below the limit, and the answer is under LEASE_SECONDS old and from this window,
+does a request go on at once; the others wait for Redis as `count` does. So the count is never
+lower in Redis than what was admitted once the sends arrive, and the limit is passed only if the
+user's requests on other processes admitted meanwhile exceed the headroom within one round trip to
+Redis (10 % of the limit: for 1,000 an hour, 100 frames in about a millisecond).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +72,26 @@ return out
 """
 
 
+LEASE_SECONDS = 1.0  # how old the last answer from Redis may be for a request to go on without waiting
+LEASES_MAX = 50_000  # keys whose last answer this process keeps; past it, the stale ones are dropped
+
+
+def headroom(limit: int) -> int:
+    """How far below its limit a count must stay for a request to go on without waiting."""
+    return max(limit // 10, 1)
+
+
+@dataclass
+class _Lease:
+    """What this process knows of one counter: its count in Redis at the last answer, when that
+    came, when the window ends (monotonic), and the requests counted here since (not yet answered)."""
+
+    known: int
+    heard: float
+    ends: float
+    unsent: int = 0
+
+
 @dataclass(frozen=True)
 class Rider:
     """A read that rides in the rate limit's script call, so that a request's first read costs no
@@ -93,8 +125,9 @@ class RateLimiter:
         self._redis = redis
         self._scripts = {"return nil": redis.register_script(_SCRIPT % "return nil")}
         self._count_many = redis.register_script(_COUNT_MANY)
-        self._pending: list[tuple[str, int, asyncio.Future]] = []  # (key, window ms, its Hit)
+        self._pending: list[tuple[str, int, asyncio.Future | None]] = []  # (key, window ms, its Hit)
         self._counting: asyncio.Task | None = None
+        self._leases: dict[tuple[str, int], _Lease] = {}
 
     async def hit(self, key: str, window_seconds: int, markers: tuple[str, ...] = (), rider: Rider | None = None) -> Hit:
         """Count one request; also report whether the cached states refuse it, or are missing, and
@@ -112,6 +145,21 @@ class RateLimiter:
         return Hit(int(reply[0]), int(reply[1]), state == 1, state == 2, reply[3] if len(reply) > 3 else None)
 
 
+    async def charge(self, key: str, window_seconds: int, limit: int) -> Hit:
+        """Count one request against a limit, as `count` does, but without waiting for Redis while
+        the count is far from the limit (the module's docstring says how far, and what it costs)."""
+        window = window_seconds * 1000
+        lease = self._leases.get((key, window))
+        now = time.monotonic()
+        if (lease is None or now - lease.heard >= LEASE_SECONDS or now >= lease.ends
+                or lease.known + lease.unsent + 1 > limit - headroom(limit)):
+            return await self.count(key, window_seconds)
+        lease.unsent += 1
+        self._pending.append((key, window, None))  # sent with the next count, answered to nobody
+        if self._counting is None:
+            self._counting = asyncio.create_task(self._count_pending())
+        return Hit(lease.known + lease.unsent, int((lease.ends - now) * 1000), False)
+
     async def count(self, key: str, window_seconds: int) -> Hit:
         """Count one request (no markers, no rider), as `hit` does, but counted together with the
         others that arrive while a count is on its way: one script call for all of them (on a
@@ -127,23 +175,39 @@ class RateLimiter:
         try:
             while self._pending:
                 pending, self._pending = self._pending, []
-                waiting: dict[tuple[str, int], list[asyncio.Future]] = {}
+                waiting: dict[tuple[str, int], list[asyncio.Future | None]] = {}
                 for key, window, future in pending:
                     waiting.setdefault((key, window), []).append(future)
                 try:
                     counted = await self._count_keys({k: len(f) for k, f in waiting.items()})
                 except Exception as exc:
                     for future in (f for _, _, f in pending):
-                        if not future.done():
+                        if future is not None and not future.done():
                             future.set_exception(exc)
+                    for counter in waiting:  # requests let through uncounted; the next ones wait
+                        self._leases.pop(counter, None)
                     continue
+                now = time.monotonic()
                 for (key, window), futures in waiting.items():
                     count, ttl = counted[(key, window)]
                     for n, future in enumerate(futures, start=count - len(futures) + 1):
-                        if not future.done():
+                        if future is not None and not future.done():
                             future.set_result(Hit(n, ttl, False))
+                    self._heard((key, window), count, now + ttl / 1000,
+                                sum(1 for future in futures if future is None), now)
         finally:
             self._counting = None
+
+    def _heard(self, counter: tuple[str, int], count: int, ends: float, sent: int, now: float) -> None:
+        """Redis answered a counter's count, `sent` of this process's unanswered requests in it."""
+        lease = self._leases.get(counter)
+        if lease is None:
+            if len(self._leases) >= LEASES_MAX:
+                self._leases = {k: v for k, v in self._leases.items() if now - v.heard < LEASE_SECONDS or v.unsent}
+            self._leases[counter] = _Lease(count, now, ends)
+            return
+        lease.known, lease.heard, lease.ends = count, now, ends
+        lease.unsent = max(lease.unsent - sent, 0)
 
     async def _count_keys(self, counts: dict[tuple[str, int], int]) -> dict[tuple[str, int], tuple[int, int]]:
         """INCRBY each (key, window) by its number; its count after and its ms left."""

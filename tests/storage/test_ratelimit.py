@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from storage.ratelimit import RateLimiter, user_key
+from tests.conftest import wait_for
 
 
 @pytest.mark.redis_cluster
@@ -36,3 +37,25 @@ async def test_a_count_that_cannot_reach_redis_fails_every_request_waiting_on_it
     assert [type(o) for o in outcomes] == [ConnectionError] * 3
     del limiter._count_keys
     assert (await limiter.count(user_key(1, "h"), 3600)).count == 1
+
+
+async def test_charges_far_from_the_limit_go_on_at_once_and_still_reach_redis_and_near_it_wait(redis_clean):
+    limiter = RateLimiter(redis_clean)
+    key = user_key(1, "h")
+    limit = 40  # a headroom of 4: from 36 on each charge waits for Redis's count
+    assert (await limiter.charge(key, 3600, limit)).count == 1  # nothing known yet: it waits
+    sent = []
+    for _ in range(34):
+        before = len(limiter._pending)
+        sent.append((await limiter.charge(key, 3600, limit)).count)
+        if sent[-1] <= 35:
+            assert len(limiter._pending) == before + 1  # went on with its count still on the way
+    assert sent == list(range(2, 36))
+    await wait_for(lambda: limiter._counting is None)
+    assert int(await redis_clean.get(key)) == 35
+    # another process's requests are known here at the next answer (the headroom is that slack);
+    # near the limit every charge waits for Redis's count, which has them
+    await redis_clean.incrby(key, 4)
+    hits = [await limiter.charge(key, 3600, limit) for _ in range(3)]
+    assert [h.count for h in hits] == [36, 41, 42]
+    assert int(await redis_clean.get(key)) == 42
