@@ -118,6 +118,9 @@ class MessageWriter:
                     try:
                         await self._write(batch)
                     except Exception as exc:
+                        if isinstance(exc, asyncpg.InternalClientError):
+                            # a connection of the store pool was poisoned by the outage: replace them all
+                            await self.store_pool.expire_connections()
                         if faults.is_unavailable(exc):
                             outages.note("storing messages", exc)
                         else:

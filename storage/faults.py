@@ -37,7 +37,10 @@ _BY_DEPENDENCY: list[tuple[str, tuple[type[BaseException], ...]]] = [
                redis.exceptions.TryAgainError)),
     ("postgres", (asyncpg.exceptions.PostgresConnectionError, asyncpg.exceptions.CannotConnectNowError,
                   asyncpg.exceptions.TooManyConnectionsError, asyncpg.exceptions.AdminShutdownError,
-                  asyncpg.exceptions.CrashShutdownError)),
+                  asyncpg.exceptions.CrashShutdownError,
+                  # a pooled connection left mid-operation when its server went away: asyncpg
+                  # then refuses the next statement on it (MagicStack/asyncpg#1069), sending nothing
+                  asyncpg.exceptions.InternalClientError)),
 ]
 if _botocore is not None:
     _BY_DEPENDENCY.append(("s3", (_botocore.ConnectionError, _botocore.ReadTimeoutError,
