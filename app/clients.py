@@ -12,6 +12,7 @@ import logging
 import weakref
 from typing import AsyncIterator
 
+import hiredis
 from aiohttp import web
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
@@ -72,7 +73,32 @@ def open_redis(config: Config, **options) -> Redis | RedisCluster:
     if cluster_url is not None:
         # max_connections is per node on a cluster
         return RedisCluster.from_url(cluster_url, **settings)
-    return Redis.from_url(config.redis.url, **settings)
+    client = Redis.from_url(config.redis.url, **settings)
+    pool = client.connection_pool
+    pool.connection_class = hiredis_packing(pool.connection_class)
+    return client
+
+
+class HiredisPacking:
+    """Commands packed by hiredis, in C. redis-py's asyncio connections pack in Python, joining the
+    buffer anew for each argument: the bus's publish script for a batch of messages, a few hundred
+    arguments, took about 80 µs to pack. The bytes are the same; arguments hiredis does not take
+    (a memoryview, a bool, None) go to redis-py's packer, which packs or refuses them as before."""
+
+    def pack_command(self, *args):
+        name = args[0]
+        if isinstance(name, (str, bytes)) and (" " if isinstance(name, str) else b" ") in name:
+            args = (*name.split(), *args[1:])  # "CONFIG GET": the words go as arguments of their own
+        try:
+            return [hiredis.pack_command(args)]
+        except TypeError:
+            return super().pack_command(*args)  # type: ignore[misc]
+
+
+@functools.cache
+def hiredis_packing(connection_class: type) -> type:
+    """A connection class (plain, TLS or a Unix socket: what the URL asked for) that packs with hiredis."""
+    return type(f"Hiredis{connection_class.__name__}", (HiredisPacking, connection_class), {})
 
 
 async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
