@@ -54,7 +54,7 @@ from realtime.publisher import Publisher
 from realtime.settings import Settings
 from storage import faults
 from storage.cluster import queue_mget, slot_groups
-from storage.tracecontext import context_of, current_traceparent
+from storage.tracecontext import context_of, current_traceparent, tracing_on
 
 WS_FRAMES = Counter("glint_ws_frames_total", "Websocket frames received from and written to clients", ["direction"])
 WS_FRAMES_IN = WS_FRAMES.labels("in")
@@ -651,10 +651,13 @@ class Gateway:
                 transport.close()
 
     async def _dispatch(self, conn: Connection, frame: frames.AnyClientFrame) -> None:
-        kind = type(frame).__struct_config__.tag
         try:
-            with tracer.start_as_current_span(f"ws {kind}", kind=SpanKind.SERVER,
-                                              attributes={"glint.frame": kind, "glint.user_id": conn.user_id}):
+            if tracing_on():
+                kind = type(frame).__struct_config__.tag
+                with tracer.start_as_current_span(f"ws {kind}", kind=SpanKind.SERVER,
+                                                  attributes={"glint.frame": kind, "glint.user_id": conn.user_id}):
+                    await self.on_frame(conn, frame)
+            else:
                 await self.on_frame(conn, frame)
         except asyncio.CancelledError:
             raise
