@@ -135,3 +135,26 @@ async def test_a_lane_stores_its_batch_while_another_lane_waits_for_its_commit(p
         assert (await asyncio.wait_for(waiting, 5)).status == "ok"
     finally:
         await writer.stop()
+
+
+async def test_the_batch_statement_planned_on_a_fresh_database_finds_messages_by_index_not_by_scanning(database_url):
+    """The writer's connections plan the batch statement once, often while the tables are small;
+    the plan must still be one for large tables, or each batch reads every message stored."""
+    from storage import db
+
+    store_pool = await db.create_pool(database_url, min_size=0, max_size=1, generic_plans=True)
+    try:
+        async with store_pool.acquire() as conn:
+            # the generic plan of a statement with parameters, without values for them
+            await conn.execute("CREATE FUNCTION pg_temp.plan_of(q text) RETURNS SETOF text LANGUAGE plpgsql"
+                               " AS $$ BEGIN RETURN QUERY EXECUTE 'EXPLAIN (GENERIC_PLAN) ' || q; END $$")
+            plan = "\n".join(await conn.fetchval("SELECT array_agg(p) FROM pg_temp.plan_of($1) p", store._WRITE_BATCH))
+            # the same statement on a connection that may scan: the plan a small table gets
+            await conn.execute("SET enable_seqscan = on")
+            scanning = "\n".join(await conn.fetchval("SELECT array_agg(p) FROM pg_temp.plan_of($1) p",
+                                                     store._WRITE_BATCH))
+    finally:
+        await store_pool.close()
+    assert "Seq Scan on messages" in scanning
+    assert "Seq Scan on messages" not in plan and "messages_sender_client" in plan
+    assert "Seq Scan on conversation_members" not in plan and "Seq Scan on conversations" not in plan
