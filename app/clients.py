@@ -83,7 +83,8 @@ class HiredisPacking:
     """Commands packed by hiredis, in C. redis-py's asyncio connections pack in Python, joining the
     buffer anew for each argument: the bus's publish script for a batch of messages, a few hundred
     arguments, took about 80 µs to pack. The bytes are the same; arguments hiredis does not take
-    (a memoryview, a bool, None) go to redis-py's packer, which packs or refuses them as before."""
+    (a memoryview, a bool, None) go to redis-py's packer, which packs or refuses them as before.
+    One node only: a Redis Cluster's node connections keep redis-py's own packer."""
 
     def pack_command(self, *args):
         name = args[0]
@@ -102,7 +103,8 @@ def hiredis_packing(connection_class: type) -> type:
 
 
 async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The Redis client (hiredis parser), and the rate limiter, timelines and story trays on it."""
+    """The Redis client (hiredis parses its replies and packs its commands), and the rate limiter,
+    timelines and story trays on it."""
     config = app[config_key]
     redis = open_redis(config)
     app[redis_key] = redis
