@@ -231,13 +231,22 @@ locked AS MATERIALIZED (
     WHERE c.id IN (SELECT conversation_id FROM input)
     ORDER BY c.id FOR UPDATE
 ),
+-- then the senders' member rows (own_read below moves them), in key order as every writer of
+-- member rows locks them (mark_delivered_batch): updated in the join's order, they deadlocked with
+-- the receipt writer, and every lane waited out PostgreSQL's deadlock timeout behind the loser
+senders AS MATERIALIZED (
+    SELECT cm.conversation_id, cm.user_id FROM conversation_members cm
+    WHERE (cm.conversation_id, cm.user_id) IN (SELECT conversation_id, sender_id FROM input)
+      AND (SELECT count(*) FROM locked) >= 0  -- evaluated once, first: every conversation locked before these
+    ORDER BY cm.conversation_id, cm.user_id FOR UPDATE OF cm
+),
 judged AS MATERIALIZED (
     SELECT i.*, old.id AS existing_id,
         CASE
             WHEN old.id IS NOT NULL THEN 'duplicate'
             WHEN l.id IS NULL OR NOT EXISTS (
-                SELECT 1 FROM conversation_members cm
-                WHERE cm.conversation_id = i.conversation_id AND cm.user_id = i.sender_id) THEN 'not_member'
+                SELECT 1 FROM senders s
+                WHERE s.conversation_id = i.conversation_id AND s.user_id = i.sender_id) THEN 'not_member'
             -- the visibility policy (storage.visibility): a 1:1 with someone the sender may not reach
             WHEN l.kind = 'direct' AND EXISTS (
                 SELECT 1 FROM conversation_members o
@@ -250,6 +259,7 @@ judged AS MATERIALIZED (
     FROM input i
     LEFT JOIN messages old ON old.sender_id = i.sender_id AND old.client_id = i.client_id
     LEFT JOIN locked l ON l.id = i.conversation_id
+    WHERE (SELECT count(*) FROM senders) >= 0  -- evaluated once, first: every sender's row locked before own_read
 ),
 counts AS (
     SELECT conversation_id, count(*) AS n FROM judged WHERE status = 'ok' GROUP BY conversation_id

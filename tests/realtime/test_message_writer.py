@@ -158,3 +158,33 @@ async def test_the_batch_statement_planned_on_a_fresh_database_finds_messages_by
     assert "Seq Scan on messages" in scanning
     assert "Seq Scan on messages" not in plan and "messages_sender_client" in plan
     assert "Seq Scan on conversation_members" not in plan and "Seq Scan on conversations" not in plan
+
+
+
+async def test_a_batch_locks_its_senders_member_rows_in_key_order_so_the_receipt_writer_never_deadlocks_with_it(pool):
+    """The receipt writer locks member rows in (conversation, user) order; a batch moves its senders'
+    rows (they have read up to their own message) and must take them in that order too, after its
+    conversations: taken in the join's order they deadlocked, and every lane behind the batch
+    waited out PostgreSQL's deadlock timeout."""
+    users, conversations = await users_in_groups(pool, 2, 12)
+    rows = sorted((c, users[n % 2]) for n, c in enumerate(conversations))  # the senders' rows in key order
+    async with pool.acquire() as receipts, receipts.transaction():
+        # the receipt writer holds the first row in key order and is about to take the others
+        lock = "SELECT 1 FROM conversation_members WHERE conversation_id = $1 AND user_id = $2 FOR UPDATE"
+        await receipts.execute(lock, *rows[0])
+        batch = asyncio.create_task(store.write_batch(pool, [
+            Draft(c, u, f"order-{c}", "in reverse", None, None) for c, u in reversed(rows)]))
+        for _ in range(500):  # until the batch waits for a lock (it then holds whatever it took before)
+            # (asked on another connection: a transaction sees the backends as they were at its start)
+            waiting = await pool.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%WITH input AS%'")
+            if waiting:
+                break
+            await asyncio.sleep(0.01)
+        assert waiting == 1 and not batch.done()
+        await receipts.execute("SET LOCAL lock_timeout = '5s'")
+        for row in rows[1:]:  # the batch has taken none of the later rows: it waits for the first
+            await receipts.execute(lock, *row)
+    written = await asyncio.wait_for(batch, 5)
+    assert [w.status for w in written] == ["ok"] * len(rows)
+    assert await pool.fetchval("SELECT count(*) FROM conversation_members WHERE read_seq = 1") == len(rows)
