@@ -225,6 +225,7 @@ async def _work(clients, rate, window, nonce, ready, start) -> dict:
 
     loop = asyncio.get_running_loop()
     latencies: list[float] = []
+    received_at: list[float] = []  # the send time of each latency's message, for the per-second spread
     acks: list[float] = []
     counts = {"sent": 0, "acked": 0, "received": 0, "errors": 0}
     sent_at: dict[str, float] = {}
@@ -263,7 +264,9 @@ async def _work(clients, rate, window, nonce, ready, start) -> dict:
                     if not measured(frame["message"]["client_id"]):
                         continue
                     counts["received"] += 1
-                    latencies.append(now - float(frame["message"]["text"]))
+                    sent = float(frame["message"]["text"])
+                    latencies.append(now - sent)
+                    received_at.append(sent)
                     seen = arrivals.setdefault(frame["message"]["client_id"], [0, now])
                     seen[0] += 1
                     seen[1] = max(seen[1], now)
@@ -280,7 +283,7 @@ async def _work(clients, rate, window, nonce, ready, start) -> dict:
         await asyncio.gather(*(sender(uid, cid, ws) for uid, cid, sends, ws in sockets if sends))
         await asyncio.sleep(2.0 + max(t_end - loop.time(), 0))  # the last deliveries
         await _close([ws for _, _, _, ws in sockets], receivers)
-    return {"latencies": latencies, "acks": acks, "sent_at": sent_at, "acked_at": acked_at, "arrivals": arrivals,
+    return {"latencies": latencies, "received_at": received_at, "acks": acks, "sent_at": sent_at, "acked_at": acked_at, "arrivals": arrivals,
             **counts}
 
 
@@ -299,6 +302,7 @@ async def _pairs(pairs, rate, window, nonce, ready, start) -> dict:
 
     loop = asyncio.get_running_loop()
     latencies: list[float] = []
+    received_at: list[float] = []
     acks: list[float] = []
     counts = {"sent": 0, "acked": 0, "received": 0, "errors": 0, "lost": 0}
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
@@ -320,7 +324,8 @@ async def _pairs(pairs, rate, window, nonce, ready, start) -> dict:
                     frame = json.loads(msg.data)
                     if frame["type"] == "message.new" and frame["message"]["client_id"] == current["ref"]:
                         if measured(current["ref"]):
-                            latencies.append(time.perf_counter() - current["sent"])
+                            latencies.append(time.monotonic() - current["sent"])
+                            received_at.append(current["sent"])
                             counts["received"] += 1
                         arrived.set()
 
@@ -332,7 +337,7 @@ async def _pairs(pairs, rate, window, nonce, ready, start) -> dict:
                     if frame["type"] == "message.ack" and measured(frame["ref"]):
                         counts["acked"] += 1
                         if frame["ref"] == current["ref"]:
-                            acks.append(time.perf_counter() - current["sent"])
+                            acks.append(time.monotonic() - current["sent"])
                     elif frame["type"] == "error":
                         counts["errors"] += 1
                         if frame.get("ref") == current["ref"]:
@@ -343,7 +348,7 @@ async def _pairs(pairs, rate, window, nonce, ready, start) -> dict:
             while loop.time() < t_end:
                 n += 1
                 arrived.clear()
-                current.update(ref=message_ref(uid, nonce, n, loop.time() < t_begin), sent=time.perf_counter())
+                current.update(ref=message_ref(uid, nonce, n, loop.time() < t_begin), sent=time.monotonic())
                 await sender_ws.send_str(send_frame(cid, current["ref"], repr(time.monotonic())))
                 counts["sent"] += measured(current["ref"])
                 try:
@@ -354,7 +359,7 @@ async def _pairs(pairs, rate, window, nonce, ready, start) -> dict:
             await _close([sender_ws, receiver_ws], tasks)
 
         await asyncio.gather(*(pair(uid, cid, s_ws, r_ws) for (uid, cid, s_ws), r_ws in sockets))
-    return {"latencies": latencies, "acks": acks, **counts}
+    return {"latencies": latencies, "received_at": received_at, "acks": acks, **counts}
 
 
 def idle_worker(url: str, tokens: list[str], ready, release, results) -> None:
@@ -552,6 +557,7 @@ def figures(args: argparse.Namespace, outcomes: list[dict], used: dict) -> dict:
     out.update({
         "send_to_receive_ms": ms(latencies, 50, 99, 99.9),
         "send_to_ack_ms": ms(acks, 50, 99, 99.9),
+        "send_to_receive_by_second": by_second(outcomes),
     })
     if args.group:
         out.update(fan_out(args.group, outcomes))
@@ -563,6 +569,20 @@ def figures(args: argparse.Namespace, outcomes: list[dict], used: dict) -> dict:
     if args.group:  # a message is members - 1 deliveries: what the fan-out costs
         out["glint_cpu_s_per_1000_deliveries"] = round(used["glint_cpu"] / max(total["received"], 1) * 1000, 3)
     return out
+
+
+def by_second(outcomes: list[dict]) -> list[dict]:
+    """send -> receive per second of the measured window (by send time): whether a tail is a
+    backlog that builds, a stall at one moment, or spread over the run."""
+    timed = [(at, x) for o in outcomes for at, x in zip(o.get("received_at", ()), o["latencies"])]
+    if not timed:
+        return []
+    first = min(at for at, _ in timed)
+    seconds: dict[int, list[float]] = {}
+    for at, x in timed:
+        seconds.setdefault(int(at - first), []).append(x)
+    return [{"second": s, "n": len(xs), **ms(xs, 50, 99), "max": round(max(xs) * 1000, 2)}
+            for s, xs in sorted(seconds.items())]
 
 
 def fan_out(members: int, outcomes: list[dict]) -> dict:
