@@ -25,7 +25,7 @@ from handlers.context import timelines_key
 from handlers.context import links_key, presigner_key, replicas_key, search_key, secret_box_key, tray_cache_key
 from handlers.socket import handle_frame
 from handlers.two_factor import secret_box
-from realtime.delivery import LANES, MessageWriter, ReceiptWriter, on_delivered, receipts_key, writer_key
+from realtime.delivery import MessageWriter, ReceiptWriter, on_delivered, receipts_key, writer_key
 from realtime.gateway import Gateway, gateway_ctx, gateway_key
 from storage import db, email, media, stories
 from storage.ratelimit import RateLimiter
@@ -265,9 +265,11 @@ def realtime_ctx(sockets: weakref.WeakSet):
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         async for _ in start_gateway(app):
             # the lanes' batches on connections of their own, planned once (see MessageWriter)
-            store_pool = await db.create_pool(app[config_key].database.url, min_size=0, max_size=LANES,
+            lanes = app[config_key].realtime.message_writer_lanes
+            store_pool = await db.create_pool(app[config_key].database.url, min_size=0, max_size=lanes,
                                               generic_plans=True)
-            writer = app[writer_key] = MessageWriter(app[pool_key], app[gateway_key], store_pool=store_pool)
+            writer = app[writer_key] = MessageWriter(app[pool_key], app[gateway_key], lanes=lanes,
+                                                     store_pool=store_pool)
             receipts = app[receipts_key] = ReceiptWriter(app[pool_key], app[gateway_key])
             writer.start()
             receipts.start()

@@ -1,8 +1,8 @@
 """The delivery writers, one of each per process (group commit).
 
 `MessageWriter`: every send queued while the previous commit of its lane ran (a lane per
-conversation id modulo LANES, on a pool of LANES connections of its own whose statements are
-planned once, not per execution) is stored by one statement, then acknowledged, pushed to the
+conversation id modulo the lane count, GLINT_MESSAGE_WRITER_LANES, on a pool of as many
+connections of its own whose statements are planned once, not per execution) is stored by one statement, then acknowledged, pushed to the
 members' sockets on this process at once, and published to each member's bus channel for the
 other processes in one round trip; recipients with no socket anywhere get a `message_sent` event
 (for a push). `ReceiptWriter`: delivered receipts,
@@ -32,7 +32,6 @@ log = logging.getLogger("glint.messages")
 outages = faults.OutageLog(log)
 
 BATCH_MAX = 500
-LANES = 2  # message writer queues per process, each storing its batches on a connection of its own
 RECEIPT_LINGER = 0.02  # seconds delivered receipts gather after the first, before they are stored
 
 MESSAGES_SENT = Counter("glint_messages_sent_total", "Direct messages written")
@@ -73,7 +72,7 @@ class MessageWriter:
     another, so they keep their order; seqs stay gapless as across processes (each statement
     numbers its conversations under their row locks, and lanes never share a conversation)."""
 
-    def __init__(self, pool: asyncpg.Pool, gateway: Gateway, lanes: int = LANES,
+    def __init__(self, pool: asyncpg.Pool, gateway: Gateway, lanes: int = 1,
                  store_pool: asyncpg.Pool | None = None) -> None:
         self.pool = pool
         # where the batches are stored: a pool of generic plans (db.create_pool), as planning the
