@@ -188,3 +188,18 @@ async def test_a_batch_locks_its_senders_member_rows_in_key_order_so_the_receipt
     written = await asyncio.wait_for(batch, 5)
     assert [w.status for w in written] == ["ok"] * len(rows)
     assert await pool.fetchval("SELECT count(*) FROM conversation_members WHERE read_seq = 1") == len(rows)
+
+
+async def test_the_app_writes_messages_in_as_many_lanes_as_GLINT_MESSAGE_WRITER_LANES(aiohttp_client, stack_env,
+                                                                                     database_url, redis_url, redis_clean):
+    from app.main import create_app
+    from realtime.delivery import writer_key
+    from tests.conftest import make_config
+
+    default = await aiohttp_client(create_app(make_config(stack_env, database_url=database_url, redis_url=redis_url)))
+    assert len(default.app[writer_key].lanes) == 1
+    config = make_config({**stack_env, "GLINT_MESSAGE_WRITER_LANES": "3"}, database_url=database_url,
+                         redis_url=redis_url)
+    client = await aiohttp_client(create_app(config))
+    writer = client.app[writer_key]
+    assert len(writer.lanes) == 3 and writer.store_pool.get_max_size() == 3
