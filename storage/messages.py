@@ -245,8 +245,8 @@ judged AS MATERIALIZED (
         CASE
             WHEN old.id IS NOT NULL THEN 'duplicate'
             WHEN l.id IS NULL OR NOT EXISTS (
-                SELECT 1 FROM senders s
-                WHERE s.conversation_id = i.conversation_id AND s.user_id = i.sender_id) THEN 'not_member'
+                SELECT 1 FROM conversation_members cm
+                WHERE cm.conversation_id = i.conversation_id AND cm.user_id = i.sender_id) THEN 'not_member'
             -- the visibility policy (storage.visibility): a 1:1 with someone the sender may not reach
             WHEN l.kind = 'direct' AND EXISTS (
                 SELECT 1 FROM conversation_members o
