@@ -229,8 +229,8 @@ class RealtimeConfig(Settings, Section):
     }
     typing_min_interval: PositiveFloat = 2.0
     presence_subscribe_max: PositiveInt = 200
-    message_writer_lanes: Annotated[PositiveInt, doc(
-        "message writer queues per process (by conversation id), each committing its batches on a "
+    message_writer_lanes: Annotated[PositiveInt, Meta(le=64), doc(
+        "message writer queues per process, 1 to 64 (by conversation id), each committing its batches on a "
         "connection of its own: more let one conversation's held lock stall fewer others, but batches "
         "of two processes' lanes wait on each other's row locks; one is fastest on 2 cores")] = 1
 

@@ -24,3 +24,10 @@ def test_a_bad_value_names_its_variable(env):
 def test_an_override_must_be_a_setting():
     with pytest.raises(ConfigError, match="GLINT_FEED_CAPACITY"):
         load_config({}, feed_capacity=3)
+
+
+@pytest.mark.parametrize("value", ["0", "65", "two"])
+def test_the_writer_lanes_are_bounded_so_a_typo_cannot_open_a_connection_per_lane_by_the_thousand(value):
+    with pytest.raises(ConfigError, match="set by GLINT_MESSAGE_WRITER_LANES"):
+        load_config({"GLINT_MESSAGE_WRITER_LANES": value})
+    assert load_config({"GLINT_MESSAGE_WRITER_LANES": "64"}).realtime.message_writer_lanes == 64
