@@ -225,7 +225,7 @@ async def _work(clients, rate, window, nonce, ready, start) -> dict:
 
     loop = asyncio.get_running_loop()
     latencies: list[float] = []
-    received_at: list[float] = []  # the send time of each latency's message, for the per-second spread
+    sent_times: list[float] = []  # the send time of each latency's message, for the per-second spread
     acks: list[float] = []
     counts = {"sent": 0, "acked": 0, "received": 0, "errors": 0}
     sent_at: dict[str, float] = {}
@@ -266,7 +266,7 @@ async def _work(clients, rate, window, nonce, ready, start) -> dict:
                     counts["received"] += 1
                     sent = float(frame["message"]["text"])
                     latencies.append(now - sent)
-                    received_at.append(sent)
+                    sent_times.append(sent)
                     seen = arrivals.setdefault(frame["message"]["client_id"], [0, now])
                     seen[0] += 1
                     seen[1] = max(seen[1], now)
@@ -283,8 +283,8 @@ async def _work(clients, rate, window, nonce, ready, start) -> dict:
         await asyncio.gather(*(sender(uid, cid, ws) for uid, cid, sends, ws in sockets if sends))
         await asyncio.sleep(2.0 + max(t_end - loop.time(), 0))  # the last deliveries
         await _close([ws for _, _, _, ws in sockets], receivers)
-    return {"latencies": latencies, "received_at": received_at, "acks": acks, "sent_at": sent_at, "acked_at": acked_at, "arrivals": arrivals,
-            **counts}
+    return {"latencies": latencies, "sent_times": sent_times, "acks": acks, "sent_at": sent_at, "acked_at": acked_at,
+            "arrivals": arrivals, **counts}
 
 
 async def _close(sockets: list, tasks: list) -> None:
@@ -302,7 +302,7 @@ async def _pairs(pairs, rate, window, nonce, ready, start) -> dict:
 
     loop = asyncio.get_running_loop()
     latencies: list[float] = []
-    received_at: list[float] = []
+    sent_times: list[float] = []
     acks: list[float] = []
     counts = {"sent": 0, "acked": 0, "received": 0, "errors": 0, "lost": 0}
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
@@ -325,7 +325,7 @@ async def _pairs(pairs, rate, window, nonce, ready, start) -> dict:
                     if frame["type"] == "message.new" and frame["message"]["client_id"] == current["ref"]:
                         if measured(current["ref"]):
                             latencies.append(time.monotonic() - current["sent"])
-                            received_at.append(current["sent"])
+                            sent_times.append(current["sent"])
                             counts["received"] += 1
                         arrived.set()
 
@@ -359,7 +359,7 @@ async def _pairs(pairs, rate, window, nonce, ready, start) -> dict:
             await _close([sender_ws, receiver_ws], tasks)
 
         await asyncio.gather(*(pair(uid, cid, s_ws, r_ws) for (uid, cid, s_ws), r_ws in sockets))
-    return {"latencies": latencies, "received_at": received_at, "acks": acks, **counts}
+    return {"latencies": latencies, "sent_times": sent_times, "acks": acks, **counts}
 
 
 def idle_worker(url: str, tokens: list[str], ready, release, results) -> None:
@@ -574,7 +574,7 @@ def figures(args: argparse.Namespace, outcomes: list[dict], used: dict) -> dict:
 def by_second(outcomes: list[dict]) -> list[dict]:
     """send -> receive per second of the measured window (by send time): whether a tail is a
     backlog that builds, a stall at one moment, or spread over the run."""
-    timed = [(at, x) for o in outcomes for at, x in zip(o.get("received_at", ()), o["latencies"])]
+    timed = [(at, x) for o in outcomes for at, x in zip(o.get("sent_times", ()), o["latencies"])]
     if not timed:
         return []
     first = min(at for at, _ in timed)

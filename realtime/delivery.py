@@ -2,11 +2,11 @@
 
 `MessageWriter`: every send queued while the previous commit of its lane ran (a lane per
 conversation id modulo the lane count, GLINT_MESSAGE_WRITER_LANES, on a pool of as many
-connections of its own whose statements are planned once, not per execution) is stored by one statement, then acknowledged, pushed to the
-members' sockets on this process at once, and published to each member's bus channel for the
-other processes in one round trip; recipients with no socket anywhere get a `message_sent` event
-(for a push). `ReceiptWriter`: delivered receipts,
-coalesced per (conversation, recipient) over RECEIPT_LINGER, one statement per flush. Publishing
+connections of its own whose statements are planned once, not per execution) is stored by one
+statement, then acknowledged, pushed to the members' sockets on this process at once, and
+published to each member's bus channel for the other processes in one round trip; recipients
+with no socket anywhere get a `message_sent` event (for a push). `ReceiptWriter`: delivered
+receipts, coalesced per (conversation, recipient) over RECEIPT_LINGER, one statement per flush. Publishing
 is lossy by design: clients catch up with `sync`. Neither writer shares fate across senders: a
 value the database refuses fails its own send (or receipt), never the batch's.
 """

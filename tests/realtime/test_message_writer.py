@@ -160,7 +160,6 @@ async def test_the_batch_statement_planned_on_a_fresh_database_finds_messages_by
     assert "Seq Scan on conversation_members" not in plan and "Seq Scan on conversations" not in plan
 
 
-
 async def test_a_batch_locks_its_senders_member_rows_in_key_order_so_the_receipt_writer_never_deadlocks_with_it(pool):
     """The receipt writer locks member rows in (conversation, user) order; a batch moves its senders'
     rows (they have read up to their own message) and must take them in that order too, after its
