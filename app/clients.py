@@ -27,7 +27,7 @@ from handlers.socket import handle_frame
 from handlers.two_factor import secret_box
 from realtime.delivery import MessageWriter, ReceiptWriter, on_delivered, receipts_key, writer_key
 from realtime.gateway import Gateway, gateway_ctx, gateway_key
-from storage import db, email, media, stories
+from storage import db, email, media, stories, timelines as tl
 from storage.ratelimit import RateLimiter
 from storage.replicas import Replicas
 from storage.timelines import Timelines
@@ -42,6 +42,8 @@ async def postgres_ctx(app: web.Application) -> AsyncIterator[None]:
                                 max_size=config.database.pool_max)
     app[pool_key] = pool
     app[email_sink_key] = email_sink(config, pool)
+    async with pool.acquire() as conn:  # the home feed's celebrity merge reads the list from this threshold up
+        await tl.keep_celebrities(conn, config.feed.celebrity_threshold)
     yield
     await pool.close()
 

@@ -244,7 +244,9 @@ class FeedConfig(Section):
     prefix: ClassVar[str] = "feed_"
     cap: PositiveInt = 800
     active_days: PositiveInt = 30
-    celebrity_threshold: Annotated[PositiveInt, env("celebrity_threshold")] = 10_000
+    celebrity_threshold: Annotated[PositiveInt, env("celebrity_threshold"), doc(
+        "a server started with a lower value lists the accounts already past it before it serves; "
+        "see migration 0020")] = 10_000
     explore_interval: Annotated[PositiveFloat, env("explore_interval")] = 1800.0
     explore_window_hours: Annotated[PositiveInt, env("explore_window_hours")] = 72
 

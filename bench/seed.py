@@ -648,6 +648,11 @@ async def seed(config: Any, plan: Plan, manifest_path: Path, *, do_reset: bool =
     try:
         if "sessions" in columns:
             await open_seeded_sessions(conn)
+        if "celebrities" in columns:  # the counts were copied, not moved by follows
+            from storage import timelines as tl
+
+            await tl.keep_celebrities(conn, config.feed.celebrity_threshold)
+            await tl.list_celebrities(conn)
         await conn.execute("ANALYZE " + ", ".join(table for table, _, _ in loads))
     finally:
         await conn.close()

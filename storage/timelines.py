@@ -195,19 +195,21 @@ async def home_page(conn: asyncpg.Pool | asyncpg.Connection, viewer: int, timeli
     """The home feed's next `count` posts below `before`: the timeline's ids merged with the recent
     posts of the celebrities the viewer follows (not fanned out: merged when the feed is read),
     newest first, with the live part of those the viewer may see (not deleted, visible, author not
-    muted: a mute made after fan-out acts here), in one query."""
+    muted: a mute made after fan-out acts here), in one query. The celebrities are found from the
+    `celebrities` list, which holds every account at the threshold while keep_celebrities has run
+    with it (migration 0020): the reader's follows are not walked."""
     rows = await conn.fetch(
         f"""
         WITH candidates AS (
             SELECT t.id FROM unnest($2::bigint[]) AS t(id)
             UNION
-            SELECT c.id FROM follows f
-            JOIN users u ON u.id = f.followee_id AND u.followers_count >= $3
+            SELECT c.id FROM celebrities cel
+            JOIN follows f ON f.follower_id = $1 AND f.followee_id = cel.user_id
+            JOIN users u ON u.id = cel.user_id AND u.followers_count >= $3
             JOIN LATERAL (
-                SELECT id FROM posts WHERE author_id = f.followee_id AND ($4::bigint IS NULL OR id < $4)
+                SELECT id FROM posts WHERE author_id = cel.user_id AND ($4::bigint IS NULL OR id < $4)
                 ORDER BY id DESC LIMIT $5
             ) c ON true
-            WHERE f.follower_id = $1
             ORDER BY id DESC LIMIT $5
         )
         SELECT c.id, {posts.LIVE_COLUMNS},
@@ -219,6 +221,30 @@ async def home_page(conn: asyncpg.Pool | asyncpg.Connection, viewer: int, timeli
         viewer, timeline_ids, celebrity_threshold, before, count,
     )
     return posts.LivePage(sorted((r["id"] for r in rows), reverse=True), {r["id"]: r for r in rows if r["shown"]})
+
+
+async def keep_celebrities(conn: asyncpg.Connection, threshold: int) -> None:
+    """Make the `celebrities` list hold every account with at least `threshold` followers, as
+    home_page needs from a process that merges from there: lower the list's floor to it and add
+    the accounts already past it (nothing to do when the floor is at or below it already). The
+    lock waits for the follows whose counts are being moved (their UPDATE adds to the list with
+    the floor they read) and holds new ones until the floor is lowered, so no account passes the
+    new floor unlisted."""
+    async with conn.transaction():
+        if await conn.fetchval("SELECT followers FROM celebrity_floor") <= threshold:
+            return
+        await conn.execute("LOCK TABLE celebrities IN SHARE MODE")
+        await conn.execute("UPDATE celebrity_floor SET followers = least(followers, $1)", threshold)
+        await list_celebrities(conn)
+
+
+async def list_celebrities(conn: asyncpg.Connection | asyncpg.Pool) -> None:
+    """Add every account at the floor to the `celebrities` list (after counts were written by
+    other means than a follow: keep_celebrities, the bench's seed)."""
+    await conn.execute(
+        "INSERT INTO celebrities (user_id) SELECT id FROM users"
+        " WHERE followers_count >= (SELECT followers FROM celebrity_floor) ON CONFLICT DO NOTHING"
+    )
 
 
 async def recent_post_ids(conn: asyncpg.Pool | asyncpg.Connection, author_id: int, limit: int) -> list[int]:

@@ -28,6 +28,10 @@ async def test_seed_loads_a_consistent_graph_and_its_timelines(config, pool, red
         "SELECT count(*) FROM posts p WHERE like_count <> (SELECT count(*) FROM likes WHERE post_id = p.id)"
         " OR comment_count <> (SELECT count(*) FROM comments WHERE post_id = p.id)")
     assert wrong_posts == 0
+    unlisted = await pool.fetchval(  # the counts were copied: the celebrity list is made from them
+        "SELECT count(*) FROM users u WHERE followers_count >= $1"
+        " AND NOT EXISTS (SELECT 1 FROM celebrities c WHERE c.user_id = u.id)", config.feed.celebrity_threshold)
+    assert unlisted == 0 and await pool.fetchval("SELECT followers FROM celebrity_floor") <= config.feed.celebrity_threshold
     gaps = await pool.fetchval(
         "SELECT count(*) FROM conversations c WHERE last_seq <> (SELECT count(*) FROM messages WHERE conversation_id = c.id)"
         " OR last_seq <> (SELECT max(seq) FROM messages WHERE conversation_id = c.id)")

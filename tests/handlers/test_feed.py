@@ -80,6 +80,48 @@ async def test_celebrities_are_merged_at_read_time_not_fanned_out(aiohttp_client
     assert await feed_ids(client, fan1_h) == [post["id"]]  # ...but merged when read
 
 
+async def test_an_account_is_listed_as_a_celebrity_when_its_followers_reach_the_floor_and_stays(
+        aiohttp_client, stack_env, config, pool):
+    client = await aiohttp_client(create_app(make_config(stack_env, database_url=config.database.url,
+                                                         celebrity_threshold=2)))
+    assert await pool.fetchval("SELECT followers FROM celebrity_floor") == 2  # lowered as the app started
+    fan1, fan1_h = await user_with_token(client)
+    fan2, fan2_h = await user_with_token(client)
+    star, _ = await user_with_token(client)
+    listed = lambda: pool.fetchval("SELECT count(*) FROM celebrities WHERE user_id = $1", int(star["id"]))  # noqa: E731
+    await follow(client, fan1_h, star)
+    assert await listed() == 0  # one follower: fanned out to
+    await follow(client, fan2_h, star)
+    assert await listed() == 1
+    assert (await client.post(f"/api/accounts/users/{star['id']}/unfollow/", headers=fan2_h)).status == 204
+    assert await listed() == 1  # never taken off: the page still tests the count against its threshold
+
+
+async def test_a_process_with_a_lower_threshold_lists_the_accounts_already_past_it(
+        aiohttp_client, stack_env, config, pool, redis_clean):
+    # the default threshold's apps serve requests only: the one fan-out consumer is the merging app's
+    client = await aiohttp_client(create_app(make_config(stack_env, database_url=config.database.url), consumers=False))
+    fan1, fan1_h = await user_with_token(client)
+    fan2, fan2_h = await user_with_token(client)
+    star, star_h = await user_with_token(client)
+    await follow(client, fan1_h, star)
+    await follow(client, fan2_h, star)  # two followers, under the first app's threshold: not listed
+    assert await pool.fetchval("SELECT count(*) FROM celebrities") == 0
+
+    merging = await aiohttp_client(create_app(make_config(stack_env, database_url=config.database.url,
+                                                          celebrity_threshold=2)))
+    assert [r["user_id"] for r in await pool.fetch("SELECT user_id FROM celebrities")] == [int(star["id"])]
+    await feed_ids(merging, fan1_h)
+    await feed_ids(merging, star_h)
+    post = await new_post(merging, star_h, "merged, not pushed")
+    await wait_for(lambda: in_timeline(redis_clean, star, post["id"]))
+    assert await timeline(redis_clean, fan1) == []
+    assert await feed_ids(merging, fan1_h) == [post["id"]]
+
+    await aiohttp_client(create_app(make_config(stack_env, database_url=config.database.url), consumers=False))
+    assert await pool.fetchval("SELECT followers FROM celebrity_floor") == 2  # a higher threshold never raises it
+
+
 async def test_only_recently_active_followers_get_the_fan_out(client, redis_clean, pool):
     active, active_h = await user_with_token(client)
     away, away_h = await user_with_token(client)

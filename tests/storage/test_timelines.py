@@ -1,8 +1,14 @@
-"""Home timelines in Redis: what a push does (built timelines only, the cap and its slack)."""
+"""Home timelines in Redis: what a push does (built timelines only, the cap and its slack); the
+celebrity list the home page merges from."""
 
 from __future__ import annotations
 
+import asyncio
+
+from storage import graph, timelines as tl
 from storage.timelines import SENTINEL, Timelines
+from tests.conftest import wait_for
+from tests.support import user_with_token
 
 
 async def test_a_push_reaches_only_built_timelines_whatever_its_chunks(redis_clean):
@@ -37,3 +43,24 @@ async def test_a_push_of_many_posts_leaves_the_newest_cap_of_them(redis_clean):
     await timelines.store_home(1, [1, 2, 3])
     assert await timelines.push_to_home([1], list(range(100, 150))) == 1
     assert await timelines.read_home(1, None, 100) == list(range(149, 133, -1))
+
+
+async def test_lowering_the_celebrity_floor_waits_for_a_follow_in_flight_and_lists_its_account(client, pool):
+    fan, _ = await user_with_token(client)
+    star, _ = await user_with_token(client)
+    fan_id, star_id = int(fan["id"]), int(star["id"])
+    assert await pool.fetchval("SELECT followers FROM celebrity_floor") > 1
+    async with pool.acquire() as following, pool.acquire() as lowering:
+        transaction = following.transaction()
+        await transaction.start()
+        await graph.lock_users_txn(following, [fan_id, star_id])
+        assert await graph.add_follow_txn(following, fan_id, star_id)  # star's first follower, under the old floor
+        keep = asyncio.ensure_future(tl.keep_celebrities(lowering, 1))
+        waiting = lowering.get_server_pid()
+        await wait_for(lambda: pool.fetchval("SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1",
+                                             waiting))
+        assert not keep.done()
+        await transaction.commit()
+        await keep
+    assert await pool.fetchval("SELECT followers FROM celebrity_floor") == 1
+    assert await pool.fetchval("SELECT count(*) FROM celebrities WHERE user_id = $1", star_id) == 1
