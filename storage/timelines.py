@@ -229,11 +229,14 @@ async def keep_celebrities(conn: asyncpg.Connection, threshold: int) -> None:
     the accounts already past it (nothing to do when the floor is at or below it already). The
     lock waits for the follows whose counts are being moved (their UPDATE adds to the list with
     the floor they read) and holds new ones until the floor is lowered, so no account passes the
-    new floor unlisted."""
+    new floor unlisted. Processes starting at once take turns."""
     async with conn.transaction():
         if await conn.fetchval("SELECT followers FROM celebrity_floor") <= threshold:
             return
-        await conn.execute("LOCK TABLE celebrities IN SHARE MODE")
+        # SHARE ROW EXCLUSIVE: conflicts with the ROW EXCLUSIVE a follow's INSERT takes, and with
+        # another process lowering the floor at the same time (two SHARE locks would each wait on
+        # the other's INSERT)
+        await conn.execute("LOCK TABLE celebrities IN SHARE ROW EXCLUSIVE MODE")
         await conn.execute("UPDATE celebrity_floor SET followers = least(followers, $1)", threshold)
         await list_celebrities(conn)
 

@@ -64,3 +64,18 @@ async def test_lowering_the_celebrity_floor_waits_for_a_follow_in_flight_and_lis
         await keep
     assert await pool.fetchval("SELECT followers FROM celebrity_floor") == 1
     assert await pool.fetchval("SELECT count(*) FROM celebrities WHERE user_id = $1", star_id) == 1
+
+
+async def test_processes_lowering_the_celebrity_floor_at_once_take_turns(client, pool):
+    fan, _ = await user_with_token(client)
+    star, _ = await user_with_token(client)
+    async with pool.acquire() as conn:
+        async with conn.transaction():
+            await graph.lock_users_txn(conn, [int(fan["id"]), int(star["id"])])
+            await graph.add_follow_txn(conn, int(fan["id"]), int(star["id"]))
+    async with pool.acquire() as a, pool.acquire() as b:
+        for _ in range(10):
+            await pool.execute("UPDATE celebrity_floor SET followers = 1000000")
+            await asyncio.gather(tl.keep_celebrities(a, 1), tl.keep_celebrities(b, 2))  # neither deadlocks
+    assert await pool.fetchval("SELECT followers FROM celebrity_floor") == 1
+    assert await pool.fetchval("SELECT count(*) FROM celebrities WHERE user_id = $1", int(star["id"])) == 1
