@@ -112,6 +112,9 @@ def ceiling(targets: list[dict[str, Any]]) -> dict[str, Any]:
             "share_of_ceiling": f["total"]["throughput"] / ref_ops,
             "throughput": f["total"]["throughput"],
             "server_cpu_ms_per_op": f["gauges"].get("server_cpu_ms_per_op"),
+            # the local stores' share of each operation (bench.storecpu), where they were measured
+            **{f"{store}_cpu_ms_per_op": f["gauges"][f"{store}_cpu_ms_per_op"] for store in ("postgres", "redis")
+               if f"{store}_cpu_ms_per_op" in f["gauges"]},
             "p99_ms": {op: o["latency_ms"]["p99"] for op, o in f["ops"].items()},
             "bytes_per_op": {name.removesuffix("_bytes"): d["p50"] for name, d in f["values"].items()
                              if name.endswith("_bytes")},
@@ -180,8 +183,10 @@ def summary(result: dict[str, Any]) -> str:
         out.append(f"share of the reference ceiling ({ceiling_['reference']}, same run):")
         for label, row in ceiling_["targets"].items():
             if label != ceiling_["reference"]:
+                stores = "".join(f", {title} {_fmt(row[key], 3)}" for key, title in
+                                 (("postgres_cpu_ms_per_op", "PostgreSQL"), ("redis_cpu_ms_per_op", "Redis")) if key in row)
                 out.append(f"  {label}: {_fmt(100 * row['share_of_ceiling'], 1)} % of its throughput, "
-                           f"server CPU {_fmt(row['server_cpu_ms_per_op'], 3)} ms per op, "
+                           f"server CPU {_fmt(row['server_cpu_ms_per_op'], 3)} ms per op{stores}, "
                            f"bytes per op {row['bytes_per_op']}, p99 ms {row['p99_ms']}")
     return "\n".join(out)
 

@@ -24,6 +24,7 @@ from typing import Any, Awaitable, Callable
 from urllib.parse import urlsplit
 
 from bench.stats import Recorder, Samples
+from bench.storecpu import StoreClocks
 
 GRACE_SECONDS = 30.0  # how long a worker may take beyond its duration (set-up, draining) before it is stopped
 
@@ -331,13 +332,14 @@ async def run_scenario(scenario: str, targets: list[Target], options: Options, r
     for run in runs:
         run.plan = await module.prepare(run.target, options)
     offsets = {id(run): 0.0 for run in runs}
+    clocks = await asyncio.to_thread(StoreClocks, {"postgres": options.database_url, "redis": options.redis_url})
     loop = asyncio.get_running_loop()
     for number in range(rounds):
         for run in runs:
             label = f"{scenario} {run.target.label} round {number + 1}/{rounds}"
             bar, update = _bar(label, options.warmup + options.duration, show_progress)
             started: asyncio.Future = loop.create_future()
-            cpu = asyncio.ensure_future(cpu_in_window(run.target.url, started, options.warmup, options.duration))
+            cpu = asyncio.ensure_future(cpu_in_window(run.target.url, clocks, started, options.warmup, options.duration))
             try:
                 dumps, elapsed = await asyncio.to_thread(
                     run_round, scenario, run.target, options, run.plan, update,
@@ -352,18 +354,21 @@ async def run_scenario(scenario: str, targets: list[Target], options: Options, r
             ok = sum(t[1] for t in run.samples.timeline[before:])
             errors = sum(t[2] for t in run.samples.timeline[before:])
             round_ = {"round": number + 1, "ok": ok, "errors": errors, "throughput": ok / elapsed}
-            cpu_seconds = await cpu
-            if cpu_seconds is not None:
-                round_["server_cpu_seconds"] = cpu_seconds
-                round_["server_cpu_ms_per_op"] = 1000 * cpu_seconds / max(ok, 1)
+            spent = await cpu
+            for name in CPU_OF:
+                if name in spent:
+                    round_[f"{name}_cpu_seconds"] = spent[name]
+                    round_[f"{name}_cpu_ms_per_op"] = 1000 * spent[name] / max(ok, 1)
             run.rounds.append(round_)
             log(f"  {label}: {ok / elapsed:,.0f} ops/s, {errors} errors" +
-                (f", server CPU {round_['server_cpu_ms_per_op']:.3f} ms per op" if cpu_seconds is not None else ""))
+                "".join(f", {title} CPU {round_[f'{name}_cpu_ms_per_op']:.3f} ms per op"
+                        for name, title in CPU_OF.items() if name in spent))
     for run in runs:
-        spent = [r["server_cpu_seconds"] for r in run.rounds if "server_cpu_seconds" in r]
-        if spent and len(spent) == len(run.rounds):
-            run.samples.gauges["server_cpu_seconds"] = sum(spent)
-            run.samples.gauges["server_cpu_ms_per_op"] = 1000 * sum(spent) / max(sum(r["ok"] for r in run.rounds), 1)
+        for name in CPU_OF:
+            spent = [r[f"{name}_cpu_seconds"] for r in run.rounds if f"{name}_cpu_seconds" in r]
+            if spent and len(spent) == len(run.rounds):
+                run.samples.gauges[f"{name}_cpu_seconds"] = sum(spent)
+                run.samples.gauges[f"{name}_cpu_ms_per_op"] = 1000 * sum(spent) / max(sum(r["ok"] for r in run.rounds), 1)
     finish = getattr(module, "finish", None)
     if finish:
         for run in runs:
@@ -388,18 +393,29 @@ async def server_cpu_seconds(url: str) -> float | None:
     return None
 
 
-async def cpu_in_window(url: str, started: asyncio.Future, warmup: float, duration: float) -> float | None:
-    """The server's CPU seconds over a round's measured window (from `warmup` after the workers
-    started, for `duration`), read from /metrics at both ends; None without them."""
+# whose CPU a round reports, per operation: the server's, from its /metrics, and the stores' on this
+# machine (bench.storecpu), which spend their own share of the same cores on every operation
+CPU_OF = {"server": "server", "postgres": "PostgreSQL", "redis": "Redis"}
+
+
+async def cpu_in_window(url: str, clocks: StoreClocks, started: asyncio.Future, warmup: float,
+                        duration: float) -> dict[str, float]:
+    """CPU seconds over a round's measured window (from `warmup` after the workers started, for
+    `duration`), read at both ends: "server" from its /metrics, and each local store's
+    (StoreClocks); what could not be read at both ends is left out."""
+    async def read() -> dict[str, float]:
+        server, stores = await asyncio.gather(server_cpu_seconds(url), asyncio.to_thread(clocks.read))
+        return {**stores, **({"server": server} if server is not None else {})}
+
     try:
         t0 = await started
     except asyncio.CancelledError:
-        return None
+        return {}
     await asyncio.sleep(max(0.0, t0 + warmup - time.time()))
-    first = await server_cpu_seconds(url)
+    first = await read()
     await asyncio.sleep(max(0.0, t0 + warmup + duration - time.time()))
-    last = await server_cpu_seconds(url)
-    return None if first is None or last is None else last - first
+    last = await read()
+    return {name: last[name] - first[name] for name in first.keys() & last.keys()}
 
 
 def default_processes() -> int:

@@ -45,6 +45,9 @@ async def test_feed_scenario_reads_feeds_from_a_worker_process(aiohttp_server, s
     assert run.rounds[0]["throughput"] > 10 and ref.rounds[0]["throughput"] > 10
     # the server's CPU per page from its /metrics (the in-test servers share the test's process)
     assert run.samples.gauges["server_cpu_ms_per_op"] > 0 and ref.samples.gauges["server_cpu_ms_per_op"] > 0
+    # and the stores' (the session's PostgreSQL and Valkey run on this machine)
+    assert run.samples.gauges["postgres_cpu_ms_per_op"] > 0 and run.samples.gauges["redis_cpu_ms_per_op"] > 0
+    assert run.rounds[0]["postgres_cpu_seconds"] > 0 and ref.samples.gauges["redis_cpu_ms_per_op"] > 0
     assert min(run.samples.values["feed_bytes"]) > 1000  # seeded timelines: pages of posts
     async with aiohttp.ClientSession() as session:  # the ceiling's page has the shape of glint's
         token = run.plan["tokens"][0]
