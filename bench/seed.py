@@ -428,7 +428,7 @@ async def _required(conn: asyncpg.Connection, table: str) -> set[str]:
 async def reset(conn: asyncpg.Connection, redis_url: str | None = None) -> None:
     """Remove all users and what hangs off them, hashtags and locations; and the timelines in Redis."""
     tables = (await _columns(conn)).keys()
-    names = [t for t in ("users", "hashtags", "locations") if t in tables]
+    names = [t for t in ("users", "hashtags", "locations", "celebrities") if t in tables]
     await conn.execute(f"TRUNCATE {', '.join(names)} CASCADE")
     if redis_url:
         from redis.asyncio import Redis

@@ -82,16 +82,31 @@ def tree_cpu_seconds(root: int) -> float | None:
     return ticks / _TICK
 
 
+# what a store's listening process is called (/proc/PID/comm): a proxy on the port instead (a
+# connection pooler, a container's port forwarder) is not the store, and its CPU is not reported
+STORE_COMMANDS = {"postgres": ("postgres",), "redis": ("redis-server", "valkey-server")}
+
+
+def command_of(pid: int) -> str:
+    """A process's command name, or "" when it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
 class StoreClocks:
     """The local stores of a run, by name ("postgres", "redis"), read together: `read()` gives
-    each one's CPU seconds so far; a store that is not local, or not found, is left out."""
+    each one's CPU seconds so far; a store that is not local, not found, or whose port another
+    program holds, is left out."""
 
     def __init__(self, urls: dict[str, str]) -> None:
         self.pids: dict[str, int] = {}
         for name, url in urls.items():
             port = local_port(url) if url else None
             pid = listening_pid(port) if port else None
-            if pid is not None:
+            if pid is not None and command_of(pid) in STORE_COMMANDS[name]:
                 self.pids[name] = pid
 
     def read(self) -> dict[str, float]:

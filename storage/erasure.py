@@ -92,6 +92,7 @@ async def erase_txn(conn: asyncpg.Connection, user_id: int) -> bool:
     # a post's media links do not cascade from media: the posts go first, then everything else
     await conn.execute("DELETE FROM posts WHERE author_id = $1", user_id)
     await conn.execute("DELETE FROM users WHERE id = $1", user_id)
+    await conn.execute("DELETE FROM celebrities WHERE user_id = $1", user_id)  # no foreign key: migration 0020
     # comments of the account on others' posts went with it (and their replies): recount those
     await conn.execute(
         "UPDATE posts p SET comment_count = (SELECT count(*) FROM comments c WHERE c.post_id = p.id)"

@@ -96,13 +96,9 @@ async def _count_follows_txn(conn: asyncpg.Connection, followers: list[int], fol
         " FROM (SELECT id, count(*) AS n FROM unnest($1::bigint[]) AS id GROUP BY id) c WHERE u.id = c.id",
         followers, delta,
     )
-    # an account reaching the celebrity floor is listed as one (migration 0020, storage/timelines.py)
-    await conn.execute(
-        "WITH counted AS (UPDATE users u SET followers_count = followers_count + $2 * c.n"
-        " FROM (SELECT id, count(*) AS n FROM unnest($1::bigint[]) AS id GROUP BY id) c WHERE u.id = c.id"
-        " RETURNING u.id, u.followers_count)"
-        " INSERT INTO celebrities (user_id) SELECT id FROM counted"
-        " WHERE followers_count >= (SELECT followers FROM celebrity_floor) ON CONFLICT DO NOTHING",
+    await conn.execute(  # an account reaching the celebrity floor is listed by a trigger (migration 0020)
+        "UPDATE users u SET followers_count = followers_count + $2 * c.n"
+        " FROM (SELECT id, count(*) AS n FROM unnest($1::bigint[]) AS id GROUP BY id) c WHERE u.id = c.id",
         followees, delta,
     )
 

@@ -227,9 +227,10 @@ async def keep_celebrities(conn: asyncpg.Connection, threshold: int) -> None:
     """Make the `celebrities` list hold every account with at least `threshold` followers, as
     home_page needs from a process that merges from there: lower the list's floor to it and add
     the accounts already past it (nothing to do when the floor is at or below it already). The
-    lock waits for the follows whose counts are being moved (their UPDATE adds to the list with
-    the floor they read) and holds new ones until the floor is lowered, so no account passes the
-    new floor unlisted. Processes starting at once take turns."""
+    lock waits for the transactions whose counts rose (the trigger of migration 0020 added to the
+    list with the floor it read) and holds new ones until the floor is lowered, so no account
+    passes the new floor unlisted; a start that lowers it holds follows for one scan of users.
+    Processes starting at once take turns."""
     async with conn.transaction():
         if await conn.fetchval("SELECT followers FROM celebrity_floor") <= threshold:
             return
@@ -242,8 +243,8 @@ async def keep_celebrities(conn: asyncpg.Connection, threshold: int) -> None:
 
 
 async def list_celebrities(conn: asyncpg.Connection | asyncpg.Pool) -> None:
-    """Add every account at the floor to the `celebrities` list (after counts were written by
-    other means than a follow: keep_celebrities, the bench's seed)."""
+    """Add every account at the floor to the `celebrities` list: after the floor was lowered
+    (keep_celebrities), or counts were written without an UPDATE of them (COPY: the bench's seed)."""
     await conn.execute(
         "INSERT INTO celebrities (user_id) SELECT id FROM users"
         " WHERE followers_count >= (SELECT followers FROM celebrity_floor) ON CONFLICT DO NOTHING"

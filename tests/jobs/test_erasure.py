@@ -56,6 +56,7 @@ async def test_after_30_days_the_job_erases_rows_and_objects_and_fixes_others_co
     assert conversation.status in (200, 201)
     assert await objects_of(client, owner["id"])
     assert (await delete_account(client, pair)).status == 202
+    await pool.execute("INSERT INTO celebrities (user_id) VALUES ($1)", int(owner["id"]))  # as if past the floor
 
     clock.advance(days=30, seconds=-1)
     assert await run_erasure(client) == 0
@@ -63,6 +64,7 @@ async def test_after_30_days_the_job_erases_rows_and_objects_and_fixes_others_co
     assert await run_erasure(client) == 1
     assert await run_erasure(client) == 0
     assert await pool.fetchval("SELECT count(*) FROM users WHERE id = $1", int(owner["id"])) == 0
+    assert await pool.fetchval("SELECT count(*) FROM celebrities WHERE user_id = $1", int(owner["id"])) == 0
     assert await pool.fetchval("SELECT count(*) FROM posts WHERE id = $1", int(own_post["id"])) == 0
     assert await objects_of(client, owner["id"]) == []
     assert await objects_of(client, other["id"])  # nobody else's objects

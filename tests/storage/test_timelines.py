@@ -79,3 +79,38 @@ async def test_processes_lowering_the_celebrity_floor_at_once_take_turns(client,
             await asyncio.gather(tl.keep_celebrities(a, 1), tl.keep_celebrities(b, 2))  # neither deadlocks
     assert await pool.fetchval("SELECT followers FROM celebrity_floor") == 1
     assert await pool.fetchval("SELECT count(*) FROM celebrities WHERE user_id = $1", int(star["id"])) == 1
+
+
+async def test_a_follow_waiting_on_a_lowering_of_the_floor_is_listed_by_the_floor_it_lowered_to(client, pool):
+    fan, _ = await user_with_token(client)
+    star, _ = await user_with_token(client)
+    fan_id, star_id = int(fan["id"]), int(star["id"])
+    async with pool.acquire() as lowering, pool.acquire() as following:
+        transaction = lowering.transaction()  # keep_celebrities, held between its steps
+        await transaction.start()
+        await lowering.execute("LOCK TABLE celebrities IN SHARE ROW EXCLUSIVE MODE")
+        await lowering.execute("UPDATE celebrity_floor SET followers = 1")
+
+        async def follow() -> None:
+            async with following.transaction():
+                await graph.lock_users_txn(following, [fan_id, star_id])
+                await graph.add_follow_txn(following, fan_id, star_id)
+
+        followed = asyncio.ensure_future(follow())
+        await wait_for(lambda: pool.fetchval("SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1",
+                                             following.get_server_pid()))
+        await tl.list_celebrities(lowering)  # the follow is not committed: the backfill cannot see it
+        await transaction.commit()
+        await followed
+    # the follow's listing waited for the lock, then read the lowered floor
+    assert await pool.fetchval("SELECT count(*) FROM celebrities WHERE user_id = $1", star_id) == 1
+
+
+async def test_a_count_raised_by_any_writer_lists_the_account(client, pool):
+    star, _ = await user_with_token(client)
+    async with pool.acquire() as conn:
+        await tl.keep_celebrities(conn, 5)
+    await pool.execute("UPDATE users SET followers_count = 4 WHERE id = $1", int(star["id"]))
+    assert await pool.fetchval("SELECT count(*) FROM celebrities") == 0
+    await pool.execute("UPDATE users SET followers_count = 5 WHERE id = $1", int(star["id"]))  # SQL by hand
+    assert await pool.fetchval("SELECT user_id FROM celebrities") == int(star["id"])
