@@ -54,19 +54,32 @@ def free_port_pair(offset: int = 10000) -> int:
     raise RuntimeError("no free port pair found")
 
 
+ADMIN_GRPC_OFFSET = 10000  # weed's admin grpc port is its http port + this (DEFAULT_PORTS)
+
+
 def resolve_ports(ports: Mapping[str, int] | None, recorded: Mapping[str, int]) -> dict[str, int]:
-    """explicit `ports` > ports recorded in stack.json > defaults (ports=None) / free ports (ports given)."""
+    """explicit `ports` > ports recorded in stack.json > defaults (ports=None) / free ports (ports given).
+
+    Free ports are all different, and differ from the admin's grpc port too: a port is free when
+    it is picked, not when it is bound, so two picks (or a pick and the admin's port + 10000) could
+    name the same port, and the second service to start would find it taken."""
     out: dict[str, int] = {}
     explicit = dict(ports or {})
+    picked = [key for key in DEFAULT_PORTS if key not in explicit and key not in recorded and ports is not None]
     for key, default in DEFAULT_PORTS.items():
-        if key in explicit:
-            out[key] = int(explicit[key])
-        elif key in recorded:
-            out[key] = int(recorded[key])
-        elif ports is None:
-            out[key] = default
-        elif key == "s3_admin":
-            out[key] = free_port_pair(10000)
+        if key not in picked:
+            out[key] = int(explicit[key]) if key in explicit else int(recorded[key]) if key in recorded else default
+    used = set(out.values())
+    if "s3_admin" in out:
+        used.add(out["s3_admin"] + ADMIN_GRPC_OFFSET)
+    for key in picked:
+        offsets = (0, ADMIN_GRPC_OFFSET) if key == "s3_admin" else (0,)
+        for _ in range(500):
+            port = free_port_pair(ADMIN_GRPC_OFFSET) if key == "s3_admin" else free_port()
+            if not any(port + d in used for d in offsets):
+                break
         else:
-            out[key] = free_port()
-    return out
+            raise RuntimeError(f"no free port for {key} apart from the others")
+        out[key] = port
+        used.update(port + d for d in offsets)
+    return {key: out[key] for key in DEFAULT_PORTS}
