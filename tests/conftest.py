@@ -91,8 +91,8 @@ def stack_env(request, stack_root: Path) -> dict[str, str]:
     (`TEST_REDIS=cluster` puts every test on the Valkey cluster instead of the single node)."""
     services = _services()
     ports = {name: devstack.free_port() for name in services}  # never the defaults a `make run` uses
-    env = devstack.up(stack_root, ports=ports, services=services, fast=True, log=lambda *a: None)
-    try:
+    try:  # a start that fails part way still stops what it started
+        env = devstack.up(stack_root, ports=ports, services=services, fast=True, log=lambda *a: None)
         base = env["GLINT_DATABASE_URL"].rsplit("/", 1)[0]
 
         asyncio.run(devstack.fresh_database(base, TEMPLATE))  # what each test's database is cloned from

@@ -26,10 +26,9 @@ def fresh_stack():
     """A second stack (PostgreSQL, Valkey, S3) on free ports, with nothing in it."""
     root = Path(tempfile.mkdtemp(prefix="glint-restore-stack-"))
     services = ["postgres", "redis", "s3"]
-    env = devstack.up(root, ports={name: devstack.free_port() for name in services}, services=services, fast=True,
-                      log=lambda *a: None)
-    try:
-        yield env
+    try:  # a start that fails part way still stops what it started
+        yield devstack.up(root, ports={name: devstack.free_port() for name in services}, services=services, fast=True,
+                          log=lambda *a: None)
     finally:
         devstack.down(root, log=lambda *a: None)
         shutil.rmtree(root, ignore_errors=True)
