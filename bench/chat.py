@@ -50,7 +50,6 @@ import json
 import multiprocessing as mp
 import os
 import random
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -683,8 +682,7 @@ def run(args: argparse.Namespace) -> dict:
     finally:
         import devstack
 
-        devstack.down(root, log=lambda *a: None)
-        shutil.rmtree(root, ignore_errors=True)
+        devstack.destroy(root, log=lambda *a: None)
     if len(trees) == 1 and rounds == 1:
         return {"settings": settings(args), **runs["A"][0], **presence}
     return compared(args, trees, runs, presence)

@@ -27,7 +27,6 @@ import contextlib
 import json
 import math
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -226,8 +225,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         transports = ["kafka", "inline"] if args.transport == "both" else [args.transport]
         results = [await measure_transport(root, t, args.likes, args.interval) for t in transports]
     finally:
-        devstack.down(root, log=lambda *a: None)
-        shutil.rmtree(root, ignore_errors=True)
+        devstack.destroy(root, log=lambda *a: None)
     return {"benchmark": "like -> notification.new on the author's socket", "likes": args.likes,
             "load_average": [round(x, 2) for x in os.getloadavg()], "results": results}
 

@@ -30,7 +30,6 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -141,8 +140,7 @@ async def run(args: argparse.Namespace) -> dict:
         finally:
             await pool.close()
     finally:
-        devstack.down(root, log=lambda *a: None)
-        shutil.rmtree(root, ignore_errors=True)
+        devstack.destroy(root, log=lambda *a: None)
     return result(args, targets, runs)
 
 

@@ -24,7 +24,6 @@ import json
 import math
 import random
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -253,12 +252,9 @@ def main() -> None:
     try:
         env = devstack.up(root, ports={s: devstack.free_port() for s in services}, services=services, fast=True,
                           log=lambda *a: None)
-        try:
-            results = asyncio.run(run(args, env))
-        finally:
-            devstack.down(root, log=lambda *a: None)
+        results = asyncio.run(run(args, env))
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        devstack.destroy(root, log=lambda *a: None)
     print(json.dumps(results, indent=2))
     if args.out:
         args.out.write_text(json.dumps(results, indent=2) + "\n")

@@ -133,6 +133,9 @@ def _ready(bin_dir: Path, port: int) -> bool:
     return r.returncode == 0
 
 
+OUTSIDE_PREFIX = "glint-data-"  # /var/tmp/glint-data-<sha1(root)[:12]>: the data of a root its user cannot reach
+
+
 def start(root: Path, st: StackState, log: Log) -> Proc:
     port = st.ports["postgres"]
     fast = bool(st.fast)
@@ -146,7 +149,10 @@ def start(root: Path, st: StackState, log: Log) -> Proc:
         pg_dir.parent.mkdir(parents=True, exist_ok=True)
         if not _user_can_reach(pg_dir.parent, run_as[0], run_as[1]):
             h = hashlib.sha1(str(Path(root).resolve()).encode()).hexdigest()[:12]
-            base = Path(f"/var/tmp/glint-data-{h}")
+            base = Path(f"/var/tmp/{OUTSIDE_PREFIX}{h}")
+            # this root has recorded no data dir, so it is new: a folder there is an earlier root's
+            # of the same path (a test's temporary folder after /tmp was emptied), not its own
+            shutil.rmtree(base, ignore_errors=True)
             base.mkdir(mode=0o755, exist_ok=True)
             os.chmod(base, 0o755)
             pg_dir = base / "pg"

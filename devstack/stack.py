@@ -1,6 +1,7 @@
 """Bringing the whole stack up and down in one folder, and one service at a time."""
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -147,6 +148,23 @@ def down(root: Path, log: Log = print) -> None:
     seaweedfs.remove_sockets(st.ports)
     write_state(root, st)
     log(f"stack down in {time.monotonic() - t0:.1f}s")
+
+
+def destroy(root: Path, log: Log = print) -> None:
+    """Stop a throwaway stack (a test session's, a bench's) and delete it with its data, also the
+    data kept outside `root` (PostgreSQL's under /var/tmp when the user it runs as cannot reach
+    `root`, devstack/postgres.py, with its replica and its socket folder): down() keeps them."""
+    root = Path(root).absolute()
+    st = read_state(root)
+    down(root, log)
+    outside = [Path(p) for p in st.data_dirs.values() if p.startswith("/")]  # tansu's is a description
+    if st.pg is not None:
+        outside.append(Path(st.pg.socket_dir))
+    for path in outside:
+        if not path.is_relative_to(root):
+            shutil.rmtree(path.parent if path.parent.name.startswith(postgres.OUTSIDE_PREFIX) else path,
+                          ignore_errors=True)
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def status(root: Path) -> list[ServiceStatus]:

@@ -100,7 +100,7 @@ def stack_env(request, stack_root: Path) -> dict[str, str]:
             env = {**env, "GLINT_REDIS_URL": request.getfixturevalue("redis_cluster_url")}
         yield env
     finally:
-        devstack.down(stack_root, log=lambda *a: None)
+        devstack.destroy(stack_root, log=lambda *a: None)
 
 
 def make_config(env: dict[str, str], **overrides: object) -> Config:

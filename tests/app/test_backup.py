@@ -4,7 +4,6 @@ same ids; a damaged archive and a stack that holds data are refused."""
 
 from __future__ import annotations
 
-import shutil
 import tarfile
 import tempfile
 import uuid
@@ -30,8 +29,7 @@ def fresh_stack():
         yield devstack.up(root, ports={name: devstack.free_port() for name in services}, services=services, fast=True,
                           log=lambda *a: None)
     finally:
-        devstack.down(root, log=lambda *a: None)
-        shutil.rmtree(root, ignore_errors=True)
+        devstack.destroy(root, log=lambda *a: None)
 
 
 async def fetch(url: str) -> bytes:

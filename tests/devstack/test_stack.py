@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import pytest
 from redis import Redis
 
 import devstack
+from devstack.state import read_state
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,7 +31,7 @@ def small_stack(tmp_path: Path):
     root = tmp_path / ".glint"
     ports = {"postgres": devstack.free_port(), "redis": devstack.free_port()}
     yield root, ports
-    devstack.down(root, log=lambda *a: None)
+    devstack.destroy(root, log=lambda *a: None)
 
 
 async def test_up_twice_reuses_the_running_stack_and_data_survives_down_and_up(small_stack):
@@ -70,3 +72,29 @@ def test_status_names_a_child_that_died(small_stack):
     result = glint_stack(root, "status")
     assert result.returncode == 1
     assert "dead: redis" in result.stdout
+
+
+async def test_destroy_deletes_the_stack_and_its_data_wherever_it_lives(small_stack):
+    root, ports = small_stack
+    devstack.up(root, ports=ports, services=("postgres",), log=lambda *a: None)
+    data = Path(read_state(root).data_dirs["postgres"])  # under /var/tmp when postgres's user cannot reach root
+    assert (data / "data" / "PG_VERSION").is_file()
+    devstack.destroy(root, log=lambda *a: None)
+    assert not data.exists() and not root.exists()
+    assert not any(row.alive for row in devstack.status(root))
+
+
+async def test_a_new_stack_where_an_earlier_one_was_starts_empty(small_stack):
+    root, ports = small_stack
+    env = devstack.up(root, ports=ports, services=("postgres",), log=lambda *a: None)
+    conn = await asyncpg.connect(env["GLINT_DATABASE_URL"])
+    await conn.execute("CREATE TABLE earlier (v text)")
+    await conn.close()
+    devstack.down(root, log=lambda *a: None)
+    shutil.rmtree(root)  # the folder is gone (a temporary one, after /tmp was emptied); data kept elsewhere is not
+    env = devstack.up(root, ports=ports, services=("postgres",), log=lambda *a: None)
+    conn = await asyncpg.connect(env["GLINT_DATABASE_URL"])
+    try:
+        assert await conn.fetchval("SELECT to_regclass('earlier')") is None
+    finally:
+        await conn.close()
