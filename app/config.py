@@ -125,6 +125,9 @@ class ServerConfig(Section):
     consumer_port: Port = 8081
     shutdown_timeout: PositiveFloat = 10.0
     max_body_bytes: PositiveInt = 1024 * 1024
+    body_timeout_seconds: Annotated[PositiveFloat, doc(
+        "how long a request body may take to arrive (an upload: each of its chunks); past it the request "
+        "is a 408 and its connection is closed")] = 30.0
     cors_origins: str = ""
     gzip_min_bytes: PositiveInt = 1024
     log_level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], doc(

@@ -21,7 +21,7 @@ from app.web import is_app_path
 from handlers.auth import auth_markers, bearer_token, check_session, read_access_token, rider_for, verifying_secrets
 from handlers.common import (
     ApiError, MethodNotAllowed, NotAuthenticated, NotFound, PayloadTooLarge, RateLimited, ValidationFailed,
-    client_error, encode,
+    client_error, encode, read_body,
 )
 from handlers.context import config_key, identity_key, limiter_key, pool_key, redis_key, request_id_key, ridden_key
 from jobs.events import count_store_error
@@ -118,8 +118,11 @@ async def request_context(request: web.Request, handler):
 
 def error_response(error: ApiError) -> web.Response:
     """The JSON envelope of an ApiError."""
-    return web.Response(body=encode(error.body()), status=error.status, headers=error.headers,
-                        content_type="application/json", charset="utf-8")
+    response = web.Response(body=encode(error.body()), status=error.status, headers=error.headers,
+                            content_type="application/json", charset="utf-8")
+    if error.closes:
+        response.force_close()
+    return response
 
 
 def _unexpected(request: web.Request, exc: Exception) -> web.Response:
@@ -200,7 +203,7 @@ async def refuse_unstorable(request: web.Request, handler):
                 problem = f"Header {name}: {problem}" if bounds.bad_str(name) is None else problem
                 break
     if problem is None and request.body_exists and request.content_type == "application/json":
-        problem = bounds.bad_text(await request.read())
+        problem = bounds.bad_text(await read_body(request))
     if problem is not None:
         raise UnstorableText(problem)
     return await handler(request)

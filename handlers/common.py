@@ -3,6 +3,7 @@ pagination and the route table that the OpenAPI document is generated from."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import math
 from dataclasses import dataclass, field
@@ -12,12 +13,13 @@ from typing import Annotated, Any, Awaitable, Callable, Generic, Sequence, TypeV
 import asyncpg
 import msgspec
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 from msgspec import Meta
 
 from realtime.frames import IdStr
 from storage.bounds import BIGINT_MAX, bad_str, is_id
 
-from handlers.context import identity_key, pool_key, redis_key, replicas_key
+from handlers.context import config_key, identity_key, pool_key, redis_key, replicas_key
 from realtime import frames
 from storage import faults, users
 
@@ -41,6 +43,7 @@ class ApiError(Exception):
     status = 400
     code = "bad_request"
     message = "Bad request."
+    closes = False  # the connection is closed after the answer: its request body is left unread
 
     def __init__(self, message: str | None = None, *, fields: dict[str, str] | None = None,
                  headers: dict[str, str] | None = None) -> None:
@@ -91,6 +94,14 @@ class Conflict(ApiError):
 
 class PayloadTooLarge(ApiError):
     status, code, message = 413, "payload_too_large", "The request body is too large."
+
+
+class UnreadableBody(ApiError):
+    status, code, message, closes = 400, "unreadable_body", "The body does not decode as its Content-Encoding says.", True
+
+
+class BodyTimeout(ApiError):
+    status, code, message, closes = 408, "request_timeout", "The request body did not arrive in time.", True
 
 
 class UnsupportedMediaType(ApiError):
@@ -164,11 +175,35 @@ def decode(data: bytes, type_: type[T]) -> T:
         raise MalformedJson() from None
 
 
+async def read_body(request: web.Request) -> bytes:
+    """The whole request body (aiohttp keeps it: a second read costs nothing), within the size
+    limit and the body timeout: a body that stops arriving is a 408, not a connection held open,
+    and one that does not decode as its Content-Encoding says is a 400."""
+    try:
+        async with asyncio.timeout(request.app[config_key].server.body_timeout_seconds):
+            return await request.read()
+    except TimeoutError:
+        raise BodyTimeout() from None
+    except RequestPayloadError:
+        raise UnreadableBody() from None
+
+
+def body_deadline(request: web.Request) -> asyncio.Timeout:
+    """The body timeout for a body read in parts (an upload): `reading(deadline)` after each part
+    restarts it, so a slow upload that keeps arriving is read and a stalled one is not waited for."""
+    return asyncio.timeout(request.app[config_key].server.body_timeout_seconds)
+
+
+def reading(request: web.Request, deadline: asyncio.Timeout) -> None:
+    """A part of the body arrived: the body timeout starts again (body_deadline)."""
+    deadline.reschedule(asyncio.get_running_loop().time() + request.app[config_key].server.body_timeout_seconds)
+
+
 async def read_json(request: web.Request, type_: type[T]) -> T:
     """The request body as `type_`: it must be JSON, within the size limit, of the right shape."""
     if request.content_type != "application/json":
         raise UnsupportedMediaType(f"Send application/json, not {request.content_type or 'nothing'}.")
-    return decode(await request.read(), type_)
+    return decode(await read_body(request), type_)
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:

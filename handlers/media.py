@@ -4,14 +4,17 @@ front proxy checks those links (the local stack), the route that checks them."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 from aiohttp import BodyPartReader, web
+from aiohttp.web_protocol import RequestPayloadError
 from msgspec import Meta
 
 from handlers.auth import current_user
 from handlers.common import (
-    NotFound, PayloadTooLarge, Routes, Struct, UnsupportedMediaType, ValidationFailed, json_response, path_id,
+    BodyTimeout, NotFound, PayloadTooLarge, Routes, Struct, UnreadableBody, UnsupportedMediaType, ValidationFailed,
+    body_deadline, json_response, path_id, reading,
 )
 from handlers.context import config_key, links_key, pool_key, presigner_key, s3_key
 from storage import media, messages, visibility
@@ -80,28 +83,44 @@ async def receive_upload(request: web.Request, spool: media.Spool) -> str:
     if request.content_length is not None and request.content_length > largest + MULTIPART_SLACK:
         raise PayloadTooLarge(f"Uploads are limited to {largest} bytes.")
     try:
-        reader = await request.multipart()
-        part = await reader.next()
-        while part is not None and getattr(part, "name", None) != "file":
-            await part.release()
-            part = await reader.next()
-        if part is None or not isinstance(part, BodyPartReader):
-            raise ValidationFailed("The field `file` is required.", fields={"file": "This field is required."})
-        fmt: str | None = None
-        limit = largest
-        while chunk := await part.read_chunk(CHUNK):
-            spool.write(chunk)
-            if fmt is None and len(spool.head) >= 32:
-                fmt = check_format(spool.head)
-                limit = config.media.video_max_bytes if fmt == "mp4" else config.media.image_max_bytes
-            if spool.size > limit:
-                raise PayloadTooLarge(f"This file is larger than {limit} bytes.")
+        async with body_deadline(request) as deadline:
+            fmt = await _stream_file(request, spool, largest, deadline)
     except ValueError:  # a malformed multipart body
         raise ValidationFailed("The multipart body is malformed.") from None
+    except TimeoutError:
+        raise BodyTimeout() from None
+    except RequestPayloadError:
+        raise UnreadableBody() from None
     if spool.size == 0:
         raise ValidationFailed("The file is empty.", fields={"file": "The file is empty."})
     spool.finish()
     return fmt or check_format(spool.head)
+
+
+async def _stream_file(request: web.Request, spool: media.Spool, largest: int,
+                       deadline: asyncio.Timeout) -> str | None:
+    """receive_upload's reading: the field `file` into the spool, the body timeout restarted by
+    every chunk; the sniffed format, once 32 bytes are in."""
+    config = request.app[config_key]
+    reader = await request.multipart()
+    part = await reader.next()
+    while part is not None and getattr(part, "name", None) != "file":
+        await part.release()
+        reading(request, deadline)
+        part = await reader.next()
+    if part is None or not isinstance(part, BodyPartReader):
+        raise ValidationFailed("The field `file` is required.", fields={"file": "This field is required."})
+    fmt: str | None = None
+    limit = largest
+    while chunk := await part.read_chunk(CHUNK):
+        reading(request, deadline)
+        spool.write(chunk)
+        if fmt is None and len(spool.head) >= 32:
+            fmt = check_format(spool.head)
+            limit = config.media.video_max_bytes if fmt == "mp4" else config.media.image_max_bytes
+        if spool.size > limit:
+            raise PayloadTooLarge(f"This file is larger than {limit} bytes.")
+    return fmt
 
 
 def check_format(head: bytes) -> str:

@@ -8,6 +8,7 @@ import asyncio
 import base64
 import json
 
+import aiohttp
 from aiohttp import WSMsgType
 
 from app.main import create_app
@@ -141,3 +142,52 @@ async def test_websocket_frames_share_the_rest_request_budget(aiohttp_client, st
     assert (await client.get("/api/accounts/users/me/", headers=bearer(token))).status == 429
     await ws.send_json({"type": "ping", "ref": "still"})
     assert (await frame_of(ws, "pong"))["ref"] == "still"
+
+
+async def _raw_exchange(client, head: bytes, body: bytes) -> tuple[bytes, bytes]:
+    """Send a request's head and part of its body on a connection of its own; read until the server
+    closes it (a guard, not a timing, bounds the wait): the status line and the whole answer."""
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    try:
+        writer.write(head + body)
+        await writer.drain()
+        async with asyncio.timeout(30):
+            answer = await reader.read()  # to EOF: the server closed the connection
+    finally:
+        writer.close()
+    return answer.split(b"\r\n", 1)[0], answer
+
+
+async def test_a_body_that_stops_arriving_is_408_and_its_connection_closed(aiohttp_client, stack_env, config, pool):
+    client = await aiohttp_client(create_app(make_config(stack_env, database_url=config.database.url,
+                                                         body_timeout_seconds=0.3)))
+    user, token = await user_and_token(client)
+    json_head = (b"POST /api/accounts/users/register/ HTTP/1.1\r\nHost: glint\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: 100\r\n\r\n")
+    status, answer = await _raw_exchange(client, json_head, b'{"username": "slow"')
+    assert status == b"HTTP/1.1 408 Request Timeout", answer
+    assert b'"code":"request_timeout"' in answer
+    upload_head = (b"POST /api/media/ HTTP/1.1\r\nHost: glint\r\nAuthorization: Bearer " + token.encode() +
+                   b"\r\nContent-Type: multipart/form-data; boundary=b\r\nContent-Length: 100000\r\n\r\n")
+    part = b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n\r\n\xff\xd8\xff\xe0'
+    status, answer = await _raw_exchange(client, upload_head, part)
+    assert status == b"HTTP/1.1 408 Request Timeout", answer
+    assert await pool.fetchval("SELECT count(*) FROM users WHERE username = 'slow'") == 0
+    assert await pool.fetchval("SELECT count(*) FROM media") == 0
+    # the server still answers
+    assert (await client.get(f"/api/accounts/users/{user['id']}/", headers=bearer(token))).status == 200
+
+
+async def test_a_body_that_does_not_decode_as_its_content_encoding_is_400_and_the_connection_closed(client, pool):
+    _, token = await user_and_token(client)
+    for encoding in ("gzip", "deflate"):
+        head = (b"POST /api/token/ HTTP/1.1\r\nHost: glint\r\nContent-Type: application/json\r\n"
+                b"Content-Encoding: " + encoding.encode() + b"\r\nContent-Length: 5\r\n\r\n")
+        status, answer = await _raw_exchange(client, head, b"abcde")
+        assert status == b"HTTP/1.1 400 Bad Request", answer
+        assert b'"code":"unreadable_body"' in answer and b"Connection: close" in answer
+    form = aiohttp.FormData()
+    form.add_field("file", b"abcde", filename="a.jpg")
+    response = await client.post("/api/media/", data=form(), headers={**bearer(token), "Content-Encoding": "gzip"})
+    assert response.status == 400 and (await response.json())["error"]["code"] == "unreadable_body"
+    assert await pool.fetchval("SELECT count(*) FROM media") == 0
