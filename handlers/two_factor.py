@@ -29,7 +29,7 @@ from storage import two_factor
 ISSUER = "glint"
 RECOVERY_CODE_COUNT = 10
 _SEALED_V1 = b"\x01"
-_TOTP_CODE = re.compile(r"^\d{6}$")
+_TOTP_CODE = re.compile(r"^[0-9]{6}$")  # ASCII: \d also takes "١٢٣٤٥٦", which compare_digest refuses
 
 
 class SecretBox:

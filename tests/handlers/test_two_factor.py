@@ -81,3 +81,19 @@ async def test_a_recovery_code_logs_in_once_and_disabling_needs_password_and_cod
     await login(client, user["username"])
     types = [r["type"] for r in await pool.fetch("SELECT type FROM outbox ORDER BY id")]
     assert "two_factor_enabled" in types and "two_factor_disabled" in types
+
+
+async def test_codes_in_digits_other_than_ascii_are_wrong_codes_everywhere(client, clock):
+    user = await register(client)
+    pair = await login(client, user["username"])
+    await enable(client, clock, pair)
+    for code in ("١٢٣٤٥٦", "１２３４５６", "12345６", "\u0661" * 6):
+        status, body = await token_status(client, user["username"], code)
+        assert (status, body["error"]["code"]) == (401, "2fa_invalid"), (code, body)
+        response = await client.post("/api/accounts/2fa/disable/", headers=bearer(pair),
+                                     json={"password": PASSWORD, "code": code})
+        assert response.status in (400, 401), await response.text()
+    fresh = await login(client, (await register(client))["username"])
+    assert (await client.post("/api/accounts/2fa/setup/", headers=bearer(fresh))).status == 200
+    response = await client.post("/api/accounts/2fa/confirm/", headers=bearer(fresh), json={"code": "١٢٣٤٥٦"})
+    assert response.status == 400, await response.text()
