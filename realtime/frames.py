@@ -301,7 +301,7 @@ class FrameError(Exception):
 def _ref_of(data: bytes) -> Ref:
     try:
         value: Any = msgspec.json.decode(data)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # nested past msgspec's depth: no ref to find
         return None
     ref = value.get("ref") if isinstance(value, dict) else None
     if isinstance(ref, str) and len(ref) <= 64 or isinstance(ref, int) and not isinstance(ref, bool) \
@@ -328,6 +328,8 @@ def decode_client(data: bytes | str) -> AnyClientFrame:
         raise FrameError(code, text, return_ref) from None
     except msgspec.DecodeError:
         raise FrameError("malformed_json", "The frame is not a JSON object.") from None
+    except RecursionError:
+        raise FrameError("malformed_json", "The frame is nested too deeply.") from None
 
 
 def encode(frame: ServerFrame) -> bytes:

@@ -120,6 +120,10 @@ async def test_hostile_frames_get_error_frames_and_the_socket_stays_open(client,
         await ws.send_json(frame)
         error = await frame_of(ws, "error")
         assert error["ref"] == frame["ref"] and error["code"] != "internal_error", error
+    # nested past the decoder's depth, in the ref or as the whole frame: an error frame, not a dead socket
+    for deep in ('{"type": "ping", "ref": ' + "[" * 1000 + "]" * 1000 + "}", "[" * 10000, '{"a":' * 5000):
+        await ws.send_str(deep)
+        assert (await frame_of(ws, "error"))["code"] in ("malformed_json", "invalid_frame")
     await ws.send_json({"type": "ping", "ref": "alive"})
     assert (await frame_of(ws, "pong"))["ref"] == "alive"
     assert await pool.fetchval("SELECT count(*) FROM messages") == 0
