@@ -66,7 +66,8 @@ class ConversationSummary(Struct):
     last_seq: int
     read_seq: int
     unread_count: int
-    last_message: Message | None
+    last_message: Annotated[Message | None, Meta(
+        description="the newest message the viewer may see; null while there is none (a new conversation)")]
     last_message_at: str
     muted: bool = False
     pinned: bool = False
@@ -163,14 +164,14 @@ async def list_conversations(request: web.Request) -> web.Response:
     pinned = [] if before is not None else await store.list_conversations(
         pool, viewer, None, store.MAX_PINNED, requests, pinned=True)
     rows = await store.list_conversations(pool, viewer, before, page.limit + 1, requests)
-    lasts = await messages_for(pool, viewer, pinned + rows, "last_")
+    with_last = [r for r in pinned + rows if r["last_message_id"] is not None]  # a new conversation has none
+    lasts = dict(zip((r["id"] for r in with_last), await messages_for(pool, viewer, with_last, "last_message_")))
     items = [ConversationSummary(
         id=str(r["id"]), kind=r["kind"], title=r["title"], member_ids=[str(m) for m in r["member_ids"] or ()],
-        last_seq=r["last_seq"], read_seq=r["read_seq"], unread_count=r["unread"],
-        last_message=last if r["last_id"] is not None else None,
+        last_seq=r["last_seq"], read_seq=r["read_seq"], unread_count=r["unread"], last_message=lasts.get(r["id"]),
         last_message_at=iso(r["last_message_at"]), muted=r["muted"], pinned=r["pinned_at"] is not None,
         request=not r["accepted"],
-    ) for r, last in zip(pinned + rows, lasts)]
+    ) for r in pinned + rows]
     listed = make_page(request, items[len(pinned):], page.limit, lambda c: encode_cursor(c.last_message_at, c.id))
     return json_response(Page(results=items[:len(pinned)] + listed.results, next=listed.next))
 

@@ -120,7 +120,9 @@ async def list_conversations(conn: Conn, viewer: int, before: tuple[datetime, in
     """The viewer's conversations in one folder (accepted ones, or requests from people the viewer
     may be shown), pinned ones (all, most recently pinned first) or the others (latest activity
     first), each with its last message, the unread count and its members' ids; `before` is the
-    (last_message_at, id) of the previous page's last. Declined ones are in neither folder."""
+    (last_message_at, id) of the previous page's last. Declined ones are in neither folder. The
+    last message's columns are prefixed `last_message_` (`last_message_id` is NULL when there is
+    none), apart from the conversation's own `last_seq`."""
     order = "m.pinned_at DESC, c.id DESC" if pinned else "c.last_message_at DESC, c.id DESC"
     return await conn.fetch(
         f"""
@@ -134,7 +136,7 @@ async def list_conversations(conn: Conn, viewer: int, before: tuple[datetime, in
         FROM conversation_members m
         JOIN conversations c ON c.id = m.conversation_id
         LEFT JOIN LATERAL (
-            SELECT {', '.join('l.' + col + ' AS last_' + col for col in MESSAGE_COLUMNS.split(', '))}
+            SELECT {', '.join('l.' + col + ' AS last_message_' + col for col in MESSAGE_COLUMNS.split(', '))}
             FROM messages l WHERE l.conversation_id = c.id AND l.seq = c.last_seq
         ) last ON true
         WHERE m.user_id = $1 AND m.declined_at IS NULL AND m.accepted = $5
