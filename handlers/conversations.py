@@ -101,12 +101,13 @@ class ApartMembers(ValidationFailed):
 
 
 async def create_conversation(pool: asyncpg.Pool, creator: int, body: CreateConversation) -> tuple[int, bool]:
-    """One other member: the 1:1 conversation (made on first use); more: a new group."""
+    """One other member: the 1:1 conversation (made on first use); more: a new group. Members are
+    counted once each and without the creator, so `[b, b]` or `[me, b]` is the 1:1 with b."""
     others = {int(m) for m in body.member_ids} - {creator}
     if not others:
         raise ValidationFailed("member_ids must name someone else.", fields={"member_ids": "Name someone else."})
     unknown = await unreachable(pool, creator, others)
-    if len(body.member_ids) == 1:
+    if len(others) == 1:
         if unknown:
             raise NotFound("No such user.")
         return await store.get_or_create_direct(pool, creator, others.pop())

@@ -1,5 +1,6 @@
 """Conversations over REST: a conversation with no messages yet in every list, detail and creation
-response (its `last_message` is null, as the OpenAPI document says)."""
+response (its `last_message` is null, as the OpenAPI document says), and starting one with
+repeated ids or one's own id."""
 
 from __future__ import annotations
 
@@ -48,3 +49,30 @@ async def test_the_openapi_document_says_a_summary_may_have_no_last_message(clie
     last = document["components"]["schemas"]["ConversationSummary"]["properties"]["last_message"]
     assert {"type": "null"} in last["anyOf"] and {"$ref": "#/components/schemas/Message"} in last["anyOf"]
     assert "null" in last["description"]
+
+
+async def test_repeated_ids_and_ones_own_id_start_the_one_to_one(client, pool):
+    (ana, ana_token), (bob, bob_token) = await user_and_token(client), await user_and_token(client)
+    first = await client.post("/api/conversations/", json={"member_ids": [bob["id"], bob["id"]]},
+                              headers=bearer(ana_token))
+    assert first.status == 201, await first.text()
+    direct = await first.json()
+    assert direct["kind"] == "direct" and len(direct["members"]) == 2
+    for member_ids in ([ana["id"], bob["id"]], [bob["id"], ana["id"], bob["id"]], [bob["id"]]):
+        again = await client.post("/api/conversations/", json={"member_ids": member_ids}, headers=bearer(ana_token))
+        assert again.status == 200 and (await again.json())["id"] == direct["id"], member_ids
+    from_bob = await client.post("/api/conversations/", json={"member_ids": [ana["id"], bob["id"], ana["id"]]},
+                                 headers=bearer(bob_token))
+    assert from_bob.status == 200 and (await from_bob.json())["id"] == direct["id"]
+    assert await pool.fetchval("SELECT count(*) FROM conversations") == 1
+
+
+async def test_an_empty_list_or_only_oneself_is_a_400_naming_member_ids(client, pool):
+    ana, token = await user_and_token(client)
+    for member_ids in ([], [ana["id"]], [ana["id"], ana["id"]]):
+        response = await client.post("/api/conversations/", json={"member_ids": member_ids}, headers=bearer(token))
+        assert response.status == 400, member_ids
+        error = (await response.json())["error"]
+        assert error["code"] == "validation_error" and "member_ids" in error["fields"], error
+        assert error["message"].startswith("member_ids")
+    assert await pool.fetchval("SELECT count(*) FROM conversations") == 0
