@@ -13,15 +13,14 @@ from urllib.parse import urlsplit
 import asyncpg
 from aiohttp import web
 from msgspec import UNSET, Meta, UnsetType
-from redis.asyncio import Redis
 
 import events
-from handlers.auth import check_address_limit, current_user, hash_password, verify_password
+from handlers.auth import check_address_limit, current_user, hash_password, refuse_account, verify_password
 from handlers.common import (
     Conflict, NotFound, Page, Routes, Struct, ValidationFailed, decode_cursor, encode_cursor, json_response,
     make_page, no_content, page_request, parse_id, path_id, read_json, read_pool,
 )
-from handlers.context import config_key, email_sink_key, pool_key, redis_key
+from handlers.context import config_key, email_sink_key, pool_key
 from storage import email, graph, outbox, tokens, users, visibility
 
 if TYPE_CHECKING:  # only app/ reads configuration; handlers only see the decoded Struct
@@ -300,10 +299,10 @@ class PasswordRequest(Struct):
     password: Annotated[str, Meta(min_length=1, max_length=1024)]
 
 
-async def deactivate_account(pool: asyncpg.Pool, redis: Redis, access_token_ttl: int, user_id: int,
-                             password: str) -> None:
+async def deactivate_account(app: web.Application, user_id: int, password: str) -> None:
     """Deactivate after the password is confirmed: refresh tokens revoked, and (after commit) every
-    access token refused at once."""
+    access token refused and every socket closed at once."""
+    pool = app[pool_key]
     row = await users.get_user(pool, user_id)
     if row is None or not await verify_password(row["password_hash"], password):
         raise ValidationFailed("password: incorrect.", fields={"password": "Incorrect password."})
@@ -311,7 +310,7 @@ async def deactivate_account(pool: asyncpg.Pool, redis: Redis, access_token_ttl:
         await users.deactivate_txn(conn, user_id)
         await tokens.revoke_all_for_user(conn, user_id)
         await outbox.add(conn, events.UserDeactivated(user_id=str(user_id)), user_id)
-    await tokens.mark_user_inactive(redis, user_id, access_token_ttl)
+    await refuse_account(app, user_id, b"account deactivated")
 
 
 @routes.route("POST", "/api/accounts/users/me/deactivate/", body=PasswordRequest, status=204)
@@ -319,9 +318,7 @@ async def deactivate(request: web.Request) -> web.Response:
     """Deactivate the viewer's account (confirm with the password); its tokens stop working at once."""
     user_id = current_user(request)
     body = await read_json(request, PasswordRequest)
-    config = request.app[config_key]
-    await deactivate_account(request.app[pool_key], request.app[redis_key], config.auth.access_token_ttl, user_id,
-                             body.password)
+    await deactivate_account(request.app, user_id, body.password)
     return no_content()
 
 

@@ -26,6 +26,7 @@ from handlers.context import (
     app_now, config_key, identity_key, limiter_key, pool_key, redis_key, ridden_key, secret_box_key,
 )
 from handlers.two_factor import check_second_factor
+from realtime.gateway import CLOSE_UNAUTHORIZED, gateway_key
 from storage import erasure, outbox, sessions, tokens, two_factor, users
 from storage.ratelimit import Rider, address_key
 
@@ -295,6 +296,21 @@ async def obtain_token(request: web.Request) -> web.Response:
     return json_response(await start_session(request, user["id"]))
 
 
+async def refuse_sessions(app: web.Application, user_id: int, family_ids: list[int]) -> None:
+    """After a commit that revoked sessions: their access tokens are refused, and their sockets in
+    every process closed with 4401, at once (the sockets' sweep would find them only at its next pass)."""
+    if family_ids:
+        await tokens.mark_sessions_revoked(app[redis_key], user_id, family_ids, app[config_key].auth.access_token_ttl)
+        await app[gateway_key].close_sessions(user_id, family_ids, CLOSE_UNAUTHORIZED, b"session revoked")
+
+
+async def refuse_account(app: web.Application, user_id: int, reason: bytes) -> None:
+    """After a commit that took an account's access away (deactivated, deletion asked): every
+    access token refused and every socket closed with 4401, at once."""
+    await tokens.mark_user_inactive(app[redis_key], user_id, app[config_key].auth.access_token_ttl)
+    await app[gateway_key].close_user(user_id, CLOSE_UNAUTHORIZED, reason)
+
+
 @routes.route("POST", "/api/token/refresh/", body=RefreshRequest, response=TokenPair, auth=False)
 async def refresh_token(request: web.Request) -> web.Response:
     """Spend a refresh token for a new pair; reusing a spent one revokes its whole family."""
@@ -304,8 +320,7 @@ async def refresh_token(request: web.Request) -> web.Response:
     async with request.app[pool_key].acquire() as conn, conn.transaction():
         rotation = await tokens.rotate_txn(conn, body.refresh, next_token, config.auth.refresh_token_ttl)
     if rotation.status == "reused":
-        await tokens.mark_session_revoked(request.app[redis_key], rotation.user_id, rotation.family_id,
-                                          config.auth.access_token_ttl)
+        await refuse_sessions(request.app, rotation.user_id, [rotation.family_id])
     if rotation.status != "ok":
         raise NotAuthenticated(f"The refresh token is {rotation.status if rotation.status != 'unknown' else 'invalid'}.")
     # an active client refreshes at least once per access-token lifetime: the cheapest place to
@@ -326,6 +341,5 @@ async def revoke_token(request: web.Request) -> web.Response:
         async with pool.acquire() as conn, conn.transaction():
             await tokens.revoke_family_txn(conn, family_id)
             await outbox.add(conn, events.SessionRevoked(user_id=str(user_id), session_id=str(family_id)), user_id)
-        await tokens.mark_session_revoked(request.app[redis_key], user_id, family_id,
-                                          request.app[config_key].auth.access_token_ttl)
+        await refuse_sessions(request.app, user_id, [family_id])
     return no_content()

@@ -2,7 +2,8 @@
 and deleting the account.
 
 Each of these revokes sessions in PostgreSQL (the truth) and then, after commit, marks them
-refused in the Redis cache so their access tokens stop at once.
+refused in the Redis cache and closes their sockets, so that their access tokens and sockets stop
+at once (handlers/auth.py refuse_sessions).
 
 Events (topic "accounts", key the user id), written in the transaction that makes them true:
 `password_changed {user_id, via: change|reset, sessions_revoked}`, `password_reset_requested
@@ -22,18 +23,17 @@ from typing import Annotated
 import asyncpg
 from aiohttp import web
 from msgspec import Meta
-from redis.asyncio import Redis
 
 import events
 from handlers.accounts import fail, password_problem
-from handlers.auth import Identity, check_address_limit, hash_password, verify_password
+from handlers.auth import Identity, check_address_limit, hash_password, refuse_account, refuse_sessions, verify_password
 from handlers import two_factor as two_factor_rules
 from handlers.two_factor import SecretBox
 from handlers.common import (
     Conflict, NotAuthenticated, NotFound, Page, Routes, Struct, ValidationFailed, json_response, no_content, path_id,
     read_json,
 )
-from handlers.context import app_now, config_key, identity_key, pool_key, redis_key, secret_box_key
+from handlers.context import app_now, config_key, identity_key, pool_key, secret_box_key
 from storage import erasure, outbox, safety, sessions, tokens, two_factor, users
 
 routes = Routes("accounts")
@@ -49,16 +49,6 @@ def viewer_identity(request: web.Request) -> Identity:
     return identity
 
 
-def access_ttl(request: web.Request) -> int:
-    """How long an access token lives: how long the cache must refuse a revoked session's."""
-    return request.app[config_key].auth.access_token_ttl
-
-
-async def revoke_sessions(redis: Redis, access_ttl: int, user_id: int, family_ids: list[int]) -> None:
-    """After a commit that revoked sessions: refuse their access tokens at once."""
-    await tokens.mark_sessions_revoked(redis, user_id, family_ids, access_ttl)
-
-
 # ---------------------------------------------------------------- password change
 
 
@@ -67,9 +57,9 @@ class PasswordChange(Struct):
     new_password: NewPassword
 
 
-async def change_password(pool: asyncpg.Pool, redis: Redis, access_ttl: int, identity: Identity, old: str,
-                          new: str) -> None:
+async def change_password(app: web.Application, identity: Identity, old: str, new: str) -> None:
     """Replace the password once the old one is confirmed; every other session is revoked."""
+    pool = app[pool_key]
     row = await users.get_user(pool, identity.user_id)
     if row is None or not await verify_password(row["password_hash"], old):
         raise ValidationFailed("old_password: incorrect.", fields={"old_password": "Incorrect password."})
@@ -81,7 +71,7 @@ async def change_password(pool: asyncpg.Pool, redis: Redis, access_ttl: int, ide
         revoked = await tokens.revoke_all_for_user(conn, identity.user_id, keep_family=identity.session_id)
         await outbox.add(conn, events.PasswordChanged(user_id=str(identity.user_id), via="change",
                                                     sessions_revoked=len(revoked)), identity.user_id)
-    await revoke_sessions(redis, access_ttl, identity.user_id, revoked)
+    await refuse_sessions(app, identity.user_id, revoked)
 
 
 @routes.route("POST", "/api/accounts/password/", body=PasswordChange, status=204)
@@ -89,8 +79,7 @@ async def post_password(request: web.Request) -> web.Response:
     """Change the password (confirm the old one); every other session of the account is revoked."""
     identity = viewer_identity(request)
     body = await read_json(request, PasswordChange)
-    await change_password(request.app[pool_key], request.app[redis_key], access_ttl(request), identity,
-                          body.old_password, body.new_password)
+    await change_password(request.app, identity, body.old_password, body.new_password)
     return no_content()
 
 
@@ -128,8 +117,9 @@ def bad_token() -> ValidationFailed:
     return ValidationFailed("token: invalid or expired.", fields={"token": "Invalid or expired."})
 
 
-async def confirm_reset(pool: asyncpg.Pool, redis: Redis, access_ttl: int, token: str, new: str) -> None:
+async def confirm_reset(app: web.Application, token: str, new: str) -> None:
     """Spend a reset token: the password is replaced and every session of the account revoked."""
+    pool = app[pool_key]
     token_hash = tokens.hash_token(token)
     owner = await safety.reset_owner(pool, token_hash)
     if owner is None:
@@ -145,15 +135,14 @@ async def confirm_reset(pool: asyncpg.Pool, redis: Redis, access_ttl: int, token
         revoked = await tokens.revoke_all_for_user(conn, user_id)
         await outbox.add(conn, events.PasswordChanged(user_id=str(user_id), via="reset", sessions_revoked=len(revoked)),
                          user_id)
-    await revoke_sessions(redis, access_ttl, user_id, revoked)
+    await refuse_sessions(app, user_id, revoked)
 
 
 @routes.route("POST", "/api/accounts/password-reset/confirm/", body=ResetConfirm, status=204, auth=False)
 async def post_reset_confirm(request: web.Request) -> web.Response:
     """Set a new password with a reset token (single use, 1 hour); every session is revoked."""
     body = await read_json(request, ResetConfirm)
-    await confirm_reset(request.app[pool_key], request.app[redis_key], access_ttl(request), body.token,
-                        body.new_password)
+    await confirm_reset(request.app, body.token, body.new_password)
     return no_content()
 
 
@@ -200,22 +189,22 @@ async def list_sessions(request: web.Request) -> web.Response:
     return json_response(Page(results=results, next=None))
 
 
-async def revoke_session(pool: asyncpg.Pool, redis: Redis, access_ttl: int, user_id: int, session_id: int) -> None:
+async def revoke_session(app: web.Application, user_id: int, session_id: int) -> None:
     """Log one of the user's own sessions out; someone else's, or a revoked one, is 404."""
+    pool = app[pool_key]
     async with pool.acquire() as conn, conn.transaction():
         if not await sessions.is_live_own(conn, user_id, session_id):
             raise NotFound()
         await tokens.revoke_family_txn(conn, session_id)
         await outbox.add(conn, events.SessionRevoked(user_id=str(user_id), session_id=str(session_id)), user_id)
-    await revoke_sessions(redis, access_ttl, user_id, [session_id])
+    await refuse_sessions(app, user_id, [session_id])
 
 
 @routes.route("DELETE", "/api/accounts/sessions/{id}/", sees="owner", status=204)
 async def delete_session(request: web.Request) -> web.Response:
     """Log out one of the account's sessions (the current one too); 404 if it is not the viewer's."""
     identity = viewer_identity(request)
-    await revoke_session(request.app[pool_key], request.app[redis_key], access_ttl(request), identity.user_id,
-                         path_id(request))
+    await revoke_session(request.app, identity.user_id, path_id(request))
     return no_content()
 
 
@@ -327,10 +316,11 @@ class DeletionScheduled(Struct):
     erase_after: datetime
 
 
-async def request_deletion(pool: asyncpg.Pool, redis: Redis, access_ttl: int, now: datetime, grace_days: int,
+async def request_deletion(app: web.Application, now: datetime, grace_days: int,
                            user_id: int, password: str) -> datetime:
     """Hide the account at once (`now`) and schedule its erasure after the grace period (a login
     within it cancels); every session is revoked. When it will be erased."""
+    pool = app[pool_key]
     row = await users.get_user(pool, user_id)
     if row is None or not await verify_password(row["password_hash"], password):
         raise ValidationFailed("password: incorrect.", fields={"password": "Incorrect password."})
@@ -340,8 +330,8 @@ async def request_deletion(pool: asyncpg.Pool, redis: Redis, access_ttl: int, no
             raise NotFound()
         revoked = await tokens.revoke_all_for_user(conn, user_id)
         await outbox.add(conn, events.AccountDeletionRequested(user_id=str(user_id), erase_after=erase_after), user_id)
-    await tokens.mark_user_inactive(redis, user_id, access_ttl)
-    await revoke_sessions(redis, access_ttl, user_id, revoked)
+    await refuse_sessions(app, user_id, revoked)
+    await refuse_account(app, user_id, b"account deleted")
     return erase_after
 
 
@@ -352,6 +342,6 @@ async def delete_me(request: web.Request) -> web.Response:
     identity = viewer_identity(request)
     body = await read_json(request, DeletionRequest)
     app = request.app
-    erase_after = await request_deletion(app[pool_key], app[redis_key], access_ttl(request), app_now(app),
-                                         app[config_key].accounts.deletion_grace_days, identity.user_id, body.password)
+    erase_after = await request_deletion(app, app_now(app), app[config_key].accounts.deletion_grace_days,
+                                         identity.user_id, body.password)
     return json_response(DeletionScheduled(erase_after=erase_after), status=202)

@@ -627,6 +627,10 @@ class Gateway:
             except frames.FrameError as exc:
                 conn.answer(frames.error(exc.code, exc.message, exc.ref))
                 return
+            except Exception:  # a fault of the decoder costs this frame, not the socket and what is behind it
+                log.exception("a frame could not be decoded")
+                conn.answer(frames.error("internal_error", "Something went wrong on our side."))
+                return
             if isinstance(frame, frames.Ping):
                 conn.answer(frames.encode(frames.Pong(ref=frame.ref)))
                 return
@@ -804,9 +808,11 @@ class Gateway:
         head, _, frame = data.partition(b"\n")
         parts = head.split(b"|")
         kind, exclude = parts[0], parts[1].decode()
-        if kind == b"c":  # close every socket of the user, in every process: `c|code`, the reason
-            for conn in self.local.get(uid, ()):
-                self.cut(conn, int(exclude), frame)
+        if kind == b"c":  # close the user's sockets in every process: `c|code` (all) or `c|code|sessions`, the reason
+            sessions = {int(s) for s in parts[2].split(b",")} if len(parts) > 2 else None
+            for conn in list(self.local.get(uid, ())):
+                if sessions is None or conn.session_id in sessions:
+                    self.cut(conn, int(exclude), frame)
             return
         delivery = Delivery(int(parts[2]), int(parts[3]), int(parts[4])) if kind == b"m" else None
         if traced and len(parts) > (5 if kind == b"m" else 2):  # the publisher was in a trace
@@ -870,6 +876,12 @@ class Gateway:
     async def close_user(self, user_id: int, code: int, reason: bytes) -> None:
         """Close every socket of a user in every process (e.g. 4403 on suspension)."""
         await self.bus.publish(user_channel(user_id), b"c|%d\n%s" % (code, reason))
+
+    async def close_sessions(self, user_id: int, session_ids: list[int], code: int, reason: bytes) -> None:
+        """Close the sockets of some of a user's sessions in every process (4401 when they are logged out)."""
+        if session_ids:
+            sessions = b",".join(b"%d" % s for s in session_ids)
+            await self.bus.publish(user_channel(user_id), b"c|%d|%s\n%s" % (code, sessions, reason))
 
     async def publish_presence(self, user_id: int, *, online: bool, last_seen_ms: int | None) -> None:
         """Tell the watchers of a user, in every process, that they came online or went offline."""

@@ -66,3 +66,31 @@ async def test_a_socket_of_a_revoked_session_is_closed_after_redis_is_wiped(clie
     msg = await ws.receive(timeout=5)
     assert msg.data == 4401
 
+
+
+async def test_logging_a_session_out_closes_its_sockets_at_once_and_no_other_sessions(aiohttp_client, stack_env, config):
+    from app.main import create_app
+    from tests.conftest import make_config
+    from tests.support import PASSWORD, open_socket
+
+    # the sockets' sweep would close them too, at its next pass: make it never come during the test
+    client = await aiohttp_client(create_app(make_config(stack_env, database_url=config.database.url,
+                                                         ws_heartbeat=3600)))
+    user = await register(client)
+    logout, dropped, kept = [await login(client, user["username"]) for _ in range(3)]
+    sockets = {name: await open_socket(client, pair["access"])
+               for name, pair in (("logout", logout), ("dropped", dropped), ("kept", kept))}
+    assert (await client.post("/api/token/revoke/", json={"refresh": logout["refresh"]})).status == 204
+    assert (await sockets["logout"].receive(timeout=10)).data == 4401
+    response = await client.delete(f"/api/accounts/sessions/{_sid(dropped)}/", headers=bearer(kept))
+    assert response.status == 204
+    assert (await sockets["dropped"].receive(timeout=10)).data == 4401
+    await sockets["kept"].send_json({"type": "ping", "ref": "still"})
+    assert (await sockets["kept"].receive_json(timeout=10)) == {"type": "pong", "ref": "still"}
+
+    # deactivating closes every socket of the account
+    again = await open_socket(client, (await login(client, user["username"]))["access"])
+    response = await client.post("/api/accounts/users/me/deactivate/", headers=bearer(kept), json={"password": PASSWORD})
+    assert response.status == 204
+    for ws in (sockets["kept"], again):
+        assert (await ws.receive(timeout=10)).data == 4401
