@@ -29,8 +29,10 @@ if TYPE_CHECKING:  # only app/ reads configuration; handlers only see the decode
 log = logging.getLogger("glint.accounts")
 routes = Routes("accounts")
 
-USERNAME = re.compile(r"^[A-Za-z0-9._]{1,30}$")
-EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# letters, digits, "." and "_", with a letter or digit, no "." first, last or twice in a row ("." and
+# ".." read as paths, "_.a." as a typo)
+USERNAME = re.compile(r"^(?=.*[A-Za-z0-9])(?!\.)(?!.*\.\.)(?!.*\.$)[A-Za-z0-9._]{1,30}$")
+EMAIL = re.compile(r"^[^@\s]+@[^@\s.]+(\.[^@\s.]+)+$")  # a dotted domain without empty labels
 COMMON_PASSWORDS = frozenset("""
 password password1 password12 password123 password! passw0rd p@ssw0rd p@ssword 12345678 123456789
 1234567890 0123456789 123123123 12341234 11111111 00000000 88888888 87654321 qwerty12 qwerty123
@@ -151,7 +153,7 @@ def check_registration(body: RegisterRequest) -> None:
     """The rules a new account's fields must meet; each failure names its field."""
     fields: dict[str, str] = {}
     if not USERNAME.match(body.username):
-        fields["username"] = "Use 1-30 letters, digits, '.' and '_'."
+        fields["username"] = "Use 1-30 letters, digits, '.' and '_', with a letter or digit, and no '.' first, last or twice in a row."
     if not EMAIL.match(body.email):
         fields["email"] = "Enter a valid e-mail address."
     problem = password_problem(body.username, body.password)

@@ -115,6 +115,8 @@ async def create_post(pool: asyncpg.Pool, author_id: int, body: PostCreate) -> i
     media_ids = [parse_id(str(m), "media_ids") for m in body.media_ids]
     if len(set(media_ids)) != len(media_ids):
         raise ValidationFailed("media_ids repeats an id.", fields={"media_ids": "Repeated id."})
+    if body.location is not None and not body.location.name.strip():
+        raise ValidationFailed("location.name is blank.", fields={"location.name": "Name the place."})
     tags, names = parse_caption(body.caption)
     async with pool.acquire() as conn, conn.transaction():
         location_id = None

@@ -227,3 +227,15 @@ async def test_openapi_documents_the_post_routes(client):
                  "/api/comments/", "/api/comments/{id}/like/"):
         assert path in spec["paths"], path
     assert spec["paths"]["/api/posts/{id}/"]["get"]["summary"]
+
+
+async def test_a_blank_location_name_is_400_and_creates_nothing(client, pool):
+    _, headers = await user_with_token(client)
+    media = await new_media(client, headers)
+    for name in ("   ", "\t\n", "\u3000"):
+        response = await client.post("/api/posts/", headers=headers,
+                                     json={"media_ids": media, "location": {"name": name}})
+        assert response.status == 400, await response.text()
+        assert "location.name" in (await response.json())["error"]["fields"]
+    assert await pool.fetchval("SELECT count(*) FROM posts") == 0
+    assert await pool.fetchval("SELECT count(*) FROM locations") == 0
