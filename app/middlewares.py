@@ -219,7 +219,12 @@ def json_protocol_errors() -> None:
 
     def handle_error(self, request, status: int = 500, exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:
-        original(self, request, status, exc, message)  # logs, and refuses when a response already began
+        if status >= 500:
+            original(self, request, status, exc, message)  # logs, and refuses when a response already began
+        else:  # the client's fault: a line, not a traceback, and none of the input (it may hold a token)
+            log.warning("unreadable request", extra={"fields": {"error": type(exc).__name__ if exc else None}})
+            if request.writer.output_size > 0:
+                raise ConnectionError("A response was begun; no error response can follow it.")
         error = ApiError("The request could not be read." if status < 500 else "Something went wrong on our side.")
         error.status = status
         error.code = "bad_request" if status < 500 else "internal_error"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 
 import aiohttp
 from aiohttp import WSMsgType
@@ -97,6 +98,20 @@ async def test_a_nul_in_a_header_is_a_json_400_that_echoes_nothing(client):
     assert b"application/json" in head.lower()
     assert json.loads(body)["error"]["code"] == "bad_request"
     assert b"secret" not in body
+
+
+async def test_a_header_past_the_line_limit_is_a_json_400_and_the_log_keeps_none_of_it(client, caplog):
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sekrit" + b"a" * 9000 + b"\r\n\r\n")
+    await writer.drain()
+    async with asyncio.timeout(30):  # a guard, not a timing
+        answer = await reader.read()  # to EOF: the connection is closed after the answer
+    writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.split(b"\r\n")[0].split()[1] == b"400"
+    assert json.loads(body)["error"]["code"] == "bad_request"
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert "sekrit" not in caplog.text and all(not r.exc_info for r in caplog.records)
 
 
 async def test_hostile_frames_get_error_frames_and_the_socket_stays_open(client, pool):
