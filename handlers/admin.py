@@ -18,8 +18,8 @@ from handlers.accounts import MeOut, RegisterRequest, check_registration, me_out
 from handlers.auth import current_user, hash_password
 from handlers.comments import comment_event
 from handlers.common import (
-    Conflict, Forbidden, NotFound, Page, Routes, Struct, ValidationFailed, check_role, encode_cursor, has_role,
-    json_response, make_page, page_request, path_id, read_json,
+    Conflict, Forbidden, NotFound, Page, Routes, Struct, ValidationFailed, check_role, decode_cursor, encode_cursor,
+    has_role, json_response, make_page, page_request, path_id, read_json,
 )
 from handlers.context import app_now, config_key, enforcement_key, pool_key, redis_key
 from handlers.posts import cursor_id, emit_txn, remove_post_objects
@@ -234,6 +234,21 @@ async def lift_expired_suspensions(pool: asyncpg.Pool, redis: Redis) -> int:
     for user_id in await moderation.expired_suspensions(pool):
         lifted += await unsuspend_user(pool, redis, None, user_id, "expired") is not None
     return lifted
+
+
+@routes.route("GET", "/api/admin/users/", response=Page[Standing], role="moderator",
+              query={"q": "username or full-name prefix", "limit": "1..100", "cursor": "from `next`"})
+async def find_accounts(request: web.Request) -> web.Response:
+    """Accounts by username, optionally those whose username or name starts with ?q=, with their
+    standing: suspended and deactivated ones too, which the users list hides (to lift a suspension)."""
+    page = page_request(request)
+    after = decode_cursor(page.cursor, str)
+    q = request.query.get("q", "").strip()
+    if len(q) > 64:
+        raise ValidationFailed("q: at most 64 characters.", fields={"q": "At most 64 characters."})
+    rows = await users.search_accounts(request.app[pool_key], q or None, after[0] if after else None, page.limit)
+    result = make_page(request, rows, page.limit, lambda r: encode_cursor(r["sort_key"]))
+    return json_response(Page(results=[standing(r) for r in result.results], next=result.next))
 
 
 @routes.route("POST", "/api/admin/users/{id}/suspend/", body=SuspendBody, response=Standing, role="moderator")

@@ -168,6 +168,17 @@ def like_prefix(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
+def _by_name(first: int, also: str = "") -> str:
+    """The WHERE tail and order of a search by name, its parameters numbered from `first`: the LIKE
+    pattern a username, full name or a word of it starts with (NULL: all), the lower-cased
+    username to go on after (NULL: from the first), how many rows; `also`, more conditions."""
+    q, after, limit = (f"${first + i}" for i in range(3))
+    return (f" ({q}::text IS NULL OR lower(u.username) LIKE {q} OR lower(u.full_name) LIKE {q}"
+            f"      OR lower(u.full_name) LIKE '% ' || {q})"
+            f" AND ({after}::text IS NULL OR lower(u.username) > {after}) {also}"
+            f" ORDER BY lower(u.username) LIMIT {limit}")
+
+
 async def search_users(conn: asyncpg.Pool | asyncpg.Connection, viewer: int, prefix: str | None,
                        after_username: str | None, limit: int) -> list[asyncpg.Record]:
     """Active users whose username, full name or a word of it starts with `prefix` (any case),
@@ -175,13 +186,21 @@ async def search_users(conn: asyncpg.Pool | asyncpg.Connection, viewer: int, pre
     pattern = like_prefix(prefix.lower()) if prefix else None
     return await conn.fetch(
         f"SELECT {SUMMARY_COLUMNS}, lower(u.username) AS sort_key FROM users u"
-        " WHERE u.is_active"
-        "   AND ($2::text IS NULL OR lower(u.username) LIKE $2 OR lower(u.full_name) LIKE $2"
-        "        OR lower(u.full_name) LIKE '% ' || $2)"
-        "   AND ($3::text IS NULL OR lower(u.username) > $3)"
-        "   AND user_shown($1, u.id)"
-        " ORDER BY lower(u.username) LIMIT $4",
+        " WHERE u.is_active AND" + _by_name(2, also="AND user_shown($1, u.id)"),
         viewer, pattern, after_username, limit + 1,
+    )
+
+
+async def search_accounts(conn: asyncpg.Pool | asyncpg.Connection, prefix: str | None, after_username: str | None,
+                          limit: int) -> list[asyncpg.Record]:
+    """search_users as moderators search: every account, suspended and deactivated ones too, with
+    its role and standing (the moderator's own blocks hide nothing here); up to limit + 1 rows."""
+    pattern = like_prefix(prefix.lower()) if prefix else None
+    return await conn.fetch(
+        "SELECT u.id, u.username, u.full_name, u.role, u.is_active, u.is_verified, u.suspended_at, u.suspended_until,"
+        " u.suspension_reason, lower(u.username) AS sort_key FROM users u"
+        " WHERE" + _by_name(1),
+        pattern, after_username, limit + 1,
     )
 
 

@@ -21,7 +21,7 @@ async def test_the_admin_api_answers_404_to_everyone_without_the_role(client, po
     _, admin_h = await admin_headers(client, pool)
     moderator, moderator_h = await moderator_headers(client, admin_h)
     _, user_h = await user_with_token(client)
-    for path in ("/api/admin/audit/", "/api/admin/reports/", "/api/admin/stats/"):
+    for path in ("/api/admin/audit/", "/api/admin/reports/", "/api/admin/stats/", "/api/admin/users/"):
         assert (await client.get(path)).status == 404
         assert (await client.get(path, headers=user_h)).status == 404, path
     # admin-only routes are hidden from moderators too

@@ -8,7 +8,7 @@ from handlers.admin import lift_expired_suspensions
 from handlers.context import pool_key, redis_key
 from tests.conftest import wait_for
 from tests.support import (
-    admin_headers, frame_of, login, moderator_headers, new_post, open_socket, start_conversation,
+    PASSWORD, admin_headers, frame_of, login, moderator_headers, new_post, open_socket, start_conversation,
     user_with_token,
 )
 
@@ -222,3 +222,31 @@ async def test_stats_count_users_posts_messages_open_reports_and_sockets(client,
     assert stats == {"users": 3, "active_24h": 3, "posts": 1, "messages": 0, "open_reports": 1,
                      "connected_sockets": 1}
     await ws.close()
+
+
+async def test_moderators_find_suspended_and_deactivated_accounts_which_the_users_list_hides(client, pool):
+    _, moderator, moderator_h = await staff(client, pool)
+    suspended, _ = await user_with_token(client, username="zed_suspended", full_name="Zed Quiet")
+    gone, gone_h = await user_with_token(client, username="zed_gone")
+    shown, _ = await user_with_token(client, username="zed_shown")
+    response = await client.post(f"/api/admin/users/{suspended['id']}/suspend/", headers=moderator_h,
+                                 json={"reason": "spam"})
+    assert response.status == 200, await response.text()
+    response = await client.post("/api/accounts/users/me/deactivate/", headers=gone_h, json={"password": PASSWORD})
+    assert response.status == 204
+    listed = await (await client.get("/api/accounts/users/", params={"q": "zed"}, headers=moderator_h)).json()
+    assert [u["username"] for u in listed["results"]] == ["zed_shown"]
+
+    found = await (await client.get("/api/admin/users/", params={"q": "zed"}, headers=moderator_h)).json()
+    by_name = {a["username"]: a for a in found["results"]}
+    assert list(by_name) == ["zed_gone", "zed_shown", "zed_suspended"]
+    assert by_name["zed_suspended"]["suspended"] and by_name["zed_suspended"]["suspension_reason"] == "spam"
+    assert not by_name["zed_gone"]["is_active"] and not by_name["zed_gone"]["suspended"]
+    assert by_name["zed_shown"]["is_active"] and by_name["zed_shown"]["role"] == "user"
+    # by a word of the full name, and a page at a time
+    quiet = await (await client.get("/api/admin/users/", params={"q": "quiet"}, headers=moderator_h)).json()
+    assert [a["id"] for a in quiet["results"]] == [suspended["id"]]
+    first = await (await client.get("/api/admin/users/", params={"q": "zed", "limit": 2}, headers=moderator_h)).json()
+    rest = await (await client.get(first["next"], headers=moderator_h)).json()
+    assert [a["username"] for a in first["results"] + rest["results"]] == list(by_name)
+    assert (await client.get("/api/admin/users/", params={"q": "z" * 65}, headers=moderator_h)).status == 400
