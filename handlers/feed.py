@@ -70,7 +70,7 @@ def ranking_read(request: web.Request, identity: Identity) -> Rider | None:
 @routes.route("GET", "/api/posts/explore/", response=Page[PostOut], query={"limit": "page size", "cursor": "from `next`"})
 @first_read(ranking_read)
 async def explore_feed(request: web.Request) -> web.Response:
-    """Trending posts from public accounts the viewer does not follow."""
+    """Trending posts from public accounts the viewer does not follow (the newest ones while none trend)."""
     viewer = current_user(request)
     page = page_request(request)
     parts = cursor_id(request, page.cursor)
@@ -79,8 +79,11 @@ async def explore_feed(request: web.Request) -> web.Response:
     read = ridden(request)
     ranked = (explore.ridden_trending_of(read) if read is not None
               else await explore.read_trending(request.app[redis_key], offset, page.limit))
-    results = await render_live(request, await explore.shown_live(pool, viewer, ranked), ranked,
-                                explore.ridden_cached_of(read) if read is not None else None)
+    cached = explore.ridden_cached_of(read) if read is not None else None
+    if not ranked and (offset == 0 or not await explore.has_trending(request.app[redis_key])):
+        # nothing ranked yet (a fresh install, no likes in the window): the newest public posts, never a dead end
+        ranked, cached = await explore.read_recent(pool, offset, page.limit), None
+    results = await render_live(request, await explore.shown_live(pool, viewer, ranked), ranked, cached)
     next_url = None
     if len(ranked) == page.limit:
         next_url = next_link(request, page.limit, cursor=encode_cursor(offset + page.limit))

@@ -1,7 +1,9 @@
 """Explore: trending public posts, scored by recent likes and comments with time decay.
 
 A periodic job computes the ranking in PostgreSQL and stores it in Redis as one sorted set; reads
-take a slice of it and drop what the viewer follows, is blocked from, or wrote.
+take a slice of it and drop what the viewer follows, is blocked from, or wrote. While the ranking is
+empty (a fresh install before its first likes, or a window without any), explore reads the newest
+public posts instead (read_recent), dropped by the same rule (shown_live), so it is never a dead end.
 """
 
 from __future__ import annotations
@@ -44,6 +46,28 @@ async def store_trending(redis: Redis, ranking: list[tuple[int, float]]) -> None
         if ranking:
             pipe.zadd(KEY, {str(post_id): score for post_id, score in ranking})
         await pipe.execute()
+
+
+async def has_trending(redis: Redis) -> bool:
+    """Whether a ranking is stored (store_trending keeps no key for an empty one)."""
+    return bool(await redis.exists(KEY))
+
+
+# the newest `size` posts at most are looked at, whoever wrote them, so the cost is bounded however
+# many of them are private; shown_live then applies the viewer's part of the rule
+_RECENT = """
+SELECT p.id FROM (SELECT id, author_id FROM posts ORDER BY id DESC LIMIT $1) p JOIN users u ON u.id = p.author_id
+WHERE NOT u.is_private AND u.is_active
+ORDER BY p.id DESC OFFSET $2 LIMIT $3
+"""
+
+
+async def read_recent(conn: asyncpg.Pool | asyncpg.Connection, offset: int, count: int,
+                      size: int = SIZE) -> list[int]:
+    """A slice of the newest public posts, newest first: what explore shows while no ranking is stored."""
+    if not 0 <= offset < size:
+        return []
+    return [r["id"] for r in await conn.fetch(_RECENT, size, offset, min(count, size - offset))]
 
 
 async def read_trending(redis: Redis, offset: int, count: int) -> list[int]:

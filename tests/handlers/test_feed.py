@@ -7,7 +7,7 @@ from storage.posts import post_cache_key
 from storage.timelines import Timelines
 from tests.conftest import make_config, wait_for
 from tests.support import (
-    feed_ids, follow, followed_post, in_timeline, login, new_post, timeline, user_with_token,
+    all_pages, feed_ids, follow, followed_post, in_timeline, login, new_post, timeline, user_with_token,
 )
 
 
@@ -200,6 +200,53 @@ async def test_explore_shows_trending_public_posts_from_accounts_the_viewer_does
     ids = [p["id"] for p in (await response.json())["results"]]
     assert ids == [posts["stranger"]["id"]]
     assert quiet["id"] not in ids
+
+
+async def test_explore_on_a_fresh_install_shows_the_newest_public_posts_at_once_not_hidden_ones(
+        client, pool, redis_clean):
+    from app.main import feed_jobs
+    from handlers.context import redis_key
+    from jobs.periodic import run_job_once
+    from storage import explore
+
+    app = client.server.app
+    assert await run_job_once(app[redis_key], feed_jobs(app)[0], owner="test")  # the start-up run: nothing yet
+    viewer, viewer_h = await user_with_token(client)
+    authors = {name: await user_with_token(client) for name in
+               ("first", "second", "followed", "blocker", "private", "muted", "suspended")}
+    posts = {name: await new_post(client, h, name) for name, (_, h) in authors.items()}
+    mine = await new_post(client, viewer_h, "mine")
+    again = await new_post(client, authors["first"][1], "first again")
+    await follow(client, viewer_h, authors["followed"][0])
+    await client.post(f"/api/accounts/users/{viewer['id']}/block/", headers=authors["blocker"][1])
+    await client.patch("/api/accounts/settings/", json={"is_private": True}, headers=authors["private"][1])
+    assert (await client.post(f"/api/accounts/users/{authors['muted'][0]['id']}/mute/", headers=viewer_h)).status == 204
+    await pool.execute("UPDATE users SET is_active = false, suspended_at = now() WHERE id = $1",
+                       int(authors["suspended"][0]["id"]))
+    assert not await explore.has_trending(redis_clean)  # no like yet: nothing ranked
+
+    shown = [p["id"] for p in await all_pages(client, "/api/posts/explore/?limit=2", viewer_h)]
+    assert shown == [again["id"], posts["second"]["id"], posts["first"]["id"]]
+    assert mine["id"] not in shown
+    # the author's followers see it too, the author does not
+    stranger_h = (await user_with_token(client))[1]
+    assert posts["followed"]["id"] in [p["id"] for p in await all_pages(client, "/api/posts/explore/", stranger_h)]
+    assert posts["followed"]["id"] not in [
+        p["id"] for p in await all_pages(client, "/api/posts/explore/", authors["followed"][1])]
+
+
+async def test_explore_once_ranked_shows_the_ranking_only_to_its_end(client, redis_clean):
+    from storage import explore
+
+    viewer_h = (await user_with_token(client))[1]
+    author_h = (await user_with_token(client))[1]
+    ranked, unranked = await new_post(client, author_h, "liked"), await new_post(client, author_h, "newer, unliked")
+    await explore.store_trending(redis_clean, [(int(ranked["id"]), 1.0)])
+    first = await (await client.get("/api/posts/explore/?limit=1", headers=viewer_h)).json()
+    assert [p["id"] for p in first["results"]] == [ranked["id"]]
+    rest = await (await client.get(first["next"], headers=viewer_h)).json()
+    assert (rest["results"], rest["next"]) == ([], None)
+    assert unranked["id"] not in [p["id"] for p in await all_pages(client, "/api/posts/explore/", viewer_h)]
 
 
 async def _lacks(redis, user, post_id: str) -> bool:
