@@ -250,7 +250,10 @@ class FeedConfig(Section):
     celebrity_threshold: Annotated[PositiveInt, env("celebrity_threshold"), doc(
         "a server started with a lower value lists the accounts already past it before it serves; "
         "see migration 0020")] = 10_000
-    explore_interval: Annotated[PositiveFloat, env("explore_interval")] = 1800.0
+    explore_interval: Annotated[PositiveFloat, env("explore_interval", (
+        "explore ranks posts by their likes and comments of the last `GLINT_EXPLORE_WINDOW_HOURS`; "
+        "while it has none ranked, as on a fresh install, it shows the newest public posts at once "
+        "instead of waiting for the next run"))] = 1800.0
     explore_window_hours: Annotated[PositiveInt, env("explore_window_hours")] = 72
 
 
