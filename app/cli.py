@@ -194,14 +194,38 @@ def cmd_createsuperuser(args: argparse.Namespace) -> None:
     print(f"admin {args.username} created (id {user_id})")
 
 
+def _stack_port(text: str) -> tuple[str, int]:
+    """`postgres=55432` for `glint stack up --port`."""
+    from devstack import DEFAULT_PORTS
+
+    name, _, port = text.partition("=")
+    if name not in DEFAULT_PORTS:
+        raise argparse.ArgumentTypeError(f"{name!r} is not a port of the stack (one of {', '.join(DEFAULT_PORTS)})")
+    if not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r}: give SERVICE=PORT, a port from 1 to 65535")
+    return name, int(port)
+
+
 def cmd_stack(args: argparse.Namespace) -> None:
     """The local stack of real servers from PyPI wheels."""
     import devstack
 
     root = stack_dir()
+    if args.port and args.action != "up":
+        sys.exit(f"glint stack {args.action}: --port is for `glint stack up`")
     if args.action == "up":
         services = list(devstack.SERVICES) + (["osmem"] if args.with_elasticsearch else [])
-        env = devstack.up(root, services=services)
+        ports = dict(args.port or [])
+        twice = sorted({port for port in ports.values() if list(ports.values()).count(port) > 1})
+        if twice:
+            sys.exit(f"glint: --port names port {twice[0]} for more than one service")
+        try:
+            env = devstack.up(root, ports=ports or None, services=services, defaults=True)
+        except devstack.PortsInUse as exc:
+            key = next(iter(exc.ports))
+            sys.exit(f"glint: {exc}; stop that process or choose another port: glint stack up --port {key}=PORT")
+        except RuntimeError as exc:
+            sys.exit(f"glint: {exc} (logs in {root / 'logs'})")
         print(f"stack is up; settings in {root / 'stack.env'} (readable by its owner only)")
         for key, value in env.items():  # the secrets stay in the file, out of terminals and CI logs
             print(f"  {key}={'(secret, in stack.env)' if key in SECRET_SETTINGS else value}")
@@ -376,6 +400,9 @@ def main(argv: list[str] | None = None) -> None:
     stack_p = sub.add_parser("stack", help="the local stack (PostgreSQL, Valkey, S3, Kafka) under .glint/")
     stack_p.add_argument("action", choices=["up", "down", "status"])
     stack_p.add_argument("--with-elasticsearch", action="store_true", help="also start osmem-server")
+    stack_p.add_argument("--port", action="append", type=_stack_port, metavar="SERVICE=PORT",
+                         help="up: this port for this service, or an error if it is taken (repeatable; "
+                              "default: the recorded port, else the default one, else a free one)")
     stack_p.set_defaults(func=cmd_stack)
 
     search_p = sub.add_parser("search", help="search index maintenance (Elasticsearch backend)")

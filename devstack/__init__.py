@@ -14,8 +14,9 @@ One module per server: postgres (``postgres``), valkey (``redis``), seaweedfs (`
 brings them up and down together."""
 from devstack.ports import DEFAULT_PORTS, free_port
 from devstack.postgres import fresh_database, start_replica
-from devstack.stack import ALL_SERVICES, SERVICES, destroy, down, start_service, status, stop_service, up
+from devstack.stack import (ALL_SERVICES, SERVICES, PortsInUse, destroy, down, start_service, status, stop_service,
+                            up)
 from devstack.state import ServiceStatus, StackState, read_env
 
-__all__ = ["ALL_SERVICES", "DEFAULT_PORTS", "SERVICES", "ServiceStatus", "StackState", "destroy", "down", "free_port",
-           "fresh_database", "read_env", "start_replica", "start_service", "status", "stop_service", "up"]
+__all__ = ["ALL_SERVICES", "DEFAULT_PORTS", "SERVICES", "PortsInUse", "ServiceStatus", "StackState", "destroy",
+           "down", "free_port", "fresh_database", "read_env", "start_replica", "start_service", "status", "stop_service", "up"]

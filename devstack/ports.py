@@ -1,9 +1,10 @@
-"""TCP ports on 127.0.0.1: the defaults of the developer's stack, free ones for a test session."""
+"""TCP ports on 127.0.0.1: the defaults of the developer's stack (or free ones where another process holds
+a default), free ones for a test session."""
 from __future__ import annotations
 
 import random
 import socket
-from typing import Mapping
+from typing import Iterable, Mapping
 
 DEFAULT_PORTS: dict[str, int] = {
     "postgres": 54329,
@@ -57,15 +58,20 @@ def free_port_pair(offset: int = 10000) -> int:
 ADMIN_GRPC_OFFSET = 10000  # weed's admin grpc port is its http port + this (DEFAULT_PORTS)
 
 
-def resolve_ports(ports: Mapping[str, int] | None, recorded: Mapping[str, int]) -> dict[str, int]:
-    """explicit `ports` > ports recorded in stack.json > defaults (ports=None) / free ports (ports given).
+def resolve_ports(ports: Mapping[str, int] | None, recorded: Mapping[str, int], *,
+                  defaults: bool | None = None) -> dict[str, int]:
+    """explicit `ports` > ports recorded in stack.json > the defaults (defaults=True) or free ports
+    (defaults=False); `defaults` is by default whether no port was given (a test's stack names some
+    and never lands on the ports of a developer's `make run`).
 
     Free ports are all different, and differ from the admin's grpc port too: a port is free when
     it is picked, not when it is bound, so two picks (or a pick and the admin's port + 10000) could
     name the same port, and the second service to start would find it taken."""
     out: dict[str, int] = {}
     explicit = dict(ports or {})
-    picked = [key for key in DEFAULT_PORTS if key not in explicit and key not in recorded and ports is not None]
+    if defaults is None:
+        defaults = ports is None
+    picked = [key for key in DEFAULT_PORTS if key not in explicit and key not in recorded and not defaults]
     for key, default in DEFAULT_PORTS.items():
         if key not in picked:
             out[key] = int(explicit[key]) if key in explicit else int(recorded[key]) if key in recorded else default
@@ -83,3 +89,27 @@ def resolve_ports(ports: Mapping[str, int] | None, recorded: Mapping[str, int]) 
         out[key] = port
         used.update(port + d for d in offsets)
     return {key: out[key] for key in DEFAULT_PORTS}
+
+
+def taken_port(key: str, port: int) -> int | None:
+    """The port that `key` needs and another process holds (for s3_admin, its grpc port too), or None."""
+    for p in (port, port + ADMIN_GRPC_OFFSET) if key == "s3_admin" else (port,):
+        if not port_free(p):
+            return p
+    return None
+
+
+def move_taken(ports: Mapping[str, int], movable: Iterable[str]) -> dict[str, int]:
+    """`ports` with each `movable` key whose port another process holds, or another key names too,
+    moved to a free port apart from all the others; the rest stay where they are."""
+    movable = set(movable)
+    moved: set[str] = set()
+    for key in (k for k in DEFAULT_PORTS if k in movable):
+        others = {p for k, v in ports.items() if k != key and k not in moved
+                  for p in ((v, v + ADMIN_GRPC_OFFSET) if k == "s3_admin" else (v,))}
+        own = (ports[key], ports[key] + ADMIN_GRPC_OFFSET) if key == "s3_admin" else (ports[key],)
+        if taken_port(key, ports[key]) is not None or others.intersection(own):
+            moved.add(key)
+    if not moved:
+        return dict(ports)
+    return resolve_ports({k: v for k, v in ports.items() if k not in moved}, {}, defaults=False)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from devstack import osmem, postgres, process, seaweedfs, tansu, valkey
-from devstack.ports import DEFAULT_PORTS, port_free, resolve_ports
+from devstack.ports import DEFAULT_PORTS, move_taken, resolve_ports, taken_port
 from devstack.process import Log, Service
 from devstack.state import LOCK, ServiceStatus, StackState, read_state, write_env, write_state
 
@@ -18,6 +18,35 @@ ALL_SERVICES = ("postgres", "redis", "s3", "kafka", "osmem")
 
 _BY_NAME: dict[str, Service] = {s.name: s for s in (postgres.SERVICE, valkey.SERVICE, seaweedfs.SERVICE,
                                                       tansu.SERVICE, osmem.SERVICE)}
+
+
+class PortsInUse(RuntimeError):
+    """Ports the stack must use (asked for, or of a service another still running one dials) that
+    another process holds: `ports` maps each port's key (DEFAULT_PORTS) to the taken port."""
+
+    def __init__(self, ports: Mapping[str, int]) -> None:
+        self.ports = dict(ports)
+        named = ", ".join(f"{port} ({key})" for key, port in self.ports.items())
+        super().__init__(f"port{'s' if len(self.ports) > 1 else ''} {named} on 127.0.0.1 "
+                         f"{'are' if len(self.ports) > 1 else 'is'} in use by another process")
+
+
+def _port_keys(name: str) -> tuple[str, ...]:
+    """The keys in StackState.ports of the ports one service listens on."""
+    return ("s3", *seaweedfs.SUBPORTS) if name == "s3" else (name,)
+
+
+def _taken(ports: Mapping[str, int], names: Iterable[str], keys: Iterable[str] | None = None) -> dict[str, int]:
+    """The ports of the services `names` (only those of `keys`, if given) that another process holds."""
+    wanted = None if keys is None else set(keys)
+    out = {}
+    for name in names:
+        for key in _port_keys(name):
+            if wanted is None or key in wanted:
+                port = taken_port(key, ports[key])
+                if port is not None:
+                    out[key] = port
+    return out
 
 
 def _service(name: str) -> Service:
@@ -33,9 +62,9 @@ def _ensure(root: Path, st: StackState, name: str, log: Log) -> None:
         service.wait_ready(root, st, info, log)
         log(f"{name}: reusing pid {info.pid} on port {info.port}")
         return
-    busy = [p for p in service.ports(st.ports) if not port_free(p)]
+    busy = _taken(st.ports, [name])
     if busy:
-        raise RuntimeError(f"{name}: port(s) {busy} on 127.0.0.1 already in use by another process")
+        raise PortsInUse(busy)
     log(f"{name}: starting on port {st.ports[name]}")
     info = service.start(root, st, log)
     with LOCK:
@@ -58,8 +87,14 @@ def _running(st: StackState) -> set[str]:
 
 
 def up(root: Path, *, ports: Mapping[str, int] | None = None, services: Iterable[str] = SERVICES,
-       fast: bool = False, log: Log = print) -> dict[str, str]:
-    """Start (or reuse) the stack in `root`, wait for every service to answer, return the GLINT_* env."""
+       fast: bool = False, log: Log = print, defaults: bool | None = None) -> dict[str, str]:
+    """Start (or reuse) the stack in `root`, wait for every service to answer, return the GLINT_* env.
+
+    A service keeps its port while it runs. Otherwise it gets the port in `ports` (PortsInUse if
+    another process holds it, before anything starts), else the one recorded in stack.json, else the
+    default (defaults=True, or no `ports` given) or a free one (devstack.resolve_ports). A recorded
+    or default port that another process holds is replaced by a free one, and one line says so; the
+    new port is recorded, so the next up, status and down find this stack on it."""
     t0 = time.monotonic()
     _log_lock = threading.Lock()
     _user_log = log
@@ -87,7 +122,20 @@ def up(root: Path, *, ports: Mapping[str, int] | None = None, services: Iterable
                 ports = {k: v for k, v in ports.items() if k != n}
         if "s3" in running:
             ports = {k: v for k, v in ports.items() if k not in seaweedfs.SUBPORTS}
-    st.ports = resolve_ports(ports, recorded_ports)
+    asked = set(ports or ())
+    st.ports = resolve_ports(ports, recorded_ports, defaults=defaults)
+    # what is not running may move, but not S3 under a running Tansu: it keeps dialling the old port
+    starting = [n for n in services if n not in running and not (n == "s3" and "kafka" in running)]
+    taken = _taken(st.ports, starting, asked)
+    if taken:
+        raise PortsInUse(taken)
+    before = st.ports
+    st.ports = move_taken(before, [key for n in starting for key in _port_keys(n) if key not in asked])
+    moved = [key for key in st.ports if st.ports[key] != before[key]]
+    if moved:
+        log("in use by another process, so this stack uses other ports: "
+            + ", ".join(f"{key} {before[key]} -> {st.ports[key]}" for key in moved)
+            + f" (recorded in {root / 'stack.json'}, settings in {root / 'stack.env'})")
     st.root = str(root)
     if running and st.fast is not None and bool(st.fast) != fast:
         log(f"note: reusing services started with fast={st.fast}")

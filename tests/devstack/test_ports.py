@@ -1,11 +1,12 @@
-"""The ports a stack is given: free ones all different, the admin's grpc port (+10000) too."""
+"""The ports a stack is given: free ones all different, the admin's grpc port (+10000) too; a taken one
+moves."""
 
 from __future__ import annotations
 
 import itertools
 
 from devstack import ports
-from devstack.ports import ADMIN_GRPC_OFFSET, DEFAULT_PORTS, resolve_ports
+from devstack.ports import ADMIN_GRPC_OFFSET, DEFAULT_PORTS, move_taken, resolve_ports
 
 
 def test_free_ports_picked_for_a_stack_never_name_the_same_port(monkeypatch):
@@ -24,3 +25,23 @@ def test_free_ports_picked_for_a_stack_never_name_the_same_port(monkeypatch):
 def test_the_defaults_and_recorded_ports_are_kept():
     assert resolve_ports(None, {}) == DEFAULT_PORTS
     assert resolve_ports(None, {"redis": 6400})["redis"] == 6400
+
+
+def test_a_taken_port_moves_to_a_free_one_and_the_others_stay(listening):
+    chosen = resolve_ports({}, {})  # free ones: a default may be someone's stack
+    with listening(chosen["redis"]), listening(chosen["s3_admin"] + ADMIN_GRPC_OFFSET):
+        moved = move_taken(chosen, DEFAULT_PORTS)
+        assert {key for key in chosen if moved[key] != chosen[key]} == {"redis", "s3_admin"}
+        assert ports.port_free(moved["redis"]) and ports.port_free(moved["s3_admin"] + ADMIN_GRPC_OFFSET)
+    everything = [*moved.values(), moved["s3_admin"] + ADMIN_GRPC_OFFSET]
+    assert len(set(everything)) == len(everything)
+
+
+def test_only_the_movable_ports_move_and_one_named_twice_moves_too(listening):
+    chosen = resolve_ports({}, {})
+    with listening(chosen["postgres"]):
+        assert move_taken(chosen, ["redis", "kafka"]) == chosen  # postgres is not movable: it stays
+        twice = {**chosen, "kafka": chosen["redis"]}
+        moved = move_taken(twice, ["kafka"])
+        assert moved["redis"] == chosen["redis"]
+        assert moved["kafka"] not in {port for key, port in twice.items() if key != "kafka"}

@@ -14,6 +14,7 @@ import pytest
 from redis import Redis
 
 import devstack
+from devstack import DEFAULT_PORTS
 from devstack.state import read_state
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -98,3 +99,73 @@ async def test_a_new_stack_where_an_earlier_one_was_starts_empty(small_stack):
         assert await conn.fetchval("SELECT to_regclass('earlier')") is None
     finally:
         await conn.close()
+
+
+async def test_default_ports_taken_by_another_process_move_to_free_ones_and_the_stack_is_found_there(
+        tmp_path, listening):
+    root = tmp_path / ".glint"
+    services = ("postgres", "redis")
+    lines: list[str] = []
+    with listening(DEFAULT_PORTS["postgres"]), listening(DEFAULT_PORTS["redis"]):
+        try:
+            env = devstack.up(root, services=services, fast=True, log=lines.append)
+            ports = read_state(root).ports
+            moved = {name: ports[name] for name in services}
+            assert moved["postgres"] != DEFAULT_PORTS["postgres"] and moved["redis"] != DEFAULT_PORTS["redis"]
+            said = [line for line in lines if "other ports" in line]
+            assert len(said) == 1, lines
+            for name in services:
+                assert f"{name} {DEFAULT_PORTS[name]} -> {moved[name]}" in said[0]
+            written = devstack.read_env(root)
+            assert written == env
+            assert f"127.0.0.1:{moved['postgres']}/" in written["GLINT_DATABASE_URL"]
+            assert f"127.0.0.1:{moved['redis']}" in written["GLINT_REDIS_URL"]
+            conn = await asyncpg.connect(written["GLINT_DATABASE_URL"])
+            assert await conn.fetchval("SELECT 1") == 1
+            await conn.close()
+            assert Redis.from_url(written["GLINT_REDIS_URL"]).ping()
+
+            # a second up, and status, find the same processes on the same ports
+            rows = {row.name: (row.pid, row.port) for row in devstack.status(root)}
+            assert {name: port for name, (_, port) in rows.items()} == moved
+            lines.clear()
+            assert devstack.up(root, services=services, fast=True, log=lines.append) == env
+            assert {row.name: (row.pid, row.port) for row in devstack.status(root)} == rows
+            assert not [line for line in lines if "other ports" in line]
+            result = glint_stack(root, "status")
+            assert result.returncode == 0 and f"port {moved['redis']}" in result.stdout, result.stdout
+
+            # after down, the next up starts on the recorded ports again
+            devstack.down(root, log=lambda *a: None)
+            assert devstack.up(root, services=services, fast=True, log=lambda *a: None) == env
+            assert {row.name: row.port for row in devstack.status(root)} == moved
+        finally:
+            devstack.destroy(root, log=lambda *a: None)
+
+
+def test_a_port_asked_for_that_is_taken_is_one_line_naming_it_and_nothing_starts(tmp_path, listening):
+    root = tmp_path / ".glint"
+    port = devstack.free_port()
+    with listening(port):
+        try:
+            with pytest.raises(devstack.PortsInUse) as raised:
+                devstack.up(root, ports={"redis": port}, services=("redis",), fast=True, log=lambda *a: None)
+            assert raised.value.ports == {"redis": port}
+            result = glint_stack(root, "up", "--port", f"postgres={port}")
+            assert result.returncode == 1
+            assert result.stderr.strip().splitlines() == [
+                f"glint: port {port} (postgres) on 127.0.0.1 is in use by another process; "
+                f"stop that process or choose another port: glint stack up --port postgres=PORT"]
+            assert devstack.status(root) == []
+        finally:
+            devstack.destroy(root, log=lambda *a: None)
+
+
+def test_stack_up_refuses_a_port_named_for_two_services_or_a_service_it_does_not_have(tmp_path):
+    root = tmp_path / ".glint"
+    result = glint_stack(root, "up", "--port", "postgres=40000", "--port", "redis=40000")
+    assert result.returncode == 1 and result.stderr.strip() == \
+        "glint: --port names port 40000 for more than one service"
+    result = glint_stack(root, "up", "--port", "mysql=3306")
+    assert result.returncode == 2 and "'mysql' is not a port of the stack" in result.stderr
+    assert not (root / "stack.json").exists()
