@@ -31,6 +31,7 @@ from realtime.delivery import MessageWriter, writer_key
 from realtime.frames import IdStr, Message, SendBody
 from storage import media, outbox, stories
 from storage import messages as message_store
+from storage.bounds import is_emoji
 
 routes = Routes("stories")
 
@@ -196,6 +197,8 @@ async def react_to_story(pool: asyncpg.Pool, writer: MessageWriter, now: datetim
     kind, content = ("emoji", body.emoji) if body.emoji is not None else ("text", body.text)
     if not content.strip():
         raise ValidationFailed(f"{kind} is blank.", fields={kind: "Blank."})
+    if kind == "emoji" and not is_emoji(content):
+        raise ValidationFailed("emoji: one emoji.", fields={"emoji": "React with one emoji."})
     story = await visible_story(pool, sender, story_id, now)
     owner = story["owner_id"]
     if owner == sender:

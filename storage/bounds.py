@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from urllib.parse import unquote_to_bytes
 
+import emoji as unicode_emoji
+
 BIGINT_MAX = 2**63 - 1
 
 
@@ -69,3 +71,9 @@ def bad_url(raw: str) -> str | None:
     if "%" not in raw:
         return bad_str(raw)
     return bad_text(unquote_to_bytes(raw.replace("+", " ")))
+
+
+def is_emoji(text: str) -> bool:
+    """Is this exactly one emoji, as Unicode's emoji data has it (a skin tone, a flag or a family
+    joined by zero-width joiners included): what a reaction may be."""
+    return unicode_emoji.is_emoji(text)

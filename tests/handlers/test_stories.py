@@ -324,11 +324,16 @@ async def test_bad_reactions_are_400_and_send_nothing(client, pool):
     story = await new_story(client, owner_h)
     path = f"/api/stories/{story['id']}/react/"
     for body, headers in (({"emoji": "🔥", "text": "hi"}, fan_h), ({}, fan_h), ({"text": "   "}, fan_h),
-                          ({"emoji": ""}, fan_h), ({"text": "x" * 1001}, fan_h), ({"emoji": "🔥"}, owner_h)):
+                          ({"emoji": ""}, fan_h), ({"text": "x" * 1001}, fan_h), ({"emoji": "🔥"}, owner_h),
+                          ({"emoji": "NaN"}, fan_h), ({"emoji": "a\u202eb\u200b"}, fan_h), ({"emoji": "🔥🔥"}, fan_h),
+                          ({"emoji": " 🔥"}, fan_h)):
         response = await client.post(path, json=body, headers=headers)
         assert response.status == 400, (body, await response.text())
     assert await pool.fetchval("SELECT count(*) FROM messages") == 0
     assert await pool.fetchval("SELECT count(*) FROM outbox WHERE type = 'story_reaction'") == 0
+    for one in ("❤️", "👍🏽", "🇵🇹", "👨\u200d👩\u200d👧"):  # a skin tone, a flag, a family: each one emoji
+        response = await client.post(path, json={"emoji": one}, headers=fan_h)
+        assert response.status == 201, (one, await response.text())
 
 
 # ---------------------------------------------------------------- deletion
