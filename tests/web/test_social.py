@@ -117,3 +117,22 @@ async def test_a_story_seen_once_is_listed_in_its_owner_viewers(server, api, bro
     assert story["id"]
     await viewer.context.close()
     await owner.context.close()
+
+
+async def test_your_own_story_is_in_the_tray_once(server, api, browser):
+    ida, jay = await person(api, "ida"), await person(api, "jay")
+    await follow(api, ida, jay)
+    for who, caption in ((ida, "Mine"), (jay, "Theirs")):
+        media = await upload(api, who, photo(720, 1280, hue=80))
+        response = await api.post("/api/stories/", json={"media_id": media["id"], "caption": caption},
+                                  headers=who.headers)
+        assert response.status == 201, await response.text()
+
+    page = await (await signed_in(browser, server, ida, viewport=PHONE)).new_page()
+    await page.goto("/")
+    tray = page.get_by_role("navigation", name="Stories")
+    await expect(tray.get_by_role("button", name="jay")).to_be_visible()
+    await expect(tray.get_by_role("button", name="Your story")).to_have_count(1)
+    await expect(tray.get_by_role("button", name="ida")).to_have_count(0)
+    await expect(tray.get_by_role("button")).to_have_count(2)
+    await page.context.close()

@@ -18,8 +18,11 @@ export function StoriesTray() {
   }, []);
   useEffect(load, [load]);
   if (!user) return null;
+  // the tray lists the viewer's own entry too; "Your story" is drawn from /api/stories/ instead,
+  // which carries the view counts, so it is shown once
   const own: TrayEntry | null = mine.length ? { user, has_unseen: false, latest_at: mine[mine.length - 1].created_at, stories: mine } : null;
-  const entries = own ? [own, ...tray] : tray;
+  const others = tray.filter((t) => t.user.id !== user.id);
+  const entries = own ? [own, ...others] : others;
   if (!entries.length) return null;
   return (
     <nav className="tray" aria-label="Stories">
