@@ -1,7 +1,7 @@
 // Settings: profile, privacy, presence, notification preferences, password, sessions, 2FA,
 // close friends, export, delete account, log out.
 import { FormEvent, useEffect, useState } from "react";
-import { api, del, get, Page, patch, post, Profile, tokens, upload } from "../api";
+import { api, ApiError, del, get, Page, patch, post, Profile, tokens, upload } from "../api";
 import { navigate } from "../router";
 import { loadMe, me, useStore } from "../state";
 import { realtime } from "../socket";
@@ -152,13 +152,24 @@ function TwoFactor() {
   );
 }
 
-function Export() {
-  const [state, setState] = useState<{ status: string; url?: string; expires_at?: string } | null>(null);
+interface ExportT { status: string; url?: string; expires_at?: string }
+
+// GET /api/accounts/export/ answers 404 while the account has no export, which the browser logs
+// as a failed request: ask only once this browser has requested one (or when asked to look).
+const exportKey = (userId: string) => `glint.export.${userId}`;
+
+function Export({ userId }: { userId: string }) {
+  const [state, setState] = useState<ExportT | null>(null);
   const { run, status } = useSaved();
-  useEffect(() => { get<typeof state>("/api/accounts/export/").then(setState).catch(() => {}); }, []);
+  const check = () => get<ExportT>("/api/accounts/export/").then(setState, (e) => {
+    if (e instanceof ApiError && e.status === 404) { localStorage.removeItem(exportKey(userId)); setState({ status: "none" }); }
+  });
+  useEffect(() => {
+    if (localStorage.getItem(exportKey(userId))) check(); else setState({ status: "none" });
+  }, [userId]);
   useEffect(() => {
     if (state?.status !== "pending") return;
-    const t = setTimeout(() => get<typeof state>("/api/accounts/export/").then(setState).catch(() => {}), 2000);
+    const t = setTimeout(check, 2000);
     return () => clearTimeout(t);
   }, [state]);
   return (
@@ -166,7 +177,12 @@ function Export() {
       <h2>Download your data</h2>
       {state?.status === "ready" && state.url && <p><a href={state.url}>Download the archive</a> {state.expires_at && <span className="muted small">(until {new Date(state.expires_at).toLocaleString()})</span>}</p>}
       {state?.status === "pending" && <p role="status">Preparing your archive…</p>}
-      <button onClick={() => run(async () => { await post("/api/accounts/export/"); setState({ status: "pending" }); }, "Export started.")}>Request an export</button>
+      {state?.status === "none" && <p className="muted small">No export yet. <button className="link" onClick={check}>Check for one requested elsewhere</button></p>}
+      <button onClick={() => run(async () => {
+        await post("/api/accounts/export/");
+        localStorage.setItem(exportKey(userId), "1");
+        setState({ status: "pending" });
+      }, "Export started.")}>Request an export</button>
       {status}
     </section>
   );
@@ -209,7 +225,7 @@ export function Settings() {
       <Password />
       <Sessions />
       <TwoFactor />
-      <Export />
+      <Export userId={profile.id} />
       <section><h2>Log out</h2><button onClick={logOut}>Log out</button></section>
       <DeleteAccount />
     </main>
