@@ -3,7 +3,7 @@ import { lazy, Suspense, useEffect, useState } from "react";
 import { tokens } from "./api";
 import { Link, match, navigate, useLocation } from "./router";
 import { realtime } from "./socket";
-import { loadMe, me, refreshUnread, unread, useConnection, useStore } from "./state";
+import { loadMe, me, notice, refreshUnread, unread, useConnection, useStore } from "./state";
 import { Icon } from "./icons";
 import { Avatar } from "./ui";
 import { Login, Register, Reset, Verify } from "./screens/Auth";
@@ -29,6 +29,20 @@ function Banner() {
   }, [status]);
   if (!shown || status === "open") return null;
   return <div className="banner" role="status">Connection lost — reconnecting…</div>;
+}
+
+function Notice() {
+  const note = useStore(notice);
+  const { path } = useLocation();
+  // it belongs to the page it was left on: moving on drops it
+  useEffect(() => { if (note && note.at !== path) notice.set(null); }, [path, note]);
+  if (!note || note.at !== path) return null;
+  return (
+    <div className="notice" role="status">
+      <p>{note.text}{note.link && <> <Link to={note.link.to}>{note.link.label}</Link></>}</p>
+      <button className="icon" aria-label="Dismiss" onClick={() => notice.set(null)}>✕</button>
+    </div>
+  );
 }
 
 function Nav() {
@@ -111,7 +125,7 @@ export function App() {
       <a href="#content" className="skip">Skip to content</a>
       <Nav />
       <Banner />
-      <div id="content"><Routes path={path} query={query} /></div>
+      <div id="content"><Notice /><Routes path={path} query={query} /></div>
     </div>
   );
 }

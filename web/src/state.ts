@@ -1,4 +1,5 @@
-// What the whole app shares: the signed-in user, the unread notification count, the connection.
+// What the whole app shares: the signed-in user, the unread notification count, a one-off
+// notice, the connection.
 import { useEffect, useState, useSyncExternalStore } from "react";
 import { get, Profile, tokens } from "./api";
 import { realtime, Status } from "./socket";
@@ -17,6 +18,9 @@ function store<T>(initial: T) {
 
 export const me = store<Profile | null>(null);
 export const unread = store<number>(0);
+/** A note for the page `at` (e.g. "You blocked …"), shown by the shell until dismissed or left. */
+export interface Notice { text: string; at: string; link?: { to: string; label: string } }
+export const notice = store<Notice | null>(null);
 
 export function useStore<T>(s: { get: () => T; subscribe: (l: Listener) => () => void }): T {
   return useSyncExternalStore(s.subscribe, s.get);

@@ -1,9 +1,9 @@
 // A profile: counts, the grid, follow / requested / unfollow, block, mute, report, message;
 // follow requests for a private account.
 import { FormEvent, useEffect, useState } from "react";
-import { get, Page, post, Post, Profile as ProfileT, UserBrief } from "../api";
+import { ApiError, get, Page, post, Post, Profile as ProfileT, UserBrief } from "../api";
 import { Link, navigate } from "../router";
-import { me, useStore } from "../state";
+import { me, notice, useStore } from "../state";
 import { Avatar, ErrorLine, Modal, Paged, Photo, UserLink } from "../ui";
 
 const REASONS = ["spam", "harassment", "hate", "nudity", "violence", "self_harm", "ip", "other"] as const;
@@ -70,13 +70,43 @@ export function ProfilePage({ id }: { id: string }) {
   const [menu, setMenu] = useState(false);
   const [tab, setTab] = useState<"posts" | "saved">("posts");
 
-  const load = () => get<ProfileT>(`/api/accounts/users/${id}/`).then(setProfile, setError);
-  useEffect(() => { setProfile(null); setError(null); setTab("posts"); load(); }, [id]);
+  // the server hides a blocked account from its blocker too (404): the blocker's own list says
+  // whether that is why, so the page can offer the unblock
+  const [blocked, setBlocked] = useState<UserBrief | null>(null);
+  const load = () => get<ProfileT>(`/api/accounts/users/${id}/`).then(setProfile, async (e) => {
+    if (e instanceof ApiError && e.status === 404) {
+      const page = await get<Page<UserBrief>>("/api/accounts/blocks/?limit=100").catch(() => null);
+      const found = page?.results.find((u) => u.id === id);
+      if (found) { setBlocked(found); return; }
+    }
+    setError(e);
+  });
+  useEffect(() => { setProfile(null); setBlocked(null); setError(null); setTab("posts"); load(); }, [id]);
 
   async function act(path: string, body?: unknown) {
     setError(null);
     try {
       await post(`/api/accounts/users/${id}/${path}/`, body);
+      await load();
+    } catch (e) { setError(e); }
+  }
+
+  async function block(username: string) {
+    setError(null);
+    try {
+      await post(`/api/accounts/users/${id}/block/`);
+    } catch (e) { setError(e); return; }
+    // the profile is hidden from its blocker now: home, with a word on how to undo it
+    navigate("/");
+    notice.set({ text: `You blocked ${username}. You can unblock them in Settings.`, at: "/",
+                 link: { to: "/settings#blocked", label: "Blocked accounts" } });
+  }
+
+  async function unblock() {
+    setError(null);
+    try {
+      await post(`/api/accounts/users/${id}/unblock/`);
+      setBlocked(null);
       await load();
     } catch (e) { setError(e); }
   }
@@ -88,6 +118,16 @@ export function ProfilePage({ id }: { id: string }) {
     } catch (e) { setError(e); }
   }
 
+  if (blocked) {
+    return (
+      <main className="page">
+        <h1>{blocked.username}</h1>
+        <p>You blocked {blocked.username}. You can't see each other's profiles, posts or stories.</p>
+        <div className="row"><button onClick={unblock}>Unblock {blocked.username}</button> <Link className="button" to="/settings#blocked">Blocked accounts</Link></div>
+        <ErrorLine error={error} />
+      </main>
+    );
+  }
   if (!profile) return <main className="page"><ErrorLine error={error} />{!error && <p className="muted" role="status">Loading…</p>}</main>;
   const rel = profile.relationship;
   const mine = viewer?.id === profile.id;
@@ -127,7 +167,7 @@ export function ProfilePage({ id }: { id: string }) {
           {menu && !mine && (
             <div className="menu" role="menu">
               <button role="menuitem" onClick={() => { setMenu(false); act(rel?.muting ? "unmute" : "mute", rel?.muting ? undefined : { stories: true }); }}>{rel?.muting ? "Unmute" : "Mute"}</button>
-              <button role="menuitem" onClick={() => { setMenu(false); if (confirm(`Block ${profile.username}?`)) act("block"); }}>Block</button>
+              <button role="menuitem" onClick={() => { setMenu(false); if (confirm(`Block ${profile.username}?`)) block(profile.username); }}>Block</button>
               <button role="menuitem" onClick={() => { setMenu(false); setReporting(true); }}>Report</button>
             </div>
           )}

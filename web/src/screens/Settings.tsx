@@ -1,11 +1,11 @@
-// Settings: profile, privacy, presence, notification preferences, password, sessions, 2FA,
-// close friends, export, delete account, log out.
+// Settings: profile, privacy, presence, notification preferences, blocked accounts, password,
+// sessions, 2FA, close friends, export, delete account, log out.
 import { FormEvent, useEffect, useState } from "react";
-import { api, ApiError, del, get, Page, patch, post, Profile, tokens, upload } from "../api";
+import { api, ApiError, del, get, Page, patch, post, Profile, tokens, upload, UserBrief } from "../api";
 import { navigate } from "../router";
 import { loadMe, me, useStore } from "../state";
 import { realtime } from "../socket";
-import { Avatar, ErrorLine } from "../ui";
+import { Avatar, ErrorLine, usePaged, UserLink } from "../ui";
 import { CloseFriends } from "./Stories";
 
 function useSaved() {
@@ -74,6 +74,35 @@ function Privacy() {
           ))}
         </tbody>
       </table>
+      {status}
+    </section>
+  );
+}
+
+/** The accounts the viewer blocks, a page at a time as the API pages them, each with its unblock:
+ * a blocked profile answers 404 to its blocker too, so this is where a block is undone. */
+function BlockedAccounts() {
+  const { items, setItems, more, loading, error, done } = usePaged<UserBrief>("/api/accounts/blocks/");
+  const { run, status } = useSaved();
+  const unblock = (u: UserBrief) => run(async () => {
+    await post(`/api/accounts/users/${u.id}/unblock/`);
+    setItems((list) => list.filter((x) => x.id !== u.id));
+  }, `Unblocked ${u.username}.`);
+  return (
+    <section id="blocked" aria-labelledby="blocked-title">
+      <h2 id="blocked-title">Blocked accounts</h2>
+      <ul className="plain" aria-label="Blocked accounts">
+        {items.map((u) => (
+          <li key={u.id} className="row between">
+            <UserLink user={u} />
+            <button onClick={() => unblock(u)}>Unblock {u.username}</button>
+          </li>
+        ))}
+      </ul>
+      {!loading && done && !items.length && !error && <p className="muted small">You haven't blocked anyone.</p>}
+      {loading && <p className="muted small" role="status">Loading…</p>}
+      {!done && !loading && <button className="link" onClick={more}>Show more blocked accounts</button>}
+      <ErrorLine error={error} />
       {status}
     </section>
   );
@@ -215,12 +244,15 @@ function DeleteAccount() {
 
 export function Settings() {
   const profile = useStore(me);
+  // /settings#blocked (from a block's note): the client router does not scroll to a fragment
+  useEffect(() => { if (location.hash) document.getElementById(location.hash.slice(1))?.scrollIntoView(); }, []);
   if (!profile) return null;
   return (
     <main className="page settings">
       <h1>Settings</h1>
       <ProfileForm profile={profile} />
       <Privacy />
+      <BlockedAccounts />
       <CloseFriends />
       <Password />
       <Sessions />
