@@ -73,3 +73,41 @@ async def test_two_windows_chat_live_and_lose_nothing_across_a_cut(server, api, 
     await expect(b.locator("li.message[data-seq]")).to_have_count(4)
     await ana_ctx.close()
     await ben_ctx.close()
+
+
+async def test_a_new_message_badges_messages_live_on_desktop_and_phone_and_after_a_reload(server, api, browser):
+    ana, ben = await person(api, "ana"), await person(api, "ben")
+    await follow(api, ana, ben)
+    conversation_id = await conversation(api, ben, ana)
+
+    desktop = await (await signed_in(browser, server, ana)).new_page()
+    phone = await (await signed_in(browser, server, ana, viewport=PHONE)).new_page()
+    for page in (desktop, phone):
+        await page.goto("/")
+        await expect(page.get_by_role("navigation", name="Main")).to_be_visible()
+        await expect(page.get_by_test_id("messages-badge")).to_have_count(0)
+
+    response = await api.post(f"/api/conversations/{conversation_id}/messages/",
+                              json={"client_id": "badge-1", "text": "are you up?"}, headers=ben.headers)
+    assert response.status == 201, await response.text()
+    for page in (desktop, phone):
+        badge = page.get_by_role("link", name="Messages").get_by_test_id("messages-badge")
+        await expect(badge).to_be_visible()
+        await expect(badge).to_contain_text("1 unread")
+
+    # a second message in the same conversation: still one conversation with something unread
+    await api.post(f"/api/conversations/{conversation_id}/messages/",
+                   json={"client_id": "badge-2", "text": "hello?"}, headers=ben.headers)
+    await phone.reload()
+    await expect(phone.get_by_test_id("messages-badge")).to_contain_text("1 unread")
+
+    # reading it clears the badge, and a reload agrees
+    await desktop.get_by_role("link", name="Messages").click()
+    await desktop.get_by_role("link", name="ben").click()
+    await expect(desktop.locator("li.message").get_by_text("hello?")).to_be_visible()
+    await expect(desktop.get_by_test_id("messages-badge")).to_have_count(0)
+    await phone.reload()
+    await expect(phone.get_by_role("navigation", name="Main")).to_be_visible()
+    await expect(phone.get_by_test_id("messages-badge")).to_have_count(0)
+    await desktop.context.close()
+    await phone.context.close()

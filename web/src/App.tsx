@@ -3,7 +3,10 @@ import { lazy, Suspense, useEffect, useState } from "react";
 import { tokens } from "./api";
 import { Link, match, navigate, useLocation } from "./router";
 import { realtime } from "./socket";
-import { loadMe, me, notice, refreshUnread, unread, useConnection, useStore } from "./state";
+import {
+  clearUnreadMessages, countNewMessage, loadMe, me, notice, refreshUnread, refreshUnreadMessages, unread,
+  unreadMessages, useConnection, useStore,
+} from "./state";
 import { Icon } from "./icons";
 import { Avatar } from "./ui";
 import { Login, Register, Reset, Verify } from "./screens/Auth";
@@ -45,9 +48,15 @@ function Notice() {
   );
 }
 
+function Badge({ count, testId }: { count: number; testId: string }) {
+  if (count <= 0) return null;
+  return <span className="badge" data-testid={testId}><span className="sr-only">, </span>{count}<span className="sr-only"> unread</span></span>;
+}
+
 function Nav() {
   const user = useStore(me);
   const count = useStore(unread);
+  const conversations = Object.keys(useStore(unreadMessages)).length;
   const { path } = useLocation();
   const item = (to: string, icon: string, label: string, extra?: React.ReactNode) => (
     <Link to={to} aria-current={path === to ? "page" : undefined} className="nav-item">
@@ -61,8 +70,8 @@ function Nav() {
       {item("/search", "search", "Search")}
       {item("/explore", "explore", "Explore")}
       {item("/new", "plus", "New post")}
-      {item("/direct", "messages", "Messages")}
-      {item("/notifications", "heart", "Notifications", count > 0 ? <span className="badge" data-testid="unread-badge"><span className="sr-only">, </span>{count}<span className="sr-only"> unread</span></span> : undefined)}
+      {item("/direct", "messages", "Messages", <Badge count={conversations} testId="messages-badge" />)}
+      {item("/notifications", "heart", "Notifications", <Badge count={count} testId="unread-badge" />)}
       {user && (
         <Link to={`/u/${user.id}`} className="nav-item" aria-current={path === `/u/${user.id}` ? "page" : undefined}>
           <Avatar user={user} size={24} /><span className="label">Profile</span>
@@ -104,9 +113,12 @@ export function App() {
     if (!user) return;
     realtime.start();
     refreshUnread();
+    refreshUnreadMessages();
     const offs = [
       realtime.on("notification.new", () => { if (location.pathname !== "/notifications") unread.set(unread.get() + 1); }),
-      realtime.on("hello", refreshUnread),
+      realtime.on("message.new", (f) => countNewMessage(f.message)),
+      realtime.on("message.read", (f) => { if (f.user_id === me.get()?.id) clearUnreadMessages(f.conversation_id); }),
+      realtime.on("hello", () => { refreshUnread(); refreshUnreadMessages(); }),
     ];
     return () => offs.forEach((off) => off());
   }, [user?.id]);

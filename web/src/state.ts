@@ -1,7 +1,7 @@
-// What the whole app shares: the signed-in user, the unread notification count, a one-off
-// notice, the connection.
+// What the whole app shares: the signed-in user, the unread notification and message counts, a
+// one-off notice, the connection.
 import { useEffect, useState, useSyncExternalStore } from "react";
-import { get, Profile, tokens } from "./api";
+import { Conversation, get, Id, Message, Page, Profile, tokens } from "./api";
 import { realtime, Status } from "./socket";
 
 type Listener = () => void;
@@ -18,6 +18,8 @@ function store<T>(initial: T) {
 
 export const me = store<Profile | null>(null);
 export const unread = store<number>(0);
+/** Unread messages per conversation with any (the Messages badge counts the conversations). */
+export const unreadMessages = store<Record<Id, number>>({});
 /** A note for the page `at` (e.g. "You blocked …"), shown by the shell until dismissed or left. */
 export interface Notice { text: string; at: string; link?: { to: string; label: string } }
 export const notice = store<Notice | null>(null);
@@ -43,6 +45,43 @@ export async function refreshUnread() {
     const r = await get<{ unread_count: number }>("/api/notifications/unread-count/");
     unread.set(r.unread_count);
   } catch { /* keep the last count */ }
+}
+
+/** The unread counts from the conversations list (inbox and requests), as after a reload. */
+export async function refreshUnreadMessages() {
+  try {
+    const pages = await Promise.all(["inbox", "requests"].map((folder) =>
+      get<Page<Conversation>>(`/api/conversations/?folder=${folder}&limit=100`)));
+    setUnreadMessages(pages.flatMap((p) => p.results));
+  } catch { /* keep the last counts */ }
+}
+
+/** Take the unread counts of these conversations as the server listed them. */
+export function setUnreadMessages(list: Pick<Conversation, "id" | "unread_count">[]) {
+  const next = { ...unreadMessages.get() };
+  for (const c of list) {
+    // the open conversation is being read as the list loads
+    if (c.unread_count > 0 && location.pathname !== `/direct/${c.id}`) next[c.id] = c.unread_count;
+    else delete next[c.id];
+  }
+  unreadMessages.set(next);
+}
+
+/** A message arrived live: one more unread, unless it is the viewer's own or its conversation is open. */
+export function countNewMessage(message: Message) {
+  if (message.sender_id === me.get()?.id) return;
+  if (location.pathname === `/direct/${message.conversation_id}`) return;
+  const counts = unreadMessages.get();
+  unreadMessages.set({ ...counts, [message.conversation_id]: (counts[message.conversation_id] ?? 0) + 1 });
+}
+
+/** The viewer read a conversation: it no longer counts. */
+export function clearUnreadMessages(conversationId: Id) {
+  const counts = unreadMessages.get();
+  if (!(conversationId in counts)) return;
+  const next = { ...counts };
+  delete next[conversationId];
+  unreadMessages.set(next);
 }
 
 export function useConnection(): Status {

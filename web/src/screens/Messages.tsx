@@ -7,7 +7,7 @@ import { Conversation, ConversationDetail, del, get, Id, Member, Message, newCli
 import { Icon } from "../icons";
 import { Link, navigate } from "../router";
 import { Frame, mergeMessages, realtime } from "../socket";
-import { me, useStore } from "../state";
+import { clearUnreadMessages, me, setUnreadMessages, useStore } from "../state";
 import { Avatar, ErrorLine, Photo, timeAgo } from "../ui";
 import { userById } from "../users";
 import { ReportDialog } from "./Profile";
@@ -57,7 +57,7 @@ export function Inbox({ folder }: { folder: "inbox" | "requests" }) {
   const [q, setQ] = useState("");
   const [found, setFound] = useState<UserBrief[]>([]);
 
-  const load = () => get<Page<Conversation>>(`/api/conversations/?folder=${folder}&limit=50`).then((p) => { setList(p.results); setError(null); }, setError);
+  const load = () => get<Page<Conversation>>(`/api/conversations/?folder=${folder}&limit=50`).then((p) => { setList(p.results); setUnreadMessages(p.results); setError(null); }, setError);
   useEffect(() => {
     load();
     const offs = [realtime.on("message.new", load), realtime.on("hello", load), realtime.on("message.read", load)];
@@ -186,6 +186,7 @@ export function ConversationPage({ id, request }: { id: string; request: boolean
   const newest = messages.length ? messages[messages.length - 1].seq : 0;
   useEffect(() => {
     if (!newest || document.hidden) return;
+    clearUnreadMessages(id);
     if (!realtime.send({ type: "message.read", conversation_id: id, seq: newest })) post(`/api/conversations/${id}/read/`, { seq: newest }).catch(() => {});
   }, [newest, id]);
 
