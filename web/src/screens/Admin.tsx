@@ -1,7 +1,7 @@
 // /admin/: the report queue with each target rendered, resolve actions, suspensions, roles,
 // the audit log and the stats. The API answers 404 to anyone who is not a moderator.
 import { FormEvent, useEffect, useState } from "react";
-import { get, Media, Page, patch, post, UserBrief } from "../api";
+import { get, Media, Page, patch, post } from "../api";
 import { Link, navigate } from "../router";
 import { me, useStore } from "../state";
 import { ErrorLine, mediaById, Photo, timeAgo } from "../ui";
@@ -12,7 +12,11 @@ interface Report {
   target_report_count?: number; report_count?: number; resolution?: { action: string; note?: string } | null; action?: string | null;
 }
 
-interface Standing { id: string; username: string; role: string; suspended: boolean; suspended_until?: string | null }
+/** An account as moderators see it (a report's owner; GET /api/admin/users/: suspended and deactivated ones too). */
+interface Standing {
+  id: string; username: string; role: string; suspended: boolean; suspended_until?: string | null;
+  is_active?: boolean; suspension_reason?: string | null;
+}
 interface TargetT {
   type: string; id: string; exists?: boolean; owner?: Standing | null; text?: string | null; media_ids?: string[];
   post_id?: string | null; conversation_id?: string | null; seq?: number | null;
@@ -99,10 +103,15 @@ function Reports() {
   );
 }
 
+function standingLine(a: Standing): string {
+  if (a.suspended) return `suspended${a.suspended_until ? ` until ${new Date(a.suspended_until).toLocaleString()}` : ""}${a.suspension_reason ? `: ${a.suspension_reason}` : ""}`;
+  return a.is_active === false ? "deactivated" : a.role;
+}
+
 function Users({ admin }: { admin: boolean }) {
   const [q, setQ] = useState("");
-  const [found, setFound] = useState<UserBrief[]>([]);
-  const [picked, setPicked] = useState<UserBrief | null>(null);
+  const [found, setFound] = useState<Standing[]>([]);
+  const [picked, setPicked] = useState<Standing | null>(null);
   const [reason, setReason] = useState("");
   const [until, setUntil] = useState("");
   const [role, setRole] = useState("user");
@@ -110,20 +119,28 @@ function Users({ admin }: { admin: boolean }) {
   const [error, setError] = useState<unknown>(null);
   useEffect(() => {
     if (!q.trim()) { setFound([]); return; }
-    const t = setTimeout(() => get<Page<UserBrief>>(`/api/accounts/users/?q=${encodeURIComponent(q)}&limit=8`).then((p) => setFound(p.results), setError), 200);
+    const t = setTimeout(() => get<Page<Standing>>(`/api/admin/users/?q=${encodeURIComponent(q)}&limit=8`).then((p) => setFound(p.results), setError), 200);
     return () => clearTimeout(t);
   }, [q]);
   async function act(f: () => Promise<unknown>, note: string) {
     setError(null); setDone("");
-    try { await f(); setDone(note); } catch (e) { setError(e); }
+    try {
+      const now = await f();
+      setDone(note);
+      if (now && typeof now === "object" && "suspended" in now) {  // a suspension changed: show the standing it left
+        setPicked(now as Standing);
+        setFound((list) => list.map((a) => (a.id === (now as Standing).id ? (now as Standing) : a)));
+      }
+    } catch (e) { setError(e); }
   }
   return (
     <section>
       <label>Find an account<input value={q} onChange={(e) => setQ(e.target.value)} placeholder="username" /></label>
-      <ul className="plain">{found.map((u) => <li key={u.id}><button onClick={() => { setPicked(u); setDone(""); }}>{u.username}</button></li>)}</ul>
+      <ul className="plain">{found.map((u) => <li key={u.id}><button onClick={() => { setPicked(u); setDone(""); }}>{u.username}</button> <span className="muted">{standingLine(u)}</span></li>)}</ul>
       {picked && (
         <div className="card">
           <h3>{picked.username}</h3>
+          <p className="muted">{standingLine(picked)}</p>
           <form onSubmit={(e: FormEvent) => { e.preventDefault(); act(() => post(`/api/admin/users/${picked.id}/suspend/`, { reason, until: until ? new Date(until).toISOString() : undefined }), "Suspended."); }}>
             <label>Reason<input value={reason} onChange={(e) => setReason(e.target.value)} required /></label>
             <label>Until (optional)<input type="datetime-local" value={until} onChange={(e) => setUntil(e.target.value)} /></label>
