@@ -5,6 +5,12 @@ handlers/socket.py): `send_message`, `read_messages`, `delete_message`, `edit_me
 
 Sends go through the process's group-commit writer (realtime/delivery.py); every other act
 publishes its frame to the members' bus channels after its commit.
+
+A member reads a message only while its sender may reach them (storage/messages.py asks the
+visibility policy's `may_reach()`, in the shapes of migration 0021, for every reader): what is
+about a message (a reaction, an edit, a deletion) goes only to the members who may read it, a
+reaction only to those its author may reach too, and a message a member may not read is, for
+them, no such message.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from realtime import delivery, frames
 from realtime.delivery import MessageWriter, writer_key
 from realtime.frames import Message, SendBody, Seq
 from realtime.gateway import Connection, Gateway, gateway_key
-from realtime.frames import message_out, messages_for
+from realtime.frames import message_out, messages_for, messages_for_each
 from storage import messages as store
 from storage import visibility
 
@@ -86,7 +92,7 @@ async def send_message(pool: asyncpg.Pool, writer: MessageWriter, sender: int, c
         raise NotFound()
     if written.status == "blocked":
         raise Blocked()
-    if written.status == "bad_reply":
+    if written.status == "bad_reply":  # none at that seq, or none the sender may read
         raise ValidationFailed("reply_to_seq: no such message here.", fields={"reply_to_seq": "No such message."})
     row = written.message
     message = message_out(row) if row["share_type"] is None else (await messages_for(pool, sender, [row]))[0]
@@ -95,7 +101,8 @@ async def send_message(pool: asyncpg.Pool, writer: MessageWriter, sender: int, c
 
 async def read_messages(pool: asyncpg.Pool, gateway: Gateway, reader: int, conversation_id: int, seq: int,
                         origin: Connection | None = None) -> None:
-    """Move the reader's read position up to seq and tell every member's sockets."""
+    """Move the reader's read position up to seq and tell the sockets of every member the reader
+    may reach."""
     moved = await store.mark_read(pool, conversation_id, reader, seq)
     if moved is None:
         if await store.get_conversation(pool, conversation_id, reader) is None:
@@ -113,24 +120,33 @@ async def delete_message(pool: asyncpg.Pool, gateway: Gateway, sender: int, conv
         raise NotFound()
     row = await store.delete_message(pool, conversation_id, seq, sender)
     if row is None:
-        existing = await store.get_message(pool, conversation_id, seq)
+        existing = await store.get_message(pool, conversation_id, seq, sender)
         raise NotFound() if existing is None else Forbidden("Only the sender can delete a message.")
-    frame = frames.encode(frames.MessageDeleted(conversation_id=str(conversation_id), seq=seq))
+    await publish_to_members(pool, gateway, conversation_id, [sender],
+                             frames.encode(frames.MessageDeleted(conversation_id=str(conversation_id), seq=seq)))
+
+
+async def reached_members(pool: asyncpg.Pool, conversation_id: int, actors: list[int]) -> list[int]:
+    """The members of a conversation that every one of the actors may reach (as message.new goes
+    to those its sender may reach), the actors among them included."""
     members = await store.member_ids(pool, conversation_id)
-    await gateway.publish([(m, Gateway.envelope(frame)) for m in members])
+    reached = set(members)
+    for actor in set(actors):
+        reached &= await visibility.reachable(pool, actor, members) | {actor}
+    return [m for m in members if m in reached]
 
 
-async def publish_to_members(pool: asyncpg.Pool, gateway: Gateway, actor: int, conversation_id: int,
+async def publish_to_members(pool: asyncpg.Pool, gateway: Gateway, conversation_id: int, actors: list[int],
                              frame: bytes) -> None:
-    """One frame to the members of a conversation the actor may reach (as message.new goes)."""
-    members = await store.member_ids(pool, conversation_id)
-    reached = await visibility.reachable(pool, actor, members) | {actor}
-    await gateway.publish([(m, Gateway.envelope(frame)) for m in members if m in reached])
+    """One frame to the members of a conversation that every one of the actors may reach."""
+    members = await reached_members(pool, conversation_id, actors)
+    await gateway.publish([(m, Gateway.envelope(frame)) for m in members])
 
 
 async def react_to_message(pool: asyncpg.Pool, gateway: Gateway, user: int, conversation_id: int, seq: int,
                            emoji: str | None) -> None:
-    """Set (or, with None, take back) the member's one reaction; members get message.reaction."""
+    """Set (or, with None, take back) the member's one reaction to a message they may read;
+    message.reaction goes to the members both the reactor and the message's sender may reach."""
     if await store.get_conversation(pool, conversation_id, user) is None:
         raise NotFound()
     if emoji is not None and not emoji.strip():
@@ -139,21 +155,23 @@ async def react_to_message(pool: asyncpg.Pool, gateway: Gateway, user: int, conv
     if reacted is None:
         raise NotFound()
     if reacted.changed:
-        await publish_to_members(pool, gateway, user, conversation_id, frames.encode(frames.MessageReaction(
-            conversation_id=str(conversation_id), seq=seq, user_id=str(user), emoji=emoji,
-            change_seq=reacted.change_seq)))
+        await publish_to_members(pool, gateway, conversation_id, [user, reacted.message["sender_id"]],
+                                 frames.encode(frames.MessageReaction(
+                                     conversation_id=str(conversation_id), seq=seq, user_id=str(user), emoji=emoji,
+                                     change_seq=reacted.change_seq)))
 
 
 async def edit_message(pool: asyncpg.Pool, gateway: Gateway, sender: int, conversation_id: int, seq: int,
                        text: str) -> Message:
-    """The sender's own text message gets new text within the edit window; members get message.edited."""
+    """The sender's own text message gets new text within the edit window; the members the sender
+    may reach get message.edited, each with the reactions they may see."""
     if not text.strip():
         raise ValidationFailed("A message needs text.", fields={"text": "Write something."})
     if await store.get_conversation(pool, conversation_id, sender) is None:
         raise NotFound()
     row = await store.edit_message(pool, conversation_id, seq, sender, text)
     if row is None:
-        existing = await store.get_message(pool, conversation_id, seq)
+        existing = await store.get_message(pool, conversation_id, seq, sender)
         if existing is None or existing["deleted_at"] is not None:
             raise NotFound()
         if existing["sender_id"] != sender:
@@ -161,10 +179,11 @@ async def edit_message(pool: asyncpg.Pool, gateway: Gateway, sender: int, conver
         if existing["media_id"] is not None or existing["share_type"] is not None:
             raise ValidationFailed("Only text messages can be edited.")
         raise EditWindowClosed()
-    message = (await messages_for(pool, sender, [row]))[0]
-    await publish_to_members(pool, gateway, sender, conversation_id,
-                             frames.encode(frames.MessageEdited(message=message)))
-    return message
+    members = await reached_members(pool, conversation_id, [sender])
+    seen = await messages_for_each(pool, [sender, *members], [row])
+    await gateway.publish([(m, Gateway.envelope(frames.encode(frames.MessageEdited(message=seen[m][0]))))
+                           for m in members])
+    return seen[sender][0]
 
 
 # ---------------------------------------------------------------- websocket frames
@@ -208,7 +227,8 @@ async def on_edit(conn: Connection, frame: frames.EditMessage) -> None:
               query={"before_seq": "messages before this seq, newest first", "after_seq":
                      "messages after this seq, oldest first", "limit": "page size (default 50, max 100)"})
 async def list_messages(request: web.Request) -> web.Response:
-    """History by sequence number: after_seq ascending, else before_seq (or the newest) descending."""
+    """History by sequence number: after_seq ascending, else before_seq (or the newest) descending;
+    only the messages the viewer may read (not those of a member they are kept apart from)."""
     viewer = current_user(request)
     conversation_id = path_id(request)
     page = page_request(request, default=50)
@@ -218,7 +238,7 @@ async def list_messages(request: web.Request) -> web.Response:
     pool = await read_pool(request)
     if await store.get_conversation(pool, conversation_id, viewer) is None:
         raise NotFound()
-    rows = await store.history(pool, conversation_id, before, after, page.limit)
+    rows = await store.history(pool, conversation_id, viewer, before, after, page.limit)
     name = "after_seq" if after is not None else "before_seq"
     items = await messages_for(pool, viewer, rows)
     return json_response(make_page(request, items, page.limit, lambda m: str(m.seq), param=name))

@@ -148,7 +148,9 @@ async def sync(conn: Connection, frame: frames.Sync) -> None:
     """Everything after each given seq, oldest first, as message.new frames; then, for messages up
     to that seq edited or reacted to after the given change counter (without one: in the last 200
     changes), their current state as message.edited; then sync.done with each conversation's
-    change counter. Conversations the user is not a member of are skipped."""
+    change counter. Conversations the user is not a member of are skipped, and so are the messages
+    they may not read (storage/messages.py: those whose sender may not reach them), as live
+    delivery skips them."""
     pool = conn.app[pool_key]
     wanted = {int(k): v for k, v in frame.conversations.items()}
     seen_changes = {int(k): v for k, v in (frame.changes or {}).items()}
@@ -159,7 +161,7 @@ async def sync(conn: Connection, frame: frames.Sync) -> None:
         conn.hold(conversation_id)  # live frames wait until the replay is queued
         try:
             while True:
-                rows = (await store.history(pool, conversation_id, None, after, SYNC_PAGE))[:SYNC_PAGE]
+                rows = (await store.history(pool, conversation_id, conn.user_id, None, after, SYNC_PAGE))[:SYNC_PAGE]
                 for row, message in zip(rows, await messages_for(pool, conn.user_id, rows)):
                     if conn.sent_live(conversation_id, row["seq"]):
                         continue
@@ -173,7 +175,7 @@ async def sync(conn: Connection, frame: frames.Sync) -> None:
             conn.release(conversation_id, after)
         since = seen_changes.get(conversation_id, max(counter - SYNC_PAGE, 0))
         while since < counter:
-            rows = (await store.changed_since(pool, conversation_id, since, held, SYNC_PAGE))[:SYNC_PAGE]
+            rows = (await store.changed_since(pool, conversation_id, conn.user_id, since, held, SYNC_PAGE))[:SYNC_PAGE]
             for message in await messages_for(pool, conn.user_id, rows):
                 await conn.send(frames.MessageEdited(message=message))
             if len(rows) < SYNC_PAGE:

@@ -368,12 +368,22 @@ def message_out(row: asyncpg.Record, prefix: str = "", reactions: Iterable[tuple
 
 
 async def messages_for(pool: asyncpg.Pool, viewer: int, rows: list[asyncpg.Record], prefix: str = "") -> list[Message]:
-    """Stored messages as this viewer sees them: with their reactions, and shares rendered for them."""
-    live = [r for r in rows if r[prefix + "id"] is not None]
-    reactions = await store.reactions_of(pool, [r[prefix + "id"] for r in live])
-    shares = await render_shares(pool, [viewer], live, prefix)
-    return [message_out(r, prefix, reactions.get(r[prefix + "id"], ()), shares.get((viewer, r[prefix + "id"])))
-            for r in rows]
+    """Stored messages (each row holds one) as this viewer sees them: with the reactions they may
+    see, and shares rendered for them."""
+    return (await messages_for_each(pool, [viewer], rows, prefix))[viewer]
+
+
+async def messages_for_each(pool: asyncpg.Pool, viewers: Iterable[int], rows: list[asyncpg.Record],
+                            prefix: str = "") -> dict[int, list[Message]]:
+    """Stored messages (each row holds one) as each of these viewers sees them: with the reactions
+    that viewer may see (storage.visibility's policy: those whose authors may reach them), and
+    shares rendered for them."""
+    viewers = list(dict.fromkeys(viewers))
+    reactions = await store.reactions_seen(pool, [r[prefix + "id"] for r in rows], viewers)
+    shares = await render_shares(pool, viewers, rows, prefix)
+    return {viewer: [message_out(r, prefix, reactions.get((viewer, r[prefix + "id"]), ()),
+                                 shares.get((viewer, r[prefix + "id"]))) for r in rows]
+            for viewer in viewers}
 
 
 async def render_shares(pool: asyncpg.Pool, viewers: Iterable[int], rows: list[asyncpg.Record],

@@ -6,6 +6,12 @@ commit ran (group commit). It locks the touched conversations in id order, judge
 (duplicate, member, block, reply), bumps each conversation's `last_seq` by the number it takes and
 inserts the messages with the numbers in between, so seqs stay gapless under any number of
 concurrent senders in any number of processes.
+
+A member reads a message only while its sender may reach them (the visibility policy's
+`may_reach()`, which live delivery asks at send time, in its shapes of migration 0021): history,
+`sync`, the list's last message, unread counts, reactions and media all ask it at read time, so a
+block in a group hides each one's messages from the other, those sent before it too, and a
+reaction is shown only to those its author may reach.
 """
 
 from __future__ import annotations
@@ -18,12 +24,19 @@ import asyncpg
 
 import events
 from storage import outbox
+from storage.bounds import BIGINT_MAX
 
 Conn = asyncpg.Connection | asyncpg.Pool
 
 MESSAGE_COLUMNS = ("id, conversation_id, seq, sender_id, client_id, text, media_id, reply_to_seq, deleted_at, removed_at,"
                    " created_at, edited_at, change_seq, share_type, share_id")
 EDIT_WINDOW_MINUTES = 15
+
+
+def readable_by(reader: str, alias: str = "m") -> str:
+    """The SQL condition that the reader (a parameter such as `$2`) may read message `alias`: its
+    sender may reach them (the policy's set of those who may not, built once per statement)."""
+    return f"{alias}.sender_id NOT IN (SELECT id FROM kept_from({reader}))"
 
 
 def pair_key(a: int, b: int) -> str:
@@ -119,17 +132,17 @@ async def list_conversations(conn: Conn, viewer: int, before: tuple[datetime, in
                              limit: int, requests: bool = False, pinned: bool = False) -> list[asyncpg.Record]:
     """The viewer's conversations in one folder (accepted ones, or requests from people the viewer
     may be shown), pinned ones (all, most recently pinned first) or the others (latest activity
-    first), each with its last message, the unread count and its members' ids; `before` is the
-    (last_message_at, id) of the previous page's last. Declined ones are in neither folder. The
-    last message's columns are prefixed `last_message_` (`last_message_id` is NULL when there is
-    none), apart from the conversation's own `last_seq`."""
+    first), each with the last message the viewer may read, the unread count of those and its
+    members' ids; `before` is the (last_message_at, id) of the previous page's last. Declined ones
+    are in neither folder. The last message's columns are prefixed `last_message_`
+    (`last_message_id` is NULL when there is none), apart from the conversation's own `last_seq`."""
     order = "m.pinned_at DESC, c.id DESC" if pinned else "c.last_message_at DESC, c.id DESC"
     return await conn.fetch(
         f"""
         SELECT c.id, c.kind, c.title, c.created_by, c.last_seq, c.last_message_at, c.created_at,
                m.read_seq, m.delivered_seq, m.muted, m.pinned_at, m.accepted,
                (SELECT count(*) FROM messages u WHERE u.conversation_id = c.id AND u.seq > m.read_seq
-                   AND u.sender_id <> $1 AND u.deleted_at IS NULL) AS unread,
+                   AND u.sender_id <> $1 AND u.deleted_at IS NULL AND {readable_by('$1', 'u')}) AS unread,
                (SELECT array_agg(o.user_id ORDER BY o.joined_at, o.user_id) FROM conversation_members o
                    WHERE o.conversation_id = c.id) AS member_ids,
                last.*
@@ -137,7 +150,8 @@ async def list_conversations(conn: Conn, viewer: int, before: tuple[datetime, in
         JOIN conversations c ON c.id = m.conversation_id
         LEFT JOIN LATERAL (
             SELECT {', '.join('l.' + col + ' AS last_message_' + col for col in MESSAGE_COLUMNS.split(', '))}
-            FROM messages l WHERE l.conversation_id = c.id AND l.seq = c.last_seq
+            FROM messages l WHERE l.conversation_id = c.id AND {readable_by('$1', 'l')}
+            ORDER BY l.seq DESC LIMIT 1
         ) last ON true
         WHERE m.user_id = $1 AND m.declined_at IS NULL AND m.accepted = $5
           AND ($5 OR user_shown($1, c.created_by))
@@ -186,12 +200,13 @@ async def answer_request(conn: Conn, conversation_id: int, user_id: int, accept:
 
 
 async def unread_count(conn: Conn, conversation_id: int, viewer: int) -> int:
-    """Messages after the viewer's read position that others sent and that are not deleted."""
+    """Messages after the viewer's read position that others sent, that are not deleted and that
+    the viewer may read."""
     return await conn.fetchval(
         "SELECT count(*) FROM messages u JOIN conversation_members m"
         " ON m.conversation_id = u.conversation_id AND m.user_id = $2"
-        " WHERE u.conversation_id = $1 AND u.seq > m.read_seq AND u.sender_id <> $2 AND u.deleted_at IS NULL",
-        conversation_id, viewer)
+        " WHERE u.conversation_id = $1 AND u.seq > m.read_seq AND u.sender_id <> $2 AND u.deleted_at IS NULL"
+        f" AND {readable_by('$2', 'u')}", conversation_id, viewer)
 
 
 # ---------------------------------------------------------------- messages: the group commit
@@ -253,9 +268,11 @@ judged AS MATERIALIZED (
             WHEN l.kind = 'direct' AND EXISTS (
                 SELECT 1 FROM conversation_members o
                 WHERE o.conversation_id = i.conversation_id AND NOT may_reach(i.sender_id, o.user_id)) THEN 'blocked'
+            -- a reply to a message the sender may read (one whose sender may reach them)
             WHEN i.reply_to_seq IS NOT NULL AND NOT EXISTS (
                 SELECT 1 FROM messages r
-                WHERE r.conversation_id = i.conversation_id AND r.seq = i.reply_to_seq) THEN 'bad_reply'
+                WHERE r.conversation_id = i.conversation_id AND r.seq = i.reply_to_seq
+                  AND may_reach(r.sender_id, i.sender_id)) THEN 'bad_reply'
             ELSE 'ok'
         END AS status
     FROM input i
@@ -325,23 +342,27 @@ async def write_batch(conn: Conn, drafts: Sequence[Draft]) -> list[Written]:
     return [r if r is not None else Written("not_member", None, []) for r in results]
 
 
-async def get_message(conn: Conn, conversation_id: int, seq: int) -> asyncpg.Record | None:
-    """One message by its place in a conversation."""
+async def get_message(conn: Conn, conversation_id: int, seq: int, reader: int) -> asyncpg.Record | None:
+    """One message by its place in a conversation, if the reader may read it."""
     return await conn.fetchrow(
-        f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND seq = $2", conversation_id, seq)
+        f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE conversation_id = $1 AND seq = $2 AND {readable_by('$3')}",
+        conversation_id, seq, reader)
 
 
-async def history(conn: Conn, conversation_id: int, before_seq: int | None, after_seq: int | None,
+async def history(conn: Conn, conversation_id: int, reader: int, before_seq: int | None, after_seq: int | None,
                   limit: int) -> list[asyncpg.Record]:
-    """Messages by seq: after `after_seq` ascending, else before `before_seq` (or the newest)
-    descending. Fetches limit + 1 so callers can tell whether there is more."""
+    """The messages the reader may read, by seq: after `after_seq` ascending, else before
+    `before_seq` (or the newest) descending. Fetches limit + 1 so callers can tell whether there
+    is more."""
     if after_seq is not None:
         return await conn.fetch(
-            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND seq > $2"
-            " ORDER BY seq LIMIT $3", conversation_id, after_seq, limit + 1)
+            f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE conversation_id = $1 AND seq > $2 AND {readable_by('$4')}"
+            " ORDER BY seq LIMIT $3", conversation_id, after_seq, limit + 1, reader)
+    # always a bound (not `$2 IS NULL OR seq < $2`), so that a generic plan scans the index from it
     return await conn.fetch(
-        f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND ($2::bigint IS NULL OR seq < $2)"
-        " ORDER BY seq DESC LIMIT $3", conversation_id, before_seq, limit + 1)
+        f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE conversation_id = $1 AND seq < $2 AND {readable_by('$4')}"
+        " ORDER BY seq DESC LIMIT $3", conversation_id, BIGINT_MAX if before_seq is None else before_seq,
+        limit + 1, reader)
 
 
 async def member_conversations(conn: Conn, viewer: int, conversation_ids: Iterable[int]) -> dict[int, int]:
@@ -386,12 +407,13 @@ class Reacted:
 async def set_reaction(pool: asyncpg.Pool, conversation_id: int, seq: int, user_id: int,
                        emoji: str | None) -> Reacted | None:
     """Set (emoji) or take back (None) a member's one reaction to a message; None when there is no
-    such live message. A new reaction to someone else's message records a `message_reaction`
-    event in the same transaction, unless its sender muted the conversation or has not accepted it."""
+    such live message the member may read. A new reaction to someone else's message records a
+    `message_reaction` event in the same transaction, unless its sender muted the conversation or
+    has not accepted it."""
     async with pool.acquire() as conn, conn.transaction():
         message = await conn.fetchrow(
-            f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND seq = $2 AND deleted_at IS NULL",
-            conversation_id, seq)
+            f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE conversation_id = $1 AND seq = $2 AND deleted_at IS NULL"
+            f" AND {readable_by('$3')}", conversation_id, seq, user_id)
         if message is None:
             return None
         if emoji is None:
@@ -434,27 +456,32 @@ async def edit_message(pool: asyncpg.Pool, conversation_id: int, seq: int, sende
             message_id, text)
 
 
-async def reactions_of(conn: Conn, message_ids: Iterable[int]) -> dict[int, list[tuple[int, str]]]:
-    """Each message's reactions, (user_id, emoji) oldest first."""
-    ids = list(set(message_ids))
-    if not ids:
+async def reactions_seen(conn: Conn, message_ids: Iterable[int],
+                         viewers: Iterable[int]) -> dict[tuple[int, int], list[tuple[int, str]]]:
+    """Each (viewer, message id): the message's reactions that viewer may see (their authors may
+    reach them), (user_id, emoji) oldest first."""
+    ids, readers = list(set(message_ids)), list(set(viewers))
+    if not ids or not readers:
         return {}
     rows = await conn.fetch(
-        "SELECT message_id, user_id, emoji FROM message_reactions WHERE message_id = ANY($1::bigint[])"
-        " ORDER BY created_at, user_id", ids)
-    out: dict[int, list[tuple[int, str]]] = {}
-    for r in rows:
-        out.setdefault(r["message_id"], []).append((r["user_id"], r["emoji"]))
+        "SELECT v.id AS viewer, x.message_id, x.user_id, x.emoji FROM message_reactions x"
+        " CROSS JOIN unnest($2::bigint[]) AS v(id) CROSS JOIN LATERAL reach(x.user_id, v.id) r"
+        " WHERE x.message_id = ANY($1::bigint[]) AND r.reachable ORDER BY x.created_at, x.user_id", ids, readers)
+    out: dict[tuple[int, int], list[tuple[int, str]]] = {}
+    for row in rows:
+        out.setdefault((row["viewer"], row["message_id"]), []).append((row["user_id"], row["emoji"]))
     return out
 
 
-async def changed_since(conn: Conn, conversation_id: int, after_change: int, up_to_seq: int,
+async def changed_since(conn: Conn, conversation_id: int, reader: int, after_change: int, up_to_seq: int,
                         limit: int) -> list[asyncpg.Record]:
-    """Messages up to `up_to_seq` edited or reacted to after change counter `after_change`, in
-    change order (at most limit + 1)."""
+    """The messages up to `up_to_seq` that the reader may read, edited or reacted to after change
+    counter `after_change`, in change order (at most limit + 1)."""
     return await conn.fetch(
-        f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND change_seq > $2 AND seq <= $3"
-        " ORDER BY change_seq LIMIT $4", conversation_id, after_change, up_to_seq, limit + 1)
+        # `change_seq > 0` too: a generic plan cannot tell that `> $2` implies it, and needs it for the index
+        f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE conversation_id = $1 AND change_seq > $2 AND change_seq > 0"
+        f" AND seq <= $3 AND {readable_by('$5')}"
+        " ORDER BY change_seq LIMIT $4", conversation_id, after_change, up_to_seq, limit + 1, reader)
 
 
 # ---------------------------------------------------------------- shares
@@ -499,25 +526,28 @@ async def claim_media(conn: Conn, media_id: int, owner: int) -> bool:
 
 
 async def media_seen_by(conn: Conn, media_id: int, viewer: int) -> bool:
-    """Is this media in a (not deleted) message of a conversation the viewer is a member of?"""
+    """Is this media in a (not deleted) message the viewer may read, of a conversation they are a
+    member of?"""
     return bool(await conn.fetchval(
         "SELECT EXISTS (SELECT 1 FROM messages m JOIN conversation_members cm"
         " ON cm.conversation_id = m.conversation_id AND cm.user_id = $2"
-        " WHERE m.media_id = $1 AND m.deleted_at IS NULL)", media_id, viewer))
+        f" WHERE m.media_id = $1 AND m.deleted_at IS NULL AND {readable_by('$2')})", media_id, viewer))
 
 
 # ---------------------------------------------------------------- receipts
 
 async def mark_read(conn: Conn, conversation_id: int, user_id: int, seq: int) -> tuple[int, list[int]] | None:
-    """Move a member's read position up to seq (capped at the last message); (new position,
-    member ids) when it moved, None when it did not or they are not a member."""
+    """Move a member's read position up to seq (capped at the last message); (new position, the
+    ids of the members the reader may reach, who are told) when it moved, None when it did not or
+    they are not a member."""
     row = await conn.fetchrow(
         "UPDATE conversation_members m SET read_seq = LEAST($3, c.last_seq),"
         " delivered_seq = GREATEST(m.delivered_seq, LEAST($3, c.last_seq))"
         " FROM conversations c WHERE c.id = m.conversation_id AND m.conversation_id = $1 AND m.user_id = $2"
         " AND m.read_seq < LEAST($3, c.last_seq)"
         " RETURNING m.read_seq,"
-        " (SELECT array_agg(user_id) FROM conversation_members WHERE conversation_id = $1) AS member_ids",
+        " (SELECT array_agg(o.user_id) FROM conversation_members o CROSS JOIN LATERAL reach($2, o.user_id) r"
+        "  WHERE o.conversation_id = $1 AND r.reachable) AS member_ids",
         conversation_id, user_id, seq)
     return (row["read_seq"], list(row["member_ids"])) if row else None
 

@@ -1,11 +1,13 @@
 """Direct messages over REST: conversations, sending, idempotency, seq without gaps, blocks,
-receipts, unread counts, deletion, history, and the outbox event for offline recipients."""
+receipts, unread counts, deletion, history, and the outbox event for offline recipients; and a
+block inside a group, which hides each one's messages (sent before it too) from the other in
+history, sync, the list, unread counts, reactions, replies, edits, receipts and media."""
 
 from __future__ import annotations
 
 import asyncio
 
-from tests.support import bearer, send, start_conversation, user_and_token
+from tests.support import bearer, frame_of, new_media, next_frame, open_socket, send, start_conversation, user_and_token
 
 
 async def block(pool, blocker: str, blocked: str) -> None:
@@ -184,3 +186,174 @@ async def test_a_recipient_with_no_socket_gets_a_message_sent_event(client, pool
     event = await recorded()
     assert event["topic"] == "messages"
     assert event["payload"]["recipient_ids"] == [bob["id"]] and event["payload"]["seq"] == 1
+
+
+# ---------------------------------------------------------------- a block inside a group
+# A group keeps two members who blocked each other; each reads a message only while its sender may
+# reach them (may_reach, asked at read time): history, sync, the list, unread counts, reactions,
+# replies, edits, receipts and media agree with live delivery, for messages sent before the block too.
+
+async def history_of(client, token: str, conversation_id: str, **query) -> list[dict]:
+    response = await client.get(f"/api/conversations/{conversation_id}/messages/", params=query, headers=bearer(token))
+    assert response.status == 200, await response.text()
+    return (await response.json())["results"]
+
+
+async def group_with_a_block(client) -> tuple[dict, dict, str]:
+    """Zed's group with xan and yul; then xan blocks yul. Seqs 1-3 (zed, xan, yul) before the
+    block, 4 (zed) and 5 (xan) after. Returns the tokens by name, the ids by name, the group's id."""
+    (zed, z), (xan, x), (yul, y) = [await user_and_token(client) for _ in range(3)]
+    group = (await start_conversation(client, z, xan["id"], yul["id"], title="three"))["id"]
+    for token, client_id, text in ((z, "z1", "hi"), (x, "x1", "x before block"), (y, "y1", "y before block")):
+        assert (await send(client, token, group, client_id, text)).status == 201
+    blocked = await client.post(f"/api/accounts/users/{yul['id']}/block/", headers=bearer(x))
+    assert blocked.status == 204, await blocked.text()
+    for token, client_id, text in ((z, "z2", "z after block"), (x, "x2", "x after block")):
+        assert (await send(client, token, group, client_id, text)).status == 201
+    return {"z": z, "x": x, "y": y}, {"z": zed["id"], "x": xan["id"], "y": yul["id"]}, group
+
+
+async def sync_frames(client, token: str, conversations: dict, **extra) -> list[dict]:
+    """The frames a fresh socket's sync replays, up to its sync.done (included)."""
+    ws = await open_socket(client, token)
+    await ws.send_json({"type": "sync", "conversations": conversations, "ref": "s", **extra})
+    got = []
+    while not got or got[-1]["type"] != "sync.done":
+        got.append(await next_frame(ws))
+    await ws.close()
+    return got
+
+
+async def test_a_block_in_a_group_hides_each_ones_messages_from_the_other_in_history_and_sync(client):
+    tokens, _, group = await group_with_a_block(client)
+    texts = [m["text"] for m in await history_of(client, tokens["y"], group)]
+    assert texts == ["z after block", "y before block", "hi"]
+    texts = [m["text"] for m in await history_of(client, tokens["x"], group)]
+    assert texts == ["x after block", "z after block", "x before block", "hi"]
+    assert [m["seq"] for m in await history_of(client, tokens["z"], group)] == [5, 4, 3, 2, 1]
+    # both directions of paging, a page's limit counting only what the reader may read
+    assert [m["seq"] for m in await history_of(client, tokens["y"], group, after_seq=1)] == [3, 4]
+    page = await client.get(f"/api/conversations/{group}/messages/", params={"limit": 2}, headers=bearer(tokens["y"]))
+    body = await page.json()
+    assert [m["seq"] for m in body["results"]] == [4, 3] and body["next"]
+    older = await (await client.get(body["next"], headers=bearer(tokens["y"]))).json()
+    assert [m["seq"] for m in older["results"]] == [1]
+    # sync replays what history shows, no more
+    replay = await sync_frames(client, tokens["y"], {group: 0})
+    assert [f["message"]["seq"] for f in replay if f["type"] == "message.new"] == [1, 3, 4]
+    replay = await sync_frames(client, tokens["x"], {group: 1})
+    assert [f["message"]["seq"] for f in replay if f["type"] == "message.new"] == [2, 4, 5]
+
+
+async def test_live_delivery_agrees_with_history_across_a_block(client):
+    tokens, ids, group = await group_with_a_block(client)
+    y_ws = await open_socket(client, tokens["y"])
+    assert (await send(client, tokens["x"], group, "x3", "x live")).status == 201
+    assert (await send(client, tokens["z"], group, "z3", "z live")).status == 201
+    assert (await frame_of(y_ws, "message.new"))["message"]["text"] == "z live"  # xan's never came
+    assert [m["sender_id"] for m in await history_of(client, tokens["y"], group, after_seq=3)] == [ids["z"], ids["z"]]
+    await y_ws.close()
+
+
+async def test_a_block_in_a_group_leaves_the_others_messages_out_of_the_list_and_unread_counts(client):
+    tokens, _, group = await group_with_a_block(client)
+    [summary] = (await (await client.get("/api/conversations/", headers=bearer(tokens["y"]))).json())["results"]
+    assert summary["last_message"]["text"] == "z after block" and summary["last_seq"] == 5
+    assert summary["unread_count"] == 1  # read up to 3 by sending; 4 is zed's, 5 is xan's
+    detail = await (await client.get(f"/api/conversations/{group}/", headers=bearer(tokens["y"]))).json()
+    assert detail["unread_count"] == 1
+    # the other way: xan read up to 5 by sending, and yul's 3 is not his to read
+    [summary] = (await (await client.get("/api/conversations/", headers=bearer(tokens["x"]))).json())["results"]
+    assert summary["last_message"]["text"] == "x after block" and summary["unread_count"] == 0
+
+
+async def test_a_conversation_whose_only_messages_are_from_someone_you_blocked_has_no_last_message(client):
+    (zed, z), (xan, x), (yul, y) = [await user_and_token(client) for _ in range(3)]
+    group = (await start_conversation(client, z, xan["id"], yul["id"]))["id"]
+    assert (await send(client, y, group, "y1", "only yul")).status == 201
+    assert (await client.post(f"/api/accounts/users/{yul['id']}/block/", headers=bearer(x))).status == 204
+    [summary] = (await (await client.get("/api/conversations/?folder=requests", headers=bearer(x))).json())["results"]
+    assert summary["last_message"] is None and summary["unread_count"] == 0 and summary["last_seq"] == 1
+    assert await history_of(client, x, group) == []
+
+
+async def test_reactions_replies_and_edits_show_nothing_across_a_block(client):
+    tokens, ids, group = await group_with_a_block(client)
+    url = f"/api/conversations/{group}/messages/"
+    x_ws, y_ws, z_ws = [await open_socket(client, tokens[n]) for n in "xyz"]
+    counter = (await sync_frames(client, tokens["y"], {group: 5}))[-1]["changes"][group]
+    # yul's reaction to zed's message is not shown to xan; zed sees it
+    assert (await client.post(url + "1/reactions/", json={"emoji": "👍"}, headers=bearer(tokens["y"]))).status == 204
+    [hi] = [m for m in await history_of(client, tokens["x"], group) if m["seq"] == 1]
+    assert hi["reactions"] == []
+    [hi] = [m for m in await history_of(client, tokens["z"], group) if m["seq"] == 1]
+    assert hi["reactions"] == [{"user_id": ids["y"], "emoji": "👍"}]
+    # a message yul may not read is no message for yul: no reaction, no reply, no delete
+    assert (await client.post(url + "5/reactions/", json={"emoji": "👎"}, headers=bearer(tokens["y"]))).status == 404
+    assert (await send(client, tokens["y"], group, "re", "re", reply_to_seq=2)).status == 400
+    assert (await client.delete(url + "2/", headers=bearer(tokens["y"]))).status == 404
+    # zed's reaction to xan's message and xan's edit of it reach zed, and never yul: not live, not in sync
+    assert (await client.post(url + "5/reactions/", json={"emoji": "🔥"}, headers=bearer(tokens["z"]))).status == 204
+    assert (await client.patch(url + "5/", json={"text": "x after block, edited"},
+                               headers=bearer(tokens["x"]))).status == 200
+    assert (await frame_of(z_ws, "message.reaction", seq=5))["emoji"] == "🔥"
+    assert (await frame_of(z_ws, "message.edited"))["message"]["text"] == "x after block, edited"
+    assert (await client.post(url + "4/reactions/", json={"emoji": "✅"}, headers=bearer(tokens["z"]))).status == 204
+    seen = [await next_frame(y_ws)]
+    while not (seen[-1]["type"] == "message.reaction" and seen[-1]["seq"] == 4):
+        seen.append(await next_frame(y_ws))
+    about_messages = [(f["type"], f.get("seq")) for f in seen if f["type"].startswith("message.")]
+    assert about_messages == [("message.reaction", 1), ("message.reaction", 4)]
+    replay = await sync_frames(client, tokens["y"], {group: 5}, changes={group: counter})
+    assert [f["message"]["seq"] for f in replay if f["type"] == "message.edited"] == [1, 4]
+    # an edit's frame carries to each member only the reactions they may see
+    assert (await client.patch(url + "1/", json={"text": "hi!"}, headers=bearer(tokens["z"]))).status == 200
+
+    async def edited(ws) -> dict:
+        while (frame := await frame_of(ws, "message.edited"))["message"]["seq"] != 1:
+            pass
+        return frame["message"]
+
+    assert (await edited(x_ws))["reactions"] == []
+    assert (await edited(z_ws))["reactions"] == [{"user_id": ids["y"], "emoji": "👍"}]
+    for ws in (x_ws, y_ws, z_ws):
+        await ws.close()
+
+
+async def test_receipts_and_deletions_do_not_cross_a_block(client):
+    tokens, ids, group = await group_with_a_block(client)
+    x_ws = await open_socket(client, tokens["x"])
+    y_ws = await open_socket(client, tokens["y"])
+    # yul reads, then zed does: xan hears of zed's read only
+    assert (await client.post(f"/api/conversations/{group}/read/", json={"seq": 4},
+                              headers=bearer(tokens["y"]))).status == 204
+    assert (await client.post(f"/api/conversations/{group}/read/", json={"seq": 5},
+                              headers=bearer(tokens["z"]))).status == 204
+    seen = []
+    while not seen or seen[-1].get("user_id") != ids["z"]:
+        seen.append(await frame_of(x_ws, "message.read"))
+    assert [f["user_id"] for f in seen] == [ids["z"]]
+    # xan deletes his message: yul, who never saw it, is not told before zed's next message comes
+    assert (await client.delete(f"/api/conversations/{group}/messages/5/", headers=bearer(tokens["x"]))).status == 204
+    assert (await send(client, tokens["z"], group, "z9", "after the delete")).status == 201
+    seen = [await next_frame(y_ws)]
+    while seen[-1]["type"] != "message.new":
+        seen.append(await next_frame(y_ws))
+    assert "message.deleted" not in [f["type"] for f in seen] and seen[-1]["message"]["text"] == "after the delete"
+    await x_ws.close()
+    await y_ws.close()
+
+
+async def test_media_sent_by_someone_you_blocked_is_not_yours_to_fetch(client):
+    tokens, _, group = await group_with_a_block(client)
+    [media_id] = await new_media(client, bearer(tokens["x"]))
+    assert (await send(client, tokens["x"], group, "pic", "", media_id=media_id)).status == 201
+    assert (await client.get(f"/api/media/{media_id}/", headers=bearer(tokens["z"]))).status == 200
+    assert (await client.get(f"/api/media/{media_id}/", headers=bearer(tokens["y"]))).status == 404
+
+
+async def test_lifting_the_block_shows_the_messages_again(client):
+    tokens, ids, group = await group_with_a_block(client)
+    assert (await client.post(f"/api/accounts/users/{ids['y']}/unblock/", headers=bearer(tokens["x"]))).status == 204
+    assert [m["seq"] for m in await history_of(client, tokens["y"], group)] == [5, 4, 3, 2, 1]
+    assert [m["seq"] for m in await history_of(client, tokens["x"], group)] == [5, 4, 3, 2, 1]
