@@ -13,6 +13,8 @@ import pytest
 def _listening(port: int) -> Iterator[socket.socket | None]:
     """Listen on 127.0.0.1:`port` until the block ends; None when another process holds it already."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # as the servers do: a closed connection's TIME_WAIT on the port does not hold it, a listener does
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         try:
             sock.bind(("127.0.0.1", port))
