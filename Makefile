@@ -14,23 +14,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $@
 
-# glint serve stops with a traceback when its port (GLINT_PORT, 8080) is taken: say so in one line,
-# before the stack starts (a bad setting is left to glint serve, which names it)
-define SERVE_PORT_CHECK
-import sys
-from app.config import ConfigError, load_config
-from devstack.ports import port_free
-try:
-    port = load_config().server.port
-except ConfigError:
-    sys.exit(0)
-if not port_free(port):
-    sys.exit(f"glint: port {port} on 127.0.0.1 is in use by another process; stop it, or serve on another port: make run GLINT_PORT=PORT")
-endef
-export SERVE_PORT_CHECK
-
 run: setup web
-	@$(BIN)/python -c "$$SERVE_PORT_CHECK"
 	$(BIN)/glint stack up
 	$(BIN)/glint migrate
 	$(BIN)/glint serve

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import asyncio
 import logging
 import os
@@ -76,8 +77,14 @@ def run_server(app, host: str, port: int, shutdown_timeout: float, banner: str |
         gc.set_threshold(10_000, 10, 10)
 
     app.on_startup.append(freeze_startup_objects)
-    web.run_app(app, host=host, port=port, print=announce if banner else None, access_log=None,
-                shutdown_timeout=shutdown_timeout, loop=uvloop.new_event_loop(), handle_signals=True)
+    try:
+        web.run_app(app, host=host, port=port, print=announce if banner else None, access_log=None,
+                    shutdown_timeout=shutdown_timeout, loop=uvloop.new_event_loop(), handle_signals=True)
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        raise SystemExit(f"glint: port {port} on {host} is in use by another process; stop it, or serve on "
+                         "another port: GLINT_PORT=PORT (make run GLINT_PORT=PORT), or --port PORT") from None
 
 
 def serve_banner(config: Config) -> str:

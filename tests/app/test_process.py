@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -146,3 +147,19 @@ async def test_consume_serves_only_the_operations_routes_on_its_side_port(stack_
             assert "glint_outbox_backlog" in await response.text()
         async with session.post(base + "/api/token/", json={}) as response:
             assert response.status == 404  # no API routes on a worker
+
+
+async def test_serve_on_a_port_another_process_holds_exits_with_one_line_naming_it(stack_env, database_url):
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    try:
+        async with glint_process("-m", "app.cli", "serve", "--no-consumers", "--port", str(port),
+                                 env=glint_env(stack_env, GLINT_DATABASE_URL=database_url)) as proc:
+            _, err = await asyncio.wait_for(proc.communicate(), 60)
+    finally:
+        holder.close()
+    assert proc.returncode != 0
+    assert f"glint: port {port} on 127.0.0.1 is in use by another process".encode() in err
+    assert b"Traceback" not in err
