@@ -34,6 +34,7 @@ from realtime.gateway import Connection, Gateway, gateway_key
 from realtime.frames import message_out, messages_for, messages_for_each
 from storage import messages as store
 from storage import visibility
+from storage.bounds import is_emoji
 
 routes = Routes("messages")
 frame_rules = FrameRules()  # the websocket twins of the routes below (dispatched by handlers/socket.py)
@@ -149,8 +150,8 @@ async def react_to_message(pool: asyncpg.Pool, gateway: Gateway, user: int, conv
     message.reaction goes to the members both the reactor and the message's sender may reach."""
     if await store.get_conversation(pool, conversation_id, user) is None:
         raise NotFound()
-    if emoji is not None and not emoji.strip():
-        raise ValidationFailed("emoji must not be blank.", fields={"emoji": "Pick an emoji."})
+    if emoji is not None and not is_emoji(emoji):
+        raise ValidationFailed("emoji: one emoji.", fields={"emoji": "React with one emoji."})
     reacted = await store.set_reaction(pool, conversation_id, seq, user, emoji)
     if reacted is None:
         raise NotFound()

@@ -37,13 +37,16 @@ async def test_one_reaction_per_member_replaced_and_taken_back_reaching_every_me
     await bob_ws.send_json({"type": "message.unreact", "conversation_id": conv["id"], "seq": 1})
     assert (await frame_of(ana_ws, "message.reaction", user_id=bob["id"]))["emoji"] is None
     assert (await history(client, ana_token, conv["id"]))[0]["reactions"] == []
-    # hostile input: not a member, no such message, blank emoji, too long
+    # hostile input: not a member, no such message, blank emoji, too long, text that is not one emoji
     cy, cy_token = await user_and_token(client)
-    assert (await client.post(url, json={"emoji": "x"}, headers=bearer(cy_token))).status == 404
+    assert (await client.post(url, json={"emoji": "🔥"}, headers=bearer(cy_token))).status == 404
     missing = f"/api/conversations/{conv['id']}/messages/99/reactions/"
-    assert (await client.post(missing, json={"emoji": "x"}, headers=bearer(bob_token))).status == 404
-    assert (await client.post(url, json={"emoji": " "}, headers=bearer(bob_token))).status == 400
-    assert (await client.post(url, json={"emoji": "x" * 40}, headers=bearer(bob_token))).status == 400
+    assert (await client.post(missing, json={"emoji": "🔥"}, headers=bearer(bob_token))).status == 404
+    for bad in (" ", "x" * 40, "x", "NaN", "a\u202eb\u200b", "🔥🔥", " 🔥"):
+        assert (await client.post(url, json={"emoji": bad}, headers=bearer(bob_token))).status == 400, bad
+    await bob_ws.send_json({"type": "message.react", "conversation_id": conv["id"], "seq": 1, "emoji": "NaN", "ref": 9})
+    assert (await frame_of(bob_ws, "error", ref=9))["code"] == "validation_error"
+    assert (await history(client, ana_token, conv["id"]))[0]["reactions"] == []
     await ana_ws.close()
     await bob_ws.close()
 
