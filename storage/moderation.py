@@ -156,11 +156,12 @@ async def accounts(conn: Conn, user_ids: list[int]) -> dict[int, asyncpg.Record]
 
 
 async def get_message_by_id(conn: Conn, message_id: int, member: int) -> asyncpg.Record | None:
-    """A live (not deleted) message of a conversation `member` belongs to."""
+    """A live (not deleted) message of a conversation `member` belongs to, that reaches them (its
+    sender may reach them: a block hides it, as history does)."""
     return await conn.fetchrow(
         "SELECT m.* FROM messages m JOIN conversation_members cm"
         " ON cm.conversation_id = m.conversation_id AND cm.user_id = $2"
-        " WHERE m.id = $1 AND m.deleted_at IS NULL",
+        " WHERE m.id = $1 AND m.deleted_at IS NULL AND may_reach(m.sender_id, $2)",
         message_id, member,
     )
 

@@ -8,7 +8,7 @@ from handlers.admin import lift_expired_suspensions
 from handlers.context import pool_key, redis_key
 from tests.conftest import wait_for
 from tests.support import (
-    PASSWORD, admin_headers, frame_of, login, moderator_headers, new_post, open_socket, start_conversation,
+    PASSWORD, admin_headers, frame_of, login, moderator_headers, new_post, open_socket, send, start_conversation,
     user_with_token,
 )
 
@@ -250,3 +250,14 @@ async def test_moderators_find_suspended_and_deactivated_accounts_which_the_user
     rest = await (await client.get(first["next"], headers=moderator_h)).json()
     assert [a["username"] for a in first["results"] + rest["results"]] == list(by_name)
     assert (await client.get("/api/admin/users/", params={"q": "z" * 65}, headers=moderator_h)).status == 400
+
+
+async def test_a_message_whose_sender_the_reporter_blocked_is_404_to_report(client, pool):
+    (zoe, zoe_h), (xan, xan_h), (yan, yan_h) = [await user_with_token(client) for _ in range(3)]
+    group = await (await client.post("/api/conversations/", headers=zoe_h,
+                                     json={"member_ids": [xan["id"], yan["id"]]})).json()
+    sent = await send(client, xan_h["Authorization"].split()[1], group["id"], "x1", text="before the block")
+    message = await sent.json()
+    await report(client, yan_h, "message", message["id"], expect=201)
+    assert (await client.post(f"/api/accounts/users/{xan['id']}/block/", headers=yan_h)).status in (200, 201, 204)
+    await report(client, yan_h, "message", message["id"], reason="harassment", expect=404)
