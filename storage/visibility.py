@@ -1,6 +1,6 @@
 """Who may see what: glint's one visibility policy.
 
-Every reader asks here (or calls the SQL functions of migrations 0010, 0012, 0018b and 0019 inside
+Every reader asks here (or calls the SQL functions of migrations 0010, 0012, 0018b, 0019 and 0021 inside
 its own query, which is the same policy): may viewer V see X, reach U, be shown U. The questions, each batched:
 
     shown_users(V, us)        may V be shown these users at all (profiles, lists, search, likers,
@@ -38,7 +38,10 @@ Storage modules that filter rows in SQL use the functions directly (`visible_to(
 query that asks per row of a page (its posts' authors) selects the row forms instead, which
 PostgreSQL inlines and plans with the query, where a scalar function with a sub-select runs as a
 call per row (migration 0019): `CROSS JOIN LATERAL visibility($1, p.author_id) v ... v.visible`,
-`muting($1, u.id) m ... m.muted`.
+`muting($1, u.id) m ... m.muted`. Direct messages reach a reader while their sender may reach them
+(migration 0021): one reader's messages leave out `kept_from(reader)` once per statement
+(`m.sender_id NOT IN (SELECT id FROM kept_from($1))`), many readers' select `reach(sender, reader)`
+per row; `may_reach()` is the same rule for one pair.
 """
 
 from __future__ import annotations
