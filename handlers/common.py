@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import math
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any, Awaitable, Callable, Generic, Sequence, TypeVar, Union
@@ -140,12 +141,33 @@ def error_frame(error: ApiError, ref: Any = None) -> bytes:
     return frames.error(getattr(error, "frame_code", error.code), error.message, ref, retry_after)
 
 
+# msgspec's wording of a bound, as a person would put it: "Expected `str` of length >= 8"
+_BOUNDS = [
+    (re.compile(r"^Expected `str` of length >= (\d+)$"), "At least {} characters."),
+    (re.compile(r"^Expected `str` of length <= (\d+)$"), "At most {} characters."),
+    (re.compile(r"^Expected `array` of length >= (\d+)$"), "At least {} items."),
+    (re.compile(r"^Expected `array` of length <= (\d+)$"), "At most {} items."),
+    (re.compile(r"^Expected `(?:int|float)` >= (\S+)$"), "At least {}."),
+    (re.compile(r"^Expected `(?:int|float)` <= (\S+)$"), "At most {}."),
+    (re.compile(r"^Expected `str`, got `\w+`$"), "Text expected."),
+]
+
+
+def _plainly(message: str) -> str:
+    for pattern, plain in _BOUNDS:
+        if (match := pattern.match(message)) is not None:
+            return plain.format(*match.groups())
+    return message
+
+
 def validation_error(exc: msgspec.ValidationError) -> ValidationFailed:
-    """Turn msgspec's message ("Expected `str` - at `$.username`") into a field error."""
+    """Turn msgspec's message ("Expected `str` of length >= 8 - at `$.password`") into a field
+    error, in plain words where it is a bound ("At least 8 characters.")."""
     text = str(exc)
     if " - at `$." in text:
         message, _, where = text.partition(" - at `$.")
         name = where.rstrip("`").split("[")[0]
+        message = _plainly(message)
         return ValidationFailed(f"{name}: {message}", fields={name: message})
     if text.startswith("Object missing required field `"):
         name = text.split("`")[1]

@@ -350,3 +350,15 @@ async def test_a_profile_edit_emits_user_updated_for_the_search_index(client, po
     assert response.status == 200
     rows = await pool.fetch("SELECT payload FROM outbox WHERE type = 'user_updated'")
     assert [r["payload"] for r in rows] == [{"user_id": user["id"]}]
+
+
+async def test_a_field_past_its_bounds_is_named_in_plain_words(client, pool):
+    status, body = await register_status(client, username="plainly", email="plainly@example.com", password="short")
+    assert status == 400
+    assert body["error"]["fields"] == {"password": "At least 8 characters."}
+    assert body["error"]["message"] == "password: At least 8 characters."
+    status, body = await register_status(client, username="p" * 31, email="plainly@example.com")
+    assert body["error"]["fields"]["username"] == "At most 30 characters."
+    status, body = await register_status(client, username=5, email="plainly@example.com")
+    assert body["error"]["fields"]["username"] == "Text expected."
+    assert await user_count(pool) == 0
