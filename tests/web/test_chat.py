@@ -37,6 +37,8 @@ async def test_two_windows_chat_live_and_lose_nothing_across_a_cut(server, api, 
     await a.get_by_label("Message", exact=True).press_sequentially("en")
     await a.get_by_role("button", name="Send", exact=True).click()
     await expect(b.locator("li.message").get_by_text("hi ben")).to_be_visible()
+    # the notice goes with the message it announced (the same update), not 4 s later when it fades
+    await expect(b.get_by_text("ana is typing…")).to_have_count(0, timeout=1000)
     # ben has it open, so ana sees it read
     await expect(a.get_by_text("Seen", exact=True)).to_be_visible()
 

@@ -73,4 +73,12 @@ describe("ErrorLine", () => {
     render(<ErrorLine error={new ApiError(400, { code: "validation_error", message: "Invalid input.", fields: { username: "Taken." } })} />);
     expect(screen.getByRole("alert").textContent).toBe("Invalid input. username: Taken.");
   });
+  it("says once what the message already says", async () => {
+    const { ApiError } = await import("./api");
+    render(<ErrorLine error={new ApiError(409, { code: "conflict", message: "This username is taken.", fields: { username: "Already taken." } })} />);
+    expect(screen.getByRole("alert").textContent).toBe("This username is taken.");
+    cleanup();
+    render(<ErrorLine error={new ApiError(400, { code: "validation_error", message: "token: invalid or expired.", fields: { token: "Invalid or expired." } })} />);
+    expect(screen.getByRole("alert").textContent).toBe("token: invalid or expired.");
+  });
 });

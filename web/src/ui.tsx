@@ -6,7 +6,8 @@ import { Link } from "./router";
 export function errorText(e: unknown): string {
   if (e instanceof ApiError) {
     const fields = Object.entries(e.fields);
-    if (fields.length && !fields.every(([, v]) => e.message.includes(v))) {
+    const said = e.message.toLowerCase();  // a message that names a field, or says its words, says it once
+    if (fields.length && !fields.every(([k, v]) => said.includes(v.toLowerCase()) || said.includes(k.toLowerCase()))) {
       return `${e.message} ${fields.map(([k, v]) => `${k}: ${v}`).join(" ")}`;
     }
     return e.message;

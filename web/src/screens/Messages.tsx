@@ -157,7 +157,13 @@ export function ConversationPage({ id, request }: { id: string; request: boolean
     }, setError);
     const mine = (f: Frame) => (f.conversation_id ?? f.message?.conversation_id) === id;
     const offs = [
-      realtime.on("message.new", (f) => { if (mine(f)) { setMessages((old) => mergeMessages(old, [f.message])); setPending((p) => p.filter((x) => x.client_id !== f.message.client_id)); } }),
+      realtime.on("message.new", (f) => {
+        if (!mine(f)) return;
+        setMessages((old) => mergeMessages(old, [f.message]));
+        setPending((p) => p.filter((x) => x.client_id !== f.message.client_id));
+        // their message arrived: they are no longer typing it
+        setTyping((t) => { if (!(f.message.sender_id in t)) return t; const { [f.message.sender_id]: _, ...rest } = t; return rest; });
+      }),
       realtime.on("message.ack", (f) => { if (mine(f)) { setMessages((old) => mergeMessages(old, [f.message])); setPending((p) => p.filter((x) => x.client_id !== f.message.client_id)); } }),
       realtime.on("message.edited", (f) => { if (mine(f)) setMessages((old) => mergeMessages(old, [f.message])); }),
       realtime.on("message.reaction", (f) => {
