@@ -304,10 +304,13 @@ async def refuse_sessions(app: web.Application, user_id: int, family_ids: list[i
         await app[gateway_key].close_sessions(user_id, family_ids, CLOSE_UNAUTHORIZED, b"session revoked")
 
 
-async def refuse_account(app: web.Application, user_id: int, reason: bytes) -> None:
+async def refuse_account(app: web.Application, user_id: int, reason: bytes, sessions: tuple[int, ...] | list[int] = ()) -> None:
     """After a commit that took an account's access away (deactivated, deletion asked): every
-    access token refused and every socket closed with 4401, at once."""
-    await tokens.mark_user_inactive(app[redis_key], user_id, app[config_key].auth.access_token_ttl)
+    access token refused and every socket closed with 4401, at once; `sessions` revoked with it
+    stay refused if the account comes back (one close of the account's sockets covers theirs)."""
+    ttl = app[config_key].auth.access_token_ttl
+    await tokens.mark_user_inactive(app[redis_key], user_id, ttl)
+    await tokens.mark_sessions_revoked(app[redis_key], user_id, list(sessions), ttl)
     await app[gateway_key].close_user(user_id, CLOSE_UNAUTHORIZED, reason)
 
 

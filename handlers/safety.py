@@ -330,8 +330,7 @@ async def request_deletion(app: web.Application, now: datetime, grace_days: int,
             raise NotFound()
         revoked = await tokens.revoke_all_for_user(conn, user_id)
         await outbox.add(conn, events.AccountDeletionRequested(user_id=str(user_id), erase_after=erase_after), user_id)
-    await refuse_sessions(app, user_id, revoked)
-    await refuse_account(app, user_id, b"account deleted")
+    await refuse_account(app, user_id, b"account deleted", sessions=revoked)
     return erase_after
 
 
