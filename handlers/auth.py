@@ -304,7 +304,8 @@ async def refuse_sessions(app: web.Application, user_id: int, family_ids: list[i
         await app[gateway_key].close_sessions(user_id, family_ids, CLOSE_UNAUTHORIZED, b"session revoked")
 
 
-async def refuse_account(app: web.Application, user_id: int, reason: bytes, sessions: tuple[int, ...] | list[int] = ()) -> None:
+async def refuse_account(app: web.Application, user_id: int, reason: bytes,
+                         sessions: tuple[int, ...] | list[int] = ()) -> None:
     """After a commit that took an account's access away (deactivated, deletion asked): every
     access token refused and every socket closed with 4401, at once; `sessions` revoked with it
     stay refused if the account comes back (one close of the account's sockets covers theirs)."""
