@@ -79,6 +79,15 @@ def dependency_checks(app: web.Application) -> dict[str, Callable[[web.Applicati
     return checks
 
 
+def failure_reason(exc: Exception) -> str:
+    """What /readyz says of a failed check: a check that did not answer in time says so (a
+    timeout's text is empty), any other failure its type and text."""
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {CHECK_TIMEOUT:g} s"
+    detail = str(exc)
+    return f"{type(exc).__name__}: {detail}"[:300] if detail else type(exc).__name__
+
+
 async def readyz(request: web.Request) -> web.Response:
     """Each dependency checked; 503 naming the failing ones."""
     checks = dependency_checks(request.app)
@@ -87,7 +96,7 @@ async def readyz(request: web.Request) -> web.Response:
         try:
             await asyncio.wait_for(checks[name](request.app), CHECK_TIMEOUT)
         except Exception as exc:  # any failure means not ready; name it
-            return name, f"{type(exc).__name__}: {exc}"[:300] or type(exc).__name__
+            return name, failure_reason(exc)
         return name, None
 
     results = dict(await asyncio.gather(*(run(name) for name in checks)))

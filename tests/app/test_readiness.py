@@ -44,3 +44,12 @@ async def test_readyz_checks_kafka_when_events_go_through_it(aiohttp_client, sta
     response = await client.get("/readyz")
     assert response.status == 200, await response.text()
     assert (await response.json())["checks"]["kafka"] == "ok"
+
+
+def test_a_check_that_does_not_answer_says_so_rather_than_an_empty_timeout():
+    from app.ops import failure_reason
+
+    assert failure_reason(TimeoutError()) == "no answer within 2 s"
+    assert failure_reason(ConnectionRefusedError(111, "Connection refused")) == \
+        "ConnectionRefusedError: [Errno 111] Connection refused"
+    assert failure_reason(OSError()) == "OSError"
