@@ -55,6 +55,6 @@ def add_web_routes(app: web.Application, dist: Path) -> None:
             raise NotBuilt("The web client is not built: run `make web` (needs Node.js 18 or newer).")
         return web.FileResponse(index, headers={"Cache-Control": "no-cache"})
 
-    app.router.add_route("GET", "/assets/{name:.+}", asset)
+    app.router.add_get("/assets/{name:.+}", asset)
     # every GET path but the API's: (?!...) keeps /api/... resolving to its 404 or 405
-    app.router.add_route("GET", r"/{tail:(?!api/|api$|ws$|healthz$|readyz$|metrics$).*}", page)
+    app.router.add_get(r"/{tail:(?!api/|api$|ws$|healthz$|readyz$|metrics$).*}", page)

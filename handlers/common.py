@@ -465,9 +465,14 @@ class Routes:
         return register
 
     def add_to(self, app: web.Application) -> None:
-        """Register every route on the application's router."""
+        """Register every route on the application's router; a GET route answers HEAD too (RFC 9110
+        §9.3.2: the GET's status and headers, no body), as aiohttp's add_get does. The OpenAPI
+        document lists the GET only."""
         for doc in self.docs:
-            app.router.add_route(doc.method, doc.path, doc.handler)
+            if doc.method == "GET":
+                app.router.add_get(doc.path, doc.handler)
+            else:
+                app.router.add_route(doc.method, doc.path, doc.handler)
 
 
 FrameRule = Callable[[Any, Any], Awaitable[None]]  # (the socket's Connection, the decoded frame)

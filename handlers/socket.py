@@ -40,6 +40,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     identity = request.get(identity_key)
     if identity is None:
         raise NotAuthenticated()
+    if request.method != "GET":  # HEAD: only a GET opens a socket (RFC 6455 §4.1); it answers as a GET
+        raise web.HTTPBadRequest()  # that is not a handshake does (aiohttp's own answer, in the envelope)
     hidden = await users.presence_hidden(request.app[pool_key], [identity.user_id])
     return await request.app[gateway_key].serve(
         request, user_id=identity.user_id, session_id=identity.session_id, expires_at=identity.expires_at,

@@ -5,8 +5,9 @@ covered the moment it is registered.
 
 A refused caller gets 404 (403 is allowed for `owner` routes to someone who may see the thing);
 nobody gets a 5xx; anonymous callers get 401 on routes that need an account; an allowed caller
-never gets 401 nor, on a read, anything but 200. Bodies come from EXAMPLES where a route's body
-type is listed, else `{}` (then a refused caller may also get the 400 that body earns).
+never gets 401 nor, on a read, anything but 200; HEAD on a read answers the GET's status without a
+body. Bodies come from EXAMPLES where a route's body type is listed, else `{}` (then a refused
+caller may also get the 400 that body earns).
 """
 
 from __future__ import annotations
@@ -155,6 +156,12 @@ async def test_every_route_answers_each_caller_as_its_declaration_says(aiohttp_c
                 refused = {404} | ({403} if doc.sees == "owner" else set()) | (set() if known_body else {400})
                 if status not in refused:
                     problem = f"not refused (expected one of {sorted(refused)})"
+            if doc.method == "GET":  # HEAD answers as the GET does, without a body
+                head = await client.head(path, params=query, headers=headers)
+                cases += 1
+                if head.status != status or await head.read() != b"" or head.content_type != response.content_type:
+                    failures.append(f"HEAD {doc.path} as {role}: {head.status} {head.content_type}"
+                                    f" — not the GET's {status} {response.content_type} without a body")
             if problem:
                 failures.append(f"{doc.method} {doc.path} as {role}: {status} — {problem}")
             await restore(pool, people)

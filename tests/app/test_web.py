@@ -43,6 +43,15 @@ async def test_hashed_assets_are_cached_for_a_year_and_top_files_served_as_thems
     assert (await missing.json())["error"]["code"] == "not_found"
 
 
+async def test_head_on_the_apps_pages_and_assets_answers_as_get_without_a_body(web):
+    for path in ("/", "/p/123", "/assets/index-abc123.js"):
+        get, head = await web.get(path), await web.head(path)
+        assert head.status == get.status == 200
+        assert head.headers["Content-Type"] == get.headers["Content-Type"]
+        assert head.headers["Content-Length"] == get.headers["Content-Length"]
+        assert await head.read() == b""
+
+
 @pytest.mark.parametrize("path", ["/assets/..%2F..%2Fetc%2Fpasswd", "/assets/../../etc/passwd", "/..%2Fsetup.cfg"])
 async def test_no_file_outside_dist_is_served(web, path):
     response = await web.get(path)
