@@ -146,3 +146,26 @@ async def test_the_same_draft_stored_meanwhile_by_another_writer_fails_whole_the
         other, retried = await store.write_batch(second, [draft(g, b, "other"), draft(g, a, "mine", client_id="raced")])
     assert (other.status, other.message["seq"]) == ("ok", 2)
     assert (retried.status, retried.message["seq"]) == ("duplicate", 1)
+
+
+async def test_messages_holding_a_media_item_are_found_by_index_not_by_reading_every_message(pool):
+    a, b = await new_users(pool, 2)
+    g = await group(pool, a, b)
+    sent, other = await pool.fetchval(
+        "INSERT INTO media (owner_id, kind, content_type, size_bytes, original_key, attached_at)"
+        " VALUES ($1, 'image', 'image/jpeg', 1, 'k', now()) RETURNING id", a), 1
+    # a conversation's worth of history, one message in a hundred with media, one of them `sent`
+    await pool.execute(
+        "INSERT INTO messages (conversation_id, seq, sender_id, client_id, text, media_id)"
+        " SELECT $1, s, $2, 'seed' || s, 'hello', CASE WHEN s = 20000 THEN $3::bigint WHEN s % 100 = 0 THEN s END"
+        " FROM generate_series(1, 20000) s", g, a, sent)
+    await pool.execute("ANALYZE messages")
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")  # as planned for any media id
+        assert await store.media_seen_by(conn, sent, b)
+        assert not await store.media_seen_by(conn, other, b)
+        assert await store.claim_media(conn, sent, a)  # sent before, by messages only: may be sent again
+        scans = await conn.fetchrow(
+            "SELECT pg_stat_get_xact_numscans('messages'::regclass) AS whole,"
+            " pg_stat_get_xact_numscans(to_regclass('messages_media')) AS by_media")
+    assert scans["whole"] == 0 and scans["by_media"] == 3
