@@ -8,6 +8,8 @@ from typing import Any
 
 import asyncpg
 
+from storage.messages import readable_by
+
 Conn = asyncpg.Pool | asyncpg.Connection
 STALE = timedelta(hours=1)  # far beyond every retry of the export consumer
 
@@ -116,10 +118,13 @@ async def _conversations(conn: Conn, user_id: int) -> list[dict[str, Any]]:
         "  WHERE m.conversation_id = c.id) AS member_ids"
         " FROM conversations c JOIN conversation_members me ON me.conversation_id = c.id AND me.user_id = $1"
         " ORDER BY c.id", user_id)
+    # the messages the account may read, as history shows them (storage.messages.readable_by): a
+    # block keeps the other's messages out of the archive as it keeps them out of every reader
     messages = await conn.fetch(
         "SELECT m.conversation_id, m.seq, m.sender_id, m.text, m.media_id, m.reply_to_seq, m.created_at"
         " FROM messages m JOIN conversation_members me ON me.conversation_id = m.conversation_id AND me.user_id = $1"
-        " WHERE m.deleted_at IS NULL AND m.removed_at IS NULL ORDER BY m.conversation_id, m.seq", user_id)
+        f" WHERE m.deleted_at IS NULL AND m.removed_at IS NULL AND {readable_by('$1')}"
+        " ORDER BY m.conversation_id, m.seq", user_id)
     by_conversation: dict[int, list[dict[str, Any]]] = {}
     for message in messages:
         row = dict(message)

@@ -29,6 +29,22 @@ async def export_state(client, pair: dict) -> tuple[int, dict]:
     return response.status, await response.json()
 
 
+async def exported(client, pair: dict) -> zipfile.ZipFile:
+    """Ask for an export, wait for it to be built, and download its archive."""
+    first = await client.post("/api/accounts/export/", headers=bearer(pair))
+    assert first.status == 202 and (await first.json())["status"] in ("pending", "ready")
+
+    async def ready() -> bool:
+        return (await export_state(client, pair))[1].get("status") == "ready"
+
+    await wait_for(ready, timeout=20)
+    _, state = await export_state(client, pair)
+    assert state["expires_at"] and state["url"].startswith("/api/media/f/")
+    async with aiohttp.ClientSession() as session, session.get(client.make_url(state["url"])) as download:
+        assert download.status == 200
+        return zipfile.ZipFile(io.BytesIO(await download.read()))
+
+
 async def test_an_export_holds_the_account_and_its_original_media_until_it_expires(client, clock, pool):
     owner, friend = await register(client), await register(client)
     pair, friend_pair = await login(client, owner["username"]), await login(client, friend["username"])
@@ -48,19 +64,7 @@ async def test_an_export_holds_the_account_and_its_original_media_until_it_expir
         assert sent.status == 201
     assert (await export_state(client, pair))[0] == 404
 
-    first = await client.post("/api/accounts/export/", headers=bearer(pair))
-    assert first.status == 202 and (await first.json())["status"] in ("pending", "ready")
-
-    async def ready() -> bool:
-        return (await export_state(client, pair))[1].get("status") == "ready"
-
-    await wait_for(ready, timeout=20)
-    _, state = await export_state(client, pair)
-    assert state["expires_at"] and state["url"].startswith("/api/media/f/")
-    async with aiohttp.ClientSession() as session, session.get(client.make_url(state["url"])) as download:
-        assert download.status == 200
-        archive = zipfile.ZipFile(io.BytesIO(await download.read()))
-
+    archive = await exported(client, pair)
     names = set(archive.namelist())
     expected = {"profile", "posts", "comments", "likes", "saves", "stories", "followers", "following", "conversations"}
     assert {f"{n}.json" for n in expected} <= names
@@ -151,3 +155,25 @@ async def test_a_request_racing_the_pending_exports_build_gets_an_export(client,
     assert await pool.fetchval("SELECT array_agg(status ORDER BY id) FROM exports") == ["ready", "pending"]
     again, created = await exports.request_txn(pool, user_id)
     assert not created and again["id"] == row["id"]
+
+
+async def test_an_export_holds_the_messages_its_owner_may_read_and_none_from_someone_kept_from_them(client):
+    """A group keeps two members who blocked each other: each one's archive holds the group's
+    messages as their history shows them, without the other's (those sent before the block too)."""
+    (zed, zed_pair), (xan, xan_pair), (yul, yul_pair) = [
+        (user, await login(client, user["username"])) for user in [await register(client) for _ in range(3)]]
+    group = await (await client.post("/api/conversations/", json={"member_ids": [xan["id"], yul["id"]]},
+                                     headers=bearer(zed_pair))).json()
+    url = f"/api/conversations/{group['id']}/messages/"
+    for pair, text in ((zed_pair, "hi"), (xan_pair, "x before block"), (yul_pair, "y before block")):
+        assert (await client.post(url, json={"client_id": text, "text": text}, headers=bearer(pair))).status == 201
+    assert (await client.post(f"/api/accounts/users/{yul['id']}/block/", headers=bearer(xan_pair))).status == 204
+    for pair, text in ((zed_pair, "z after block"), (xan_pair, "x after block")):
+        assert (await client.post(url, json={"client_id": text, "text": text}, headers=bearer(pair))).status == 201
+
+    (chat,) = json.loads((await exported(client, yul_pair)).read("conversations.json"))
+    assert [(m["seq"], m["text"]) for m in chat["messages"]] == [(1, "hi"), (3, "y before block"), (4, "z after block")]
+    history = await (await client.get(url, headers=bearer(yul_pair))).json()
+    assert sorted(m["seq"] for m in history["results"]) == [m["seq"] for m in chat["messages"]]
+    (chat,) = json.loads((await exported(client, zed_pair)).read("conversations.json"))
+    assert [m["seq"] for m in chat["messages"]] == [1, 2, 3, 4, 5]
