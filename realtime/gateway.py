@@ -17,6 +17,7 @@ client that gets `resync` sends `sync` with the last seq it holds per conversati
 
 Close codes (documented for clients):
   1001 GOING_AWAY  server shutdown: reconnect (elsewhere)
+  1002             a frame that breaks the protocol: one not masked (RFC 6455 §5.1), a bad opcode, ...
   1009             a frame larger than the maximum frame size
   4000             idle: nothing arrived from the client for the idle timeout
   4401             the access token expired or its session was revoked: refresh, reconnect
@@ -39,7 +40,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 from aiohttp._websocket.reader import WebSocketDataQueue, WebSocketReader
 from aiohttp.http_websocket import WebSocketError
 from opentelemetry import trace
@@ -138,6 +139,51 @@ def close_frame(code: int, reason: bytes) -> bytes:
     return bytes((0x88, len(payload))) + payload
 
 
+class MaskCheck:
+    """RFC 6455 §5.1: a server MUST close the connection on a client frame that is not masked.
+    aiohttp's reader parses both directions alike and has no option to require the mask (3.14),
+    so each socket walks the frame headers here, ahead of the reader: the header's mask bit is
+    read, the payload skipped, across reads that split either (a few operations per frame)."""
+
+    __slots__ = ("skip", "head", "failed")
+
+    def __init__(self) -> None:
+        self.skip = 0  # bytes of the current frame's payload still to come
+        self.head = b""  # the start of a frame header that a read split
+        self.failed = False
+
+    def first_unmasked(self, data: bytes) -> int:
+        """Where in `data` the first unmasked frame begins (0 if it began in an earlier read, and
+        from then on always 0: nothing behind it is a frame), or -1 when every frame is masked."""
+        if self.failed:
+            return 0
+        held = len(self.head)
+        if held:
+            data, self.head = self.head + data, b""
+        at, end = self.skip, len(data)
+        while at < end:
+            if end - at < 2:
+                break
+            second = data[at + 1]
+            if not second & 0x80:
+                self.failed = True
+                return max(at - held, 0)
+            length = second & 0x7F
+            size = 6 if length < 126 else 8 if length == 126 else 14  # with the 4-byte mask
+            if end - at < size:
+                break
+            if length == 126:
+                length = int.from_bytes(data[at + 2:at + 4], "big")
+            elif length == 127:
+                length = int.from_bytes(data[at + 2:at + 10], "big")
+            at += size + length
+        else:
+            self.skip = at - end
+            return -1
+        self.head, self.skip = data[at:], 0
+        return -1
+
+
 class Connection(asyncio.Protocol):
     """One accepted socket: who it speaks for, and what waits to be written to it. Once the
     handshake is done it is the socket's protocol itself: the transport hands it the bytes, and
@@ -150,7 +196,7 @@ class Connection(asyncio.Protocol):
     up. The per-socket structures handlers use (`state`, the sync bookkeeping, the in-flight
     tasks) are made on first use."""
 
-    __slots__ = ("gateway", "app", "transport", "reader", "user_id", "session_id", "expires_at",
+    __slots__ = ("gateway", "app", "transport", "reader", "masks", "user_id", "session_id", "expires_at",
                  "revoke_keys", "presence_visible", "id", "limit", "queue", "started", "writer", "space",
                  "sending", "sending_since", "tasks", "backlog", "paused", "drained", "gone", "_state",
                  "watching", "closing", "finished", "refreshed_at", "seen", "pinged_at", "holding", "floors",
@@ -163,6 +209,7 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None  # set by take_over, None once the peer is gone
         self.reader = WebSocketReader(gateway.sink, gateway.settings.max_frame_bytes, compress=False,
                                       decode_text=False)
+        self.masks = MaskCheck()
         self.user_id = user_id
         self.session_id = session_id
         self.expires_at = expires_at
@@ -219,7 +266,13 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.seen = time.monotonic()
         sink = self.gateway.sink
-        self.reader.feed_data(data)
+        unmasked = self.masks.first_unmasked(data)
+        if unmasked < 0:
+            self.reader.feed_data(data)
+        else:  # the frames before it are read; it fails the socket as a parser error does (1002)
+            if unmasked:
+                self.reader.feed_data(data[:unmasked])
+            sink.set_exception(WebSocketError(WSCloseCode.PROTOCOL_ERROR, "A client frame must be masked."))
         if sink.parsed or sink.error is not None:
             backlog = self.backlog
             if backlog is None:

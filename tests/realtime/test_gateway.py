@@ -49,8 +49,9 @@ async def test_an_idle_socket_keeps_no_task_nor_its_upgrade_request(client):
 
 def masked(opcode: int, payload: bytes) -> bytes:
     """A client frame (masked), as a browser sends it."""
-    mask = os.urandom(4)
-    return bytes((0x80 | opcode, 0x80 | len(payload))) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    mask, n = os.urandom(4), len(payload)
+    length = bytes((0x80 | n,)) if n < 126 else bytes((0x80 | 126,)) + struct.pack("!H", n)
+    return bytes((0x80 | opcode,)) + length + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 
 def read_frames(data: bytes) -> list[tuple[int, bytes]]:
@@ -104,3 +105,60 @@ async def test_a_client_close_is_answered_and_the_socket_detached(client):
     assert ws.closed and ws.close_code == 1000
     await wait_for(lambda: not list(gateway.connections(int(user["id"]))))
     assert WSMsgType.CLOSED == (await ws.receive()).type
+
+
+def handshake(token: str) -> bytes:
+    return (f"GET /ws?token={token} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
+
+
+async def read_until_closed(raw: socket.socket, timeout: float = 10) -> bytes:
+    """Everything the server writes until it closes the connection."""
+    loop, got = asyncio.get_running_loop(), b""
+    while chunk := await asyncio.wait_for(loop.sock_recv(raw, 65536), timeout):
+        got += chunk
+    return got
+
+
+async def test_an_unmasked_client_frame_closes_the_socket_with_1002_and_is_not_handled(client):
+    user, token = await user_and_token(client)
+    raw = socket.socket()
+    raw.setblocking(False)
+    loop = asyncio.get_running_loop()
+    await loop.sock_connect(raw, (client.host, client.port))
+    ping = b'{"type": "ping", "ref": 1}'
+    try:
+        # a masked ping is answered; the unmasked one behind it (RFC 6455 §5.1) fails the socket
+        await loop.sock_sendall(raw, handshake(token) + masked(0x1, ping) + bytes((0x81, len(ping))) + ping
+                                + masked(0x1, b'{"type": "ping", "ref": 2}'))
+        head, body = (await read_until_closed(raw)).split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 101")
+        frames = read_frames(body)
+        assert [f for f in frames if f[0] == 0x1][1:] == [(0x1, b'{"type":"pong","ref":1}')]  # after hello
+        assert frames[-1] == (0x8, struct.pack("!H", 1002))
+        await wait_for(lambda: not list(client.app[gateway_key].connections(int(user["id"]))))
+    finally:
+        raw.close()
+
+
+async def test_masked_frames_split_anywhere_across_reads_are_read(client):
+    _, token = await user_and_token(client)
+    raw = socket.socket()
+    raw.setblocking(False)
+    raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    loop = asyncio.get_running_loop()
+    await loop.sock_connect(raw, (client.host, client.port))
+    data = masked(0x1, b'{"type": "ping", "ref": 1}') + masked(0xA, b"") + masked(
+        0x1, b'{"type": "ping", "ref": 2%s}' % (b" " * 300)) + masked(0x8, struct.pack("!H", 1000))  # a 126-form length
+    try:
+        await loop.sock_sendall(raw, handshake(token))
+        for i in range(len(data)):  # a byte at a time: headers and payloads split at every point
+            await loop.sock_sendall(raw, data[i:i + 1])
+            if i % 7 == 0:
+                await asyncio.sleep(0.001)
+        frames = read_frames((await read_until_closed(raw)).split(b"\r\n\r\n", 1)[1])
+        assert [f for f in frames if f[0] == 0x1][1:] == [
+            (0x1, b'{"type":"pong","ref":1}'), (0x1, b'{"type":"pong","ref":2}')]
+        assert frames[-1] == (0x8, struct.pack("!H", 1000))
+    finally:
+        raw.close()
