@@ -39,6 +39,22 @@ def readable_by(reader: str, alias: str = "m") -> str:
     return f"{alias}.sender_id NOT IN (SELECT id FROM kept_from({reader}))"
 
 
+def last_readable(reader: str) -> str:
+    """The join that gives each conversation `c` its newest message the reader (a parameter such as
+    `$1`) may read, as the row `last` with its columns prefixed `last_message_` (all NULL when there
+    is none); `LAST_ACTIVITY` is when that conversation was last active for the reader."""
+    columns = ', '.join('l.' + col + ' AS last_message_' + col for col in MESSAGE_COLUMNS.split(', '))
+    return (f"LEFT JOIN LATERAL (SELECT {columns} FROM messages l WHERE l.conversation_id = c.id"
+            f" AND {readable_by(reader, 'l')} ORDER BY l.seq DESC LIMIT 1) last ON true")
+
+
+# the conversation's last activity as one reader sees it: its newest message they may read, else
+# its creation. `conversations.last_message_at` is bumped by every message, those a block hides
+# from this reader too, so ordering or showing it let a blocked sender move the conversation to
+# the top of the reader's list while the message itself stayed hidden.
+LAST_ACTIVITY = "coalesce(last.last_message_created_at, c.created_at)"
+
+
 def pair_key(a: int, b: int) -> str:
     """The unique key of the 1:1 conversation between two users, whatever the order."""
     low, high = sorted((a, b))
@@ -84,12 +100,13 @@ async def create_group_txn(conn: asyncpg.Connection, creator: int, member_ids: S
 
 
 async def get_conversation(conn: Conn, conversation_id: int, viewer: int) -> asyncpg.Record | None:
-    """A conversation the viewer is a member of, with the viewer's positions; None otherwise."""
+    """A conversation the viewer is a member of, with the viewer's positions and its last activity
+    as the viewer sees it (`last_message_at`: LAST_ACTIVITY); None otherwise."""
     return await conn.fetchrow(
-        "SELECT c.id, c.kind, c.title, c.created_by, c.last_seq, c.last_message_at, c.created_at,"
+        f"SELECT c.id, c.kind, c.title, c.created_by, c.last_seq, {LAST_ACTIVITY} AS last_message_at, c.created_at,"
         " m.read_seq, m.delivered_seq, m.muted, m.pinned_at, m.accepted, m.declined_at"
         " FROM conversations c JOIN conversation_members m ON m.conversation_id = c.id AND m.user_id = $2"
-        " WHERE c.id = $1", conversation_id, viewer)
+        f" {last_readable('$2')} WHERE c.id = $1", conversation_id, viewer)
 
 
 async def get_members(conn: Conn, conversation_id: int) -> list[asyncpg.Record]:
@@ -133,13 +150,15 @@ async def list_conversations(conn: Conn, viewer: int, before: tuple[datetime, in
     """The viewer's conversations in one folder (accepted ones, or requests from people the viewer
     may be shown), pinned ones (all, most recently pinned first) or the others (latest activity
     first), each with the last message the viewer may read, the unread count of those and its
-    members' ids; `before` is the (last_message_at, id) of the previous page's last. Declined ones
-    are in neither folder. The last message's columns are prefixed `last_message_`
-    (`last_message_id` is NULL when there is none), apart from the conversation's own `last_seq`."""
-    order = "m.pinned_at DESC, c.id DESC" if pinned else "c.last_message_at DESC, c.id DESC"
+    members' ids; `before` is the (last_message_at, id) of the previous page's last. Latest
+    activity (`last_message_at`) is the viewer's: LAST_ACTIVITY, so a message hidden from them
+    neither moves a conversation nor dates it. Declined ones are in neither folder. The last
+    message's columns are prefixed `last_message_` (`last_message_id` is NULL when there is none),
+    apart from the conversation's own `last_seq`."""
+    order = "m.pinned_at DESC, c.id DESC" if pinned else "activity.at DESC, c.id DESC"
     return await conn.fetch(
         f"""
-        SELECT c.id, c.kind, c.title, c.created_by, c.last_seq, c.last_message_at, c.created_at,
+        SELECT c.id, c.kind, c.title, c.created_by, c.last_seq, activity.at AS last_message_at, c.created_at,
                m.read_seq, m.delivered_seq, m.muted, m.pinned_at, m.accepted,
                (SELECT count(*) FROM messages u WHERE u.conversation_id = c.id AND u.seq > m.read_seq
                    AND u.sender_id <> $1 AND u.deleted_at IS NULL AND {readable_by('$1', 'u')}) AS unread,
@@ -148,15 +167,12 @@ async def list_conversations(conn: Conn, viewer: int, before: tuple[datetime, in
                last.*
         FROM conversation_members m
         JOIN conversations c ON c.id = m.conversation_id
-        LEFT JOIN LATERAL (
-            SELECT {', '.join('l.' + col + ' AS last_message_' + col for col in MESSAGE_COLUMNS.split(', '))}
-            FROM messages l WHERE l.conversation_id = c.id AND {readable_by('$1', 'l')}
-            ORDER BY l.seq DESC LIMIT 1
-        ) last ON true
+        {last_readable('$1')}
+        CROSS JOIN LATERAL (SELECT {LAST_ACTIVITY} AS at) activity
         WHERE m.user_id = $1 AND m.declined_at IS NULL AND m.accepted = $5
           AND ($5 OR user_shown($1, c.created_by))
           AND (m.pinned_at IS NOT NULL) = $6
-          AND ($2::timestamptz IS NULL OR (c.last_message_at, c.id) < ($2::timestamptz, $3::bigint))
+          AND ($2::timestamptz IS NULL OR (activity.at, c.id) < ($2::timestamptz, $3::bigint))
         ORDER BY {order}
         LIMIT $4
         """,

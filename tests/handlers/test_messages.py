@@ -277,6 +277,42 @@ async def test_a_conversation_whose_only_messages_are_from_someone_you_blocked_h
     assert await history_of(client, x, group) == []
 
 
+async def conversations_of(client, token: str, **query) -> list[dict]:
+    response = await client.get("/api/conversations/", params=query, headers=bearer(token))
+    assert response.status == 200, await response.text()
+    return (await response.json())["results"]
+
+
+async def test_a_message_hidden_from_the_reader_neither_moves_their_conversation_up_nor_dates_it(client):
+    tokens, ids, group = await group_with_a_block(client)
+    direct = (await start_conversation(client, tokens["y"], ids["z"]))["id"]
+    assert (await send(client, tokens["y"], direct, "yz", "later, one to one")).status == 201
+    assert (await send(client, tokens["z"], direct, "zy", "answered")).status == 201  # zed accepts it
+    [seen_last] = [m for m in await history_of(client, tokens["y"], group) if m["seq"] == 4]  # zed's, after the block
+    assert [c["id"] for c in await conversations_of(client, tokens["y"])] == [direct, group]
+    # xan, whom yul is kept from, writes in the group: it moves up for zed, and stays put for yul
+    assert (await send(client, tokens["x"], group, "x3", "x later still")).status == 201
+    assert [c["id"] for c in await conversations_of(client, tokens["z"])] == [group, direct]
+    listed = await conversations_of(client, tokens["y"])
+    assert [c["id"] for c in listed] == [direct, group]
+    assert listed[1]["last_message_at"] == seen_last["created_at"] and listed[1]["last_message"]["seq"] == 4
+    detail = await (await client.get(f"/api/conversations/{group}/", headers=bearer(tokens["y"]))).json()
+    assert detail["last_message_at"] == seen_last["created_at"]
+    # pages follow the same order: the cursor is the reader's last activity too
+    first = await (await client.get("/api/conversations/", params={"limit": 1}, headers=bearer(tokens["y"]))).json()
+    second = await (await client.get(first["next"], headers=bearer(tokens["y"]))).json()
+    assert [c["id"] for c in first["results"] + second["results"]] == [direct, group] and second["next"] is None
+
+
+async def test_a_conversation_holding_only_messages_hidden_from_the_reader_was_last_active_when_made(client):
+    (zed, z), (xan, x), (yul, y) = [await user_and_token(client) for _ in range(3)]
+    made = await start_conversation(client, z, xan["id"], yul["id"])
+    assert (await client.post(f"/api/accounts/users/{yul['id']}/block/", headers=bearer(x))).status == 204
+    assert (await send(client, y, made["id"], "y1", "only yul")).status == 201
+    [summary] = await conversations_of(client, x, folder="requests")
+    assert summary["last_message"] is None and summary["last_message_at"] == made["created_at"]
+
+
 async def test_reactions_replies_and_edits_show_nothing_across_a_block(client):
     tokens, ids, group = await group_with_a_block(client)
     url = f"/api/conversations/{group}/messages/"
