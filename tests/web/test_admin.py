@@ -1,7 +1,10 @@
 """/admin/ for moderators: an admin changes an account's role there and finds it in the audit log;
-the pages are not offered to an ordinary account."""
+the pages are not offered to an ordinary account; logged out, /admin/ asks to log in and comes
+back."""
 
 from __future__ import annotations
+
+import re
 
 from playwright.async_api import expect
 
@@ -69,3 +72,35 @@ async def test_a_moderator_finds_a_suspended_account_in_admin_and_lifts_the_susp
     await expect(page.get_by_text("Unsuspended.")).to_be_visible()
     await expect(page.locator(".card")).to_contain_text("user")
     assert await pool.fetchval("SELECT is_active FROM users WHERE username = 'dana'") is True
+
+
+async def test_admin_when_logged_out_asks_to_log_in_and_then_returns_to_admin(server, api, browser, pool):
+    await create_superuser(pool, "boss", "boss@example.com", "correct horse battery")
+    page = await (await browser.new_context(base_url=str(server.make_url("")))).new_page()
+    await page.goto("/admin/")
+    await expect(page.get_by_role("heading", name="Log in")).to_be_visible()
+    await expect(page).to_have_url(re.compile(r"/login\?next=%2Fadmin%2F$"))
+    await page.get_by_label("Username or e-mail").fill("boss")
+    await page.get_by_label("Password").fill("correct horse battery")
+    await page.get_by_role("button", name="Log in").click()
+    await expect(page.get_by_role("heading", name="Moderation")).to_be_visible()
+    await expect(page).to_have_url(re.compile(r"/admin/$"))
+
+    # the same for any page of the app; a next= pointing off the site goes home instead
+    log_out = page.locator("section").filter(has=page.get_by_role("heading", name="Log out")).get_by_role("button")
+    await page.get_by_role("link", name="Settings").click()
+    await log_out.click()
+    await page.goto("/settings#blocked")
+    await page.get_by_label("Username or e-mail").fill("boss")
+    await page.get_by_label("Password").fill("correct horse battery")
+    await page.get_by_role("button", name="Log in").click()
+    await expect(page.get_by_role("heading", name="Settings")).to_be_visible()
+    await expect(page).to_have_url(re.compile(r"/settings#blocked$"))
+    await log_out.click()
+    await page.goto("/login?next=//evil.example/")
+    await page.get_by_label("Username or e-mail").fill("boss")
+    await page.get_by_label("Password").fill("correct horse battery")
+    await page.get_by_role("button", name="Log in").click()
+    await expect(page.get_by_role("navigation", name="Main")).to_be_visible()
+    await expect(page).to_have_url(str(server.make_url("/")))
+    await page.context.close()

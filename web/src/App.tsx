@@ -1,7 +1,7 @@
 // The shell: navigation with the unread badge, the connection banner, and the routes.
 import { lazy, Suspense, useEffect, useState } from "react";
 import { tokens } from "./api";
-import { Link, match, navigate, useLocation } from "./router";
+import { Link, loginPath, match, navigate, nextPath, useLocation } from "./router";
 import { realtime } from "./socket";
 import {
   clearUnreadMessages, countNewMessage, loadMe, me, notice, refreshUnread, refreshUnreadMessages, unread,
@@ -128,10 +128,11 @@ export function App() {
   if (path === "/reset") return <Reset token={query.get("token")} />;
   if (!user) {
     if (path === "/register") return <Register />;
-    if (path !== "/login" && !PUBLIC.includes(path)) { setTimeout(() => navigate("/login", true)); }
+    // back to this page once logged in (/admin/, a post, a conversation)
+    if (!PUBLIC.includes(path)) { const to = loginPath(path + location.search + location.hash); setTimeout(() => navigate(to, true)); }
     return <Login />;
   }
-  if (PUBLIC.includes(path)) { setTimeout(() => navigate("/", true)); return null; }
+  if (PUBLIC.includes(path)) { const to = nextPath(query); setTimeout(() => navigate(to, true)); return null; }
   return (
     <div className="shell">
       <a href="#content" className="skip">Skip to content</a>

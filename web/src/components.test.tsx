@@ -1,6 +1,7 @@
 import { act, cleanup, fireEvent, render, screen, waitFor } from "@testing-library/react";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { Post } from "./api";
+import { loginPath, nextPath } from "./router";
 import { Login } from "./screens/Auth";
 import { PostCard } from "./screens/Posts";
 import { ErrorLine } from "./ui";
@@ -80,5 +81,20 @@ describe("ErrorLine", () => {
     cleanup();
     render(<ErrorLine error={new ApiError(400, { code: "validation_error", message: "token: invalid or expired.", fields: { token: "Invalid or expired." } })} />);
     expect(screen.getByRole("alert").textContent).toBe("token: invalid or expired.");
+  });
+});
+
+describe("nextPath", () => {
+  it("returns to a path of this app only", () => {
+    const next = (v: string) => nextPath(new URLSearchParams({ next: v }));
+    expect(next("/admin/")).toBe("/admin/");
+    expect(next("/p/5?x=1")).toBe("/p/5?x=1");
+    expect(next("//evil.example/")).toBe("/");
+    expect(next("https://evil.example/")).toBe("/");
+    expect(next("/\\evil.example")).toBe("/");
+    expect(next("/login?next=/admin/")).toBe("/");
+    expect(nextPath(new URLSearchParams())).toBe("/");
+    expect(loginPath("/admin/")).toBe("/login?next=%2Fadmin%2F");
+    expect(loginPath("/")).toBe("/login");
   });
 });

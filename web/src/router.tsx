@@ -45,3 +45,19 @@ export function Link({ to, onClick, ...rest }: AnchorHTMLAttributes<HTMLAnchorEl
   };
   return <a href={to} onClick={go} {...rest} />;
 }
+
+const AUTH_PAGES = ["/login", "/register", "/verify", "/reset"];
+
+/** The login page, remembering where the visitor was headed (home needs no reminder). */
+export function loginPath(from: string): string {
+  return from === "/" || from === "" ? "/login" : `/login?next=${encodeURIComponent(from)}`;
+}
+
+/** Where a login returns to: ?next= when it is a path in this app (not another site, not an
+ * auth page), else home. */
+export function nextPath(query: URLSearchParams): string {
+  const next = query.get("next");
+  if (!next || !next.startsWith("/") || next.startsWith("//") || next.includes("\\")) return "/";
+  if (AUTH_PAGES.includes(new URL(next, location.origin).pathname)) return "/";
+  return next;
+}

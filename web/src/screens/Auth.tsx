@@ -1,7 +1,7 @@
 // Signing up, verifying the e-mail, logging in (with a 2FA code when asked), resetting a password.
 import { useEffect, useState } from "react";
 import { ApiError, api, post, tokens } from "../api";
-import { Link, navigate } from "../router";
+import { Link, navigate, nextPath } from "../router";
 import { loadMe } from "../state";
 import { ErrorLine, useSubmit } from "../ui";
 
@@ -27,7 +27,7 @@ export function Login() {
     if (needCode) body.code = code;
     tokens.set(await api<{ access: string; refresh: string }>("POST", "/api/token/", body));
     await loadMe();
-    navigate("/", true);
+    navigate(nextPath(new URLSearchParams(location.search)), true);
   }, (err) => {
     if (!(err instanceof ApiError && err.code === "2fa_required")) return err;
     setNeedCode(true);
@@ -48,7 +48,7 @@ export function Login() {
         <button className="primary" disabled={busy}>Log in</button>
       </form>
       <p><Link to="/reset">Forgot your password?</Link></p>
-      <p>New to glint? <Link to="/register">Sign up</Link></p>
+      <p>New to glint? <Link to={"/register" + location.search}>Sign up</Link></p>
     </AuthCard>
   );
 }
@@ -60,7 +60,7 @@ export function Register() {
     await post("/api/accounts/users/register/", form);
     tokens.set(await post<{ access: string; refresh: string }>("/api/token/", { username: form.username, password: form.password }));
     await loadMe();
-    navigate("/", true);
+    navigate(nextPath(new URLSearchParams(location.search)), true);
   });
 
   return (
@@ -73,7 +73,7 @@ export function Register() {
         <ErrorLine error={error} />
         <button className="primary" disabled={busy}>Sign up</button>
       </form>
-      <p>Have an account? <Link to="/login">Log in</Link></p>
+      <p>Have an account? <Link to={"/login" + location.search}>Log in</Link></p>
     </AuthCard>
   );
 }
