@@ -183,19 +183,16 @@ function TwoFactor() {
 
 interface ExportT { status: string; url?: string; expires_at?: string }
 
-// GET /api/accounts/export/ answers 404 while the account has no export, which the browser logs
-// as a failed request: ask only once this browser has requested one (or when asked to look).
-const exportKey = (userId: string) => `glint.export.${userId}`;
-
-function Export({ userId }: { userId: string }) {
+/** The account's data export as the server has it, so every browser shows the same: the API
+ * answers 404 while none was ever asked for, which is "none yet", not a failure. */
+function Export() {
   const [state, setState] = useState<ExportT | null>(null);
+  const [error, setError] = useState<unknown>(null);
   const { run, status } = useSaved();
-  const check = () => get<ExportT>("/api/accounts/export/").then(setState, (e) => {
-    if (e instanceof ApiError && e.status === 404) { localStorage.removeItem(exportKey(userId)); setState({ status: "none" }); }
+  const check = () => get<ExportT>("/api/accounts/export/").then((s) => { setError(null); setState(s); }, (e) => {
+    if (e instanceof ApiError && e.status === 404) { setError(null); setState({ status: "none" }); } else setError(e);
   });
-  useEffect(() => {
-    if (localStorage.getItem(exportKey(userId))) check(); else setState({ status: "none" });
-  }, [userId]);
+  useEffect(() => { check(); }, []);
   useEffect(() => {
     if (state?.status !== "pending") return;
     const t = setTimeout(check, 2000);
@@ -206,11 +203,10 @@ function Export({ userId }: { userId: string }) {
       <h2>Download your data</h2>
       {state?.status === "ready" && state.url && <p><a href={state.url}>Download the archive</a> {state.expires_at && <span className="muted small">(until {new Date(state.expires_at).toLocaleString()})</span>}</p>}
       {state?.status === "pending" && <p role="status">Preparing your archive…</p>}
-      {state?.status === "none" && <p className="muted small">No export yet. <button className="link" onClick={check}>Check for one requested elsewhere</button></p>}
+      {state?.status === "none" && <p className="muted small">No export yet.</p>}
+      <ErrorLine error={error} />
       <button onClick={() => run(async () => {
-        await post("/api/accounts/export/");
-        localStorage.setItem(exportKey(userId), "1");
-        setState({ status: "pending" });
+        setState(await post<ExportT>("/api/accounts/export/"));
       }, "Export started.")}>Request an export</button>
       {status}
     </section>
@@ -257,7 +253,7 @@ export function Settings() {
       <Password />
       <Sessions />
       <TwoFactor />
-      <Export userId={profile.id} />
+      <Export />
       <section><h2>Log out</h2><button onClick={logOut}>Log out</button></section>
       <DeleteAccount />
     </main>
