@@ -1,10 +1,16 @@
-"""Signing up, posting from the composer, the feed, a live notification badge and stories, all
-through the web client in a real browser."""
+"""Signing up, posting from the composer (and its failed uploads), the feed, a live notification
+badge and stories, all through the web client in a real browser."""
 
 from __future__ import annotations
 
+import re
+
+import aiohttp
+import pytest
 from playwright.async_api import expect
 
+from app.main import create_app
+from tests.conftest import make_config
 from tests.web.conftest import PHONE, Person, follow, make_post, person, photo, signed_in, upload
 from tests.support import login
 
@@ -135,4 +141,73 @@ async def test_your_own_story_is_in_the_tray_once(server, api, browser):
     await expect(tray.get_by_role("button", name="Your story")).to_have_count(1)
     await expect(tray.get_by_role("button", name="ida")).to_have_count(0)
     await expect(tray.get_by_role("button")).to_have_count(2)
+    await page.context.close()
+
+
+@pytest.fixture
+async def small_uploads(aiohttp_server, stack_env, database_url, redis_clean, web_dist):
+    """A glint that takes photos up to 200 KB, so a too-big one is quick to make."""
+    app = create_app(make_config(stack_env, database_url=database_url, web_dist=str(web_dist),
+                                 rate_limit_auth_per_minute=1000, media_image_max_bytes=200_000))
+    return await aiohttp_server(app, host="127.0.0.1")
+
+
+async def test_a_failed_upload_says_why_in_the_composer_and_can_be_retried_or_replaced(
+        small_uploads, browser, tmp_path):
+    server = small_uploads
+    async with aiohttp.ClientSession(base_url=str(server.make_url(""))) as api:
+        sol = await person(api, "sol")
+    page = await (await signed_in(browser, server, sol)).new_page()
+    await page.goto("/new")
+    chooser = page.get_by_label("Choose photos")
+
+    big, fake, notes = tmp_path / "big.jpg", tmp_path / "fake.jpg", tmp_path / "notes.txt"
+    big.write_bytes(b"\xff\xd8\xff\xe0" + bytes(400_000))  # a JPEG's first bytes, past the limit
+    fake.write_bytes(b"not a photo at all, only words " * 4)
+    notes.write_text("shopping list")
+    await chooser.set_input_files([big, fake, notes])
+    uploads = page.locator(".uploads li")
+    await expect(uploads.filter(has_text="big.jpg").get_by_role("alert")).to_have_text(
+        "big.jpg is too big to upload (the limit is 0.2 MB). Pick a smaller file.")
+    await expect(uploads.filter(has_text="fake.jpg").get_by_role("alert")).to_contain_text(
+        "fake.jpg can't be posted: glint takes JPEG, PNG, WebP or HEIC photos and MP4 videos")
+    await expect(uploads.filter(has_text="notes.txt").get_by_role("alert")).to_contain_text("notes.txt can't be posted")
+    await expect(page.get_by_role("button", name=re.compile("^Retry"))).to_have_count(0)
+    share = page.get_by_role("button", name="Share")
+    await expect(share).to_be_disabled()
+    for name in ("big.jpg", "fake.jpg", "notes.txt"):
+        await page.get_by_role("button", name=f"Remove {name}").click()
+    await expect(chooser).to_be_focused()  # straight back to picking another
+
+    # the server fails once: the composer says so, and a retry of the same file goes through
+    good = tmp_path / "good.jpg"
+    good.write_bytes(photo(300, 300, hue=5))
+    failures = []
+
+    async def fail_once(route):
+        if not failures:
+            failures.append(route.request.url)
+            await route.fulfill(status=503, json={"error": {"code": "unavailable", "message": "Try later."}})
+        else:
+            await route.continue_()
+    await page.route("**/api/media/", fail_once)
+    await chooser.set_input_files([good])
+    await expect(page.get_by_role("alert")).to_contain_text("good.jpg didn't upload: something went wrong on glint's side")
+    await expect(share).to_be_disabled()
+    await page.get_by_role("button", name="Retry good.jpg").click()
+    await expect(page.get_by_label("Upload of good.jpg")).to_have_attribute("value", "1")
+    await expect(page.get_by_role("alert")).to_have_count(0)
+
+    # the caption counts against the API's limit and takes no more
+    caption = page.get_by_label("Caption")
+    await caption.fill("x" * 2300)
+    assert len(await caption.input_value()) == 2200
+    await expect(page.get_by_text("2,200 / 2,200")).to_be_visible()
+    await caption.press("y")
+    assert await caption.input_value() == "x" * 2200
+    await caption.fill("Made it")
+    await expect(page.get_by_text("7 / 2,200")).to_be_visible()
+    await share.click()
+    await expect(page.get_by_role("article", name="Post by sol")).to_contain_text("Made it")
+    assert len(failures) == 1
     await page.context.close()

@@ -1,8 +1,9 @@
 import { act, cleanup, fireEvent, render, screen, waitFor } from "@testing-library/react";
-import { afterEach, describe, expect, it, vi } from "vitest";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { Post } from "./api";
 import { loginPath, nextPath } from "./router";
 import { Login } from "./screens/Auth";
+import { CAPTION_MAX, Composer, withinLimit } from "./screens/Composer";
 import { PostCard } from "./screens/Posts";
 import { ErrorLine } from "./ui";
 
@@ -96,5 +97,81 @@ describe("nextPath", () => {
     expect(nextPath(new URLSearchParams())).toBe("/");
     expect(loginPath("/admin/")).toBe("/login?next=%2Fadmin%2F");
     expect(loginPath("/")).toBe("/login");
+  });
+});
+
+/** An XMLHttpRequest that answers each upload from `answers` in turn. */
+function fakeXhr(answers: { status: number; body: unknown }[]) {
+  return class {
+    status = 0; responseText = ""; upload = { onprogress: null as any };
+    onload: (() => void) | null = null; onerror: (() => void) | null = null;
+    open() {} setRequestHeader() {}
+    send() {
+      const a = answers.shift()!;
+      setTimeout(() => {
+        if (a.status === 0) { this.onerror?.(); return; }
+        this.status = a.status; this.responseText = JSON.stringify(a.body); this.onload?.();
+      });
+    }
+  };
+}
+
+describe("Composer", () => {
+  const file = (name: string, type: string) => new File([new Uint8Array([0xff, 0xd8, 0xff])], name, { type });
+  const media = { id: "m1", kind: "image", width: 10, height: 10, url: "/m/", renditions: { "150.webp": { width: 150, height: 150 } } };
+  function choose(...files: File[]) {
+    fireEvent.change(screen.getByLabelText("Choose photos"), { target: { files } });
+  }
+  beforeEach(() => { vi.stubGlobal("URL", Object.assign(URL, { createObjectURL: () => "blob:x", revokeObjectURL: () => {} })); });
+
+  it("says why a server error failed an upload and retries it", async () => {
+    vi.stubGlobal("XMLHttpRequest", fakeXhr([
+      { status: 500, body: { error: { code: "internal_error", message: "Internal error." } } },
+      { status: 201, body: media }]));
+    render(<Composer />);
+    choose(file("sea.jpg", "image/jpeg"));
+    expect((await screen.findByRole("alert")).textContent).toContain("sea.jpg didn't upload: something went wrong on glint's side");
+    expect((screen.getByRole("button", { name: "Share" }) as HTMLButtonElement).disabled).toBe(true);
+    await act(async () => { fireEvent.click(screen.getByRole("button", { name: "Retry sea.jpg" })); });
+    await waitFor(() => expect((screen.getByRole("button", { name: "Share" }) as HTMLButtonElement).disabled).toBe(false));
+    expect(screen.queryByRole("alert")).toBeNull();
+  });
+
+  it("names the limit of a file too big, and refuses a type the API does not take without sending it", async () => {
+    const answers = [{ status: 413, body: { error: { code: "payload_too_large", message: "This file is larger than 20971520 bytes." } } }];
+    vi.stubGlobal("XMLHttpRequest", fakeXhr(answers));
+    render(<Composer />);
+    choose(file("huge.jpg", "image/jpeg"), file("notes.pdf", "application/pdf"));
+    await waitFor(() => expect(screen.getAllByRole("alert")).toHaveLength(2));
+    const [big, pdf] = screen.getAllByRole("alert").map((a) => a.textContent);
+    expect(big).toBe("huge.jpg is too big to upload (the limit is 20 MB). Pick a smaller file.");
+    expect(pdf).toContain("notes.pdf can't be posted: glint takes JPEG, PNG, WebP or HEIC photos and MP4 videos");
+    expect(answers).toHaveLength(0);  // one upload: the PDF was not sent
+    expect(screen.queryByRole("button", { name: /Retry/ })).toBeNull();
+    fireEvent.click(screen.getByRole("button", { name: "Remove huge.jpg" }));
+    expect(document.activeElement).toBe(screen.getByLabelText("Choose photos"));
+    expect(screen.getAllByRole("alert")).toHaveLength(1);
+  });
+
+  it("counts the caption against the API's limit and takes nothing past it", () => {
+    render(<Composer />);
+    const caption = screen.getByLabelText("Caption") as HTMLTextAreaElement;
+    fireEvent.change(caption, { target: { value: "hi 👋" } });
+    expect(screen.getByText(/^4 \/ 2,200/)).toBeTruthy();  // characters as the API counts them
+    fireEvent.change(caption, { target: { value: "x".repeat(CAPTION_MAX + 50) } });
+    expect(caption.value).toHaveLength(CAPTION_MAX);
+    expect(screen.getByRole("status").textContent).toContain("captions can be up to 2,200 characters");
+    fireEvent.change(caption, { target: { value: caption.value + "y" } });
+    expect(caption.value).toBe("x".repeat(CAPTION_MAX));
+  });
+});
+
+describe("withinLimit", () => {
+  it("keeps the text around an edit and cuts only what was typed or pasted", () => {
+    expect(withinLimit("abcd", "abXYZcd", 5)).toBe("abXcd");      // a paste in the middle, cut to fit
+    expect(withinLimit("abcde", "abXcde", 5)).toBe("abcde");      // at the limit a key adds nothing
+    expect(withinLimit("abcde", "123456789", 5)).toBe("12345");   // all replaced by a longer paste
+    expect(withinLimit("ab", "ab👋👋👋👋", 4)).toBe("ab👋👋");       // characters, not UTF-16 units
+    expect(withinLimit("abc", "abcd", 5)).toBe("abcd");
   });
 });
