@@ -207,7 +207,15 @@ async def read_body(request: web.Request) -> bytes:
     except TimeoutError:
         raise BodyTimeout() from None
     except RequestPayloadError:
-        raise UnreadableBody() from None
+        raise unreadable_body(request) from None
+
+
+def unreadable_body(request: web.Request) -> UnreadableBody:
+    """The error of a body that does not decode as its Content-Encoding says. Its stream is ended
+    here: aiohttp would otherwise read on after the answer (its lingering close), meet the same
+    error and log it as an unhandled exception, a traceback any client could cause at will."""
+    request.content.feed_eof()
+    return UnreadableBody()
 
 
 def body_deadline(request: web.Request) -> asyncio.Timeout:
@@ -291,10 +299,10 @@ def page_request(request: web.Request, default: int = 20, maximum: int = 100) ->
     raw = request.query.get("limit")
     limit = default
     if raw not in (None, ""):
-        try:
-            limit = int(raw)
-        except ValueError:
-            raise ValidationFailed("limit must be a number.", fields={"limit": "Must be a number."}) from None
+        # plain ASCII digits: int() also takes "٣", "５", " 5", "+5" and "1_0"
+        if not (raw.isascii() and raw.isdigit()) or len(raw) > 20:
+            raise ValidationFailed("limit must be a number.", fields={"limit": "Must be a number."})
+        limit = int(raw)
         if not 1 <= limit <= maximum:
             raise ValidationFailed(f"limit must be 1..{maximum}.", fields={"limit": f"Must be 1..{maximum}."})
     return PageRequest(limit, request.query.get("cursor") or None)

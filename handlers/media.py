@@ -13,8 +13,8 @@ from msgspec import Meta
 
 from handlers.auth import current_user
 from handlers.common import (
-    BodyTimeout, NotFound, PayloadTooLarge, Routes, Struct, UnreadableBody, UnsupportedMediaType, ValidationFailed,
-    body_deadline, json_response, path_id, reading,
+    BodyTimeout, NotFound, PayloadTooLarge, Routes, Struct, UnsupportedMediaType, ValidationFailed, body_deadline,
+    json_response, path_id, reading, unreadable_body,
 )
 from handlers.context import config_key, links_key, pool_key, presigner_key, s3_key
 from storage import media, messages, visibility
@@ -90,7 +90,7 @@ async def receive_upload(request: web.Request, spool: media.Spool) -> str:
     except TimeoutError:
         raise BodyTimeout() from None
     except RequestPayloadError:
-        raise UnreadableBody() from None
+        raise unreadable_body(request) from None
     if spool.size == 0:
         raise ValidationFailed("The file is empty.", fields={"file": "The file is empty."})
     spool.finish()

@@ -68,6 +68,19 @@ async def test_forged_cursors_are_400_on_every_list_route(client):
     assert (await client.get(f"/api/posts/?cursor={'A' * 5000}", headers=h)).status == 400
 
 
+async def test_a_limit_is_plain_digits_on_every_list_route(client):
+    _, token = await user_and_token(client)
+    routes = ["/api/posts/feed/", "/api/accounts/users/", "/api/notifications/", "/api/stories/feed/",
+              "/api/accounts/blocks/", "/api/search/users/?q=x"]
+    for limit in ("٣", "５", " 5", "5 ", "+5", "1_0", "-0", "1" * 5000):
+        for route in routes:
+            sep = "&" if "?" in route else "?"
+            response = await client.get(f"{route}{sep}limit={limit}", headers=bearer(token))
+            assert response.status == 400, (route, limit, response.status)
+            assert (await response.json())["error"]["fields"] == {"limit": "Must be a number."}
+    assert (await client.get("/api/posts/feed/?limit=05", headers=bearer(token))).status == 200
+
+
 async def test_nul_and_invalid_utf8_are_400_before_any_store(client, pool):
     _, token = await user_and_token(client)
     h = bearer(token)
@@ -197,7 +210,8 @@ async def test_a_body_that_stops_arriving_is_408_and_its_connection_closed(aioht
     assert (await client.get(f"/api/accounts/users/{user['id']}/", headers=bearer(token))).status == 200
 
 
-async def test_a_body_that_does_not_decode_as_its_content_encoding_is_400_and_the_connection_closed(client, pool):
+async def test_a_body_that_does_not_decode_as_its_content_encoding_is_400_and_the_connection_closed(client, pool,
+                                                                                                     caplog):
     _, token = await user_and_token(client)
     for encoding in ("gzip", "deflate"):
         head = (b"POST /api/token/ HTTP/1.1\r\nHost: glint\r\nContent-Type: application/json\r\n"
@@ -205,6 +219,8 @@ async def test_a_body_that_does_not_decode_as_its_content_encoding_is_400_and_th
         status, answer = await _raw_exchange(client, head, b"abcde")
         assert status == b"HTTP/1.1 400 Bad Request", answer
         assert b'"code":"unreadable_body"' in answer and b"Connection: close" in answer
+    # the client's fault, answered: not read on after the answer, to log an unhandled exception
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     form = aiohttp.FormData()
     form.add_field("file", b"abcde", filename="a.jpg")
     response = await client.post("/api/media/", data=form(), headers={**bearer(token), "Content-Encoding": "gzip"})
