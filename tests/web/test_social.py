@@ -1,5 +1,6 @@
-"""Signing up, posting from the composer (and its failed uploads), the feed, a live notification
-badge and stories, all through the web client in a real browser."""
+"""Signing up, posting from the composer (and its failed uploads), the feed with authors'
+avatars, a live notification badge and
+stories, all through the web client in a real browser."""
 
 from __future__ import annotations
 
@@ -141,6 +142,49 @@ async def test_your_own_story_is_in_the_tray_once(server, api, browser):
     await expect(tray.get_by_role("button", name="Your story")).to_have_count(1)
     await expect(tray.get_by_role("button", name="ida")).to_have_count(0)
     await expect(tray.get_by_role("button")).to_have_count(2)
+    await page.context.close()
+
+
+async def set_avatar(api, who: Person, hue: int) -> None:
+    media = await upload(api, who, photo(400, 400, hue=hue))
+    response = await api.patch("/api/accounts/users/me/", json={"avatar_media_id": media["id"]}, headers=who.headers)
+    assert response.status == 200, await response.text()
+
+
+async def comment(api, who: Person, post: dict, text: str) -> dict:
+    response = await api.post("/api/comments/", json={"post_id": post["id"], "text": text}, headers=who.headers)
+    assert response.status == 201, await response.text()
+    return await response.json()
+
+
+async def test_authors_avatars_show_on_the_feed_the_post_and_its_comments_with_the_initial_when_none(
+        server, api, browser):
+    kai, lea = await person(api, "kai"), await person(api, "lea")
+    await set_avatar(api, kai, hue=30)
+    await follow(api, lea, kai)
+    post = await make_post(api, kai, "Harbour at dusk")
+    await comment(api, lea, post, "Gorgeous")
+    await comment(api, kai, post, "Thanks!")
+
+    page = await (await signed_in(browser, server, lea)).new_page()
+    await page.goto("/")
+    article = page.get_by_role("article", name="Post by kai")
+    photo_of = "() => [...document.querySelectorAll('%s')].every((i) => i.complete && i.naturalWidth > 0)"
+    avatar = article.locator("header .avatar img")
+    await expect(avatar).to_have_count(1)
+    await page.wait_for_function(photo_of % "article header .avatar img")  # the photo itself, loaded
+
+    await article.get_by_role("link", name="2 comments").click()
+    await expect(page).to_have_url(re.compile(f"/p/{post['id']}$"))
+    comments = page.get_by_role("region", name="Comments")
+    await expect(page.get_by_role("article", name="Post by kai").locator("header .avatar img")).to_have_count(1)
+    theirs = comments.get_by_role("listitem").filter(has_text="Thanks!")
+    await expect(theirs.locator(".avatar img")).to_have_count(1)
+    await page.wait_for_function(photo_of % ".comments .avatar img")
+    # lea has no photo: her initial in its place
+    mine = comments.get_by_role("listitem").filter(has_text="Gorgeous")
+    await expect(mine.locator(".avatar")).to_have_text("L")
+    await expect(mine.locator(".avatar img")).to_have_count(0)
     await page.context.close()
 
 

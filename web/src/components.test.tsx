@@ -5,7 +5,7 @@ import { loginPath, nextPath } from "./router";
 import { Login } from "./screens/Auth";
 import { CAPTION_MAX, Composer, withinLimit } from "./screens/Composer";
 import { PostCard } from "./screens/Posts";
-import { ErrorLine } from "./ui";
+import { Avatar, ErrorLine } from "./ui";
 
 afterEach(() => { cleanup(); vi.unstubAllGlobals(); localStorage.clear(); });
 
@@ -82,6 +82,32 @@ describe("ErrorLine", () => {
     cleanup();
     render(<ErrorLine error={new ApiError(400, { code: "validation_error", message: "token: invalid or expired.", fields: { token: "Invalid or expired." } })} />);
     expect(screen.getByRole("alert").textContent).toBe("token: invalid or expired.");
+  });
+});
+
+describe("Avatar", () => {
+  it("shows the author's photo, looked up from the profile when the brief has no avatar field", async () => {
+    const calls: string[] = [];
+    vi.stubGlobal("fetch", vi.fn(async (url: string) => {
+      calls.push(url);
+      if (url === "/api/accounts/users/21/") return respond(200, { id: "21", username: "ava", avatar_media_id: "m21" });
+      if (url === "/api/media/m21/") return respond(200, { id: "m21", kind: "image", width: 320, height: 320, url: "/a/",
+        renditions: { "150.webp": { width: 150, height: 150 }, "320.webp": { width: 320, height: 320 } } });
+      return respond(404, { error: { code: "not_found", message: "Not found." } });
+    }));
+    const { container } = render(<PostCard post={{ ...post, id: "21", author: { id: "21", username: "ava", full_name: "", is_verified: false } }} />);
+    await waitFor(() => expect(container.querySelector("header .avatar img")?.getAttribute("src")).toBe("/a/150.webp"));
+    // once per page load, however many places show the same person
+    expect(calls.filter((u) => u === "/api/accounts/users/21/")).toHaveLength(1);
+  });
+
+  it("shows the initial when there is no photo, without asking when the brief says so", async () => {
+    const fetch = vi.fn(async () => respond(404, { error: { code: "not_found", message: "Not found." } }));
+    vi.stubGlobal("fetch", fetch);
+    const { container } = render(<Avatar user={{ id: "22", username: "bo", avatar_media_id: null }} />);
+    expect(container.querySelector(".avatar")!.textContent).toBe("B");
+    expect(container.querySelector(".avatar img")).toBeNull();
+    expect(fetch).not.toHaveBeenCalled();
   });
 });
 

@@ -2,6 +2,8 @@
 import { FormEvent, ReactNode, useCallback, useEffect, useRef, useState } from "react";
 import { ApiError, get, Id, Media, Page, smallestUrl, srcset, UserBrief } from "./api";
 import { Link } from "./router";
+import { me, useStore } from "./state";
+import { userById } from "./users";
 
 export function errorText(e: unknown): string {
   if (e instanceof ApiError) {
@@ -49,18 +51,41 @@ export function mediaById(id: Id): Promise<Media | null> {
   return p;
 }
 
-export function Avatar({ user, size = 32, online }: { user: Pick<UserBrief, "username"> & { avatar_media_id?: Id | null }; size?: number; online?: boolean }) {
+type AvatarUser = Pick<UserBrief, "username"> & { id?: Id; avatar_media_id?: Id | null };
+
+/** The avatar's media id: the brief's own when it carries one (null: none); else, for a brief
+ * without the field (a post's author, a comment's, a liker), the profile's, fetched once per page
+ * load; the viewer's own from the signed-in profile, so a new photo shows at once. */
+function useAvatarId(user: AvatarUser): Id | null {
+  const viewer = useStore(me);
+  const own = !!user.id && viewer?.id === user.id;
+  const known = own ? viewer!.avatar_media_id : user.avatar_media_id;
+  const [looked, setLooked] = useState<Id | null>(null);
+  useEffect(() => {
+    setLooked(null);
+    if (known !== undefined || !user.id) return;
+    let live = true;
+    userById(user.id).then((p) => { if (live) setLooked(p?.avatar_media_id ?? null); });
+    return () => { live = false; };
+  }, [user.id, known]);
+  return known !== undefined ? known : looked;
+}
+
+/** A round avatar: the photo's smallest rendition, or the username's initial while there is none. */
+export function Avatar({ user, size = 32, online }: { user: AvatarUser; size?: number; online?: boolean }) {
+  const mediaId = useAvatarId(user);
   const [url, setUrl] = useState<string | null>(null);
   useEffect(() => {
     let live = true;
-    if (user.avatar_media_id) {
-      mediaById(user.avatar_media_id).then((m) => {
+    setUrl(null);
+    if (mediaId) {
+      mediaById(mediaId).then((m) => {
         if (!live || !m) return;
         setUrl(smallestUrl(m));
       });
     }
     return () => { live = false; };
-  }, [user.avatar_media_id]);
+  }, [mediaId]);
   const letter = (user.username || "?")[0].toUpperCase();
   return (
     <span className="avatar" style={{ width: size, height: size, fontSize: size / 2.4 }} aria-hidden="true">
