@@ -1,5 +1,5 @@
 """Signing up, posting from the composer (and its failed uploads), the feed with authors'
-avatars, a live notification badge and
+avatars, who liked a post, a live notification badge and
 stories, all through the web client in a real browser."""
 
 from __future__ import annotations
@@ -185,6 +185,33 @@ async def test_authors_avatars_show_on_the_feed_the_post_and_its_comments_with_t
     mine = comments.get_by_role("listitem").filter(has_text="Gorgeous")
     await expect(mine.locator(".avatar")).to_have_text("L")
     await expect(mine.locator(".avatar img")).to_have_count(0)
+    await page.context.close()
+
+
+async def test_the_like_count_opens_who_liked_the_post_each_linking_to_their_profile(server, api, browser):
+    mia, ned, ola, pia = [await person(api, name) for name in ("mia", "ned", "ola", "pia")]
+    post = await make_post(api, mia, "Market day")
+    for who in (ned, ola):
+        response = await api.post(f"/api/posts/{post['id']}/like/", headers=who.headers)
+        assert response.status == 200, await response.text()
+
+    page = await (await signed_in(browser, server, pia)).new_page()
+    await page.goto(f"/p/{post['id']}")
+    count = page.get_by_role("button", name="2 likes")
+    await count.focus()
+    await page.keyboard.press("Enter")  # by keyboard, as a button
+    likes = page.get_by_role("dialog", name="Likes")
+    await expect(likes.get_by_role("link")).to_have_count(2)
+    await expect(likes.get_by_role("link", name="ned")).to_have_attribute("href", f"/u/{ned.id}")
+    await expect(likes.get_by_role("link", name="ola")).to_have_attribute("href", f"/u/{ola.id}")
+    await page.keyboard.press("Escape")
+    await expect(likes).to_have_count(0)
+    await expect(count).to_be_focused()
+
+    await count.click()
+    await likes.get_by_role("link", name="ola").click()
+    await expect(page).to_have_url(re.compile(f"/u/{ola.id}$"))
+    await expect(page.get_by_role("heading", name="ola")).to_be_visible()
     await page.context.close()
 
 

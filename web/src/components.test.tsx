@@ -1,4 +1,4 @@
-import { act, cleanup, fireEvent, render, screen, waitFor } from "@testing-library/react";
+import { act, cleanup, fireEvent, render, screen, waitFor, within } from "@testing-library/react";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { Post } from "./api";
 import { loginPath, nextPath } from "./router";
@@ -108,6 +108,34 @@ describe("Avatar", () => {
     expect(container.querySelector(".avatar")!.textContent).toBe("B");
     expect(container.querySelector(".avatar img")).toBeNull();
     expect(fetch).not.toHaveBeenCalled();
+  });
+});
+
+describe("Likes", () => {
+  it("opens who liked the post from the count, each a link to the profile, and gives focus back on Escape", async () => {
+    vi.stubGlobal("fetch", vi.fn(async (url: string) => {
+      if (url === "/api/posts/10/likes/") return respond(200, { results: [
+        { id: "31", username: "cat", full_name: "", is_verified: false, avatar_media_id: null },
+        { id: "32", username: "dee", full_name: "", is_verified: true, avatar_media_id: null }], next: null });
+      return respond(404, { error: { code: "not_found", message: "Not found." } });
+    }));
+    render(<PostCard post={post} />);
+    const count = screen.getByRole("button", { name: "2 likes" });
+    count.focus();
+    fireEvent.click(count);
+    const dialog = await screen.findByRole("dialog", { name: "Likes" });
+    expect(dialog.contains(document.activeElement)).toBe(true);
+    await waitFor(() => expect(within(dialog).getByRole("link", { name: /cat/ }).getAttribute("href")).toBe("/u/31"));
+    expect(within(dialog).getByRole("link", { name: /dee/ }).getAttribute("href")).toBe("/u/32");
+    fireEvent.keyDown(window, { key: "Escape" });
+    expect(screen.queryByRole("dialog")).toBeNull();
+    expect(document.activeElement).toBe(screen.getByRole("button", { name: "2 likes" }));
+  });
+
+  it("shows no list to open when nobody liked it", () => {
+    render(<PostCard post={{ ...post, like_count: 0 }} />);
+    expect(screen.queryByRole("button", { name: /likes/ })).toBeNull();
+    expect(screen.getByText("likes")).toBeTruthy();
   });
 });
 

@@ -196,15 +196,34 @@ export function Paged<T>({ first, render, empty, keyOf }: {
   );
 }
 
+const FOCUSABLE = 'a[href], button:not([disabled]), input:not([disabled]), select:not([disabled]), textarea:not([disabled]), [tabindex]:not([tabindex="-1"])';
+
+/** A dialog over the page: focus moves into it (unless something in it took focus already),
+ * Tab stays inside it, Escape or a click outside closes it, and focus returns to what opened it. */
 export function Modal({ title, onClose, children }: { title: string; onClose: () => void; children: ReactNode }) {
+  const box = useRef<HTMLDivElement>(null);
   useEffect(() => {
     const key = (e: KeyboardEvent) => { if (e.key === "Escape") onClose(); };
     window.addEventListener("keydown", key);
     return () => window.removeEventListener("keydown", key);
   }, [onClose]);
+  useEffect(() => {
+    const opener = document.activeElement as HTMLElement | null;
+    if (box.current && !box.current.contains(document.activeElement)) box.current.focus();
+    return () => { if (opener && opener.isConnected) opener.focus(); };
+  }, []);
+  function trap(e: React.KeyboardEvent) {
+    if (e.key !== "Tab" || !box.current) return;
+    const list = Array.from(box.current.querySelectorAll<HTMLElement>(FOCUSABLE));
+    if (!list.length) return;
+    const first = list[0], last = list[list.length - 1];
+    if (e.shiftKey && (document.activeElement === first || document.activeElement === box.current)) { e.preventDefault(); last.focus(); }
+    else if (!e.shiftKey && document.activeElement === last) { e.preventDefault(); first.focus(); }
+  }
   return (
     <div className="modal-back" onClick={onClose}>
-      <div className="modal" role="dialog" aria-modal="true" aria-label={title} onClick={(e) => e.stopPropagation()}>
+      <div className="modal" role="dialog" aria-modal="true" aria-label={title} tabIndex={-1} ref={box} onKeyDown={trap}
+        onClick={(e) => e.stopPropagation()}>
         <header><h2>{title}</h2><button className="icon" aria-label="Close" onClick={onClose}>✕</button></header>
         {children}
       </div>

@@ -6,7 +6,7 @@ import { Link } from "../router";
 import { realtime } from "../socket";
 import { ErrorLine, Modal, Paged, Photo, timeAgo, UserLink } from "../ui";
 import { me, useStore } from "../state";
-import { ReportDialog } from "./Profile";
+import { ReportDialog, UserList } from "./Profile";
 import { StoriesTray } from "./Stories";
 
 /** A caption with #hashtags and @mentions as links. */
@@ -54,6 +54,7 @@ export function PostCard({ post: initial, full = false }: { post: Post; full?: b
   const [heart, setHeart] = useState(false);
   const [sharing, setSharing] = useState(false);
   const [reporting, setReporting] = useState(false);
+  const [likers, setLikers] = useState(false);
   const [gone, setGone] = useState(false);
   const viewer = useStore(me);
   const lastTap = useRef(0);
@@ -118,11 +119,16 @@ export function PostCard({ post: initial, full = false }: { post: Post; full?: b
         <button className="icon" aria-label="Share" onClick={() => setSharing(true)}><Icon name="share" /></button>
         <button className="icon right" aria-pressed={post.saved} aria-label={post.saved ? "Unsave" : "Save"} onClick={() => save(!post.saved)}><Icon name="bookmark" filled={post.saved} /></button>
       </div>
-      <p className="likes"><strong>{post.like_count}</strong> {post.like_count === 1 ? "like" : "likes"}</p>
+      <p className="likes">
+        {post.like_count > 0
+          ? <button className="link" aria-haspopup="dialog" onClick={() => setLikers(true)}><strong>{post.like_count}</strong> {post.like_count === 1 ? "like" : "likes"}</button>
+          : <><strong>0</strong> likes</>}
+      </p>
       {post.caption && <p className="caption"><strong>{post.author.username}</strong> <Caption text={post.caption} /></p>}
       {!full && post.comment_count > 0 && <p><Link className="muted" to={`/p/${post.id}`}>View {post.comment_count === 1 ? "1 comment" : `all ${post.comment_count} comments`}</Link></p>}
       <ErrorLine error={error} />
       {full && <Comments postId={post.id} onAdded={() => setPost((p) => ({ ...p, comment_count: p.comment_count + 1 }))} />}
+      {likers && <UserList title="Likes" first={`/api/posts/${post.id}/likes/`} onClose={() => setLikers(false)} />}
       {sharing && <ShareDialog share={{ type: "post", id: post.id }} onClose={() => setSharing(false)} />}
       {reporting && <ReportDialog target={{ type: "post", id: post.id }} onClose={() => setReporting(false)} />}
     </article>

@@ -39,7 +39,7 @@ export function ReportDialog({ target, onClose }: { target: { type: string; id: 
   );
 }
 
-function UserList({ title, first, onClose }: { title: string; first: string; onClose: () => void }) {
+export function UserList({ title, first, onClose }: { title: string; first: string; onClose: () => void }) {
   return (
     <Modal title={title} onClose={onClose}>
       <Paged<UserBrief> first={first} keyOf={(u) => u.id} render={(u) => <div onClick={onClose}><UserLink user={u} /></div>} />
