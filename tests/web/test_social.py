@@ -1,5 +1,5 @@
 """Signing up, posting from the composer (and its failed uploads), the feed with authors'
-avatars, who liked a post, a live notification badge and
+avatars, who liked a post, a post's author removing comments, a live notification badge and
 stories, all through the web client in a real browser."""
 
 from __future__ import annotations
@@ -213,6 +213,32 @@ async def test_the_like_count_opens_who_liked_the_post_each_linking_to_their_pro
     await expect(page).to_have_url(re.compile(f"/u/{ola.id}$"))
     await expect(page.get_by_role("heading", name="ola")).to_be_visible()
     await page.context.close()
+
+
+async def test_a_post_author_deletes_someone_elses_comment_and_the_commenter_only_their_own(server, api, browser):
+    quin, rae = await person(api, "quin"), await person(api, "rae")
+    post = await make_post(api, quin, "Open studio")
+    await comment(api, rae, post, "Buy my stuff at spam.example")
+    await comment(api, quin, post, "Welcome all")
+
+    commenter = await (await signed_in(browser, server, rae)).new_page()
+    await commenter.goto(f"/p/{post['id']}")
+    comments = commenter.get_by_role("region", name="Comments")
+    await expect(comments.get_by_text("Welcome all")).to_be_visible()
+    await expect(comments.get_by_role("button", name=re.compile("^Delete"))).to_have_count(1)
+    await expect(comments.get_by_role("listitem").filter(has_text="Welcome all").get_by_role("button", name="Delete")).to_have_count(0)
+
+    author = await (await signed_in(browser, server, quin)).new_page()
+    author.on("dialog", lambda dialog: dialog.accept())
+    await author.goto(f"/p/{post['id']}")
+    await author.get_by_role("button", name="Delete rae's comment").click()
+    await expect(author.get_by_text("Comment deleted.")).to_be_visible()
+    await expect(author.get_by_text("Buy my stuff")).to_have_count(0)
+    await author.reload()
+    await expect(author.get_by_text("Welcome all")).to_be_visible()
+    await expect(author.get_by_text("Buy my stuff")).to_have_count(0)
+    await author.context.close()
+    await commenter.context.close()
 
 
 @pytest.fixture

@@ -4,7 +4,8 @@ import { Post } from "./api";
 import { loginPath, nextPath } from "./router";
 import { Login } from "./screens/Auth";
 import { CAPTION_MAX, Composer, withinLimit } from "./screens/Composer";
-import { PostCard } from "./screens/Posts";
+import { Comments, PostCard } from "./screens/Posts";
+import { me } from "./state";
 import { Avatar, ErrorLine } from "./ui";
 
 afterEach(() => { cleanup(); vi.unstubAllGlobals(); localStorage.clear(); });
@@ -136,6 +137,43 @@ describe("Likes", () => {
     render(<PostCard post={{ ...post, like_count: 0 }} />);
     expect(screen.queryByRole("button", { name: /likes/ })).toBeNull();
     expect(screen.getByText("likes")).toBeTruthy();
+  });
+});
+
+describe("Comments", () => {
+  const comment = (id: string, author: string, authorId: string) => ({
+    id, post_id: "10", parent_id: null, author: { id: authorId, username: author, full_name: "", is_verified: false },
+    text: `from ${author}`, like_count: 0, reply_count: 0, liked: false, created_at: new Date().toISOString(),
+  });
+  function serve(deleted: string[]) {
+    vi.stubGlobal("fetch", vi.fn(async (url: string, init: RequestInit) => {
+      if (url.startsWith("/api/comments/?post_id=10")) return respond(200, { results: [comment("41", "ben", "2"), comment("42", "ana", "1")], next: null });
+      if (init?.method === "DELETE") { deleted.push(url); return new Response(null, { status: 204 }); }
+      return respond(404, { error: { code: "not_found", message: "Not found." } });
+    }));
+  }
+  afterEach(() => { me.set(null); });
+
+  it("lets the post's author delete someone else's comment", async () => {
+    const deleted: string[] = [];
+    serve(deleted);
+    vi.stubGlobal("confirm", () => true);
+    me.set({ ...post.author, id: "1", username: "ana" } as any);
+    render(<Comments postId="10" postAuthorId="1" onAdded={() => {}} onRemoved={() => {}} />);
+    const remove = await screen.findByRole("button", { name: "Delete ben's comment" });
+    await act(async () => { fireEvent.click(remove); });
+    expect(deleted).toEqual(["/api/comments/41/"]);
+    expect(await screen.findByText("Comment deleted.")).toBeTruthy();
+    expect(screen.queryByText("from ben")).toBeNull();
+  });
+
+  it("offers a commenter delete on their own comment only", async () => {
+    serve([]);
+    me.set({ ...post.author, id: "2", username: "ben" } as any);
+    render(<Comments postId="10" postAuthorId="1" onAdded={() => {}} onRemoved={() => {}} />);
+    await screen.findByText("from ana");
+    expect(screen.getAllByRole("button", { name: /^Delete/ })).toHaveLength(1);
+    expect(screen.getAllByRole("button", { name: "Report" })).toHaveLength(1);
   });
 });
 

@@ -127,7 +127,9 @@ export function PostCard({ post: initial, full = false }: { post: Post; full?: b
       {post.caption && <p className="caption"><strong>{post.author.username}</strong> <Caption text={post.caption} /></p>}
       {!full && post.comment_count > 0 && <p><Link className="muted" to={`/p/${post.id}`}>View {post.comment_count === 1 ? "1 comment" : `all ${post.comment_count} comments`}</Link></p>}
       <ErrorLine error={error} />
-      {full && <Comments postId={post.id} onAdded={() => setPost((p) => ({ ...p, comment_count: p.comment_count + 1 }))} />}
+      {full && <Comments postId={post.id} postAuthorId={post.author.id}
+        onAdded={() => setPost((p) => ({ ...p, comment_count: p.comment_count + 1 }))}
+        onRemoved={() => setPost((p) => ({ ...p, comment_count: Math.max(0, p.comment_count - 1) }))} />}
       {likers && <UserList title="Likes" first={`/api/posts/${post.id}/likes/`} onClose={() => setLikers(false)} />}
       {sharing && <ShareDialog share={{ type: "post", id: post.id }} onClose={() => setSharing(false)} />}
       {reporting && <ReportDialog target={{ type: "post", id: post.id }} onClose={() => setReporting(false)} />}
@@ -135,17 +137,33 @@ export function PostCard({ post: initial, full = false }: { post: Post; full?: b
   );
 }
 
-function CommentItem({ comment, onReply }: { comment: Comment; onReply: (c: Comment) => void }) {
+/** A comment with its tools: like, reply, replies; delete for its author and for the post's
+ * author (the API lets both), report for anyone else. */
+function CommentItem({ comment, postAuthorId, onReply, onRemoved }: {
+  comment: Comment; postAuthorId: string; onReply: (c: Comment) => void; onRemoved: () => void;
+}) {
   const [c, setC] = useState(comment);
   const [replies, setReplies] = useState<Comment[] | null>(null);
   const [reporting, setReporting] = useState(false);
   const [gone, setGone] = useState(false);
+  const [error, setError] = useState<unknown>(null);
   const viewer = useStore(me);
+  const own = viewer?.id === c.author.id;
+  const mayDelete = own || viewer?.id === postAuthorId;
   async function like() {
     const r = await postJson<Partial<Comment>>(`/api/comments/${c.id}/${c.liked ? "unlike" : "like"}/`).catch(() => null);
     setC((old) => ({ ...old, liked: !old.liked, like_count: old.like_count + (old.liked ? -1 : 1), ...(r ?? {}) }));
   }
-  if (gone) return null;
+  async function remove() {
+    if (!own && !confirm(`Delete ${c.author.username}'s comment?`)) return;
+    setError(null);
+    try {
+      await api("DELETE", `/api/comments/${c.id}/`);
+      setGone(true);
+      onRemoved();
+    } catch (e) { setError(e); }
+  }
+  if (gone) return <li className="comment"><span className="small muted" role="status">Comment deleted.</span></li>;
   async function showReplies() {
     const page = await get<Page<Comment>>(`/api/comments/?parent_id=${c.id}&limit=100`);
     setReplies(page.results);
@@ -157,17 +175,19 @@ function CommentItem({ comment, onReply }: { comment: Comment; onReply: (c: Comm
         {timeAgo(c.created_at)} · <button className="link" onClick={like} aria-pressed={c.liked}>{c.liked ? "Unlike" : "Like"}</button> {c.like_count > 0 && `(${c.like_count})`}
         {" · "}<button className="link" onClick={() => onReply(c)}>Reply</button>
         {c.reply_count > 0 && !replies && <> · <button className="link" onClick={showReplies}>View {c.reply_count} {c.reply_count === 1 ? "reply" : "replies"}</button></>}
-        {" · "}{viewer?.id === c.author.id
-          ? <button className="link" onClick={() => api("DELETE", `/api/comments/${c.id}/`).then(() => setGone(true), () => {})}>Delete</button>
-          : <button className="link" onClick={() => setReporting(true)}>Report</button>}
+        {mayDelete && <>{" · "}<button className="link" onClick={remove} aria-label={own ? "Delete" : `Delete ${c.author.username}'s comment`}>Delete</button></>}
+        {!own && <>{" · "}<button className="link" onClick={() => setReporting(true)}>Report</button></>}
       </div>
+      <ErrorLine error={error} />
       {reporting && <ReportDialog target={{ type: "comment", id: c.id }} onClose={() => setReporting(false)} />}
-      {replies && <ul className="replies">{replies.map((r) => <CommentItem key={r.id} comment={r} onReply={() => onReply(c)} />)}</ul>}
+      {replies && <ul className="replies">{replies.map((r) => <CommentItem key={r.id} comment={r} postAuthorId={postAuthorId} onReply={() => onReply(c)} onRemoved={onRemoved} />)}</ul>}
     </li>
   );
 }
 
-export function Comments({ postId, onAdded }: { postId: string; onAdded: () => void }) {
+export function Comments({ postId, postAuthorId, onAdded, onRemoved }: {
+  postId: string; postAuthorId: string; onAdded: () => void; onRemoved: () => void;
+}) {
   const [comments, setComments] = useState<Comment[]>([]);
   const [text, setText] = useState("");
   const [replyTo, setReplyTo] = useState<Comment | null>(null);
@@ -194,7 +214,8 @@ export function Comments({ postId, onAdded }: { postId: string; onAdded: () => v
   return (
     <section className="comments" aria-label="Comments">
       <ul className="plain">
-        {comments.map((c) => <CommentItem key={c.id + ":" + version} comment={c} onReply={(to) => { setReplyTo(to); input.current?.focus(); }} />)}
+        {comments.map((c) => <CommentItem key={c.id + ":" + version} comment={c} postAuthorId={postAuthorId} onRemoved={onRemoved}
+          onReply={(to) => { setReplyTo(to); input.current?.focus(); }} />)}
       </ul>
       <form onSubmit={submit} className="inline">
         {replyTo && <span className="small muted">Replying to {replyTo.author.username} <button type="button" className="link" onClick={() => setReplyTo(null)}>cancel</button></span>}
