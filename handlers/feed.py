@@ -5,7 +5,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from handlers.auth import Identity, current_user, first_read, ridden
-from handlers.common import Page, Routes, encode_cursor, json_response, next_link, page_request, read_pool
+from handlers.common import (
+    InvalidCursor, Page, PageRequest, Routes, encode_cursor, json_response, next_link, page_request, read_pool,
+)
 from handlers.context import config_key, pool_key, redis_key, timelines_key
 from handlers.posts import PostOut, cursor_id, render_live
 from storage import explore, timelines as tl
@@ -59,12 +61,21 @@ async def home_feed(request: web.Request) -> web.Response:
     return json_response(Page(results=results, next=next_url))
 
 
+def explore_offset(request: web.Request, page: PageRequest) -> int:
+    """Where explore's page starts: the offset in its cursor, within the ranking (at most
+    explore.SIZE long; past it Redis would overflow offset + limit and the page is none)."""
+    offset = cursor_id(request, page.cursor) or 0
+    if offset > explore.SIZE:
+        raise InvalidCursor()
+    return offset
+
+
 def ranking_read(request: web.Request, identity: Identity) -> Rider | None:
     """Explore's first read, its slice of the ranking, made with the rate limit on one Redis node (first_read)."""
     if is_cluster(request.app[redis_key]):
         return None
     page = page_request(request)
-    return explore.trending_rider(cursor_id(request, page.cursor) or 0, page.limit)
+    return explore.trending_rider(explore_offset(request, page), page.limit)
 
 
 @routes.route("GET", "/api/posts/explore/", response=Page[PostOut], query={"limit": "page size", "cursor": "from `next`"})
@@ -73,8 +84,7 @@ async def explore_feed(request: web.Request) -> web.Response:
     """Trending posts from public accounts the viewer does not follow (the newest ones while none trend)."""
     viewer = current_user(request)
     page = page_request(request)
-    parts = cursor_id(request, page.cursor)
-    offset = parts or 0
+    offset = explore_offset(request, page)
     pool = await read_pool(request)
     read = ridden(request)
     ranked = (explore.ridden_trending_of(read) if read is not None

@@ -277,3 +277,23 @@ async def test_a_returning_user_counts_as_active_again_once_they_log_in_or_refre
                                int(away["id"]))
     post = await new_post(client, author_h, "welcome back")
     await wait_for(lambda: in_timeline(redis_clean, away, post["id"]))
+
+
+async def test_an_explore_cursor_past_the_ranking_is_400_not_a_redis_error(client, redis_clean):
+    import base64
+
+    from storage import explore
+
+    _, viewer_h = await user_with_token(client)
+    post = await new_post(client, (await user_with_token(client))[1], "ranked")
+    await explore.store_trending(redis_clean, [(int(post["id"]), 1.0)])
+
+    def cursor(offset: int) -> str:
+        return base64.urlsafe_b64encode(str([offset]).encode()).decode().rstrip("=")
+
+    for offset in (2**63 - 1, 2**62, explore.SIZE + 1):  # offset + limit past Redis' 64 bits, or past the ranking
+        response = await client.get(f"/api/posts/explore/?cursor={cursor(offset)}", headers=viewer_h)
+        assert response.status == 400, (offset, response.status)
+        assert (await response.json())["error"]["fields"] == {"cursor": "Invalid cursor."}
+    end = await client.get(f"/api/posts/explore/?cursor={cursor(explore.SIZE)}", headers=viewer_h)
+    assert end.status == 200 and (await end.json()) == {"results": [], "next": None}
