@@ -201,6 +201,10 @@ class MessageWriter:
         here = gateway.process_id
         items: list[tuple[int, bytes]] = []
         owners: list[int | None] = []
+        # a reply to a message a member may not read is no reply for them: one query for the batch
+        # (none when nothing in it replies), and a frame of their own
+        unseen = await store.replies_hidden(self.pool, [(m, w.message) for w, _ in written
+                                                        if w.message["reply_to_seq"] is not None for m in w.member_ids])
         for w, origin in written:
             row = w.message
             frame = frames.encode(frames.MessageNew(message=message_out(row)))
@@ -209,8 +213,9 @@ class MessageWriter:
             sender = row["sender_id"]
             delivery = Delivery(row["conversation_id"], row["seq"], sender)
             for member in w.member_ids:
-                own = frame if not shares else frames.encode(frames.MessageNew(
-                    message=message_out(row, share=shares[(member, row["id"])])))
+                key = (member, row["id"])
+                own = frame if key not in shares and key not in unseen else frames.encode(frames.MessageNew(
+                    message=message_out(row, share=shares.get(key), reply_hidden=key in unseen)))
                 exclude = origin if member == sender else None
                 reached = gateway.push_here(member, own, exclude=exclude, delivery=delivery)
                 items.append((member, Gateway.envelope(own, exclude=exclude, delivery=delivery, origin=here)))

@@ -170,7 +170,9 @@ class Message(msgspec.Struct, kw_only=True):
     client_id: str
     text: str
     media: Media | None
-    reply_to_seq: int | None
+    reply_to_seq: Annotated[int | None, Meta(
+        description="the seq of the message this one replies to; null when it replies to none, or to a message"
+                    " the viewer may not read (its sender is kept from them)")]
     deleted: bool
     removed: bool = False  # deleted by a moderator (then `deleted` is true too)
     created_at: str
@@ -351,17 +353,20 @@ def error(code: str, message: str, ref: Ref = None, retry_after: int | None = No
 
 
 def message_out(row: asyncpg.Record, prefix: str = "", reactions: Iterable[tuple[int, str]] = (),
-                share: SharedItem | None = None) -> Message:
+                share: SharedItem | None = None, reply_hidden: bool = False) -> Message:
     """A stored message as clients see it (a deleted one is a tombstone); `share` is its shared
-    item as rendered for the viewer."""
+    item as rendered for the viewer; `reply_hidden`: it replies to a message the viewer may not
+    read, so it shows as no reply (`reply_to_seq` null), as a message the viewer may not see is
+    none (storage.messages.replies_hidden)."""
     media_id = row[prefix + "media_id"]
     edited_at = row[prefix + "edited_at"]
     return Message(
         id=str(row[prefix + "id"]), conversation_id=str(row[prefix + "conversation_id"]), seq=row[prefix + "seq"],
         sender_id=str(row[prefix + "sender_id"]), client_id=row[prefix + "client_id"], text=row[prefix + "text"],
         media=Media(id=str(media_id)) if media_id is not None else None,
-        reply_to_seq=row[prefix + "reply_to_seq"], deleted=row[prefix + "deleted_at"] is not None,
-        removed=row[prefix + "removed_at"] is not None, created_at=iso(row[prefix + "created_at"]),
+        reply_to_seq=None if reply_hidden else row[prefix + "reply_to_seq"],
+        deleted=row[prefix + "deleted_at"] is not None, removed=row[prefix + "removed_at"] is not None,
+        created_at=iso(row[prefix + "created_at"]),
         reactions=[Reaction(user_id=str(u), emoji=e) for u, e in reactions],
         edited_at=iso(edited_at) if edited_at is not None else None, share=share, change_seq=row[prefix + "change_seq"],
     )
@@ -376,13 +381,15 @@ async def messages_for(pool: asyncpg.Pool, viewer: int, rows: list[asyncpg.Recor
 async def messages_for_each(pool: asyncpg.Pool, viewers: Iterable[int], rows: list[asyncpg.Record],
                             prefix: str = "") -> dict[int, list[Message]]:
     """Stored messages (each row holds one) as each of these viewers sees them: with the reactions
-    that viewer may see (storage.visibility's policy: those whose authors may reach them), and
-    shares rendered for them."""
+    that viewer may see (storage.visibility's policy: those whose authors may reach them), shares
+    rendered for them, and no reply to a message they may not read."""
     viewers = list(dict.fromkeys(viewers))
     reactions = await store.reactions_seen(pool, [r[prefix + "id"] for r in rows], viewers)
     shares = await render_shares(pool, viewers, rows, prefix)
+    unseen = await store.replies_hidden(pool, [(viewer, r) for r in rows for viewer in viewers], prefix)
     return {viewer: [message_out(r, prefix, reactions.get((viewer, r[prefix + "id"]), ()),
-                                 shares.get((viewer, r[prefix + "id"]))) for r in rows]
+                                 shares.get((viewer, r[prefix + "id"])), (viewer, r[prefix + "id"]) in unseen)
+                     for r in rows]
             for viewer in viewers}
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import asyncpg
 
-from storage.messages import readable_by
+from storage.messages import readable_by, replies_hidden
 
 Conn = asyncpg.Pool | asyncpg.Connection
 STALE = timedelta(hours=1)  # far beyond every retry of the export consumer
@@ -119,15 +119,19 @@ async def _conversations(conn: Conn, user_id: int) -> list[dict[str, Any]]:
         " FROM conversations c JOIN conversation_members me ON me.conversation_id = c.id AND me.user_id = $1"
         " ORDER BY c.id", user_id)
     # the messages the account may read, as history shows them (storage.messages.readable_by): a
-    # block keeps the other's messages out of the archive as it keeps them out of every reader
+    # block keeps the other's messages out of the archive as it keeps them out of every reader, and
+    # a reply to one of those is no reply here either (replies_hidden)
     messages = await conn.fetch(
-        "SELECT m.conversation_id, m.seq, m.sender_id, m.text, m.media_id, m.reply_to_seq, m.created_at"
+        "SELECT m.id, m.conversation_id, m.seq, m.sender_id, m.text, m.media_id, m.reply_to_seq, m.created_at"
         " FROM messages m JOIN conversation_members me ON me.conversation_id = m.conversation_id AND me.user_id = $1"
         f" WHERE m.deleted_at IS NULL AND m.removed_at IS NULL AND {readable_by('$1')}"
         " ORDER BY m.conversation_id, m.seq", user_id)
+    unseen = await replies_hidden(conn, [(user_id, m) for m in messages])
     by_conversation: dict[int, list[dict[str, Any]]] = {}
     for message in messages:
         row = dict(message)
+        if (user_id, row.pop("id")) in unseen:
+            row["reply_to_seq"] = None
         by_conversation.setdefault(row.pop("conversation_id"), []).append(row)
     return [{**dict(c), "messages": by_conversation.get(c["id"], [])} for c in conversations]
 

@@ -490,6 +490,25 @@ async def reactions_seen(conn: Conn, message_ids: Iterable[int],
     return out
 
 
+async def replies_hidden(conn: Conn, seen: Iterable[tuple[int, asyncpg.Record]],
+                         prefix: str = "") -> set[tuple[int, int]]:
+    """Of these (viewer, message) pairs (rows with MESSAGE_COLUMNS, prefixed), the (viewer, message
+    id) of those where the message replies to one the viewer may not read (its sender may not reach
+    them): for them the reply shows as no reply, so a message they read points at nothing hidden
+    from them. One query, none when no message replies."""
+    wanted = [(viewer, r) for viewer, r in seen if r[prefix + "reply_to_seq"] is not None]
+    if not wanted:
+        return set()
+    rows = await conn.fetch(
+        "SELECT w.viewer, w.id FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[])"
+        "   AS w(viewer, id, conversation_id, seq)"
+        " JOIN messages t ON t.conversation_id = w.conversation_id AND t.seq = w.seq"
+        " CROSS JOIN LATERAL reach(t.sender_id, w.viewer) r WHERE NOT r.reachable",
+        [v for v, _ in wanted], [r[prefix + "id"] for _, r in wanted],
+        [r[prefix + "conversation_id"] for _, r in wanted], [r[prefix + "reply_to_seq"] for _, r in wanted])
+    return {(row["viewer"], row["id"]) for row in rows}
+
+
 async def changed_since(conn: Conn, conversation_id: int, reader: int, after_change: int, up_to_seq: int,
                         limit: int) -> list[asyncpg.Record]:
     """The messages up to `up_to_seq` that the reader may read, edited or reacted to after change

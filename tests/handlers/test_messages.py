@@ -313,6 +313,41 @@ async def test_a_conversation_holding_only_messages_hidden_from_the_reader_was_l
     assert summary["last_message"] is None and summary["last_message_at"] == made["created_at"]
 
 
+async def test_a_reply_to_a_message_hidden_from_the_reader_is_no_reply_for_them(client):
+    """Zed answers xan's message (5, after the block) and yul's (3): yul reads zed's answer to xan
+    as no reply, xan zed's answer to yul, in history, sync, the list, live delivery and edits; zed
+    and the replied-to sender see both replies."""
+    tokens, ids, group = await group_with_a_block(client)
+    sockets = {n: await open_socket(client, tokens[n]) for n in "xyz"}
+
+    async def live_reply(name: str, frame_type: str, seq: int) -> int | None:
+        while (frame := await frame_of(sockets[name], frame_type))["message"]["seq"] != seq:
+            pass
+        return frame["message"]["reply_to_seq"]
+
+    assert (await send(client, tokens["z"], group, "z-re-x", "re x", reply_to_seq=5)).status == 201
+    assert {n: await live_reply(n, "message.new", 6) for n in "xyz"} == {"x": 5, "y": None, "z": 5}
+    assert (await send(client, tokens["z"], group, "z-re-y", "re y", reply_to_seq=3)).status == 201
+    assert {n: await live_reply(n, "message.new", 7) for n in "xyz"} == {"x": None, "y": 3, "z": 3}
+
+    def replies(messages: list[dict]) -> dict[int, int | None]:
+        return {m["seq"]: m["reply_to_seq"] for m in messages if m["seq"] in (6, 7)}
+
+    expected = {"x": {6: 5, 7: None}, "y": {6: None, 7: 3}, "z": {6: 5, 7: 3}}
+    for n in "xyz":
+        assert replies(await history_of(client, tokens[n], group)) == expected[n]
+        replay = await sync_frames(client, tokens[n], {group: 5})
+        assert replies([f["message"] for f in replay if f["type"] == "message.new"]) == expected[n]
+    [summary] = await conversations_of(client, tokens["x"])
+    assert (summary["last_message"]["seq"], summary["last_message"]["reply_to_seq"]) == (7, None)
+    # an edit's frame is rendered for each member too
+    assert (await client.patch(f"/api/conversations/{group}/messages/6/", json={"text": "re x!"},
+                               headers=bearer(tokens["z"]))).status == 200
+    assert {n: await live_reply(n, "message.edited", 6) for n in "xyz"} == {"x": 5, "y": None, "z": 5}
+    for ws in sockets.values():
+        await ws.close()
+
+
 async def test_reactions_replies_and_edits_show_nothing_across_a_block(client):
     tokens, ids, group = await group_with_a_block(client)
     url = f"/api/conversations/{group}/messages/"

@@ -170,10 +170,15 @@ async def test_an_export_holds_the_messages_its_owner_may_read_and_none_from_som
     assert (await client.post(f"/api/accounts/users/{yul['id']}/block/", headers=bearer(xan_pair))).status == 204
     for pair, text in ((zed_pair, "z after block"), (xan_pair, "x after block")):
         assert (await client.post(url, json={"client_id": text, "text": text}, headers=bearer(pair))).status == 201
+    reply = {"client_id": "re", "text": "re x", "reply_to_seq": 5}  # zed answers xan's: no reply for yul
+    assert (await client.post(url, json=reply, headers=bearer(zed_pair))).status == 201
 
     (chat,) = json.loads((await exported(client, yul_pair)).read("conversations.json"))
-    assert [(m["seq"], m["text"]) for m in chat["messages"]] == [(1, "hi"), (3, "y before block"), (4, "z after block")]
+    assert [(m["seq"], m["text"], m["reply_to_seq"]) for m in chat["messages"]] == [
+        (1, "hi", None), (3, "y before block", None), (4, "z after block", None), (6, "re x", None)]
     history = await (await client.get(url, headers=bearer(yul_pair))).json()
-    assert sorted(m["seq"] for m in history["results"]) == [m["seq"] for m in chat["messages"]]
+    assert sorted((m["seq"], m["reply_to_seq"]) for m in history["results"]) == [
+        (m["seq"], m["reply_to_seq"]) for m in chat["messages"]]
     (chat,) = json.loads((await exported(client, zed_pair)).read("conversations.json"))
-    assert [m["seq"] for m in chat["messages"]] == [1, 2, 3, 4, 5]
+    assert [(m["seq"], m["reply_to_seq"]) for m in chat["messages"]] == [(1, None), (2, None), (3, None), (4, None),
+                                                                         (5, None), (6, 5)]
