@@ -9,9 +9,10 @@ concurrent senders in any number of processes.
 
 A member reads a message only while its sender may reach them (the visibility policy's
 `may_reach()`, which live delivery asks at send time, in its shapes of migration 0021): history,
-`sync`, the list's last message, unread counts, reactions and media all ask it at read time, so a
-block in a group hides each one's messages from the other, those sent before it too, and a
-reaction is shown only to those its author may reach.
+`sync`, the list's last message, order and activity time, unread counts, reactions, replies, media
+and the data export all ask it at read time, so a block in a group hides each one's messages from
+the other, those sent before it too, a reaction is shown only to those its author may reach, and a
+reply to a hidden message shows as no reply.
 """
 
 from __future__ import annotations
