@@ -356,7 +356,7 @@ async def wait_http(url: str, proc=None, timeout: float = 60.0) -> None:
     async with aiohttp.ClientSession() as session:
         while True:
             if proc is not None and proc.returncode is not None:
-                err = await proc.stderr.read()
+                err = await proc.stderr.read() if proc.stderr is not None else b"(its stderr went elsewhere)"
                 raise AssertionError(f"the server exited with {proc.returncode}: {err.decode()[-3000:]}")
             try:
                 async with session.get(url) as response:
