@@ -20,8 +20,10 @@ from handlers.common import (
     Conflict, NotFound, Page, Routes, Struct, ValidationFailed, decode_cursor, encode_cursor, json_response,
     make_page, no_content, page_request, parse_id, path_id, read_json, read_pool,
 )
-from handlers.context import config_key, email_sink_key, pool_key
-from storage import email, graph, outbox, tokens, users, visibility
+from handlers.context import config_key, email_sink_key, pool_key, redis_key
+from handlers.media import AVATAR_URL_DOC, avatar_url, media_links
+from storage import email, graph, outbox, posts, tokens, users, visibility
+from storage.media import MediaLinks
 
 if TYPE_CHECKING:  # only app/ reads configuration; handlers only see the decoded Struct
     from app.config import Config
@@ -96,6 +98,7 @@ class UserSummary(Struct):
     avatar_media_id: str | None
     is_private: bool
     is_verified: bool
+    avatar_url: Annotated[str | None, Meta(description=AVATAR_URL_DOC)] = None
 
 
 def _user_fields(row: asyncpg.Record) -> dict:
@@ -117,11 +120,11 @@ def me_out(row: asyncpg.Record) -> MeOut:
     return MeOut(**_user_fields(row), email=row["email"], show_presence=row["show_presence"], role=row["role"])
 
 
-def user_summary(row: asyncpg.Record) -> UserSummary:
-    """A user as an item of a list."""
+def user_summary(links: MediaLinks, row: asyncpg.Record) -> UserSummary:
+    """A user as an item of a list (a row of storage.graph.SUMMARY_COLUMNS)."""
     return UserSummary(id=str(row["id"]), username=row["username"], full_name=row["full_name"],
                        avatar_media_id=id_str(row["avatar_media_id"]), is_private=row["is_private"],
-                       is_verified=row["is_verified"])
+                       is_verified=row["is_verified"], avatar_url=avatar_url(links, row["avatar_key"]))
 
 
 def retry_on_deadlock(write: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
@@ -294,7 +297,11 @@ async def patch_me(request: web.Request) -> web.Response:
     """Edit the viewer's profile: full_name, bio, website, avatar_media_id (null removes it)."""
     user_id = current_user(request)
     body = await read_json(request, MePatch)
-    return json_response(me_out(await update_profile(request.app[pool_key], user_id, body)))
+    row = await update_profile(request.app[pool_key], user_id, body)
+    if body.full_name is not UNSET or body.avatar_media_id is not UNSET:
+        # each cached post holds its author's name and avatar
+        await posts.forget_authored(request.app[pool_key], request.app[redis_key], user_id)
+    return json_response(me_out(row))
 
 
 class PasswordRequest(Struct):
@@ -404,7 +411,7 @@ async def list_users(request: web.Request) -> web.Response:
         raise ValidationFailed("q: at most 64 characters.", fields={"q": "At most 64 characters."})
     rows = await users.search_users(await read_pool(request), viewer, q or None, after[0] if after else None, page.limit)
     result = make_page(request, rows, page.limit, lambda r: encode_cursor(r["sort_key"]))
-    return json_response(Page(results=[user_summary(r) for r in result.results], next=result.next))
+    return json_response(Page(results=[user_summary(media_links(request), r) for r in result.results], next=result.next))
 
 
 @routes.route("GET", "/api/accounts/users/{id}/", sees="shown", response=ProfileOut)

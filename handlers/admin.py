@@ -73,6 +73,8 @@ async def patch_user(request: web.Request) -> web.Response:
     """Change an account's role (user, moderator, admin) or verified badge."""
     body = await read_json(request, UserAdminPatch)
     row = await change_role(request.app[pool_key], current_user(request), path_id(request), body)
+    if row["is_verified"] != row["old_verified"]:
+        await posts.forget_authored(request.app[pool_key], request.app[redis_key], row["id"])  # the badge is in each
     return json_response(me_out(row))
 
 

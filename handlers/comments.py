@@ -16,6 +16,7 @@ from handlers.common import (
     page_request, parse_id, path_id, query_id, read_json,
 )
 from handlers.context import pool_key
+from handlers.media import media_links
 from handlers.posts import CAPTION_MAX, LikeState, UserBrief, cursor_id, like_routes, user_brief, visible_post
 from storage import comments, outbox, users, visibility
 
@@ -135,7 +136,8 @@ async def list_comments(request: web.Request) -> web.Response:
     authors = await visibility.shown_users(pool, viewer, [r["author_id"] for r in shown.results])
     visible = [r for r in shown.results if r["author_id"] in authors]
     liked = await comments.liked_by(pool, viewer, [r["id"] for r in visible])
-    results = [comment_out(r, r["id"] in liked, user_brief(r, "author_id")) for r in visible]
+    links = media_links(request)
+    results = [comment_out(r, r["id"] in liked, user_brief(links, r, "author_id")) for r in visible]
     return json_response(Page(results=results, next=shown.next))
 
 
@@ -145,8 +147,8 @@ async def create(request: web.Request) -> web.Response:
     viewer = current_user(request)
     body = await read_json(request, CommentCreate)
     row = await add_comment(request.app[pool_key], viewer, body)
-    author = await users.get_user(request.app[pool_key], viewer)
-    return json_response(comment_out(row, False, user_brief(author)), status=201)
+    author = await users.get_brief(request.app[pool_key], viewer)
+    return json_response(comment_out(row, False, user_brief(media_links(request), author)), status=201)
 
 
 @routes.route("DELETE", "/api/comments/{id}/", sees="owner", status=204)

@@ -19,6 +19,7 @@ from handlers.common import (
     make_page, no_content, page_request, parse_id, path_id, read_json,
 )
 from handlers.context import pool_key, tray_cache_key
+from handlers.media import media_links
 from storage import graph, outbox, visibility
 from storage.stories import TrayCache
 
@@ -215,7 +216,7 @@ async def edge_page(request: web.Request, kind: str, owner: int, hide_blocked_fo
     rows = await graph.list_edges(request.app[pool_key], kind, owner, hide_blocked_for, _edge_after(page), page.limit)
     result = make_page(request, rows, page.limit,
                        lambda r: encode_cursor(r["edge_created_at"].isoformat(), str(r["id"])))
-    return json_response(Page(results=[user_summary(r) for r in result.results], next=result.next))
+    return json_response(Page(results=[user_summary(media_links(request), r) for r in result.results], next=result.next))
 
 
 async def _visible_owner(request: web.Request) -> tuple[int, int]:

@@ -29,7 +29,7 @@ from handlers.common import (
     no_content, page_request, parse_id, path_id, query_id, read_json, read_pool,
 )
 from handlers.context import config_key, pool_key, redis_key, s3_key
-from handlers.media import MediaOut, MediaStatic, media_fields, media_links
+from handlers.media import AVATAR_URL_DOC, MediaOut, MediaStatic, avatar_url, media_fields, media_links
 from storage import media, outbox, posts, users, visibility
 from storage.cluster import is_cluster
 from storage.ratelimit import Rider
@@ -67,6 +67,7 @@ class UserBrief(Struct):
     username: str
     full_name: str
     is_verified: bool
+    avatar_url: Annotated[str | None, Meta(description=AVATAR_URL_DOC)] = None
 
 
 class LocationOut(Struct):
@@ -226,10 +227,10 @@ def like_routes(routes: Routes, path: str, set_like: SetLike, like_doc: str, unl
 # ---------------------------------------------------------------- rendering
 
 
-def user_brief(row: asyncpg.Record, id_field: str = "id") -> UserBrief:
-    """A user as lists show them."""
+def user_brief(links: media.MediaLinks, row: asyncpg.Record, id_field: str = "id") -> UserBrief:
+    """A user as lists show them (the row's `avatar_key`: SQL's avatar_key(), migration 0023)."""
     return UserBrief(id=str(row[id_field]), username=row["username"], full_name=row["full_name"],
-                     is_verified=row["is_verified"])
+                     is_verified=row["is_verified"], avatar_url=avatar_url(links, row["avatar_key"]))
 
 
 class PostHead(Struct):
@@ -255,7 +256,8 @@ class CachedPost(msgspec.Struct, array_like=True):
     splices bytes instead of building objects."""
 
     media: list[CachedMedia]
-    head: msgspec.Raw  # PostHead's JSON
+    head: msgspec.Raw  # PostHead's JSON, its author's avatar_url null
+    avatar: str | None  # the author's avatar file (SQL's avatar_key()): what static_part links
 
 
 _encode = msgspec.json.Encoder().encode
@@ -273,7 +275,7 @@ def cache_entry(row: asyncpg.Record) -> bytes:
                     created_at=row["created_at"], edited_at=row["edited_at"])
     media_ = [CachedMedia(folder=media.media_folder(m), kind=m["kind"],
                           body=msgspec.Raw(_encode(MediaStatic(**media_fields(m))))) for m in row["media"]]
-    return _encode(CachedPost(media=media_, head=msgspec.Raw(_encode(head))))
+    return _encode(CachedPost(media=media_, head=msgspec.Raw(_encode(head)), avatar=row["avatar_key"]))
 
 
 def post_body(links: media.MediaLinks, post: CachedPost, now: Mapping[str, Any], expires: int) -> msgspec.Raw:
@@ -282,11 +284,19 @@ def post_body(links: media.MediaLinks, post: CachedPost, now: Mapping[str, Any],
     return live_part(static_part(links, post, expires), now)
 
 
+_NO_AVATAR = b'"avatar_url":null'
+
+
 def static_part(links: media.MediaLinks, post: CachedPost, expires: int) -> bytes:
-    """A PostOut's JSON up to its live part: the cache entry's bytes with each media item's link."""
+    """A PostOut's JSON up to its live part: the cache entry's bytes with each media item's link,
+    and the author's avatar link in place of the null the head was encoded with (the first such
+    key: the author comes before the caption, and a string's quotes are escaped)."""
     items = b",".join(b'{"url":%s,%s' % (_encode(links.folder(m.folder, m.kind, expires=expires)),
                                          bytes(m.body)[1:]) for m in post.media)
-    return b'%s,"media":[%s]' % (bytes(post.head)[:-1], items)
+    head = bytes(post.head)[:-1]
+    if post.avatar is not None:
+        head = head.replace(_NO_AVATAR, b'"avatar_url":%s' % _encode(avatar_url(links, post.avatar, expires)), 1)
+    return b'%s,"media":[%s]' % (head, items)
 
 
 def live_part(static: bytes, now: Mapping[str, Any]) -> msgspec.Raw:
@@ -489,7 +499,8 @@ async def list_likes(request: web.Request) -> web.Response:
     rows = await posts.likers(pool, post["id"], cursor_id(request, page.cursor), page.limit + 1)
     shown = await visibility.shown_users(pool, viewer, [r["id"] for r in rows])
     page_rows = make_page(request, rows, page.limit, lambda r: encode_cursor(r["like_id"]))
-    return json_response(Page(results=[user_brief(r) for r in page_rows.results if r["id"] in shown],
+    links = media_links(request)
+    return json_response(Page(results=[user_brief(links, r) for r in page_rows.results if r["id"] in shown],
                               next=page_rows.next))
 
 

@@ -20,6 +20,7 @@ from handlers.common import (
     json_response, page_request, read_pool,
 )
 from handlers.context import search_key
+from handlers.media import media_links
 from handlers.posts import PostOut, post_bodies
 from storage import search
 from storage.search import Hit, Kind
@@ -52,7 +53,7 @@ Hydrate = Callable[[web.Request, int, list[int]], Awaitable[dict[int, Any]]]
 
 async def _users(request: web.Request, viewer: int, ids: list[int]) -> dict[int, UserSummary]:
     rows = await search.visible_users(await read_pool(request), viewer, ids)
-    return {i: user_summary(r) for i, r in rows.items()}
+    return {i: user_summary(media_links(request), r) for i, r in rows.items()}
 
 
 async def _posts(request: web.Request, viewer: int, ids: list[int]) -> dict[int, msgspec.Raw]:

@@ -24,7 +24,7 @@ from handlers.common import (
     make_page, no_content, page_request, path_id, read_json,
 )
 from handlers.context import app_now, pool_key, tray_cache_key
-from handlers.media import MediaOut, media_links, media_out
+from handlers.media import MediaOut, avatar_url, media_links, media_out
 from handlers.messages import send_message
 from handlers.posts import UserBrief, user_brief
 from realtime.delivery import MessageWriter, writer_key
@@ -116,6 +116,7 @@ class CachedOwner(msgspec.Struct, kw_only=True):
     full_name: str
     is_verified: bool
     stories: list[CachedStory]
+    avatar: str | None = None  # SQL's avatar_key(); an entry cached before it had none shows none
 
 
 _tray_encoder = msgspec.json.Encoder()
@@ -225,7 +226,7 @@ async def build_tray(pool: asyncpg.Pool, viewer: int, now: datetime) -> list[Cac
         if owner is None:
             owner = owners[r["owner_id"]] = CachedOwner(id=r["owner_id"], username=r["username"],
                                                         full_name=r["full_name"], is_verified=r["is_verified"],
-                                                        stories=[])
+                                                        stories=[], avatar=r["avatar_key"])
         m = media_by_id.get(r["media_id"])
         owner.stories.append(CachedStory(
             id=r["id"], media={f: m[f] for f in MEDIA_FIELDS} if m is not None else None, caption=r["caption"],
@@ -259,7 +260,7 @@ def tray_entry(request: web.Request, viewer: int, owner: CachedOwner) -> TrayEnt
     own = owner.id == viewer
     return TrayEntry(
         user=UserBrief(id=str(owner.id), username=owner.username, full_name=owner.full_name,
-                       is_verified=owner.is_verified),
+                       is_verified=owner.is_verified, avatar_url=avatar_url(media_links(request), owner.avatar)),
         has_unseen=not own and not all(s.seen for s in owner.stories),
         latest_at=max(s.created_at for s in owner.stories),
         stories=[StoryOut(id=str(s.id), owner_id=str(owner.id),
@@ -352,7 +353,7 @@ async def get_close_friends(request: web.Request) -> web.Response:
     page = page_request(request)
     after = id_string_cursor(page.cursor)
     rows = await stories.list_close_friends(request.app[pool_key], owner, after, page.limit)
-    return json_response(make_page(request, [user_brief(r) for r in rows], page.limit, lambda u: encode_cursor(u.id)))
+    return json_response(make_page(request, [user_brief(media_links(request), r) for r in rows], page.limit, lambda u: encode_cursor(u.id)))
 
 
 @routes.route("PUT", "/api/accounts/close-friends/", body=CloseFriendsBody, status=204)
@@ -381,7 +382,7 @@ async def story_viewers(request: web.Request) -> web.Response:
     if await stories.get_own_story(pool, story_id, owner) is None:
         raise NotFound()
     rows = await stories.list_viewers(pool, story_id, before, page.limit)
-    items = [(r["view_id"], ViewerOut(user=user_brief(r), viewed_at=r["viewed_at"])) for r in rows]
+    items = [(r["view_id"], ViewerOut(user=user_brief(media_links(request), r), viewed_at=r["viewed_at"])) for r in rows]
     result = make_page(request, items, page.limit, lambda item: encode_cursor(str(item[0])))
     return json_response(ViewersPage(count=await stories.count_viewers(pool, story_id),
                                      results=[v for _, v in result.results], next=result.next))

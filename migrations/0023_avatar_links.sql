@@ -1,9 +1,9 @@
 -- The file a user's avatar shows as in lists: the smallest WebP rendition of the avatar's media
 -- (its S3 key), or NULL while there is none (no avatar, a video, a row removed).
 --
--- Every user a response names (a post's author, a commenter, a liker, a follower, a search
--- result, a profile) carries `avatar_url`, a signed link to this file, so a client draws the
--- photo without asking for each user's profile and then its media. The rendition is read from
+-- Every user a list names (a post's author, a commenter, a liker, a follower or followee, a
+-- search result, a story's owner and viewers) carries `avatar_url`, a signed link to this file,
+-- so a client draws the photo without asking for each user's profile and then its media. The rendition is read from
 -- the media row, not from today's GLINT_MEDIA_RENDITION_WIDTHS: an avatar made under other widths
 -- keeps the files it has.
 

@@ -13,7 +13,7 @@ from storage import likes
 Conn = asyncpg.Connection | asyncpg.Pool
 
 COLUMNS = ("c.id, c.post_id, c.author_id, c.parent_id, c.text, c.like_count, c.reply_count, c.created_at,"
-           " u.username, u.full_name, u.is_verified")
+           " u.username, u.full_name, u.is_verified, avatar_key(u.avatar_media_id) AS avatar_key")
 
 
 async def get_comment(conn: Conn, comment_id: int) -> asyncpg.Record | None:

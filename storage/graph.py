@@ -195,10 +195,14 @@ _EDGE_LISTS = {
 }
 
 
+# what a list shows of a user (handlers.accounts.user_summary); avatar_key: migration 0023
+SUMMARY_COLUMNS = ("u.id, u.username, u.full_name, u.avatar_media_id, u.is_private, u.is_verified,"
+                   " avatar_key(u.avatar_media_id) AS avatar_key")
+
+
 def _edge_list_sql(table: str, owner_column: str, other_column: str) -> str:
     return (
-        "SELECT u.id, u.username, u.full_name, u.avatar_media_id, u.is_private, u.is_verified,"
-        " e.created_at AS edge_created_at"
+        f"SELECT {SUMMARY_COLUMNS}, e.created_at AS edge_created_at"
         f" FROM {table} e JOIN users u ON u.id = e.{other_column}"
         f" WHERE e.{owner_column} = $1 AND u.is_active"
         "   AND ($3::timestamptz IS NULL OR (e.created_at, u.id) < ($3, $4::bigint))"

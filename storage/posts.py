@@ -176,9 +176,10 @@ async def saved_page(conn: Conn, viewer: int, before_save_id: int | None,
 
 
 async def likers(conn: Conn, post_id: int, before_like_id: int | None, limit: int) -> list[asyncpg.Record]:
-    """Users who liked a post, most recent first: like_id, id, username, full_name, is_verified."""
+    """Users who liked a post, most recent first: like_id, id, username, full_name, is_verified, avatar_key."""
     return await conn.fetch(
-        "SELECT l.id AS like_id, u.id, u.username, u.full_name, u.is_verified FROM likes l"
+        "SELECT l.id AS like_id, u.id, u.username, u.full_name, u.is_verified, avatar_key(u.avatar_media_id) AS avatar_key"
+        " FROM likes l"
         " JOIN users u ON u.id = l.user_id WHERE l.post_id = $1 AND ($2::bigint IS NULL OR l.id < $2)"
         " ORDER BY l.id DESC LIMIT $3", post_id, before_like_id, limit,
     )
@@ -197,9 +198,9 @@ async def likers(conn: Conn, post_id: int, before_like_id: int | None, limit: in
 POST_CACHE_TTL = 600
 
 
-# (v2: the pre-encoded form; a new name, so processes of an older release, during a rolling
-# deploy, never read an entry they cannot decode, nor overwrite one)
-POST_CACHE_PREFIX = "post:v2:"
+# (v2: the pre-encoded form; v3: with the author's avatar. A new name each time, so processes of
+# an older release, during a rolling deploy, never read an entry they cannot decode, nor overwrite one)
+POST_CACHE_PREFIX = "post:v3:"
 
 
 def post_cache_key(post_id: int) -> str:
@@ -242,7 +243,8 @@ def ridden_entries_of(reply: list) -> dict[int, bytes | None]:
 
 _STATIC = """
 SELECT p.id, p.author_id, p.caption, p.location_id, p.created_at, p.edited_at,
-       u.username, u.full_name, u.is_verified, l.name AS location_name, l.lat, l.lng,
+       u.username, u.full_name, u.is_verified, avatar_key(u.avatar_media_id) AS avatar_key,
+       l.name AS location_name, l.lat, l.lng,
        coalesce((SELECT json_agg(json_build_object(
                     'id', m.id, 'kind', m.kind, 'content_type', m.content_type, 'width', m.width,
                     'height', m.height, 'placeholder', m.placeholder, 'renditions', m.renditions,
@@ -317,6 +319,17 @@ async def live_posts(pool: asyncpg.Pool, viewer: int | None, post_ids: list[int]
     if not post_ids:
         return {}
     return {r["id"]: r for r in await pool.fetch(_LIVE, viewer, list(set(post_ids)))}
+
+
+FORGET_CHUNK = 1000  # cache keys dropped per DEL
+
+
+async def forget_authored(pool: asyncpg.Pool, redis: Redis, author_id: int) -> None:
+    """Drop every post of an author from the cache (after their name or avatar changed, which
+    each entry holds), a chunk of keys at a time: a rare write, and an entry not cached costs nothing."""
+    ids = [r["id"] for r in await pool.fetch("SELECT id FROM posts WHERE author_id = $1", author_id)]
+    for start in range(0, len(ids), FORGET_CHUNK):
+        await forget_cached(redis, ids[start:start + FORGET_CHUNK])
 
 
 async def forget_cached(redis: Redis, post_ids: Iterable[int]) -> None:

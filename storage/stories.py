@@ -116,7 +116,7 @@ async def tray_rows(conn: Conn, viewer_id: int, now: datetime) -> list[asyncpg.R
     return await conn.fetch(
         """
         SELECT s.id, s.owner_id, s.media_id, s.caption, s.close_friends_only, s.created_at, s.expires_at,
-               u.username, u.full_name, u.is_verified,
+               u.username, u.full_name, u.is_verified, avatar_key(u.avatar_media_id) AS avatar_key,
                EXISTS (SELECT 1 FROM story_views v WHERE v.story_id = s.id AND v.viewer_id = $1) AS seen
         FROM stories s JOIN users u ON u.id = s.owner_id
         WHERE s.owner_id IN (SELECT followee_id FROM follows WHERE follower_id = $1 UNION ALL SELECT $1)
@@ -153,7 +153,8 @@ async def list_viewers(conn: Conn, story_id: int, before_view: int | None, limit
     """Who viewed the story, latest first (none blocked either way with its owner); up to
     limit + 1 rows, each with view_id for the cursor."""
     return await conn.fetch(
-        "SELECT v.id AS view_id, v.created_at AS viewed_at, u.id, u.username, u.full_name, u.is_verified"
+        "SELECT v.id AS view_id, v.created_at AS viewed_at, u.id, u.username, u.full_name, u.is_verified,"
+        " avatar_key(u.avatar_media_id) AS avatar_key"
         " FROM story_views v JOIN stories s ON s.id = v.story_id JOIN users u ON u.id = v.viewer_id"
         f" WHERE v.story_id = $1 AND ($2::bigint IS NULL OR v.id < $2) AND {_VISIBLE_VIEWER}"
         " ORDER BY v.id DESC LIMIT $3",
@@ -190,7 +191,7 @@ async def follower_ids(conn: Conn, user_id: int) -> list[int]:
 async def list_close_friends(conn: Conn, owner_id: int, after: int | None, limit: int) -> list[asyncpg.Record]:
     """A page of the owner's close friends (active users), by id; up to limit + 1 rows."""
     return await conn.fetch(
-        "SELECT u.id, u.username, u.full_name, u.is_verified FROM close_friends c JOIN users u ON u.id = c.friend_id"
+        "SELECT u.id, u.username, u.full_name, u.is_verified, avatar_key(u.avatar_media_id) AS avatar_key FROM close_friends c JOIN users u ON u.id = c.friend_id"
         " WHERE c.owner_id = $1 AND u.is_active AND ($2::bigint IS NULL OR u.id > $2) ORDER BY u.id LIMIT $3",
         owner_id, after, limit + 1,
     )

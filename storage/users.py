@@ -41,6 +41,12 @@ async def get_user(conn: asyncpg.Pool | asyncpg.Connection, user_id: int) -> asy
     return await conn.fetchrow("SELECT * FROM users WHERE id = $1", user_id)
 
 
+async def get_brief(conn: asyncpg.Pool | asyncpg.Connection, user_id: int) -> asyncpg.Record | None:
+    """What lists show of a user (handlers.posts.user_brief): names, the badge, the avatar's file."""
+    return await conn.fetchrow("SELECT u.id, u.username, u.full_name, u.is_verified, avatar_key(u.avatar_media_id) AS avatar_key FROM users u WHERE u.id = $1",
+                               user_id)
+
+
 async def get_role(conn: asyncpg.Pool | asyncpg.Connection, user_id: int) -> str | None:
     """A live (active) account's role: user, moderator or admin; None for no such account."""
     return await conn.fetchval("SELECT role FROM users WHERE id = $1 AND is_active", user_id)
@@ -160,7 +166,6 @@ async def deactivate_txn(conn: asyncpg.Connection, user_id: int) -> None:
 
 # ---------------------------------------------------------------- reading other users
 
-SUMMARY_COLUMNS = "u.id, u.username, u.full_name, u.avatar_media_id, u.is_private, u.is_verified"
 
 
 def like_prefix(text: str) -> str:
@@ -185,7 +190,7 @@ async def search_users(conn: asyncpg.Pool | asyncpg.Connection, viewer: int, pre
     by username, only those the viewer may be shown (storage.visibility); up to limit + 1 rows."""
     pattern = like_prefix(prefix.lower()) if prefix else None
     return await conn.fetch(
-        f"SELECT {SUMMARY_COLUMNS}, lower(u.username) AS sort_key FROM users u"
+        f"SELECT {graph.SUMMARY_COLUMNS}, lower(u.username) AS sort_key FROM users u"
         " WHERE u.is_active AND" + _by_name(2, also="AND user_shown($1, u.id)"),
         viewer, pattern, after_username, limit + 1,
     )

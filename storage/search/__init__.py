@@ -17,6 +17,8 @@ from typing import Any, Iterable, Literal, Protocol
 
 import asyncpg
 
+from storage.graph import SUMMARY_COLUMNS
+
 Conn = asyncpg.Connection | asyncpg.Pool
 Kind = Literal["users", "posts", "hashtags", "locations"]
 KINDS: tuple[Kind, ...] = ("users", "posts", "hashtags", "locations")
@@ -101,7 +103,7 @@ async def _rows_by_id(conn: Conn, sql: str, viewer: int, ids: list[int]) -> dict
 async def visible_users(conn: Conn, viewer: int, user_ids: list[int]) -> dict[int, asyncpg.Record]:
     """Of these users, those the viewer may be shown (storage.visibility)."""
     return await _rows_by_id(
-        conn, "SELECT u.id, u.username, u.full_name, u.avatar_media_id, u.is_private, u.is_verified FROM users u"
+        conn, f"SELECT {SUMMARY_COLUMNS} FROM users u"
         " WHERE u.id = ANY($2::bigint[]) AND user_shown($1, u.id)", viewer, user_ids)
 
 

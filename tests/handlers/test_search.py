@@ -70,7 +70,8 @@ async def test_users_are_found_by_prefix_typo_and_without_accents_best_match_fir
     assert await names(client, headers, "users", "qqqq") == []
     assert await names(client, headers, "users", "surfer") == ["kite_surfer.pt"]  # "_" and "." split words
     first = (await find(client, headers, "users", "bob"))["results"][0]
-    assert set(first) == {"id", "username", "full_name", "avatar_media_id", "is_private", "is_verified"}
+    assert set(first) == {"id", "username", "full_name", "avatar_media_id", "is_private", "is_verified",
+                          "avatar_url"}
 
 
 async def test_posts_are_found_by_prefix_and_typo_best_match_first(search_client, pool):
