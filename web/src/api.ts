@@ -31,7 +31,11 @@ export interface Media {
   id: Id; kind: string; content_type?: string; width: number | null; height: number | null;
   placeholder?: string; url: string; renditions: Record<string, Rendition>;
 }
-export interface UserBrief { id: Id; username: string; full_name: string; is_verified: boolean; avatar_media_id?: Id | null }
+/** A user as lists name them; `avatar_url` a signed link to the avatar's smallest WebP (null: none),
+ * on every list the server renders (profiles give `avatar_media_id` instead). */
+export interface UserBrief {
+  id: Id; username: string; full_name: string; is_verified: boolean; avatar_media_id?: Id | null; avatar_url?: string | null;
+}
 export interface Relationship { following: boolean; followed_by: boolean; requested: boolean; blocking: boolean; muting?: boolean }
 export interface Profile extends UserBrief {
   bio: string; website: string; avatar_media_id: Id | null; is_private: boolean;

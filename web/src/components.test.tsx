@@ -87,7 +87,19 @@ describe("ErrorLine", () => {
 });
 
 describe("Avatar", () => {
-  it("shows the author's photo, looked up from the profile when the brief has no avatar field", async () => {
+  it("draws a brief's avatar_url at once, asking nothing of the server", async () => {
+    const fetch = vi.fn(async () => respond(404, { error: { code: "not_found", message: "Not found." } }));
+    vi.stubGlobal("fetch", fetch);
+    const author = { id: "23", username: "cy", full_name: "", is_verified: false, avatar_url: "/api/media/i/9/s/f/150.webp" };
+    const { container } = render(<PostCard post={{ ...post, id: "23", author }} />);
+    expect(container.querySelector("header .avatar img")?.getAttribute("src")).toBe("/api/media/i/9/s/f/150.webp");
+    const none = render(<Avatar user={{ ...author, id: "24", avatar_url: null }} />);
+    expect(none.container.querySelector(".avatar")!.textContent).toBe("C");
+    expect(fetch).not.toHaveBeenCalledWith(expect.stringContaining("/api/accounts/users/"), expect.anything());
+    expect(fetch).not.toHaveBeenCalledWith(expect.stringContaining("/api/media/"), expect.anything());
+  });
+
+  it("shows a photo looked up from the profile when the brief has no avatar field (a conversation's member)", async () => {
     const calls: string[] = [];
     vi.stubGlobal("fetch", vi.fn(async (url: string) => {
       calls.push(url);

@@ -51,15 +51,15 @@ export function mediaById(id: Id): Promise<Media | null> {
   return p;
 }
 
-type AvatarUser = Pick<UserBrief, "username"> & { id?: Id; avatar_media_id?: Id | null };
+type AvatarUser = Pick<UserBrief, "username"> & { id?: Id; avatar_media_id?: Id | null; avatar_url?: string | null };
 
-/** The avatar's media id: the brief's own when it carries one (null: none); else, for a brief
- * without the field (a post's author, a comment's, a liker), the profile's, fetched once per page
- * load; the viewer's own from the signed-in profile, so a new photo shows at once. */
-function useAvatarId(user: AvatarUser): Id | null {
+/** The avatar's media id, where the brief has no link of its own: the viewer's own from the
+ * signed-in profile (so a new photo shows at once), the brief's `avatar_media_id` when it carries
+ * one (null: none), else the profile's, fetched once per page load (a conversation's members). */
+function useAvatarId(user: AvatarUser, linked: boolean): Id | null {
   const viewer = useStore(me);
   const own = !!user.id && viewer?.id === user.id;
-  const known = own ? viewer!.avatar_media_id : user.avatar_media_id;
+  const known = own ? viewer!.avatar_media_id : linked ? null : user.avatar_media_id;
   const [looked, setLooked] = useState<Id | null>(null);
   useEffect(() => {
     setLooked(null);
@@ -71,21 +71,25 @@ function useAvatarId(user: AvatarUser): Id | null {
   return known !== undefined ? known : looked;
 }
 
-/** A round avatar: the photo's smallest rendition, or the username's initial while there is none. */
+/** A round avatar: the brief's `avatar_url` (lists the server renders carry it), else the photo's
+ * smallest rendition by its media id, or the username's initial while there is none. */
 export function Avatar({ user, size = 32, online }: { user: AvatarUser; size?: number; online?: boolean }) {
-  const mediaId = useAvatarId(user);
-  const [url, setUrl] = useState<string | null>(null);
+  const viewer = useStore(me);
+  const linked = user.avatar_url !== undefined && !(user.id && viewer?.id === user.id);
+  const mediaId = useAvatarId(user, linked);
+  const [looked, setLooked] = useState<string | null>(null);
   useEffect(() => {
     let live = true;
-    setUrl(null);
+    setLooked(null);
     if (mediaId) {
       mediaById(mediaId).then((m) => {
         if (!live || !m) return;
-        setUrl(smallestUrl(m));
+        setLooked(smallestUrl(m));
       });
     }
     return () => { live = false; };
   }, [mediaId]);
+  const url = linked ? user.avatar_url ?? null : looked;
   const letter = (user.username || "?")[0].toUpperCase();
   return (
     <span className="avatar" style={{ width: size, height: size, fontSize: size / 2.4 }} aria-hidden="true">
