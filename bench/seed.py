@@ -378,13 +378,12 @@ def generate(plan: Plan, password_hash: str, images: list[dict[str, Any]], now: 
         conv_rows.append((cid, kind, pair_key, title, user_ids[u], count, last_at, started))
         for m in members:
             read = count if prng.random() < 0.7 else max(0, count - prng.randint(1, 5))
-            member_rows.append((cid, user_ids[m], read, count, started, last_at))
+            member_rows.append((cid, user_ids[m], read, count, started))
         g.conversations.append((cid, [user_ids[m] for m in members]))
     g.rows["conversations"] = (("id", "kind", "pair_key", "title", "created_by", "last_seq", "last_message_at",
                                 "created_at"), conv_rows)
-    # last_message_at is a tree's before migration 0024, active_at after it (the loader keeps a tree's own)
-    g.rows["conversation_members"] = (("conversation_id", "user_id", "read_seq", "delivered_seq", "joined_at",
-                                       "active_at"), member_rows)
+    g.rows["conversation_members"] = (("conversation_id", "user_id", "read_seq", "delivered_seq", "joined_at"),
+                                      member_rows)
     g.rows["messages"] = (("id", "conversation_id", "seq", "sender_id", "client_id", "text", "created_at"),
                           message_rows)
 

@@ -18,7 +18,7 @@ reply to a hidden message shows as no reply.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Iterable, Sequence
 
 import asyncpg
@@ -50,10 +50,9 @@ def last_readable(reader: str) -> str:
 
 
 # the conversation's last activity as one reader sees it: its newest message they may read, else
-# its creation. The time of its newest message whoever sent it (a member row's `active_at`) counts
-# those a block hides from this reader too, so ordering or showing it let a blocked sender move the
-# conversation to the top of the reader's list while the message itself stayed hidden; it only
-# bounds this (list_conversations).
+# its creation. `conversations.last_message_at` is bumped by every message, those a block hides
+# from this reader too, so ordering or showing it let a blocked sender move the conversation to
+# the top of the reader's list while the message itself stayed hidden.
 LAST_ACTIVITY = "coalesce(last.last_message_created_at, c.created_at)"
 
 
@@ -87,11 +86,9 @@ async def add_members_as_requests(conn: asyncpg.Connection, conversation_id: int
                                   user_ids: Iterable[int]) -> None:
     """Members join accepted when they follow the inviter (or are the inviter); otherwise the
     conversation is a message request for them. Existing members are kept as they are."""
-    # a newcomer's row bounds their list's order as the others' rows do (active_at: the newest message)
     await conn.execute(
-        "INSERT INTO conversation_members (conversation_id, user_id, accepted, active_at)"
-        " SELECT $1, u, u = $2 OR EXISTS (SELECT 1 FROM follows f WHERE f.follower_id = u AND f.followee_id = $2),"
-        " coalesce((SELECT max(o.active_at) FROM conversation_members o WHERE o.conversation_id = $1), now())"
+        "INSERT INTO conversation_members (conversation_id, user_id, accepted)"
+        " SELECT $1, u, u = $2 OR EXISTS (SELECT 1 FROM follows f WHERE f.follower_id = u AND f.followee_id = $2)"
         " FROM unnest($3::bigint[]) AS u ON CONFLICT DO NOTHING", conversation_id, inviter, sorted(set(user_ids)))
 
 
@@ -148,74 +145,6 @@ async def remove_member(conn: Conn, conversation_id: int, user_id: int) -> bool:
 
 MAX_PINNED = 5
 
-# the columns of a listed conversation, from its member row `m`, the conversation `c`, the
-# reader's last readable message `last` (last_readable) and `activity.at` (LAST_ACTIVITY)
-_LISTED = f"""
-    c.id, c.kind, c.title, c.created_by, c.last_seq, activity.at AS last_message_at, c.created_at,
-    m.read_seq, m.delivered_seq, m.muted, m.pinned_at, m.accepted,
-    (SELECT count(*) FROM messages u WHERE u.conversation_id = c.id AND u.seq > m.read_seq
-        AND u.sender_id <> $1 AND u.deleted_at IS NULL AND {readable_by('$1', 'u')}) AS unread,
-    (SELECT array_agg(o.user_id ORDER BY o.joined_at, o.user_id) FROM conversation_members o
-        WHERE o.conversation_id = c.id) AS member_ids,
-    last.*"""
-
-_MEMBER = "m.conversation_id, m.active_at, m.read_seq, m.delivered_seq, m.muted, m.pinned_at, m.accepted"
-
-# a member row in the folder $5 (accepted ones, or requests from people the viewer may be shown),
-# neither pinned nor declined: the rows of the index conversation_members_by_activity
-_IN_FOLDER = """m.user_id = $1 AND m.accepted = $5 AND m.declined_at IS NULL AND m.pinned_at IS NULL
-      AND (m.accepted OR user_shown($1, (SELECT s.created_by FROM conversations s WHERE s.id = m.conversation_id)))"""
-
-# A page by the reader's last activity, which no index holds (it depends on blocks at read time),
-# read by one that bounds it: a member row's `active_at` (the conversation's newest message,
-# whoever sent it) is never earlier than the reader's LAST_ACTIVITY. The candidates are the $6
-# rows next below the cursor by active_at, and the rows above it (a row moves down from its
-# active_at, never up: those are rows an earlier page passed over whose newest messages the
-# reader may not read); the page is the top $4 of the candidates by the reader's activity, and it
-# is complete when it ends at or above the last candidate's active_at (`edge_at`, `edge_id`),
-# since every row below that one was last active earlier still, or when there were fewer than $6
-# (`candidates`).
-_LIST_PAGE = f"""
-WITH below AS MATERIALIZED (
-    SELECT {_MEMBER} FROM conversation_members m
-    WHERE {_IN_FOLDER} AND (m.active_at, m.conversation_id) < ($2, $3)
-    ORDER BY m.active_at DESC, m.conversation_id DESC
-    LIMIT $6
-),
-candidates AS (
-    SELECT * FROM below
-    UNION ALL
-    SELECT {_MEMBER} FROM conversation_members m WHERE {_IN_FOLDER} AND (m.active_at, m.conversation_id) >= ($2, $3)
-)
-SELECT {_LISTED},
-       (SELECT count(*) FROM below) AS candidates,
-       (SELECT b.active_at FROM below b ORDER BY b.active_at, b.conversation_id LIMIT 1) AS edge_at,
-       (SELECT b.conversation_id FROM below b ORDER BY b.active_at, b.conversation_id LIMIT 1) AS edge_id
-FROM candidates m
-JOIN conversations c ON c.id = m.conversation_id
-{last_readable('$1')}
-CROSS JOIN LATERAL (SELECT {LAST_ACTIVITY} AS at) activity
-WHERE (activity.at, c.id) < ($2, $3)
-ORDER BY activity.at DESC, c.id DESC
-LIMIT $4
-"""
-
-_LIST_PINNED = f"""
-SELECT {_LISTED}
-FROM conversation_members m
-JOIN conversations c ON c.id = m.conversation_id
-{last_readable('$1')}
-CROSS JOIN LATERAL (SELECT {LAST_ACTIVITY} AS at) activity
-WHERE m.user_id = $1 AND m.pinned_at IS NOT NULL AND m.declined_at IS NULL AND m.accepted = $3
-  AND (m.accepted OR user_shown($1, c.created_by))
-ORDER BY m.pinned_at DESC, c.id DESC
-LIMIT $2
-"""
-
-# candidates a page asks first, past its own rows: enough to outrun a few conversations whose
-# newest messages the reader may not read; a page that needs more asks again with more
-CANDIDATES_PAST_PAGE = 16
-
 
 async def list_conversations(conn: Conn, viewer: int, before: tuple[datetime, int] | None,
                              limit: int, requests: bool = False, pinned: bool = False) -> list[asyncpg.Record]:
@@ -227,19 +156,28 @@ async def list_conversations(conn: Conn, viewer: int, before: tuple[datetime, in
     neither moves a conversation nor dates it. Declined ones are in neither folder. The last
     message's columns are prefixed `last_message_` (`last_message_id` is NULL when there is none),
     apart from the conversation's own `last_seq`."""
-    if pinned:
-        return await conn.fetch(_LIST_PINNED, viewer, limit, not requests)
-    # always a bound (not `$2 IS NULL OR ...`), so that a generic plan scans the index from it
-    at, below_id = before if before is not None else (datetime.max.replace(tzinfo=timezone.utc), BIGINT_MAX)
-    candidates = limit + CANDIDATES_PAST_PAGE
-    while True:
-        rows = await conn.fetch(_LIST_PAGE, viewer, at, below_id, limit, not requests, candidates)
-        if not rows or rows[0]["candidates"] < candidates:
-            return rows
-        last = rows[-1]
-        if len(rows) == limit and (last["last_message_at"], last["id"]) >= (last["edge_at"], last["edge_id"]):
-            return rows
-        candidates *= 8
+    order = "m.pinned_at DESC, c.id DESC" if pinned else "activity.at DESC, c.id DESC"
+    return await conn.fetch(
+        f"""
+        SELECT c.id, c.kind, c.title, c.created_by, c.last_seq, activity.at AS last_message_at, c.created_at,
+               m.read_seq, m.delivered_seq, m.muted, m.pinned_at, m.accepted,
+               (SELECT count(*) FROM messages u WHERE u.conversation_id = c.id AND u.seq > m.read_seq
+                   AND u.sender_id <> $1 AND u.deleted_at IS NULL AND {readable_by('$1', 'u')}) AS unread,
+               (SELECT array_agg(o.user_id ORDER BY o.joined_at, o.user_id) FROM conversation_members o
+                   WHERE o.conversation_id = c.id) AS member_ids,
+               last.*
+        FROM conversation_members m
+        JOIN conversations c ON c.id = m.conversation_id
+        {last_readable('$1')}
+        CROSS JOIN LATERAL (SELECT {LAST_ACTIVITY} AS at) activity
+        WHERE m.user_id = $1 AND m.declined_at IS NULL AND m.accepted = $5
+          AND ($5 OR user_shown($1, c.created_by))
+          AND (m.pinned_at IS NOT NULL) = $6
+          AND ($2::timestamptz IS NULL OR (activity.at, c.id) < ($2::timestamptz, $3::bigint))
+        ORDER BY {order}
+        LIMIT $4
+        """,
+        viewer, before[0] if before else None, before[1] if before else None, limit, not requests, pinned)
 
 
 async def update_member_settings(pool: asyncpg.Pool, conversation_id: int, user_id: int, muted: bool | None,
@@ -327,13 +265,12 @@ locked AS MATERIALIZED (
     WHERE c.id IN (SELECT conversation_id FROM input)
     ORDER BY c.id FOR UPDATE
 ),
--- then the member rows of those conversations (stamped below, the senders' moved too), in key
--- order as every writer of member rows locks them (mark_delivered_batch): updated in the join's
--- order, they deadlocked with the receipt writer, and every lane waited out PostgreSQL's deadlock
--- timeout behind the loser
+-- then the senders' member rows (own_read below moves them), in key order as every writer of
+-- member rows locks them (mark_delivered_batch): updated in the join's order, they deadlocked with
+-- the receipt writer, and every lane waited out PostgreSQL's deadlock timeout behind the loser
 senders AS MATERIALIZED (
     SELECT cm.conversation_id, cm.user_id FROM conversation_members cm
-    WHERE cm.conversation_id IN (SELECT conversation_id FROM input)
+    WHERE (cm.conversation_id, cm.user_id) IN (SELECT conversation_id, sender_id FROM input)
       AND (SELECT count(*) FROM locked) >= 0  -- evaluated once, first: every conversation locked before these
     ORDER BY cm.conversation_id, cm.user_id FOR UPDATE OF cm
 ),
@@ -358,13 +295,13 @@ judged AS MATERIALIZED (
     FROM input i
     LEFT JOIN messages old ON old.sender_id = i.sender_id AND old.client_id = i.client_id
     LEFT JOIN locked l ON l.id = i.conversation_id
-    WHERE (SELECT count(*) FROM senders) >= 0  -- evaluated once, first: every member row locked before members_moved
+    WHERE (SELECT count(*) FROM senders) >= 0  -- evaluated once, first: every sender's row locked before own_read
 ),
 counts AS (
     SELECT conversation_id, count(*) AS n FROM judged WHERE status = 'ok' GROUP BY conversation_id
 ),
 bumped AS (
-    UPDATE conversations c SET last_seq = c.last_seq + counts.n
+    UPDATE conversations c SET last_seq = c.last_seq + counts.n, last_message_at = now()
     FROM counts WHERE c.id = counts.conversation_id
     RETURNING c.id, c.last_seq - counts.n AS base
 ),
@@ -377,25 +314,14 @@ inserted AS (
     ORDER BY j.idx
     RETURNING {MESSAGE_COLUMNS}
 ),
--- every member's row bounds their conversation list's order (active_at: list_conversations);
--- and sending implies having read (and received) everything up to one's own message, and
--- accepting the conversation (answering a message request accepts it). One statement may update a
--- row once, so both are one update.
-own AS (
-    SELECT conversation_id, sender_id, max(seq) AS seq FROM inserted GROUP BY 1, 2
-),
-stamped AS (
-    SELECT cm.conversation_id, cm.user_id, own.seq FROM conversation_members cm
-    JOIN bumped b ON b.id = cm.conversation_id
-    LEFT JOIN own ON own.conversation_id = cm.conversation_id AND own.sender_id = cm.user_id
-),
-members_moved AS (
+-- sending implies having read (and received) everything up to one's own message, and accepting
+-- the conversation (answering a message request accepts it)
+own_read AS (
     UPDATE conversation_members cm
-    SET active_at = GREATEST(cm.active_at, now()),
-        read_seq = GREATEST(cm.read_seq, coalesce(s.seq, 0)), delivered_seq = GREATEST(cm.delivered_seq, coalesce(s.seq, 0)),
-        accepted = cm.accepted OR s.seq IS NOT NULL, declined_at = CASE WHEN s.seq IS NULL THEN cm.declined_at END
-    FROM stamped s
-    WHERE cm.conversation_id = s.conversation_id AND cm.user_id = s.user_id
+    SET read_seq = GREATEST(cm.read_seq, s.seq), delivered_seq = GREATEST(cm.delivered_seq, s.seq), accepted = true,
+        declined_at = NULL
+    FROM (SELECT conversation_id, sender_id, max(seq) AS seq FROM inserted GROUP BY 1, 2) s
+    WHERE cm.conversation_id = s.conversation_id AND cm.user_id = s.sender_id
 )
 SELECT j.idx, 'ok' AS status, ins.*,
        -- delivered to the members the sender may reach (a group keeps people who blocked each other
