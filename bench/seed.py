@@ -6,7 +6,7 @@ What it makes, sized by --users (defaults per user in Plan):
   fifteen accounts pass 10,000 followers (the celebrity threshold: merged at read, not fanned out);
 - posts over the last 30 days, each with a media row pointing at one of a handful of real small
   JPEGs (made once with pyvips, rendered by glint's own pipeline, uploaded to S3 once), hashtags in
-  some captions, likes and comments with exact counters;
+  some captions, likes and comments with exact counters; each author's first photo as their avatar;
 - 1:1 and group conversations with history (gapless seqs, read positions);
 - the home timelines of recently active users in Redis, under the key names and cap of
   storage/timelines.py, holding what a rebuild would hold.
@@ -335,6 +335,11 @@ def generate(plan: Plan, password_hash: str, images: list[dict[str, Any]], now: 
             media_rows.append((mids[i], user_ids[authors[i]], "image", "image/jpeg", t["size_bytes"], t["width"],
                                t["height"], t["placeholder"], t["original_key"], t["renditions"], created[i], created[i]))
             post_media_rows.append((pids[i], 0, mids[i]))
+    # an avatar for everyone with a post, the photo of their first one: a page links one beside each post
+    avatars: list[int | None] = [None] * n
+    if images:
+        for i in range(n_posts - 1, -1, -1):
+            avatars[authors[i]] = mids[i]
     g.rows["media"] = (("id", "owner_id", "kind", "content_type", "size_bytes", "width", "height", "placeholder",
                         "original_key", "renditions", "attached_at", "created_at"), media_rows)
     g.rows["post_media"] = (("post_id", "position", "media_id"), post_media_rows)
@@ -391,11 +396,13 @@ def generate(plan: Plan, password_hash: str, images: list[dict[str, Any]], now: 
     names = [f"{prng.choice(FIRST)} {prng.choice(LAST)}".title() for _ in range(2048)]
     following_list = following_count.tolist()
     g.rows["users"] = (("id", "username", "email", "password_hash", "full_name", "bio", "is_verified",
-                        "posts_count", "followers_count", "following_count", "last_active_at", "created_at"),
+                        "posts_count", "followers_count", "following_count", "last_active_at", "created_at",
+                        "avatar_media_id"),
                        [(user_ids[i], USERNAME.format(i), USERNAME.format(i) + "@bench.glint.test", password_hash,
                          names[i % 2048], "", g.followers_count[i] >= celebrity_threshold, posts_count[i],
                          g.followers_count[i], following_list[i],
-                         recent[i % 4096] if g.active[i] else long_ago[i % 4096], IdMaker.time(user_ids[i]))
+                         recent[i % 4096] if g.active[i] else long_ago[i % 4096], IdMaker.time(user_ids[i]),
+                         avatars[i])
                         for i in range(n)])
     return g
 
