@@ -18,7 +18,7 @@ from aiohttp.web_protocol import RequestPayloadError
 from msgspec import Meta
 
 from realtime.frames import IdStr
-from storage.bounds import BIGINT_MAX, bad_str, is_id
+from storage.bounds import BIGINT_MAX, bad_str, field_problem, is_id
 
 from handlers.context import config_key, identity_key, pool_key, redis_key, replicas_key
 from realtime import frames
@@ -141,41 +141,13 @@ def error_frame(error: ApiError, ref: Any = None) -> bytes:
     return frames.error(getattr(error, "frame_code", error.code), error.message, ref, retry_after)
 
 
-# msgspec's wording of a bound, as a person would put it: "Expected `str` of length >= 8"
-_BOUNDS = [
-    (re.compile(r"^Expected `str` of length >= (\d+)$"), "At least {} characters."),
-    (re.compile(r"^Expected `str` of length <= (\d+)$"), "At most {} characters."),
-    (re.compile(r"^Expected `array` of length >= (\d+)$"), "At least {} items."),
-    (re.compile(r"^Expected `array` of length <= (\d+)$"), "At most {} items."),
-    (re.compile(r"^Expected `(?:int|float)` >= (\S+)$"), "At least {}."),
-    (re.compile(r"^Expected `(?:int|float)` <= (\S+)$"), "At most {}."),
-    (re.compile(r"^Expected `str`, got `\w+`$"), "Text expected."),
-]
-
-
-def _plainly(message: str) -> str:
-    for pattern, plain in _BOUNDS:
-        if (match := pattern.match(message)) is not None:
-            return plain.format(*match.groups())
-    return message
-
-
 def validation_error(exc: msgspec.ValidationError) -> ValidationFailed:
     """Turn msgspec's message ("Expected `str` of length >= 8 - at `$.password`") into a field
     error, in plain words where it is a bound ("At least 8 characters.")."""
-    text = str(exc)
-    if " - at `$." in text:
-        message, _, where = text.partition(" - at `$.")
-        name = where.rstrip("`").split("[")[0]
-        message = _plainly(message)
-        return ValidationFailed(f"{name}: {message}", fields={name: message})
-    if text.startswith("Object missing required field `"):
-        name = text.split("`")[1]
-        return ValidationFailed(f"{name}: this field is required.", fields={name: "This field is required."})
-    if text.startswith("Object contains unknown field `"):
-        name = text.split("`")[1]
-        return ValidationFailed(f"{name}: unknown field.", fields={name: "Unknown field."})
-    return ValidationFailed(text)
+    name, problem = field_problem(str(exc))
+    if name is None:
+        return ValidationFailed(problem)
+    return ValidationFailed(f"{name}: {problem}", fields={name: problem})
 
 
 # ---------------------------------------------------------------- bodies

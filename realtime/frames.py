@@ -17,7 +17,7 @@ import msgspec
 from msgspec import Meta
 
 from storage import messages as store
-from storage.bounds import BIGINT_MAX, ID_PATTERN, bad_text
+from storage.bounds import BIGINT_MAX, ID_PATTERN, bad_text, plain_validation
 from storage.notifications import NotificationView
 
 IdStr = Annotated[str, Meta(pattern=ID_PATTERN, description="a 64-bit id as a string (1..2^63-1)")]
@@ -326,8 +326,7 @@ def decode_client(data: bytes | str) -> AnyClientFrame:
         text = str(exc)
         code = "unknown_type" if "Invalid value" in text and "`$.type`" in text or "missing required field `type`" in text \
             else "invalid_frame"
-        return_ref = _ref_of(raw)
-        raise FrameError(code, text, return_ref) from None
+        raise FrameError(code, plain_validation(text), _ref_of(raw)) from None
     except msgspec.DecodeError:
         raise FrameError("malformed_json", "The frame is not a JSON object.") from None
     except RecursionError:

@@ -73,6 +73,52 @@ def bad_url(raw: str) -> str | None:
     return bad_text(unquote_to_bytes(raw.replace("+", " ")))
 
 
+# msgspec's wording of a bound or a type, as a person would put it: "Expected `str` of length >= 8"
+_PLAIN = [
+    (re.compile(r"^Expected `str` of length >= (\d+)$"), "At least {} characters."),
+    (re.compile(r"^Expected `str` of length <= (\d+)$"), "At most {} characters."),
+    (re.compile(r"^Expected `array` of length >= (\d+)$"), "At least {} items."),
+    (re.compile(r"^Expected `array` of length <= (\d+)$"), "At most {} items."),
+    (re.compile(r"^Expected `(?:int|float)` >= (\S+)$"), "At least {}."),
+    (re.compile(r"^Expected `(?:int|float)` <= (\S+)$"), "At most {}."),
+    (re.compile(r"^Expected `str`, got `\w+`$"), "Text expected."),
+    (re.compile(r"^Expected `str` matching regex "), "Not in the form expected."),
+    (re.compile(r"^Expected `int`, got `\w+`$"), "A whole number expected."),
+    (re.compile(r"^Expected `bool`, got `\w+`$"), "true or false expected."),
+    (re.compile(r"^Expected `object`, got `\w+`$"), "An object expected."),
+    (re.compile(r"^Expected `array`, got `\w+`$"), "A list expected."),
+]
+
+
+def plainly(message: str) -> str:
+    """msgspec's message of a refused value (without its " - at `$...`" part) in plain words,
+    where it is one of the common ones; REST's field errors and the websocket's error frames both
+    say it so."""
+    for pattern, plain in _PLAIN:
+        if (match := pattern.match(message)) is not None:
+            return plain.format(*match.groups())
+    return message
+
+
+def field_problem(text: str) -> tuple[str | None, str]:
+    """A msgspec ValidationError's text as the field it names (None: the value as a whole) and
+    what is wrong with it in plain words: ("password", "At least 8 characters.")."""
+    if " - at `$." in text:
+        message, _, where = text.partition(" - at `$.")
+        return where.rstrip("`").split("[")[0], plainly(message)
+    if text.startswith("Object missing required field `"):
+        return text.split("`")[1], "This field is required."
+    if text.startswith("Object contains unknown field `"):
+        return text.split("`")[1], "Unknown field."
+    return None, plainly(text)
+
+
+def plain_validation(text: str) -> str:
+    """A msgspec ValidationError's text in plain words, naming its field: "password: At least 8 characters."."""
+    name, problem = field_problem(text)
+    return problem if name is None else f"{name}: {problem}"
+
+
 def is_emoji(text: str) -> bool:
     """Is this exactly one emoji, as Unicode's emoji data has it (a skin tone, a flag or a family
     joined by zero-width joiners included): what a reaction may be."""

@@ -56,6 +56,15 @@ async def test_bad_frames_get_error_frames_and_the_socket_stays_open(client):
         assert frame["type"] == "error" and frame["code"] == code and frame["ref"] == ref, (data, frame)
     await ws.send_bytes(b"\x00\x01")
     assert (await next_frame(ws))["code"] == "text_only"
+    # in the plain words REST's field errors use, naming the field
+    for data, message in [
+        ('{"type": "message.send", "conversation_id": "abc", "client_id": "x"}', "conversation_id: Not in the form expected."),
+        ('{"type": "message.send", "client_id": "x"}', "conversation_id: This field is required."),
+        ('{"type": "typing", "conversation_id": 5}', "conversation_id: Text expected."),
+        ("[1, 2]", "An object expected."),
+    ]:
+        await ws.send_str(data)
+        assert (await next_frame(ws))["message"] == message, data
     await ws.send_json({"type": "ping"})
     assert (await next_frame(ws))["type"] == "pong"
     assert not ws.closed
