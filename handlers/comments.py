@@ -19,6 +19,7 @@ from handlers.context import pool_key
 from handlers.media import media_links
 from handlers.posts import CAPTION_MAX, LikeState, UserBrief, cursor_id, like_routes, user_brief, visible_post
 from storage import comments, outbox, users, visibility
+from storage.bounds import is_blank
 
 routes = Routes("comments")
 
@@ -70,7 +71,7 @@ async def add_comment(pool: asyncpg.Pool, viewer: int, body: CommentCreate) -> a
     """Comment on a post the viewer may see; a reply to a reply joins its thread (one level only).
     Emits comment_created."""
     text = body.text.strip()
-    if not text:
+    if is_blank(text):
         raise ValidationFailed("text is empty.", fields={"text": "May not be blank."})
     post = await visible_post(pool, viewer, parse_id(str(body.post_id), "post_id"))
     parent_id = None

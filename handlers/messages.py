@@ -34,7 +34,7 @@ from realtime.gateway import Connection, Gateway, gateway_key
 from realtime.frames import message_out, messages_for, messages_for_each
 from storage import messages as store
 from storage import visibility
-from storage.bounds import is_emoji
+from storage.bounds import is_blank, is_emoji
 
 routes = Routes("messages")
 frame_rules = FrameRules()  # the websocket twins of the routes below (dispatched by handlers/socket.py)
@@ -76,7 +76,7 @@ async def send_message(pool: asyncpg.Pool, writer: MessageWriter, sender: int, c
     into a 1:1 with a block either way; text, media or a share required (a share of something the
     sender may see)."""
     share = body.share
-    if not body.text.strip() and body.media_id is None and share is None:
+    if is_blank(body.text) and body.media_id is None and share is None:
         raise ValidationFailed("A message needs text, media or a share.", fields={"text": "Send text or media."})
     media_id = int(body.media_id) if body.media_id is not None else None
     if media_id is not None and not await store.claim_media(pool, media_id, sender):
@@ -166,7 +166,7 @@ async def edit_message(pool: asyncpg.Pool, gateway: Gateway, sender: int, conver
                        text: str) -> Message:
     """The sender's own text message gets new text within the edit window; the members the sender
     may reach get message.edited, each with the reactions they may see."""
-    if not text.strip():
+    if is_blank(text):
         raise ValidationFailed("A message needs text.", fields={"text": "Write something."})
     if await store.get_conversation(pool, conversation_id, sender) is None:
         raise NotFound()

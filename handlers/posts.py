@@ -31,6 +31,7 @@ from handlers.common import (
 from handlers.context import config_key, pool_key, redis_key, s3_key
 from handlers.media import AVATAR_URL_DOC, MediaOut, MediaStatic, avatar_url, media_fields, media_links
 from storage import media, outbox, posts, users, visibility
+from storage.bounds import is_blank
 from storage.cluster import is_cluster
 from storage.ratelimit import Rider
 
@@ -116,7 +117,7 @@ async def create_post(pool: asyncpg.Pool, author_id: int, body: PostCreate) -> i
     media_ids = [parse_id(str(m), "media_ids") for m in body.media_ids]
     if len(set(media_ids)) != len(media_ids):
         raise ValidationFailed("media_ids repeats an id.", fields={"media_ids": "Repeated id."})
-    if body.location is not None and not body.location.name.strip():
+    if body.location is not None and is_blank(body.location.name):
         raise ValidationFailed("location.name is blank.", fields={"location.name": "Name the place."})
     tags, names = parse_caption(body.caption)
     async with pool.acquire() as conn, conn.transaction():

@@ -23,6 +23,7 @@ from handlers.context import search_key
 from handlers.media import media_links
 from handlers.posts import PostOut, post_bodies
 from storage import search
+from storage.bounds import is_blank
 from storage.search import Hit, Kind
 
 routes = Routes("search")
@@ -80,7 +81,7 @@ HYDRATE: dict[str, Hydrate] = {"users": _users, "posts": _posts, "hashtags": _ha
 def read_query(request: web.Request) -> search.Query:
     """?q=, required, at most QUERY_MAX characters."""
     raw = request.query.get("q", "")
-    if not raw.strip():
+    if is_blank(raw):
         raise ValidationFailed("q is required.", fields={"q": "This field is required."})
     if len(raw) > QUERY_MAX:
         raise ValidationFailed(f"q: at most {QUERY_MAX} characters.", fields={"q": f"At most {QUERY_MAX} characters."})

@@ -31,7 +31,7 @@ from realtime.delivery import MessageWriter, writer_key
 from realtime.frames import IdStr, Message, SendBody
 from storage import media, outbox, stories
 from storage import messages as message_store
-from storage.bounds import is_emoji
+from storage.bounds import is_blank, is_emoji
 
 routes = Routes("stories")
 
@@ -196,7 +196,7 @@ async def react_to_story(pool: asyncpg.Pool, writer: MessageWriter, now: datetim
     if (body.emoji is None) == (body.text is None):
         raise ValidationFailed("Send either emoji or text.", fields={"emoji": "Send either emoji or text."})
     kind, content = ("emoji", body.emoji) if body.emoji is not None else ("text", body.text)
-    if not content.strip():
+    if is_blank(content):
         raise ValidationFailed(f"{kind} is blank.", fields={kind: "Blank."})
     if kind == "emoji" and not is_emoji(content):
         raise ValidationFailed("emoji: one emoji.", fields={"emoji": "React with one emoji."})

@@ -9,6 +9,7 @@ batched statement where it would fail everyone else's rows.
 from __future__ import annotations
 
 import re
+import unicodedata
 from urllib.parse import unquote_to_bytes
 
 import emoji as unicode_emoji
@@ -117,6 +118,17 @@ def plain_validation(text: str) -> str:
     """A msgspec ValidationError's text in plain words, naming its field: "password: At least 8 characters."."""
     name, problem = field_problem(text)
     return problem if name is None else f"{name}: {problem}"
+
+
+# characters drawn as nothing that are neither whitespace nor format characters (Cf): the Hangul
+# fillers and the blank Braille pattern, a favourite of empty-looking names and messages
+_BLANKS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+
+
+def is_blank(text: str) -> bool:
+    """Whether a text shows nothing: only whitespace and invisible characters (the zero-width
+    space and joiners, bidi marks and other format characters, the fillers of _BLANKS)."""
+    return all(c.isspace() or c in _BLANKS or unicodedata.category(c) == "Cf" for c in text)
 
 
 def is_emoji(text: str) -> bool:

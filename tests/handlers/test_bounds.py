@@ -7,7 +7,7 @@ from msgspec import inspect as mi
 
 from app.main import ROUTE_MODULES
 from realtime import frames
-from storage.bounds import BIGINT_MAX, is_id
+from storage.bounds import BIGINT_MAX, is_blank, is_id
 
 
 def unbounded(t, where: str, seen: set) -> list[str]:
@@ -46,3 +46,31 @@ def test_the_id_pattern_is_exactly_one_to_two_to_the_63_minus_one():
     assert is_id("1") and is_id(str(BIGINT_MAX)) and is_id("1000000000000000000")
     for bad in ("0", "01", str(BIGINT_MAX + 1), "9999999999999999999", "-1", "1e3", " 1", "١", "²"):
         assert not is_id(bad), bad
+
+
+def test_text_that_shows_nothing_is_blank_and_text_that_shows_something_is_not():
+    for blank in ("", " \n\t", "\u200b", "\u200d\u200b\ufeff", "\u3164", "\u2800 ", "\u115f\u1160", "\u202e"):
+        assert is_blank(blank), repr(blank)
+    for shown in ("a", "\u200bhi", "👍", "\u200d👨", "١", "."):
+        assert not is_blank(shown), repr(shown)
+
+
+async def test_a_comment_message_or_location_of_invisible_characters_is_refused_and_nothing_is_written(client, pool):
+    from tests.support import new_media, new_post, start_conversation, user_and_token, user_with_token
+
+    user, headers = await user_with_token(client)
+    post = await new_post(client, headers)
+    invisible = "\u200b\u3164\u2800"
+    comment = await client.post("/api/comments/", json={"post_id": post["id"], "text": invisible}, headers=headers)
+    assert comment.status == 400 and (await comment.json())["error"]["fields"] == {"text": "May not be blank."}
+    located = await client.post("/api/posts/", json={"caption": "", "media_ids": await new_media(client, headers),
+                                                     "location": {"name": invisible}}, headers=headers)
+    assert located.status == 400 and (await located.json())["error"]["fields"] == {"location.name": "Name the place."}
+    other, token = await user_and_token(client)
+    conversation = await start_conversation(client, token, user["id"])
+    message = await client.post(f"/api/conversations/{conversation['id']}/messages/",
+                                json={"client_id": "c1", "text": invisible}, headers={"Authorization": f"Bearer {token}"})
+    assert message.status == 400 and (await message.json())["error"]["fields"] == {"text": "Send text or media."}
+    assert await pool.fetchval("SELECT count(*) FROM comments") == 0
+    assert await pool.fetchval("SELECT count(*) FROM posts") == 1
+    assert await pool.fetchval("SELECT count(*) FROM messages") == 0
