@@ -18,7 +18,7 @@ reply to a hidden message shows as no reply.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Iterable, Sequence
 
 import asyncpg
@@ -52,7 +52,8 @@ def last_readable(reader: str) -> str:
 # the conversation's last activity as one reader sees it: its newest message they may read, else
 # its creation. `conversations.last_message_at` is bumped by every message, those a block hides
 # from this reader too, so ordering or showing it let a blocked sender move the conversation to
-# the top of the reader's list while the message itself stayed hidden.
+# the top of the reader's list while the message itself stayed hidden; it only bounds this
+# (list_conversations).
 LAST_ACTIVITY = "coalesce(last.last_message_created_at, c.created_at)"
 
 
@@ -146,38 +147,105 @@ async def remove_member(conn: Conn, conversation_id: int, user_id: int) -> bool:
 MAX_PINNED = 5
 
 
+def _listed(member: str) -> str:
+    """The columns of a listed conversation, from the reader's member row (`member`: its alias),
+    the conversation `c`, the reader's last readable message `last` (last_readable) and
+    `activity.at` (LAST_ACTIVITY)."""
+    return f"""
+    c.id, c.kind, c.title, c.created_by, c.last_seq, activity.at AS last_message_at, c.created_at,
+    {member}.read_seq, {member}.delivered_seq, {member}.muted, {member}.pinned_at, {member}.accepted,
+    (SELECT count(*) FROM messages u WHERE u.conversation_id = c.id AND u.seq > {member}.read_seq
+        AND u.sender_id <> $1 AND u.deleted_at IS NULL AND {readable_by('$1', 'u')}) AS unread,
+    (SELECT array_agg(o.user_id ORDER BY o.joined_at, o.user_id) FROM conversation_members o
+        WHERE o.conversation_id = c.id) AS member_ids,
+    last.*"""
+
+
+# A page by the reader's last activity, which no index holds (it depends on blocks at read time),
+# read by a bound of it that the message writer keeps anyway: `conversations.last_message_at` (the
+# conversation's newest message, whoever sent it) is never earlier than the reader's LAST_ACTIVITY.
+# The reader's member rows in the folder $5 (accepted ones, or requests from people the viewer may
+# be shown), neither pinned nor declined, are read with their conversations, one primary-key probe
+# each (OFFSET 0 keeps it so: flattened, a custom plan hash-joined a scan of every conversation),
+# keeping no more than the bound (the candidates' rows are read again, copying every one cost
+# more); the candidates are the $6 next below the cursor by that bound, and those above it (a row moves
+# down from its bound, never up: those are rows an earlier page passed over whose newest messages
+# the reader may not read). Only the candidates are asked for the reader's last readable message.
+# The page is the top $4 of them by the reader's activity, and it is complete when it ends at or
+# above the last candidate's bound (`edge_at`, `edge_id`), since every row below that one was last
+# active earlier still, or when there were fewer than $6 (`candidates`).
+_LIST_PAGE = f"""
+WITH mine AS MATERIALIZED (
+    SELECT m.conversation_id AS id, c.last_message_at AS bound_at,
+           m.read_seq, m.delivered_seq, m.muted, m.pinned_at, m.accepted
+    FROM conversation_members m
+    CROSS JOIN LATERAL (SELECT s.created_by, s.last_message_at FROM conversations s WHERE s.id = m.conversation_id
+                        OFFSET 0) c
+    WHERE m.user_id = $1 AND m.accepted = $5 AND m.declined_at IS NULL AND m.pinned_at IS NULL
+      AND (m.accepted OR user_shown($1, c.created_by))
+),
+below AS MATERIALIZED (
+    SELECT * FROM mine WHERE (bound_at, id) < ($2, $3) ORDER BY bound_at DESC, id DESC LIMIT $6
+),
+candidates AS (
+    SELECT * FROM below
+    UNION ALL
+    SELECT * FROM mine WHERE (bound_at, id) >= ($2, $3)
+)
+SELECT {_listed('m')},
+       (SELECT count(*) FROM below) AS candidates,
+       (SELECT b.bound_at FROM below b ORDER BY b.bound_at, b.id LIMIT 1) AS edge_at,
+       (SELECT b.id FROM below b ORDER BY b.bound_at, b.id LIMIT 1) AS edge_id
+FROM candidates m
+JOIN conversations c ON c.id = m.id
+{last_readable('$1')}
+CROSS JOIN LATERAL (SELECT {LAST_ACTIVITY} AS at) activity
+WHERE (activity.at, c.id) < ($2, $3)
+ORDER BY activity.at DESC, c.id DESC
+LIMIT $4
+"""
+
+# pinned ones: at most MAX_PINNED a member, most recently pinned first
+_LIST_PINNED = f"""
+SELECT {_listed('m')}
+FROM conversation_members m
+JOIN conversations c ON c.id = m.conversation_id
+{last_readable('$1')}
+CROSS JOIN LATERAL (SELECT {LAST_ACTIVITY} AS at) activity
+WHERE m.user_id = $1 AND m.pinned_at IS NOT NULL AND m.declined_at IS NULL AND m.accepted = $3
+  AND (m.accepted OR user_shown($1, c.created_by))
+ORDER BY m.pinned_at DESC, c.id DESC
+LIMIT $2
+"""
+
+# candidates a page asks first, past its own rows: enough to outrun a few conversations whose
+# newest messages the reader may not read; a page that needs more asks again with more
+CANDIDATES_PAST_PAGE = 16
+
+
 async def list_conversations(conn: Conn, viewer: int, before: tuple[datetime, int] | None,
                              limit: int, requests: bool = False, pinned: bool = False) -> list[asyncpg.Record]:
     """The viewer's conversations in one folder (accepted ones, or requests from people the viewer
-    may be shown), pinned ones (all, most recently pinned first) or the others (latest activity
-    first), each with the last message the viewer may read, the unread count of those and its
-    members' ids; `before` is the (last_message_at, id) of the previous page's last. Latest
-    activity (`last_message_at`) is the viewer's: LAST_ACTIVITY, so a message hidden from them
-    neither moves a conversation nor dates it. Declined ones are in neither folder. The last
-    message's columns are prefixed `last_message_` (`last_message_id` is NULL when there is none),
-    apart from the conversation's own `last_seq`."""
-    order = "m.pinned_at DESC, c.id DESC" if pinned else "activity.at DESC, c.id DESC"
-    return await conn.fetch(
-        f"""
-        SELECT c.id, c.kind, c.title, c.created_by, c.last_seq, activity.at AS last_message_at, c.created_at,
-               m.read_seq, m.delivered_seq, m.muted, m.pinned_at, m.accepted,
-               (SELECT count(*) FROM messages u WHERE u.conversation_id = c.id AND u.seq > m.read_seq
-                   AND u.sender_id <> $1 AND u.deleted_at IS NULL AND {readable_by('$1', 'u')}) AS unread,
-               (SELECT array_agg(o.user_id ORDER BY o.joined_at, o.user_id) FROM conversation_members o
-                   WHERE o.conversation_id = c.id) AS member_ids,
-               last.*
-        FROM conversation_members m
-        JOIN conversations c ON c.id = m.conversation_id
-        {last_readable('$1')}
-        CROSS JOIN LATERAL (SELECT {LAST_ACTIVITY} AS at) activity
-        WHERE m.user_id = $1 AND m.declined_at IS NULL AND m.accepted = $5
-          AND ($5 OR user_shown($1, c.created_by))
-          AND (m.pinned_at IS NOT NULL) = $6
-          AND ($2::timestamptz IS NULL OR (activity.at, c.id) < ($2::timestamptz, $3::bigint))
-        ORDER BY {order}
-        LIMIT $4
-        """,
-        viewer, before[0] if before else None, before[1] if before else None, limit, not requests, pinned)
+    may be shown), pinned ones (all, most recently pinned first; `before` does not apply) or the
+    others (latest activity first), each with the last message the viewer may read, the unread
+    count of those and its members' ids; `before` is the (last_message_at, id) of the previous
+    page's last. Latest activity (`last_message_at`) is the viewer's: LAST_ACTIVITY, so a message
+    hidden from them neither moves a conversation nor dates it. Declined ones are in neither
+    folder. The last message's columns are prefixed `last_message_` (`last_message_id` is NULL when
+    there is none), apart from the conversation's own `last_seq`."""
+    if pinned:
+        return await conn.fetch(_LIST_PINNED, viewer, limit, not requests)
+    # always a bound (not `$2 IS NULL OR ...`), so that a generic plan is the same for every page
+    at, below_id = before if before is not None else (datetime.max.replace(tzinfo=timezone.utc), BIGINT_MAX)
+    candidates = limit + CANDIDATES_PAST_PAGE
+    while True:
+        rows = await conn.fetch(_LIST_PAGE, viewer, at, below_id, limit, not requests, candidates)
+        if not rows or rows[0]["candidates"] < candidates:
+            return rows
+        last = rows[-1]
+        if len(rows) == limit and (last["last_message_at"], last["id"]) >= (last["edge_at"], last["edge_id"]):
+            return rows
+        candidates *= 8
 
 
 async def update_member_settings(pool: asyncpg.Pool, conversation_id: int, user_id: int, muted: bool | None,
@@ -300,8 +368,10 @@ judged AS MATERIALIZED (
 counts AS (
     SELECT conversation_id, count(*) AS n FROM judged WHERE status = 'ok' GROUP BY conversation_id
 ),
+-- last_message_at bounds every reader's last activity (list_conversations): never moved back, even
+-- by a batch whose transaction began before the one that wrote this conversation's newer messages
 bumped AS (
-    UPDATE conversations c SET last_seq = c.last_seq + counts.n, last_message_at = now()
+    UPDATE conversations c SET last_seq = c.last_seq + counts.n, last_message_at = GREATEST(c.last_message_at, now())
     FROM counts WHERE c.id = counts.conversation_id
     RETURNING c.id, c.last_seq - counts.n AS base
 ),
