@@ -73,6 +73,7 @@ class UserOut(Struct):
     bio: str
     website: str
     avatar_media_id: str | None
+    avatar_url: Annotated[str | None, Meta(description=AVATAR_URL_DOC)]
     is_private: bool
     is_verified: bool
     posts_count: int
@@ -101,23 +102,25 @@ class UserSummary(Struct):
     avatar_url: Annotated[str | None, Meta(description=AVATAR_URL_DOC)] = None
 
 
-def _user_fields(row: asyncpg.Record) -> dict:
+def _user_fields(links: MediaLinks, row: asyncpg.Record) -> dict:
+    """A profile's fields from a row of storage.users.PROFILE_COLUMNS."""
     return dict(
         id=str(row["id"]), username=row["username"], full_name=row["full_name"], bio=row["bio"],
-        website=row["website"], avatar_media_id=id_str(row["avatar_media_id"]), is_private=row["is_private"],
+        website=row["website"], avatar_media_id=id_str(row["avatar_media_id"]),
+        avatar_url=avatar_url(links, row["avatar_key"]), is_private=row["is_private"],
         is_verified=row["is_verified"], posts_count=row["posts_count"], followers_count=row["followers_count"],
         following_count=row["following_count"], created_at=row["created_at"],
     )
 
 
-def user_out(row: asyncpg.Record) -> UserOut:
+def user_out(links: MediaLinks, row: asyncpg.Record) -> UserOut:
     """The public shape of a user row."""
-    return UserOut(**_user_fields(row))
+    return UserOut(**_user_fields(links, row))
 
 
-def me_out(row: asyncpg.Record) -> MeOut:
+def me_out(links: MediaLinks, row: asyncpg.Record) -> MeOut:
     """The viewer's own profile, with the private fields."""
-    return MeOut(**_user_fields(row), email=row["email"], show_presence=row["show_presence"], role=row["role"])
+    return MeOut(**_user_fields(links, row), email=row["email"], show_presence=row["show_presence"], role=row["role"])
 
 
 def user_summary(links: MediaLinks, row: asyncpg.Record) -> UserSummary:
@@ -214,7 +217,7 @@ async def register(request: web.Request) -> web.Response:
     check_registration(body)
     await check_address_limit(request, "registration")
     row = await create_account(request.app[pool_key], request.app[email_sink_key], request.app[config_key], body)
-    return json_response(user_out(row), status=201)
+    return json_response(user_out(media_links(request), row), status=201)
 
 
 class VerifyEmailRequest(Struct):
@@ -229,7 +232,7 @@ async def verify_email(request: web.Request) -> web.Response:
         row = await users.verify_email_txn(conn, tokens.hash_token(body.token))
     if row is None:
         raise ValidationFailed("token: invalid or expired.", fields={"token": "Invalid or expired."})
-    return json_response(user_out(row))
+    return json_response(user_out(media_links(request), row))
 
 
 # ---------------------------------------------------------------- the viewer's own account
@@ -247,7 +250,7 @@ async def viewer_row(request: web.Request) -> asyncpg.Record:
 async def get_me(request: web.Request) -> web.Response:
     """The viewer's own profile."""
     row = await viewer_row(request)
-    return json_response(me_out(row))
+    return json_response(me_out(media_links(request), row))
 
 
 class MePatch(Struct):
@@ -301,7 +304,7 @@ async def patch_me(request: web.Request) -> web.Response:
     if body.full_name is not UNSET or body.avatar_media_id is not UNSET:
         # each cached post holds its author's name and avatar
         await posts.forget_authored(request.app[pool_key], request.app[redis_key], user_id)
-    return json_response(me_out(row))
+    return json_response(me_out(media_links(request), row))
 
 
 class PasswordRequest(Struct):
@@ -423,4 +426,4 @@ async def get_profile(request: web.Request) -> web.Response:
     row = await users.get_profile(pool, user_id, viewer)
     if row is None or not await visibility.may_be_shown(pool, viewer, user_id):
         raise NotFound()
-    return json_response(ProfileOut(**_user_fields(row), relationship=graph.relationship_of(row)))
+    return json_response(ProfileOut(**_user_fields(media_links(request), row), relationship=graph.relationship_of(row)))

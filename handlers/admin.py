@@ -22,6 +22,7 @@ from handlers.common import (
     has_role, json_response, make_page, page_request, path_id, read_json,
 )
 from handlers.context import app_now, config_key, enforcement_key, pool_key, redis_key
+from handlers.media import media_links
 from handlers.posts import cursor_id, emit_txn, remove_post_objects
 from handlers.reports import TargetRef
 from realtime import frames
@@ -75,7 +76,7 @@ async def patch_user(request: web.Request) -> web.Response:
     row = await change_role(request.app[pool_key], current_user(request), path_id(request), body)
     if row["is_verified"] != row["old_verified"]:
         await posts.forget_authored(request.app[pool_key], request.app[redis_key], row["id"])  # the badge is in each
-    return json_response(me_out(row))
+    return json_response(me_out(media_links(request), row))
 
 
 async def create_superuser(pool: asyncpg.Pool, username: str, email: str, password: str) -> asyncpg.Record:

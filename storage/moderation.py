@@ -28,7 +28,7 @@ async def set_role_txn(conn: asyncpg.Connection, user_id: int, role: str | None,
     return await conn.fetchrow(
         "UPDATE users u SET role = coalesce($2, u.role), is_verified = coalesce($3, u.is_verified)"
         " FROM (SELECT id, role AS old_role, is_verified AS old_verified FROM users WHERE id = $1 FOR UPDATE) o"
-        " WHERE u.id = o.id RETURNING u.*, o.old_role, o.old_verified",
+        " WHERE u.id = o.id RETURNING u.*, avatar_key(u.avatar_media_id) AS avatar_key, o.old_role, o.old_verified",
         user_id, role, is_verified,
     )
 

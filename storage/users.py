@@ -18,11 +18,15 @@ def mentioned_usernames(text: str) -> list[str]:
     return list(dict.fromkeys(n.rstrip(".").lower() for n in MENTION.findall(text) if n.rstrip(".")))
 
 
+# a user row as profiles show it: every column, and the avatar's file (avatar_key(), migration 0023)
+PROFILE_COLUMNS = "*, avatar_key(avatar_media_id) AS avatar_key"
+
+
 async def create_user_txn(conn: asyncpg.Connection, username: str, email: str, password_hash: str,
                           full_name: str) -> asyncpg.Record:
     """Insert a user; raises asyncpg.UniqueViolationError naming the index when taken."""
     return await conn.fetchrow(
-        "INSERT INTO users (username, email, password_hash, full_name) VALUES ($1, $2, $3, $4) RETURNING *",
+        "INSERT INTO users (username, email, password_hash, full_name) VALUES ($1, $2, $3, $4) RETURNING " + PROFILE_COLUMNS,
         username, email, password_hash, full_name,
     )
 
@@ -38,7 +42,7 @@ async def get_login(conn: asyncpg.Pool | asyncpg.Connection, login: str) -> asyn
 
 async def get_user(conn: asyncpg.Pool | asyncpg.Connection, user_id: int) -> asyncpg.Record | None:
     """A user row by id."""
-    return await conn.fetchrow("SELECT * FROM users WHERE id = $1", user_id)
+    return await conn.fetchrow(f"SELECT {PROFILE_COLUMNS} FROM users WHERE id = $1", user_id)
 
 
 async def get_brief(conn: asyncpg.Pool | asyncpg.Connection, user_id: int) -> asyncpg.Record | None:
@@ -88,7 +92,8 @@ async def verify_email_txn(conn: asyncpg.Connection, token_hash: bytes) -> async
     if found is None:
         return None
     return await conn.fetchrow(
-        "UPDATE users SET is_verified = true WHERE id = $1 AND lower(email) = lower($2) AND is_active RETURNING *",
+        "UPDATE users SET is_verified = true WHERE id = $1 AND lower(email) = lower($2) AND is_active RETURNING "
+        + PROFILE_COLUMNS,
         found["user_id"], found["email"],
     )
 
@@ -102,7 +107,7 @@ async def update_profile_txn(conn: asyncpg.Connection, user_id: int, *, full_nam
         "UPDATE users SET full_name = coalesce($2, full_name), bio = coalesce($3, bio),"
         " website = coalesce($4, website),"
         " avatar_media_id = CASE WHEN $5 THEN $6::bigint ELSE avatar_media_id END"
-        " WHERE id = $1 RETURNING *",
+        " WHERE id = $1 RETURNING " + PROFILE_COLUMNS,
         user_id, full_name, bio, website, set_avatar, avatar_media_id,
     )
 
@@ -213,7 +218,8 @@ async def get_profile(conn: asyncpg.Pool | asyncpg.Connection, user_id: int, vie
     """An active user's row with the viewer's relationship flags (storage.graph.Relationship's);
     visibility is the caller's check (storage.visibility)."""
     return await conn.fetchrow(
-        f"SELECT u.*, {graph.RELATIONSHIP_COLUMNS} FROM users u WHERE u.id = $1 AND u.is_active", user_id, viewer)
+        f"SELECT u.*, avatar_key(u.avatar_media_id) AS avatar_key, {graph.RELATIONSHIP_COLUMNS}"
+        " FROM users u WHERE u.id = $1 AND u.is_active", user_id, viewer)
 
 
 async def existing_active_users(conn: asyncpg.Pool | asyncpg.Connection, user_ids: Iterable[int]) -> set[int]:

@@ -83,3 +83,16 @@ async def test_a_video_as_avatar_links_nothing_rather_than_a_file_that_is_not_th
                        int(user_id))
     post = await new_post(client, headers)
     assert (await get(client, f"/api/posts/{post['id']}/", headers))["author"]["avatar_url"] is None
+
+
+async def test_profiles_link_the_avatar_too(client):
+    user, headers = await user_with_token(client)
+    _, other = await user_with_token(client)
+    assert (await get(client, "/api/accounts/users/me/", headers))["avatar_url"] is None
+    avatar = await (await upload(client, headers, jpeg(400, 400))).json()
+    patched = await client.patch("/api/accounts/users/me/", json={"avatar_media_id": avatar["id"]}, headers=headers)
+    link = (await patched.json())["avatar_url"]
+    assert link and link.endswith("/150.webp") and f"/{avatar['id']}/" in link
+    assert (await get(client, "/api/accounts/users/me/", headers))["avatar_url"] == link
+    assert (await get(client, f"/api/accounts/users/{user['id']}/", other))["avatar_url"] == link
+    assert await fetch_status(client, link) == 200
