@@ -19,7 +19,8 @@ from handlers import (
     reports, safety, search, socket, stories,
 )
 from handlers.common import Routes
-from handlers.context import app_now, config_key, email_sink_key, pool_key, redis_key, s3_key, search_key, timelines_key
+from handlers.context import (app_now, config_key, email_sink_key, links_key, pool_key, redis_key, s3_key, search_key,
+                              timelines_key)
 from jobs.erasure import erasure_jobs
 from jobs.events import Consumer
 from jobs.export import ExportConsumer, export_jobs
@@ -89,7 +90,8 @@ def notification_consumers(app: web.Application) -> list[Consumer]:
     pool = app[pool_key]
     push = TablePushSink(pool) if settings.push_sink == "table" else HttpPushSink(
         pool, settings.push_timeout_seconds, settings.push_max_attempts, settings.push_retry_base_seconds)
-    return [NotificationConsumer(pool, app[redis_key], push, app[email_sink_key], settings.group_window)]
+    return [NotificationConsumer(pool, app[redis_key], push, app[email_sink_key], settings.group_window,
+                                 app[links_key])]
 
 
 def moderation_jobs(app: web.Application) -> list[Job]:

@@ -32,6 +32,12 @@ class UnsignedLinks:
     def folder(self, folder: str, kind: str, now: float | None = None, expires: int | None = None) -> str:
         return f"/api/media/{'v' if kind == 'video' else 'i'}/{expires}/{'-' * 22}/{folder}"
 
+    def avatar(self, key: str | None, expires: int | None = None) -> str | None:
+        if key is None:
+            return None
+        folder, _, name = key.rpartition("/")
+        return self.folder(folder + "/", "image", expires=expires) + name
+
 
 def viewer_of(request: web.Request) -> int:
     """The user the token names, unchecked (base64 of the JWT's claims)."""

@@ -21,7 +21,7 @@ from handlers.common import (
     make_page, no_content, page_request, parse_id, path_id, read_json, read_pool,
 )
 from handlers.context import config_key, email_sink_key, pool_key, redis_key
-from handlers.media import AVATAR_URL_DOC, avatar_url, media_links
+from handlers.media import AVATAR_URL_DOC, media_links
 from storage import email, graph, outbox, posts, tokens, users, visibility
 from storage.media import MediaLinks
 
@@ -107,7 +107,7 @@ def _user_fields(links: MediaLinks, row: asyncpg.Record) -> dict:
     return dict(
         id=str(row["id"]), username=row["username"], full_name=row["full_name"], bio=row["bio"],
         website=row["website"], avatar_media_id=id_str(row["avatar_media_id"]),
-        avatar_url=avatar_url(links, row["avatar_key"]), is_private=row["is_private"],
+        avatar_url=links.avatar(row["avatar_key"]), is_private=row["is_private"],
         is_verified=row["is_verified"], posts_count=row["posts_count"], followers_count=row["followers_count"],
         following_count=row["following_count"], created_at=row["created_at"],
     )
@@ -127,7 +127,7 @@ def user_summary(links: MediaLinks, row: asyncpg.Record) -> UserSummary:
     """A user as an item of a list (a row of storage.graph.SUMMARY_COLUMNS)."""
     return UserSummary(id=str(row["id"]), username=row["username"], full_name=row["full_name"],
                        avatar_media_id=id_str(row["avatar_media_id"]), is_private=row["is_private"],
-                       is_verified=row["is_verified"], avatar_url=avatar_url(links, row["avatar_key"]))
+                       is_verified=row["is_verified"], avatar_url=links.avatar(row["avatar_key"]))
 
 
 def retry_on_deadlock(write: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:

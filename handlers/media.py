@@ -60,16 +60,6 @@ AVATAR_URL_DOC = ("a signed, expiring link to the user's avatar (its smallest We
                   "for <img src>; null while they have none")
 
 
-def avatar_url(links: media.MediaLinks, key: str | None, expires: int | None = None) -> str | None:
-    """The signed link to a user's avatar file (the S3 key SQL's avatar_key() names, migration
-    0023), None while there is none: the folder's link (one keyed hash, memoized for its window)
-    with the file's name."""
-    if key is None:
-        return None
-    folder, _, name = key.rpartition("/")
-    return links.folder(folder + "/", "image", expires=expires) + name
-
-
 def media_fields(row: Any) -> dict[str, Any]:
     """The fields of a media row's public shape but its link. Images list their renditions; a
     video its original."""

@@ -19,6 +19,7 @@ from handlers.common import (
     no_content, page_request, parse_id, path_id, read_json,
 )
 from handlers.context import pool_key
+from handlers.media import media_links
 from handlers.graph import _edge_after as timed_cursor  # the same (time, id) cursor as the graph lists
 from storage import notifications, users
 from storage.notifications import NotificationView
@@ -63,7 +64,8 @@ async def list_notifications(request: web.Request) -> web.Response:
     """The viewer's notifications, newest first, each naming its newest actors and counting the rest."""
     viewer = current_user(request)
     page = page_request(request)
-    rows = await notifications.list_page(request.app[pool_key], viewer, timed_cursor(page), page.limit)
+    rows = await notifications.list_page(request.app[pool_key], viewer, timed_cursor(page), page.limit,
+                                        media_links(request))
     return json_response(make_page(request, rows, page.limit,
                                    lambda n: encode_cursor(n.created_at.isoformat(), n.id)))
 

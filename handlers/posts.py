@@ -29,7 +29,7 @@ from handlers.common import (
     no_content, page_request, parse_id, path_id, query_id, read_json, read_pool,
 )
 from handlers.context import config_key, pool_key, redis_key, s3_key
-from handlers.media import AVATAR_URL_DOC, MediaOut, MediaStatic, avatar_url, media_fields, media_links
+from handlers.media import AVATAR_URL_DOC, MediaOut, MediaStatic, media_fields, media_links
 from storage import media, outbox, posts, users, visibility
 from storage.bounds import is_blank
 from storage.cluster import is_cluster
@@ -231,7 +231,7 @@ def like_routes(routes: Routes, path: str, set_like: SetLike, like_doc: str, unl
 def user_brief(links: media.MediaLinks, row: asyncpg.Record, id_field: str = "id") -> UserBrief:
     """A user as lists show them (the row's `avatar_key`: SQL's avatar_key(), migration 0023)."""
     return UserBrief(id=str(row[id_field]), username=row["username"], full_name=row["full_name"],
-                     is_verified=row["is_verified"], avatar_url=avatar_url(links, row["avatar_key"]))
+                     is_verified=row["is_verified"], avatar_url=links.avatar(row["avatar_key"]))
 
 
 class PostHead(Struct):
@@ -296,7 +296,7 @@ def static_part(links: media.MediaLinks, post: CachedPost, expires: int) -> byte
                                          bytes(m.body)[1:]) for m in post.media)
     head = bytes(post.head)[:-1]
     if post.avatar is not None:
-        head = head.replace(_NO_AVATAR, b'"avatar_url":%s' % _encode(avatar_url(links, post.avatar, expires)), 1)
+        head = head.replace(_NO_AVATAR, b'"avatar_url":%s' % _encode(links.avatar(post.avatar, expires)), 1)
     return b'%s,"media":[%s]' % (head, items)
 
 

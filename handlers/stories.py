@@ -24,7 +24,7 @@ from handlers.common import (
     make_page, no_content, page_request, path_id, read_json,
 )
 from handlers.context import app_now, pool_key, tray_cache_key
-from handlers.media import MediaOut, avatar_url, media_links, media_out
+from handlers.media import MediaOut, media_links, media_out
 from handlers.messages import send_message
 from handlers.posts import UserBrief, user_brief
 from realtime.delivery import MessageWriter, writer_key
@@ -260,7 +260,7 @@ def tray_entry(request: web.Request, viewer: int, owner: CachedOwner) -> TrayEnt
     own = owner.id == viewer
     return TrayEntry(
         user=UserBrief(id=str(owner.id), username=owner.username, full_name=owner.full_name,
-                       is_verified=owner.is_verified, avatar_url=avatar_url(media_links(request), owner.avatar)),
+                       is_verified=owner.is_verified, avatar_url=media_links(request).avatar(owner.avatar)),
         has_unseen=not own and not all(s.seen for s in owner.stories),
         latest_at=max(s.created_at for s in owner.stories),
         stories=[StoryOut(id=str(s.id), owner_id=str(owner.id),

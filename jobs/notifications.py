@@ -29,6 +29,7 @@ from realtime.gateway import Gateway, user_channel
 from storage import comments, outbox, users, visibility
 from storage import notifications as store
 from storage.email import Email, EmailSink
+from storage.media import MediaLinks
 from storage.notifications import NewItem, NotificationView
 from storage.outbox import Event
 from storage.tracecontext import current_traceparent
@@ -62,6 +63,7 @@ class NotificationConsumer:
     push: PushSink
     email: EmailSink
     group_window: float = 24 * 3600
+    links: MediaLinks | None = None  # the actors' avatar links in what is pushed (None: none)
     name: str = "notifications"
     topics: tuple[str, ...] = ("accounts", "posts", "stories", "messages", "moderation")
 
@@ -234,7 +236,8 @@ class NotificationConsumer:
         people: dict[int, Any] = {}
         devices: dict[int, list[Any]] = {}
         if made:
-            views = {int(v.id): v for v in await store.get_views(conn, [g for _, _, g in made if g is not None])}
+            views = {int(v.id): v for v in await store.get_views(conn, [g for _, _, g in made if g is not None],
+                                                                   self.links)}
             outside = [(item, channels, views.get(g) if g is not None else None)
                        for item, channels, g in made if channels.get("push") or channels.get("email")]
         if outside:

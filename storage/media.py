@@ -397,6 +397,14 @@ class MediaLinks:
         return _folder_link(self, "v" if kind == "video" else "i", folder,
                             self.expires(now) if expires is None else expires)
 
+    def avatar(self, key: str | None, expires: int | None = None) -> str | None:
+        """The link to a user's avatar file (the S3 key SQL's avatar_key() names, migration 0023),
+        None while there is none: its folder's link (memoized for its window) with the file's name."""
+        if key is None:
+            return None
+        folder, _, name = key.rpartition("/")
+        return self.folder(folder + "/", "image", expires=expires) + name
+
     def file(self, key: str, now: float | None = None) -> str:
         """A link to one object by its S3 key."""
         expires = self.expires(now)

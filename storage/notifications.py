@@ -18,6 +18,8 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from storage.media import MediaLinks
+
 Conn = asyncpg.Pool | asyncpg.Connection
 
 ACTORS_SHOWN = 3  # a group names its newest actors, and counts the rest
@@ -49,6 +51,7 @@ class ActorView(msgspec.Struct, kw_only=True):
     full_name: str
     avatar_media_id: str | None
     is_verified: bool
+    avatar_url: str | None = None  # a signed link to the avatar's smallest WebP (storage.media.MediaLinks.avatar)
 
 
 class TargetView(msgspec.Struct, kw_only=True):
@@ -88,16 +91,18 @@ _VIEW_SQL = (
 )
 
 
-async def _views(conn: Conn, rows: list[asyncpg.Record]) -> list[NotificationView]:
+async def _views(conn: Conn, rows: list[asyncpg.Record], links: MediaLinks | None) -> list[NotificationView]:
     actor_ids = sorted({a for r in rows for a in r["actor_ids"]})
     users = {u["id"]: u for u in await conn.fetch(
-        "SELECT id, username, full_name, avatar_media_id, is_verified FROM users WHERE id = ANY($1::bigint[]) AND is_active",
+        "SELECT id, username, full_name, avatar_media_id, is_verified, avatar_key(avatar_media_id) AS avatar_key"
+        " FROM users WHERE id = ANY($1::bigint[]) AND is_active",
         actor_ids,
     )} if actor_ids else {}
     out = []
     for r in rows:
         actors = [ActorView(id=str(u["id"]), username=u["username"], full_name=u["full_name"],
-                            avatar_media_id=_id(u["avatar_media_id"]), is_verified=u["is_verified"])
+                            avatar_media_id=_id(u["avatar_media_id"]), is_verified=u["is_verified"],
+                            avatar_url=links.avatar(u["avatar_key"]) if links is not None else None)
                   for u in (users.get(a) for a in r["actor_ids"]) if u is not None]
         out.append(NotificationView(
             id=str(r["id"]), kind=r["kind"], actors=actors, actor_count=r["actor_count"], count=r["item_count"],
@@ -109,9 +114,9 @@ async def _views(conn: Conn, rows: list[asyncpg.Record]) -> list[NotificationVie
 
 
 async def list_page(conn: Conn, recipient: int, after: tuple[datetime, int] | None,
-                    limit: int) -> list[NotificationView]:
+                    limit: int, links: MediaLinks) -> list[NotificationView]:
     """A newest-first page of the recipient's notifications after the cursor (updated_at, id);
-    up to limit + 1."""
+    up to limit + 1, the actors' avatars linked by `links`."""
     since, after_id = after if after is not None else (None, None)
     rows = await conn.fetch(
         _VIEW_SQL + " WHERE n.recipient_id = $1"
@@ -119,13 +124,14 @@ async def list_page(conn: Conn, recipient: int, after: tuple[datetime, int] | No
         " ORDER BY n.updated_at DESC, n.id DESC LIMIT $5",
         recipient, ACTORS_SHOWN, since, after_id, limit + 1,
     )
-    return await _views(conn, rows)
+    return await _views(conn, rows, links)
 
 
-async def get_views(conn: Conn, ids: list[int]) -> list[NotificationView]:
-    """These notifications as views (the consumer pushes them), in no particular order."""
+async def get_views(conn: Conn, ids: list[int], links: MediaLinks | None) -> list[NotificationView]:
+    """These notifications as views (the consumer pushes them), in no particular order; the
+    actors' avatars linked by `links` (None: none linked)."""
     rows = await conn.fetch(_VIEW_SQL + " WHERE n.id = ANY($1::bigint[])", ids, ACTORS_SHOWN)
-    return await _views(conn, rows)
+    return await _views(conn, rows, links)
 
 
 async def unread_count(conn: Conn, recipient: int) -> int:

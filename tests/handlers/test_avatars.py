@@ -96,3 +96,21 @@ async def test_profiles_link_the_avatar_too(client):
     assert (await get(client, "/api/accounts/users/me/", headers))["avatar_url"] == link
     assert (await get(client, f"/api/accounts/users/{user['id']}/", other))["avatar_url"] == link
     assert await fetch_status(client, link) == 200
+
+
+async def test_a_notification_links_its_actors_avatars_in_the_list_and_on_the_socket(client):
+    from tests.support import frame_of, open_socket, user_and_token, wait_notifications
+
+    fan, fan_h = await with_avatar(client)
+    author, token = await user_and_token(client)
+    author_h = {"Authorization": f"Bearer {token}"}
+    post = await new_post(client, author_h)
+    ws = await open_socket(client, token)
+    assert (await client.post(f"/api/posts/{post['id']}/like/", headers=fan_h)).status in (200, 201)
+    live = (await frame_of(ws, "notification.new", timeout=30))["notification"]["actors"][0]
+    [note] = await wait_notifications(client, author_h, 1)
+    listed = note["actors"][0]
+    assert listed["id"] == live["id"] == fan["id"]
+    assert listed["avatar_url"] and listed["avatar_url"].endswith("/150.webp")
+    assert live["avatar_url"] == listed["avatar_url"]
+    await ws.close()
