@@ -18,8 +18,11 @@ from handlers.common import (
     make_page, no_content, page_request, parse_id, path_id, read_json,
 )
 from handlers.context import pool_key
+from handlers.media import media_links
+from handlers.posts import UserBrief, user_brief
 from realtime.frames import IdStr, Message, iso
 from realtime.frames import messages_for
+from storage import media
 from storage import messages as store
 from storage import users as user_store
 from storage import visibility
@@ -27,6 +30,7 @@ from storage import visibility
 routes = Routes("messages")
 
 MAX_GROUP = 256
+LISTED_USERS = 3  # the members a listed conversation names (ConversationSummary.users)
 
 
 # ---------------------------------------------------------------- wire shapes
@@ -34,6 +38,9 @@ MAX_GROUP = 256
 
 class MemberOut(Struct):
     user_id: str
+    user: Annotated[UserBrief | None, Meta(
+        description="the member as lists show users, with avatar_url; null for a member the viewer may not be"
+                    " shown (blocked either way, deactivated or suspended), as other lists leave such a user out")]
     read_seq: int
     delivered_seq: int
 
@@ -63,6 +70,11 @@ class ConversationSummary(Struct):
     kind: str
     title: str
     member_ids: list[str]
+    users: Annotated[list[UserBrief], Meta(description=(
+        f"up to {LISTED_USERS} members besides the viewer, as lists show users (with avatar_url), enough to"
+        " draw a face and a title such as \"ana, ben and 3 others\": the first by joining order, then by id,"
+        " of those the viewer may be shown (a member blocked either way, deactivated or suspended is left"
+        " out, as in every list); `member_ids` still names everyone"))]
     last_seq: int
     read_seq: int
     unread_count: int
@@ -126,18 +138,19 @@ async def unreachable(pool: asyncpg.Pool, sender: int, users: set[int]) -> set[i
     return users - (active & await visibility.reachable(pool, sender, users))
 
 
-async def conversation_detail(pool: asyncpg.Pool, conversation_id: int, viewer: int) -> ConversationOut:
-    """A conversation the viewer belongs to; 404 otherwise."""
+async def conversation_detail(pool: asyncpg.Pool, links: media.MediaLinks, conversation_id: int,
+                              viewer: int) -> ConversationOut:
+    """A conversation the viewer belongs to, its members with their briefs; 404 otherwise."""
     row = await store.get_conversation(pool, conversation_id, viewer)
     if row is None:
         raise NotFound()
-    members = await store.get_members(pool, conversation_id)
+    members = await store.get_members(pool, conversation_id, viewer)
     return ConversationOut(
         id=str(row["id"]), kind=row["kind"], title=row["title"], created_by=str(row["created_by"]),
         last_seq=row["last_seq"], read_seq=row["read_seq"],
         unread_count=await store.unread_count(pool, conversation_id, viewer),
-        members=[MemberOut(user_id=str(m["user_id"]), read_seq=m["read_seq"], delivered_seq=m["delivered_seq"])
-                 for m in members],
+        members=[MemberOut(user_id=str(m["user_id"]), user=user_brief(links, m) if m["id"] is not None else None,
+                           read_seq=m["read_seq"], delivered_seq=m["delivered_seq"]) for m in members],
         created_at=iso(row["created_at"]), last_message_at=iso(row["last_message_at"]),
         muted=row["muted"], pinned=row["pinned_at"] is not None, request=not row["accepted"],
     )
@@ -167,8 +180,13 @@ async def list_conversations(request: web.Request) -> web.Response:
     rows = await store.list_conversations(pool, viewer, before, page.limit + 1, requests)
     with_last = [r for r in pinned + rows if r["last_message_id"] is not None]  # a new conversation has none
     lasts = dict(zip((r["id"] for r in with_last), await messages_for(pool, viewer, with_last, "last_message_")))
+    # the page's conversations are chosen: their members' briefs in one query, after
+    briefs = await store.member_briefs(pool, viewer, [r["id"] for r in (pinned + rows)[:len(pinned) + page.limit]],
+                                       LISTED_USERS)
+    links = media_links(request)
     items = [ConversationSummary(
         id=str(r["id"]), kind=r["kind"], title=r["title"], member_ids=[str(m) for m in r["member_ids"] or ()],
+        users=[user_brief(links, u) for u in briefs.get(r["id"], ())],
         last_seq=r["last_seq"], read_seq=r["read_seq"], unread_count=r["unread"], last_message=lasts.get(r["id"]),
         last_message_at=iso(r["last_message_at"]), muted=r["muted"], pinned=r["pinned_at"] is not None,
         request=not r["accepted"],
@@ -198,7 +216,7 @@ async def patch_conversation(request: web.Request) -> web.Response:
                                fields={"pinned": f"At most {store.MAX_PINNED}."}) from None
     if body.title is not UNSET:
         await store.set_title(pool, conversation_id, body.title)
-    return json_response(await conversation_detail(pool, conversation_id, viewer))
+    return json_response(await conversation_detail(pool, media_links(request), conversation_id, viewer))
 
 
 @routes.route("POST", "/api/conversations/{id}/accept/", sees="member", response=ConversationOut)
@@ -209,7 +227,7 @@ async def accept_conversation(request: web.Request) -> web.Response:
     pool = request.app[pool_key]
     if not await store.answer_request(pool, conversation_id, viewer, accept=True):
         raise NotFound()
-    return json_response(await conversation_detail(pool, conversation_id, viewer))
+    return json_response(await conversation_detail(pool, media_links(request), conversation_id, viewer))
 
 
 @routes.route("DELETE", "/api/conversations/{id}/", sees="member", status=204)
@@ -227,14 +245,15 @@ async def start_conversation(request: web.Request) -> web.Response:
     viewer = current_user(request)
     body = await read_json(request, CreateConversation)
     conversation_id, created = await create_conversation(request.app[pool_key], viewer, body)
-    detail = await conversation_detail(request.app[pool_key], conversation_id, viewer)
+    detail = await conversation_detail(request.app[pool_key], media_links(request), conversation_id, viewer)
     return json_response(detail, status=201 if created else 200)
 
 
 @routes.route("GET", "/api/conversations/{id}/", sees="member", response=ConversationOut)
 async def get_conversation(request: web.Request) -> web.Response:
     """A conversation: members, title and each member's read position."""
-    return json_response(await conversation_detail(request.app[pool_key], path_id(request), current_user(request)))
+    return json_response(await conversation_detail(request.app[pool_key], media_links(request), path_id(request),
+                                                   current_user(request)))
 
 
 @routes.route("POST", "/api/conversations/{id}/members/", sees="member", body=AddMembers, response=ConversationOut)
@@ -260,7 +279,7 @@ async def add_members(request: web.Request) -> web.Response:
         if await store.add_members_txn(conn, conversation_id, viewer, new) > MAX_GROUP:
             raise ValidationFailed(f"A group has at most {MAX_GROUP} members.",
                                    fields={"user_ids": f"At most {MAX_GROUP} members."})
-    return json_response(await conversation_detail(pool, conversation_id, viewer))
+    return json_response(await conversation_detail(pool, media_links(request), conversation_id, viewer))
 
 
 @routes.route("DELETE", "/api/conversations/{id}/members/{user_id}/", sees="owner", status=204)

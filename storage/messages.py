@@ -26,6 +26,7 @@ import asyncpg
 import events
 from storage import outbox
 from storage.bounds import BIGINT_MAX
+from storage.users import BRIEF_COLUMNS
 
 Conn = asyncpg.Connection | asyncpg.Pool
 
@@ -111,11 +112,47 @@ async def get_conversation(conn: Conn, conversation_id: int, viewer: int) -> asy
         f" {last_readable('$2')} WHERE c.id = $1", conversation_id, viewer)
 
 
-async def get_members(conn: Conn, conversation_id: int) -> list[asyncpg.Record]:
-    """Members with their read and delivered positions, in joining order."""
+async def get_members(conn: Conn, conversation_id: int, viewer: int) -> list[asyncpg.Record]:
+    """Members with their read and delivered positions, in joining order, each with what lists
+    show of them (BRIEF_COLUMNS, `id` and `username` NULL for one the viewer may not be shown:
+    the policy's user_shown())."""
     return await conn.fetch(
-        "SELECT user_id, read_seq, delivered_seq, joined_at FROM conversation_members"
-        " WHERE conversation_id = $1 ORDER BY joined_at, user_id", conversation_id)
+        f"SELECT m.user_id, m.read_seq, m.delivered_seq, m.joined_at, u.id, {BRIEF_COLUMNS}"
+        " FROM conversation_members m"
+        " LEFT JOIN users u ON u.id = m.user_id AND user_shown($2, u.id)"
+        " WHERE m.conversation_id = $1 ORDER BY m.joined_at, m.user_id", conversation_id, viewer)
+
+
+# the first $3 other members of each conversation $2 that the viewer $1 may be shown (the policy's
+# user_shown()), in joining order: the filter stands above the sort (OFFSET 0), so it is asked of
+# members in that order only until enough pass, not of every member of a large group
+_MEMBER_BRIEFS = f"""
+SELECT c.id AS conversation_id, u.id, {BRIEF_COLUMNS}
+FROM unnest($2::bigint[]) WITH ORDINALITY AS c(id, n)
+CROSS JOIN LATERAL (
+    SELECT o.user_id, o.joined_at
+    FROM (SELECT m.user_id, m.joined_at FROM conversation_members m
+          WHERE m.conversation_id = c.id AND m.user_id <> $1
+          ORDER BY m.joined_at, m.user_id OFFSET 0) o
+    WHERE user_shown($1, o.user_id)
+    LIMIT $3
+) s
+JOIN users u ON u.id = s.user_id
+ORDER BY c.n, s.joined_at, s.user_id
+"""
+
+
+async def member_briefs(conn: Conn, viewer: int, conversation_ids: Sequence[int],
+                        per_conversation: int) -> dict[int, list[asyncpg.Record]]:
+    """For a page of conversations (one query): up to `per_conversation` members of each besides
+    the viewer, the first by joining order (then id) whom the viewer may be shown, each with what
+    lists show of them (BRIEF_COLUMNS); a conversation with none is missing."""
+    if not conversation_ids:
+        return {}
+    briefs: dict[int, list[asyncpg.Record]] = {}
+    for row in await conn.fetch(_MEMBER_BRIEFS, viewer, list(conversation_ids), per_conversation):
+        briefs.setdefault(row["conversation_id"], []).append(row)
+    return briefs
 
 
 async def member_ids(conn: Conn, conversation_id: int) -> list[int]:

@@ -20,6 +20,8 @@ def mentioned_usernames(text: str) -> list[str]:
 
 # a user row as profiles show it: every column, and the avatar's file (avatar_key(), migration 0023)
 PROFILE_COLUMNS = "*, avatar_key(avatar_media_id) AS avatar_key"
+# what lists show of a user `u` but its id (handlers.posts.user_brief): names, the badge, the avatar's file
+BRIEF_COLUMNS = "u.username, u.full_name, u.is_verified, avatar_key(u.avatar_media_id) AS avatar_key"
 
 
 async def create_user_txn(conn: asyncpg.Connection, username: str, email: str, password_hash: str,
@@ -47,8 +49,7 @@ async def get_user(conn: asyncpg.Pool | asyncpg.Connection, user_id: int) -> asy
 
 async def get_brief(conn: asyncpg.Pool | asyncpg.Connection, user_id: int) -> asyncpg.Record | None:
     """What lists show of a user (handlers.posts.user_brief): names, the badge, the avatar's file."""
-    return await conn.fetchrow("SELECT u.id, u.username, u.full_name, u.is_verified, avatar_key(u.avatar_media_id) AS avatar_key FROM users u WHERE u.id = $1",
-                               user_id)
+    return await conn.fetchrow(f"SELECT u.id, {BRIEF_COLUMNS} FROM users u WHERE u.id = $1", user_id)
 
 
 async def get_role(conn: asyncpg.Pool | asyncpg.Connection, user_id: int) -> str | None:
