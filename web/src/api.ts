@@ -62,12 +62,15 @@ export interface Message {
   media: Media | null; reply_to_seq: number | null; deleted?: boolean; created_at: string;
   reactions?: { user_id: Id; emoji: string }[]; edited_at?: string | null; share?: Share | null;
 }
+/** A listed conversation: `users` are up to 3 members besides the viewer (joining order, then id)
+ * whom the viewer may be shown; `member_ids` names everyone. */
 export interface Conversation {
-  id: Id; kind: string; title: string; member_ids: Id[]; last_seq: number; read_seq: number;
+  id: Id; kind: string; title: string; member_ids: Id[]; users: UserBrief[]; last_seq: number; read_seq: number;
   unread_count: number; last_message: Message | null; last_message_at: string;
 }
-export interface Member { user_id: Id; read_seq: number; delivered_seq: number }
-export interface ConversationDetail extends Omit<Conversation, "member_ids" | "last_message"> { members: Member[] }
+/** A member of a conversation's detail; `user` null for one the viewer may not be shown. */
+export interface Member { user_id: Id; user: UserBrief | null; read_seq: number; delivered_seq: number }
+export interface ConversationDetail extends Omit<Conversation, "member_ids" | "users" | "last_message"> { members: Member[] }
 export interface Notification {
   id: Id; kind: string; actors: UserBrief[]; actor_count: number; count?: number;
   target: { type: string; id: Id; post_id?: Id | null }; created_at?: string; updated_at?: string; read: boolean;

@@ -4,6 +4,7 @@ import { Post } from "./api";
 import { loginPath, nextPath } from "./router";
 import { Login } from "./screens/Auth";
 import { CAPTION_MAX, Composer, withinLimit } from "./screens/Composer";
+import { Inbox, title } from "./screens/Messages";
 import { Comments, PostCard } from "./screens/Posts";
 import { me } from "./state";
 import { Avatar, ErrorLine } from "./ui";
@@ -99,7 +100,7 @@ describe("Avatar", () => {
     expect(fetch).not.toHaveBeenCalledWith(expect.stringContaining("/api/media/"), expect.anything());
   });
 
-  it("shows a photo looked up from the profile when the brief has no avatar field (a conversation's member)", async () => {
+  it("shows a photo looked up from the profile when the brief has no avatar field", async () => {
     const calls: string[] = [];
     vi.stubGlobal("fetch", vi.fn(async (url: string) => {
       calls.push(url);
@@ -277,5 +278,35 @@ describe("withinLimit", () => {
     expect(withinLimit("abcde", "123456789", 5)).toBe("12345");   // all replaced by a longer paste
     expect(withinLimit("ab", "ab👋👋👋👋", 4)).toBe("ab👋👋");       // characters, not UTF-16 units
     expect(withinLimit("abc", "abcd", 5)).toBe("abcd");
+  });
+});
+
+describe("Inbox", () => {
+  const brief = (id: string, username: string, avatar_url: string | null = null) =>
+    ({ id, username, full_name: "", is_verified: false, avatar_url });
+
+  it("names and draws members from the list's briefs, asking for no profile", async () => {
+    const group = {
+      id: "70", kind: "group", title: "", member_ids: ["1", "2", "3", "4", "5", "6"],
+      users: [brief("2", "ana", "/api/media/i/9/s/f/150.webp"), brief("3", "ben"), brief("4", "cy")],
+      last_seq: 0, read_seq: 0, unread_count: 0, last_message: null, last_message_at: new Date().toISOString(),
+    };
+    const fetch = vi.fn(async (url: string) => url.startsWith("/api/conversations/")
+      ? respond(200, { results: [group], next: null }) : respond(404, { error: { code: "not_found", message: "Not found." } }));
+    vi.stubGlobal("fetch", fetch);
+    me.set({ id: "1", username: "me", full_name: "", is_verified: false } as any);
+    const { container } = render(<Inbox folder="inbox" />);
+    await waitFor(() => expect(screen.getByText("ana, ben, cy and 2 others")).toBeTruthy());
+    expect(container.querySelector(".conversation .avatar img")?.getAttribute("src")).toBe("/api/media/i/9/s/f/150.webp");
+    expect(fetch).not.toHaveBeenCalledWith(expect.stringContaining("/api/accounts/users/"), expect.anything());
+    me.set(null);
+  });
+
+  it("titles a conversation by its own title, else its named members", () => {
+    expect(title({ title: "trip" }, [brief("2", "ana")], 4)).toBe("trip");
+    expect(title({ title: "" }, [brief("2", "ana")], 1)).toBe("ana");
+    expect(title({ title: "" }, [brief("2", "ana"), brief("3", "ben")], 2)).toBe("ana and ben");
+    expect(title({ title: "" }, [brief("2", "ana")], 2)).toBe("ana and 1 other");
+    expect(title({ title: "" }, [], 3)).toBe("Conversation");
   });
 });

@@ -55,7 +55,7 @@ type AvatarUser = Pick<UserBrief, "username"> & { id?: Id; avatar_media_id?: Id 
 
 /** The avatar's media id, where the brief has no link of its own: the viewer's own from the
  * signed-in profile (so a new photo shows at once), the brief's `avatar_media_id` when it carries
- * one (null: none), else the profile's, fetched once per page load (a conversation's members). */
+ * one (null: none), else the profile's, fetched once per page load. */
 function useAvatarId(user: AvatarUser, linked: boolean): Id | null {
   const viewer = useStore(me);
   const own = !!user.id && viewer?.id === user.id;

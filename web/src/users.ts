@@ -1,4 +1,4 @@
-// Profiles by id, fetched once per page load (names for conversations and notifications).
+// Profiles by id, fetched once per page load (an avatar whose brief carries no link of its own).
 import { get, Id, Profile } from "./api";
 
 const cache = new Map<Id, Promise<Profile | null>>();

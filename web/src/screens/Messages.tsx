@@ -3,30 +3,16 @@
 // shown twice across a reconnect: history and live frames merge by seq, the socket resumes by
 // `sync`, and a message sent while offline goes out again with the same client_id.
 import { FormEvent, useEffect, useMemo, useRef, useState } from "react";
-import { Conversation, ConversationDetail, del, get, Id, Member, Message, newClientId, Page, post, Profile, upload, UserBrief } from "../api";
+import { Conversation, ConversationDetail, del, get, Id, Member, Message, newClientId, Page, post, upload, UserBrief } from "../api";
 import { Icon } from "../icons";
 import { Link, navigate } from "../router";
 import { Frame, mergeMessages, realtime } from "../socket";
 import { clearUnreadMessages, me, setUnreadMessages, useStore } from "../state";
 import { Avatar, ErrorLine, Photo, timeAgo } from "../ui";
-import { userById } from "../users";
 import { ReportDialog } from "./Profile";
 
 const REACTIONS = ["❤️", "😂", "😮", "👍"];
 const EDIT_WINDOW_MS = 15 * 60 * 1000;
-
-function useUsers(ids: Id[]): Record<Id, Profile> {
-  const [users, setUsers] = useState<Record<Id, Profile>>({});
-  const key = ids.join(",");
-  useEffect(() => {
-    let live = true;
-    Promise.all(ids.map(userById)).then((list) => {
-      if (live) setUsers(Object.fromEntries(list.filter(Boolean).map((u) => [u!.id, u!])));
-    });
-    return () => { live = false; };
-  }, [key]);
-  return users;
-}
 
 function usePresence(ids: Id[]): Record<Id, boolean> {
   const [online, setOnline] = useState<Record<Id, boolean>>({});
@@ -38,8 +24,15 @@ function usePresence(ids: Id[]): Record<Id, boolean> {
   return online;
 }
 
-function title(c: { title: string }, others: (Profile | undefined)[]): string {
-  return c.title || others.filter(Boolean).map((u) => u!.username).join(", ") || "Conversation";
+/** A group's own title, else the names the server gave ("ana, ben and 3 others": `others` counts
+ * every member besides the viewer, named or not). */
+export function title(c: { title: string }, named: UserBrief[], others: number): string {
+  if (c.title) return c.title;
+  const names = named.slice(0, 3).map((u) => u.username);
+  if (!names.length) return "Conversation";
+  const rest = others - names.length;
+  if (rest > 0) return `${names.join(", ")} and ${rest} ${rest === 1 ? "other" : "others"}`;
+  return names.length === 1 ? names[0] : `${names.slice(0, -1).join(", ")} and ${names[names.length - 1]}`;
 }
 
 function preview(m: Message | null): string {
@@ -69,9 +62,9 @@ export function Inbox({ folder }: { folder: "inbox" | "requests" }) {
     return () => clearTimeout(t);
   }, [q]);
 
-  const ids = Array.from(new Set(list.flatMap((c) => c.member_ids))).filter((id) => id !== viewer?.id);
-  const users = useUsers(ids);
-  const online = usePresence(ids);
+  // the face each row draws is its first named member: theirs is the presence it shows
+  const faces = Array.from(new Set(list.flatMap((c) => c.users.slice(0, 1).map((u) => u.id))));
+  const online = usePresence(faces);
 
   async function start(u: UserBrief) {
     try {
@@ -92,14 +85,14 @@ export function Inbox({ folder }: { folder: "inbox" | "requests" }) {
       <ErrorLine error={error} />
       <ul className="plain conversations">
         {list.map((c) => {
-          const others = c.member_ids.filter((id) => id !== viewer?.id);
-          const first = users[others[0]];
+          const others = c.member_ids.filter((id) => id !== viewer?.id).length;
+          const first = c.users[0];
           return (
             <li key={c.id}>
               <Link to={`/direct/${c.id}${folder === "requests" ? "?request=1" : ""}`} className={"conversation" + (c.unread_count ? " unread" : "")}>
                 {first ? <Avatar user={first} size={44} online={!!online[first.id]} /> : <span className="avatar" style={{ width: 44, height: 44 }} />}
                 <span className="grow">
-                  <strong>{title(c, others.map((id) => users[id]))}</strong>
+                  <strong>{title(c, c.users, others)}</strong>
                   <span className="muted small block">{preview(c.last_message)} · {timeAgo(c.last_message_at)}</span>
                 </span>
                 {c.unread_count > 0 && <span className="badge" aria-label={`${c.unread_count} unread`}>{c.unread_count}</span>}
@@ -141,7 +134,8 @@ export function ConversationPage({ id, request }: { id: string; request: boolean
 
   const members: Member[] = detail?.members ?? [];
   const otherIds = members.map((m) => m.user_id).filter((u) => u !== viewer?.id);
-  const users = useUsers(otherIds);
+  // each member's brief comes with the detail (none for one the viewer may not be shown)
+  const users: Record<Id, UserBrief> = Object.fromEntries(members.flatMap((m) => m.user ? [[m.user_id, m.user]] : []));
   const online = usePresence(otherIds);
 
   const loadDetail = () => get<ConversationDetail>(`/api/conversations/${id}/`).then(setDetail, setError);
@@ -266,7 +260,7 @@ export function ConversationPage({ id, request }: { id: string; request: boolean
       : others.every((m) => m.delivered_seq >= lastMine.seq) ? "Delivered" : "Sent"
     : null;
   const typers = Object.keys(typing).map((u) => users[u]?.username ?? "Someone");
-  const name = detail ? title(detail, otherIds.map((u) => users[u])) : "";
+  const name = detail ? title(detail, otherIds.flatMap((u) => users[u] ? [users[u]] : []), otherIds.length) : "";
 
   return (
     <main className="page chat">
