@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Gauge, generate_lat
 
 from app.background import background_key
 from app.clients import kafka_producer_key
-from handlers.common import RouteDoc, json_response
+from handlers.common import RouteDoc, add_route, json_response
 from handlers.context import config_key, pool_key, redis_key, s3_key, search_key
 from realtime import frames
 from realtime.gateway import gateway_key
@@ -143,9 +143,9 @@ async def metrics(request: web.Request) -> web.Response:
 
 def add_ops_routes(app: web.Application) -> None:
     """/healthz, /readyz and /metrics."""
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
+    add_route(app, "GET", "/healthz", healthz)
+    add_route(app, "GET", "/readyz", readyz)
+    add_route(app, "GET", "/metrics", metrics)
 
 
 # ---------------------------------------------------------------- OpenAPI
@@ -227,8 +227,8 @@ def add_openapi_routes(app: web.Application, docs: list[RouteDoc]) -> None:
     async def docs_page(request: web.Request) -> web.Response:
         return web.Response(body=page, content_type="text/html", charset="utf-8")
 
-    app.router.add_get("/api/openapi.json", openapi_json)
-    app.router.add_get("/api/docs/", docs_page)
+    add_route(app, "GET", "/api/openapi.json", openapi_json)
+    add_route(app, "GET", "/api/docs/", docs_page)
 
 
 def _docs_page(document: dict[str, Any]) -> str:

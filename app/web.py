@@ -11,7 +11,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from handlers.common import ApiError, NotFound
+from handlers.common import ApiError, NotFound, add_route
 
 DEFAULT_DIST = Path(__file__).resolve().parents[1] / "web" / "dist"
 IMMUTABLE = "public, max-age=31536000, immutable"
@@ -55,6 +55,6 @@ def add_web_routes(app: web.Application, dist: Path) -> None:
             raise NotBuilt("The web client is not built: run `make web` (needs Node.js 18 or newer).")
         return web.FileResponse(index, headers={"Cache-Control": "no-cache"})
 
-    app.router.add_get("/assets/{name:.+}", asset)
+    add_route(app, "GET", "/assets/{name:.+}", asset)
     # every GET path but the API's: (?!...) keeps /api/... resolving to its 404 or 405
-    app.router.add_get(r"/{tail:(?!api/|api$|ws$|healthz$|readyz$|metrics$).*}", page)
+    add_route(app, "GET", r"/{tail:(?!api/|api$|ws$|healthz$|readyz$|metrics$).*}", page)

@@ -14,7 +14,7 @@ from msgspec import Meta
 from handlers.auth import current_user
 from handlers.common import (
     BodyTimeout, NotFound, PayloadTooLarge, Routes, Struct, UnsupportedMediaType, ValidationFailed, body_deadline,
-    json_response, path_id, reading, unreadable_body,
+    go_on, json_response, path_id, reading, unreadable_body,
 )
 from handlers.context import config_key, links_key, pool_key, presigner_key, s3_key
 from storage import media, messages, visibility
@@ -86,6 +86,7 @@ async def receive_upload(request: web.Request, spool: media.Spool) -> str:
     largest = max(config.media.image_max_bytes, config.media.video_max_bytes)
     if request.content_length is not None and request.content_length > largest + MULTIPART_SLACK:
         raise PayloadTooLarge(f"Uploads are limited to {largest} bytes.")
+    await go_on(request)
     try:
         async with body_deadline(request) as deadline:
             fmt = await _stream_file(request, spool, largest, deadline)

@@ -226,3 +226,60 @@ async def test_a_body_that_does_not_decode_as_its_content_encoding_is_400_and_th
     response = await client.post("/api/media/", data=form(), headers={**bearer(token), "Content-Encoding": "gzip"})
     assert response.status == 400 and (await response.json())["error"]["code"] == "unreadable_body"
     assert await pool.fetchval("SELECT count(*) FROM media") == 0
+
+
+async def _answer_to_head(client, head: bytes) -> tuple[bytes, tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    """Send only a request's head; the first thing the server says (a guard, not a timing, bounds
+    the wait), and the open connection."""
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    writer.write(head)
+    await writer.drain()
+    async with asyncio.timeout(30):
+        first = await reader.readuntil(b"\r\n\r\n")
+    return first, (reader, writer)
+
+
+async def _rest_of_answer(reader: asyncio.StreamReader, head: bytes) -> tuple[bytes, dict]:
+    """The body of an answer whose head was read: its Content-Length of bytes, as JSON."""
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length:"))
+    async with asyncio.timeout(30):
+        return head, json.loads(await reader.readexactly(length))
+
+
+async def test_100_continue_is_sent_only_for_a_body_glint_will_read(client, pool):
+    """Expect: 100-continue (RFC 9110 §10.1.1): a declared length past the limit, or an upload
+    without a login, is answered at once, and the client never sends the body; a body glint will
+    read is asked for with "100 Continue" and then answered."""
+    post = b"POST /api/token/ HTTP/1.1\r\nHost: glint\r\nContent-Type: application/json\r\nExpect: 100-continue\r\n"
+    first, (reader, writer) = await _answer_to_head(client, post + b"Content-Length: 1000000000\r\n\r\n")
+    _, body = await _rest_of_answer(reader, first)
+    assert first.startswith(b"HTTP/1.1 413 ") and body["error"]["code"] == "payload_too_large", first
+    async with asyncio.timeout(30):
+        assert await reader.read() == b""  # and the connection is closed: the body is never read
+    writer.close()
+
+    upload = (b"POST /api/media/ HTTP/1.1\r\nHost: glint\r\nContent-Type: multipart/form-data; boundary=x\r\n"
+              b"Expect: 100-continue\r\nContent-Length: 5000\r\n\r\n")
+    first, (reader, writer) = await _answer_to_head(client, upload)
+    _, body = await _rest_of_answer(reader, first)
+    assert first.startswith(b"HTTP/1.1 401 ") and body["error"]["code"] == "not_authenticated", first
+    writer.close()
+
+    login = b'{"username": "nobody", "password": "not this one"}'
+    first, (reader, writer) = await _answer_to_head(client, post + b"Content-Length: %d\r\n\r\n" % len(login))
+    assert first == b"HTTP/1.1 100 Continue\r\n\r\n"
+    writer.write(login)
+    async with asyncio.timeout(30):
+        head = await reader.readuntil(b"\r\n\r\n")
+    _, body = await _rest_of_answer(reader, head)
+    assert head.startswith(b"HTTP/1.1 401 ") and body["error"]["code"] == "not_authenticated", head
+    writer.close()
+
+
+async def test_an_unknown_expectation_is_ignored_not_a_plain_text_417(client):
+    response = await client.post("/api/token/", data=b"{}", headers={"Content-Type": "application/json",
+                                                                      "Expect": "a-pony"})
+    assert response.status == 400 and response.content_type == "application/json"
+    health = await client.get("/healthz", headers={"Expect": "a-pony"})
+    assert health.status == 200
