@@ -124,8 +124,9 @@ async def get_members(conn: Conn, conversation_id: int, viewer: int) -> list[asy
 
 
 # the first $3 other members of each conversation $2 that the viewer $1 may be shown (the policy's
-# user_shown()), in joining order: the filter stands above the sort (OFFSET 0), so it is asked of
-# members in that order only until enough pass, not of every member of a large group
+# user_shown()), in joining order: read in that order from conversation_members_joined (migration
+# 0024) with the filter above it (OFFSET 0), so it is asked of members only until enough pass, not
+# of every member of a large group
 _MEMBER_BRIEFS = f"""
 SELECT c.id AS conversation_id, u.id, {BRIEF_COLUMNS}
 FROM unnest($2::bigint[]) WITH ORDINALITY AS c(id, n)
