@@ -3,6 +3,7 @@ security headers (one layer), unstorable text, CORS, gzip, authentication + rate
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -20,8 +21,8 @@ from app import logs
 from app.web import is_app_path
 from handlers.auth import auth_markers, bearer_token, check_session, read_access_token, rider_for, verifying_secrets
 from handlers.common import (
-    ApiError, MethodNotAllowed, NotAuthenticated, NotFound, PayloadTooLarge, RateLimited, ValidationFailed,
-    client_error, encode, read_body,
+    ApiError, ClientGone, MethodNotAllowed, NotAuthenticated, NotFound, PayloadTooLarge, RateLimited,
+    ValidationFailed, client_error, client_left, encode, end_unasked_body, read_body,
 )
 from handlers.context import config_key, identity_key, limiter_key, pool_key, redis_key, request_id_key, ridden_key
 from jobs.events import count_store_error
@@ -97,8 +98,12 @@ async def request_context(request: web.Request, handler):
             response = error_response(_from_http_exception(exc))
         except Exception as exc:
             response = _unexpected(request, exc)
+        except asyncio.CancelledError:  # the client went and its handler was cancelled, or the server stops
+            status = ClientGone.status
+            raise
         if not response.prepared:  # a websocket, or a stream already under way
             secure(request, response)
+            end_unasked_body(request, response)
         status = response.status
         response.headers["X-Request-ID"] = request_id
         return response
@@ -128,6 +133,8 @@ def error_response(error: ApiError) -> web.Response:
 def _unexpected(request: web.Request, exc: Exception) -> web.Response:
     """Anything unexpected is a logged 500 with no details; a store away or overloaded is the
     error the client may retry (client_error), not a bug."""
+    if client_left(request, exc):
+        return error_response(ClientGone())
     error = client_error(exc)
     if error is None:
         count_store_error(exc)

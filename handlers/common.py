@@ -175,20 +175,49 @@ _continued_key = web.RequestKey("continued", bool)
 
 async def defer_continue(request: web.Request) -> None:
     """Every route's answer to an `Expect` header (RFC 9110 §10.1.1): nothing yet. "100 Continue"
-    goes out only when the body is about to be read (go_on), after the checks before it, so a body
-    too large, a wrong type or a missing login is answered before the client sends the body (aiohttp's
-    own handler sent it at once). An expectation other than 100-continue is ignored, as the RFC
-    allows (aiohttp's was a text/plain 417 outside the error envelope)."""
+    goes out only when the body is about to be read (go_on), after the checks before it, so a
+    declared body past the limit, an upload's wrong type or missing login is answered before the
+    client sends the body (aiohttp's own handler sent it at once; a JSON body is read before the
+    login is checked, to refuse unstorable text, so it is asked for first). An expectation other
+    than 100-continue is ignored, as the RFC allows (aiohttp's was a text/plain 417 outside the
+    error envelope)."""
     return None
+
+
+def _expects_continue(request: web.Request) -> bool:
+    return request.version == HttpVersion11 and request.headers.get("Expect", "").lower() == "100-continue"
 
 
 async def go_on(request: web.Request) -> None:
     """Ask for the body the client holds back for "100 Continue", once, just before reading it."""
-    if (request.version == HttpVersion11 and request.headers.get("Expect", "").lower() == "100-continue"
-            and not request.get(_continued_key)):
+    if _expects_continue(request) and not request.get(_continued_key):
         request[_continued_key] = True
         await request.writer.write(CONTINUE)
         request.writer.output_size = 0  # as aiohttp's own handler: the response has not begun
+
+
+def end_unasked_body(request: web.Request, response: web.StreamResponse) -> None:
+    """An answer given while the client still holds its body back for "100 Continue" ends the
+    connection, at once: what the client sends next on it could be that body or a new request,
+    and aiohttp would read it as the body (for up to its 10 s lingering) and drop what it held."""
+    if request.body_exists and _expects_continue(request) and not request.get(_continued_key):
+        response.force_close()
+        request.content.feed_eof()
+
+
+class ClientGone(ApiError):
+    """The client's connection was lost while its request was read or answered: nobody receives
+    this, but the access log and metrics count it as the client's (499, as nginx names it), not
+    as a store away."""
+
+    status, code, message, closes = 499, "client_closed_request", "The client closed the connection.", True
+
+
+def client_left(request: web.Request, exc: BaseException) -> bool:
+    """Is `exc` the client's own connection lost (reset while its body was read or the answer
+    written), not a store's?"""
+    transport = request.transport
+    return isinstance(exc, ConnectionError) and (transport is None or transport.is_closing())
 
 
 def add_route(app: web.Application, method: str, path: str,

@@ -8,9 +8,11 @@ import asyncio
 import base64
 import json
 import logging
+import socket
+import struct
 
 import aiohttp
-from aiohttp import WSMsgType
+from aiohttp import WSMsgType, web
 
 from app.main import create_app
 from tests.conftest import make_config
@@ -264,6 +266,11 @@ async def test_100_continue_is_sent_only_for_a_body_glint_will_read(client, pool
     first, (reader, writer) = await _answer_to_head(client, upload)
     _, body = await _rest_of_answer(reader, first)
     assert first.startswith(b"HTTP/1.1 401 ") and body["error"]["code"] == "not_authenticated", first
+    # the body was never asked for, so the connection ends: a request sent next on it is not read as that body
+    assert b"\r\nConnection: close\r\n" in first
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: glint\r\n\r\n")
+    async with asyncio.timeout(30):
+        assert await reader.read() == b""
     writer.close()
 
     login = b'{"username": "nobody", "password": "not this one"}'
@@ -283,3 +290,50 @@ async def test_an_unknown_expectation_is_ignored_not_a_plain_text_417(client):
     assert response.status == 400 and response.content_type == "application/json"
     health = await client.get("/healthz", headers={"Expect": "a-pony"})
     assert health.status == 200
+
+
+def _counted(text: str, line: str) -> float:
+    """A metric's value in /metrics text (0 when absent)."""
+    return sum(float(row.rsplit(" ", 1)[1]) for row in text.splitlines() if row.startswith(line))
+
+
+async def test_a_client_that_hangs_up_is_counted_as_the_clients_not_as_a_store_away(config, caplog):
+    """A client reset while glint reads its body (or asks for it): 499 in the metrics and the
+    access log, as nginx names it, never a 503 with a store error and an outage warning. Served as
+    `glint serve` serves (web.run_app: a handler goes on when its client goes; the test client's
+    server cancels it instead)."""
+    runner = web.AppRunner(create_app(config), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    gone = 'glint_http_requests_total{method="POST",route="/api/token/",status="499"}'
+    unavailable = 'glint_http_requests_total{method="POST",route="/api/token/",status="503"}'
+    try:
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as http:
+            async def metrics() -> str:
+                async with http.get("/metrics") as response:
+                    return await response.text()
+
+            before = await metrics()
+            for expect in (True, False):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(b"POST /api/token/ HTTP/1.1\r\nHost: glint\r\nContent-Type: application/json\r\n"
+                             + (b"Expect: 100-continue\r\n" if expect else b"") + b"Content-Length: 20\r\n\r\n{")
+                async with asyncio.timeout(30):  # a guard, not a timing: the reset once glint reads the body
+                    if expect:
+                        assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+                    else:
+                        while _counted(await metrics(), "glint_http_requests_in_flight") < 2:
+                            await asyncio.sleep(0.01)  # this request and the one asking
+                writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                                           struct.pack("ii", 1, 0))  # close with a reset
+                writer.transport.abort()
+            async with asyncio.timeout(30):  # a guard, not a timing
+                while _counted(text := await metrics(), gone) < _counted(before, gone) + 2:
+                    await asyncio.sleep(0.05)
+    finally:
+        await runner.cleanup()
+    assert _counted(text, unavailable) == _counted(before, unavailable)
+    assert _counted(text, "glint_store_errors_total") == _counted(before, "glint_store_errors_total")
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING and "unavailable" in r.getMessage()]
