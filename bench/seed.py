@@ -433,15 +433,19 @@ async def _required(conn: asyncpg.Connection, table: str) -> set[str]:
 
 
 async def reset(conn: asyncpg.Connection, redis_url: str | None = None) -> None:
-    """Remove all users and what hangs off them, hashtags and locations; and the timelines in Redis."""
+    """Remove all users and what hangs off them, hashtags and locations; and the timelines and the
+    explore ranking in Redis (a ranking of the removed posts would leave explore's pages empty)."""
     tables = (await _columns(conn)).keys()
     names = [t for t in ("users", "hashtags", "locations", "celebrities") if t in tables]
     await conn.execute(f"TRUNCATE {', '.join(names)} CASCADE")
     if redis_url:
         from redis.asyncio import Redis
 
+        from storage import explore
+
         redis = Redis.from_url(redis_url)
         try:
+            await redis.unlink(explore.KEY)
             batch = []
             async for key in redis.scan_iter(match="timeline:*", count=5000):
                 batch.append(key)

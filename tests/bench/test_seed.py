@@ -67,6 +67,21 @@ async def test_seed_refuses_a_database_with_users_unless_reset(config, tmp_path)
     assert report.counts["users"] == 20
 
 
+async def test_a_reset_drops_the_explore_ranking_of_the_posts_it_removed(config, tmp_path):
+    from redis.asyncio import Redis
+
+    from storage import explore
+
+    await seed(config, Plan(users=20, images=0), tmp_path / "a.json", log=lambda *_: None)
+    redis = Redis.from_url(config.redis.url)
+    try:
+        await redis.zadd(explore.KEY, {"12345": 1.0})  # a post of the seed about to be removed
+        await seed(config, Plan(users=20, images=0), tmp_path / "b.json", do_reset=True, log=lambda *_: None)
+        assert not await redis.exists(explore.KEY)  # the bench's explore computes a ranking of the new posts
+    finally:
+        await redis.aclose()
+
+
 def test_follower_counts_follow_a_power_law():
     g = generate(Plan(users=20_000), "hash", [], datetime.now(timezone.utc), celebrity_threshold=10_000)
     counts = sorted(g.followers_count)
