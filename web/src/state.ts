@@ -56,10 +56,16 @@ export async function refreshUnreadMessages() {
   } catch { /* keep the last counts */ }
 }
 
-/** Take the unread counts of these conversations as the server listed them. */
-export function setUnreadMessages(list: Pick<Conversation, "id" | "unread_count">[]) {
+/** The newest message counted live, by conversation: a list read before it arrived is older news. */
+const countedSeq: Record<Id, number> = {};
+
+/** Take the unread counts of these conversations as the server listed them, except where a
+ * message counted live is newer than the list (it was read before the message was sent, and its
+ * answer came after the message's frame). */
+export function setUnreadMessages(list: Pick<Conversation, "id" | "unread_count" | "last_seq">[]) {
   const next = { ...unreadMessages.get() };
   for (const c of list) {
+    if (c.last_seq < (countedSeq[c.id] ?? 0)) continue;
     // the open conversation is being read as the list loads
     if (c.unread_count > 0 && location.pathname !== `/direct/${c.id}`) next[c.id] = c.unread_count;
     else delete next[c.id];
@@ -71,6 +77,8 @@ export function setUnreadMessages(list: Pick<Conversation, "id" | "unread_count"
 export function countNewMessage(message: Message) {
   if (message.sender_id === me.get()?.id) return;
   if (location.pathname === `/direct/${message.conversation_id}`) return;
+  if (message.seq <= (countedSeq[message.conversation_id] ?? 0)) return;  // counted already
+  countedSeq[message.conversation_id] = message.seq;
   const counts = unreadMessages.get();
   unreadMessages.set({ ...counts, [message.conversation_id]: (counts[message.conversation_id] ?? 0) + 1 });
 }
